@@ -1,0 +1,181 @@
+//! Changes: what the diff decided to send, and what the destination answered.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::fingerprint::Fingerprint;
+use crate::key::Key;
+use crate::record::Record;
+use crate::schema::Schema;
+
+/// The operation a change asks of the destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Op {
+    /// Create a record the destination does not have.
+    Insert,
+    /// Change a record the destination has (or create it: an upsert, where supported).
+    Update,
+    /// Remove a record this sync delivered.
+    Delete,
+    /// Record an event: the new or changed row, appended.
+    Append,
+}
+
+impl Op {
+    /// All operations.
+    pub const ALL: [Op; 4] = [Op::Insert, Op::Update, Op::Delete, Op::Append];
+
+    /// The lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::Insert => "insert",
+            Op::Update => "update",
+            Op::Delete => "delete",
+            Op::Append => "append",
+        }
+    }
+
+    fn code(self) -> u8 {
+        match self {
+            Op::Insert => 1,
+            Op::Update => 2,
+            Op::Delete => 3,
+            Op::Append => 4,
+        }
+    }
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A deterministic identifier of one change, sent to destinations that deduplicate on it
+/// (HTTP `Idempotency-Key`, NATS `Nats-Msg-Id`, a guard column in SQL).
+///
+/// It is SHA-256 over (sync id, key, op, fingerprint, version) truncated to 128 bits. The
+/// version is the number of changes this sync has applied to the key before (deletes
+/// included), so a change re-sent after a crash carries the same idempotency key, while a
+/// later change that happens to carry the same data (a value changed and changed back, a
+/// row deleted and re-created) gets a new one and is not dropped as a duplicate.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct IdempotencyKey(pub [u8; 16]);
+
+impl IdempotencyKey {
+    /// The idempotency key of a change.
+    pub fn derive(sync_id: &str, key: &Key, op: Op, fingerprint: Fingerprint, version: u64) -> Self {
+        let mut h = Sha256::new();
+        h.update((sync_id.len() as u64).to_le_bytes());
+        h.update(sync_id.as_bytes());
+        h.update((key.as_bytes().len() as u64).to_le_bytes());
+        h.update(key.as_bytes());
+        h.update([op.code()]);
+        h.update(fingerprint.to_bytes());
+        h.update(version.to_le_bytes());
+        let digest = h.finalize();
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&digest[..16]);
+        IdempotencyKey(out)
+    }
+}
+
+impl fmt::Display for IdempotencyKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for IdempotencyKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "IdempotencyKey({self})")
+    }
+}
+
+/// One change for the destination.
+#[derive(Debug, Clone)]
+pub struct Change {
+    /// What to do.
+    pub op: Op,
+    /// The record's key.
+    pub key: Key,
+    /// The record after transforms; `None` for a delete (the key's values are in `key`).
+    pub record: Option<Record>,
+    /// The fingerprint of `record`; for a delete, of the record last delivered.
+    pub fingerprint: Fingerprint,
+    /// How many changes this sync has applied to the key before this one.
+    pub version: u64,
+    /// The change's deterministic idempotency key.
+    pub idempotency_key: IdempotencyKey,
+}
+
+impl Change {
+    /// A rough size of the change once serialised, for batching by bytes.
+    pub fn estimated_size(&self) -> usize {
+        self.key.as_bytes().len() + 48 + self.record.as_ref().map_or(0, Record::estimated_size)
+    }
+}
+
+/// Changes for one destination write, sharing one schema.
+#[derive(Debug, Clone)]
+pub struct ChangeBatch {
+    /// The sync the changes belong to.
+    pub sync_id: Arc<str>,
+    /// The schema of every record in the batch.
+    pub schema: Arc<Schema>,
+    /// The changes; keys are distinct within a batch.
+    pub changes: Vec<Change>,
+}
+
+impl ChangeBatch {
+    /// The number of changes.
+    pub fn len(&self) -> usize {
+        self.changes.len()
+    }
+
+    /// Whether the batch holds no change.
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+    }
+}
+
+/// The destination's answer for one change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ChangeOutcome {
+    /// The change is durably applied.
+    Applied,
+    /// The destination refused this change.
+    Rejected {
+        /// Why, in the destination's words. Shown in reports, never logged.
+        reason: String,
+        /// Whether trying the same change again may succeed (e.g. a lock conflict).
+        retryable: bool,
+    },
+}
+
+impl ChangeOutcome {
+    /// A permanent rejection with this reason.
+    pub fn rejected(reason: impl Into<String>) -> Self {
+        ChangeOutcome::Rejected { reason: reason.into(), retryable: false }
+    }
+}
+
+/// The destination's answer for a batch: one outcome per change, in the batch's order.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct WriteOutcome {
+    /// One outcome per change of the batch, in order.
+    pub outcomes: Vec<ChangeOutcome>,
+}
+
+impl WriteOutcome {
+    /// Every one of `n` changes applied.
+    pub fn all_applied(n: usize) -> Self {
+        Self { outcomes: vec![ChangeOutcome::Applied; n] }
+    }
+}

@@ -1,0 +1,180 @@
+//! The merge diff: a key-ordered source walked beside the key-ordered snapshot.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use super::{DiffError, DiffOutput, Differ, FingerprinterCache, InvalidRecord, PlanKind, Planned, duplicate_reason};
+use crate::fingerprint::FingerprintAlgorithm;
+use crate::key::Key;
+use crate::record::Record;
+use crate::schema::Schema;
+use crate::state::{SnapshotEntry, StateStore};
+
+/// The merge strategy: memory independent of table size, for sources that read in key order.
+///
+/// The snapshot is read `page_size` entries at a time; the source's keys must ascend
+/// strictly across the whole run (an equal key is a duplicate, a smaller one an error).
+pub struct MergeDiff {
+    store: Arc<dyn StateStore>,
+    sync_id: String,
+    page_size: usize,
+    page: VecDeque<SnapshotEntry>,
+    after: Option<Key>,
+    exhausted: bool,
+    last: Option<Key>,
+    fingerprinters: FingerprinterCache,
+    emit_unchanged: bool,
+    live_total: u64,
+}
+
+impl std::fmt::Debug for MergeDiff {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MergeDiff").field("sync_id", &self.sync_id).field("page_size", &self.page_size).finish()
+    }
+}
+
+impl MergeDiff {
+    /// A diff against the snapshot of `sync_id` in `store`.
+    pub fn new(store: Arc<dyn StateStore>, sync_id: &str, algorithm: FingerprintAlgorithm, page_size: usize) -> Self {
+        Self {
+            store,
+            sync_id: sync_id.to_owned(),
+            page_size: page_size.max(1),
+            page: VecDeque::new(),
+            after: None,
+            exhausted: false,
+            last: None,
+            fingerprinters: FingerprinterCache::new(algorithm),
+            emit_unchanged: false,
+            live_total: 0,
+        }
+    }
+
+    /// Also emits records that match the snapshot, as [`PlanKind::Unchanged`] (for a resync).
+    pub fn with_unchanged(mut self, emit: bool) -> Self {
+        self.emit_unchanged = emit;
+        self
+    }
+
+    /// The next snapshot entry, fetching a page when the buffer is empty.
+    async fn peek(&mut self) -> Result<Option<&SnapshotEntry>, DiffError> {
+        if self.page.is_empty() && !self.exhausted {
+            let page = self.store.scan(&self.sync_id, self.after.as_ref(), self.page_size).await?;
+            self.exhausted = page.len() < self.page_size;
+            if let Some(last) = page.last() {
+                self.after = Some(last.key.clone());
+            }
+            self.live_total += page.iter().filter(|e| e.is_live()).count() as u64;
+            self.page.extend(page);
+        }
+        Ok(self.page.front())
+    }
+
+    /// Consumes snapshot entries before `key`: those are keys the source no longer has.
+    /// Returns the entry equal to `key`, if any.
+    async fn advance_to(&mut self, key: &Key, out: &mut DiffOutput) -> Result<Option<SnapshotEntry>, DiffError> {
+        while let Some(head) = self.peek().await? {
+            match head.key.cmp(key) {
+                std::cmp::Ordering::Less => {
+                    if let Some(gone) = self.page.pop_front()
+                        && gone.is_live()
+                    {
+                        out.deletes.push(gone);
+                    }
+                }
+                std::cmp::Ordering::Equal => return Ok(self.page.pop_front()),
+                std::cmp::Ordering::Greater => return Ok(None),
+            }
+        }
+        Ok(None)
+    }
+}
+
+enum Item {
+    Record(Record),
+    Seen,
+}
+
+#[async_trait]
+impl Differ for MergeDiff {
+    fn strategy(&self) -> &'static str {
+        "merge"
+    }
+
+    async fn push(
+        &mut self,
+        schema: &Schema,
+        records: Vec<Record>,
+        seen: Vec<Key>,
+        out: &mut DiffOutput,
+    ) -> Result<(), DiffError> {
+        let mut items: Vec<(Key, Item)> = Vec::with_capacity(records.len() + seen.len());
+        for record in records {
+            match record.key(schema) {
+                Ok(key) => items.push((key, Item::Record(record))),
+                Err(e) => out.invalid.push(InvalidRecord { key: None, record, reason: e.to_string() }),
+            }
+        }
+        if !seen.is_empty() {
+            items.extend(seen.into_iter().map(|k| (k, Item::Seen)));
+            // Stable: a record and a refused record of one key keep their source order.
+            items.sort_by(|a, b| a.0.cmp(&b.0));
+        }
+        let mut fingerprinter = self.fingerprinters.take(schema);
+        let result = async {
+            for (key, item) in items {
+                if let Some(previous) = &self.last {
+                    match key.cmp(previous) {
+                        std::cmp::Ordering::Less => {
+                            return Err(DiffError::OutOfOrder { key, previous: previous.clone() });
+                        }
+                        std::cmp::Ordering::Equal => {
+                            if let Item::Record(record) = item {
+                                let reason = duplicate_reason(schema);
+                                out.invalid.push(InvalidRecord { key: Some(key), record, reason });
+                            }
+                            continue;
+                        }
+                        std::cmp::Ordering::Greater => {}
+                    }
+                }
+                let base = self.advance_to(&key, out).await?;
+                self.last = Some(key.clone());
+                let Item::Record(record) = item else { continue };
+                let fingerprint = fingerprinter.fingerprint(&record);
+                let base_fingerprint = base.as_ref().and_then(|b| b.fingerprint);
+                let kind = match base_fingerprint {
+                    Some(f) if f == fingerprint => PlanKind::Unchanged,
+                    Some(_) => PlanKind::Update,
+                    None => PlanKind::Insert,
+                };
+                if kind == PlanKind::Unchanged {
+                    out.unchanged += 1;
+                    if !self.emit_unchanged {
+                        continue;
+                    }
+                }
+                let base_version = base.map_or(0, |b| b.version);
+                out.planned.push(Planned { kind, key, record, fingerprint, base_fingerprint, base_version });
+            }
+            Ok(())
+        }
+        .await;
+        self.fingerprinters.put_back(schema, fingerprinter);
+        result
+    }
+
+    async fn finish(&mut self, out: &mut DiffOutput) -> Result<(), DiffError> {
+        while self.peek().await?.is_some() {
+            if let Some(gone) = self.page.pop_front()
+                && gone.is_live()
+            {
+                out.deletes.push(gone);
+            }
+        }
+        out.live_total = self.live_total;
+        Ok(())
+    }
+}

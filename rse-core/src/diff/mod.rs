@@ -1,0 +1,153 @@
+//! The diff engine: which records changed since the state the destination acknowledged.
+//!
+//! Two strategies sit behind one interface, [`Differ`]:
+//!
+//! - [`HashDiff`] loads the snapshot's keys and fingerprints into a hash map and takes
+//!   source records in any order. Memory grows with the snapshot (about 60 bytes per key
+//!   plus the key itself).
+//! - [`MergeDiff`] walks the snapshot page by page beside a source that reads in key order.
+//!   Memory is independent of table size.
+//!
+//! Both validate keys the same way: a record whose key column is null, or whose key was
+//! already seen in this run, becomes an [`InvalidRecord`] with a reason (the first
+//! occurrence of a repeated key is diffed; later ones are invalid), never silently merged.
+
+mod hash;
+mod merge;
+
+use async_trait::async_trait;
+
+pub use hash::HashDiff;
+pub use merge::MergeDiff;
+
+use crate::error::StateError;
+use crate::fingerprint::Fingerprint;
+use crate::key::Key;
+use crate::record::Record;
+use crate::state::SnapshotEntry;
+
+/// What the diff found for one source record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlanKind {
+    /// The key is not live in the snapshot.
+    Insert,
+    /// The key is live with another fingerprint.
+    Update,
+    /// The key is live with the same fingerprint (only emitted when asked, for a resync).
+    Unchanged,
+}
+
+/// A source record the diff decided about.
+#[derive(Debug, Clone)]
+pub struct Planned {
+    /// What it is.
+    pub kind: PlanKind,
+    /// The key.
+    pub key: Key,
+    /// The record after transforms.
+    pub record: Record,
+    /// Its fingerprint.
+    pub fingerprint: Fingerprint,
+    /// The fingerprint the destination acknowledged last (`None` if never, or deleted).
+    pub base_fingerprint: Option<Fingerprint>,
+    /// The key's version in the snapshot (0 if unknown).
+    pub base_version: u64,
+}
+
+/// A source record whose key is invalid.
+#[derive(Debug, Clone)]
+pub struct InvalidRecord {
+    /// The key, when it could be built (a repeated key).
+    pub key: Option<Key>,
+    /// The record.
+    pub record: Record,
+    /// Why, naming the column; never the values.
+    pub reason: String,
+}
+
+/// What the diff has found so far; [`Differ`] methods append to it.
+#[derive(Debug, Default)]
+pub struct DiffOutput {
+    /// Records to send.
+    pub planned: Vec<Planned>,
+    /// Records with an invalid key.
+    pub invalid: Vec<InvalidRecord>,
+    /// How many records matched the snapshot.
+    pub unchanged: u64,
+    /// Live snapshot entries the source no longer has (filled by `finish`).
+    pub deletes: Vec<SnapshotEntry>,
+    /// How many live entries the snapshot held (known after `finish`).
+    pub live_total: u64,
+}
+
+/// A diff failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DiffError {
+    /// The snapshot could not be read.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// The merge strategy got a key smaller than the one before it.
+    #[error("source returned keys out of order (key {key} after {previous}); the merge diff needs ascending key order: fix the source's ORDER BY or use the hash strategy")]
+    OutOfOrder {
+        /// The key out of place (hashed).
+        key: Key,
+        /// The key before it (hashed).
+        previous: Key,
+    },
+}
+
+/// One diff strategy. The runner pushes every transformed batch, then calls `finish` once.
+#[async_trait]
+pub trait Differ: Send {
+    /// The strategy's name: `hash` or `merge`.
+    fn strategy(&self) -> &'static str;
+
+    /// Diffs the records of one batch. `seen` are keys read in this batch that did not reach
+    /// the diff (refused by a transform): they count as present, so they are never deleted.
+    ///
+    /// # Errors
+    /// [`DiffError`] when the snapshot cannot be read or the source breaks key order.
+    async fn push(
+        &mut self,
+        schema: &crate::Schema,
+        records: Vec<Record>,
+        seen: Vec<Key>,
+        out: &mut DiffOutput,
+    ) -> Result<(), DiffError>;
+
+    /// Ends the diff: fills `deletes` with the live keys never seen and `live_total`.
+    ///
+    /// # Errors
+    /// [`DiffError::State`] when the snapshot cannot be read.
+    async fn finish(&mut self, out: &mut DiffOutput) -> Result<(), DiffError>;
+}
+
+pub(crate) fn duplicate_reason(schema: &crate::Schema) -> String {
+    let cols: Vec<&str> = schema.key_names().collect();
+    format!("key ({}) repeated in this run; the first occurrence was kept, this one is refused", cols.join(", "))
+}
+
+/// Keeps the fingerprinter of the last schema seen, so batches of one schema share it.
+#[derive(Debug)]
+struct FingerprinterCache {
+    algorithm: crate::FingerprintAlgorithm,
+    last: Option<(crate::Schema, crate::Fingerprinter)>,
+}
+
+impl FingerprinterCache {
+    fn new(algorithm: crate::FingerprintAlgorithm) -> Self {
+        Self { algorithm, last: None }
+    }
+
+    fn take(&mut self, schema: &crate::Schema) -> crate::Fingerprinter {
+        match self.last.take() {
+            Some((s, f)) if s == *schema => f,
+            _ => crate::Fingerprinter::new(self.algorithm, schema),
+        }
+    }
+
+    fn put_back(&mut self, schema: &crate::Schema, fingerprinter: crate::Fingerprinter) {
+        self.last = Some((schema.clone(), fingerprinter));
+    }
+}

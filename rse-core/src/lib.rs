@@ -1,0 +1,43 @@
+//! The rse engine: data model, the four traits, the diff and idempotency engine, the runner.
+//!
+//! A host composes a sync from a [`Source`], a chain of [`Transform`]s, a [`Destination`]
+//! and a [`StateStore`], and runs it with [`Sync`]. Each run reads the model, fingerprints
+//! every record after transforms, diffs against the snapshot of what the destination
+//! acknowledged, and delivers exactly the changes — batched, paced to the destination's
+//! quota, retried with backoff, with a deterministic idempotency key per change — committing
+//! state only for acknowledged changes and keeping every refused record with its reason.
+
+pub mod change;
+pub mod destination;
+pub mod diff;
+pub mod error;
+pub mod fingerprint;
+pub mod key;
+pub mod memory;
+pub mod record;
+pub mod report;
+pub mod runner;
+pub mod schema;
+pub mod source;
+pub mod state;
+#[cfg(feature = "testing")]
+pub mod testing;
+pub mod transform;
+pub mod value;
+
+pub use change::{Change, ChangeBatch, ChangeOutcome, IdempotencyKey, Op, WriteOutcome};
+pub use destination::{Destination, DestinationCapabilities, RateLimit};
+pub use error::{
+    BoxError, ConfigError, DestinationError, Error, KeyError, SchemaError, SourceError, StateError, TransformError,
+    ValueError,
+};
+pub use fingerprint::{Fingerprint, FingerprintAlgorithm, Fingerprinter};
+pub use key::{Key, KeyHash};
+pub use record::{Record, RecordBatch};
+pub use report::{Counts, OpCounts, ProgressEvent, RejectionSample, RunStatus, StageDurations, SyncReport};
+pub use runner::{DiffStrategy, MaxDeletes, Mode, Sync, SyncBuilder, SyncOptions};
+pub use schema::{Field, Schema};
+pub use source::{ReadRequest, RecordBatchStream, Source, SourceCapabilities};
+pub use state::{Lease, RejectedEntry, RejectionStage, SnapshotEntry, StateCommit, StateStore, SyncMeta};
+pub use transform::{Rejection, Transform, TransformOutput};
+pub use value::{DataType, Decimal, Value};

@@ -1,0 +1,497 @@
+//! In-memory implementations of `Source`, `Destination` and `StateStore`.
+//!
+//! They are complete implementations of their traits' contracts (the conformance suites run
+//! against them), useful for ephemeral syncs, examples and tests. Each is a cheap handle:
+//! clones share the same data, so a test can keep one to inspect or edit while a sync uses
+//! another.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use futures::StreamExt;
+
+use crate::change::{ChangeBatch, ChangeOutcome, IdempotencyKey, Op, WriteOutcome};
+use crate::destination::{Destination, DestinationCapabilities};
+use crate::error::{DestinationError, SourceError, StateError};
+use crate::fingerprint::Fingerprint;
+use crate::key::Key;
+use crate::record::{Record, RecordBatch};
+use crate::report::SyncReport;
+use crate::schema::Schema;
+use crate::source::{ReadRequest, RecordBatchStream, Source, SourceCapabilities};
+use crate::state::{Lease, RejectedEntry, SnapshotEntry, StateCommit, StateStore, SyncMeta};
+
+/// Locks a mutex, recovering the data if a panicking thread poisoned it: every critical
+/// section here leaves the data consistent before anything can panic.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A table held in memory, keyed by its schema's key columns.
+#[derive(Clone)]
+pub struct MemorySource {
+    name: Arc<str>,
+    schema: Arc<Schema>,
+    capabilities: SourceCapabilities,
+    rows: Arc<Mutex<Vec<Record>>>,
+}
+
+impl std::fmt::Debug for MemorySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemorySource").field("name", &self.name).field("rows", &lock(&self.rows).len()).finish()
+    }
+}
+
+impl MemorySource {
+    /// A table of `rows` under `schema`; it can read in key order.
+    pub fn new(schema: Arc<Schema>, rows: Vec<Record>) -> Self {
+        Self {
+            name: "memory".into(),
+            schema,
+            capabilities: SourceCapabilities::default().with_ordered_by_key(true),
+            rows: Arc::new(Mutex::new(rows)),
+        }
+    }
+
+    /// Names the source.
+    pub fn with_name(mut self, name: &str) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Sets what the source declares it can do (e.g. a cursor field for incremental reads,
+    /// or no key order, to force the hash diff).
+    pub fn with_capabilities(mut self, capabilities: SourceCapabilities) -> Self {
+        self.capabilities = capabilities;
+        self
+    }
+
+    /// Replaces every row.
+    pub fn set_rows(&self, rows: Vec<Record>) {
+        *lock(&self.rows) = rows;
+    }
+
+    /// A copy of the rows.
+    pub fn rows(&self) -> Vec<Record> {
+        lock(&self.rows).clone()
+    }
+
+    /// Inserts `record`, or replaces the row with the same key.
+    pub fn upsert(&self, record: Record) {
+        let mut rows = lock(&self.rows);
+        let key = record.key(&self.schema).ok();
+        match rows.iter_mut().find(|r| key.is_some() && r.key(&self.schema).ok() == key) {
+            Some(row) => *row = record,
+            None => rows.push(record),
+        }
+    }
+
+    /// Removes the row with this key, if any.
+    pub fn remove(&self, key: &Key) {
+        lock(&self.rows).retain(|r| r.key(&self.schema).ok().as_ref() != Some(key));
+    }
+}
+
+#[async_trait]
+impl Source for MemorySource {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn capabilities(&self) -> SourceCapabilities {
+        self.capabilities.clone()
+    }
+
+    async fn schema(&self) -> Result<Arc<Schema>, SourceError> {
+        Ok(self.schema.clone())
+    }
+
+    async fn read(&self, request: ReadRequest) -> Result<RecordBatchStream<'_>, SourceError> {
+        if request.order_by_key && !self.capabilities.ordered_by_key {
+            return Err(SourceError::Unsupported(format!("source `{}` does not read in key order", self.name)));
+        }
+        let mut rows = self.rows();
+        if let (Some(cursor), Some(field)) = (&request.cursor, &self.capabilities.cursor_field) {
+            let i = self.schema.index_of(field).ok_or_else(|| SourceError::NotFound {
+                what: format!("cursor column `{field}` in `{}` (columns: {})", self.name, self.schema.field_names()),
+                hint: None,
+            })?;
+            rows.retain(|r| r.get(i).is_some_and(|v| !v.is_null() && v.total_cmp(cursor).is_ge()));
+        }
+        if request.order_by_key {
+            // Rows with a null key sort first; the runner reports them as invalid.
+            let mut keyed: Vec<(Option<Key>, Record)> = rows.into_iter().map(|r| (r.key(&self.schema).ok(), r)).collect();
+            keyed.sort_by(|a, b| a.0.cmp(&b.0));
+            rows = keyed.into_iter().map(|(_, r)| r).collect();
+        }
+        let size = request.batch_size.max(1);
+        let schema = self.schema.clone();
+        let mut batches = Vec::with_capacity(rows.len() / size + 1);
+        let mut rows = rows.into_iter().peekable();
+        while rows.peek().is_some() {
+            batches.push(Ok(RecordBatch::new(schema.clone(), rows.by_ref().take(size).collect())));
+        }
+        Ok(futures::stream::iter(batches).boxed())
+    }
+}
+
+/// One write of a change that reached a [`MemoryDestination`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// The change's idempotency key.
+    pub idempotency_key: IdempotencyKey,
+    /// Its key.
+    pub key: Key,
+    /// Its operation.
+    pub op: Op,
+    /// Its fingerprint.
+    pub fingerprint: Fingerprint,
+    /// The version it was planned on.
+    pub version: u64,
+    /// `false` when it was dropped as a duplicate of an applied idempotency key.
+    pub applied: bool,
+}
+
+#[derive(Default)]
+struct DestinationData {
+    rows: BTreeMap<Key, (Record, Fingerprint)>,
+    events: Vec<(Key, Record)>,
+    applied_keys: HashSet<IdempotencyKey>,
+    log: Vec<Delivery>,
+    writes: u64,
+}
+
+/// A destination that keeps records in memory, logs every delivery, and honours
+/// idempotency keys (a change whose key was applied before is acknowledged, not re-applied).
+///
+/// `Insert` of an existing key overwrites it, `Update` of a missing key is rejected with
+/// "record not found", `Delete` of a missing key is applied, `Append` adds an event.
+#[derive(Clone)]
+pub struct MemoryDestination {
+    name: Arc<str>,
+    capabilities: DestinationCapabilities,
+    data: Arc<Mutex<DestinationData>>,
+}
+
+impl std::fmt::Debug for MemoryDestination {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryDestination").field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+impl Default for MemoryDestination {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemoryDestination {
+    /// A destination supporting every operation, honouring idempotency keys.
+    pub fn new() -> Self {
+        Self {
+            name: "memory".into(),
+            capabilities: DestinationCapabilities::new(Op::ALL).with_idempotency_keys(true),
+            data: Arc::default(),
+        }
+    }
+
+    /// Replaces the declared capabilities.
+    pub fn with_capabilities(mut self, capabilities: DestinationCapabilities) -> Self {
+        self.capabilities = capabilities;
+        self
+    }
+
+    /// The records held, by key.
+    pub fn records(&self) -> BTreeMap<Key, Record> {
+        lock(&self.data).rows.iter().map(|(k, (r, _))| (k.clone(), r.clone())).collect()
+    }
+
+    /// The fingerprint of the change last applied to each key held.
+    pub fn fingerprints(&self) -> BTreeMap<Key, Fingerprint> {
+        lock(&self.data).rows.iter().map(|(k, (_, f))| (k.clone(), *f)).collect()
+    }
+
+    /// The appended events, in order.
+    pub fn events(&self) -> Vec<(Key, Record)> {
+        lock(&self.data).events.clone()
+    }
+
+    /// Every change delivered, in order, duplicates included.
+    pub fn deliveries(&self) -> Vec<Delivery> {
+        lock(&self.data).log.clone()
+    }
+
+    /// How many `write` calls reached it.
+    pub fn writes(&self) -> u64 {
+        lock(&self.data).writes
+    }
+
+    /// Puts a record in place as if written by someone else (for `Update` mode tests).
+    pub fn seed(&self, key: Key, record: Record) {
+        lock(&self.data).rows.insert(key, (record, Fingerprint(0)));
+    }
+}
+
+#[async_trait]
+impl Destination for MemoryDestination {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn capabilities(&self) -> DestinationCapabilities {
+        self.capabilities.clone()
+    }
+
+    async fn check(&self) -> Result<(), DestinationError> {
+        Ok(())
+    }
+
+    async fn write(&self, batch: &ChangeBatch) -> Result<WriteOutcome, DestinationError> {
+        let honour = self.capabilities.honours_idempotency_keys;
+        let mut data = lock(&self.data);
+        data.writes += 1;
+        let mut outcomes = Vec::with_capacity(batch.changes.len());
+        for change in &batch.changes {
+            let duplicate = honour && data.applied_keys.contains(&change.idempotency_key);
+            let outcome = if duplicate {
+                ChangeOutcome::Applied
+            } else if !self.capabilities.supports(change.op) {
+                ChangeOutcome::rejected(format!("operation {} not supported", change.op))
+            } else {
+                match (change.op, &change.record) {
+                    (Op::Delete, _) => {
+                        data.rows.remove(&change.key);
+                        ChangeOutcome::Applied
+                    }
+                    (Op::Update, Some(_)) if !data.rows.contains_key(&change.key) => {
+                        ChangeOutcome::rejected("record not found")
+                    }
+                    (Op::Insert | Op::Update, Some(record)) => {
+                        data.rows.insert(change.key.clone(), (record.clone(), change.fingerprint));
+                        ChangeOutcome::Applied
+                    }
+                    (Op::Append, Some(record)) => {
+                        data.events.push((change.key.clone(), record.clone()));
+                        ChangeOutcome::Applied
+                    }
+                    (_, None) => ChangeOutcome::rejected(format!("{} without a record", change.op)),
+                }
+            };
+            let applied = !duplicate && outcome == ChangeOutcome::Applied;
+            if applied {
+                data.applied_keys.insert(change.idempotency_key);
+            }
+            data.log.push(Delivery {
+                idempotency_key: change.idempotency_key,
+                key: change.key.clone(),
+                op: change.op,
+                fingerprint: change.fingerprint,
+                version: change.version,
+                applied,
+            });
+            outcomes.push(outcome);
+        }
+        Ok(WriteOutcome { outcomes })
+    }
+}
+
+struct LeaseState {
+    holder: String,
+    token: u64,
+    acquired_at: SystemTime,
+    acquired_instant: tokio::time::Instant,
+    expires: tokio::time::Instant,
+}
+
+#[derive(Default)]
+struct SyncData {
+    snapshot: BTreeMap<Key, SnapshotEntry>,
+    rejected: BTreeMap<Key, RejectedEntry>,
+    meta: SyncMeta,
+    runs: BTreeMap<u64, SyncReport>,
+    lease: Option<LeaseState>,
+    last_token: u64,
+}
+
+/// A state store in memory. Lease expiry follows tokio's clock, so tests with a paused clock
+/// can let a lease lapse without waiting.
+#[derive(Clone, Default)]
+pub struct MemoryStateStore {
+    syncs: Arc<Mutex<HashMap<String, SyncData>>>,
+    run_retention: usize,
+}
+
+impl std::fmt::Debug for MemoryStateStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStateStore").finish_non_exhaustive()
+    }
+}
+
+impl MemoryStateStore {
+    /// An empty store keeping the last 100 runs of each sync.
+    pub fn new() -> Self {
+        Self { syncs: Arc::default(), run_retention: 100 }
+    }
+
+    /// Keeps only the last `n` runs of each sync.
+    pub fn with_run_retention(mut self, n: usize) -> Self {
+        self.run_retention = n.max(1);
+        self
+    }
+
+    /// The whole snapshot of a sync, tombstones included, in key order.
+    pub fn snapshot(&self, sync_id: &str) -> Vec<SnapshotEntry> {
+        lock(&self.syncs).get(sync_id).map(|s| s.snapshot.values().cloned().collect()).unwrap_or_default()
+    }
+
+    /// The whole rejected set of a sync, in key order.
+    pub fn rejections(&self, sync_id: &str) -> Vec<RejectedEntry> {
+        lock(&self.syncs).get(sync_id).map(|s| s.rejected.values().cloned().collect()).unwrap_or_default()
+    }
+
+    fn with_sync<T>(&self, sync_id: &str, f: impl FnOnce(&mut SyncData) -> T) -> T {
+        let mut syncs = lock(&self.syncs);
+        f(syncs.entry(sync_id.to_owned()).or_default())
+    }
+
+    fn check_fence(sync_id: &str, data: &SyncData, lease: &Lease) -> Result<(), StateError> {
+        let current = data.lease.as_ref().map_or(data.last_token, |l| l.token);
+        if current != lease.token || data.lease.is_none() {
+            return Err(StateError::Fenced { sync_id: sync_id.to_owned(), token: lease.token, current });
+        }
+        Ok(())
+    }
+}
+
+fn page<V: Clone>(map: &BTreeMap<Key, V>, after: Option<&Key>, limit: usize) -> Vec<V> {
+    use std::ops::Bound;
+    let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
+    map.range::<Key, _>((lower, Bound::Unbounded)).take(limit).map(|(_, v)| v.clone()).collect()
+}
+
+#[async_trait]
+impl StateStore for MemoryStateStore {
+    fn name(&self) -> &str {
+        "memory"
+    }
+
+    async fn acquire_lease(&self, sync_id: &str, holder: &str, ttl: Duration) -> Result<Lease, StateError> {
+        let now = tokio::time::Instant::now();
+        self.with_sync(sync_id, |data| {
+            if let Some(l) = &data.lease
+                && l.expires > now
+            {
+                return Err(StateError::LeaseHeld {
+                    sync_id: sync_id.to_owned(),
+                    holder: l.holder.clone(),
+                    since_secs: now.duration_since(l.acquired_instant).as_secs(),
+                    expires_in_secs: l.expires.duration_since(now).as_secs(),
+                });
+            }
+            data.last_token += 1;
+            let acquired_at = SystemTime::now();
+            data.lease = Some(LeaseState {
+                holder: holder.to_owned(),
+                token: data.last_token,
+                acquired_at,
+                acquired_instant: now,
+                expires: now + ttl,
+            });
+            Ok(Lease {
+                sync_id: sync_id.to_owned(),
+                holder: holder.to_owned(),
+                token: data.last_token,
+                acquired_at,
+                expires_at: acquired_at + ttl,
+            })
+        })
+    }
+
+    async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> Result<Lease, StateError> {
+        let now = tokio::time::Instant::now();
+        self.with_sync(&lease.sync_id, |data| {
+            Self::check_fence(&lease.sync_id, data, lease)?;
+            let mut renewed = lease.clone();
+            if let Some(l) = data.lease.as_mut() {
+                l.expires = now + ttl;
+                renewed.acquired_at = l.acquired_at;
+            }
+            renewed.expires_at = SystemTime::now() + ttl;
+            Ok(renewed)
+        })
+    }
+
+    async fn release_lease(&self, lease: &Lease) -> Result<(), StateError> {
+        self.with_sync(&lease.sync_id, |data| {
+            if data.lease.as_ref().is_some_and(|l| l.token == lease.token) {
+                data.lease = None;
+            }
+        });
+        Ok(())
+    }
+
+    async fn meta(&self, sync_id: &str) -> Result<SyncMeta, StateError> {
+        Ok(lock(&self.syncs).get(sync_id).map(|s| s.meta.clone()).unwrap_or_default())
+    }
+
+    async fn scan(&self, sync_id: &str, after: Option<&Key>, limit: usize) -> Result<Vec<SnapshotEntry>, StateError> {
+        Ok(lock(&self.syncs).get(sync_id).map(|s| page(&s.snapshot, after, limit)).unwrap_or_default())
+    }
+
+    async fn get(&self, sync_id: &str, keys: &[Key]) -> Result<Vec<Option<SnapshotEntry>>, StateError> {
+        let syncs = lock(&self.syncs);
+        let snapshot = syncs.get(sync_id).map(|s| &s.snapshot);
+        Ok(keys.iter().map(|k| snapshot.and_then(|s| s.get(k).cloned())).collect())
+    }
+
+    async fn rejected(&self, sync_id: &str, after: Option<&Key>, limit: usize) -> Result<Vec<RejectedEntry>, StateError> {
+        Ok(lock(&self.syncs).get(sync_id).map(|s| page(&s.rejected, after, limit)).unwrap_or_default())
+    }
+
+    async fn commit(&self, lease: &Lease, commit: StateCommit) -> Result<(), StateError> {
+        self.with_sync(&lease.sync_id, |data| {
+            Self::check_fence(&lease.sync_id, data, lease)?;
+            for entry in commit.applied {
+                data.rejected.remove(&entry.key);
+                data.snapshot.insert(entry.key.clone(), entry);
+            }
+            for entry in commit.rejected {
+                data.rejected.insert(entry.key.clone(), entry);
+            }
+            for key in &commit.cleared_rejections {
+                data.rejected.remove(key);
+            }
+            for key in &commit.forgotten {
+                data.snapshot.remove(key);
+            }
+            if let Some(cursor) = commit.cursor {
+                data.meta.cursor = Some(cursor);
+            }
+            if let Some(algorithm) = commit.fingerprint_algorithm {
+                data.meta.fingerprint_algorithm = Some(algorithm);
+            }
+            Ok(())
+        })
+    }
+
+    async fn record_run(&self, lease: &Lease, report: &SyncReport) -> Result<(), StateError> {
+        let retention = self.run_retention.max(1);
+        self.with_sync(&lease.sync_id, |data| {
+            Self::check_fence(&lease.sync_id, data, lease)?;
+            data.runs.insert(report.run_id, report.clone());
+            while data.runs.len() > retention {
+                data.runs.pop_first();
+            }
+            Ok(())
+        })
+    }
+
+    async fn runs(&self, sync_id: &str, limit: usize) -> Result<Vec<SyncReport>, StateError> {
+        Ok(lock(&self.syncs)
+            .get(sync_id)
+            .map(|s| s.runs.values().rev().take(limit).cloned().collect())
+            .unwrap_or_default())
+    }
+}

@@ -1,0 +1,104 @@
+//! Records and batches: rows move through rse in batches that share one schema.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::KeyError;
+use crate::key::Key;
+use crate::schema::Schema;
+use crate::value::Value;
+
+/// The values of one row, in the order of its schema's fields.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Record {
+    /// One value per field of the schema.
+    pub values: Vec<Value>,
+}
+
+impl Record {
+    /// A record of these values.
+    pub fn new(values: Vec<Value>) -> Self {
+        Self { values }
+    }
+
+    /// The value at field index `index`.
+    pub fn get(&self, index: usize) -> Option<&Value> {
+        self.values.get(index)
+    }
+
+    /// The value of the field named `name` under `schema`.
+    pub fn get_by_name(&self, schema: &Schema, name: &str) -> Option<&Value> {
+        schema.index_of(name).and_then(|i| self.values.get(i))
+    }
+
+    /// The key of this record under `schema`.
+    ///
+    /// # Errors
+    /// [`KeyError::NullKey`] when a key column is null or missing, naming the column.
+    pub fn key(&self, schema: &Schema) -> Result<Key, KeyError> {
+        let mut buf = Vec::with_capacity(16);
+        self.key_into(schema, &mut buf)?;
+        Ok(Key::from_encoded_unchecked(buf))
+    }
+
+    /// Encodes the key of this record under `schema` into `buf` (cleared first).
+    ///
+    /// # Errors
+    /// [`KeyError::NullKey`] when a key column is null or missing, naming the column.
+    pub fn key_into(&self, schema: &Schema, buf: &mut Vec<u8>) -> Result<(), KeyError> {
+        buf.clear();
+        for &i in schema.key_indices() {
+            match self.values.get(i) {
+                None | Some(Value::Null) => {
+                    let column = schema.field(i).map(|f| f.name.clone()).unwrap_or_default();
+                    return Err(KeyError::NullKey { column });
+                }
+                Some(v) => crate::key::encode_value(v, buf),
+            }
+        }
+        Ok(())
+    }
+
+    /// A rough size of this record once serialised, for batching by bytes.
+    pub fn estimated_size(&self) -> usize {
+        2 + self.values.iter().map(|v| v.estimated_size() + 8).sum::<usize>()
+    }
+}
+
+impl From<Vec<Value>> for Record {
+    fn from(values: Vec<Value>) -> Self {
+        Self { values }
+    }
+}
+
+/// Many records sharing one schema: the unit in which rows move.
+#[derive(Debug, Clone)]
+pub struct RecordBatch {
+    /// The schema of every record.
+    pub schema: Arc<Schema>,
+    /// The records.
+    pub records: Vec<Record>,
+}
+
+impl RecordBatch {
+    /// A batch of `records` under `schema`.
+    pub fn new(schema: Arc<Schema>, records: Vec<Record>) -> Self {
+        Self { schema, records }
+    }
+
+    /// An empty batch.
+    pub fn empty(schema: Arc<Schema>) -> Self {
+        Self { schema, records: Vec::new() }
+    }
+
+    /// The number of records.
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Whether the batch holds no record.
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+}

@@ -1,0 +1,249 @@
+//! What a run reports: counts, retries, timings, cursor movement and sampled rejections.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::change::Op;
+use crate::key::KeyHash;
+use crate::runner::Mode;
+use crate::state::RejectionStage;
+use crate::value::Value;
+
+/// Counts of changes per operation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpCounts {
+    /// Inserts.
+    pub insert: u64,
+    /// Updates.
+    pub update: u64,
+    /// Deletes.
+    pub delete: u64,
+    /// Appended events.
+    pub append: u64,
+}
+
+impl OpCounts {
+    /// Adds `n` to `op`'s count.
+    pub fn add(&mut self, op: Op, n: u64) {
+        match op {
+            Op::Insert => self.insert += n,
+            Op::Update => self.update += n,
+            Op::Delete => self.delete += n,
+            Op::Append => self.append += n,
+        }
+    }
+
+    /// The count of `op`.
+    pub fn get(&self, op: Op) -> u64 {
+        match op {
+            Op::Insert => self.insert,
+            Op::Update => self.update,
+            Op::Delete => self.delete,
+            Op::Append => self.append,
+        }
+    }
+
+    /// All operations together.
+    pub fn total(&self) -> u64 {
+        self.insert + self.update + self.delete + self.append
+    }
+}
+
+/// What happened to the records and changes of a run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    /// Records read from the source.
+    pub read: u64,
+    /// Records a transform filtered out on purpose (suppression, consent).
+    pub filtered: u64,
+    /// Records refused by a transform, with a reason.
+    pub transform_rejected: u64,
+    /// Records with an invalid key (null, or seen twice in the run).
+    pub invalid: u64,
+    /// Records whose fingerprint matches what the destination acknowledged.
+    pub unchanged: u64,
+    /// Changed records the mode does not send (an update under `Insert` mode).
+    pub skipped: u64,
+    /// Changes planned, per operation.
+    pub planned: OpCounts,
+    /// Changes the destination acknowledged as applied.
+    pub applied: OpCounts,
+    /// Changes the destination refused.
+    pub rejected: OpCounts,
+    /// Deletes withheld by the delete guard.
+    pub withheld: u64,
+    /// Planned changes that were not delivered (run ended early); they go next run.
+    pub undelivered: u64,
+    /// Rejections from earlier runs that this run delivered or cleared.
+    pub recovered: u64,
+}
+
+/// Time spent per stage. Stages overlap (reading goes on while batches are delivered).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StageDurations {
+    /// Waiting on the source.
+    pub read: Duration,
+    /// In transforms.
+    pub transform: Duration,
+    /// Fingerprinting and comparing.
+    pub diff: Duration,
+    /// In destination writes, retries and waits included.
+    pub deliver: Duration,
+    /// In state commits.
+    pub commit: Duration,
+    /// The whole run.
+    pub total: Duration,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum RunStatus {
+    /// Every planned change was applied.
+    Succeeded,
+    /// Every planned change has a final outcome, and some were rejected.
+    CompletedWithRejections,
+    /// Repeated failures opened the circuit; what was acknowledged is committed.
+    CircuitOpen {
+        /// Why.
+        reason: String,
+    },
+    /// The host cancelled the run; what was acknowledged is committed.
+    Cancelled,
+    /// The run failed; what was acknowledged is committed.
+    Failed {
+        /// Why.
+        reason: String,
+    },
+    /// The run is still going (the status recorded when a run starts).
+    Running,
+}
+
+impl RunStatus {
+    /// Whether every planned change reached a final outcome.
+    pub fn is_complete(&self) -> bool {
+        matches!(self, RunStatus::Succeeded | RunStatus::CompletedWithRejections)
+    }
+}
+
+/// One sampled rejection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RejectionSample {
+    /// A hash of the key (the key itself may be personal data).
+    pub key: KeyHash,
+    /// Where it was refused.
+    pub stage: RejectionStage,
+    /// The operation, for destination rejections.
+    pub op: Option<Op>,
+    /// Why.
+    pub reason: String,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct SyncReport {
+    /// The sync.
+    pub sync_id: String,
+    /// The run (the lease's fencing token; 0 for a dry run).
+    pub run_id: u64,
+    /// The mode.
+    pub mode: Mode,
+    /// Whether this was a dry run (nothing sent, nothing committed).
+    pub dry_run: bool,
+    /// Whether every record was sent regardless of its fingerprint.
+    pub full_resync: bool,
+    /// The diff strategy used: `hash` or `merge`.
+    pub diff_strategy: String,
+    /// How the run ended.
+    pub status: RunStatus,
+    /// When it started (milliseconds since the Unix epoch).
+    pub started_at_ms: u64,
+    /// Counts of records and changes.
+    pub counts: Counts,
+    /// Writes retried after a transient failure or rate limit.
+    pub retries: u64,
+    /// Times the destination asked us to slow down.
+    pub rate_limit_waits: u64,
+    /// Time spent paused for the destination's rate limit (its `Retry-After` and our quota).
+    pub rate_limit_wait: Duration,
+    /// Destination writes that were acknowledged.
+    pub batches: u64,
+    /// Estimated bytes of the changes delivered.
+    pub bytes: u64,
+    /// Time per stage.
+    pub stages: StageDurations,
+    /// The cursor the run started from.
+    pub cursor_before: Option<Value>,
+    /// The cursor committed at the end of the run.
+    pub cursor_after: Option<Value>,
+    /// Up to [`SyncOptions::rejection_sample`](crate::SyncOptions) rejections with reasons.
+    pub rejections: Vec<RejectionSample>,
+    /// Why deletes were withheld, when they were.
+    pub withheld_reason: Option<String>,
+}
+
+impl SyncReport {
+    pub(crate) fn new(sync_id: &str, mode: Mode) -> Self {
+        Self {
+            sync_id: sync_id.to_owned(),
+            run_id: 0,
+            mode,
+            dry_run: false,
+            full_resync: false,
+            diff_strategy: String::new(),
+            status: RunStatus::Running,
+            started_at_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0),
+            counts: Counts::default(),
+            retries: 0,
+            rate_limit_waits: 0,
+            rate_limit_wait: Duration::ZERO,
+            batches: 0,
+            bytes: 0,
+            stages: StageDurations::default(),
+            cursor_before: None,
+            cursor_after: None,
+            rejections: Vec::new(),
+            withheld_reason: None,
+        }
+    }
+}
+
+/// A progress event, for a host to render while a run goes on.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum ProgressEvent {
+    /// The run took its lease and started reading.
+    Started {
+        /// The run.
+        run_id: u64,
+    },
+    /// Records were read from the source (running total).
+    Read {
+        /// Records read so far.
+        records: u64,
+    },
+    /// A batch was acknowledged and committed.
+    BatchCommitted {
+        /// Changes applied in it.
+        applied: u64,
+        /// Changes rejected in it.
+        rejected: u64,
+    },
+    /// A write is retried.
+    Retrying {
+        /// Which attempt comes next.
+        attempt: u32,
+        /// The wait before it.
+        delay: Duration,
+    },
+    /// The run ended.
+    Finished {
+        /// How.
+        status: RunStatus,
+    },
+}

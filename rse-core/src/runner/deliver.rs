@@ -1,0 +1,303 @@
+//! Delivery of one batch: pacing, retries, bisection, and the state commit of its outcomes.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use tokio::sync::broadcast;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use super::pace::{PauseGate, RateLimiter, backoff};
+use crate::change::{Change, ChangeBatch, ChangeOutcome, Op};
+use crate::destination::Destination;
+use crate::error::{DestinationError, StateError, unix_secs};
+use crate::fingerprint::FingerprintAlgorithm;
+use crate::key::Key;
+use crate::report::{OpCounts, ProgressEvent, RejectionSample};
+use crate::schema::Schema;
+use crate::state::{Lease, RejectedEntry, RejectionStage, SnapshotEntry, StateCommit, StateStore};
+use crate::SyncOptions;
+
+/// Why a batch's changes were left undelivered.
+#[derive(Debug)]
+pub(crate) enum BatchFailure {
+    /// Retries ran out on transient failures or rate limits.
+    Exhausted(String),
+    /// The destination refused the credentials or failed for good.
+    Fatal(String),
+    /// The state store refused the commit (fenced, unavailable).
+    Commit(StateError),
+}
+
+/// What one batch's delivery did.
+#[derive(Debug, Default)]
+pub(crate) struct BatchResult {
+    pub applied: OpCounts,
+    pub rejected: OpCounts,
+    pub undelivered: u64,
+    pub recovered: u64,
+    pub retries: u64,
+    pub rate_limit_waits: u64,
+    pub rate_wait: Duration,
+    /// Writes the destination acknowledged.
+    pub writes: u64,
+    pub bytes: u64,
+    pub samples: Vec<RejectionSample>,
+    pub failure: Option<BatchFailure>,
+    pub deliver_time: Duration,
+    pub commit_time: Duration,
+}
+
+enum Final {
+    Applied,
+    Rejected { reason: String },
+    Undelivered,
+}
+
+enum WriteFailure {
+    Invalid(String),
+    Exhausted(String),
+    Fatal(String),
+    Stopped,
+}
+
+/// Everything the delivery workers share.
+pub(crate) struct Deliverer {
+    pub sync_id: Arc<str>,
+    pub schema: Arc<Schema>,
+    pub destination: Arc<dyn Destination>,
+    pub state: Arc<dyn StateStore>,
+    pub lease: Lease,
+    pub limiter: Option<RateLimiter>,
+    pub pause: PauseGate,
+    pub options: SyncOptions,
+    pub algorithm: FingerprintAlgorithm,
+    /// Cancelled when the run stops early: waits end, nothing new is written.
+    pub stop: CancellationToken,
+    /// Rejections from earlier runs, for attempt counts.
+    pub prior: Arc<HashMap<Key, RejectedEntry>>,
+    pub progress: broadcast::Sender<ProgressEvent>,
+}
+
+impl Deliverer {
+    /// Delivers `changes`, then commits their final outcomes in one state commit.
+    pub(crate) async fn deliver(&self, changes: Vec<Change>) -> BatchResult {
+        let mut result = BatchResult::default();
+        let started = Instant::now();
+        let finals = self.write_bisecting(changes, &mut result).await;
+        result.deliver_time = started.elapsed();
+
+        let now = unix_secs(std::time::SystemTime::now());
+        let mut commit = StateCommit { fingerprint_algorithm: Some(self.algorithm), ..StateCommit::default() };
+        for (change, outcome) in finals {
+            match outcome {
+                Final::Applied => {
+                    result.applied.add(change.op, 1);
+                    result.bytes += change.estimated_size() as u64;
+                    result.recovered += u64::from(self.prior.contains_key(&change.key));
+                    let fingerprint = (change.op != Op::Delete).then_some(change.fingerprint);
+                    commit.applied.push(SnapshotEntry { key: change.key, fingerprint, version: change.version + 1 });
+                }
+                Final::Rejected { reason } => {
+                    result.rejected.add(change.op, 1);
+                    if result.samples.len() < self.options.rejection_sample {
+                        result.samples.push(RejectionSample {
+                            key: change.key.redacted(),
+                            stage: RejectionStage::Destination,
+                            op: Some(change.op),
+                            reason: reason.clone(),
+                        });
+                    }
+                    let prior = self.prior.get(&change.key).filter(|p| {
+                        p.stage == RejectionStage::Destination
+                            && p.fingerprint == Some(change.fingerprint)
+                            && p.op == Some(change.op)
+                    });
+                    commit.rejected.push(RejectedEntry {
+                        key: change.key,
+                        stage: RejectionStage::Destination,
+                        op: Some(change.op),
+                        fingerprint: Some(change.fingerprint),
+                        version: change.version,
+                        reason,
+                        attempts: prior.map_or(1, |p| p.attempts.saturating_add(1)),
+                        record: change.record,
+                        first_rejected_at: prior.map_or(now, |p| p.first_rejected_at),
+                        last_rejected_at: now,
+                    });
+                }
+                Final::Undelivered => result.undelivered += 1,
+            }
+        }
+        if commit.applied.is_empty() && commit.rejected.is_empty() {
+            return result;
+        }
+        let started = Instant::now();
+        let (applied, rejected) = (commit.applied.len() as u64, commit.rejected.len() as u64);
+        match self.state.commit(&self.lease, commit).await {
+            Ok(()) => {
+                debug!(sync = %self.sync_id, applied, rejected, "Committed batch.");
+                let _ = self.progress.send(ProgressEvent::BatchCommitted { applied, rejected });
+            }
+            Err(error) => {
+                warn!(sync = %self.sync_id, applied, rejected, %error, "State commit failed; these changes will be sent again next run.");
+                result.failure = Some(BatchFailure::Commit(error));
+            }
+        }
+        result.commit_time = started.elapsed();
+        result
+    }
+
+    /// Writes `changes`, bisecting on `InvalidBatch` until the refused records stand alone,
+    /// and retrying retryable rejections; returns every change with its final outcome.
+    fn write_bisecting<'a>(
+        &'a self,
+        changes: Vec<Change>,
+        result: &'a mut BatchResult,
+    ) -> BoxFuture<'a, Vec<(Change, Final)>> {
+        Box::pin(async move {
+            let mut done = Vec::with_capacity(changes.len());
+            let mut pending = changes;
+            let mut rejection_rounds = 0;
+            while !pending.is_empty() {
+                if result.failure.is_some() {
+                    done.extend(pending.drain(..).map(|c| (c, Final::Undelivered)));
+                    break;
+                }
+                let (changes, written) = self.write_with_retries(pending, result).await;
+                pending = Vec::new();
+                match written {
+                    Ok(outcomes) => {
+                        rejection_rounds += 1;
+                        for (change, outcome) in changes.into_iter().zip(outcomes) {
+                            match outcome {
+                                ChangeOutcome::Applied => done.push((change, Final::Applied)),
+                                ChangeOutcome::Rejected { retryable: true, .. }
+                                    if rejection_rounds < self.options.max_attempts =>
+                                {
+                                    pending.push(change);
+                                }
+                                ChangeOutcome::Rejected { reason, .. } => done.push((change, Final::Rejected { reason })),
+                            }
+                        }
+                        if !pending.is_empty() {
+                            result.retries += 1;
+                            let delay = backoff(rejection_rounds, self.options.initial_backoff, self.options.max_backoff);
+                            if !self.sleep(delay).await {
+                                done.extend(pending.drain(..).map(|c| (c, Final::Undelivered)));
+                            }
+                        }
+                    }
+                    Err(WriteFailure::Invalid(reason)) if changes.len() == 1 => {
+                        done.extend(changes.into_iter().map(|c| (c, Final::Rejected { reason: reason.clone() })));
+                    }
+                    Err(WriteFailure::Invalid(_)) => {
+                        let mut left = changes;
+                        let right = left.split_off(left.len() / 2);
+                        debug!(sync = %self.sync_id, left = left.len(), right = right.len(), "Bisecting refused batch.");
+                        done.extend(self.write_bisecting(left, result).await);
+                        done.extend(self.write_bisecting(right, result).await);
+                    }
+                    Err(WriteFailure::Exhausted(reason)) => {
+                        result.failure = Some(BatchFailure::Exhausted(reason));
+                        done.extend(changes.into_iter().map(|c| (c, Final::Undelivered)));
+                    }
+                    Err(WriteFailure::Fatal(reason)) => {
+                        result.failure = Some(BatchFailure::Fatal(reason));
+                        done.extend(changes.into_iter().map(|c| (c, Final::Undelivered)));
+                    }
+                    Err(WriteFailure::Stopped) => {
+                        done.extend(changes.into_iter().map(|c| (c, Final::Undelivered)));
+                    }
+                }
+            }
+            done
+        })
+    }
+
+    /// One write, retried on `Transient` and `RateLimited`. Hands the changes back.
+    async fn write_with_retries(
+        &self,
+        changes: Vec<Change>,
+        result: &mut BatchResult,
+    ) -> (Vec<Change>, Result<Vec<ChangeOutcome>, WriteFailure>) {
+        let batch = ChangeBatch { sync_id: self.sync_id.clone(), schema: self.schema.clone(), changes };
+        let mut transient = 0u32;
+        let mut limited = 0u32;
+        let outcome = loop {
+            if self.stop.is_cancelled() {
+                break Err(WriteFailure::Stopped);
+            }
+            tokio::select! {
+                waited = self.pause.wait() => result.rate_wait += waited,
+                () = self.stop.cancelled() => break Err(WriteFailure::Stopped),
+            }
+            if let Some(limiter) = &self.limiter {
+                tokio::select! {
+                    waited = limiter.acquire() => result.rate_wait += waited,
+                    () = self.stop.cancelled() => break Err(WriteFailure::Stopped),
+                }
+            }
+            match self.destination.write(&batch).await {
+                Ok(out) if out.outcomes.len() == batch.changes.len() => {
+                    result.writes += 1;
+                    break Ok(out.outcomes);
+                }
+                Ok(out) => {
+                    break Err(WriteFailure::Fatal(format!(
+                        "destination `{}` answered {} outcomes for a batch of {} changes; a destination must answer one per change",
+                        self.destination.name(),
+                        out.outcomes.len(),
+                        batch.changes.len()
+                    )));
+                }
+                Err(error @ DestinationError::Transient { .. }) => {
+                    transient += 1;
+                    if transient >= self.options.max_attempts {
+                        warn!(sync = %self.sync_id, attempts = transient, %error, "Giving up on batch.");
+                        break Err(WriteFailure::Exhausted(format!("{error} (after {transient} attempts)")));
+                    }
+                    let delay = backoff(transient, self.options.initial_backoff, self.options.max_backoff);
+                    warn!(sync = %self.sync_id, attempt = transient, delay_ms = delay.as_millis() as u64, %error, "Retrying batch.");
+                    result.retries += 1;
+                    let _ = self.progress.send(ProgressEvent::Retrying { attempt: transient + 1, delay });
+                    if !self.sleep(delay).await {
+                        break Err(WriteFailure::Stopped);
+                    }
+                }
+                Err(DestinationError::RateLimited { retry_after }) => {
+                    limited += 1;
+                    result.rate_limit_waits += 1;
+                    // A rate limit is the destination working as designed: allow more of them
+                    // than transient failures before giving up.
+                    if limited >= self.options.max_attempts.saturating_mul(5) {
+                        break Err(WriteFailure::Exhausted(format!("destination rate limit persisted over {limited} attempts")));
+                    }
+                    let delay = retry_after
+                        .unwrap_or_else(|| backoff(limited, self.options.initial_backoff, self.options.max_backoff));
+                    debug!(sync = %self.sync_id, attempt = limited, delay_ms = delay.as_millis() as u64, "Rate limited; pausing every worker.");
+                    result.retries += 1;
+                    self.pause.extend(delay);
+                    let _ = self.progress.send(ProgressEvent::Retrying { attempt: limited + 1, delay });
+                }
+                Err(DestinationError::InvalidBatch { message }) => break Err(WriteFailure::Invalid(message)),
+                Err(error) => {
+                    warn!(sync = %self.sync_id, %error, "Destination failed for good.");
+                    break Err(WriteFailure::Fatal(error.to_string()));
+                }
+            }
+        };
+        (batch.changes, outcome)
+    }
+
+    /// Sleeps unless the run stops first; returns whether the sleep completed.
+    async fn sleep(&self, delay: Duration) -> bool {
+        tokio::select! {
+            () = tokio::time::sleep(delay) => true,
+            () = self.stop.cancelled() => false,
+        }
+    }
+}

@@ -1,0 +1,334 @@
+//! The runner: a sync built from its four parts, and what one run of it does.
+
+mod deliver;
+mod options;
+mod pace;
+mod run;
+
+use std::sync::Arc;
+
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+pub use options::{DiffStrategy, MaxDeletes, Mode, SyncOptions};
+
+use crate::destination::Destination;
+use crate::error::{ConfigError, Error};
+use crate::report::{ProgressEvent, SyncReport};
+use crate::schema::Schema;
+use crate::source::Source;
+use crate::state::StateStore;
+use crate::transform::Transform;
+
+/// A sync: one model delivered to one destination, with its state.
+///
+/// Built with [`Sync::builder`]; each [`run`](Sync::run) reads the source, diffs against
+/// what the destination acknowledged, delivers the changes and commits state per
+/// acknowledged batch.
+///
+/// ```
+/// # use std::sync::Arc;
+/// # use rse_core::{*, memory::*};
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let schema = Schema::new(vec![Field::required("id", DataType::Int), Field::new("score", DataType::Float)], &["id"])?;
+/// let source = MemorySource::new(schema.into_arc(), vec![Record::new(vec![1.into(), 0.8.into()])]);
+/// let destination = MemoryDestination::new();
+/// let sync = Sync::builder("scores")
+///     .source(source)
+///     .destination(destination.clone())
+///     .state(MemoryStateStore::new())
+///     .build()
+///     .await?;
+/// let report = sync.run().await?;
+/// assert_eq!(report.counts.applied.insert, 1);
+/// assert_eq!(sync.run().await?.counts.unchanged, 1);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Sync {
+    inner: Arc<SyncInner>,
+}
+
+struct SyncInner {
+    id: Arc<str>,
+    source: Arc<dyn Source>,
+    transforms: Vec<Arc<dyn Transform>>,
+    destination: Arc<dyn Destination>,
+    state: Arc<dyn StateStore>,
+    mode: Mode,
+    options: SyncOptions,
+    /// The schema after every transform: what the destination receives.
+    schema: Arc<Schema>,
+    /// The schema's field index of the source's cursor column.
+    cursor_index: Option<usize>,
+    use_merge: bool,
+    progress: broadcast::Sender<ProgressEvent>,
+}
+
+impl std::fmt::Debug for Sync {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sync")
+            .field("id", &self.inner.id)
+            .field("source", &self.inner.source.name())
+            .field("destination", &self.inner.destination.name())
+            .field("state", &self.inner.state.name())
+            .field("mode", &self.inner.mode)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sync {
+    /// Starts building the sync `id`. The id names the sync's state: two syncs with the
+    /// same id share (and fight over) one snapshot.
+    pub fn builder(id: impl Into<String>) -> SyncBuilder {
+        SyncBuilder {
+            id: id.into(),
+            source: None,
+            transforms: Vec::new(),
+            destination: None,
+            state: None,
+            mode: Mode::default(),
+            options: SyncOptions::default(),
+            key: None,
+        }
+    }
+
+    /// The sync's id.
+    pub fn id(&self) -> &str {
+        &self.inner.id
+    }
+
+    /// The schema the destination receives (after transforms).
+    pub fn schema(&self) -> &Arc<Schema> {
+        &self.inner.schema
+    }
+
+    /// The sync's options.
+    pub fn options(&self) -> &SyncOptions {
+        &self.inner.options
+    }
+
+    /// A stream of progress events of every later run.
+    pub fn subscribe(&self) -> broadcast::Receiver<ProgressEvent> {
+        self.inner.progress.subscribe()
+    }
+
+    /// Runs the sync once.
+    ///
+    /// A run that ends early but cleanly — circuit open, a source that failed mid-read, a
+    /// lost lease — returns `Ok` with a report whose status says why; everything the
+    /// destination acknowledged before that is committed.
+    ///
+    /// # Errors
+    /// [`Error::State`] when the lease cannot be taken (another runner holds it) or the
+    /// state cannot be read; [`Error::FingerprintMismatch`] when the state was
+    /// fingerprinted with another algorithm.
+    pub async fn run(&self) -> Result<SyncReport, Error> {
+        self.run_with_cancel(CancellationToken::new()).await
+    }
+
+    /// Runs the sync once; cancelling `cancel` stops reading and sending, waits for the
+    /// writes in flight, commits what they acknowledged and returns a `Cancelled` report.
+    ///
+    /// Dropping the returned future instead stops at once, as a crash would: the next run
+    /// sends again whatever was not committed, under the same idempotency keys.
+    ///
+    /// # Errors
+    /// As for [`run`](Sync::run).
+    pub async fn run_with_cancel(&self, cancel: CancellationToken) -> Result<SyncReport, Error> {
+        run::run(&self.inner, cancel).await
+    }
+}
+
+/// Builds a [`Sync`]; [`build`](SyncBuilder::build) checks the whole configuration.
+#[must_use = "a builder does nothing until built"]
+pub struct SyncBuilder {
+    id: String,
+    source: Option<Arc<dyn Source>>,
+    transforms: Vec<Arc<dyn Transform>>,
+    destination: Option<Arc<dyn Destination>>,
+    state: Option<Arc<dyn StateStore>>,
+    mode: Mode,
+    options: SyncOptions,
+    key: Option<Vec<String>>,
+}
+
+impl std::fmt::Debug for SyncBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyncBuilder").field("id", &self.id).finish_non_exhaustive()
+    }
+}
+
+impl SyncBuilder {
+    /// The source to read.
+    pub fn source(mut self, source: impl Source + 'static) -> Self {
+        self.source = Some(Arc::new(source));
+        self
+    }
+
+    /// Appends a transform to the chain.
+    pub fn transform(mut self, transform: impl Transform + 'static) -> Self {
+        self.transforms.push(Arc::new(transform));
+        self
+    }
+
+    /// The destination to deliver to.
+    pub fn destination(mut self, destination: impl Destination + 'static) -> Self {
+        self.destination = Some(Arc::new(destination));
+        self
+    }
+
+    /// The state store.
+    pub fn state(mut self, state: impl StateStore + 'static) -> Self {
+        self.state = Some(Arc::new(state));
+        self
+    }
+
+    /// The mode (default [`Mode::Upsert`]).
+    pub fn mode(mut self, mode: Mode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// The options.
+    pub fn options(mut self, options: SyncOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Overrides the key columns the source declares (named as the source names them).
+    pub fn key<S: Into<String>>(mut self, columns: impl IntoIterator<Item = S>) -> Self {
+        self.key = Some(columns.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Checks the configuration and builds the sync. Reads the source's schema.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the setting at fault: a missing part, no key columns, an
+    /// unknown field in a transform, a mode the destination does not support, a zero batch
+    /// size, a delete fraction outside 0–1, or the merge strategy on a source that cannot
+    /// read in key order.
+    pub async fn build(self) -> Result<Sync, ConfigError> {
+        let sync_id = self.id.clone();
+        let missing = |part| ConfigError::Missing { sync_id: sync_id.clone(), part };
+        let source = self.source.ok_or_else(|| missing("source"))?;
+        let destination = self.destination.ok_or_else(|| missing("destination"))?;
+        let state = self.state.ok_or_else(|| missing("state"))?;
+        let options = self.options;
+        check_options(&sync_id, &options)?;
+
+        let mut source_schema =
+            source.schema().await.map_err(|source| ConfigError::Source { sync_id: sync_id.clone(), source })?;
+        if let Some(key) = &self.key {
+            let keyed = Schema::clone(&source_schema).with_key(key);
+            source_schema = keyed.map_err(|source| ConfigError::Schema { sync_id: sync_id.clone(), source })?.into_arc();
+        }
+        let capabilities = source.capabilities();
+        let cursor_index = match &capabilities.cursor_field {
+            Some(field) => Some(
+                source_schema
+                    .require(field, &format!("cursor column of source `{}`", source.name()))
+                    .map_err(|source| ConfigError::Schema { sync_id: sync_id.clone(), source })?,
+            ),
+            None => None,
+        };
+        let mut schema = source_schema.clone();
+        for t in &self.transforms {
+            schema = t.output_schema(&schema).map_err(|source| ConfigError::Transform { sync_id: sync_id.clone(), source })?;
+        }
+        if schema.key_indices().is_empty() {
+            return Err(ConfigError::NoKey { sync_id, available: schema.field_names() });
+        }
+
+        let dest_caps = destination.capabilities();
+        for op in self.mode.ops() {
+            if !dest_caps.supports(*op) {
+                return Err(ConfigError::UnsupportedMode {
+                    sync_id,
+                    mode: self.mode.to_string(),
+                    op: op.to_string(),
+                    destination: destination.name().to_owned(),
+                    supported: dest_caps.ops.iter().map(|o| o.as_str()).collect::<Vec<_>>().join(", "),
+                });
+            }
+        }
+        if dest_caps.max_batch_rows == 0 || dest_caps.max_concurrency == 0 || dest_caps.max_batch_bytes == 0 {
+            return Err(ConfigError::InvalidOption {
+                sync_id,
+                option: "destination capabilities",
+                message: format!(
+                    "of `{}` declare a zero batch size or concurrency; a destination must accept at least one change per write",
+                    destination.name()
+                ),
+            });
+        }
+
+        let incremental = cursor_index.is_some() && self.mode != Mode::Mirror;
+        let use_merge = match options.diff_strategy {
+            DiffStrategy::Hash => false,
+            DiffStrategy::Auto => capabilities.ordered_by_key && !incremental,
+            DiffStrategy::Merge => {
+                if !capabilities.ordered_by_key {
+                    return Err(invalid(
+                        &sync_id,
+                        "diff_strategy",
+                        format!("is merge, but source `{}` cannot read in key order; use Hash or Auto", source.name()),
+                    ));
+                }
+                if incremental {
+                    return Err(invalid(
+                        &sync_id,
+                        "diff_strategy",
+                        "is merge, but the source reads incrementally from a cursor; use Hash or Auto".to_owned(),
+                    ));
+                }
+                true
+            }
+        };
+
+        let (progress, _) = broadcast::channel(1024);
+        Ok(Sync {
+            inner: Arc::new(SyncInner {
+                id: sync_id.into(),
+                source,
+                transforms: self.transforms,
+                destination,
+                state,
+                mode: self.mode,
+                options,
+                schema,
+                cursor_index,
+                use_merge,
+                progress,
+            }),
+        })
+    }
+}
+
+fn invalid(sync_id: &str, option: &'static str, message: String) -> ConfigError {
+    ConfigError::InvalidOption { sync_id: sync_id.to_owned(), option, message }
+}
+
+fn check_options(sync_id: &str, o: &SyncOptions) -> Result<(), ConfigError> {
+    let positive = [
+        ("batch_rows", o.batch_rows == 0),
+        ("batch_bytes", o.batch_bytes == 0),
+        ("max_concurrency", o.max_concurrency == 0),
+        ("max_attempts", o.max_attempts == 0),
+        ("read_batch_size", o.read_batch_size == 0),
+        ("lease_ttl", o.lease_ttl.is_zero()),
+        ("circuit_breaker_threshold", o.circuit_breaker_threshold == 0),
+    ];
+    for (option, zero) in positive {
+        if zero {
+            return Err(invalid(sync_id, option, "must be greater than zero".to_owned()));
+        }
+    }
+    if let Some(MaxDeletes::Fraction(f)) = o.max_deletes
+        && !(0.0..=1.0).contains(&f)
+    {
+        return Err(invalid(sync_id, "max_deletes", format!("fraction must be within 0.0–1.0, got {f}")));
+    }
+    Ok(())
+}

@@ -1,0 +1,199 @@
+//! Sync modes and options.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::change::Op;
+use crate::fingerprint::FingerprintAlgorithm;
+
+/// What a sync does with the diff.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub enum Mode {
+    /// Insert new keys, update changed ones; never delete. The default.
+    #[default]
+    Upsert,
+    /// Insert only keys new to this sync; changed records are skipped.
+    Insert,
+    /// Update every new or changed record; the destination rejects keys it does not have
+    /// (a CRM where records are created elsewhere).
+    Update,
+    /// Upsert, and delete keys this sync delivered that the source no longer has.
+    Mirror,
+    /// Append every new or changed record as an event.
+    Append,
+}
+
+impl Mode {
+    /// The destination operations this mode sends.
+    pub fn ops(self) -> &'static [Op] {
+        match self {
+            Mode::Upsert => &[Op::Insert, Op::Update],
+            Mode::Insert => &[Op::Insert],
+            Mode::Update => &[Op::Update],
+            Mode::Mirror => &[Op::Insert, Op::Update, Op::Delete],
+            Mode::Append => &[Op::Append],
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Mode::Upsert => "upsert",
+            Mode::Insert => "insert",
+            Mode::Update => "update",
+            Mode::Mirror => "mirror",
+            Mode::Append => "append",
+        })
+    }
+}
+
+/// The most deletes a `Mirror` run may send; above it, every delete is withheld and the
+/// report says why. An empty source table must never wipe a CRM.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MaxDeletes {
+    /// At most this many deletes.
+    Count(u64),
+    /// At most this fraction (0.0–1.0) of the keys this sync has delivered.
+    Fraction(f64),
+}
+
+/// How the diff finds changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DiffStrategy {
+    /// `Merge` when the source can read in key order and the read is full, else `Hash`.
+    #[default]
+    Auto,
+    /// Snapshot keys in memory; any source, any order.
+    Hash,
+    /// Source and snapshot walked side by side in key order; memory independent of size.
+    Merge,
+}
+
+/// Options of a sync. Built with `with_*` methods from [`SyncOptions::default`].
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct SyncOptions {
+    /// Send every record regardless of its fingerprint and rebuild the snapshot; never delete.
+    pub full_resync: bool,
+    /// Plan and report; send and commit nothing.
+    pub dry_run: bool,
+    /// The delete guard (`Mirror`); `None` allows any number of deletes.
+    pub max_deletes: Option<MaxDeletes>,
+    /// Allow `Mirror` to delete everything when the source returns no record at all.
+    pub allow_empty_source: bool,
+    /// The most changes per write (the destination's own limit applies too).
+    pub batch_rows: usize,
+    /// The most estimated bytes per write (the destination's own limit applies too).
+    pub batch_bytes: usize,
+    /// How long a partial batch waits for more changes before it is sent.
+    pub linger: Duration,
+    /// The most writes at once (the destination's own limit applies too).
+    pub max_concurrency: usize,
+    /// Attempts per write before its changes are left for the next run.
+    pub max_attempts: u32,
+    /// The first retry's maximum backoff; it doubles per attempt up to `max_backoff`.
+    pub initial_backoff: Duration,
+    /// The cap of the backoff.
+    pub max_backoff: Duration,
+    /// Consecutive writes that exhaust their attempts before the circuit opens and the run
+    /// ends cleanly.
+    pub circuit_breaker_threshold: u32,
+    /// The diff strategy.
+    pub diff_strategy: DiffStrategy,
+    /// The fingerprint algorithm; must match the one recorded with the state.
+    pub fingerprint_algorithm: FingerprintAlgorithm,
+    /// How many rejections the report samples.
+    pub rejection_sample: usize,
+    /// Lease time-to-live; the runner renews it at a third of this.
+    pub lease_ttl: Duration,
+    /// Who this runner is, as shown to a second runner of the same sync.
+    pub holder: String,
+    /// Records per source batch requested.
+    pub read_batch_size: usize,
+}
+
+impl Default for SyncOptions {
+    fn default() -> Self {
+        Self {
+            full_resync: false,
+            dry_run: false,
+            max_deletes: None,
+            allow_empty_source: false,
+            batch_rows: 1_000,
+            batch_bytes: 4 << 20,
+            linger: Duration::from_millis(200),
+            max_concurrency: 4,
+            max_attempts: 6,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(30),
+            circuit_breaker_threshold: 3,
+            diff_strategy: DiffStrategy::Auto,
+            fingerprint_algorithm: FingerprintAlgorithm::default(),
+            rejection_sample: 20,
+            lease_ttl: Duration::from_secs(60),
+            holder: default_holder(),
+            read_batch_size: 1_024,
+        }
+    }
+}
+
+fn default_holder() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".to_owned());
+    format!("{host}:{}", std::process::id())
+}
+
+macro_rules! with {
+    ($(#[$doc:meta] $name:ident: $field:ident: $ty:ty),* $(,)?) => {
+        impl SyncOptions {
+            $(
+                #[$doc]
+                pub fn $name(mut self, value: $ty) -> Self {
+                    self.$field = value;
+                    self
+                }
+            )*
+        }
+    };
+}
+
+with! {
+    /// Sets [`full_resync`](Self::full_resync).
+    with_full_resync: full_resync: bool,
+    /// Sets [`dry_run`](Self::dry_run).
+    with_dry_run: dry_run: bool,
+    /// Sets [`max_deletes`](Self::max_deletes).
+    with_max_deletes: max_deletes: Option<MaxDeletes>,
+    /// Sets [`allow_empty_source`](Self::allow_empty_source).
+    with_allow_empty_source: allow_empty_source: bool,
+    /// Sets [`batch_rows`](Self::batch_rows).
+    with_batch_rows: batch_rows: usize,
+    /// Sets [`batch_bytes`](Self::batch_bytes).
+    with_batch_bytes: batch_bytes: usize,
+    /// Sets [`linger`](Self::linger).
+    with_linger: linger: Duration,
+    /// Sets [`max_concurrency`](Self::max_concurrency).
+    with_max_concurrency: max_concurrency: usize,
+    /// Sets [`max_attempts`](Self::max_attempts).
+    with_max_attempts: max_attempts: u32,
+    /// Sets [`initial_backoff`](Self::initial_backoff).
+    with_initial_backoff: initial_backoff: Duration,
+    /// Sets [`max_backoff`](Self::max_backoff).
+    with_max_backoff: max_backoff: Duration,
+    /// Sets [`circuit_breaker_threshold`](Self::circuit_breaker_threshold).
+    with_circuit_breaker_threshold: circuit_breaker_threshold: u32,
+    /// Sets [`diff_strategy`](Self::diff_strategy).
+    with_diff_strategy: diff_strategy: DiffStrategy,
+    /// Sets [`fingerprint_algorithm`](Self::fingerprint_algorithm).
+    with_fingerprint_algorithm: fingerprint_algorithm: FingerprintAlgorithm,
+    /// Sets [`rejection_sample`](Self::rejection_sample).
+    with_rejection_sample: rejection_sample: usize,
+    /// Sets [`lease_ttl`](Self::lease_ttl).
+    with_lease_ttl: lease_ttl: Duration,
+    /// Sets [`holder`](Self::holder).
+    with_holder: holder: String,
+    /// Sets [`read_batch_size`](Self::read_batch_size).
+    with_read_batch_size: read_batch_size: usize,
+}

@@ -1,0 +1,729 @@
+//! One run: lease, read, transform, diff, plan, deliver, commit, report.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use super::deliver::{BatchFailure, BatchResult, Deliverer};
+use super::pace::{PauseGate, RateLimiter};
+use super::{MaxDeletes, Mode, SyncInner};
+use crate::change::{Change, IdempotencyKey, Op};
+use crate::diff::{DiffOutput, Differ, HashDiff, MergeDiff, PlanKind, Planned};
+use crate::error::{Error, unix_secs};
+use crate::key::Key;
+use crate::record::{Record, RecordBatch};
+use crate::report::{Counts, ProgressEvent, RejectionSample, RunStatus, StageDurations, SyncReport};
+use crate::source::ReadRequest;
+use crate::state::{Lease, RejectedEntry, RejectionStage, SnapshotEntry, StateCommit};
+use crate::value::Value;
+
+/// Rejected entries are read in pages of this many.
+const PAGE: usize = 10_000;
+
+pub(super) async fn run(inner: &SyncInner, cancel: CancellationToken) -> Result<SyncReport, Error> {
+    let span = info_span!("sync_run", sync = %inner.id, mode = %inner.mode, run = tracing::field::Empty);
+    run_in_span(inner, cancel, span.clone()).instrument(span).await
+}
+
+async fn run_in_span(inner: &SyncInner, cancel: CancellationToken, span: tracing::Span) -> Result<SyncReport, Error> {
+    let started = Instant::now();
+    let options = &inner.options;
+    let mut report = SyncReport::new(&inner.id, inner.mode);
+    report.dry_run = options.dry_run;
+    report.full_resync = options.full_resync;
+
+    let lease = if options.dry_run {
+        None
+    } else {
+        Some(inner.state.acquire_lease(&inner.id, &options.holder, options.lease_ttl).await?)
+    };
+    report.run_id = lease.as_ref().map_or(0, |l| l.token);
+    span.record("run", report.run_id);
+
+    let prepared = prepare(inner, &mut report, lease.as_ref()).await;
+    let (prior, differ) = match prepared {
+        Ok(p) => p,
+        Err(e) => {
+            if let Some(lease) = &lease {
+                let _ = inner.state.release_lease(lease).await;
+            }
+            return Err(e);
+        }
+    };
+    info!(run = report.run_id, strategy = differ.strategy(), "Sync run started.");
+    let _ = inner.progress.send(ProgressEvent::Started { run_id: report.run_id });
+
+    let stop = cancel.child_token();
+    let prior = Arc::new(prior);
+    let (tx, rx) = mpsc::channel::<Vec<Change>>(options.max_concurrency.max(1) * 2);
+    let producer = Producer::new(inner, lease.clone(), prior.clone(), stop.clone(), report.cursor_before.clone());
+    let produce = producer.run(differ, tx);
+
+    let (consumed, produced, lease_lost) = match &lease {
+        Some(lease) => {
+            let done = CancellationToken::new();
+            let deliverer = deliverer(inner, lease.clone(), stop.clone(), prior.clone());
+            let consume = consume(&deliverer, rx, inner);
+            let keep = keep_lease(inner, lease.clone(), stop.clone(), done.clone());
+            let ((produced, consumed), lease_lost) = tokio::join!(
+                async {
+                    let out = tokio::join!(produce, consume);
+                    done.cancel();
+                    out
+                },
+                keep
+            );
+            (consumed, produced, lease_lost)
+        }
+        None => {
+            drop(rx);
+            (Consumed::default(), produce.await, None)
+        }
+    };
+
+    let mut status = decide_status(&produced, &consumed, lease_lost, cancel.is_cancelled());
+    fill_report(&mut report, &produced, &consumed, options.rejection_sample);
+
+    if let Some(lease) = &lease {
+        if status.is_complete() {
+            let mut commit = StateCommit::default();
+            if let Some(cursor) = produced.max_cursor.clone()
+                && inner.cursor_index.is_some()
+                && produced.incremental
+            {
+                report.cursor_after = Some(cursor.clone());
+                commit.cursor = Some(cursor);
+            }
+            commit.cleared_rejections = produced.cleared.clone();
+            report.counts.recovered += commit.cleared_rejections.len() as u64;
+            if !commit.is_empty()
+                && let Err(error) = inner.state.commit(lease, commit).await
+            {
+                warn!(%error, "Final state commit failed.");
+                status = RunStatus::Failed { reason: format!("final state commit failed: {error}") };
+                report.cursor_after = report.cursor_before.clone();
+            }
+        }
+        report.status = status;
+        report.stages.total = started.elapsed();
+        if let Err(error) = inner.state.record_run(lease, &report).await {
+            warn!(%error, "Recording the run failed.");
+        }
+        if let Err(error) = inner.state.release_lease(lease).await {
+            warn!(%error, "Releasing the lease failed; it lapses after its TTL.");
+        }
+    } else {
+        report.status = status;
+        report.stages.total = started.elapsed();
+    }
+
+    info!(
+        run = report.run_id,
+        read = report.counts.read,
+        applied = report.counts.applied.total(),
+        rejected = report.counts.rejected.total(),
+        unchanged = report.counts.unchanged,
+        status = ?report.status,
+        "Sync run finished."
+    );
+    let _ = inner.progress.send(ProgressEvent::Finished { status: report.status.clone() });
+    Ok(report)
+}
+
+/// Reads what the run starts from: metadata, the rejected set and the snapshot's differ.
+async fn prepare(
+    inner: &SyncInner,
+    report: &mut SyncReport,
+    lease: Option<&Lease>,
+) -> Result<(HashMap<Key, RejectedEntry>, Box<dyn Differ>), Error> {
+    let options = &inner.options;
+    let meta = inner.state.meta(&inner.id).await?;
+    if let Some(stored) = meta.fingerprint_algorithm
+        && stored != options.fingerprint_algorithm
+        && !options.full_resync
+    {
+        return Err(Error::FingerprintMismatch {
+            sync_id: inner.id.to_string(),
+            stored: stored.to_string(),
+            configured: options.fingerprint_algorithm.to_string(),
+        });
+    }
+    report.cursor_before = meta.cursor.clone();
+    report.cursor_after = meta.cursor;
+    if let Some(lease) = lease {
+        inner.state.record_run(lease, report).await?;
+    }
+
+    let mut prior = HashMap::new();
+    let mut after: Option<Key> = None;
+    loop {
+        let page = inner.state.rejected(&inner.id, after.as_ref(), PAGE).await?;
+        let full = page.len() == PAGE;
+        after = page.last().map(|e| e.key.clone());
+        prior.extend(page.into_iter().map(|e| (e.key.clone(), e)));
+        if !full {
+            break;
+        }
+    }
+
+    let algorithm = options.fingerprint_algorithm;
+    let differ: Box<dyn Differ> = if inner.use_merge {
+        report.diff_strategy = "merge".into();
+        Box::new(MergeDiff::new(inner.state.clone(), &inner.id, algorithm, PAGE).with_unchanged(options.full_resync))
+    } else {
+        report.diff_strategy = "hash".into();
+        let diff = HashDiff::load(inner.state.as_ref(), &inner.id, algorithm, PAGE).await.map_err(|e| match e {
+            crate::diff::DiffError::State(s) => Error::State(s),
+            other => Error::State(crate::StateError::Other { message: other.to_string(), source: None }),
+        })?;
+        Box::new(diff.with_unchanged(options.full_resync))
+    };
+    Ok((prior, differ))
+}
+
+fn deliverer(
+    inner: &SyncInner,
+    lease: Lease,
+    stop: CancellationToken,
+    prior: Arc<HashMap<Key, RejectedEntry>>,
+) -> Deliverer {
+    Deliverer {
+        sync_id: inner.id.clone(),
+        schema: inner.schema.clone(),
+        destination: inner.destination.clone(),
+        state: inner.state.clone(),
+        lease,
+        limiter: RateLimiter::new(inner.destination.capabilities().rate_limit),
+        pause: PauseGate::default(),
+        options: inner.options.clone(),
+        algorithm: inner.options.fingerprint_algorithm,
+        stop,
+        prior,
+        progress: inner.progress.clone(),
+    }
+}
+
+/// Renews the lease at a third of its TTL until `done`; a lost lease stops the run.
+async fn keep_lease(inner: &SyncInner, mut lease: Lease, stop: CancellationToken, done: CancellationToken) -> Option<String> {
+    let every = inner.options.lease_ttl / 3;
+    loop {
+        tokio::select! {
+            () = done.cancelled() => return None,
+            () = tokio::time::sleep(every) => {}
+        }
+        match inner.state.renew_lease(&lease, inner.options.lease_ttl).await {
+            Ok(renewed) => lease = renewed,
+            Err(error) => {
+                warn!(%error, "Lost the lease; stopping.");
+                stop.cancel();
+                return Some(error.to_string());
+            }
+        }
+    }
+}
+
+/// What the delivery side did.
+#[derive(Default)]
+struct Consumed {
+    totals: BatchResult,
+    circuit_open: Option<String>,
+    fatal: Option<String>,
+}
+
+/// Delivers batches with bounded concurrency; opens the circuit after repeated failure.
+async fn consume(deliverer: &Deliverer, mut rx: mpsc::Receiver<Vec<Change>>, inner: &SyncInner) -> Consumed {
+    let concurrency = inner.options.max_concurrency.min(inner.destination.capabilities().max_concurrency).max(1);
+    let mut inflight = FuturesUnordered::new();
+    let mut out = Consumed::default();
+    let mut consecutive_failures = 0u32;
+    let mut closed = false;
+    let mut batch_no = 0u64;
+    loop {
+        if closed && inflight.is_empty() {
+            break;
+        }
+        tokio::select! {
+            Some(result) = inflight.next(), if !inflight.is_empty() => {
+                let result: BatchResult = result;
+                match &result.failure {
+                    None => consecutive_failures = 0,
+                    Some(BatchFailure::Exhausted(reason)) => {
+                        consecutive_failures += 1;
+                        if consecutive_failures >= inner.options.circuit_breaker_threshold && out.circuit_open.is_none() {
+                            warn!(failures = consecutive_failures, "Opening the circuit.");
+                            out.circuit_open = Some(format!("{consecutive_failures} consecutive batches failed; last: {reason}"));
+                            deliverer.stop.cancel();
+                        }
+                    }
+                    Some(BatchFailure::Fatal(reason)) => {
+                        out.fatal.get_or_insert_with(|| reason.clone());
+                        deliverer.stop.cancel();
+                    }
+                    Some(BatchFailure::Commit(error)) => {
+                        out.fatal.get_or_insert_with(|| format!("state commit failed: {error}"));
+                        deliverer.stop.cancel();
+                    }
+                }
+                merge_batch(&mut out.totals, result);
+            }
+            changes = rx.recv(), if !closed && inflight.len() < concurrency => match changes {
+                Some(changes) if deliverer.stop.is_cancelled() => out.totals.undelivered += changes.len() as u64,
+                Some(changes) => {
+                    batch_no += 1;
+                    let span = tracing::debug_span!("batch", batch = batch_no, rows = changes.len());
+                    inflight.push(deliverer.deliver(changes).instrument(span));
+                }
+                None => closed = true,
+            },
+        }
+    }
+    out
+}
+
+fn merge_batch(totals: &mut BatchResult, b: BatchResult) {
+    for op in Op::ALL {
+        totals.applied.add(op, b.applied.get(op));
+        totals.rejected.add(op, b.rejected.get(op));
+    }
+    totals.undelivered += b.undelivered;
+    totals.recovered += b.recovered;
+    totals.retries += b.retries;
+    totals.rate_limit_waits += b.rate_limit_waits;
+    totals.rate_wait += b.rate_wait;
+    totals.writes += b.writes;
+    totals.bytes += b.bytes;
+    totals.deliver_time += b.deliver_time;
+    totals.commit_time += b.commit_time;
+    totals.samples.extend(b.samples);
+}
+
+/// What the reading side did.
+#[derive(Default)]
+struct Produced {
+    counts: Counts,
+    stages: StageDurations,
+    samples: Vec<RejectionSample>,
+    read_error: Option<String>,
+    /// The read reached the end of the source (no error, not stopped).
+    complete: bool,
+    incremental: bool,
+    max_cursor: Option<Value>,
+    withheld_reason: Option<String>,
+    cleared: Vec<Key>,
+    state_error: Option<String>,
+}
+
+struct Producer<'a> {
+    inner: &'a SyncInner,
+    /// The run's lease, under which refused records are committed (`None` in a dry run).
+    lease: Option<Lease>,
+    prior: Arc<HashMap<Key, RejectedEntry>>,
+    stop: CancellationToken,
+    cursor: Option<Value>,
+    /// Keys of earlier rejections that this run planned, refused or found unchanged.
+    touched: HashSet<Key>,
+    out: Produced,
+    batch: Vec<Change>,
+    batch_bytes: usize,
+    batch_deadline: Option<Instant>,
+    max_rows: usize,
+    max_bytes: usize,
+}
+
+impl<'a> Producer<'a> {
+    fn new(
+        inner: &'a SyncInner,
+        lease: Option<Lease>,
+        prior: Arc<HashMap<Key, RejectedEntry>>,
+        stop: CancellationToken,
+        cursor: Option<Value>,
+    ) -> Self {
+        let caps = inner.destination.capabilities();
+        Self {
+            inner,
+            lease,
+            prior,
+            stop,
+            cursor,
+            touched: HashSet::new(),
+            out: Produced::default(),
+            batch: Vec::new(),
+            batch_bytes: 0,
+            batch_deadline: None,
+            max_rows: inner.options.batch_rows.min(caps.max_batch_rows).max(1),
+            max_bytes: inner.options.batch_bytes.min(caps.max_batch_bytes).max(1),
+        }
+    }
+
+    async fn run(mut self, mut differ: Box<dyn Differ>, tx: mpsc::Sender<Vec<Change>>) -> Produced {
+        let inner = self.inner;
+        let options = &inner.options;
+        self.out.incremental = inner.cursor_index.is_some() && inner.mode != Mode::Mirror && !options.full_resync;
+        let request = ReadRequest::full()
+            .with_cursor(if self.out.incremental { self.cursor.clone() } else { None })
+            .with_order_by_key(inner.use_merge)
+            .with_batch_size(options.read_batch_size);
+        let t = Instant::now();
+        let stream = inner.source.read(request).await;
+        self.out.stages.read += t.elapsed();
+        let mut stream = match stream {
+            Ok(s) => s,
+            Err(e) => {
+                self.out.read_error = Some(format!("source `{}`: {e}", inner.source.name()));
+                return self.out;
+            }
+        };
+        let mut diff = DiffOutput::default();
+        loop {
+            let t = Instant::now();
+            let next = tokio::select! {
+                biased;
+                () = self.stop.cancelled() => break,
+                () = sleep_until_opt(self.batch_deadline) => {
+                    self.flush(&tx).await;
+                    continue;
+                }
+                next = stream.next() => next,
+            };
+            self.out.stages.read += t.elapsed();
+            let batch = match next {
+                None => {
+                    self.out.complete = true;
+                    break;
+                }
+                Some(Err(e)) => {
+                    warn!(source = inner.source.name(), "Source failed mid-read; no deletes this run.");
+                    self.out.read_error = Some(format!("source `{}`: {e}", inner.source.name()));
+                    break;
+                }
+                Some(Ok(batch)) => batch,
+            };
+            self.out.counts.read += batch.len() as u64;
+            let _ = inner.progress.send(ProgressEvent::Read { records: self.out.counts.read });
+            self.track_cursor(&batch);
+            let Some((batch, seen)) = self.transform(batch).await else { break };
+            let t = Instant::now();
+            if let Err(e) = differ.push(&batch.schema, batch.records, seen, &mut diff).await {
+                self.out.read_error = Some(e.to_string());
+                break;
+            }
+            self.out.stages.diff += t.elapsed();
+            self.take_diff(&mut diff, &tx).await;
+        }
+
+        if self.out.complete && !self.stop.is_cancelled() {
+            if self.out.incremental {
+                self.retry_unseen_rejections(differ.as_mut(), &mut diff).await;
+            }
+            let t = Instant::now();
+            match differ.finish(&mut diff).await {
+                Ok(()) => {
+                    self.out.stages.diff += t.elapsed();
+                    self.take_diff(&mut diff, &tx).await;
+                    self.plan_deletes(std::mem::take(&mut diff.deletes), diff.live_total, &tx).await;
+                    self.clear_stale_rejections();
+                }
+                Err(e) => {
+                    self.out.read_error = Some(e.to_string());
+                    self.out.complete = false;
+                }
+            }
+        }
+        if self.stop.is_cancelled() {
+            self.out.counts.undelivered += self.batch.len() as u64;
+            self.batch.clear();
+        } else {
+            self.flush(&tx).await;
+        }
+        self.out
+    }
+
+    fn track_cursor(&mut self, batch: &RecordBatch) {
+        let Some(i) = self.inner.cursor_index else { return };
+        for record in &batch.records {
+            if let Some(v) = record.get(i).filter(|v| !v.is_null())
+                && self.out.max_cursor.as_ref().is_none_or(|m| v.total_cmp(m).is_gt())
+            {
+                self.out.max_cursor = Some(v.clone());
+            }
+        }
+    }
+
+    /// Runs the transform chain; returns the batch for the diff and the keys of records
+    /// refused on the way (they count as present). `None` when a transform failed.
+    async fn transform(&mut self, mut batch: RecordBatch) -> Option<(RecordBatch, Vec<Key>)> {
+        let t = Instant::now();
+        let mut seen = Vec::new();
+        let mut rejections = Vec::new();
+        let now = unix_secs(std::time::SystemTime::now());
+        for transform in &self.inner.transforms {
+            let input_schema = batch.schema.clone();
+            let output = match transform.apply(batch).await {
+                Ok(o) => o,
+                Err(e) => {
+                    self.out.read_error = Some(e.to_string());
+                    return None;
+                }
+            };
+            self.out.counts.filtered += output.filtered as u64;
+            for rejection in output.rejected {
+                self.out.counts.transform_rejected += 1;
+                let key = rejection.record.key(&input_schema).ok();
+                self.sample(key.as_ref(), RejectionStage::Transform, None, &rejection.reason);
+                let Some(key) = key else { continue };
+                seen.push(key.clone());
+                let prior = self.prior.get(&key).filter(|p| p.stage == RejectionStage::Transform);
+                rejections.push(RejectedEntry {
+                    key,
+                    stage: RejectionStage::Transform,
+                    op: None,
+                    fingerprint: None,
+                    version: 0,
+                    reason: rejection.reason,
+                    attempts: prior.map_or(1, |p| p.attempts.saturating_add(1)),
+                    record: None,
+                    first_rejected_at: prior.map_or(now, |p| p.first_rejected_at),
+                    last_rejected_at: now,
+                });
+            }
+            batch = output.batch;
+        }
+        self.out.stages.transform += t.elapsed();
+        for key in &seen {
+            self.touch(key);
+        }
+        if !rejections.is_empty() {
+            self.commit(StateCommit { rejected: rejections, ..StateCommit::default() }).await;
+        }
+        Some((batch, seen))
+    }
+
+    fn touch(&mut self, key: &Key) {
+        if self.prior.contains_key(key) {
+            self.touched.insert(key.clone());
+        }
+    }
+
+    fn sample(&mut self, key: Option<&Key>, stage: RejectionStage, op: Option<Op>, reason: &str) {
+        if self.out.samples.len() < self.inner.options.rejection_sample {
+            let key = key.map_or(crate::KeyHash(0), Key::redacted);
+            self.out.samples.push(RejectionSample { key, stage, op, reason: reason.to_owned() });
+        }
+    }
+
+    /// Commits rejections found while reading (not a delivery outcome, so not batched).
+    async fn commit(&mut self, commit: StateCommit) {
+        if self.inner.options.dry_run {
+            return;
+        }
+        let Some(lease) = &self.lease else { return };
+        let t = Instant::now();
+        if let Err(error) = self.inner.state.commit(lease, commit).await {
+            warn!(%error, "Committing refused records failed.");
+            self.out.state_error.get_or_insert_with(|| error.to_string());
+            self.stop.cancel();
+        }
+        self.out.stages.commit += t.elapsed();
+    }
+
+    async fn take_diff(&mut self, diff: &mut DiffOutput, tx: &mpsc::Sender<Vec<Change>>) {
+        self.out.counts.unchanged += std::mem::take(&mut diff.unchanged);
+        for invalid in std::mem::take(&mut diff.invalid) {
+            self.out.counts.invalid += 1;
+            if let Some(key) = &invalid.key {
+                self.touch(key);
+            }
+            self.sample(invalid.key.as_ref(), RejectionStage::Key, None, &invalid.reason);
+        }
+        for planned in std::mem::take(&mut diff.planned) {
+            self.touch(&planned.key);
+            if let Some(change) = self.plan(planned) {
+                self.push(change, tx).await;
+            }
+        }
+    }
+
+    /// Shapes a diff result by the sync's mode into a change, or skips it.
+    fn plan(&mut self, p: Planned) -> Option<Change> {
+        let inner = self.inner;
+        let op = match (inner.mode, p.kind) {
+            (Mode::Upsert | Mode::Mirror, PlanKind::Insert) => Op::Insert,
+            (Mode::Upsert | Mode::Mirror | Mode::Update, _) => Op::Update,
+            (Mode::Insert, PlanKind::Insert) => Op::Insert,
+            (Mode::Insert, PlanKind::Unchanged) => Op::Insert,
+            (Mode::Insert, PlanKind::Update) => {
+                self.out.counts.skipped += 1;
+                return None;
+            }
+            (Mode::Append, _) => Op::Append,
+        };
+        self.out.counts.planned.add(op, 1);
+        Some(change(&inner.id, op, p.key, Some(p.record), p.fingerprint, p.base_version))
+    }
+
+    async fn push(&mut self, change: Change, tx: &mpsc::Sender<Vec<Change>>) {
+        if self.inner.options.dry_run {
+            return;
+        }
+        let size = change.estimated_size();
+        if !self.batch.is_empty() && self.batch_bytes + size > self.max_bytes {
+            self.flush(tx).await;
+        }
+        if self.batch.is_empty() {
+            self.batch_deadline = Some(Instant::now() + self.inner.options.linger);
+        }
+        self.batch_bytes += size;
+        self.batch.push(change);
+        if self.batch.len() >= self.max_rows {
+            self.flush(tx).await;
+        }
+    }
+
+    async fn flush(&mut self, tx: &mpsc::Sender<Vec<Change>>) {
+        self.batch_deadline = None;
+        self.batch_bytes = 0;
+        if self.batch.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.batch);
+        let n = batch.len() as u64;
+        if tx.send(batch).await.is_err() {
+            self.out.counts.undelivered += n;
+        }
+    }
+
+    /// Incremental reads do not return rows before the cursor: retry earlier destination
+    /// rejections that this read did not return from the records kept with them.
+    async fn retry_unseen_rejections(&mut self, differ: &mut dyn Differ, diff: &mut DiffOutput) {
+        let schema = &self.inner.schema;
+        let records: Vec<Record> = self
+            .prior
+            .values()
+            .filter(|e| e.stage == RejectionStage::Destination && !self.touched.contains(&e.key))
+            .filter_map(|e| e.record.clone())
+            .filter(|r| r.values.len() == schema.len())
+            .collect();
+        if records.is_empty() {
+            return;
+        }
+        debug!(records = records.len(), "Retrying earlier rejections the incremental read did not return.");
+        if let Err(e) = differ.push(schema, records, Vec::new(), diff).await {
+            self.out.read_error = Some(e.to_string());
+        }
+    }
+
+    async fn plan_deletes(&mut self, deletes: Vec<SnapshotEntry>, live_total: u64, tx: &mpsc::Sender<Vec<Change>>) {
+        let inner = self.inner;
+        let options = &inner.options;
+        if inner.mode != Mode::Mirror || options.full_resync || deletes.is_empty() || self.out.read_error.is_some() {
+            return;
+        }
+        let n = deletes.len() as u64;
+        let withheld = if self.out.counts.read == 0 && !options.allow_empty_source {
+            Some(format!(
+                "the source returned no records; refusing to delete all {n} keys this sync delivered (set allow_empty_source to allow)"
+            ))
+        } else {
+            match options.max_deletes {
+                Some(MaxDeletes::Count(max)) if n > max => Some(format!("{n} deletes exceed max_deletes of {max}")),
+                Some(MaxDeletes::Fraction(f)) if n as f64 > f * live_total as f64 => Some(format!(
+                    "{n} deletes are {:.1}% of the {live_total} keys delivered, above max_deletes of {:.1}%",
+                    100.0 * n as f64 / live_total.max(1) as f64,
+                    100.0 * f
+                )),
+                _ => None,
+            }
+        };
+        if let Some(reason) = withheld {
+            warn!(deletes = n, "Deletes withheld by the delete guard.");
+            self.out.counts.withheld += n;
+            self.out.withheld_reason = Some(reason);
+            return;
+        }
+        for entry in deletes {
+            self.touch(&entry.key);
+            let Some(fingerprint) = entry.fingerprint else { continue };
+            self.out.counts.planned.add(Op::Delete, 1);
+            let change = change(&inner.id, Op::Delete, entry.key, None, fingerprint, entry.version);
+            self.push(change, tx).await;
+        }
+    }
+
+    /// After a complete read, earlier rejections whose key this run did not plan or refuse
+    /// are stale: the record is gone or back to what the destination holds.
+    fn clear_stale_rejections(&mut self) {
+        let incremental = self.out.incremental;
+        let mut cleared: Vec<Key> = self
+            .prior
+            .values()
+            .filter(|e| !self.touched.contains(&e.key))
+            // An incremental read does not see every row: keep what it could not re-check.
+            .filter(|e| !incremental || e.stage == RejectionStage::Destination)
+            .map(|e| e.key.clone())
+            .collect();
+        cleared.sort();
+        self.out.cleared = cleared;
+    }
+}
+
+fn change(sync_id: &str, op: Op, key: Key, record: Option<Record>, fingerprint: crate::Fingerprint, version: u64) -> Change {
+    let idempotency_key = IdempotencyKey::derive(sync_id, &key, op, fingerprint, version);
+    Change { op, key, record, fingerprint, version, idempotency_key }
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn decide_status(p: &Produced, c: &Consumed, lease_lost: Option<String>, cancelled: bool) -> RunStatus {
+    if let Some(reason) = lease_lost {
+        return RunStatus::Failed { reason: format!("lease lost: {reason}") };
+    }
+    if let Some(reason) = &c.fatal {
+        return RunStatus::Failed { reason: reason.clone() };
+    }
+    if let Some(reason) = &p.state_error {
+        return RunStatus::Failed { reason: format!("state commit failed: {reason}") };
+    }
+    if let Some(reason) = &c.circuit_open {
+        return RunStatus::CircuitOpen { reason: reason.clone() };
+    }
+    if let Some(reason) = &p.read_error {
+        return RunStatus::Failed { reason: reason.clone() };
+    }
+    if cancelled || !p.complete {
+        return RunStatus::Cancelled;
+    }
+    if c.totals.undelivered > 0 || p.counts.undelivered > 0 {
+        return RunStatus::Failed { reason: "some changes were not delivered".into() };
+    }
+    let refused = c.totals.rejected.total() + p.counts.transform_rejected + p.counts.invalid;
+    if refused > 0 { RunStatus::CompletedWithRejections } else { RunStatus::Succeeded }
+}
+
+fn fill_report(report: &mut SyncReport, p: &Produced, c: &Consumed, sample_limit: usize) {
+    report.counts = Counts {
+        applied: c.totals.applied,
+        rejected: c.totals.rejected,
+        undelivered: p.counts.undelivered + c.totals.undelivered,
+        recovered: c.totals.recovered,
+        ..p.counts.clone()
+    };
+    report.retries = c.totals.retries;
+    report.rate_limit_waits = c.totals.rate_limit_waits;
+    report.rate_limit_wait = c.totals.rate_wait;
+    report.batches = c.totals.writes;
+    report.bytes = c.totals.bytes;
+    report.stages = StageDurations { deliver: c.totals.deliver_time, commit: p.stages.commit + c.totals.commit_time, ..p.stages };
+    report.withheld_reason = p.withheld_reason.clone();
+    report.rejections = p.samples.iter().chain(&c.totals.samples).take(sample_limit).cloned().collect();
+}

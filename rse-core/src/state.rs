@@ -1,0 +1,206 @@
+//! The `StateStore` trait: what a sync has delivered, refused and read, across runs.
+
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::change::Op;
+use crate::error::StateError;
+use crate::fingerprint::{Fingerprint, FingerprintAlgorithm};
+use crate::key::Key;
+use crate::record::Record;
+use crate::report::SyncReport;
+use crate::value::Value;
+
+/// What the snapshot knows of one key: the fingerprint the destination acknowledged last.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotEntry {
+    /// The key.
+    pub key: Key,
+    /// The fingerprint last applied, or `None` once this sync has deleted the key (a
+    /// tombstone, kept so that the key's version keeps counting up).
+    pub fingerprint: Option<Fingerprint>,
+    /// How many changes this sync has applied to the key.
+    pub version: u64,
+}
+
+impl SnapshotEntry {
+    /// Whether the destination holds the key as far as this sync knows.
+    pub fn is_live(&self) -> bool {
+        self.fingerprint.is_some()
+    }
+}
+
+/// Where a record was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum RejectionStage {
+    /// A transform refused it (validation, a value that would not cast).
+    Transform,
+    /// Its key was invalid (repeated within the run).
+    Key,
+    /// The destination refused it.
+    Destination,
+}
+
+/// A change that was refused, kept until it succeeds or the record changes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RejectedEntry {
+    /// The key.
+    pub key: Key,
+    /// Where it was refused.
+    pub stage: RejectionStage,
+    /// The operation refused (`None` when refused before the diff, by a transform).
+    pub op: Option<Op>,
+    /// The fingerprint of the refused record (`None` when refused by a transform).
+    pub fingerprint: Option<Fingerprint>,
+    /// The key's version when the change was planned.
+    pub version: u64,
+    /// Why, in the refuser's words.
+    pub reason: String,
+    /// How many runs have tried this same change.
+    pub attempts: u32,
+    /// The refused record after transforms, so it can be retried even when an incremental
+    /// read does not return it again.
+    pub record: Option<Record>,
+    /// When it was first refused (seconds since the Unix epoch).
+    pub first_rejected_at: u64,
+    /// When it was last refused (seconds since the Unix epoch).
+    pub last_rejected_at: u64,
+}
+
+/// Per-sync metadata.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SyncMeta {
+    /// The algorithm the snapshot's fingerprints were taken with; `None` before the first commit.
+    pub fingerprint_algorithm: Option<FingerprintAlgorithm>,
+    /// The cursor of the last incremental read, if any.
+    pub cursor: Option<Value>,
+}
+
+/// One atomic update of a sync's state, applied all or nothing.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StateCommit {
+    /// Snapshot entries to write (a tombstone for a delete); each also clears the key's
+    /// rejection.
+    pub applied: Vec<SnapshotEntry>,
+    /// Rejections to write, replacing any earlier one of the same key.
+    pub rejected: Vec<RejectedEntry>,
+    /// Keys whose rejection is to be dropped (the record is gone or back to what was applied).
+    pub cleared_rejections: Vec<Key>,
+    /// Snapshot entries to forget entirely.
+    pub forgotten: Vec<Key>,
+    /// The new cursor, when it moves.
+    pub cursor: Option<Value>,
+    /// The fingerprint algorithm, recorded with the first commit.
+    pub fingerprint_algorithm: Option<FingerprintAlgorithm>,
+}
+
+impl StateCommit {
+    /// Whether the commit changes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.applied.is_empty()
+            && self.rejected.is_empty()
+            && self.cleared_rejections.is_empty()
+            && self.forgotten.is_empty()
+            && self.cursor.is_none()
+            && self.fingerprint_algorithm.is_none()
+    }
+}
+
+/// The right to write a sync's state, held by one runner at a time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// The sync.
+    pub sync_id: String,
+    /// Who holds it (host name, process id, …).
+    pub holder: String,
+    /// The fencing token: strictly greater than every earlier lease's of this sync. A write
+    /// under a token that is no longer current is refused.
+    pub token: u64,
+    /// When it was taken.
+    pub acquired_at: SystemTime,
+    /// When it lapses unless renewed.
+    pub expires_at: SystemTime,
+}
+
+/// Durable state of syncs: the snapshot (key → fingerprint), the rejected set, the cursor,
+/// run history and the per-sync lease.
+///
+/// # Contract
+/// - [`commit`](StateStore::commit) is atomic: after a crash at any instant, either all of a
+///   commit is visible or none of it.
+/// - Writes are fenced: `commit`, `record_run` and `renew_lease` fail with
+///   [`StateError::Fenced`] when the lease's token is no longer the sync's current one.
+/// - [`scan`](StateStore::scan) returns entries in ascending key-byte order, tombstones
+///   included, so the merge diff can walk it beside a key-ordered source.
+/// - A second [`acquire_lease`](StateStore::acquire_lease) of a sync whose lease is held and
+///   not expired fails at once with [`StateError::LeaseHeld`] naming the holder.
+/// - Syncs are independent: nothing written for one sync id is visible under another.
+#[async_trait]
+pub trait StateStore: Send + Sync {
+    /// A short name for reports and errors, e.g. `sqlite:/var/lib/rse/state.db`.
+    fn name(&self) -> &str;
+
+    /// Takes the sync's lease for `ttl`, with a fencing token greater than any before.
+    ///
+    /// # Errors
+    /// [`StateError::LeaseHeld`] when another holder's lease has not expired.
+    async fn acquire_lease(&self, sync_id: &str, holder: &str, ttl: Duration) -> Result<Lease, StateError>;
+
+    /// Extends a held lease by `ttl` from now.
+    ///
+    /// # Errors
+    /// [`StateError::Fenced`] when the lease was taken over.
+    async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> Result<Lease, StateError>;
+
+    /// Gives the lease up. Releasing a lease that was taken over is not an error.
+    ///
+    /// # Errors
+    /// [`StateError::Unavailable`] when the store cannot be reached.
+    async fn release_lease(&self, lease: &Lease) -> Result<(), StateError>;
+
+    /// The sync's metadata (empty for a sync never committed).
+    ///
+    /// # Errors
+    /// [`StateError::Unavailable`] when the store cannot be reached.
+    async fn meta(&self, sync_id: &str) -> Result<SyncMeta, StateError>;
+
+    /// Up to `limit` snapshot entries with keys strictly after `after`, in ascending key
+    /// order, tombstones included.
+    ///
+    /// # Errors
+    /// [`StateError::Unavailable`] when the store cannot be reached.
+    async fn scan(&self, sync_id: &str, after: Option<&Key>, limit: usize) -> Result<Vec<SnapshotEntry>, StateError>;
+
+    /// The snapshot entries of `keys`, one per key in order (`None` for an unknown key).
+    ///
+    /// # Errors
+    /// [`StateError::Unavailable`] when the store cannot be reached.
+    async fn get(&self, sync_id: &str, keys: &[Key]) -> Result<Vec<Option<SnapshotEntry>>, StateError>;
+
+    /// Up to `limit` rejected entries with keys strictly after `after`, in key order.
+    ///
+    /// # Errors
+    /// [`StateError::Unavailable`] when the store cannot be reached.
+    async fn rejected(&self, sync_id: &str, after: Option<&Key>, limit: usize) -> Result<Vec<RejectedEntry>, StateError>;
+
+    /// Applies `commit` atomically under `lease`.
+    ///
+    /// # Errors
+    /// [`StateError::Fenced`] when the lease was taken over (nothing is written).
+    async fn commit(&self, lease: &Lease, commit: StateCommit) -> Result<(), StateError>;
+
+    /// Writes or replaces the record of a run (keyed by its run id) under `lease`.
+    ///
+    /// # Errors
+    /// [`StateError::Fenced`] when the lease was taken over.
+    async fn record_run(&self, lease: &Lease, report: &SyncReport) -> Result<(), StateError>;
+
+    /// The latest `limit` runs of the sync, newest first.
+    ///
+    /// # Errors
+    /// [`StateError::Unavailable`] when the store cannot be reached.
+    async fn runs(&self, sync_id: &str, limit: usize) -> Result<Vec<SyncReport>, StateError>;
+}

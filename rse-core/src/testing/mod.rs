@@ -1,0 +1,3 @@
+//! The testing kit: fakes with fault injection and the conformance suites.
+
+pub use crate::memory::{Delivery, MemoryDestination, MemorySource, MemoryStateStore};

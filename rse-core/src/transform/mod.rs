@@ -1,0 +1,65 @@
+//! The `Transform` trait and the built-in transforms.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::error::TransformError;
+use crate::record::{Record, RecordBatch};
+use crate::schema::Schema;
+
+/// A record a transform refused, with the reason.
+#[derive(Debug, Clone)]
+pub struct Rejection {
+    /// The record as the transform received it.
+    pub record: Record,
+    /// Why it was refused. Must not contain the record's values.
+    pub reason: String,
+}
+
+/// What a transform made of one batch.
+#[derive(Debug, Clone)]
+pub struct TransformOutput {
+    /// The records that passed, under the transform's output schema.
+    pub batch: RecordBatch,
+    /// The records refused, under the input schema.
+    pub rejected: Vec<Rejection>,
+    /// How many records were left out on purpose (a suppression or consent filter). A
+    /// filtered record counts as absent from the source, so `Mirror` deletes it.
+    pub filtered: usize,
+}
+
+impl TransformOutput {
+    /// Every record passed.
+    pub fn passed(batch: RecordBatch) -> Self {
+        Self { batch, rejected: Vec::new(), filtered: 0 }
+    }
+}
+
+/// One step between source and diff: batch in, batch out, plus per-record rejections.
+///
+/// # Contract
+/// - [`output_schema`](Transform::output_schema) checks the configuration against the input
+///   schema (a field that does not exist is an error naming it) and says what `apply`
+///   returns; key columns carry through under their new names.
+/// - [`apply`](Transform::apply) returns every input record exactly once: in the output
+///   batch, as a rejection with a reason, or counted as filtered.
+/// - A rejection reason names fields and rules, never values.
+/// - It is deterministic: the same input gives the same output, or fingerprints churn.
+#[async_trait]
+pub trait Transform: Send + Sync {
+    /// A short name for errors and reports.
+    fn name(&self) -> &str;
+
+    /// The schema `apply` returns for batches of `input`.
+    ///
+    /// # Errors
+    /// [`TransformError::Config`] when the configuration does not fit the input, naming the field.
+    fn output_schema(&self, input: &Arc<Schema>) -> Result<Arc<Schema>, TransformError>;
+
+    /// Transforms one batch.
+    ///
+    /// # Errors
+    /// [`TransformError::Failed`] when the whole batch cannot be transformed.
+    async fn apply(&self, batch: RecordBatch) -> Result<TransformOutput, TransformError>;
+}
