@@ -12,6 +12,7 @@ pub mod destination;
 pub mod diff;
 pub mod error;
 pub mod fingerprint;
+mod forward;
 pub mod key;
 pub mod memory;
 pub mod record;

@@ -1,0 +1,377 @@
+//! Conformance suites: every implementation of a trait runs the same checks.
+//!
+//! Each suite is a plain async function over `&dyn Trait` returning `Err` with a message
+//! naming the broken rule, so a connector author runs it from a test against a real server:
+//!
+//! ```no_run
+//! # async fn demo(store: &dyn rse_core::StateStore) {
+//! rse_core::testing::check_state_store(store).await.unwrap();
+//! # }
+//! ```
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+
+use crate::change::{Change, ChangeBatch, ChangeOutcome, IdempotencyKey, Op};
+use crate::destination::Destination;
+use crate::error::{BoxError, StateError};
+use crate::fingerprint::{Fingerprint, FingerprintAlgorithm, Fingerprinter};
+use crate::key::Key;
+use crate::record::Record;
+use crate::report::{RunStatus, SyncReport};
+use crate::runner::Mode;
+use crate::schema::{Field, Schema};
+use crate::state::{RejectedEntry, RejectionStage, SnapshotEntry, StateCommit, StateStore};
+use crate::value::{DataType, Value};
+
+/// A broken rule, named.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("conformance: {0}")]
+pub struct ConformanceError(pub String);
+
+macro_rules! ensure {
+    ($cond:expr, $($msg:tt)+) => {
+        if !$cond {
+            return Err(ConformanceError(format!($($msg)+)));
+        }
+    };
+}
+
+fn fail<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> ConformanceError + '_ {
+    move |e| ConformanceError(format!("{what}: {e}"))
+}
+
+/// A sync id no other run of a suite uses, so suites can share a real server.
+pub fn unique_id(prefix: &str) -> String {
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    format!("{prefix}_{:x}_{:x}", nanos, fastrand::u64(..))
+}
+
+/// The schema the destination suite writes: `id` (int, key), `name` (string), `score`
+/// (float), `active` (bool). A destination that needs a table can create it from this.
+pub fn conformance_schema() -> Arc<Schema> {
+    let fields = vec![
+        Field::required("id", DataType::Int),
+        Field::new("name", DataType::String),
+        Field::new("score", DataType::Float),
+        Field::new("active", DataType::Bool),
+    ];
+    #[allow(clippy::expect_used)] // A constant schema: distinct fields, and its key exists.
+    Schema::new(fields, &["id"]).expect("the conformance schema is valid").into_arc()
+}
+
+/// Reads back what a destination holds, for suites that verify the data itself.
+#[async_trait]
+pub trait DestinationReadback: Send + Sync {
+    /// The record the destination holds for `key` under `schema`, or `None`.
+    ///
+    /// # Errors
+    /// Whatever reading back failed with.
+    async fn get(&self, schema: &Schema, key: &Key) -> Result<Option<Record>, BoxError>;
+}
+
+fn record(id: i64, name: &str, score: f64) -> Record {
+    Record::new(vec![Value::Int(id), Value::from(name), Value::Float(score), Value::Bool(id % 2 == 0)])
+}
+
+fn batch(sync_id: &str, schema: &Arc<Schema>, changes: Vec<(Op, Record, u64)>) -> ChangeBatch {
+    let mut fp = Fingerprinter::new(FingerprintAlgorithm::default(), schema);
+    let changes = changes
+        .into_iter()
+        .filter_map(|(op, record, version)| {
+            let key = record.key(schema).ok()?;
+            let fingerprint = fp.fingerprint(&record);
+            let idempotency_key = IdempotencyKey::derive(sync_id, &key, op, fingerprint, version);
+            let record = (op != Op::Delete).then_some(record);
+            Some(Change { op, key, record, fingerprint, version, idempotency_key })
+        })
+        .collect();
+    ChangeBatch { sync_id: sync_id.into(), schema: schema.clone(), changes }
+}
+
+async fn write_all_applied(dest: &dyn Destination, batch: &ChangeBatch, what: &str) -> Result<(), ConformanceError> {
+    let out = dest.write(batch).await.map_err(fail(what))?;
+    ensure!(
+        out.outcomes.len() == batch.changes.len(),
+        "{what}: {} outcomes for {} changes; write must answer one per change",
+        out.outcomes.len(),
+        batch.changes.len()
+    );
+    for (i, o) in out.outcomes.iter().enumerate() {
+        ensure!(*o == ChangeOutcome::Applied, "{what}: change {i} was not applied: {o:?}");
+    }
+    Ok(())
+}
+
+async fn expect_held(
+    readback: Option<&dyn DestinationReadback>,
+    schema: &Schema,
+    record: &Record,
+    present: bool,
+    what: &str,
+) -> Result<(), ConformanceError> {
+    let Some(readback) = readback else { return Ok(()) };
+    let key = record.key(schema).map_err(fail(what))?;
+    let held = readback.get(schema, &key).await.map_err(|e| ConformanceError(format!("{what}: read back: {e}")))?;
+    match (present, held) {
+        (true, Some(got)) => ensure!(got == *record, "{what}: destination holds another record than written"),
+        (true, None) => ensure!(false, "{what}: record missing from the destination"),
+        (false, Some(_)) => ensure!(false, "{what}: deleted record still in the destination"),
+        (false, None) => {}
+    }
+    Ok(())
+}
+
+/// Checks a destination against the `Destination` contract.
+///
+/// It writes to the key range `id` 1–1,000 of [`conformance_schema`] under a fresh sync id:
+/// sane capabilities, `check()`, one outcome per change, inserts, updates, deletes (also
+/// of a missing key), a repeated write of the same batch (a retry after a timeout) and a
+/// batch of the declared maximum size. With `readback`, it verifies the records held.
+///
+/// # Errors
+/// A [`ConformanceError`] naming the first broken rule.
+pub async fn check_destination(
+    dest: &dyn Destination,
+    readback: Option<&dyn DestinationReadback>,
+) -> Result<(), ConformanceError> {
+    let caps = dest.capabilities();
+    ensure!(!caps.ops.is_empty(), "capabilities declare no operation");
+    ensure!(caps.max_batch_rows > 0, "capabilities declare max_batch_rows = 0");
+    ensure!(caps.max_batch_bytes > 0, "capabilities declare max_batch_bytes = 0");
+    ensure!(caps.max_concurrency > 0, "capabilities declare max_concurrency = 0");
+    if let Some(limit) = caps.rate_limit {
+        ensure!(limit.requests > 0 && !limit.per.is_zero(), "rate limit must allow at least one request per period");
+    }
+    ensure!(!dest.name().is_empty(), "name() is empty");
+    dest.check().await.map_err(fail("check()"))?;
+
+    let sync_id = unique_id("conformance");
+    let schema = conformance_schema();
+    let empty = batch(&sync_id, &schema, Vec::new());
+    let out = dest.write(&empty).await.map_err(fail("write of an empty batch"))?;
+    ensure!(out.outcomes.is_empty(), "write of an empty batch answered {} outcomes", out.outcomes.len());
+
+    let upsert_op = if caps.supports(Op::Insert) { Op::Insert } else { Op::Update };
+    let writes_rows = caps.supports(Op::Insert) || caps.supports(Op::Update);
+    if writes_rows {
+        let rows: Vec<Record> = (1..=5).map(|i| record(i, &format!("name {i}"), i as f64 / 2.0)).collect();
+        let first = batch(&sync_id, &schema, rows.iter().map(|r| (upsert_op, r.clone(), 0)).collect());
+        write_all_applied(dest, &first, "first write").await?;
+        for r in &rows {
+            expect_held(readback, &schema, r, true, "after the first write").await?;
+        }
+        // A retry of the very same batch (the first answer was lost) must be safe.
+        write_all_applied(dest, &first, "repeated write of the same batch").await?;
+        for r in &rows {
+            expect_held(readback, &schema, r, true, "after a repeated write").await?;
+        }
+        if caps.supports(Op::Update) {
+            let changed = record(3, "changed", 9.5);
+            write_all_applied(dest, &batch(&sync_id, &schema, vec![(Op::Update, changed.clone(), 1)]), "update")
+                .await?;
+            expect_held(readback, &schema, &changed, true, "after an update").await?;
+        }
+        if caps.supports(Op::Delete) {
+            let gone = rows[0].clone();
+            let delete = batch(&sync_id, &schema, vec![(Op::Delete, gone.clone(), 1)]);
+            write_all_applied(dest, &delete, "delete").await?;
+            expect_held(readback, &schema, &gone, false, "after a delete").await?;
+            write_all_applied(dest, &delete, "delete of a key already deleted").await?;
+            let never = batch(&sync_id, &schema, vec![(Op::Delete, record(999, "", 0.0), 0)]);
+            write_all_applied(dest, &never, "delete of a key never written").await?;
+        }
+        let n = caps.max_batch_rows.min(1_000);
+        let big: Vec<Record> = (1..=n as i64).map(|i| record(i, "bulk", 1.0)).collect();
+        let big_batch = batch(&sync_id, &schema, big.iter().map(|r| (upsert_op, r.clone(), 7)).collect());
+        if big_batch.changes.iter().map(Change::estimated_size).sum::<usize>() <= caps.max_batch_bytes {
+            write_all_applied(dest, &big_batch, "batch of max_batch_rows changes").await?;
+            if let Some(last) = big.last() {
+                expect_held(readback, &schema, last, true, "after a full batch").await?;
+            }
+        }
+    }
+    if caps.supports(Op::Append) {
+        let events = batch(&sync_id, &schema, vec![(Op::Append, record(500, "event", 1.0), 0)]);
+        write_all_applied(dest, &events, "append").await?;
+    }
+    Ok(())
+}
+
+fn fp(n: u128) -> Option<Fingerprint> {
+    Some(Fingerprint(n))
+}
+
+fn key(i: i64) -> Key {
+    Key::from_values(&[Value::Int(i)])
+}
+
+fn entry(i: i64, version: u64) -> SnapshotEntry {
+    SnapshotEntry { key: key(i), fingerprint: fp(i as u128 * 31 + u128::from(version)), version }
+}
+
+fn rejected(i: i64, reason: &str) -> RejectedEntry {
+    RejectedEntry {
+        key: key(i),
+        stage: RejectionStage::Destination,
+        op: Some(Op::Update),
+        fingerprint: fp(7),
+        version: 1,
+        reason: reason.to_owned(),
+        attempts: 2,
+        record: Some(Record::new(vec![Value::Int(i), Value::from("x")])),
+        first_rejected_at: 1_700_000_000,
+        last_rejected_at: 1_700_000_100,
+    }
+}
+
+fn report(sync_id: &str, run_id: u64, status: RunStatus) -> SyncReport {
+    let mut r = SyncReport::new(sync_id, Mode::Mirror);
+    r.run_id = run_id;
+    r.status = status;
+    r.counts.read = run_id * 10;
+    r
+}
+
+/// Checks a state store against the `StateStore` contract, under fresh sync ids.
+///
+/// Leases (exclusive, fenced, expiring — this waits out a one-second lease), commits
+/// (snapshot entries, tombstones, rejections, cursor, fingerprint algorithm), key-ordered
+/// scans with paging, lookups, run history and isolation between syncs. Takes a few seconds.
+///
+/// # Errors
+/// A [`ConformanceError`] naming the first broken rule.
+pub async fn check_state_store(store: &dyn StateStore) -> Result<(), ConformanceError> {
+    let sync_id = unique_id("conformance");
+    let other_sync = unique_id("conformance_other");
+    let ttl = Duration::from_secs(30);
+
+    let meta = store.meta(&sync_id).await.map_err(fail("meta of a new sync"))?;
+    ensure!(meta.cursor.is_none() && meta.fingerprint_algorithm.is_none(), "a new sync has metadata");
+    ensure!(store.scan(&sync_id, None, 10).await.map_err(fail("scan"))?.is_empty(), "a new sync has a snapshot");
+    ensure!(store.runs(&sync_id, 10).await.map_err(fail("runs"))?.is_empty(), "a new sync has runs");
+
+    // Leases.
+    let lease = store.acquire_lease(&sync_id, "runner-a", ttl).await.map_err(fail("acquire_lease"))?;
+    ensure!(lease.holder == "runner-a" && lease.sync_id == sync_id, "lease names another holder or sync");
+    match store.acquire_lease(&sync_id, "runner-b", ttl).await {
+        Err(StateError::LeaseHeld { holder, .. }) => {
+            ensure!(holder == "runner-a", "LeaseHeld names `{holder}`, not the holder runner-a")
+        }
+        Err(e) => ensure!(false, "second acquire_lease failed with {e}, expected LeaseHeld"),
+        Ok(_) => ensure!(false, "a second runner took a lease that is held"),
+    }
+    let lease = store.renew_lease(&lease, ttl).await.map_err(fail("renew_lease"))?;
+    let other_lease = store.acquire_lease(&other_sync, "runner-a", ttl).await.map_err(fail("lease of another sync"))?;
+
+    // Commits and ordered scans.
+    let ids = [5i64, -3, 42, 0, 17, 1_000_000, -77, 8];
+    let commit = StateCommit {
+        applied: ids.iter().map(|&i| entry(i, 1)).collect(),
+        cursor: Some(Value::Timestamp(1_700_000_000_000_000)),
+        fingerprint_algorithm: Some(FingerprintAlgorithm::Xxh3_128),
+        ..StateCommit::default()
+    };
+    store.commit(&lease, commit).await.map_err(fail("commit"))?;
+    let all = store.scan(&sync_id, None, 100).await.map_err(fail("scan"))?;
+    let mut want: Vec<SnapshotEntry> = ids.iter().map(|&i| entry(i, 1)).collect();
+    want.sort_by(|a, b| a.key.cmp(&b.key));
+    ensure!(all == want, "scan did not return the committed entries in key order");
+    let mut paged = Vec::new();
+    let mut after: Option<Key> = None;
+    loop {
+        let page = store.scan(&sync_id, after.as_ref(), 3).await.map_err(fail("paged scan"))?;
+        ensure!(page.len() <= 3, "scan returned {} entries for a limit of 3", page.len());
+        let Some(last) = page.last() else { break };
+        after = Some(last.key.clone());
+        paged.extend(page);
+    }
+    ensure!(paged == want, "paging with `after` did not walk the snapshot in order exactly once");
+    let got = store.get(&sync_id, &[key(42), key(43), key(-77)]).await.map_err(fail("get"))?;
+    ensure!(
+        got == vec![Some(entry(42, 1)), None, Some(entry(-77, 1))],
+        "get did not return one answer per key, in order"
+    );
+    let meta = store.meta(&sync_id).await.map_err(fail("meta"))?;
+    ensure!(meta.cursor == Some(Value::Timestamp(1_700_000_000_000_000)), "the cursor was not stored");
+    ensure!(meta.fingerprint_algorithm == Some(FingerprintAlgorithm::Xxh3_128), "the algorithm was not stored");
+    ensure!(store.scan(&other_sync, None, 10).await.map_err(fail("scan"))?.is_empty(), "syncs are not isolated");
+
+    // Tombstones, rejections and their clearing.
+    let tombstone = SnapshotEntry { key: key(5), fingerprint: None, version: 2 };
+    let commit = StateCommit {
+        applied: vec![tombstone.clone(), entry(17, 2)],
+        rejected: vec![rejected(42, "invalid email"), rejected(99, "quota"), rejected(17, "stale")],
+        ..StateCommit::default()
+    };
+    store.commit(&lease, commit).await.map_err(fail("commit of tombstones and rejections"))?;
+    let got = store.get(&sync_id, &[key(5), key(17)]).await.map_err(fail("get"))?;
+    ensure!(got == vec![Some(tombstone), Some(entry(17, 2))], "tombstone or update not stored");
+    let rej = store.rejected(&sync_id, None, 10).await.map_err(fail("rejected"))?;
+    ensure!(rej.len() == 3, "expected 3 rejections, found {}", rej.len());
+    ensure!(rej.windows(2).all(|w| w[0].key < w[1].key), "rejections not in key order");
+    ensure!(rej.iter().any(|r| *r == rejected(42, "invalid email")), "a rejection did not round-trip exactly");
+    let page = store.rejected(&sync_id, Some(&rej[0].key), 1).await.map_err(fail("rejected paging"))?;
+    ensure!(page.len() == 1 && page[0].key == rej[1].key, "rejected paging with `after` is wrong");
+    let commit = StateCommit {
+        applied: vec![entry(42, 2)],
+        cleared_rejections: vec![key(99)],
+        ..StateCommit::default()
+    };
+    store.commit(&lease, commit).await.map_err(fail("commit clearing rejections"))?;
+    let rej = store.rejected(&sync_id, None, 10).await.map_err(fail("rejected"))?;
+    ensure!(
+        rej.iter().map(|r| r.key.clone()).collect::<Vec<_>>() == vec![key(17)],
+        "an applied entry or cleared_rejections did not remove its rejection"
+    );
+    let commit = StateCommit { forgotten: vec![key(8)], ..StateCommit::default() };
+    store.commit(&lease, commit).await.map_err(fail("commit forgetting"))?;
+    ensure!(store.get(&sync_id, &[key(8)]).await.map_err(fail("get"))? == vec![None], "forgotten key still present");
+
+    // A large commit.
+    let big = StateCommit { applied: (10_000..20_000).map(|i| entry(i, 1)).collect(), ..StateCommit::default() };
+    store.commit(&other_lease, big).await.map_err(fail("commit of 10,000 entries"))?;
+    let scanned = store.scan(&other_sync, None, 20_000).await.map_err(fail("scan"))?;
+    ensure!(scanned.len() == 10_000, "large commit: scanned {} of 10,000", scanned.len());
+    ensure!(scanned.windows(2).all(|w| w[0].key < w[1].key), "large scan out of order");
+
+    // Run history.
+    store.record_run(&lease, &report(&sync_id, lease.token, RunStatus::Running)).await.map_err(fail("record_run"))?;
+    store
+        .record_run(&lease, &report(&sync_id, lease.token, RunStatus::Succeeded))
+        .await
+        .map_err(fail("record_run replacing a run"))?;
+    let runs = store.runs(&sync_id, 10).await.map_err(fail("runs"))?;
+    ensure!(runs.len() == 1, "record_run of one run id twice kept {} runs", runs.len());
+    ensure!(runs[0].status == RunStatus::Succeeded, "record_run did not replace the run");
+    ensure!(runs[0] == report(&sync_id, lease.token, RunStatus::Succeeded), "the run did not round-trip exactly");
+
+    // Release, re-acquire with a larger token; fencing of an expired holder.
+    store.release_lease(&lease).await.map_err(fail("release_lease"))?;
+    let short = store.acquire_lease(&sync_id, "runner-c", Duration::from_secs(1)).await.map_err(fail("re-acquire"))?;
+    ensure!(short.token > lease.token, "fencing token did not grow ({} after {})", short.token, lease.token);
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let taker = store.acquire_lease(&sync_id, "runner-d", ttl).await.map_err(fail("acquire after expiry"))?;
+    ensure!(taker.token > short.token, "fencing token did not grow on takeover");
+    let late = StateCommit { applied: vec![entry(12_345, 1)], ..StateCommit::default() };
+    match store.commit(&short, late).await {
+        Err(StateError::Fenced { .. }) => {}
+        other => ensure!(false, "a late commit of a fenced holder was not refused as Fenced: {other:?}"),
+    }
+    ensure!(store.get(&sync_id, &[key(12_345)]).await.map_err(fail("get"))? == vec![None], "a fenced commit wrote");
+    ensure!(
+        matches!(store.renew_lease(&short, ttl).await, Err(StateError::Fenced { .. })),
+        "renewal of a fenced lease was not refused"
+    );
+    ensure!(
+        matches!(store.record_run(&short, &report(&sync_id, short.token, RunStatus::Cancelled)).await, Err(StateError::Fenced { .. })),
+        "record_run under a fenced lease was not refused"
+    );
+    store.release_lease(&short).await.map_err(fail("releasing a fenced lease"))?;
+    store.commit(&taker, StateCommit { applied: vec![entry(1, 1)], ..StateCommit::default() }).await.map_err(fail("commit by the new holder"))?;
+    store.release_lease(&taker).await.map_err(fail("release_lease"))?;
+    store.release_lease(&other_lease).await.map_err(fail("release_lease"))?;
+    Ok(())
+}

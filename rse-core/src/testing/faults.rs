@@ -1,0 +1,237 @@
+//! Fault injection: a destination wrapper that refuses, fails, throttles, stalls and crashes
+//! on command.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::Notify;
+
+use crate::change::{ChangeBatch, ChangeOutcome, WriteOutcome};
+use crate::destination::{Destination, DestinationCapabilities};
+use crate::error::DestinationError;
+use crate::key::Key;
+
+#[derive(Default)]
+struct Faults {
+    reject: HashMap<Key, String>,
+    retryable_reject: HashMap<Key, u32>,
+    invalid_batch_keys: HashSet<Key>,
+    transient_on: BTreeSet<u64>,
+    transient_after_apply_on: BTreeSet<u64>,
+    rate_limited_on: BTreeMap<u64, Option<Duration>>,
+    fatal_on: BTreeSet<u64>,
+    latency: Duration,
+    crash_after_applied: Option<u64>,
+    calls: u64,
+    applied: u64,
+    crashed: bool,
+}
+
+/// Wraps a destination and injects faults into its writes.
+///
+/// Write calls are numbered from 1 in the order they reach the wrapper (retries included).
+/// A clone shares the same faults, so a test keeps one to steer and to
+/// [`lift`](FaultyDestination::lift) the faults while the sync owns another.
+#[derive(Clone)]
+pub struct FaultyDestination<D> {
+    inner: D,
+    faults: Arc<Mutex<Faults>>,
+    crashed: Arc<Notify>,
+}
+
+impl<D> std::fmt::Debug for FaultyDestination<D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FaultyDestination").finish_non_exhaustive()
+    }
+}
+
+impl<D: Destination> FaultyDestination<D> {
+    /// Wraps `inner`, with no fault yet.
+    pub fn new(inner: D) -> Self {
+        Self { inner, faults: Arc::default(), crashed: Arc::new(Notify::new()) }
+    }
+
+    fn faults(&self) -> MutexGuard<'_, Faults> {
+        self.faults.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Refuses every change of `key` with `reason` (the rest of its batch is applied).
+    pub fn reject_key(&self, key: Key, reason: &str) -> &Self {
+        self.faults().reject.insert(key, reason.to_owned());
+        self
+    }
+
+    /// Refuses the next `times` changes of `key` as retryable.
+    pub fn reject_key_retryable(&self, key: Key, times: u32) -> &Self {
+        self.faults().retryable_reject.insert(key, times);
+        self
+    }
+
+    /// Refuses, as `InvalidBatch`, every batch that holds `key` (the runner must bisect).
+    pub fn invalid_batch_key(&self, key: Key) -> &Self {
+        self.faults().invalid_batch_keys.insert(key);
+        self
+    }
+
+    /// Fails write call `n` as `Transient` without applying anything.
+    pub fn fail_write(&self, n: u64) -> &Self {
+        self.faults().transient_on.insert(n);
+        self
+    }
+
+    /// Applies write call `n`, then reports it as `Transient` (a timeout after sending).
+    pub fn fail_write_after_apply(&self, n: u64) -> &Self {
+        self.faults().transient_after_apply_on.insert(n);
+        self
+    }
+
+    /// Answers write call `n` with `RateLimited` (HTTP 429) and this `Retry-After`.
+    pub fn rate_limit_write(&self, n: u64, retry_after: Option<Duration>) -> &Self {
+        self.faults().rate_limited_on.insert(n, retry_after);
+        self
+    }
+
+    /// Fails write call `n` as `Fatal`.
+    pub fn fatal_write(&self, n: u64) -> &Self {
+        self.faults().fatal_on.insert(n);
+        self
+    }
+
+    /// Delays every write by `latency` (on tokio's clock).
+    pub fn latency(&self, latency: Duration) -> &Self {
+        self.faults().latency = latency;
+        self
+    }
+
+    /// After `n` more changes are applied, stops answering: the write that reaches `n`
+    /// applies its first changes up to `n` and then never returns, as a process that
+    /// dies between the destination's acknowledgement and our state commit. Await
+    /// [`crashed`](Self::crashed) and drop the run's future to complete the crash.
+    pub fn crash_after_applied(&self, n: u64) -> &Self {
+        let mut f = self.faults();
+        f.crash_after_applied = Some(f.applied + n);
+        self
+    }
+
+    /// Resolves once the crash point is reached.
+    pub async fn crashed(&self) {
+        loop {
+            let notified = self.crashed.notified();
+            if self.faults().crashed {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Removes every fault; later writes pass straight through.
+    pub fn lift(&self) {
+        let mut f = self.faults();
+        let (calls, applied) = (f.calls, f.applied);
+        *f = Faults { calls, applied, ..Faults::default() };
+    }
+
+    /// Write calls so far.
+    pub fn calls(&self) -> u64 {
+        self.faults().calls
+    }
+
+    /// The wrapped destination.
+    pub fn inner(&self) -> &D {
+        &self.inner
+    }
+}
+
+#[async_trait]
+impl<D: Destination> Destination for FaultyDestination<D> {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn capabilities(&self) -> DestinationCapabilities {
+        self.inner.capabilities()
+    }
+
+    async fn check(&self) -> Result<(), DestinationError> {
+        self.inner.check().await
+    }
+
+    async fn write(&self, batch: &ChangeBatch) -> Result<WriteOutcome, DestinationError> {
+        let (call, latency) = {
+            let mut f = self.faults();
+            f.calls += 1;
+            (f.calls, f.latency)
+        };
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
+        }
+        // Decide everything about this call under one lock, then do the I/O without it.
+        let mut outcomes: Vec<Option<ChangeOutcome>> = vec![None; batch.changes.len()];
+        let (after_apply_failure, crash_at) = {
+            let mut f = self.faults();
+            if f.transient_on.remove(&call) {
+                return Err(DestinationError::transient(format!("injected transient failure on write {call}")));
+            }
+            if let Some(retry_after) = f.rate_limited_on.remove(&call) {
+                return Err(DestinationError::RateLimited { retry_after });
+            }
+            if f.fatal_on.remove(&call) {
+                return Err(DestinationError::fatal(format!("injected fatal failure on write {call}")));
+            }
+            if batch.changes.iter().any(|c| f.invalid_batch_keys.contains(&c.key)) {
+                return Err(DestinationError::InvalidBatch { message: "injected: batch holds a refused record".into() });
+            }
+            for (slot, change) in outcomes.iter_mut().zip(&batch.changes) {
+                if let Some(reason) = f.reject.get(&change.key) {
+                    *slot = Some(ChangeOutcome::rejected(reason.clone()));
+                } else if let Some(left) = f.retryable_reject.get_mut(&change.key)
+                    && *left > 0
+                {
+                    *left -= 1;
+                    *slot = Some(ChangeOutcome::Rejected { reason: "injected: try again".into(), retryable: true });
+                }
+            }
+            (f.transient_after_apply_on.remove(&call), f.crash_after_applied.map(|n| n.saturating_sub(f.applied)))
+        };
+
+        // The changes that reach the inner destination, cut at the crash point.
+        let mut pass: Vec<usize> = (0..batch.changes.len()).filter(|&i| outcomes[i].is_none()).collect();
+        let crashing = crash_at.is_some_and(|left| (left as usize) <= pass.len());
+        if let Some(left) = crash_at {
+            pass.truncate(left as usize);
+        }
+        let sub = ChangeBatch {
+            sync_id: batch.sync_id.clone(),
+            schema: batch.schema.clone(),
+            changes: pass.iter().map(|&i| batch.changes[i].clone()).collect(),
+        };
+        let inner_out = if sub.changes.is_empty() { WriteOutcome::default() } else { self.inner.write(&sub).await? };
+        let applied = inner_out.outcomes.iter().filter(|o| **o == ChangeOutcome::Applied).count() as u64;
+        {
+            let mut f = self.faults();
+            f.applied += applied;
+            if crashing {
+                f.crashed = true;
+                f.crash_after_applied = None;
+            }
+        }
+        if crashing {
+            self.crashed.notify_waiters();
+            // Never answer: the runner sees neither an acknowledgement nor an error.
+            std::future::pending::<()>().await;
+        }
+        if after_apply_failure {
+            return Err(DestinationError::transient(format!("injected timeout after write {call} was applied")));
+        }
+        for (&i, outcome) in pass.iter().zip(inner_out.outcomes) {
+            outcomes[i] = Some(outcome);
+        }
+        let outcomes = outcomes
+            .into_iter()
+            .map(|o| o.unwrap_or_else(|| ChangeOutcome::rejected("destination answered no outcome")))
+            .collect();
+        Ok(WriteOutcome { outcomes })
+    }
+}
