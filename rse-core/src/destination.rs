@@ -118,6 +118,9 @@ impl DestinationCapabilities {
 /// - [`write`](Destination::write) returns exactly one outcome per change, in order.
 ///   `Applied` means durably applied: the runner records it in the state and will not send
 ///   that change again.
+/// - `Insert` of a key the destination already holds must succeed (overwrite, or accept it
+///   as applied): after a lost acknowledgement the runner re-sends the insert, under the
+///   same idempotency key. `Delete` of a key it does not hold must succeed too.
 /// - A refused change is `Rejected` with the destination's reason, not an error; the rest of
 ///   the batch is still applied.
 /// - An `Err` means the batch as a whole failed, and its variant says what the runner does:

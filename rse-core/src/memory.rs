@@ -453,6 +453,20 @@ impl StateStore for MemoryStateStore {
     async fn commit(&self, lease: &Lease, commit: StateCommit) -> Result<(), StateError> {
         self.with_sync(&lease.sync_id, |data| {
             Self::check_fence(&lease.sync_id, data, lease)?;
+            for (key, pending) in commit.intents {
+                data.snapshot
+                    .entry(key.clone())
+                    .or_insert(SnapshotEntry { key, fingerprint: None, version: 0, pending: None })
+                    .pending = Some(pending);
+            }
+            for (key, pending) in commit.settled {
+                if let Some(entry) = data.snapshot.get_mut(&key) {
+                    entry.pending = pending;
+                    if entry.fingerprint.is_none() && entry.version == 0 && entry.pending.is_none() {
+                        data.snapshot.remove(&key);
+                    }
+                }
+            }
             for entry in commit.applied {
                 data.rejected.remove(&entry.key);
                 data.snapshot.insert(entry.key.clone(), entry);

@@ -23,12 +23,42 @@ pub struct SnapshotEntry {
     pub fingerprint: Option<Fingerprint>,
     /// How many changes this sync has applied to the key.
     pub version: u64,
+    /// A change sent for this key whose outcome is unknown: the run died, or the write
+    /// failed ambiguously, before an acknowledgement was committed. The destination may hold
+    /// it instead of `fingerprint`, so the next run sends the key's current state (the very
+    /// same change again, under the same idempotency key, when the record has not changed
+    /// since) or deletes it.
+    #[serde(default)]
+    pub pending: Option<PendingChange>,
+}
+
+/// A change that was sent and not (yet) acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PendingChange {
+    /// Its operation.
+    pub op: Op,
+    /// Its fingerprint.
+    pub fingerprint: Fingerprint,
+    /// The version it was planned on.
+    pub version: u64,
 }
 
 impl SnapshotEntry {
     /// Whether the destination holds the key as far as this sync knows.
     pub fn is_live(&self) -> bool {
         self.fingerprint.is_some()
+    }
+
+    /// Whether the destination may hold the key: live, or a change to it is pending (even a
+    /// pending delete: it may not have landed, and what was pending before it may have).
+    pub fn may_exist(&self) -> bool {
+        self.fingerprint.is_some() || self.pending.is_some()
+    }
+
+    /// The version a new change to this key is planned on: one past any pending change's,
+    /// so that it never shares an idempotency key with a change that may have been applied.
+    pub fn next_version(&self) -> u64 {
+        self.pending.map_or(self.version, |p| self.version.max(p.version + 1))
     }
 }
 
@@ -82,6 +112,14 @@ pub struct SyncMeta {
 /// One atomic update of a sync's state, applied all or nothing.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct StateCommit {
+    /// Changes about to be sent, recorded as each key's pending change (an unknown key gets
+    /// an entry with no fingerprint at version 0) until an applied entry replaces it. Written
+    /// before a batch goes out, so a crash after the destination applied it is never lost.
+    pub intents: Vec<(Key, PendingChange)>,
+    /// Pending changes the destination refused (so never applied): each key's pending change
+    /// goes back to what it was before. An entry left with no fingerprint, no version and
+    /// nothing pending is removed.
+    pub settled: Vec<(Key, Option<PendingChange>)>,
     /// Snapshot entries to write (a tombstone for a delete); each also clears the key's
     /// rejection.
     pub applied: Vec<SnapshotEntry>,
@@ -100,7 +138,9 @@ pub struct StateCommit {
 impl StateCommit {
     /// Whether the commit changes nothing.
     pub fn is_empty(&self) -> bool {
-        self.applied.is_empty()
+        self.intents.is_empty()
+            && self.settled.is_empty()
+            && self.applied.is_empty()
             && self.rejected.is_empty()
             && self.cleared_rejections.is_empty()
             && self.forgotten.is_empty()

@@ -9,12 +9,13 @@ use crate::fingerprint::{Fingerprint, FingerprintAlgorithm};
 use crate::key::Key;
 use crate::record::Record;
 use crate::schema::Schema;
-use crate::state::{SnapshotEntry, StateStore};
+use crate::state::{PendingChange, SnapshotEntry, StateStore};
 
 #[derive(Debug, Clone, Copy)]
 struct Slot {
     fingerprint: Option<Fingerprint>,
     version: u64,
+    pending: Option<PendingChange>,
     /// In the snapshot before this run (not just seen in it).
     known: bool,
     seen: bool,
@@ -38,7 +39,8 @@ impl HashDiff {
         let mut live_total = 0;
         for e in entries {
             live_total += u64::from(e.is_live());
-            map.insert(e.key, Slot { fingerprint: e.fingerprint, version: e.version, known: true, seen: false });
+            let slot = Slot { fingerprint: e.fingerprint, version: e.version, pending: e.pending, known: true, seen: false };
+            map.insert(e.key, slot);
         }
         Self { map, fingerprinters: FingerprinterCache::new(algorithm), emit_unchanged: false, key_buf: Vec::with_capacity(64), live_total }
     }
@@ -88,8 +90,8 @@ impl Differ for HashDiff {
         out: &mut DiffOutput,
     ) -> Result<(), DiffError> {
         for key in seen {
-            self.map.entry(key).or_insert(Slot { fingerprint: None, version: 0, known: false, seen: false }).seen =
-                true;
+            let fresh = Slot { fingerprint: None, version: 0, pending: None, known: false, seen: false };
+            self.map.entry(key).or_insert(fresh).seen = true;
         }
         let emit_unchanged = self.emit_unchanged;
         let mut key_buf = std::mem::take(&mut self.key_buf);
@@ -110,6 +112,7 @@ impl Differ for HashDiff {
                 Some(slot) => {
                     slot.seen = true;
                     let kind = match slot.fingerprint {
+                        _ if slot.pending.is_some() => PlanKind::Insert,
                         Some(f) if f == fingerprint => PlanKind::Unchanged,
                         Some(_) => PlanKind::Update,
                         None => PlanKind::Insert,
@@ -117,7 +120,7 @@ impl Differ for HashDiff {
                     (kind, *slot)
                 }
                 None => {
-                    let fresh = Slot { fingerprint: None, version: 0, known: false, seen: true };
+                    let fresh = Slot { fingerprint: None, version: 0, pending: None, known: false, seen: true };
                     self.map.insert(Key::from_encoded_unchecked(key_buf.clone()), fresh);
                     (PlanKind::Insert, fresh)
                 }
@@ -135,6 +138,7 @@ impl Differ for HashDiff {
                 fingerprint,
                 base_fingerprint: base.fingerprint,
                 base_version: base.version,
+                pending: base.pending,
             });
         }
         self.fingerprinters.put_back(schema, fingerprinter);
@@ -146,8 +150,9 @@ impl Differ for HashDiff {
         let mut deletes: Vec<SnapshotEntry> = self
             .map
             .iter()
-            .filter(|(_, s)| s.known && !s.seen && s.fingerprint.is_some())
-            .map(|(k, s)| SnapshotEntry { key: k.clone(), fingerprint: s.fingerprint, version: s.version })
+            .filter(|(_, s)| s.known && !s.seen)
+            .map(|(k, s)| SnapshotEntry { key: k.clone(), fingerprint: s.fingerprint, version: s.version, pending: s.pending })
+            .filter(SnapshotEntry::may_exist)
             .collect();
         deletes.sort_by(|a, b| a.key.cmp(&b.key));
         out.deletes.extend(deletes);

@@ -79,7 +79,7 @@ impl MergeDiff {
             match head.key.cmp(key) {
                 std::cmp::Ordering::Less => {
                     if let Some(gone) = self.page.pop_front()
-                        && gone.is_live()
+                        && gone.may_exist()
                     {
                         out.deletes.push(gone);
                     }
@@ -145,7 +145,9 @@ impl Differ for MergeDiff {
                 let Item::Record(record) = item else { continue };
                 let fingerprint = fingerprinter.fingerprint(&record);
                 let base_fingerprint = base.as_ref().and_then(|b| b.fingerprint);
+                let pending = base.as_ref().and_then(|b| b.pending);
                 let kind = match base_fingerprint {
+                    _ if pending.is_some() => PlanKind::Insert,
                     Some(f) if f == fingerprint => PlanKind::Unchanged,
                     Some(_) => PlanKind::Update,
                     None => PlanKind::Insert,
@@ -157,7 +159,7 @@ impl Differ for MergeDiff {
                     }
                 }
                 let base_version = base.map_or(0, |b| b.version);
-                out.planned.push(Planned { kind, key, record, fingerprint, base_fingerprint, base_version });
+                out.planned.push(Planned { kind, key, record, fingerprint, base_fingerprint, base_version, pending });
             }
             Ok(())
         }
@@ -169,7 +171,7 @@ impl Differ for MergeDiff {
     async fn finish(&mut self, out: &mut DiffOutput) -> Result<(), DiffError> {
         while self.peek().await?.is_some() {
             if let Some(gone) = self.page.pop_front()
-                && gone.is_live()
+                && gone.may_exist()
             {
                 out.deletes.push(gone);
             }

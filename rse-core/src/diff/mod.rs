@@ -24,16 +24,19 @@ use crate::error::StateError;
 use crate::fingerprint::Fingerprint;
 use crate::key::Key;
 use crate::record::Record;
-use crate::state::SnapshotEntry;
+use crate::state::{PendingChange, SnapshotEntry};
 
 /// What the diff found for one source record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PlanKind {
-    /// The key is not live in the snapshot.
+    /// The key is not live in the snapshot, or a change to it is pending (so whether the
+    /// destination holds it is unknown; an insert is safe either way, see
+    /// [`Destination`](crate::Destination)).
     Insert,
     /// The key is live with another fingerprint.
     Update,
-    /// The key is live with the same fingerprint (only emitted when asked, for a resync).
+    /// The key is live with the same fingerprint and no change to it is pending (only
+    /// emitted when asked, for a resync).
     Unchanged,
 }
 
@@ -52,6 +55,8 @@ pub struct Planned {
     pub base_fingerprint: Option<Fingerprint>,
     /// The key's version in the snapshot (0 if unknown).
     pub base_version: u64,
+    /// A change to the key that was sent and not acknowledged.
+    pub pending: Option<PendingChange>,
 }
 
 /// A source record whose key is invalid.

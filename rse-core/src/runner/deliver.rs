@@ -18,7 +18,7 @@ use crate::fingerprint::FingerprintAlgorithm;
 use crate::key::Key;
 use crate::report::{OpCounts, ProgressEvent, RejectionSample};
 use crate::schema::Schema;
-use crate::state::{Lease, RejectedEntry, RejectionStage, SnapshotEntry, StateCommit, StateStore};
+use crate::state::{Lease, PendingChange, RejectedEntry, RejectionStage, SnapshotEntry, StateCommit, StateStore};
 use crate::SyncOptions;
 
 /// Why a batch's changes were left undelivered.
@@ -64,6 +64,14 @@ enum WriteFailure {
     Stopped,
 }
 
+/// A change on its way out, with the key's pending change before it (restored if the
+/// destination refuses this one, as a refused change was never applied).
+#[derive(Debug)]
+pub(crate) struct Outgoing {
+    pub change: Change,
+    pub prior: Option<PendingChange>,
+}
+
 /// Everything the delivery workers share.
 pub(crate) struct Deliverer {
     pub sync_id: Arc<str>,
@@ -84,8 +92,28 @@ pub(crate) struct Deliverer {
 
 impl Deliverer {
     /// Delivers `changes`, then commits their final outcomes in one state commit.
-    pub(crate) async fn deliver(&self, changes: Vec<Change>) -> BatchResult {
+    pub(crate) async fn deliver(&self, outgoing: Vec<Outgoing>) -> BatchResult {
         let mut result = BatchResult::default();
+        let mut priors = HashMap::with_capacity(outgoing.len());
+        let mut changes = Vec::with_capacity(outgoing.len());
+        let mut intents = StateCommit::default();
+        for Outgoing { change, prior } in outgoing {
+            let pending = PendingChange { op: change.op, fingerprint: change.fingerprint, version: change.version };
+            intents.intents.push((change.key.clone(), pending));
+            priors.insert(change.key.clone(), prior);
+            changes.push(change);
+        }
+        // Record the intent first: if we die after the destination applied the batch but
+        // before its acknowledgement is committed, the next run knows these changes are pending.
+        let started = Instant::now();
+        if let Err(error) = self.state.commit(&self.lease, intents).await {
+            warn!(sync = %self.sync_id, %error, "Recording the batch's intent failed; not sending it.");
+            result.undelivered = changes.len() as u64;
+            result.failure = Some(BatchFailure::Commit(error));
+            result.commit_time = started.elapsed();
+            return result;
+        }
+        result.commit_time = started.elapsed();
         let started = Instant::now();
         let finals = self.write_bisecting(changes, &mut result).await;
         result.deliver_time = started.elapsed();
@@ -99,7 +127,8 @@ impl Deliverer {
                     result.bytes += change.estimated_size() as u64;
                     result.recovered += u64::from(self.prior.contains_key(&change.key));
                     let fingerprint = (change.op != Op::Delete).then_some(change.fingerprint);
-                    commit.applied.push(SnapshotEntry { key: change.key, fingerprint, version: change.version + 1 });
+                    let version = change.version + 1;
+                    commit.applied.push(SnapshotEntry { key: change.key, fingerprint, version, pending: None });
                 }
                 Final::Rejected { reason } => {
                     result.rejected.add(change.op, 1);
@@ -116,6 +145,7 @@ impl Deliverer {
                             && p.fingerprint == Some(change.fingerprint)
                             && p.op == Some(change.op)
                     });
+                    commit.settled.push((change.key.clone(), priors.remove(&change.key).flatten()));
                     commit.rejected.push(RejectedEntry {
                         key: change.key,
                         stage: RejectionStage::Destination,
@@ -147,7 +177,7 @@ impl Deliverer {
                 result.failure = Some(BatchFailure::Commit(error));
             }
         }
-        result.commit_time = started.elapsed();
+        result.commit_time += started.elapsed();
         result
     }
 

@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use super::deliver::{BatchFailure, BatchResult, Deliverer};
+use super::deliver::{BatchFailure, BatchResult, Deliverer, Outgoing};
 use super::pace::{PauseGate, RateLimiter};
 use super::{MaxDeletes, Mode, SyncInner};
 use crate::change::{Change, IdempotencyKey, Op};
@@ -61,7 +61,7 @@ async fn run_in_span(inner: &SyncInner, cancel: CancellationToken, span: tracing
 
     let stop = cancel.child_token();
     let prior = Arc::new(prior);
-    let (tx, rx) = mpsc::channel::<Vec<Change>>(options.max_concurrency.max(1) * 2);
+    let (tx, rx) = mpsc::channel::<Vec<Outgoing>>(options.max_concurrency.max(1) * 2);
     let producer = Producer::new(inner, lease.clone(), prior.clone(), stop.clone(), report.cursor_before.clone());
     let produce = producer.run(differ, tx);
 
@@ -237,7 +237,7 @@ struct Consumed {
 }
 
 /// Delivers batches with bounded concurrency; opens the circuit after repeated failure.
-async fn consume(deliverer: &Deliverer, mut rx: mpsc::Receiver<Vec<Change>>, inner: &SyncInner) -> Consumed {
+async fn consume(deliverer: &Deliverer, mut rx: mpsc::Receiver<Vec<Outgoing>>, inner: &SyncInner) -> Consumed {
     let concurrency = inner.options.max_concurrency.min(inner.destination.capabilities().max_concurrency).max(1);
     let mut inflight = FuturesUnordered::new();
     let mut out = Consumed::default();
@@ -329,7 +329,7 @@ struct Producer<'a> {
     /// Keys of earlier rejections that this run planned, refused or found unchanged.
     touched: HashSet<Key>,
     out: Produced,
-    batch: Vec<Change>,
+    batch: Vec<Outgoing>,
     batch_bytes: usize,
     batch_deadline: Option<Instant>,
     max_rows: usize,
@@ -361,7 +361,7 @@ impl<'a> Producer<'a> {
         }
     }
 
-    async fn run(mut self, mut differ: Box<dyn Differ>, tx: mpsc::Sender<Vec<Change>>) -> Produced {
+    async fn run(mut self, mut differ: Box<dyn Differ>, tx: mpsc::Sender<Vec<Outgoing>>) -> Produced {
         let inner = self.inner;
         let options = &inner.options;
         self.out.incremental = inner.cursor_index.is_some() && inner.mode != Mode::Mirror && !options.full_resync;
@@ -532,7 +532,7 @@ impl<'a> Producer<'a> {
         self.out.stages.commit += t.elapsed();
     }
 
-    async fn take_diff(&mut self, diff: &mut DiffOutput, tx: &mpsc::Sender<Vec<Change>>) {
+    async fn take_diff(&mut self, diff: &mut DiffOutput, tx: &mpsc::Sender<Vec<Outgoing>>) {
         self.out.counts.unchanged += std::mem::take(&mut diff.unchanged);
         for invalid in std::mem::take(&mut diff.invalid) {
             self.out.counts.invalid += 1;
@@ -550,9 +550,9 @@ impl<'a> Producer<'a> {
     }
 
     /// Shapes a diff result by the sync's mode into a change, or skips it.
-    fn plan(&mut self, p: Planned) -> Option<Change> {
+    fn plan(&mut self, p: Planned) -> Option<Outgoing> {
         let inner = self.inner;
-        let op = match (inner.mode, p.kind) {
+        let mode_op = match (inner.mode, p.kind) {
             (Mode::Upsert | Mode::Mirror, PlanKind::Insert) => Op::Insert,
             (Mode::Upsert | Mode::Mirror | Mode::Update, _) => Op::Update,
             (Mode::Insert, PlanKind::Insert) => Op::Insert,
@@ -563,15 +563,26 @@ impl<'a> Producer<'a> {
             }
             (Mode::Append, _) => Op::Append,
         };
+        let (op, version) = match p.pending {
+            // The record is what was sent before: the very same change again, so a
+            // destination that honours idempotency keys drops it if it did land.
+            Some(pc) if pc.fingerprint == p.fingerprint && inner.mode.ops().contains(&pc.op) && pc.op != Op::Delete => {
+                (pc.op, pc.version)
+            }
+            // Something else was sent and may have landed: a new change on a new version.
+            Some(pc) => (mode_op, pc.version + 1),
+            None => (mode_op, p.base_version),
+        };
         self.out.counts.planned.add(op, 1);
-        Some(change(&inner.id, op, p.key, Some(p.record), p.fingerprint, p.base_version))
+        let change = change(&inner.id, op, p.key, Some(p.record), p.fingerprint, version);
+        Some(Outgoing { change, prior: p.pending })
     }
 
-    async fn push(&mut self, change: Change, tx: &mpsc::Sender<Vec<Change>>) {
+    async fn push(&mut self, outgoing: Outgoing, tx: &mpsc::Sender<Vec<Outgoing>>) {
         if self.inner.options.dry_run {
             return;
         }
-        let size = change.estimated_size();
+        let size = outgoing.change.estimated_size();
         if !self.batch.is_empty() && self.batch_bytes + size > self.max_bytes {
             self.flush(tx).await;
         }
@@ -579,13 +590,13 @@ impl<'a> Producer<'a> {
             self.batch_deadline = Some(Instant::now() + self.inner.options.linger);
         }
         self.batch_bytes += size;
-        self.batch.push(change);
+        self.batch.push(outgoing);
         if self.batch.len() >= self.max_rows {
             self.flush(tx).await;
         }
     }
 
-    async fn flush(&mut self, tx: &mpsc::Sender<Vec<Change>>) {
+    async fn flush(&mut self, tx: &mpsc::Sender<Vec<Outgoing>>) {
         self.batch_deadline = None;
         self.batch_bytes = 0;
         if self.batch.is_empty() {
@@ -618,7 +629,7 @@ impl<'a> Producer<'a> {
         }
     }
 
-    async fn plan_deletes(&mut self, deletes: Vec<SnapshotEntry>, live_total: u64, tx: &mpsc::Sender<Vec<Change>>) {
+    async fn plan_deletes(&mut self, deletes: Vec<SnapshotEntry>, live_total: u64, tx: &mpsc::Sender<Vec<Outgoing>>) {
         let inner = self.inner;
         let options = &inner.options;
         if inner.mode != Mode::Mirror || options.full_resync || deletes.is_empty() || self.out.read_error.is_some() {
@@ -648,10 +659,16 @@ impl<'a> Producer<'a> {
         }
         for entry in deletes {
             self.touch(&entry.key);
-            let Some(fingerprint) = entry.fingerprint else { continue };
+            // A pending delete goes again as it was; otherwise the key may hold what was
+            // acknowledged or what is pending, and a delete of a missing key is applied anyway.
+            let (fingerprint, version) = match entry.pending {
+                Some(pc) if pc.op == Op::Delete => (pc.fingerprint, pc.version),
+                Some(pc) => (entry.fingerprint.unwrap_or(pc.fingerprint), entry.next_version()),
+                None => (entry.fingerprint.unwrap_or(crate::Fingerprint(0)), entry.version),
+            };
             self.out.counts.planned.add(Op::Delete, 1);
-            let change = change(&inner.id, Op::Delete, entry.key, None, fingerprint, entry.version);
-            self.push(change, tx).await;
+            let change = change(&inner.id, Op::Delete, entry.key, None, fingerprint, version);
+            self.push(Outgoing { change, prior: entry.pending }, tx).await;
         }
     }
 

@@ -23,7 +23,7 @@ use crate::record::Record;
 use crate::report::{RunStatus, SyncReport};
 use crate::runner::Mode;
 use crate::schema::{Field, Schema};
-use crate::state::{RejectedEntry, RejectionStage, SnapshotEntry, StateCommit, StateStore};
+use crate::state::{PendingChange, RejectedEntry, RejectionStage, SnapshotEntry, StateCommit, StateStore};
 use crate::value::{DataType, Value};
 
 /// A broken rule, named.
@@ -209,7 +209,8 @@ fn key(i: i64) -> Key {
 }
 
 fn entry(i: i64, version: u64) -> SnapshotEntry {
-    SnapshotEntry { key: key(i), fingerprint: fp(i as u128 * 31 + u128::from(version)), version }
+    let fingerprint = fp((i as i128).unsigned_abs() * 31 + u128::from(version));
+    SnapshotEntry { key: key(i), fingerprint, version, pending: None }
 }
 
 fn rejected(i: i64, reason: &str) -> RejectedEntry {
@@ -300,7 +301,7 @@ pub async fn check_state_store(store: &dyn StateStore) -> Result<(), Conformance
     ensure!(store.scan(&other_sync, None, 10).await.map_err(fail("scan"))?.is_empty(), "syncs are not isolated");
 
     // Tombstones, rejections and their clearing.
-    let tombstone = SnapshotEntry { key: key(5), fingerprint: None, version: 2 };
+    let tombstone = SnapshotEntry { key: key(5), fingerprint: None, version: 2, pending: None };
     let commit = StateCommit {
         applied: vec![tombstone.clone(), entry(17, 2)],
         rejected: vec![rejected(42, "invalid email"), rejected(99, "quota"), rejected(17, "stale")],
@@ -325,6 +326,29 @@ pub async fn check_state_store(store: &dyn StateStore) -> Result<(), Conformance
     ensure!(
         rej.iter().map(|r| r.key.clone()).collect::<Vec<_>>() == vec![key(17)],
         "an applied entry or cleared_rejections did not remove its rejection"
+    );
+    // Intents: an unknown key gets an entry with only the pending change, a known one keeps
+    // its fingerprint; an applied entry clears the pending change, and so does settling it.
+    let pending = |v| PendingChange { op: Op::Update, fingerprint: Fingerprint(99), version: v };
+    let commit = StateCommit {
+        intents: vec![(key(77), pending(0)), (key(42), pending(2)), (key(-3), pending(1))],
+        ..StateCommit::default()
+    };
+    store.commit(&lease, commit).await.map_err(fail("commit of intents"))?;
+    let got = store.get(&sync_id, &[key(77), key(42)]).await.map_err(fail("get"))?;
+    ensure!(
+        got == vec![
+            Some(SnapshotEntry { key: key(77), fingerprint: None, version: 0, pending: Some(pending(0)) }),
+            Some(SnapshotEntry { pending: Some(pending(2)), ..entry(42, 2) })
+        ],
+        "intents were not recorded as pending changes (creating unknown keys at version 0): {got:?}"
+    );
+    let commit = StateCommit { applied: vec![entry(42, 3)], settled: vec![(key(-3), None), (key(77), None)], ..StateCommit::default() };
+    store.commit(&lease, commit).await.map_err(fail("commit settling intents"))?;
+    let got = store.get(&sync_id, &[key(42), key(-3), key(77)]).await.map_err(fail("get"))?;
+    ensure!(
+        got == vec![Some(entry(42, 3)), Some(entry(-3, 1)), None],
+        "an applied entry or `settled` did not clear the pending change (an entry that was only an intent must go): {got:?}"
     );
     let commit = StateCommit { forgotten: vec![key(8)], ..StateCommit::default() };
     store.commit(&lease, commit).await.map_err(fail("commit forgetting"))?;
