@@ -8,6 +8,9 @@ use crate::error::TransformError;
 use crate::record::{Record, RecordBatch};
 use crate::schema::Schema;
 
+mod builtin;
+pub use builtin::*;
+
 /// A record a transform refused, with the reason.
 #[derive(Debug, Clone)]
 pub struct Rejection {
