@@ -247,3 +247,58 @@ pub enum ProgressEvent {
         status: RunStatus,
     },
 }
+
+impl std::fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RunStatus::Succeeded => f.write_str("succeeded"),
+            RunStatus::CompletedWithRejections => f.write_str("completed with rejections"),
+            RunStatus::CircuitOpen { reason } => write!(f, "circuit open: {reason}"),
+            RunStatus::Cancelled => f.write_str("cancelled"),
+            RunStatus::Failed { reason } => write!(f, "failed: {reason}"),
+            RunStatus::Running => f.write_str("running"),
+        }
+    }
+}
+
+/// A short human summary of a run, a few lines long; keys appear hashed, values never.
+impl std::fmt::Display for SyncReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let c = &self.counts;
+        writeln!(
+            f,
+            "sync `{}` run {} ({}{}, {} diff): {} in {:.1?}",
+            self.sync_id,
+            self.run_id,
+            self.mode,
+            if self.dry_run { ", dry run" } else { "" },
+            self.diff_strategy,
+            self.status,
+            self.stages.total
+        )?;
+        writeln!(
+            f,
+            "  read {}, unchanged {}, filtered {}, refused by transforms {}, invalid keys {}",
+            c.read, c.unchanged, c.filtered, c.transform_rejected, c.invalid
+        )?;
+        let ops = |o: &OpCounts| format!("{} insert, {} update, {} delete, {} append", o.insert, o.update, o.delete, o.append);
+        writeln!(f, "  planned  {}", ops(&c.planned))?;
+        writeln!(f, "  applied  {}", ops(&c.applied))?;
+        writeln!(f, "  rejected {}", ops(&c.rejected))?;
+        write!(
+            f,
+            "  {} writes, {} bytes, {} retries, {} rate-limit waits ({:.1?})",
+            self.batches, self.bytes, self.retries, self.rate_limit_waits, self.rate_limit_wait
+        )?;
+        if c.withheld > 0 {
+            write!(f, "\n  {} deletes withheld: {}", c.withheld, self.withheld_reason.as_deref().unwrap_or(""))?;
+        }
+        if c.undelivered > 0 {
+            write!(f, "\n  {} changes not delivered (sent next run)", c.undelivered)?;
+        }
+        for r in &self.rejections {
+            write!(f, "\n  rejected key {}: {}", r.key, r.reason)?;
+        }
+        Ok(())
+    }
+}
