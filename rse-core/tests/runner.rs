@@ -639,6 +639,16 @@ async fn bad_configuration_fails_at_build_naming_the_setting() {
         .unwrap_err();
     assert!(err.to_string().contains("diff_strategy"), "{err}");
 
+    let err = Sync::builder("s")
+        .source(MemorySource::new(schema.clone(), vec![]))
+        .transform(rse_core::transform::Rename::new([("mail", "email_address")]))
+        .destination(MemoryDestination::new())
+        .state(MemoryStateStore::new())
+        .build()
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("`mail`") && err.to_string().contains("rename"), "{err}");
+
     let err = Sync::builder("s").source(MemorySource::new(schema, vec![])).build().await.unwrap_err();
     assert!(err.to_string().contains("no destination given"), "{err}");
 }
