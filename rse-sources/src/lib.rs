@@ -3,5 +3,25 @@
 //! Each source lives in its own module behind its own cargo feature, so a host compiles
 //! only the drivers it uses. Every source implements [`rse_core::Source`] and passes the
 //! source conformance suite in `rse_core::testing`.
+//!
+//! | feature | source | reads |
+//! |---|---|---|
+//! | `postgres` | [`postgres::PostgresSource`] | PostgreSQL (and Redshift) tables, views, queries |
+//! | `sqlite` | [`sqlite::SqliteSource`] | SQLite tables, views, queries |
+//! | `files` | [`files::CsvSource`], [`files::JsonLinesSource`] | CSV and JSON Lines files |
+//! | `parquet` | [`parquet::ParquetSource`] | Parquet files and directories of them |
+//!
+//! Every source streams: it holds a few batches at a time whatever the model's size.
 
 pub use rse_core::{Source, SourceError};
+
+mod common;
+pub use common::Model;
+
+#[cfg(any(feature = "sqlite", feature = "files", feature = "parquet"))]
+mod convert;
+#[cfg(any(feature = "sqlite", feature = "files", feature = "parquet"))]
+mod stream;
+
+#[cfg(feature = "sqlite")]
+pub mod sqlite;

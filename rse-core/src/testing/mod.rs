@@ -6,6 +6,8 @@
 
 mod conformance;
 mod faults;
+mod source_suite;
+pub use source_suite::*;
 
 pub use conformance::{
     ConformanceError, DestinationReadback, check_destination, check_state_store, conformance_schema, unique_id,
