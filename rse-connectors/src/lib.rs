@@ -5,3 +5,14 @@
 //! acknowledgement stay in the runner of [`rse_core`].
 
 pub use rse_core::{Destination, DestinationError, StateStore, StateError};
+
+pub mod destination;
+#[cfg(feature = "http")]
+pub use destination::http::{BodyShape, HttpDestination, HttpDestinationConfig, RecordErrors};
+#[cfg(feature = "nats")]
+pub use destination::nats::{NatsDestination, NatsDestinationOptions};
+#[cfg(feature = "postgres")]
+pub use destination::postgres::{PostgresDestination, PostgresDestinationOptions};
+#[cfg(feature = "redis")]
+pub use destination::redis::{RedisDestination, RedisDestinationOptions};
+pub use destination::Secret;

@@ -1,0 +1,18 @@
+//! Reference destinations, one module and cargo feature each.
+//!
+//! Each writes only its I/O and classifies its errors into [`rse_core::DestinationError`];
+//! batching, retries, rate limiting and acknowledgement stay in the runner.
+
+#[cfg(any(feature = "http", feature = "redis", feature = "nats"))]
+pub(crate) mod encode;
+#[cfg(feature = "http")]
+pub mod http;
+#[cfg(feature = "nats")]
+pub mod nats;
+#[cfg(feature = "postgres")]
+pub mod postgres;
+#[cfg(feature = "redis")]
+pub mod redis;
+mod secret;
+
+pub use secret::Secret;

@@ -1,0 +1,209 @@
+//! `NatsDestination`: one JetStream message per change, deduplicated by `Nats-Msg-Id`.
+//!
+//! Each change is published to its subject template (e.g. `crm.contacts.{id}`) with headers:
+//! - `Nats-Msg-Id`: the change's idempotency key, so the stream drops a re-sent change
+//!   within its duplicate window (two minutes by default; set the stream's
+//!   `duplicate_window` longer than the runner's longest retry);
+//! - `Rse-Operation`: `insert`, `update`, `delete` or `append`;
+//! - `Rse-Key`: the key columns as a JSON object.
+//!
+//! The payload is the record as a JSON object (the `encode` module's mapping); a delete has
+//! an empty payload and `Rse-Operation: delete`. Every message of a batch is published
+//! before any acknowledgement is awaited, and a change counts as applied only once the
+//! stream acknowledged it. Key values are percent-encoded into subject tokens (`.`, `*`,
+//! `>`, `%`, whitespace and control characters), so every key gets a valid subject.
+
+use std::fmt;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::context::{Context, PublishErrorKind};
+use async_trait::async_trait;
+use bytes::Bytes;
+use rse_core::{ChangeBatch, ChangeOutcome, Destination, DestinationCapabilities, DestinationError, Op, WriteOutcome};
+use serde_json::Value as Json;
+
+use super::encode::{fill_template, key_object, parse_template, record_object};
+
+/// Options of a [`NatsDestination`].
+#[derive(Debug, Clone)]
+pub struct NatsDestinationOptions {
+    subject_template: String,
+    max_batch_rows: usize,
+    max_concurrency: usize,
+    ack_timeout: Duration,
+}
+
+impl NatsDestinationOptions {
+    /// Publishes to `subject_template`: `{column}` is replaced by that key column's value
+    /// (percent-encoded) and `{sync_id}` by the sync's id, e.g. `"crm.contacts.{id}"`. A
+    /// JetStream stream must capture these subjects.
+    pub fn new(subject_template: impl Into<String>) -> Self {
+        Self { subject_template: subject_template.into(), max_batch_rows: 1_000, max_concurrency: 4, ack_timeout: Duration::from_secs(10) }
+    }
+
+    /// The most changes per write (default 1,000).
+    pub fn with_max_batch_rows(mut self, rows: usize) -> Self {
+        self.max_batch_rows = rows.max(1);
+        self
+    }
+
+    /// The most writes at once (default 4).
+    pub fn with_max_concurrency(mut self, n: usize) -> Self {
+        self.max_concurrency = n.max(1);
+        self
+    }
+
+    /// How long to wait for the stream's acknowledgements (default 10 s).
+    pub fn with_ack_timeout(mut self, timeout: Duration) -> Self {
+        self.ack_timeout = timeout;
+        self
+    }
+}
+
+/// Publishes one JetStream message per change; see the module docs.
+pub struct NatsDestination {
+    name: String,
+    options: NatsDestinationOptions,
+    client: async_nats::Client,
+    jetstream: Context,
+}
+
+impl fmt::Debug for NatsDestination {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NatsDestination").field("name", &self.name).field("options", &self.options).finish_non_exhaustive()
+    }
+}
+
+/// Percent-encodes what a subject token may not hold.
+fn subject_token(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '.' | '*' | '>' | '%') || c.is_whitespace() || c.is_control() {
+            let mut buf = [0u8; 4];
+            for b in c.encode_utf8(&mut buf).bytes() {
+                let _ = write!(out, "%{b:02X}");
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    if out.is_empty() { "%00".to_owned() } else { out }
+}
+
+impl NatsDestination {
+    /// Connects to `url` (`nats://host:4222`).
+    ///
+    /// # Errors
+    /// `Transient` when the server cannot be reached, `Unauthorized` when it refuses us.
+    pub async fn connect(url: &str, options: NatsDestinationOptions) -> Result<Self, DestinationError> {
+        let name = format!("nats:{}", options.subject_template);
+        let client = async_nats::ConnectOptions::new().connection_timeout(Duration::from_secs(5)).connect(url).await.map_err(|e| {
+            let message = format!("{name}: connecting failed: {}", e.kind());
+            match e.kind() {
+                async_nats::ConnectErrorKind::Authentication | async_nats::ConnectErrorKind::AuthorizationViolation => {
+                    DestinationError::Unauthorized { message }
+                }
+                async_nats::ConnectErrorKind::ServerParse | async_nats::ConnectErrorKind::Tls => DestinationError::fatal(message),
+                _ => DestinationError::transient(message),
+            }
+        })?;
+        let mut jetstream = async_nats::jetstream::new(client.clone());
+        jetstream.set_timeout(options.ack_timeout);
+        Ok(Self { name, options, client, jetstream })
+    }
+
+    /// Publishes to an existing JetStream context (a client the host already holds).
+    pub fn from_context(jetstream: Context, client: async_nats::Client, options: NatsDestinationOptions) -> Self {
+        Self { name: format!("nats:{}", options.subject_template), options, client, jetstream }
+    }
+
+    fn publish_error(&self, kind: PublishErrorKind, subject: &str) -> DestinationError {
+        match kind {
+            PublishErrorKind::StreamNotFound => DestinationError::fatal(format!(
+                "{}: no JetStream stream captures subject `{subject}`; create one whose subjects match the template",
+                self.name
+            )),
+            other => DestinationError::transient(format!("{}: publish failed: {other}", self.name)),
+        }
+    }
+}
+
+#[async_trait]
+impl Destination for NatsDestination {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn capabilities(&self) -> DestinationCapabilities {
+        DestinationCapabilities::new(Op::ALL)
+            .with_max_batch_rows(self.options.max_batch_rows)
+            .with_max_concurrency(self.options.max_concurrency)
+            .with_idempotency_keys(true)
+    }
+
+    async fn check(&self) -> Result<(), DestinationError> {
+        self.client.flush().await.map_err(|e| DestinationError::transient(format!("{}: flush failed: {e}", self.name)))?;
+        self.jetstream
+            .query_account()
+            .await
+            .map_err(|e| DestinationError::transient(format!("{}: JetStream is not answering: {e}", self.name)))?;
+        Ok(())
+    }
+
+    async fn write(&self, batch: &ChangeBatch) -> Result<WriteOutcome, DestinationError> {
+        if batch.changes.is_empty() {
+            return Ok(WriteOutcome::default());
+        }
+        let template = parse_template(&self.options.subject_template, &batch.schema)
+            .map_err(|m| DestinationError::fatal(format!("{}: {m}", self.name)))?;
+        let mut outcomes: Vec<Option<ChangeOutcome>> = vec![None; batch.changes.len()];
+        let mut pending = Vec::with_capacity(batch.changes.len());
+        for (i, change) in batch.changes.iter().enumerate() {
+            let Ok(key_values) = change.key.decode() else {
+                outcomes[i] = Some(ChangeOutcome::rejected("key could not be decoded"));
+                continue;
+            };
+            let subject = fill_template(&template, &batch.sync_id, &key_values, subject_token);
+            let mut headers = HeaderMap::new();
+            headers.insert("Nats-Msg-Id", change.idempotency_key.to_string().as_str());
+            headers.insert("Rse-Operation", change.op.as_str());
+            headers.insert("Rse-Key", Json::Object(key_object(&batch.schema, &key_values)).to_string().as_str());
+            let payload = match (&change.record, change.op) {
+                (_, Op::Delete) => Bytes::new(),
+                (Some(record), _) => match serde_json::to_vec(&record_object(&batch.schema, &record.values)) {
+                    Ok(body) => Bytes::from(body),
+                    Err(_) => {
+                        outcomes[i] = Some(ChangeOutcome::rejected("record could not be encoded as JSON"));
+                        continue;
+                    }
+                },
+                (None, op) => {
+                    outcomes[i] = Some(ChangeOutcome::rejected(format!("{op} without a record")));
+                    continue;
+                }
+            };
+            let ack = self
+                .jetstream
+                .publish_with_headers(subject.clone(), headers, payload)
+                .await
+                .map_err(|e| self.publish_error(e.kind(), &subject))?;
+            pending.push((i, subject, ack));
+        }
+        // Every message is on its way; now wait for the stream to acknowledge each.
+        let acks = futures::future::join_all(pending.into_iter().map(|(i, subject, ack)| async move { (i, subject, ack.await) })).await;
+        for (i, subject, ack) in acks {
+            match ack {
+                Ok(_) => outcomes[i] = Some(ChangeOutcome::Applied),
+                Err(e) if e.kind() == PublishErrorKind::MaxPayloadExceeded => {
+                    outcomes[i] = Some(ChangeOutcome::rejected("message exceeds the server's max_payload"));
+                }
+                // Re-publishing the whole batch is safe: acknowledged messages are dropped as
+                // duplicates by their Nats-Msg-Id.
+                Err(e) => return Err(self.publish_error(e.kind(), &subject)),
+            }
+        }
+        Ok(WriteOutcome { outcomes: outcomes.into_iter().map(|o| o.unwrap_or(ChangeOutcome::Applied)).collect() })
+    }
+}

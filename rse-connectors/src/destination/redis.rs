@@ -1,0 +1,208 @@
+//! `RedisDestination`: one hash per key for online serving (feature caches, personalisation).
+//!
+//! Each record becomes the hash at its key template (e.g. `features:{user_id}`), one hash
+//! field per schema field in the text form of the `encode` module (decimals exact, bytes as
+//! base64, timestamps RFC 3339). An upsert is `HSET` of the non-null fields plus `HDEL` of
+//! the null ones — never a `DEL` first, so a reader never sees the key missing mid-update —
+//! and `EXPIRE` when a TTL is set. A delete is `DEL`. Every command of a batch goes in one
+//! pipelined round trip.
+//!
+//! With [`RedisDestinationOptions::with_atomic`] (the default) the batch is wrapped in
+//! `MULTI`/`EXEC`: readers see all of it or none of it. Without it, each key's commands
+//! succeed or fail on their own and failures come back per key.
+//!
+//! Writes are plain overwrites, so a re-sent batch leaves the same hashes: safe to retry.
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::aio::ConnectionManager;
+use redis::{ErrorKind, RedisError, RetryMethod};
+use rse_core::{ChangeBatch, ChangeOutcome, Destination, DestinationCapabilities, DestinationError, Op, Schema, WriteOutcome};
+
+use super::encode::{TemplatePart, fill_template, parse_template, to_text};
+
+/// Options of a [`RedisDestination`].
+#[derive(Debug, Clone)]
+pub struct RedisDestinationOptions {
+    key_template: String,
+    ttl: Option<Duration>,
+    atomic: bool,
+    max_batch_rows: usize,
+    max_concurrency: usize,
+}
+
+impl RedisDestinationOptions {
+    /// Hashes at `key_template`: `{column}` is replaced by that key column's value (text
+    /// form) and `{sync_id}` by the sync's id, e.g. `"features:{user_id}"`.
+    pub fn new(key_template: impl Into<String>) -> Self {
+        Self { key_template: key_template.into(), ttl: None, atomic: true, max_batch_rows: 1_000, max_concurrency: 4 }
+    }
+
+    /// Every written hash expires `ttl` after its last write.
+    pub fn with_ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+
+    /// Whether a batch is applied atomically with `MULTI`/`EXEC` (default `true`); without
+    /// it, failures are reported per key.
+    pub fn with_atomic(mut self, atomic: bool) -> Self {
+        self.atomic = atomic;
+        self
+    }
+
+    /// The most changes per write (default 1,000).
+    pub fn with_max_batch_rows(mut self, rows: usize) -> Self {
+        self.max_batch_rows = rows.max(1);
+        self
+    }
+
+    /// The most writes at once (default 4).
+    pub fn with_max_concurrency(mut self, n: usize) -> Self {
+        self.max_concurrency = n.max(1);
+        self
+    }
+}
+
+/// Writes one hash per key; see the module docs.
+pub struct RedisDestination {
+    name: String,
+    options: RedisDestinationOptions,
+    connection: ConnectionManager,
+}
+
+impl fmt::Debug for RedisDestination {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisDestination").field("name", &self.name).field("options", &self.options).finish_non_exhaustive()
+    }
+}
+
+impl RedisDestination {
+    /// Connects to `url` (`redis://[:password@]host:port[/db]`).
+    ///
+    /// # Errors
+    /// [`DestinationError::Fatal`] for a URL that does not parse, `Transient` when the server
+    /// cannot be reached, `Unauthorized` when it refuses the password. The URL is not
+    /// repeated in the error: it may hold a password.
+    pub async fn connect(url: &str, options: RedisDestinationOptions) -> Result<Self, DestinationError> {
+        let name = format!("redis:{}", options.key_template);
+        let client = redis::Client::open(url)
+            .map_err(|e| DestinationError::fatal(format!("{name}: the connection URL does not parse: {:?}", e.kind())))?;
+        let connection = ConnectionManager::new(client).await.map_err(|e| classify(&name, "connecting", &e))?;
+        Ok(Self { name, options, connection })
+    }
+
+    fn template(&self, schema: &Schema) -> Result<Vec<TemplatePart>, DestinationError> {
+        parse_template(&self.options.key_template, schema).map_err(|m| DestinationError::fatal(format!("{}: {m}", self.name)))
+    }
+}
+
+/// Maps a Redis error onto the runner's classes; the message names the failure kind only.
+fn classify(name: &str, doing: &str, e: &RedisError) -> DestinationError {
+    let message = format!("{name}: {doing} failed: {:?}{}", e.kind(), e.code().map(|c| format!(" ({c})")).unwrap_or_default());
+    if matches!(e.kind(), ErrorKind::AuthenticationFailed) || e.code().is_some_and(|c| c == "NOAUTH" || c == "WRONGPASS" || c == "NOPERM") {
+        return DestinationError::Unauthorized { message };
+    }
+    if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal() {
+        return DestinationError::transient(message);
+    }
+    match e.retry_method() {
+        RetryMethod::NoRetry => DestinationError::fatal(message),
+        _ => DestinationError::transient(message),
+    }
+}
+
+#[async_trait]
+impl Destination for RedisDestination {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn capabilities(&self) -> DestinationCapabilities {
+        DestinationCapabilities::new([Op::Insert, Op::Update, Op::Delete])
+            .with_max_batch_rows(self.options.max_batch_rows)
+            .with_max_concurrency(self.options.max_concurrency)
+            .with_transactional(self.options.atomic)
+    }
+
+    async fn check(&self) -> Result<(), DestinationError> {
+        let mut conn = self.connection.clone();
+        redis::cmd("PING").query_async::<String>(&mut conn).await.map_err(|e| classify(&self.name, "PING", &e))?;
+        Ok(())
+    }
+
+    async fn write(&self, batch: &ChangeBatch) -> Result<WriteOutcome, DestinationError> {
+        if batch.changes.is_empty() {
+            return Ok(WriteOutcome::default());
+        }
+        let template = self.template(&batch.schema)?;
+        let mut outcomes: Vec<Option<ChangeOutcome>> = vec![None; batch.changes.len()];
+        let mut pipe = redis::pipe();
+        if self.options.atomic {
+            pipe.atomic();
+        } else {
+            pipe.ignore_errors();
+        }
+        // The commands of each change, to map per-command results back.
+        let mut owners: Vec<usize> = Vec::new();
+        let ttl = self.options.ttl.map(|t| i64::try_from(t.as_secs().max(1)).unwrap_or(i64::MAX));
+        for (i, change) in batch.changes.iter().enumerate() {
+            let Ok(key_values) = change.key.decode() else {
+                outcomes[i] = Some(ChangeOutcome::rejected("key could not be decoded"));
+                continue;
+            };
+            let key = fill_template(&template, &batch.sync_id, &key_values, str::to_owned);
+            match (change.op, &change.record) {
+                (Op::Delete, _) => {
+                    pipe.del(&key);
+                    owners.push(i);
+                }
+                (_, Some(record)) => {
+                    let mut set: Vec<(&str, String)> = Vec::with_capacity(record.values.len());
+                    let mut unset: Vec<&str> = Vec::new();
+                    for (f, v) in batch.schema.fields().iter().zip(&record.values) {
+                        match to_text(v) {
+                            Some(text) => set.push((&f.name, text)),
+                            None => unset.push(&f.name),
+                        }
+                    }
+                    if !set.is_empty() {
+                        pipe.hset_multiple(&key, &set);
+                        owners.push(i);
+                    }
+                    if !unset.is_empty() {
+                        pipe.hdel(&key, &unset);
+                        owners.push(i);
+                    }
+                    if let (Some(ttl), false) = (ttl, set.is_empty()) {
+                        pipe.expire(&key, ttl);
+                        owners.push(i);
+                    }
+                }
+                (op, None) => outcomes[i] = Some(ChangeOutcome::rejected(format!("{op} without a record"))),
+            }
+        }
+        if owners.is_empty() {
+            return Ok(WriteOutcome { outcomes: outcomes.into_iter().map(|o| o.unwrap_or(ChangeOutcome::Applied)).collect() });
+        }
+        let mut conn = self.connection.clone();
+        if self.options.atomic {
+            pipe.query_async::<()>(&mut conn).await.map_err(|e| classify(&self.name, "MULTI/EXEC of the batch", &e))?;
+        } else {
+            let results: Vec<redis::RedisResult<redis::Value>> =
+                pipe.query_async(&mut conn).await.map_err(|e| classify(&self.name, "pipeline of the batch", &e))?;
+            for (owner, result) in owners.iter().zip(results) {
+                if let Err(e) = result
+                    && outcomes[*owner].is_none()
+                {
+                    let retryable = !matches!(e.retry_method(), RetryMethod::NoRetry);
+                    let reason = format!("{:?}{}", e.kind(), e.code().map(|c| format!(" ({c})")).unwrap_or_default());
+                    outcomes[*owner] = Some(ChangeOutcome::Rejected { reason, retryable });
+                }
+            }
+        }
+        Ok(WriteOutcome { outcomes: outcomes.into_iter().map(|o| o.unwrap_or(ChangeOutcome::Applied)).collect() })
+    }
+}

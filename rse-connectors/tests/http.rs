@@ -1,0 +1,268 @@
+//! `HttpDestination` against a real in-process HTTP receiver.
+#![cfg(feature = "http")]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "support/http_server.rs"]
+mod http_server;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use http_server::{Misbehave, Receiver};
+use rse_connectors::{BodyShape, HttpDestination, HttpDestinationConfig, RecordErrors};
+use rse_core::memory::{MemorySource, MemoryStateStore};
+use rse_core::testing::{DestinationReadback, check_destination, conformance_schema};
+use rse_core::*;
+use serde_json::{Value as Json, json};
+
+const SECRET: &str = "s3cret-hmac-key";
+
+struct Readback(Receiver);
+
+fn json_to_value(t: &DataType, j: &Json) -> Value {
+    match (t, j) {
+        (_, Json::Null) => Value::Null,
+        (DataType::Int, j) => Value::Int(j.as_i64().unwrap()),
+        (DataType::Float, j) => Value::Float(j.as_f64().unwrap()),
+        (DataType::Bool, j) => Value::Bool(j.as_bool().unwrap()),
+        (DataType::String, j) => Value::String(j.as_str().unwrap().to_owned()),
+        (t, j) => panic!("readback of {t} from {j} not needed"),
+    }
+}
+
+#[async_trait]
+impl DestinationReadback for Readback {
+    async fn get(&self, schema: &Schema, key: &Key) -> Result<Option<Record>, BoxError> {
+        let values = key.decode()?;
+        let key_obj: serde_json::Map<String, Json> =
+            schema.key_names().zip(&values).map(|(n, v)| (n.to_owned(), json!(v.as_i64()))).collect();
+        let held = self.0.lock().records.get(&Json::Object(key_obj).to_string()).cloned();
+        Ok(held.map(|r| {
+            Record::new(schema.fields().iter().map(|f| json_to_value(&f.data_type, &r[f.name.as_str()])).collect())
+        }))
+    }
+}
+
+fn config(rx: &Receiver) -> HttpDestinationConfig {
+    HttpDestinationConfig::new(rx.url()).with_name("test").with_signing_secret(SECRET)
+}
+
+fn batch_of(schema: &Arc<Schema>, changes: Vec<(Op, Record)>) -> ChangeBatch {
+    let mut fp = Fingerprinter::new(FingerprintAlgorithm::default(), schema);
+    let changes = changes
+        .into_iter()
+        .map(|(op, record)| {
+            let key = record.key(schema).unwrap();
+            let fingerprint = fp.fingerprint(&record);
+            let idempotency_key = IdempotencyKey::derive("t", &key, op, fingerprint, 0);
+            Change { op, key, record: (op != Op::Delete).then_some(record), fingerprint, version: 0, idempotency_key }
+        })
+        .collect();
+    ChangeBatch { sync_id: "t".into(), schema: schema.clone(), changes }
+}
+
+fn row(id: i64, name: &str) -> Record {
+    Record::new(vec![Value::Int(id), Value::from(name), Value::Float(0.5), Value::Bool(true)])
+}
+
+#[tokio::test]
+async fn both_body_shapes_pass_the_conformance_suite() {
+    for shape in [BodyShape::ArrayPerBatch, BodyShape::ObjectPerChange] {
+        let rx = Receiver::start(Some(SECRET)).await;
+        let dest = HttpDestination::new(config(&rx).with_shape(shape).with_check_url(format!("http://{}/health", rx.addr))).unwrap();
+        let readback = Readback(rx.clone());
+        check_destination(&dest, Some(&readback)).await.unwrap_or_else(|e| panic!("{shape:?}: {e}"));
+        let boxed: Box<dyn Destination> = Box::new(HttpDestination::new(config(&rx).with_shape(shape)).unwrap());
+        check_destination(boxed.as_ref(), Some(&readback)).await.unwrap();
+        let shared: Arc<dyn Destination> = Arc::new(HttpDestination::new(config(&rx).with_shape(shape)).unwrap());
+        check_destination(shared.as_ref(), Some(&readback)).await.unwrap();
+        let s = rx.lock();
+        assert_eq!(s.bad_signatures, 0, "{shape:?}: every request must carry a valid signature");
+        assert!(s.duplicates > 0, "{shape:?}: the suite's repeated batch must reach the receiver as duplicates");
+    }
+}
+
+#[tokio::test]
+async fn answers_are_classified() {
+    let rx = Receiver::start(Some(SECRET)).await;
+    let dest = HttpDestination::new(config(&rx).with_timeout(Duration::from_millis(300))).unwrap();
+    let schema = conformance_schema();
+    let two = batch_of(&schema, vec![(Op::Insert, row(1, "a")), (Op::Insert, row(2, "b"))]);
+
+    rx.lock().script.push_back(Misbehave::TooMany("7".into()));
+    match dest.write(&two).await {
+        Err(DestinationError::RateLimited { retry_after }) => assert_eq!(retry_after, Some(Duration::from_secs(7))),
+        other => panic!("429 should be RateLimited, got {other:?}"),
+    }
+    let date = "Wed, 21 Oct 2015 07:28:00 GMT".to_owned();
+    rx.lock().script.push_back(Misbehave::TooMany(date));
+    assert!(matches!(dest.write(&two).await, Err(DestinationError::RateLimited { retry_after: Some(d) }) if d.is_zero()));
+    for code in [500, 502, 503, 408] {
+        rx.lock().script.push_back(Misbehave::Status(code));
+        assert!(matches!(dest.write(&two).await, Err(DestinationError::Transient { .. })), "{code} should be transient");
+    }
+    rx.lock().script.push_back(Misbehave::Status(403));
+    assert!(matches!(dest.write(&two).await, Err(DestinationError::Unauthorized { .. })));
+    rx.lock().script.push_back(Misbehave::BadRequest);
+    match dest.write(&two).await {
+        Err(DestinationError::InvalidBatch { message }) => assert!(message.contains("400") && message.contains("malformed"), "{message}"),
+        other => panic!("400 on a batch should be InvalidBatch, got {other:?}"),
+    }
+    let one = batch_of(&schema, vec![(Op::Insert, row(3, "c"))]);
+    rx.lock().script.push_back(Misbehave::BadRequest);
+    let out = dest.write(&one).await.unwrap();
+    assert!(matches!(&out.outcomes[0], ChangeOutcome::Rejected { reason, retryable: false } if reason.contains("malformed")));
+    rx.lock().script.push_back(Misbehave::Stall(Duration::from_secs(2)));
+    assert!(matches!(dest.write(&two).await, Err(DestinationError::Transient { .. })), "a timeout is transient");
+    assert_eq!(rx.lock().records.len(), 2, "the stalled request was applied by the receiver");
+    // Re-sent after the timeout: the receiver recognises both keys.
+    let before = rx.lock().duplicates;
+    assert_eq!(dest.write(&two).await.unwrap(), WriteOutcome::all_applied(2));
+    assert_eq!(rx.lock().duplicates, before + 2);
+
+    let closed = HttpDestination::new(HttpDestinationConfig::new("http://127.0.0.1:9/hook")).unwrap();
+    assert!(matches!(closed.write(&two).await, Err(DestinationError::Transient { .. })), "connection refused is transient");
+
+    let wrong = HttpDestination::new(HttpDestinationConfig::new(rx.url()).with_signing_secret("not-the-secret")).unwrap();
+    assert!(matches!(wrong.write(&two).await, Err(DestinationError::Unauthorized { .. })));
+    assert_eq!(rx.lock().bad_signatures, 1);
+}
+
+#[tokio::test]
+async fn records_refused_in_a_200_body_are_rejected_with_the_receivers_reason() {
+    let rx = Receiver::start(Some(SECRET)).await;
+    rx.lock().refuse_name = Some("bad".into());
+    let dest = HttpDestination::new(config(&rx).with_record_errors(RecordErrors::at("/errors"))).unwrap();
+    let schema = conformance_schema();
+    let batch = batch_of(&schema, vec![(Op::Insert, row(1, "ok")), (Op::Insert, row(2, "bad")), (Op::Insert, row(3, "ok"))]);
+    let out = dest.write(&batch).await.unwrap();
+    assert_eq!(out.outcomes[0], ChangeOutcome::Applied);
+    assert_eq!(out.outcomes[1], ChangeOutcome::rejected("name is not allowed"));
+    assert_eq!(out.outcomes[2], ChangeOutcome::Applied);
+    assert_eq!(rx.lock().records.len(), 2);
+
+    let single = HttpDestination::new(config(&rx).with_shape(BodyShape::ObjectPerChange).with_record_errors(RecordErrors::at("/errors")))
+        .unwrap();
+    let out = single.write(&batch_of(&schema, vec![(Op::Insert, row(4, "bad"))])).await.unwrap();
+    assert_eq!(out.outcomes, vec![ChangeOutcome::rejected("name is not allowed")]);
+}
+
+#[tokio::test]
+async fn bodies_follow_the_field_mapping_and_value_encodings() {
+    let rx = Receiver::start(None).await;
+    rx.lock().keep_bodies = true;
+    let schema = Schema::new(
+        vec![
+            Field::required("id", DataType::Int),
+            Field::new("email", DataType::String),
+            Field::new("balance", DataType::Decimal),
+            Field::new("avatar", DataType::Bytes),
+            Field::new("seen_at", DataType::Timestamp),
+            Field::new("born", DataType::Date),
+        ],
+        &["id"],
+    )
+    .unwrap()
+    .into_arc();
+    let record = Record::new(vec![
+        Value::Int(7),
+        Value::from("a@example.com"),
+        Value::Decimal(Decimal::parse("12.50").unwrap()),
+        Value::Bytes(bytes_of(b"hi!")),
+        Value::Timestamp(1_714_564_800_000_001),
+        Value::Date(19_783),
+    ]);
+    let dest = HttpDestination::new(
+        HttpDestinationConfig::new(rx.url())
+            .with_field("crm_email", "email")
+            .with_field("balance", "balance")
+            .with_field("avatar", "avatar")
+            .with_field("seen", "seen_at")
+            .with_field("born", "born"),
+    )
+    .unwrap();
+    let batch = batch_of(&schema, vec![(Op::Insert, record.clone())]);
+    dest.write(&batch).await.unwrap();
+    let body = rx.lock().bodies[0].clone();
+    assert_eq!(
+        body,
+        json!([{
+            "op": "insert",
+            "idempotency_key": batch.changes[0].idempotency_key.to_string(),
+            "key": {"id": 7},
+            "record": {"crm_email": "a@example.com", "balance": "12.5", "avatar": "aGkh",
+                       "seen": "2024-05-01T12:00:00.000001Z", "born": "2024-03-01"}
+        }])
+    );
+    let per_change = HttpDestination::new(HttpDestinationConfig::new(rx.url()).with_shape(BodyShape::ObjectPerChange)).unwrap();
+    per_change.write(&batch).await.unwrap();
+    let s = rx.lock();
+    assert_eq!(s.header_keys.last().unwrap(), &batch.changes[0].idempotency_key.to_string());
+    assert_eq!(s.bodies[1]["record"]["email"], "a@example.com");
+}
+
+fn bytes_of(b: &[u8]) -> bytes::Bytes {
+    bytes::Bytes::copy_from_slice(b)
+}
+
+/// The runner through a storm of 429s, 5xx, lost acknowledgements and stalls, under a quota
+/// the receiver enforces: every row arrives once, and no window holds more than the quota.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storm_of_failures_under_a_quota_delivers_every_row_once() {
+    const QUOTA: u32 = 50;
+    let per = Duration::from_secs(1);
+    let rx = Receiver::start(Some(SECRET)).await;
+    {
+        let mut s = rx.lock();
+        s.quota = Some((QUOTA as usize, per));
+        s.every = vec![
+            (29, Misbehave::TooMany("1".into())),
+            (7, Misbehave::Status(500)),
+            (11, Misbehave::LoseAck),
+            (13, Misbehave::Status(502)),
+            (17, Misbehave::Stall(Duration::from_millis(600))),
+        ];
+    }
+    let dest = HttpDestination::new(
+        config(&rx)
+            .with_rate_limit(RateLimit::per_second(QUOTA))
+            .with_max_batch_rows(5)
+            .with_timeout(Duration::from_millis(400)),
+    )
+    .unwrap();
+    let schema = conformance_schema();
+    let rows: Vec<Record> = (1..=400).map(|i| row(i, &format!("name {i}"))).collect();
+    let source = MemorySource::new(schema.clone(), rows.clone());
+    let sync = Sync::builder("storm")
+        .source(source)
+        .destination(dest)
+        .state(MemoryStateStore::new())
+        .options(
+            SyncOptions::default()
+                .with_batch_rows(5)
+                .with_linger(Duration::from_millis(5))
+                .with_initial_backoff(Duration::from_millis(20))
+                .with_max_backoff(Duration::from_millis(200))
+                .with_max_attempts(10),
+        )
+        .build()
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let report = sync.run().await.unwrap();
+    assert_eq!(report.status, RunStatus::Succeeded, "{report}");
+    assert_eq!(report.counts.applied.insert, 400);
+    assert!(report.retries > 0 && report.rate_limit_waits > 0, "the storm must have hit: {report}");
+    let s = rx.lock();
+    assert_eq!(s.records.len(), 400, "every row delivered");
+    assert_eq!(s.applied.len(), 400, "one idempotency key per row: retries re-sent the same keys");
+    assert!(s.applied.values().all(|&n| n == 1));
+    assert!(s.duplicates > 0, "lost acknowledgements were re-sent and recognised as duplicates");
+    assert_eq!(s.over_quota, 0, "the receiver never had to refuse a request over its quota");
+    assert_eq!(s.bad_signatures, 0);
+    drop(s);
+    let max = rx.max_in_window(per);
+    assert!(max <= QUOTA as usize, "{max} requests arrived within one second; quota is {QUOTA}");
+    eprintln!("storm: {} requests in {:?}, {} retries", rx.lock().requests, started.elapsed(), report.retries);
+}
