@@ -13,22 +13,26 @@
 //! see the README's figures, so it is the only path.)
 //!
 //! # Re-sent changes
-//! With the version guard (on when the destination creates the table, or with
-//! [`PostgresDestinationOptions::with_version_guard`]) each row carries `_rse_version`, the
-//! change's version, and an upsert or delete only touches a row whose stored version is not
-//! newer. A change re-sent late — by a runner that lost its lease, or after a newer change
-//! already landed — can therefore never roll a row back. Re-applying the same change is
-//! harmless (the same values again).
+//! An upsert of the same change again writes the same values, so a retried batch is
+//! harmless. With the version guard ([`PostgresDestinationOptions::with_version_guard`])
+//! each row also carries `_rse_version`, the change's version, and an upsert or delete only
+//! touches a row whose stored version is not newer: a change re-sent late — by a runner
+//! that lost its lease, after a newer change already landed — cannot roll a row back.
+//! Versions count per sync and per state store, so the guard is off by default: a sync
+//! whose state was reset (or a second sync writing the same table) starts again at version
+//! 0 and would be held back by it. Turn it on for a table one sync owns.
 //!
 //! # Exactly-once mode
 //! With [`PostgresDestinationOptions::with_exactly_once`], the destination keeps, in the same
 //! database, a table (default `_rse_applied`) of `(sync_id, key) → version, fingerprint,
 //! idempotency key` and updates it **in the same transaction as the rows**. A change whose
-//! idempotency key is already recorded for its key, or whose version is older than the
-//! recorded one, is answered `Applied` without touching the row. Since rows and this record
+//! idempotency key is already recorded for its key is answered `Applied` without touching
+//! the row. Since rows and this record
 //! commit together, a crash can never leave rows without their record or a record without
 //! its rows: after a lost acknowledgement, the re-sent batch is recognised and not applied
-//! twice, even when someone changed the row in between.
+//! twice, even when someone changed the row in between. (Only the idempotency key is
+//! compared, not the version: a sync whose state was reset sends versions from 0 again, and
+//! must not be mistaken for a stale writer.)
 //!
 //! # Types
 //! | rse | PostgreSQL | bound as |
@@ -64,7 +68,7 @@ pub struct PostgresDestinationOptions {
     schema: String,
     table: String,
     create_table: bool,
-    version_guard: Option<bool>,
+    version_guard: bool,
     exactly_once: bool,
     state_table: String,
     pool_size: usize,
@@ -78,7 +82,7 @@ impl PostgresDestinationOptions {
             schema: "public".into(),
             table: table.into(),
             create_table: false,
-            version_guard: None,
+            version_guard: false,
             exactly_once: false,
             state_table: "_rse_applied".into(),
             pool_size: 4,
@@ -93,16 +97,17 @@ impl PostgresDestinationOptions {
     }
 
     /// Creates the table (and the schema) from the batch's schema on first write when it
-    /// does not exist: key columns as the primary key, plus `_rse_version`.
+    /// does not exist: key columns as the primary key, plus `_rse_version` under the guard.
     pub fn with_create_table(mut self, create: bool) -> Self {
         self.create_table = create;
         self
     }
 
     /// Guards rows with an `_rse_version` column so a late, older change never overwrites
-    /// a newer one. Default: on when the destination creates the table, else off.
+    /// a newer one (default off; see the module docs for why). The table needs the column:
+    /// the destination adds it when it creates the table.
     pub fn with_version_guard(mut self, guard: bool) -> Self {
-        self.version_guard = Some(guard);
+        self.version_guard = guard;
         self
     }
 
@@ -131,7 +136,7 @@ impl PostgresDestinationOptions {
     }
 
     fn guard(&self) -> bool {
-        self.version_guard.unwrap_or(self.create_table)
+        self.version_guard
     }
 }
 
@@ -627,13 +632,11 @@ impl Destination for PostgresDestination {
             }
             todo.retain(|&i| {
                 let c = &batch.changes[i];
-                let Some((version, idem)) = recorded.get(c.key.as_bytes()) else { return true };
-                let seen = idem.as_slice() == c.idempotency_key.0.as_slice();
-                let stale = u64::try_from(*version).is_ok_and(|v| v > c.version);
-                if seen || stale {
+                let seen = recorded.get(c.key.as_bytes()).is_some_and(|(_, idem)| idem.as_slice() == c.idempotency_key.0.as_slice());
+                if seen {
                     outcomes[i] = Some(ChangeOutcome::Applied);
                 }
-                !(seen || stale)
+                !seen
             });
         }
 

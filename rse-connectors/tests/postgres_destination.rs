@@ -1,0 +1,290 @@
+//! `PostgresDestination` against the real PostgreSQL server (RSE_POSTGRES_URL).
+#![cfg(feature = "postgres")]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rse_connectors::{PostgresDestination, PostgresDestinationOptions};
+use rse_core::memory::{MemorySource, MemoryStateStore};
+use rse_core::testing::{DestinationReadback, check_destination, conformance_schema, service_url, unavailable, unique_id};
+use rse_core::*;
+use tokio_postgres::{Client, NoTls};
+
+fn url() -> String {
+    service_url("RSE_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test")
+}
+
+/// A connection and a fresh schema, dropped at the end of the test.
+struct Db {
+    client: Client,
+    schema: String,
+}
+
+impl Db {
+    async fn new() -> Option<Db> {
+        let url = url();
+        let (client, connection) = match tokio_postgres::connect(&url, NoTls).await {
+            Ok(c) => c,
+            Err(e) => {
+                unavailable("PostgreSQL", &url, e);
+                return None;
+            }
+        };
+        tokio::spawn(connection);
+        let schema = unique_id("rse_dest");
+        client.batch_execute(&format!("CREATE SCHEMA \"{schema}\"")).await.unwrap();
+        Some(Db { client, schema })
+    }
+
+    fn options(&self, table: &str) -> PostgresDestinationOptions {
+        PostgresDestinationOptions::new(table).with_schema(&self.schema).with_create_table(true)
+    }
+
+    fn dest(&self, options: PostgresDestinationOptions) -> PostgresDestination {
+        PostgresDestination::new(&url(), options).unwrap()
+    }
+
+    async fn count(&self, table: &str) -> i64 {
+        let sql = format!("SELECT count(*) FROM \"{}\".\"{}\"", self.schema, table.replace('"', "\"\""));
+        self.client.query_one(&sql, &[]).await.unwrap().get(0)
+    }
+
+    async fn drop(self) {
+        let _ = self.client.batch_execute(&format!("DROP SCHEMA \"{}\" CASCADE", self.schema)).await;
+    }
+}
+
+/// Reads a conformance-schema row back.
+struct Readback<'a> {
+    db: &'a Db,
+    table: &'a str,
+}
+
+#[async_trait]
+impl DestinationReadback for Readback<'_> {
+    async fn get(&self, _schema: &Schema, key: &Key) -> Result<Option<Record>, BoxError> {
+        let id = key.decode()?[0].as_i64().ok_or("int key")?;
+        let sql = format!("SELECT id, name, score, active FROM \"{}\".\"{}\" WHERE id = $1", self.db.schema, self.table);
+        let row = self.db.client.query_opt(&sql, &[&id]).await?;
+        Ok(row.map(|r| {
+            Record::new(vec![
+                Value::Int(r.get(0)),
+                Value::from(r.get::<_, Option<String>>(1)),
+                Value::from(r.get::<_, Option<f64>>(2)),
+                Value::from(r.get::<_, Option<bool>>(3)),
+            ])
+        }))
+    }
+}
+
+fn changes(schema: &Arc<Schema>, sync_id: &str, items: Vec<(Op, Record, u64)>) -> ChangeBatch {
+    let mut fp = Fingerprinter::new(FingerprintAlgorithm::default(), schema);
+    let changes = items
+        .into_iter()
+        .map(|(op, record, version)| {
+            let key = record.key(schema).unwrap();
+            let fingerprint = fp.fingerprint(&record);
+            let idempotency_key = IdempotencyKey::derive(sync_id, &key, op, fingerprint, version);
+            Change { op, key, record: (op != Op::Delete).then_some(record), fingerprint, version, idempotency_key }
+        })
+        .collect();
+    ChangeBatch { sync_id: sync_id.into(), schema: schema.clone(), changes }
+}
+
+fn row(id: i64, name: &str, score: f64) -> Record {
+    Record::new(vec![Value::Int(id), Value::from(name), Value::Float(score), Value::Bool(true)])
+}
+
+async fn name_of(db: &Db, table: &str, id: i64) -> Option<String> {
+    let sql = format!("SELECT name FROM \"{}\".\"{table}\" WHERE id = $1", db.schema);
+    db.client.query_opt(&sql, &[&id]).await.unwrap().map(|r| r.get(0))
+}
+
+#[tokio::test]
+async fn passes_the_conformance_suite_plain_and_exactly_once() {
+    let Some(db) = Db::new().await else { return };
+    for (table, exactly_once) in [("plain", false), ("exactly_once", true)] {
+        let dest = db.dest(db.options(table).with_exactly_once(exactly_once));
+        let readback = Readback { db: &db, table };
+        check_destination(&dest, Some(&readback)).await.unwrap_or_else(|e| panic!("{table}: {e}"));
+        let boxed: Box<dyn Destination> = Box::new(db.dest(db.options(table).with_exactly_once(exactly_once)));
+        check_destination(boxed.as_ref(), Some(&readback)).await.unwrap();
+        let shared: Arc<dyn Destination> = Arc::new(db.dest(db.options(table).with_exactly_once(exactly_once)));
+        check_destination(shared.as_ref(), Some(&readback)).await.unwrap();
+        assert!(db.count(table).await > 0);
+    }
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn every_value_type_lands_in_its_postgres_type() {
+    let Some(db) = Db::new().await else { return };
+    // Awkward identifiers: a reserved word, a quote, mixed case and a space.
+    let schema = Schema::new(
+        vec![
+            Field::required("select", DataType::String),
+            Field::new("Mixed \"Case\"", DataType::Int),
+            Field::new("price", DataType::Decimal),
+            Field::new("blob", DataType::Bytes),
+            Field::new("day", DataType::Date),
+            Field::new("at", DataType::Timestamp),
+            Field::new("doc", DataType::Json),
+            Field::new("tags", DataType::List(Box::new(DataType::String))),
+            Field::new("ok", DataType::Bool),
+            Field::new("ratio", DataType::Float),
+        ],
+        &["select"],
+    )
+    .unwrap()
+    .into_arc();
+    let record = Record::new(vec![
+        Value::from("k'; DROP TABLE x; --"),
+        Value::Int(-42),
+        Value::Decimal(Decimal::parse("12345678901234567890.123456789").unwrap()),
+        Value::Bytes(bytes::Bytes::from_static(b"\x00\x01\xff")),
+        Value::Date(19_783),
+        Value::Timestamp(1_714_564_800_000_001),
+        Value::Json(serde_json::json!({"b": [1, 2], "a": null})),
+        Value::List(vec![Value::from("x"), Value::from("y")]),
+        Value::Null,
+        Value::Float(0.1),
+    ]);
+    let table = "odd \"table\"";
+    let dest = db.dest(db.options(table));
+    let out = dest.write(&changes(&schema, "types", vec![(Op::Insert, record, 0)])).await.unwrap();
+    assert_eq!(out, WriteOutcome::all_applied(1));
+    let sql = format!(
+        "SELECT \"select\", \"Mixed \"\"Case\"\"\", price::text, blob, day::text, \
+         (at AT TIME ZONE 'UTC')::text, doc::text, tags::text, ok, ratio FROM \"{}\".\"odd \"\"table\"\"\"",
+        db.schema
+    );
+    let r = db.client.query_one(&sql, &[]).await.unwrap();
+    assert_eq!(r.get::<_, String>(0), "k'; DROP TABLE x; --");
+    assert_eq!(r.get::<_, i64>(1), -42);
+    assert_eq!(r.get::<_, String>(2), "12345678901234567890.123456789");
+    assert_eq!(r.get::<_, Vec<u8>>(3), vec![0, 1, 255]);
+    assert_eq!(r.get::<_, String>(4), "2024-03-01");
+    assert_eq!(r.get::<_, String>(5), "2024-05-01 12:00:00.000001");
+    assert_eq!(r.get::<_, String>(6), r#"{"a": null, "b": [1, 2]}"#);
+    assert_eq!(r.get::<_, String>(7), r#"["x", "y"]"#);
+    assert_eq!(r.get::<_, Option<bool>>(8), None);
+    assert_eq!(r.get::<_, f64>(9), 0.1);
+
+    // A value of the wrong type is rejected before any SQL; the rest of the batch lands.
+    let bad = Record::new(vec![Value::from("bad"), Value::from("not an int"), Value::Null, Value::Null, Value::Null, Value::Null, Value::Null, Value::Null, Value::Null, Value::Null]);
+    let good = Record::new(vec![Value::from("good"), Value::Int(1), Value::Null, Value::Null, Value::Null, Value::Null, Value::Null, Value::Null, Value::Null, Value::Null]);
+    let out = dest.write(&changes(&schema, "types", vec![(Op::Insert, bad, 0), (Op::Insert, good, 0)])).await.unwrap();
+    assert!(matches!(&out.outcomes[0], ChangeOutcome::Rejected { reason, .. } if reason.contains("Mixed") && reason.contains("string")));
+    assert_eq!(out.outcomes[1], ChangeOutcome::Applied);
+    assert_eq!(db.count(table).await, 2);
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn the_version_guard_never_lets_an_older_change_roll_a_row_back() {
+    let Some(db) = Db::new().await else { return };
+    let schema = conformance_schema();
+    let dest = db.dest(db.options("guarded").with_version_guard(true));
+    dest.write(&changes(&schema, "g", vec![(Op::Update, row(1, "v5", 1.0), 5), (Op::Update, row(2, "v5", 1.0), 5)])).await.unwrap();
+    // A late retry of older changes, from a runner that lost its lease.
+    let late = changes(&schema, "g", vec![(Op::Update, row(1, "v3", 1.0), 3), (Op::Delete, row(2, "", 0.0), 4)]);
+    assert_eq!(dest.write(&late).await.unwrap(), WriteOutcome::all_applied(2));
+    assert_eq!(name_of(&db, "guarded", 1).await.as_deref(), Some("v5"));
+    assert_eq!(name_of(&db, "guarded", 2).await.as_deref(), Some("v5"), "an older delete removed a newer row");
+    // Newer changes still apply.
+    dest.write(&changes(&schema, "g", vec![(Op::Update, row(1, "v6", 1.0), 6), (Op::Delete, row(2, "", 0.0), 6)])).await.unwrap();
+    assert_eq!(name_of(&db, "guarded", 1).await.as_deref(), Some("v6"));
+    assert_eq!(name_of(&db, "guarded", 2).await, None);
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn exactly_once_recognises_a_resent_batch_and_commits_rows_and_record_together() {
+    let Some(db) = Db::new().await else { return };
+    let schema = conformance_schema();
+    let dest = db.dest(db.options("eo").with_exactly_once(true));
+    let batch = changes(&schema, "eo-sync", vec![(Op::Insert, row(1, "first", 1.0), 0), (Op::Insert, row(2, "first", 1.0), 0)]);
+    assert_eq!(dest.write(&batch).await.unwrap(), WriteOutcome::all_applied(2));
+    // Someone edits a row by hand; then the batch arrives again (its acknowledgement was lost).
+    let edit = format!("UPDATE \"{}\".eo SET name = 'edited' WHERE id = 1", db.schema);
+    db.client.batch_execute(&edit).await.unwrap();
+    assert_eq!(dest.write(&batch).await.unwrap(), WriteOutcome::all_applied(2));
+    assert_eq!(name_of(&db, "eo", 1).await.as_deref(), Some("edited"), "the re-sent change was applied a second time");
+    // The same re-send without exactly-once overwrites the edit: the mode is what prevents it.
+    let plain = db.dest(db.options("eo"));
+    plain.write(&batch).await.unwrap();
+    assert_eq!(name_of(&db, "eo", 1).await.as_deref(), Some("first"));
+
+    let sql = format!("SELECT count(*) FROM \"{}\"._rse_applied WHERE sync_id = 'eo-sync'", db.schema);
+    assert_eq!(db.client.query_one(&sql, &[]).await.unwrap().get::<_, i64>(0), 2);
+
+    // A batch that fails inside the transaction leaves neither rows nor records.
+    let check = format!("ALTER TABLE \"{}\".eo ADD CONSTRAINT score_positive CHECK (score >= 0)", db.schema);
+    db.client.batch_execute(&check).await.unwrap();
+    let failing = changes(&schema, "eo-sync", vec![(Op::Insert, row(10, "ok", 1.0), 0), (Op::Insert, row(11, "negative", -1.0), 0)]);
+    match dest.write(&failing).await {
+        Err(DestinationError::InvalidBatch { message }) => assert!(message.contains("score_positive"), "{message}"),
+        other => panic!("a CHECK violation should be InvalidBatch, got {other:?}"),
+    }
+    assert_eq!(name_of(&db, "eo", 10).await, None, "rows of a failed batch were committed");
+    assert_eq!(db.client.query_one(&sql, &[]).await.unwrap().get::<_, i64>(0), 2, "records of a failed batch were committed");
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn the_runner_mirrors_a_model_and_bisects_to_the_refused_row() {
+    let Some(db) = Db::new().await else { return };
+    let schema = conformance_schema();
+    let dest = db.dest(db.options("mirror").with_exactly_once(true));
+    dest.check().await.unwrap();
+    let rows: Vec<Record> = (1..=200).map(|i| row(i, &format!("n{i}"), i as f64)).collect();
+    let source = MemorySource::new(schema.clone(), rows);
+    let state = MemoryStateStore::new();
+    let sync = Sync::builder(unique_id("mirror"))
+        .source(source.clone())
+        .destination(dest)
+        .state(state.clone())
+        .mode(Mode::Mirror)
+        .options(SyncOptions::default().with_batch_rows(50).with_linger(Duration::from_millis(5)))
+        .build()
+        .await
+        .unwrap();
+    let first = sync.run().await.unwrap();
+    assert_eq!(first.counts.applied.insert, 200, "{first}");
+    assert_eq!(db.count("mirror").await, 200);
+
+    let check = format!("ALTER TABLE \"{}\".mirror ADD CONSTRAINT not_77 CHECK (name <> 'changed 77')", db.schema);
+    db.client.batch_execute(&check).await.unwrap();
+    source.upsert(row(77, "changed 77", 1.0));
+    source.upsert(row(5, "changed 5", 1.0));
+    source.remove(&Key::from_values(&[Value::Int(9)]));
+    let second = sync.run().await.unwrap();
+    assert_eq!(second.counts.applied.update, 1, "{second}");
+    assert_eq!(second.counts.applied.delete, 1, "{second}");
+    assert_eq!(second.counts.rejected.update, 1, "{second}");
+    assert!(second.rejections[0].reason.contains("not_77"), "{second}");
+    assert_eq!(name_of(&db, "mirror", 5).await.as_deref(), Some("changed 5"));
+    assert_eq!(name_of(&db, "mirror", 9).await, None);
+    assert_eq!(name_of(&db, "mirror", 77).await.as_deref(), Some("n77"));
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn failures_are_classified() {
+    let Some(db) = Db::new().await else { return };
+    let missing = db.dest(PostgresDestinationOptions::new("nowhere").with_schema(&db.schema));
+    let schema = conformance_schema();
+    match missing.write(&changes(&schema, "x", vec![(Op::Insert, row(1, "a", 1.0), 0)])).await {
+        Err(DestinationError::Fatal { message, .. }) => assert!(message.contains("with_create_table"), "{message}"),
+        other => panic!("a missing table is fatal with a hint, got {other:?}"),
+    }
+    let closed = PostgresDestination::new("postgres://postgres@127.0.0.1:1/test", PostgresDestinationOptions::new("t")).unwrap();
+    assert!(matches!(closed.check().await, Err(DestinationError::Transient { .. })));
+    assert!(matches!(
+        PostgresDestination::new("postgres://[::nonsense", PostgresDestinationOptions::new("t")),
+        Err(DestinationError::Fatal { .. })
+    ));
+    db.drop().await;
+}
