@@ -20,8 +20,10 @@ pub use common::Model;
 
 #[cfg(any(feature = "sqlite", feature = "files", feature = "parquet"))]
 mod convert;
-#[cfg(any(feature = "sqlite", feature = "files", feature = "parquet"))]
+#[cfg(any(feature = "sqlite", feature = "files", feature = "parquet", feature = "postgres"))]
 mod stream;
 
+#[cfg(feature = "postgres")]
+pub mod postgres;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;

@@ -1,4 +1,8 @@
 //! Batches produced on a blocking thread, handed to the async reader through a bounded channel.
+#![cfg_attr(
+    not(all(feature = "files", feature = "parquet", feature = "sqlite", feature = "postgres")),
+    allow(dead_code)
+)]
 
 use futures::StreamExt;
 use rse_core::{RecordBatch, RecordBatchStream, SourceError};
@@ -7,7 +11,7 @@ use tokio::task::JoinHandle;
 
 /// Batches waiting in the channel: the producer stays at most this far ahead of the reader,
 /// which bounds memory to a few batches whatever the model's size.
-const IN_FLIGHT: usize = 2;
+pub(crate) const IN_FLIGHT: usize = 2;
 
 /// The sending side given to a producer.
 pub(crate) struct BatchSender(mpsc::Sender<Result<RecordBatch, SourceError>>);
