@@ -17,7 +17,7 @@ use std::fmt;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::aio::ConnectionManager;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{ErrorKind, RedisError, RetryMethod};
 use rse_core::{ChangeBatch, ChangeOutcome, Destination, DestinationCapabilities, DestinationError, Op, Schema, WriteOutcome};
 
@@ -90,7 +90,14 @@ impl RedisDestination {
         let name = format!("redis:{}", options.key_template);
         let client = redis::Client::open(url)
             .map_err(|e| DestinationError::fatal(format!("{name}: the connection URL does not parse: {:?}", e.kind())))?;
-        let connection = ConnectionManager::new(client).await.map_err(|e| classify(&name, "connecting", &e))?;
+        // Few reconnection attempts and bounded waits: retrying is the runner's job, and a
+        // write must fail (as `Transient`) rather than hang while Redis is down.
+        let config = ConnectionManagerConfig::new()
+            .set_number_of_retries(2)
+            .set_connection_timeout(Some(Duration::from_secs(5)))
+            .set_response_timeout(Some(Duration::from_secs(30)));
+        let connection =
+            ConnectionManager::new_with_config(client, config).await.map_err(|e| classify(&name, "connecting", &e))?;
         Ok(Self { name, options, connection })
     }
 

@@ -1,0 +1,204 @@
+//! `RedisDestination` against the real Redis server (RSE_REDIS_URL).
+#![cfg(feature = "redis")]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::AsyncCommands;
+use redis::aio::ConnectionManager;
+use rse_connectors::{RedisDestination, RedisDestinationOptions};
+use rse_core::memory::{MemorySource, MemoryStateStore};
+use rse_core::testing::{DestinationReadback, check_destination, conformance_schema, service_url, unavailable, unique_id};
+use rse_core::*;
+
+fn url() -> String {
+    service_url("RSE_REDIS_URL", "redis://127.0.0.1:6379")
+}
+
+async fn connect() -> Option<ConnectionManager> {
+    let url = url();
+    let client = redis::Client::open(url.as_str()).unwrap();
+    match tokio::time::timeout(Duration::from_secs(5), ConnectionManager::new(client)).await {
+        Ok(Ok(c)) => Some(c),
+        Ok(Err(e)) => {
+            unavailable("Redis", &url, e);
+            None
+        }
+        Err(e) => {
+            unavailable("Redis", &url, e);
+            None
+        }
+    }
+}
+
+/// Deletes every key under `prefix`.
+async fn clean(conn: &mut ConnectionManager, prefix: &str) {
+    let keys: Vec<String> = conn.keys(format!("{prefix}:*")).await.unwrap();
+    if !keys.is_empty() {
+        let _: () = conn.del(keys).await.unwrap();
+    }
+}
+
+/// Reads a hash back as a record of the schema (fields parsed by type; missing = null).
+struct Readback {
+    conn: ConnectionManager,
+    prefix: String,
+}
+
+#[async_trait]
+impl DestinationReadback for Readback {
+    async fn get(&self, schema: &Schema, key: &Key) -> Result<Option<Record>, BoxError> {
+        let id = key.decode()?[0].as_i64().ok_or("int key")?;
+        let mut conn = self.conn.clone();
+        let hash: HashMap<String, String> = conn.hgetall(format!("{}:{id}", self.prefix)).await?;
+        if hash.is_empty() {
+            return Ok(None);
+        }
+        let values = schema
+            .fields()
+            .iter()
+            .map(|f| match (hash.get(&f.name), &f.data_type) {
+                (None, _) => Value::Null,
+                (Some(s), DataType::Int) => Value::Int(s.parse().unwrap()),
+                (Some(s), DataType::Float) => Value::Float(s.parse().unwrap()),
+                (Some(s), DataType::Bool) => Value::Bool(s == "true"),
+                (Some(s), _) => Value::from(s.as_str()),
+            })
+            .collect();
+        Ok(Some(Record::new(values)))
+    }
+}
+
+fn changes(schema: &Arc<Schema>, items: Vec<(Op, Record)>) -> ChangeBatch {
+    let mut fp = Fingerprinter::new(FingerprintAlgorithm::default(), schema);
+    let changes = items
+        .into_iter()
+        .map(|(op, record)| {
+            let key = record.key(schema).unwrap();
+            let fingerprint = fp.fingerprint(&record);
+            let idempotency_key = IdempotencyKey::derive("r", &key, op, fingerprint, 0);
+            Change { op, key, record: (op != Op::Delete).then_some(record), fingerprint, version: 0, idempotency_key }
+        })
+        .collect();
+    ChangeBatch { sync_id: "r".into(), schema: schema.clone(), changes }
+}
+
+fn row(id: i64, name: Option<&str>) -> Record {
+    Record::new(vec![Value::Int(id), name.into(), Value::Float(0.25), Value::Bool(false)])
+}
+
+#[tokio::test]
+async fn passes_the_conformance_suite_atomic_and_per_key() {
+    let Some(mut conn) = connect().await else { return };
+    for atomic in [true, false] {
+        let prefix = unique_id("rse_conf");
+        let options = RedisDestinationOptions::new(format!("{prefix}:{{id}}")).with_atomic(atomic);
+        let readback = Readback { conn: conn.clone(), prefix: prefix.clone() };
+        let dest = RedisDestination::connect(&url(), options.clone()).await.unwrap();
+        check_destination(&dest, Some(&readback)).await.unwrap_or_else(|e| panic!("atomic={atomic}: {e}"));
+        let boxed: Box<dyn Destination> = Box::new(RedisDestination::connect(&url(), options.clone()).await.unwrap());
+        check_destination(boxed.as_ref(), Some(&readback)).await.unwrap();
+        let shared: Arc<dyn Destination> = Arc::new(RedisDestination::connect(&url(), options).await.unwrap());
+        check_destination(shared.as_ref(), Some(&readback)).await.unwrap();
+        clean(&mut conn, &prefix).await;
+    }
+}
+
+#[tokio::test]
+async fn hashes_drop_null_fields_expire_and_go_on_delete() {
+    let Some(mut conn) = connect().await else { return };
+    let prefix = unique_id("rse_ttl");
+    let dest = RedisDestination::connect(&url(), RedisDestinationOptions::new(format!("{prefix}:{{id}}")).with_ttl(Duration::from_secs(300)))
+        .await
+        .unwrap();
+    let schema = conformance_schema();
+    dest.write(&changes(&schema, vec![(Op::Insert, row(1, Some("ann"))), (Op::Insert, row(2, Some("bob")))])).await.unwrap();
+    let hash: HashMap<String, String> = conn.hgetall(format!("{prefix}:1")).await.unwrap();
+    assert_eq!(hash.get("name").map(String::as_str), Some("ann"));
+    assert_eq!(hash.get("score").map(String::as_str), Some("0.25"));
+    let ttl: i64 = conn.ttl(format!("{prefix}:1")).await.unwrap();
+    assert!(ttl > 200 && ttl <= 300, "ttl {ttl}");
+
+    // A field that became null leaves the hash; other writers' fields stay.
+    let _: () = conn.hset(format!("{prefix}:1"), "foreign", "kept").await.unwrap();
+    dest.write(&changes(&schema, vec![(Op::Update, row(1, None))])).await.unwrap();
+    let hash: HashMap<String, String> = conn.hgetall(format!("{prefix}:1")).await.unwrap();
+    assert!(!hash.contains_key("name"));
+    assert_eq!(hash.get("foreign").map(String::as_str), Some("kept"));
+
+    dest.write(&changes(&schema, vec![(Op::Delete, row(2, None))])).await.unwrap();
+    let exists: bool = conn.exists(format!("{prefix}:2")).await.unwrap();
+    assert!(!exists);
+    clean(&mut conn, &prefix).await;
+}
+
+#[tokio::test]
+async fn per_key_mode_reports_failures_per_key_and_atomic_mode_fails_the_batch() {
+    let Some(mut conn) = connect().await else { return };
+    let prefix = unique_id("rse_perkey");
+    // Key 2 holds a string, so HSET on it fails with WRONGTYPE.
+    let _: () = conn.set(format!("{prefix}:2"), "not a hash").await.unwrap();
+    let schema = conformance_schema();
+    let batch = changes(&schema, vec![(Op::Insert, row(1, Some("a"))), (Op::Insert, row(2, Some("b"))), (Op::Insert, row(3, Some("c")))]);
+
+    let atomic = RedisDestination::connect(&url(), RedisDestinationOptions::new(format!("{prefix}:{{id}}"))).await.unwrap();
+    assert!(atomic.write(&batch).await.is_err(), "a failing command fails an atomic batch");
+
+    let per_key = RedisDestination::connect(&url(), RedisDestinationOptions::new(format!("{prefix}:{{id}}")).with_atomic(false))
+        .await
+        .unwrap();
+    let out = per_key.write(&batch).await.unwrap();
+    assert_eq!(out.outcomes[0], ChangeOutcome::Applied);
+    assert!(matches!(&out.outcomes[1], ChangeOutcome::Rejected { reason, .. } if reason.contains("WRONGTYPE")), "{:?}", out.outcomes[1]);
+    assert_eq!(out.outcomes[2], ChangeOutcome::Applied);
+    let exists: bool = conn.exists(format!("{prefix}:3")).await.unwrap();
+    assert!(exists);
+    clean(&mut conn, &prefix).await;
+}
+
+#[tokio::test]
+async fn a_template_naming_no_key_column_is_refused_with_the_key_columns() {
+    if connect().await.is_none() {
+        return;
+    }
+    let dest = RedisDestination::connect(&url(), RedisDestinationOptions::new("cache:{user}")).await.unwrap();
+    match dest.write(&changes(&conformance_schema(), vec![(Op::Insert, row(1, Some("a")))])).await {
+        Err(DestinationError::Fatal { message, .. }) => assert!(message.contains("{user}") && message.contains("id"), "{message}"),
+        other => panic!("expected a fatal configuration error, got {other:?}"),
+    }
+    assert!(matches!(
+        RedisDestination::connect("redis://127.0.0.1:1", RedisDestinationOptions::new("x:{id}")).await,
+        Err(DestinationError::Transient { .. })
+    ));
+}
+
+#[tokio::test]
+async fn the_runner_keeps_a_feature_cache_in_step_with_the_model() {
+    let Some(mut conn) = connect().await else { return };
+    let prefix = unique_id("rse_sync");
+    let schema = conformance_schema();
+    let source = MemorySource::new(schema.clone(), (1..=300).map(|i| row(i, Some("v1"))).collect());
+    let dest = RedisDestination::connect(&url(), RedisDestinationOptions::new(format!("{prefix}:{{id}}"))).await.unwrap();
+    let sync = Sync::builder(unique_id("redis"))
+        .source(source.clone())
+        .destination(dest)
+        .state(MemoryStateStore::new())
+        .mode(Mode::Mirror)
+        .options(SyncOptions::default().with_batch_rows(64).with_linger(Duration::from_millis(5)))
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(sync.run().await.unwrap().counts.applied.insert, 300);
+    source.upsert(row(10, Some("v2")));
+    source.remove(&Key::from_values(&[Value::Int(11)]));
+    let report = sync.run().await.unwrap();
+    assert_eq!((report.counts.applied.update, report.counts.applied.delete), (1, 1), "{report}");
+    let name: String = conn.hget(format!("{prefix}:10"), "name").await.unwrap();
+    assert_eq!(name, "v2");
+    let keys: Vec<String> = conn.keys(format!("{prefix}:*")).await.unwrap();
+    assert_eq!(keys.len(), 299);
+    clean(&mut conn, &prefix).await;
+}
