@@ -144,11 +144,22 @@ impl Destination for NatsDestination {
     }
 
     async fn check(&self) -> Result<(), DestinationError> {
-        self.client.flush().await.map_err(|e| DestinationError::transient(format!("{}: flush failed: {e}", self.name)))?;
-        self.jetstream
-            .query_account()
+        // The account-info request answers only when JetStream is enabled for us.
+        let reply = tokio::time::timeout(self.options.ack_timeout, self.client.request("$JS.API.INFO", Bytes::new()))
             .await
+            .map_err(|_| DestinationError::transient(format!("{}: JetStream did not answer in time", self.name)))?
             .map_err(|e| DestinationError::transient(format!("{}: JetStream is not answering: {e}", self.name)))?;
+        let body: Json = serde_json::from_slice(&reply.payload).unwrap_or(Json::Null);
+        if let Some(error) = body.get("error") {
+            let code = error.get("code").and_then(Json::as_u64).unwrap_or(0);
+            let text = error.get("description").and_then(Json::as_str).unwrap_or("unknown error");
+            let message = format!("{}: JetStream refused the account-info request: {text}", self.name);
+            return Err(if code == 401 || code == 403 {
+                DestinationError::Unauthorized { message }
+            } else {
+                DestinationError::fatal(message)
+            });
+        }
         Ok(())
     }
 

@@ -1,0 +1,200 @@
+//! `NatsDestination` against the real NATS JetStream server (RSE_NATS_URL).
+#![cfg(feature = "nats")]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, Context, stream};
+use async_trait::async_trait;
+use rse_connectors::{NatsDestination, NatsDestinationOptions};
+use rse_core::memory::{MemorySource, MemoryStateStore};
+use rse_core::testing::{DestinationReadback, check_destination, conformance_schema, service_url, unavailable, unique_id};
+use rse_core::*;
+use serde_json::Value as Json;
+
+fn url() -> String {
+    service_url("RSE_NATS_URL", "nats://127.0.0.1:4222")
+}
+
+/// A fresh stream capturing `<name>.>`, deleted at the end of the test.
+struct World {
+    js: Context,
+    name: String,
+    stream: stream::Stream,
+}
+
+impl World {
+    async fn new() -> Option<World> {
+        let url = url();
+        let client = match async_nats::ConnectOptions::new().connection_timeout(Duration::from_secs(5)).connect(&url).await {
+            Ok(c) => c,
+            Err(e) => {
+                unavailable("NATS", &url, e);
+                return None;
+            }
+        };
+        let js = jetstream::new(client);
+        let name = unique_id("rse_nats");
+        let config = stream::Config {
+            name: name.clone(),
+            subjects: vec![format!("{name}.>")],
+            duplicate_window: Duration::from_secs(120),
+            ..Default::default()
+        };
+        let stream = js.create_stream(config).await.unwrap();
+        Some(World { js, name, stream })
+    }
+
+    fn options(&self) -> NatsDestinationOptions {
+        NatsDestinationOptions::new(format!("{}.{{id}}", self.name))
+    }
+
+    async fn messages(&mut self) -> u64 {
+        self.stream.info().await.unwrap().state.messages
+    }
+
+    async fn drop(self) {
+        let _ = self.js.delete_stream(&self.name).await;
+    }
+}
+
+/// The record a key's last message says the destination holds.
+struct Readback {
+    stream: stream::Stream,
+    name: String,
+}
+
+fn json_to_value(t: &DataType, j: &Json) -> Value {
+    match (t, j) {
+        (_, Json::Null) => Value::Null,
+        (DataType::Int, j) => Value::Int(j.as_i64().unwrap()),
+        (DataType::Float, j) => Value::Float(j.as_f64().unwrap()),
+        (DataType::Bool, j) => Value::Bool(j.as_bool().unwrap()),
+        (_, j) => Value::from(j.as_str().unwrap()),
+    }
+}
+
+#[async_trait]
+impl DestinationReadback for Readback {
+    async fn get(&self, schema: &Schema, key: &Key) -> Result<Option<Record>, BoxError> {
+        let id = key.decode()?[0].as_i64().ok_or("int key")?;
+        let Ok(message) = self.stream.get_last_raw_message_by_subject(&format!("{}.{id}", self.name)).await else {
+            return Ok(None);
+        };
+        let op = message.headers.get("Rse-Operation").map(|v| v.as_str().to_owned());
+        if op.as_deref() == Some("delete") {
+            return Ok(None);
+        }
+        let body: Json = serde_json::from_slice(&message.payload)?;
+        Ok(Some(Record::new(schema.fields().iter().map(|f| json_to_value(&f.data_type, &body[f.name.as_str()])).collect())))
+    }
+}
+
+fn changes(schema: &Arc<Schema>, items: Vec<(Op, Record)>) -> ChangeBatch {
+    let mut fp = Fingerprinter::new(FingerprintAlgorithm::default(), schema);
+    let changes = items
+        .into_iter()
+        .map(|(op, record)| {
+            let key = record.key(schema).unwrap();
+            let fingerprint = fp.fingerprint(&record);
+            let idempotency_key = IdempotencyKey::derive("n", &key, op, fingerprint, 0);
+            Change { op, key, record: (op != Op::Delete).then_some(record), fingerprint, version: 0, idempotency_key }
+        })
+        .collect();
+    ChangeBatch { sync_id: "n".into(), schema: schema.clone(), changes }
+}
+
+fn row(id: i64, name: &str) -> Record {
+    Record::new(vec![Value::Int(id), Value::from(name), Value::Float(1.5), Value::Bool(true)])
+}
+
+#[tokio::test]
+async fn passes_the_conformance_suite() {
+    let Some(world) = World::new().await else { return };
+    let readback = Readback { stream: world.stream.clone(), name: world.name.clone() };
+    let dest = NatsDestination::connect(&url(), world.options()).await.unwrap();
+    check_destination(&dest, Some(&readback)).await.unwrap();
+    let boxed: Box<dyn Destination> = Box::new(NatsDestination::connect(&url(), world.options()).await.unwrap());
+    check_destination(boxed.as_ref(), Some(&readback)).await.unwrap();
+    let shared: Arc<dyn Destination> = Arc::new(NatsDestination::connect(&url(), world.options()).await.unwrap());
+    check_destination(shared.as_ref(), Some(&readback)).await.unwrap();
+    world.drop().await;
+}
+
+#[tokio::test]
+async fn a_resent_batch_is_dropped_by_the_stream_and_deletes_are_marked() {
+    let Some(mut world) = World::new().await else { return };
+    let dest = NatsDestination::connect(&url(), world.options()).await.unwrap();
+    let schema = conformance_schema();
+    let batch = changes(&schema, vec![(Op::Insert, row(1, "a")), (Op::Insert, row(2, "b")), (Op::Delete, row(3, ""))]);
+    assert_eq!(dest.write(&batch).await.unwrap(), WriteOutcome::all_applied(3));
+    assert_eq!(world.messages().await, 3);
+    // The acknowledgement was lost; the runner sends the same batch again.
+    assert_eq!(dest.write(&batch).await.unwrap(), WriteOutcome::all_applied(3));
+    assert_eq!(world.messages().await, 3, "the stream kept duplicates of acknowledged changes");
+
+    let delete = world.stream.get_last_raw_message_by_subject(&format!("{}.3", world.name)).await.unwrap();
+    assert_eq!(delete.headers.get("Rse-Operation").map(|v| v.as_str()), Some("delete"));
+    assert!(delete.payload.is_empty());
+    let insert = world.stream.get_last_raw_message_by_subject(&format!("{}.1", world.name)).await.unwrap();
+    assert_eq!(
+        insert.headers.get("Nats-Msg-Id").map(|v| v.as_str().to_owned()),
+        Some(batch.changes[0].idempotency_key.to_string())
+    );
+    assert_eq!(insert.headers.get("Rse-Key").map(|v| v.as_str()), Some(r#"{"id":1}"#));
+    world.drop().await;
+}
+
+#[tokio::test]
+async fn key_values_become_valid_subject_tokens() {
+    let Some(mut world) = World::new().await else { return };
+    let schema = Schema::new(vec![Field::required("email", DataType::String), Field::new("n", DataType::Int)], &["email"])
+        .unwrap()
+        .into_arc();
+    let dest = NatsDestination::connect(&url(), NatsDestinationOptions::new(format!("{}.{{email}}", world.name))).await.unwrap();
+    let record = Record::new(vec![Value::from("a.b*c> d%@x.com"), Value::Int(1)]);
+    assert_eq!(dest.write(&changes(&schema, vec![(Op::Insert, record)])).await.unwrap(), WriteOutcome::all_applied(1));
+    let subject = format!("{}.a%2Eb%2Ac%3E%20d%25@x%2Ecom", world.name);
+    let message = world.stream.get_last_raw_message_by_subject(&subject).await.unwrap();
+    assert_eq!(serde_json::from_slice::<Json>(&message.payload).unwrap()["email"], "a.b*c> d%@x.com");
+    assert_eq!(world.messages().await, 1);
+    world.drop().await;
+}
+
+#[tokio::test]
+async fn a_subject_no_stream_captures_is_fatal_and_says_so() {
+    let Some(world) = World::new().await else { return };
+    let dest = NatsDestination::connect(&url(), NatsDestinationOptions::new(format!("{}_nowhere.{{id}}", world.name))).await.unwrap();
+    dest.check().await.unwrap();
+    match dest.write(&changes(&conformance_schema(), vec![(Op::Insert, row(1, "a"))])).await {
+        Err(DestinationError::Fatal { message, .. }) => assert!(message.contains("no JetStream stream"), "{message}"),
+        other => panic!("expected a failure, got {other:?}"),
+    }
+    world.drop().await;
+}
+
+#[tokio::test]
+async fn the_runner_publishes_each_change_once() {
+    let Some(mut world) = World::new().await else { return };
+    let schema = conformance_schema();
+    let source = MemorySource::new(schema.clone(), (1..=250).map(|i| row(i, "v1")).collect());
+    let dest = NatsDestination::connect(&url(), world.options()).await.unwrap();
+    let sync = Sync::builder(unique_id("nats"))
+        .source(source.clone())
+        .destination(dest)
+        .state(MemoryStateStore::new())
+        .mode(Mode::Mirror)
+        .options(SyncOptions::default().with_batch_rows(100).with_linger(Duration::from_millis(5)))
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(sync.run().await.unwrap().counts.applied.insert, 250);
+    assert_eq!(world.messages().await, 250);
+    source.upsert(row(7, "v2"));
+    source.remove(&Key::from_values(&[Value::Int(8)]));
+    let report = sync.run().await.unwrap();
+    assert_eq!((report.counts.applied.update, report.counts.applied.delete), (1, 1), "{report}");
+    assert_eq!(world.messages().await, 252);
+    world.drop().await;
+}
