@@ -23,6 +23,8 @@ mod convert;
 #[cfg(any(feature = "sqlite", feature = "files", feature = "parquet", feature = "postgres"))]
 mod stream;
 
+#[cfg(feature = "files")]
+pub mod files;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 #[cfg(feature = "sqlite")]
