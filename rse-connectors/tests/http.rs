@@ -70,7 +70,9 @@ fn row(id: i64, name: &str) -> Record {
 async fn both_body_shapes_pass_the_conformance_suite() {
     for shape in [BodyShape::ArrayPerBatch, BodyShape::ObjectPerChange] {
         let rx = Receiver::start(Some(SECRET)).await;
-        let dest = HttpDestination::new(config(&rx).with_shape(shape).with_check_url(format!("http://{}/health", rx.addr))).unwrap();
+        let dest =
+            HttpDestination::new(config(&rx).with_shape(shape).with_check_url(format!("http://{}/health", rx.addr)))
+                .unwrap();
         let readback = Readback(rx.clone());
         check_destination(&dest, Some(&readback)).await.unwrap_or_else(|e| panic!("{shape:?}: {e}"));
         let boxed: Box<dyn Destination> = Box::new(HttpDestination::new(config(&rx).with_shape(shape)).unwrap());
@@ -97,22 +99,31 @@ async fn answers_are_classified() {
     }
     let date = "Wed, 21 Oct 2015 07:28:00 GMT".to_owned();
     rx.lock().script.push_back(Misbehave::TooMany(date));
-    assert!(matches!(dest.write(&two).await, Err(DestinationError::RateLimited { retry_after: Some(d) }) if d.is_zero()));
+    assert!(
+        matches!(dest.write(&two).await, Err(DestinationError::RateLimited { retry_after: Some(d) }) if d.is_zero())
+    );
     for code in [500, 502, 503, 408] {
         rx.lock().script.push_back(Misbehave::Status(code));
-        assert!(matches!(dest.write(&two).await, Err(DestinationError::Transient { .. })), "{code} should be transient");
+        assert!(
+            matches!(dest.write(&two).await, Err(DestinationError::Transient { .. })),
+            "{code} should be transient"
+        );
     }
     rx.lock().script.push_back(Misbehave::Status(403));
     assert!(matches!(dest.write(&two).await, Err(DestinationError::Unauthorized { .. })));
     rx.lock().script.push_back(Misbehave::BadRequest);
     match dest.write(&two).await {
-        Err(DestinationError::InvalidBatch { message }) => assert!(message.contains("400") && message.contains("malformed"), "{message}"),
+        Err(DestinationError::InvalidBatch { message }) => {
+            assert!(message.contains("400") && message.contains("malformed"), "{message}")
+        }
         other => panic!("400 on a batch should be InvalidBatch, got {other:?}"),
     }
     let one = batch_of(&schema, vec![(Op::Insert, row(3, "c"))]);
     rx.lock().script.push_back(Misbehave::BadRequest);
     let out = dest.write(&one).await.unwrap();
-    assert!(matches!(&out.outcomes[0], ChangeOutcome::Rejected { reason, retryable: false } if reason.contains("malformed")));
+    assert!(
+        matches!(&out.outcomes[0], ChangeOutcome::Rejected { reason, retryable: false } if reason.contains("malformed"))
+    );
     rx.lock().script.push_back(Misbehave::Stall(Duration::from_secs(2)));
     assert!(matches!(dest.write(&two).await, Err(DestinationError::Transient { .. })), "a timeout is transient");
     assert_eq!(rx.lock().records.len(), 2, "the stalled request was applied by the receiver");
@@ -122,9 +133,13 @@ async fn answers_are_classified() {
     assert_eq!(rx.lock().duplicates, before + 2);
 
     let closed = HttpDestination::new(HttpDestinationConfig::new("http://127.0.0.1:9/hook")).unwrap();
-    assert!(matches!(closed.write(&two).await, Err(DestinationError::Transient { .. })), "connection refused is transient");
+    assert!(
+        matches!(closed.write(&two).await, Err(DestinationError::Transient { .. })),
+        "connection refused is transient"
+    );
 
-    let wrong = HttpDestination::new(HttpDestinationConfig::new(rx.url()).with_signing_secret("not-the-secret")).unwrap();
+    let wrong =
+        HttpDestination::new(HttpDestinationConfig::new(rx.url()).with_signing_secret("not-the-secret")).unwrap();
     assert!(matches!(wrong.write(&two).await, Err(DestinationError::Unauthorized { .. })));
     assert_eq!(rx.lock().bad_signatures, 1);
 }
@@ -135,15 +150,18 @@ async fn records_refused_in_a_200_body_are_rejected_with_the_receivers_reason() 
     rx.lock().refuse_name = Some("bad".into());
     let dest = HttpDestination::new(config(&rx).with_record_errors(RecordErrors::at("/errors"))).unwrap();
     let schema = conformance_schema();
-    let batch = batch_of(&schema, vec![(Op::Insert, row(1, "ok")), (Op::Insert, row(2, "bad")), (Op::Insert, row(3, "ok"))]);
+    let batch =
+        batch_of(&schema, vec![(Op::Insert, row(1, "ok")), (Op::Insert, row(2, "bad")), (Op::Insert, row(3, "ok"))]);
     let out = dest.write(&batch).await.unwrap();
     assert_eq!(out.outcomes[0], ChangeOutcome::Applied);
     assert_eq!(out.outcomes[1], ChangeOutcome::rejected("name is not allowed"));
     assert_eq!(out.outcomes[2], ChangeOutcome::Applied);
     assert_eq!(rx.lock().records.len(), 2);
 
-    let single = HttpDestination::new(config(&rx).with_shape(BodyShape::ObjectPerChange).with_record_errors(RecordErrors::at("/errors")))
-        .unwrap();
+    let single = HttpDestination::new(
+        config(&rx).with_shape(BodyShape::ObjectPerChange).with_record_errors(RecordErrors::at("/errors")),
+    )
+    .unwrap();
     let out = single.write(&batch_of(&schema, vec![(Op::Insert, row(4, "bad"))])).await.unwrap();
     assert_eq!(out.outcomes, vec![ChangeOutcome::rejected("name is not allowed")]);
 }
@@ -195,7 +213,8 @@ async fn bodies_follow_the_field_mapping_and_value_encodings() {
                        "seen": "2024-05-01T12:00:00.000001Z", "born": "2024-03-01"}
         }])
     );
-    let per_change = HttpDestination::new(HttpDestinationConfig::new(rx.url()).with_shape(BodyShape::ObjectPerChange)).unwrap();
+    let per_change =
+        HttpDestination::new(HttpDestinationConfig::new(rx.url()).with_shape(BodyShape::ObjectPerChange)).unwrap();
     per_change.write(&batch).await.unwrap();
     let s = rx.lock();
     assert_eq!(s.header_keys.last().unwrap(), &batch.changes[0].idempotency_key.to_string());

@@ -9,7 +9,9 @@ use async_nats::jetstream::{self, Context, stream};
 use async_trait::async_trait;
 use rse_connectors::{NatsDestination, NatsDestinationOptions};
 use rse_core::memory::{MemorySource, MemoryStateStore};
-use rse_core::testing::{DestinationReadback, check_destination, conformance_schema, service_url, unavailable, unique_id};
+use rse_core::testing::{
+    DestinationReadback, check_destination, conformance_schema, service_url, unavailable, unique_id,
+};
 use rse_core::*;
 use serde_json::Value as Json;
 
@@ -27,13 +29,14 @@ struct World {
 impl World {
     async fn new() -> Option<World> {
         let url = url();
-        let client = match async_nats::ConnectOptions::new().connection_timeout(Duration::from_secs(5)).connect(&url).await {
-            Ok(c) => c,
-            Err(e) => {
-                unavailable("NATS", &url, e);
-                return None;
-            }
-        };
+        let client =
+            match async_nats::ConnectOptions::new().connection_timeout(Duration::from_secs(5)).connect(&url).await {
+                Ok(c) => c,
+                Err(e) => {
+                    unavailable("NATS", &url, e);
+                    return None;
+                }
+            };
         let js = jetstream::new(client);
         let name = unique_id("rse_nats");
         let config = stream::Config {
@@ -87,7 +90,9 @@ impl DestinationReadback for Readback {
             return Ok(None);
         }
         let body: Json = serde_json::from_slice(&message.payload)?;
-        Ok(Some(Record::new(schema.fields().iter().map(|f| json_to_value(&f.data_type, &body[f.name.as_str()])).collect())))
+        Ok(Some(Record::new(
+            schema.fields().iter().map(|f| json_to_value(&f.data_type, &body[f.name.as_str()])).collect(),
+        )))
     }
 }
 
@@ -149,10 +154,13 @@ async fn a_resent_batch_is_dropped_by_the_stream_and_deletes_are_marked() {
 #[tokio::test]
 async fn key_values_become_valid_subject_tokens() {
     let Some(mut world) = World::new().await else { return };
-    let schema = Schema::new(vec![Field::required("email", DataType::String), Field::new("n", DataType::Int)], &["email"])
-        .unwrap()
-        .into_arc();
-    let dest = NatsDestination::connect(&url(), NatsDestinationOptions::new(format!("{}.{{email}}", world.name))).await.unwrap();
+    let schema =
+        Schema::new(vec![Field::required("email", DataType::String), Field::new("n", DataType::Int)], &["email"])
+            .unwrap()
+            .into_arc();
+    let dest = NatsDestination::connect(&url(), NatsDestinationOptions::new(format!("{}.{{email}}", world.name)))
+        .await
+        .unwrap();
     let record = Record::new(vec![Value::from("a.b*c> d%@x.com"), Value::Int(1)]);
     assert_eq!(dest.write(&changes(&schema, vec![(Op::Insert, record)])).await.unwrap(), WriteOutcome::all_applied(1));
     let subject = format!("{}.a%2Eb%2Ac%3E%20d%25@x%2Ecom", world.name);
@@ -165,7 +173,9 @@ async fn key_values_become_valid_subject_tokens() {
 #[tokio::test]
 async fn a_subject_no_stream_captures_is_fatal_and_says_so() {
     let Some(world) = World::new().await else { return };
-    let dest = NatsDestination::connect(&url(), NatsDestinationOptions::new(format!("{}_nowhere.{{id}}", world.name))).await.unwrap();
+    let dest = NatsDestination::connect(&url(), NatsDestinationOptions::new(format!("{}_nowhere.{{id}}", world.name)))
+        .await
+        .unwrap();
     dest.check().await.unwrap();
     match dest.write(&changes(&conformance_schema(), vec![(Op::Insert, row(1, "a"))])).await {
         Err(DestinationError::Fatal { message, .. }) => assert!(message.contains("no JetStream stream"), "{message}"),

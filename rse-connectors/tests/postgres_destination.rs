@@ -8,7 +8,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rse_connectors::{PostgresDestination, PostgresDestinationOptions};
 use rse_core::memory::{MemorySource, MemoryStateStore};
-use rse_core::testing::{DestinationReadback, check_destination, conformance_schema, service_url, unavailable, unique_id};
+use rse_core::testing::{
+    DestinationReadback, check_destination, conformance_schema, service_url, unavailable, unique_id,
+};
 use rse_core::*;
 use tokio_postgres::{Client, NoTls};
 
@@ -66,7 +68,8 @@ struct Readback<'a> {
 impl DestinationReadback for Readback<'_> {
     async fn get(&self, _schema: &Schema, key: &Key) -> Result<Option<Record>, BoxError> {
         let id = key.decode()?[0].as_i64().ok_or("int key")?;
-        let sql = format!("SELECT id, name, score, active FROM \"{}\".\"{}\" WHERE id = $1", self.db.schema, self.table);
+        let sql =
+            format!("SELECT id, name, score, active FROM \"{}\".\"{}\" WHERE id = $1", self.db.schema, self.table);
         let row = self.db.client.query_opt(&sql, &[&id]).await?;
         Ok(row.map(|r| {
             Record::new(vec![
@@ -173,10 +176,34 @@ async fn every_value_type_lands_in_its_postgres_type() {
     assert_eq!(r.get::<_, f64>(9), 0.1);
 
     // A value of the wrong type is rejected before any SQL; the rest of the batch lands.
-    let bad = Record::new(vec![Value::from("bad"), Value::from("not an int"), Value::Null, Value::Null, Value::Null, Value::Null, Value::Null, Value::Null, Value::Null, Value::Null]);
-    let good = Record::new(vec![Value::from("good"), Value::Int(1), Value::Null, Value::Null, Value::Null, Value::Null, Value::Null, Value::Null, Value::Null, Value::Null]);
+    let bad = Record::new(vec![
+        Value::from("bad"),
+        Value::from("not an int"),
+        Value::Null,
+        Value::Null,
+        Value::Null,
+        Value::Null,
+        Value::Null,
+        Value::Null,
+        Value::Null,
+        Value::Null,
+    ]);
+    let good = Record::new(vec![
+        Value::from("good"),
+        Value::Int(1),
+        Value::Null,
+        Value::Null,
+        Value::Null,
+        Value::Null,
+        Value::Null,
+        Value::Null,
+        Value::Null,
+        Value::Null,
+    ]);
     let out = dest.write(&changes(&schema, "types", vec![(Op::Insert, bad, 0), (Op::Insert, good, 0)])).await.unwrap();
-    assert!(matches!(&out.outcomes[0], ChangeOutcome::Rejected { reason, .. } if reason.contains("Mixed") && reason.contains("string")));
+    assert!(
+        matches!(&out.outcomes[0], ChangeOutcome::Rejected { reason, .. } if reason.contains("Mixed") && reason.contains("string"))
+    );
     assert_eq!(out.outcomes[1], ChangeOutcome::Applied);
     assert_eq!(db.count(table).await, 2);
     db.drop().await;
@@ -187,14 +214,18 @@ async fn the_version_guard_never_lets_an_older_change_roll_a_row_back() {
     let Some(db) = Db::new().await else { return };
     let schema = conformance_schema();
     let dest = db.dest(db.options("guarded").with_version_guard(true));
-    dest.write(&changes(&schema, "g", vec![(Op::Update, row(1, "v5", 1.0), 5), (Op::Update, row(2, "v5", 1.0), 5)])).await.unwrap();
+    dest.write(&changes(&schema, "g", vec![(Op::Update, row(1, "v5", 1.0), 5), (Op::Update, row(2, "v5", 1.0), 5)]))
+        .await
+        .unwrap();
     // A late retry of older changes, from a runner that lost its lease.
     let late = changes(&schema, "g", vec![(Op::Update, row(1, "v3", 1.0), 3), (Op::Delete, row(2, "", 0.0), 4)]);
     assert_eq!(dest.write(&late).await.unwrap(), WriteOutcome::all_applied(2));
     assert_eq!(name_of(&db, "guarded", 1).await.as_deref(), Some("v5"));
     assert_eq!(name_of(&db, "guarded", 2).await.as_deref(), Some("v5"), "an older delete removed a newer row");
     // Newer changes still apply.
-    dest.write(&changes(&schema, "g", vec![(Op::Update, row(1, "v6", 1.0), 6), (Op::Delete, row(2, "", 0.0), 6)])).await.unwrap();
+    dest.write(&changes(&schema, "g", vec![(Op::Update, row(1, "v6", 1.0), 6), (Op::Delete, row(2, "", 0.0), 6)]))
+        .await
+        .unwrap();
     assert_eq!(name_of(&db, "guarded", 1).await.as_deref(), Some("v6"));
     assert_eq!(name_of(&db, "guarded", 2).await, None);
     db.drop().await;
@@ -205,7 +236,8 @@ async fn exactly_once_recognises_a_resent_batch_and_commits_rows_and_record_toge
     let Some(db) = Db::new().await else { return };
     let schema = conformance_schema();
     let dest = db.dest(db.options("eo").with_exactly_once(true));
-    let batch = changes(&schema, "eo-sync", vec![(Op::Insert, row(1, "first", 1.0), 0), (Op::Insert, row(2, "first", 1.0), 0)]);
+    let batch =
+        changes(&schema, "eo-sync", vec![(Op::Insert, row(1, "first", 1.0), 0), (Op::Insert, row(2, "first", 1.0), 0)]);
     assert_eq!(dest.write(&batch).await.unwrap(), WriteOutcome::all_applied(2));
     // Someone edits a row by hand; then the batch arrives again (its acknowledgement was lost).
     let edit = format!("UPDATE \"{}\".eo SET name = 'edited' WHERE id = 1", db.schema);
@@ -223,13 +255,21 @@ async fn exactly_once_recognises_a_resent_batch_and_commits_rows_and_record_toge
     // A batch that fails inside the transaction leaves neither rows nor records.
     let check = format!("ALTER TABLE \"{}\".eo ADD CONSTRAINT score_positive CHECK (score >= 0)", db.schema);
     db.client.batch_execute(&check).await.unwrap();
-    let failing = changes(&schema, "eo-sync", vec![(Op::Insert, row(10, "ok", 1.0), 0), (Op::Insert, row(11, "negative", -1.0), 0)]);
+    let failing = changes(
+        &schema,
+        "eo-sync",
+        vec![(Op::Insert, row(10, "ok", 1.0), 0), (Op::Insert, row(11, "negative", -1.0), 0)],
+    );
     match dest.write(&failing).await {
         Err(DestinationError::InvalidBatch { message }) => assert!(message.contains("score_positive"), "{message}"),
         other => panic!("a CHECK violation should be InvalidBatch, got {other:?}"),
     }
     assert_eq!(name_of(&db, "eo", 10).await, None, "rows of a failed batch were committed");
-    assert_eq!(db.client.query_one(&sql, &[]).await.unwrap().get::<_, i64>(0), 2, "records of a failed batch were committed");
+    assert_eq!(
+        db.client.query_one(&sql, &[]).await.unwrap().get::<_, i64>(0),
+        2,
+        "records of a failed batch were committed"
+    );
     db.drop().await;
 }
 
@@ -280,7 +320,8 @@ async fn failures_are_classified() {
         Err(DestinationError::Fatal { message, .. }) => assert!(message.contains("with_create_table"), "{message}"),
         other => panic!("a missing table is fatal with a hint, got {other:?}"),
     }
-    let closed = PostgresDestination::new("postgres://postgres@127.0.0.1:1/test", PostgresDestinationOptions::new("t")).unwrap();
+    let closed =
+        PostgresDestination::new("postgres://postgres@127.0.0.1:1/test", PostgresDestinationOptions::new("t")).unwrap();
     assert!(matches!(closed.check().await, Err(DestinationError::Transient { .. })));
     assert!(matches!(
         PostgresDestination::new("postgres://[::nonsense", PostgresDestinationOptions::new("t")),

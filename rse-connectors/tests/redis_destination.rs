@@ -11,7 +11,9 @@ use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
 use rse_connectors::{RedisDestination, RedisDestinationOptions};
 use rse_core::memory::{MemorySource, MemoryStateStore};
-use rse_core::testing::{DestinationReadback, check_destination, conformance_schema, service_url, unavailable, unique_id};
+use rse_core::testing::{
+    DestinationReadback, check_destination, conformance_schema, service_url, unavailable, unique_id,
+};
 use rse_core::*;
 
 fn url() -> String {
@@ -111,11 +113,16 @@ async fn passes_the_conformance_suite_atomic_and_per_key() {
 async fn hashes_drop_null_fields_expire_and_go_on_delete() {
     let Some(mut conn) = connect().await else { return };
     let prefix = unique_id("rse_ttl");
-    let dest = RedisDestination::connect(&url(), RedisDestinationOptions::new(format!("{prefix}:{{id}}")).with_ttl(Duration::from_secs(300)))
+    let dest = RedisDestination::connect(
+        &url(),
+        RedisDestinationOptions::new(format!("{prefix}:{{id}}")).with_ttl(Duration::from_secs(300)),
+    )
+    .await
+    .unwrap();
+    let schema = conformance_schema();
+    dest.write(&changes(&schema, vec![(Op::Insert, row(1, Some("ann"))), (Op::Insert, row(2, Some("bob")))]))
         .await
         .unwrap();
-    let schema = conformance_schema();
-    dest.write(&changes(&schema, vec![(Op::Insert, row(1, Some("ann"))), (Op::Insert, row(2, Some("bob")))])).await.unwrap();
     let hash: HashMap<String, String> = conn.hgetall(format!("{prefix}:1")).await.unwrap();
     assert_eq!(hash.get("name").map(String::as_str), Some("ann"));
     assert_eq!(hash.get("score").map(String::as_str), Some("0.25"));
@@ -142,17 +149,26 @@ async fn per_key_mode_reports_failures_per_key_and_atomic_mode_fails_the_batch()
     // Key 2 holds a string, so HSET on it fails with WRONGTYPE.
     let _: () = conn.set(format!("{prefix}:2"), "not a hash").await.unwrap();
     let schema = conformance_schema();
-    let batch = changes(&schema, vec![(Op::Insert, row(1, Some("a"))), (Op::Insert, row(2, Some("b"))), (Op::Insert, row(3, Some("c")))]);
+    let batch = changes(
+        &schema,
+        vec![(Op::Insert, row(1, Some("a"))), (Op::Insert, row(2, Some("b"))), (Op::Insert, row(3, Some("c")))],
+    );
 
-    let atomic = RedisDestination::connect(&url(), RedisDestinationOptions::new(format!("{prefix}:{{id}}"))).await.unwrap();
+    let atomic =
+        RedisDestination::connect(&url(), RedisDestinationOptions::new(format!("{prefix}:{{id}}"))).await.unwrap();
     assert!(atomic.write(&batch).await.is_err(), "a failing command fails an atomic batch");
 
-    let per_key = RedisDestination::connect(&url(), RedisDestinationOptions::new(format!("{prefix}:{{id}}")).with_atomic(false))
-        .await
-        .unwrap();
+    let per_key =
+        RedisDestination::connect(&url(), RedisDestinationOptions::new(format!("{prefix}:{{id}}")).with_atomic(false))
+            .await
+            .unwrap();
     let out = per_key.write(&batch).await.unwrap();
     assert_eq!(out.outcomes[0], ChangeOutcome::Applied);
-    assert!(matches!(&out.outcomes[1], ChangeOutcome::Rejected { reason, .. } if reason.contains("WRONGTYPE")), "{:?}", out.outcomes[1]);
+    assert!(
+        matches!(&out.outcomes[1], ChangeOutcome::Rejected { reason, .. } if reason.contains("WRONGTYPE")),
+        "{:?}",
+        out.outcomes[1]
+    );
     assert_eq!(out.outcomes[2], ChangeOutcome::Applied);
     let exists: bool = conn.exists(format!("{prefix}:3")).await.unwrap();
     assert!(exists);
@@ -166,7 +182,9 @@ async fn a_template_naming_no_key_column_is_refused_with_the_key_columns() {
     }
     let dest = RedisDestination::connect(&url(), RedisDestinationOptions::new("cache:{user}")).await.unwrap();
     match dest.write(&changes(&conformance_schema(), vec![(Op::Insert, row(1, Some("a")))])).await {
-        Err(DestinationError::Fatal { message, .. }) => assert!(message.contains("{user}") && message.contains("id"), "{message}"),
+        Err(DestinationError::Fatal { message, .. }) => {
+            assert!(message.contains("{user}") && message.contains("id"), "{message}")
+        }
         other => panic!("expected a fatal configuration error, got {other:?}"),
     }
     assert!(matches!(
@@ -181,7 +199,8 @@ async fn the_runner_keeps_a_feature_cache_in_step_with_the_model() {
     let prefix = unique_id("rse_sync");
     let schema = conformance_schema();
     let source = MemorySource::new(schema.clone(), (1..=300).map(|i| row(i, Some("v1"))).collect());
-    let dest = RedisDestination::connect(&url(), RedisDestinationOptions::new(format!("{prefix}:{{id}}"))).await.unwrap();
+    let dest =
+        RedisDestination::connect(&url(), RedisDestinationOptions::new(format!("{prefix}:{{id}}"))).await.unwrap();
     let sync = Sync::builder(unique_id("redis"))
         .source(source.clone())
         .destination(dest)

@@ -37,8 +37,8 @@ use async_trait::async_trait;
 use hmac::{Hmac, Mac};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 use rse_core::{
-    Change, ChangeBatch, ChangeOutcome, Destination, DestinationCapabilities, DestinationError, Op, RateLimit,
-    Schema, WriteOutcome,
+    Change, ChangeBatch, ChangeOutcome, Destination, DestinationCapabilities, DestinationError, Op, RateLimit, Schema,
+    WriteOutcome,
 };
 use serde_json::{Map, Value as Json};
 use sha2::{Digest, Sha256};
@@ -298,8 +298,9 @@ impl HttpDestination {
         for (name, value) in &config.headers {
             let header = HeaderName::from_bytes(name.as_bytes())
                 .map_err(|_| config_error(format!("{}: `{name}` is not a valid header name", config.name)))?;
-            let mut value = HeaderValue::from_str(value.expose())
-                .map_err(|_| config_error(format!("{}: the value of header `{name}` is not valid header text", config.name)))?;
+            let mut value = HeaderValue::from_str(value.expose()).map_err(|_| {
+                config_error(format!("{}: the value of header `{name}` is not valid header text", config.name))
+            })?;
             value.set_sensitive(true);
             headers.append(header, value);
         }
@@ -325,7 +326,10 @@ impl HttpDestination {
                 } else {
                     for (target, source) in &self.config.fields {
                         let i = schema.index_of(source).ok_or_else(|| {
-                            format!("field mapping names `{source}`, which the schema lacks (fields: {})", schema.field_names())
+                            format!(
+                                "field mapping names `{source}`, which the schema lacks (fields: {})",
+                                schema.field_names()
+                            )
                         })?;
                         obj.insert(target.clone(), r.values.get(i).map_or(Json::Null, to_json));
                     }
@@ -347,7 +351,12 @@ impl HttpDestination {
     }
 
     /// Sends one body; `n` is the number of changes in it.
-    async fn send(&self, body: Vec<u8>, idempotency_key: String, n: usize) -> Result<Vec<ChangeOutcome>, DestinationError> {
+    async fn send(
+        &self,
+        body: Vec<u8>,
+        idempotency_key: String,
+        n: usize,
+    ) -> Result<Vec<ChangeOutcome>, DestinationError> {
         let mut request = self
             .client
             .request(self.config.method.clone(), self.url.clone())
@@ -356,9 +365,8 @@ impl HttpDestination {
             .header("Idempotency-Key", idempotency_key);
         if let Some(secret) = &self.config.signing_secret {
             let timestamp = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0).to_string();
-            request = request
-                .header("X-Rse-Signature", sign(secret, &timestamp, &body))
-                .header("X-Rse-Timestamp", timestamp);
+            request =
+                request.header("X-Rse-Signature", sign(secret, &timestamp, &body)).header("X-Rse-Timestamp", timestamp);
         }
         let response = request.body(body).send().await.map_err(|e| self.transport_error(e))?;
         let status = response.status();
@@ -371,7 +379,8 @@ impl HttpDestination {
         }
         let code = status.as_u16();
         if code == 429 {
-            let retry_after = response.headers().get(RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
+            let retry_after =
+                response.headers().get(RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
             return Err(DestinationError::RateLimited { retry_after });
         }
         let reason = status.canonical_reason().unwrap_or("");
@@ -387,7 +396,8 @@ impl HttpDestination {
         // words; it becomes the rejection reason (reports show it, logs never do).
         let body = response.bytes().await.unwrap_or_default();
         let text = String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned();
-        let message = if text.is_empty() { format!("HTTP {code} {reason}") } else { format!("HTTP {code} {reason}: {text}") };
+        let message =
+            if text.is_empty() { format!("HTTP {code} {reason}") } else { format!("HTTP {code} {reason}: {text}") };
         if n == 1 {
             Ok(vec![ChangeOutcome::rejected(message)])
         } else {
@@ -495,13 +505,8 @@ impl Destination for HttpDestination {
 
     async fn check(&self) -> Result<(), DestinationError> {
         let Some(url) = &self.config.check_url else { return Ok(()) };
-        let response = self
-            .client
-            .get(url)
-            .headers(self.headers.clone())
-            .send()
-            .await
-            .map_err(|e| self.transport_error(e))?;
+        let response =
+            self.client.get(url).headers(self.headers.clone()).send().await.map_err(|e| self.transport_error(e))?;
         let status = response.status();
         match status.as_u16() {
             200..=299 => Ok(()),
@@ -509,7 +514,9 @@ impl Destination for HttpDestination {
                 message: format!("{}: check answered HTTP {status}; check the token", self.config.name),
             }),
             429 => Err(DestinationError::RateLimited { retry_after: None }),
-            408 | 500..=599 => Err(DestinationError::transient(format!("{}: check answered HTTP {status}", self.config.name))),
+            408 | 500..=599 => {
+                Err(DestinationError::transient(format!("{}: check answered HTTP {status}", self.config.name)))
+            }
             _ => Err(DestinationError::fatal(format!("{}: check answered HTTP {status}", self.config.name))),
         }
     }
@@ -538,7 +545,8 @@ impl Destination for HttpDestination {
         match self.config.shape {
             BodyShape::ObjectPerChange => {
                 for (obj, &i) in objects.iter().zip(&sent) {
-                    let body = serde_json::to_vec(obj).map_err(|e| config_error(format!("{}: encoding JSON: {e}", self.config.name)))?;
+                    let body = serde_json::to_vec(obj)
+                        .map_err(|e| config_error(format!("{}: encoding JSON: {e}", self.config.name)))?;
                     let mut answer = self.send(body, batch.changes[i].idempotency_key.to_string(), 1).await?;
                     outcomes[i] = answer.pop();
                 }
@@ -549,7 +557,8 @@ impl Destination for HttpDestination {
                     h.update(batch.changes[i].idempotency_key.0);
                 }
                 let key = hex(&h.finalize()[..16]);
-                let body = serde_json::to_vec(&objects).map_err(|e| config_error(format!("{}: encoding JSON: {e}", self.config.name)))?;
+                let body = serde_json::to_vec(&objects)
+                    .map_err(|e| config_error(format!("{}: encoding JSON: {e}", self.config.name)))?;
                 let answers = self.send(body, key, sent.len()).await?;
                 for (&i, outcome) in sent.iter().zip(answers) {
                     outcomes[i] = Some(outcome);

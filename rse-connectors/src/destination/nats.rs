@@ -40,7 +40,12 @@ impl NatsDestinationOptions {
     /// (percent-encoded) and `{sync_id}` by the sync's id, e.g. `"crm.contacts.{id}"`. A
     /// JetStream stream must capture these subjects.
     pub fn new(subject_template: impl Into<String>) -> Self {
-        Self { subject_template: subject_template.into(), max_batch_rows: 1_000, max_concurrency: 4, ack_timeout: Duration::from_secs(10) }
+        Self {
+            subject_template: subject_template.into(),
+            max_batch_rows: 1_000,
+            max_concurrency: 4,
+            ack_timeout: Duration::from_secs(10),
+        }
     }
 
     /// The most changes per write (default 1,000).
@@ -72,7 +77,10 @@ pub struct NatsDestination {
 
 impl fmt::Debug for NatsDestination {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("NatsDestination").field("name", &self.name).field("options", &self.options).finish_non_exhaustive()
+        f.debug_struct("NatsDestination")
+            .field("name", &self.name)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
     }
 }
 
@@ -99,16 +107,22 @@ impl NatsDestination {
     /// `Transient` when the server cannot be reached, `Unauthorized` when it refuses us.
     pub async fn connect(url: &str, options: NatsDestinationOptions) -> Result<Self, DestinationError> {
         let name = format!("nats:{}", options.subject_template);
-        let client = async_nats::ConnectOptions::new().connection_timeout(Duration::from_secs(5)).connect(url).await.map_err(|e| {
-            let message = format!("{name}: connecting failed: {}", e.kind());
-            match e.kind() {
-                async_nats::ConnectErrorKind::Authentication | async_nats::ConnectErrorKind::AuthorizationViolation => {
-                    DestinationError::Unauthorized { message }
-                }
-                async_nats::ConnectErrorKind::ServerParse | async_nats::ConnectErrorKind::Tls => DestinationError::fatal(message),
-                _ => DestinationError::transient(message),
-            }
-        })?;
+        let client =
+            async_nats::ConnectOptions::new().connection_timeout(Duration::from_secs(5)).connect(url).await.map_err(
+                |e| {
+                    let message = format!("{name}: connecting failed: {}", e.kind());
+                    match e.kind() {
+                        async_nats::ConnectErrorKind::Authentication
+                        | async_nats::ConnectErrorKind::AuthorizationViolation => {
+                            DestinationError::Unauthorized { message }
+                        }
+                        async_nats::ConnectErrorKind::ServerParse | async_nats::ConnectErrorKind::Tls => {
+                            DestinationError::fatal(message)
+                        }
+                        _ => DestinationError::transient(message),
+                    }
+                },
+            )?;
         let mut jetstream = async_nats::jetstream::new(client.clone());
         jetstream.set_timeout(options.ack_timeout);
         Ok(Self { name, options, client, jetstream })
@@ -203,7 +217,10 @@ impl Destination for NatsDestination {
             pending.push((i, subject, ack));
         }
         // Every message is on its way; now wait for the stream to acknowledge each.
-        let acks = futures::future::join_all(pending.into_iter().map(|(i, subject, ack)| async move { (i, subject, ack.await) })).await;
+        let acks = futures::future::join_all(
+            pending.into_iter().map(|(i, subject, ack)| async move { (i, subject, ack.await) }),
+        )
+        .await;
         for (i, subject, ack) in acks {
             match ack {
                 Ok(_) => outcomes[i] = Some(ChangeOutcome::Applied),

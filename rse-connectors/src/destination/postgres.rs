@@ -293,7 +293,9 @@ fn list_json(items: &[Value]) -> serde_json::Value {
                 Value::Null => serde_json::Value::Null,
                 Value::Bool(b) => serde_json::Value::Bool(*b),
                 Value::Int(i) => serde_json::Value::from(*i),
-                Value::Float(f) => serde_json::Number::from_f64(*f).map_or(serde_json::Value::Null, serde_json::Value::Number),
+                Value::Float(f) => {
+                    serde_json::Number::from_f64(*f).map_or(serde_json::Value::Null, serde_json::Value::Number)
+                }
                 Value::String(s) => serde_json::Value::String(s.clone()),
                 Value::Decimal(d) => serde_json::Value::String(d.as_str().to_owned()),
                 Value::Json(j) => j.clone(),
@@ -318,7 +320,10 @@ pub struct PostgresDestination {
 
 impl fmt::Debug for PostgresDestination {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PostgresDestination").field("name", &self.name).field("options", &self.options).finish_non_exhaustive()
+        f.debug_struct("PostgresDestination")
+            .field("name", &self.name)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
     }
 }
 
@@ -331,8 +336,9 @@ impl PostgresDestination {
     /// [`DestinationError::Fatal`] when the URL does not parse (the URL itself is not
     /// repeated: it may hold a password).
     pub fn new(url: &str, options: PostgresDestinationOptions) -> Result<Self, DestinationError> {
-        let config = tokio_postgres::Config::from_str(url)
-            .map_err(|e| DestinationError::fatal(format!("postgres destination: the connection URL does not parse: {e}")))?;
+        let config = tokio_postgres::Config::from_str(url).map_err(|e| {
+            DestinationError::fatal(format!("postgres destination: the connection URL does not parse: {e}"))
+        })?;
         let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = Pool::builder(manager)
             .max_size(options.pool_size)
@@ -357,7 +363,9 @@ impl PostgresDestination {
     fn pool_error(&self, e: PoolError) -> DestinationError {
         match e {
             PoolError::Backend(e) => self.classify(e, "connecting"),
-            PoolError::Timeout(_) => DestinationError::transient(format!("{}: timed out waiting for a connection", self.name)),
+            PoolError::Timeout(_) => {
+                DestinationError::transient(format!("{}: timed out waiting for a connection", self.name))
+            }
             other => DestinationError::transient(format!("{}: connection pool: {other}", self.name)),
         }
     }
@@ -405,7 +413,9 @@ impl PostgresDestination {
             let mut columns: Vec<String> = schema
                 .fields()
                 .iter()
-                .map(|f| format!("{} {}{}", quote(&f.name), pg_type(&f.data_type), if f.nullable { "" } else { " NOT NULL" }))
+                .map(|f| {
+                    format!("{} {}{}", quote(&f.name), pg_type(&f.data_type), if f.nullable { "" } else { " NOT NULL" })
+                })
                 .collect();
             if self.options.guard() {
                 columns.push("\"_rse_version\" bigint".into());
@@ -442,10 +452,12 @@ impl PostgresDestination {
         let guard = self.options.guard();
         let fields = schema.fields();
         let binds: Vec<Bind> = fields.iter().map(|f| Bind::of(&f.data_type)).collect();
-        let mut params: Vec<String> = binds.iter().enumerate().map(|(i, b)| format!("${}::{}", i + 1, b.array_type())).collect();
+        let mut params: Vec<String> =
+            binds.iter().enumerate().map(|(i, b)| format!("${}::{}", i + 1, b.array_type())).collect();
         let mut aliases: Vec<String> = (0..fields.len()).map(|i| format!("c{i}")).collect();
         let mut names: Vec<String> = fields.iter().map(|f| quote(&f.name)).collect();
-        let mut exprs: Vec<String> = fields.iter().enumerate().map(|(i, f)| convert(&format!("u.c{i}"), &f.data_type)).collect();
+        let mut exprs: Vec<String> =
+            fields.iter().enumerate().map(|(i, f)| convert(&format!("u.c{i}"), &f.data_type)).collect();
         if guard {
             params.push(format!("${}::int8[]", fields.len() + 1));
             aliases.push("v".into());
@@ -466,7 +478,9 @@ impl PostgresDestination {
         } else {
             let mut s = format!("DO UPDATE SET {}", updates.join(", "));
             if guard {
-                s.push_str(&format!(" WHERE {table}.\"_rse_version\" IS NULL OR {table}.\"_rse_version\" <= EXCLUDED.\"_rse_version\""));
+                s.push_str(&format!(
+                    " WHERE {table}.\"_rse_version\" IS NULL OR {table}.\"_rse_version\" <= EXCLUDED.\"_rse_version\""
+                ));
             }
             s
         };
@@ -486,7 +500,9 @@ impl PostgresDestination {
         let mut conds: Vec<String> = key_set
             .iter()
             .enumerate()
-            .map(|(j, &i)| format!("t.{} = {}", quote(&fields[i].name), convert(&format!("u.k{j}"), &fields[i].data_type)))
+            .map(|(j, &i)| {
+                format!("t.{} = {}", quote(&fields[i].name), convert(&format!("u.k{j}"), &fields[i].data_type))
+            })
             .collect();
         if guard {
             dparams.push(format!("${}::int8[]", key_binds.len() + 1));
@@ -551,7 +567,8 @@ impl PostgresDestination {
                         }
                         Some(i) => {
                             upsert.iter_mut().for_each(|c| c.truncate(rows));
-                            let field = schema.field(i).map(|f| (f.name.as_str(), f.data_type.to_string())).unwrap_or_default();
+                            let field =
+                                schema.field(i).map(|f| (f.name.as_str(), f.data_type.to_string())).unwrap_or_default();
                             let got = record.values.get(i).map_or("nothing", Value::type_name);
                             outcomes[pos] = Some(ChangeOutcome::rejected(format!(
                                 "field `{}` is {} but the record holds a {got}",
@@ -632,7 +649,9 @@ impl Destination for PostgresDestination {
             }
             todo.retain(|&i| {
                 let c = &batch.changes[i];
-                let seen = recorded.get(c.key.as_bytes()).is_some_and(|(_, idem)| idem.as_slice() == c.idempotency_key.0.as_slice());
+                let seen = recorded
+                    .get(c.key.as_bytes())
+                    .is_some_and(|(_, idem)| idem.as_slice() == c.idempotency_key.0.as_slice());
                 if seen {
                     outcomes[i] = Some(ChangeOutcome::Applied);
                 }
@@ -651,7 +670,8 @@ impl Destination for PostgresDestination {
             tx.execute(&statements.delete, &params).await.map_err(|e| self.classify(e, "deleting rows"))?;
         }
         if self.options.exactly_once {
-            let applied: Vec<&Change> = todo.iter().filter(|&&i| outcomes[i].is_none()).map(|&i| &batch.changes[i]).collect();
+            let applied: Vec<&Change> =
+                todo.iter().filter(|&&i| outcomes[i].is_none()).map(|&i| &batch.changes[i]).collect();
             if !applied.is_empty() {
                 let keys: Vec<&[u8]> = applied.iter().map(|c| c.key.as_bytes()).collect();
                 let versions: Vec<i64> = applied.iter().map(|c| i64::try_from(c.version).unwrap_or(i64::MAX)).collect();

@@ -19,7 +19,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{ErrorKind, RedisError, RetryMethod};
-use rse_core::{ChangeBatch, ChangeOutcome, Destination, DestinationCapabilities, DestinationError, Op, Schema, WriteOutcome};
+use rse_core::{
+    ChangeBatch, ChangeOutcome, Destination, DestinationCapabilities, DestinationError, Op, Schema, WriteOutcome,
+};
 
 use super::encode::{TemplatePart, fill_template, parse_template, to_text};
 
@@ -75,7 +77,10 @@ pub struct RedisDestination {
 
 impl fmt::Debug for RedisDestination {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RedisDestination").field("name", &self.name).field("options", &self.options).finish_non_exhaustive()
+        f.debug_struct("RedisDestination")
+            .field("name", &self.name)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
     }
 }
 
@@ -88,8 +93,9 @@ impl RedisDestination {
     /// repeated in the error: it may hold a password.
     pub async fn connect(url: &str, options: RedisDestinationOptions) -> Result<Self, DestinationError> {
         let name = format!("redis:{}", options.key_template);
-        let client = redis::Client::open(url)
-            .map_err(|e| DestinationError::fatal(format!("{name}: the connection URL does not parse: {:?}", e.kind())))?;
+        let client = redis::Client::open(url).map_err(|e| {
+            DestinationError::fatal(format!("{name}: the connection URL does not parse: {:?}", e.kind()))
+        })?;
         // Few reconnection attempts and bounded waits: retrying is the runner's job, and a
         // write must fail (as `Transient`) rather than hang while Redis is down.
         let config = ConnectionManagerConfig::new()
@@ -102,14 +108,18 @@ impl RedisDestination {
     }
 
     fn template(&self, schema: &Schema) -> Result<Vec<TemplatePart>, DestinationError> {
-        parse_template(&self.options.key_template, schema).map_err(|m| DestinationError::fatal(format!("{}: {m}", self.name)))
+        parse_template(&self.options.key_template, schema)
+            .map_err(|m| DestinationError::fatal(format!("{}: {m}", self.name)))
     }
 }
 
 /// Maps a Redis error onto the runner's classes; the message names the failure kind only.
 fn classify(name: &str, doing: &str, e: &RedisError) -> DestinationError {
-    let message = format!("{name}: {doing} failed: {:?}{}", e.kind(), e.code().map(|c| format!(" ({c})")).unwrap_or_default());
-    if matches!(e.kind(), ErrorKind::AuthenticationFailed) || e.code().is_some_and(|c| c == "NOAUTH" || c == "WRONGPASS" || c == "NOPERM") {
+    let message =
+        format!("{name}: {doing} failed: {:?}{}", e.kind(), e.code().map(|c| format!(" ({c})")).unwrap_or_default());
+    if matches!(e.kind(), ErrorKind::AuthenticationFailed)
+        || e.code().is_some_and(|c| c == "NOAUTH" || c == "WRONGPASS" || c == "NOPERM")
+    {
         return DestinationError::Unauthorized { message };
     }
     if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal() {
@@ -192,7 +202,9 @@ impl Destination for RedisDestination {
             }
         }
         if owners.is_empty() {
-            return Ok(WriteOutcome { outcomes: outcomes.into_iter().map(|o| o.unwrap_or(ChangeOutcome::Applied)).collect() });
+            return Ok(WriteOutcome {
+                outcomes: outcomes.into_iter().map(|o| o.unwrap_or(ChangeOutcome::Applied)).collect(),
+            });
         }
         let mut conn = self.connection.clone();
         if self.options.atomic {

@@ -73,10 +73,8 @@ impl Receiver {
     /// Starts a receiver on 127.0.0.1 at a free port; it lives as long as the runtime.
     pub async fn start(secret: Option<&str>) -> Receiver {
         let inner = Arc::new(Mutex::new(Inner { secret: secret.map(str::to_owned), ..Inner::default() }));
-        let app = Router::new()
-            .route("/hook", post(hook))
-            .route("/health", get(|| async { "ok" }))
-            .with_state(inner.clone());
+        let app =
+            Router::new().route("/hook", post(hook)).route("/health", get(|| async { "ok" })).with_state(inner.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
@@ -114,7 +112,9 @@ fn signature_ok(secret: &str, headers: &HeaderMap, body: &[u8]) -> bool {
     };
     let Some(hex) = sig.to_str().ok().and_then(|s| s.strip_prefix("sha256=")) else { return false };
     let Ok(ts) = ts.to_str() else { return false };
-    let Some(expected) = (0..hex.len() / 2).map(|i| u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()).collect::<Option<Vec<u8>>>()
+    let Some(expected) = (0..hex.len() / 2)
+        .map(|i| u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok())
+        .collect::<Option<Vec<u8>>>()
     else {
         return false;
     };
@@ -202,6 +202,7 @@ async fn hook(State(inner): State<Arc<Mutex<Inner>>>, headers: HeaderMap, body: 
             tokio::time::sleep(d).await;
             StatusCode::OK.into_response()
         }
-        _ => ([("content-type", "application/json")], json!({"ok": errors.is_empty(), "errors": errors}).to_string()).into_response(),
+        _ => ([("content-type", "application/json")], json!({"ok": errors.is_empty(), "errors": errors}).to_string())
+            .into_response(),
     }
 }
