@@ -25,6 +25,8 @@ mod stream;
 
 #[cfg(feature = "files")]
 pub mod files;
+#[cfg(feature = "parquet")]
+pub mod parquet;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 #[cfg(feature = "sqlite")]
