@@ -16,3 +16,6 @@ pub use destination::postgres::{PostgresDestination, PostgresDestinationOptions}
 #[cfg(feature = "redis")]
 pub use destination::redis::{RedisDestination, RedisDestinationOptions};
 pub use destination::Secret;
+
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub mod state;

@@ -1,0 +1,694 @@
+//! `PostgresStateStore`: sync state in PostgreSQL tables of a configurable schema.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use rse_core::state::{Lease, RejectedEntry, SnapshotEntry, StateCommit, StateStore, SyncMeta};
+use rse_core::{Key, StateError, SyncReport};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{NoTls, Row};
+
+use super::{
+    DEFAULT_RUN_RETENTION, RunRecord, SyncSummary, entry_from, from_i64, from_json, last_per_key, meta_from,
+    pending_columns, rejected_from_json, stage_name, time_from_ms, to_i64, to_json, ttl_ms,
+};
+
+/// Versioned migrations, each run once per schema in order; `{s}` is the quoted schema.
+const MIGRATIONS: &[&str] = &[
+    // 1: syncs (metadata and lease), snapshot, rejected set, run history.
+    "CREATE TABLE {s}.rse_syncs (
+        id bigserial PRIMARY KEY,
+        sync_id text NOT NULL UNIQUE,
+        fingerprint_algorithm text,
+        cursor text,
+        last_token bigint NOT NULL DEFAULT 0,
+        lease_holder text,
+        lease_token bigint,
+        lease_acquired_ms bigint,
+        lease_expires_ms bigint
+    );
+    CREATE TABLE {s}.rse_snapshot (
+        sync bigint NOT NULL,
+        key bytea NOT NULL,
+        fingerprint bytea,
+        version bigint NOT NULL,
+        pending_op smallint,
+        pending_fingerprint bytea,
+        pending_version bigint,
+        PRIMARY KEY (sync, key)
+    );
+    CREATE TABLE {s}.rse_rejected (
+        sync bigint NOT NULL,
+        key bytea NOT NULL,
+        stage text NOT NULL,
+        reason text NOT NULL,
+        attempts integer NOT NULL,
+        last_rejected_at bigint NOT NULL,
+        entry text NOT NULL,
+        PRIMARY KEY (sync, key)
+    );
+    CREATE TABLE {s}.rse_runs (
+        sync bigint NOT NULL,
+        run_id bigint NOT NULL,
+        started_at_ms bigint NOT NULL,
+        status text NOT NULL,
+        report text NOT NULL,
+        PRIMARY KEY (sync, run_id)
+    );",
+];
+
+/// The wall clock of the server, in milliseconds: every runner compares lease expiry on
+/// the same clock, whatever its own host's says.
+const NOW_MS: &str = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint";
+
+/// The state of any number of syncs in the tables of one PostgreSQL schema.
+///
+/// The store creates the schema (when missing) and its tables, and applies its own
+/// versioned migrations when it connects; two processes connecting together migrate once
+/// (an advisory lock serialises them). A commit is one transaction; leases compare expiry
+/// on the server's clock.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), rse_core::StateError> {
+/// use rse_connectors::state::PostgresStateStore;
+/// let state = PostgresStateStore::connect("postgres://rse@db/warehouse", "rse_state").await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct PostgresStateStore {
+    pool: Pool,
+    name: String,
+    schema: String,
+    sql: std::sync::Arc<Sql>,
+    run_retention: usize,
+}
+
+impl std::fmt::Debug for PostgresStateStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStateStore").field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+/// The statements, with the schema name quoted in.
+struct Sql {
+    fence: String,
+    ensure_sync: String,
+    lock_sync: String,
+    take_lease: String,
+    renew: String,
+    release: String,
+    meta: String,
+    scan_first: String,
+    scan_after: String,
+    get: String,
+    rejected_first: String,
+    rejected_after: String,
+    intents: String,
+    settle: String,
+    settle_remove: String,
+    clear_by_keys: String,
+    apply: String,
+    reject: String,
+    forget: String,
+    cursor: String,
+    algorithm: String,
+    run: String,
+    prune_runs: String,
+    runs: String,
+    syncs: String,
+}
+
+/// `"name"` with inner quotes doubled: an identifier cannot be a bound parameter.
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+impl Sql {
+    fn new(s: &str) -> Self {
+        let cols = "key, fingerprint, version, pending_op, pending_fingerprint, pending_version";
+        let sync_of = format!("(SELECT id FROM {s}.rse_syncs WHERE sync_id = $1)");
+        Self {
+            fence: format!("SELECT id, lease_token, last_token FROM {s}.rse_syncs WHERE sync_id = $1 FOR UPDATE"),
+            ensure_sync: format!("INSERT INTO {s}.rse_syncs (sync_id) VALUES ($1) ON CONFLICT (sync_id) DO NOTHING"),
+            lock_sync: format!(
+                "SELECT last_token, lease_holder, lease_acquired_ms, lease_expires_ms, {NOW_MS} FROM {s}.rse_syncs
+                 WHERE sync_id = $1 FOR UPDATE"
+            ),
+            take_lease: format!(
+                "UPDATE {s}.rse_syncs SET last_token = $2, lease_holder = $3, lease_token = $2, lease_acquired_ms = $4,
+                 lease_expires_ms = $5 WHERE sync_id = $1"
+            ),
+            renew: format!("UPDATE {s}.rse_syncs SET lease_expires_ms = {NOW_MS} + $2 WHERE id = $1 RETURNING lease_expires_ms"),
+            release: format!(
+                "UPDATE {s}.rse_syncs SET lease_holder = NULL, lease_token = NULL, lease_acquired_ms = NULL,
+                 lease_expires_ms = NULL WHERE sync_id = $1 AND lease_token = $2"
+            ),
+            meta: format!("SELECT fingerprint_algorithm, cursor FROM {s}.rse_syncs WHERE sync_id = $1"),
+            scan_first: format!("SELECT {cols} FROM {s}.rse_snapshot WHERE sync = {sync_of} ORDER BY key LIMIT $2"),
+            scan_after: format!(
+                "SELECT {cols} FROM {s}.rse_snapshot WHERE sync = {sync_of} AND key > $3 ORDER BY key LIMIT $2"
+            ),
+            get: format!("SELECT {cols} FROM {s}.rse_snapshot WHERE sync = {sync_of} AND key = ANY($2)"),
+            rejected_first: format!("SELECT entry FROM {s}.rse_rejected WHERE sync = {sync_of} ORDER BY key LIMIT $2"),
+            rejected_after: format!(
+                "SELECT entry FROM {s}.rse_rejected WHERE sync = {sync_of} AND key > $3 ORDER BY key LIMIT $2"
+            ),
+            intents: format!(
+                "INSERT INTO {s}.rse_snapshot AS t ({cols}, sync)
+                 SELECT k, NULL, 0, o, f, v, $1 FROM unnest($2::bytea[], $3::smallint[], $4::bytea[], $5::bigint[]) AS u(k, o, f, v)
+                 ON CONFLICT (sync, key) DO UPDATE SET pending_op = EXCLUDED.pending_op,
+                    pending_fingerprint = EXCLUDED.pending_fingerprint, pending_version = EXCLUDED.pending_version"
+            ),
+            settle: format!(
+                "UPDATE {s}.rse_snapshot AS t SET pending_op = u.o, pending_fingerprint = u.f, pending_version = u.v
+                 FROM unnest($2::bytea[], $3::smallint[], $4::bytea[], $5::bigint[]) AS u(k, o, f, v)
+                 WHERE t.sync = $1 AND t.key = u.k"
+            ),
+            settle_remove: format!(
+                "DELETE FROM {s}.rse_snapshot WHERE sync = $1 AND key = ANY($2)
+                 AND fingerprint IS NULL AND version = 0 AND pending_op IS NULL"
+            ),
+            clear_by_keys: format!("DELETE FROM {s}.rse_rejected WHERE sync = $1 AND key = ANY($2)"),
+            apply: format!(
+                "INSERT INTO {s}.rse_snapshot AS t ({cols}, sync)
+                 SELECT k, fp, ver, o, f, v, $1
+                 FROM unnest($2::bytea[], $3::bytea[], $4::bigint[], $5::smallint[], $6::bytea[], $7::bigint[]) AS u(k, fp, ver, o, f, v)
+                 ON CONFLICT (sync, key) DO UPDATE SET fingerprint = EXCLUDED.fingerprint, version = EXCLUDED.version,
+                    pending_op = EXCLUDED.pending_op, pending_fingerprint = EXCLUDED.pending_fingerprint,
+                    pending_version = EXCLUDED.pending_version"
+            ),
+            reject: format!(
+                "INSERT INTO {s}.rse_rejected (sync, key, stage, reason, attempts, last_rejected_at, entry)
+                 SELECT $1, k, st, r, a, l, e
+                 FROM unnest($2::bytea[], $3::text[], $4::text[], $5::integer[], $6::bigint[], $7::text[]) AS u(k, st, r, a, l, e)
+                 ON CONFLICT (sync, key) DO UPDATE SET stage = EXCLUDED.stage, reason = EXCLUDED.reason,
+                    attempts = EXCLUDED.attempts, last_rejected_at = EXCLUDED.last_rejected_at, entry = EXCLUDED.entry"
+            ),
+            forget: format!("DELETE FROM {s}.rse_snapshot WHERE sync = $1 AND key = ANY($2)"),
+            cursor: format!("UPDATE {s}.rse_syncs SET cursor = $2 WHERE id = $1"),
+            algorithm: format!("UPDATE {s}.rse_syncs SET fingerprint_algorithm = $2 WHERE id = $1"),
+            run: format!(
+                "INSERT INTO {s}.rse_runs (sync, run_id, started_at_ms, status, report) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (sync, run_id) DO UPDATE SET started_at_ms = EXCLUDED.started_at_ms,
+                    status = EXCLUDED.status, report = EXCLUDED.report"
+            ),
+            prune_runs: format!(
+                "DELETE FROM {s}.rse_runs WHERE sync = $1 AND run_id NOT IN
+                 (SELECT run_id FROM {s}.rse_runs WHERE sync = $1 ORDER BY run_id DESC LIMIT $2)"
+            ),
+            runs: format!(
+                "SELECT r.run_id, r.started_at_ms, r.report FROM {s}.rse_runs r WHERE r.sync = {sync_of}
+                 ORDER BY r.run_id DESC LIMIT $2"
+            ),
+            syncs: format!(
+                "SELECT s.sync_id,
+                    (SELECT count(*) FROM {s}.rse_snapshot WHERE sync = s.id),
+                    (SELECT count(*) FROM {s}.rse_rejected WHERE sync = s.id),
+                    s.lease_holder, s.lease_expires_ms, {NOW_MS}
+                 FROM {s}.rse_syncs s ORDER BY s.sync_id"
+            ),
+        }
+    }
+}
+
+/// Explains a PostgreSQL failure: what went wrong and what to do.
+fn pg_error(store: &str, schema: &str, doing: &str, e: tokio_postgres::Error) -> StateError {
+    let detail = e.as_db_error().map_or_else(|| e.to_string(), |d| d.message().to_owned());
+    let code = e.code().cloned();
+    let unavailable =
+        |message: String, e: tokio_postgres::Error| StateError::Unavailable { message, source: Some(Box::new(e)) };
+    match code {
+        None => unavailable(
+            format!(
+                "lost the connection to {store} while {doing} ({detail}); check that the server is up and reachable: the call can be retried"
+            ),
+            e,
+        ),
+        Some(c)
+            if c.code().starts_with("08")
+                || c == SqlState::ADMIN_SHUTDOWN
+                || c == SqlState::CRASH_SHUTDOWN
+                || c == SqlState::CANNOT_CONNECT_NOW =>
+        {
+            unavailable(
+                format!("{store} is unreachable or restarting while {doing} ({detail}); the call can be retried"),
+                e,
+            )
+        }
+        Some(c)
+            if c == SqlState::T_R_SERIALIZATION_FAILURE
+                || c == SqlState::T_R_DEADLOCK_DETECTED
+                || c == SqlState::LOCK_NOT_AVAILABLE
+                || c == SqlState::QUERY_CANCELED =>
+        {
+            unavailable(
+                format!("{store}: {doing} conflicted with another session ({detail}); the call can be retried"),
+                e,
+            )
+        }
+        Some(c) if c == SqlState::INSUFFICIENT_PRIVILEGE => StateError::Other {
+            message: format!(
+                "{store}: permission denied while {doing} ({detail}); grant the role USAGE and CREATE on schema {schema} \
+                 (and CREATE on the database if the schema does not exist yet), or choose a schema the role owns"
+            ),
+            source: Some(Box::new(e)),
+        },
+        Some(c) if c == SqlState::READ_ONLY_SQL_TRANSACTION => StateError::Other {
+            message: format!("{store} is read-only while {doing} ({detail}); point the store at the primary server"),
+            source: Some(Box::new(e)),
+        },
+        Some(c)
+            if c == SqlState::UNDEFINED_TABLE
+                || c == SqlState::UNDEFINED_COLUMN
+                || c == SqlState::INVALID_SCHEMA_NAME =>
+        {
+            StateError::Incompatible {
+                message: format!(
+                    "{store}: the state tables in schema {schema} are missing or altered ({detail}); restore them, or point the store at a new schema"
+                ),
+            }
+        }
+        Some(c) if c == SqlState::DISK_FULL || c == SqlState::TOO_MANY_CONNECTIONS || c == SqlState::OUT_OF_MEMORY => {
+            unavailable(format!("{store} is out of resources while {doing} ({detail}); the call can be retried"), e)
+        }
+        Some(_) => {
+            StateError::Other { message: format!("{store}: {doing} failed: {detail}"), source: Some(Box::new(e)) }
+        }
+    }
+}
+
+fn entry_of(row: &Row) -> Result<SnapshotEntry, StateError> {
+    let key: &[u8] = row.get(0);
+    let fingerprint: Option<&[u8]> = row.get(1);
+    let version: i64 = row.get(2);
+    let op: Option<i16> = row.get(3);
+    let pending_fp: Option<&[u8]> = row.get(4);
+    let pending_version: Option<i64> = row.get(5);
+    entry_from(key, fingerprint, version, (op.map(i64::from), pending_fp, pending_version))
+}
+
+type Client = deadpool_postgres::Object;
+
+/// The outcome of a fence check: the sync's row id, or why the write is refused.
+type Fence = Result<i64, StateError>;
+
+impl PostgresStateStore {
+    /// Connects to `url` (`postgres://user@host:port/db`), creates `schema` and the state
+    /// tables when missing, and applies the migrations this rse knows.
+    ///
+    /// # Errors
+    /// [`StateError::Unavailable`] when the server cannot be reached;
+    /// [`StateError::Other`] when the role lacks a privilege (the message says which to
+    /// grant); [`StateError::Incompatible`] when the schema was migrated by a newer rse.
+    pub async fn connect(url: &str, schema: &str) -> Result<Self, StateError> {
+        let config: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| StateError::Other {
+            message: format!(
+                "invalid PostgreSQL URL for the state store: {e}; expected postgres://user@host:port/database"
+            ),
+            source: Some(Box::new(e)),
+        })?;
+        let hosts = config
+            .get_hosts()
+            .iter()
+            .map(|h| match h {
+                tokio_postgres::config::Host::Tcp(name) => name.clone(),
+                tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join(",");
+        let name = format!("postgres:{hosts}/{}/{schema}", config.get_dbname().unwrap_or_default());
+        let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let pool = Pool::builder(manager).max_size(8).build().map_err(|e| StateError::Other {
+            message: format!("{name}: could not build the connection pool: {e}"),
+            source: Some(Box::new(e)),
+        })?;
+        let quoted = quote_ident(schema);
+        let store = Self {
+            pool,
+            sql: std::sync::Arc::new(Sql::new(&quoted)),
+            schema: schema.to_owned(),
+            name,
+            run_retention: DEFAULT_RUN_RETENTION,
+        };
+        store.migrate(&quoted).await?;
+        Ok(store)
+    }
+
+    /// Keeps only the last `n` runs of each sync (default 100; at least 1).
+    pub fn with_run_retention(mut self, n: usize) -> Self {
+        self.run_retention = n.max(1);
+        self
+    }
+
+    /// The schema holding the state tables.
+    pub fn schema(&self) -> &str {
+        &self.schema
+    }
+
+    fn err(&self, doing: &str) -> impl FnOnce(tokio_postgres::Error) -> StateError + '_ {
+        let doing = doing.to_owned();
+        move |e| pg_error(&self.name, &self.schema, &doing, e)
+    }
+
+    async fn client(&self) -> Result<Client, StateError> {
+        self.pool.get().await.map_err(|e| match e {
+            deadpool_postgres::PoolError::Backend(e) => pg_error(&self.name, &self.schema, "connecting", e),
+            other => StateError::Unavailable {
+                message: format!(
+                    "cannot get a connection to {} ({other}); check that the server is up and reachable: the call can be retried",
+                    self.name
+                ),
+                source: Some(Box::new(other)),
+            },
+        })
+    }
+
+    async fn migrate(&self, quoted: &str) -> Result<(), StateError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(self.err("starting the migration"))?;
+        // Two processes starting together: the second waits here, then finds nothing to do.
+        tx.execute("SELECT pg_advisory_xact_lock(hashtext('rse-state-migrations:' || $1))", &[&self.schema])
+            .await
+            .map_err(self.err("waiting for the migration lock"))?;
+        // CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even when the schema
+        // exists; a role granted only the schema must not need it.
+        let exists = tx
+            .query_opt("SELECT 1 FROM pg_namespace WHERE nspname = $1", &[&self.schema])
+            .await
+            .map_err(self.err("looking for the schema"))?
+            .is_some();
+        if !exists {
+            tx.batch_execute(&format!("CREATE SCHEMA {quoted}")).await.map_err(self.err("creating the schema"))?;
+        }
+        tx.batch_execute(&format!(
+            "CREATE TABLE IF NOT EXISTS {quoted}.rse_migrations (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+        ))
+        .await
+        .map_err(self.err("creating the migrations table"))?;
+        let current: i32 = tx
+            .query_one(&format!("SELECT coalesce(max(version), 0) FROM {quoted}.rse_migrations"), &[])
+            .await
+            .map_err(self.err("reading the schema version"))?
+            .get(0);
+        let known = i32::try_from(MIGRATIONS.len()).unwrap_or(i32::MAX);
+        if current > known {
+            return Err(StateError::Incompatible {
+                message: format!(
+                    "{}: the state in schema {} was written by a newer rse (schema version {current}; this rse knows up to {known}); upgrade rse, or point the store at another schema",
+                    self.name, self.schema
+                ),
+            });
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(usize::try_from(current).unwrap_or(0)) {
+            let version = i32::try_from(i + 1).unwrap_or(i32::MAX);
+            tx.batch_execute(&sql.replace("{s}", quoted))
+                .await
+                .map_err(self.err(&format!("applying migration {version}")))?;
+            tx.execute(&format!("INSERT INTO {quoted}.rse_migrations (version) VALUES ($1)"), &[&version])
+                .await
+                .map_err(self.err("recording the migration"))?;
+        }
+        tx.commit().await.map_err(self.err("committing the migration"))
+    }
+
+    /// Locks the sync's row and checks the lease's token against the current one.
+    async fn fence(&self, tx: &deadpool_postgres::Transaction<'_>, lease: &Lease) -> Result<Fence, StateError> {
+        let row = tx.query_opt(&self.sql.fence, &[&lease.sync_id]).await.map_err(self.err("checking the lease"))?;
+        Ok(match row {
+            Some(row) => {
+                let (id, token, last): (i64, Option<i64>, i64) = (row.get(0), row.get(1), row.get(2));
+                match token {
+                    Some(t) if from_i64(t) == lease.token => Ok(id),
+                    _ => Err(StateError::Fenced {
+                        sync_id: lease.sync_id.clone(),
+                        token: lease.token,
+                        current: from_i64(token.unwrap_or(last)),
+                    }),
+                }
+            }
+            None => Err(StateError::Fenced { sync_id: lease.sync_id.clone(), token: lease.token, current: 0 }),
+        })
+    }
+
+    /// Every sync the schema holds, with its counts and current lease, by sync id.
+    ///
+    /// # Errors
+    /// As [`StateStore::scan`].
+    pub async fn list_syncs(&self) -> Result<Vec<SyncSummary>, StateError> {
+        let client = self.client().await?;
+        let rows = client.query(&self.sql.syncs, &[]).await.map_err(self.err("listing syncs"))?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let holder: Option<String> = r.get(3);
+                let expires: Option<i64> = r.get(4);
+                let now: i64 = r.get(5);
+                SyncSummary {
+                    sync_id: r.get(0),
+                    entries: from_i64(r.get(1)),
+                    rejected: from_i64(r.get(2)),
+                    lease: holder.zip(expires).filter(|(_, e)| *e > now).map(|(h, e)| (h, time_from_ms(e))),
+                }
+            })
+            .collect())
+    }
+
+    /// The latest `limit` runs of a sync with their ids and start times, newest first.
+    ///
+    /// # Errors
+    /// As [`StateStore::runs`].
+    pub async fn list_runs(&self, sync_id: &str, limit: usize) -> Result<Vec<RunRecord>, StateError> {
+        let client = self.client().await?;
+        let limit = to_i64(limit as u64);
+        let rows = client.query(&self.sql.runs, &[&sync_id, &limit]).await.map_err(self.err("listing runs"))?;
+        rows.iter()
+            .map(|r| {
+                let report: String = r.get(2);
+                Ok(RunRecord {
+                    sync_id: sync_id.to_owned(),
+                    run_id: from_i64(r.get(0)),
+                    started_at_ms: from_i64(r.get(1)),
+                    report: from_json("a run report", &report)?,
+                })
+            })
+            .collect()
+    }
+}
+
+fn key_bytes(keys: &[Key]) -> Vec<&[u8]> {
+    keys.iter().map(Key::as_bytes).collect()
+}
+
+#[async_trait]
+impl StateStore for PostgresStateStore {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn acquire_lease(&self, sync_id: &str, holder: &str, ttl: Duration) -> Result<Lease, StateError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(self.err("taking the lease"))?;
+        tx.execute(&self.sql.ensure_sync, &[&sync_id]).await.map_err(self.err("registering the sync"))?;
+        let row = tx.query_one(&self.sql.lock_sync, &[&sync_id]).await.map_err(self.err("taking the lease"))?;
+        let (last, current, acquired, expires, now): (i64, Option<String>, Option<i64>, Option<i64>, i64) =
+            (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
+        if let (Some(current), Some(acquired), Some(expires)) = (current, acquired, expires)
+            && expires > now
+        {
+            // Dropping the transaction rolls it back.
+            return Err(StateError::LeaseHeld {
+                sync_id: sync_id.to_owned(),
+                holder: current,
+                since_secs: from_i64(now - acquired) / 1000,
+                expires_in_secs: from_i64(expires - now) / 1000,
+            });
+        }
+        let token = last + 1;
+        let expires = now.saturating_add(ttl_ms(ttl));
+        tx.execute(&self.sql.take_lease, &[&sync_id, &token, &holder, &now, &expires])
+            .await
+            .map_err(self.err("taking the lease"))?;
+        tx.commit().await.map_err(self.err("taking the lease"))?;
+        Ok(Lease {
+            sync_id: sync_id.to_owned(),
+            holder: holder.to_owned(),
+            token: from_i64(token),
+            acquired_at: time_from_ms(now),
+            expires_at: time_from_ms(expires),
+        })
+    }
+
+    async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> Result<Lease, StateError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(self.err("renewing the lease"))?;
+        let id = self.fence(&tx, lease).await??;
+        let row = tx.query_one(&self.sql.renew, &[&id, &ttl_ms(ttl)]).await.map_err(self.err("renewing the lease"))?;
+        let expires: i64 = row.get(0);
+        tx.commit().await.map_err(self.err("renewing the lease"))?;
+        Ok(Lease { expires_at: time_from_ms(expires), ..lease.clone() })
+    }
+
+    async fn release_lease(&self, lease: &Lease) -> Result<(), StateError> {
+        let client = self.client().await?;
+        client
+            .execute(&self.sql.release, &[&lease.sync_id, &to_i64(lease.token)])
+            .await
+            .map_err(self.err("releasing the lease"))?;
+        Ok(())
+    }
+
+    async fn meta(&self, sync_id: &str) -> Result<SyncMeta, StateError> {
+        let client = self.client().await?;
+        let row =
+            client.query_opt(&self.sql.meta, &[&sync_id]).await.map_err(self.err("reading the sync's metadata"))?;
+        match row {
+            Some(row) => meta_from(row.get::<_, Option<&str>>(0), row.get::<_, Option<&str>>(1)),
+            None => Ok(SyncMeta::default()),
+        }
+    }
+
+    async fn scan(&self, sync_id: &str, after: Option<&Key>, limit: usize) -> Result<Vec<SnapshotEntry>, StateError> {
+        let client = self.client().await?;
+        let limit = to_i64(limit as u64);
+        let rows = match after {
+            None => client.query(&self.sql.scan_first, &[&sync_id, &limit]).await,
+            Some(after) => client.query(&self.sql.scan_after, &[&sync_id, &limit, &after.as_bytes()]).await,
+        }
+        .map_err(self.err("scanning the snapshot"))?;
+        rows.iter().map(entry_of).collect()
+    }
+
+    async fn get(&self, sync_id: &str, keys: &[Key]) -> Result<Vec<Option<SnapshotEntry>>, StateError> {
+        let client = self.client().await?;
+        let rows =
+            client.query(&self.sql.get, &[&sync_id, &key_bytes(keys)]).await.map_err(self.err("looking up keys"))?;
+        let mut found: HashMap<Key, SnapshotEntry> = HashMap::with_capacity(rows.len());
+        for row in &rows {
+            let entry = entry_of(row)?;
+            found.insert(entry.key.clone(), entry);
+        }
+        Ok(keys.iter().map(|k| found.get(k).cloned()).collect())
+    }
+
+    async fn rejected(
+        &self,
+        sync_id: &str,
+        after: Option<&Key>,
+        limit: usize,
+    ) -> Result<Vec<RejectedEntry>, StateError> {
+        let client = self.client().await?;
+        let limit = to_i64(limit as u64);
+        let rows = match after {
+            None => client.query(&self.sql.rejected_first, &[&sync_id, &limit]).await,
+            Some(after) => client.query(&self.sql.rejected_after, &[&sync_id, &limit, &after.as_bytes()]).await,
+        }
+        .map_err(self.err("listing rejected keys"))?;
+        rows.iter().map(|r| rejected_from_json(r.get(0))).collect()
+    }
+
+    async fn commit(&self, lease: &Lease, commit: StateCommit) -> Result<(), StateError> {
+        // Encode before the transaction, so that a value that cannot be encoded writes nothing.
+        let rejected = last_per_key(commit.rejected, |r| &r.key);
+        let rejected_json = rejected.iter().map(|r| to_json("a rejected entry", r)).collect::<Result<Vec<_>, _>>()?;
+        let cursor = commit.cursor.as_ref().map(|c| to_json("the cursor", c)).transpose()?;
+        let intents = last_per_key(commit.intents, |(k, _)| k);
+        let settled = last_per_key(commit.settled, |(k, _)| k);
+        let applied = last_per_key(commit.applied, |e| &e.key);
+
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(self.err("committing state"))?;
+        let id = self.fence(&tx, lease).await??;
+        let run = |sql: &'static str| self.err(sql);
+
+        if !intents.is_empty() {
+            let keys: Vec<&[u8]> = intents.iter().map(|(k, _)| k.as_bytes()).collect();
+            let cols: Vec<_> = intents.iter().map(|(_, p)| pending_columns(Some(p))).collect();
+            let (ops, fps, versions) = split(&cols);
+            tx.execute(&self.sql.intents, &[&id, &keys, &ops, &fps, &versions])
+                .await
+                .map_err(run("recording intents"))?;
+        }
+        if !settled.is_empty() {
+            let keys: Vec<&[u8]> = settled.iter().map(|(k, _)| k.as_bytes()).collect();
+            let cols: Vec<_> = settled.iter().map(|(_, p)| pending_columns(p.as_ref())).collect();
+            let (ops, fps, versions) = split(&cols);
+            tx.execute(&self.sql.settle, &[&id, &keys, &ops, &fps, &versions])
+                .await
+                .map_err(run("settling intents"))?;
+            tx.execute(&self.sql.settle_remove, &[&id, &keys]).await.map_err(run("settling intents"))?;
+        }
+        if !applied.is_empty() {
+            let keys: Vec<&[u8]> = applied.iter().map(|e| e.key.as_bytes()).collect();
+            let fingerprints: Vec<Option<[u8; 16]>> =
+                applied.iter().map(|e| e.fingerprint.map(|f| f.to_bytes())).collect();
+            let fingerprints: Vec<Option<&[u8]>> = fingerprints.iter().map(|f| f.as_ref().map(|b| &b[..])).collect();
+            let versions: Vec<i64> = applied.iter().map(|e| to_i64(e.version)).collect();
+            let cols: Vec<_> = applied.iter().map(|e| pending_columns(e.pending.as_ref())).collect();
+            let (ops, fps, pending_versions) = split(&cols);
+            tx.execute(&self.sql.clear_by_keys, &[&id, &keys]).await.map_err(run("clearing rejections"))?;
+            let params: [&(dyn ToSql + Sync); 7] =
+                [&id, &keys, &fingerprints, &versions, &ops, &fps, &pending_versions];
+            tx.execute(&self.sql.apply, &params).await.map_err(run("writing applied entries"))?;
+        }
+        if !rejected.is_empty() {
+            let keys: Vec<&[u8]> = rejected.iter().map(|r| r.key.as_bytes()).collect();
+            let stages: Vec<&str> = rejected.iter().map(|r| stage_name(r.stage)).collect();
+            let reasons: Vec<&str> = rejected.iter().map(|r| r.reason.as_str()).collect();
+            let attempts: Vec<i32> = rejected.iter().map(|r| i32::try_from(r.attempts).unwrap_or(i32::MAX)).collect();
+            let last: Vec<i64> = rejected.iter().map(|r| to_i64(r.last_rejected_at)).collect();
+            let params: [&(dyn ToSql + Sync); 7] = [&id, &keys, &stages, &reasons, &attempts, &last, &rejected_json];
+            tx.execute(&self.sql.reject, &params).await.map_err(run("writing rejections"))?;
+        }
+        if !commit.cleared_rejections.is_empty() {
+            tx.execute(&self.sql.clear_by_keys, &[&id, &key_bytes(&commit.cleared_rejections)])
+                .await
+                .map_err(run("clearing rejections"))?;
+        }
+        if !commit.forgotten.is_empty() {
+            tx.execute(&self.sql.forget, &[&id, &key_bytes(&commit.forgotten)])
+                .await
+                .map_err(run("forgetting keys"))?;
+        }
+        if let Some(cursor) = &cursor {
+            tx.execute(&self.sql.cursor, &[&id, cursor]).await.map_err(run("moving the cursor"))?;
+        }
+        if let Some(algorithm) = commit.fingerprint_algorithm {
+            tx.execute(&self.sql.algorithm, &[&id, &algorithm.name()]).await.map_err(run("recording the algorithm"))?;
+        }
+        tx.commit().await.map_err(self.err("committing state"))
+    }
+
+    async fn record_run(&self, lease: &Lease, report: &SyncReport) -> Result<(), StateError> {
+        let text = to_json("a run report", report)?;
+        let status = to_json("a run status", &report.status)?;
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(self.err("recording a run"))?;
+        let id = self.fence(&tx, lease).await??;
+        let (run_id, started) = (to_i64(report.run_id), to_i64(report.started_at_ms));
+        tx.execute(&self.sql.run, &[&id, &run_id, &started, &status, &text])
+            .await
+            .map_err(self.err("recording a run"))?;
+        tx.execute(&self.sql.prune_runs, &[&id, &to_i64(self.run_retention as u64)])
+            .await
+            .map_err(self.err("pruning old runs"))?;
+        tx.commit().await.map_err(self.err("recording a run"))
+    }
+
+    async fn runs(&self, sync_id: &str, limit: usize) -> Result<Vec<SyncReport>, StateError> {
+        Ok(self.list_runs(sync_id, limit).await?.into_iter().map(|r| r.report).collect())
+    }
+}
+
+/// Operation codes, fingerprints and versions of pending changes, as bound arrays.
+type PendingArrays<'a> = (Vec<Option<i16>>, Vec<Option<&'a [u8]>>, Vec<Option<i64>>);
+
+/// Splits pending-change columns into the three arrays a statement binds.
+fn split(cols: &[super::PendingColumns]) -> PendingArrays<'_> {
+    let ops = cols.iter().map(|c| c.0).collect();
+    let fps = cols.iter().map(|c| c.1.as_ref().map(|b| &b[..])).collect();
+    let versions = cols.iter().map(|c| c.2).collect();
+    (ops, fps, versions)
+}

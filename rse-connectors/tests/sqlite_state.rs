@@ -1,0 +1,405 @@
+//! `SqliteStateStore`: the conformance suite, and what a durable store adds — reopening,
+//! all-or-nothing commits under SIGKILL, key-ordered scans, large batches, leases between
+//! processes, run retention, and errors that say what to do.
+#![cfg(feature = "sqlite")]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+mod state_common;
+
+use rse_connectors::state::SqliteStateStore;
+use rse_core::state::{Lease, PendingChange, RejectedEntry, SnapshotEntry, StateCommit};
+use rse_core::testing::unique_id;
+use rse_core::*;
+use state_common::{check_conformance, entry, key, run_once};
+
+fn temp_path(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(unique_id("rse_sqlite_state"));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+fn cleanup(path: &Path) {
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+const TTL: Duration = Duration::from_secs(30);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passes_the_state_store_conformance_suite() {
+    let path = temp_path("state.db");
+    let store = SqliteStateStore::open(&path).await.unwrap();
+    check_conformance(&store).await;
+    cleanup(&path);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reopening_finds_everything() {
+    let path = temp_path("state.db");
+    let pending = PendingChange { op: Op::Update, fingerprint: Fingerprint(7), version: 3 };
+    let rejection = RejectedEntry {
+        key: key(9),
+        stage: RejectionStage::Destination,
+        op: Some(Op::Insert),
+        fingerprint: Some(Fingerprint(5)),
+        version: 0,
+        reason: "email is invalid".into(),
+        attempts: 2,
+        record: Some(Record::new(vec![Value::Int(9), Value::from("x")])),
+        first_rejected_at: 1_700_000_000,
+        last_rejected_at: 1_700_000_100,
+    };
+    let (snapshot, run) = {
+        let store = SqliteStateStore::open(&path).await.unwrap();
+        let run = run_once(store.clone(), "orders", 3).await;
+        assert_eq!(run.status, RunStatus::Succeeded);
+        let lease = store.acquire_lease("orders", "runner-a", TTL).await.unwrap();
+        let commit = StateCommit {
+            applied: (0..100).map(|i| entry(i, 1)).collect(),
+            rejected: vec![rejection.clone()],
+            cursor: Some(Value::Timestamp(1_700_000_000_000_000)),
+            fingerprint_algorithm: Some(FingerprintAlgorithm::Sha256),
+            ..StateCommit::default()
+        };
+        store.commit(&lease, commit).await.unwrap();
+        let intents = StateCommit { intents: vec![(key(500), pending), (key(3), pending)], ..StateCommit::default() };
+        store.commit(&lease, intents).await.unwrap();
+        store.release_lease(&lease).await.unwrap();
+        (store.scan("orders", None, 1_000).await.unwrap(), run)
+    };
+    assert_eq!(snapshot.len(), 101, "100 applied entries and one intent of a new key");
+
+    let store = SqliteStateStore::open(&path).await.unwrap();
+    assert_eq!(store.scan("orders", None, 1_000).await.unwrap(), snapshot, "the snapshot changed across reopening");
+    assert_eq!(
+        store.get("orders", &[key(3), key(500)]).await.unwrap(),
+        vec![
+            Some(SnapshotEntry { pending: Some(pending), ..entry(3, 1) }),
+            Some(SnapshotEntry { key: key(500), fingerprint: None, version: 0, pending: Some(pending) })
+        ]
+    );
+    assert_eq!(store.rejected("orders", None, 10).await.unwrap(), vec![rejection]);
+    let meta = store.meta("orders").await.unwrap();
+    assert_eq!(meta.cursor, Some(Value::Timestamp(1_700_000_000_000_000)));
+    assert_eq!(meta.fingerprint_algorithm, Some(FingerprintAlgorithm::Sha256));
+    let runs = store.list_runs("orders", 10).await.unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].report, run, "the run report did not survive reopening");
+    assert_eq!(store.runs("orders", 10).await.unwrap(), vec![run.clone()]);
+    let syncs = store.list_syncs().await.unwrap();
+    assert_eq!(syncs.len(), 1);
+    assert_eq!((syncs[0].sync_id.as_str(), syncs[0].entries, syncs[0].rejected), ("orders", 101, 1));
+    assert!(syncs[0].lease.is_none(), "a released lease is listed as held");
+    // The token keeps growing across reopening.
+    let lease = store.acquire_lease("orders", "runner-b", TTL).await.unwrap();
+    assert!(lease.token > run.run_id + 1);
+    cleanup(&path);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scans_follow_the_key_byte_order_of_mixed_keys() {
+    let path = temp_path("state.db");
+    let store = SqliteStateStore::open(&path).await.unwrap();
+    let lease = store.acquire_lease("mixed", "a", TTL).await.unwrap();
+    let mut keys: Vec<Key> = Vec::new();
+    for i in [-1_000_000i64, -1, 0, 1, 255, 256, 1 << 40, i64::MIN, i64::MAX] {
+        keys.push(Key::from_values(&[Value::Int(i)]));
+        keys.push(Key::from_values(&[Value::from("a"), Value::Int(i)]));
+    }
+    for s in ["", "a", "a\u{0}", "a\u{0}b", "ab", "b", "é", "Z", "\u{10FFFF}"] {
+        keys.push(Key::from_values(&[Value::from(s)]));
+        keys.push(Key::from_values(&[Value::from(s), Value::from(s)]));
+    }
+    for f in [-1.5f64, -0.0, 0.5, 1e300, f64::NEG_INFINITY] {
+        keys.push(Key::from_values(&[Value::Float(f)]));
+    }
+    keys.push(Key::from_values(&[Value::Null]));
+    keys.sort();
+    keys.dedup();
+    let entries: Vec<SnapshotEntry> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| SnapshotEntry {
+            key: k.clone(),
+            fingerprint: Some(Fingerprint(i as u128)),
+            version: 1,
+            pending: None,
+        })
+        .collect();
+    let mut shuffled = entries.clone();
+    fastrand::shuffle(&mut shuffled);
+    store.commit(&lease, StateCommit { applied: shuffled, ..StateCommit::default() }).await.unwrap();
+    assert_eq!(store.scan("mixed", None, 10_000).await.unwrap(), entries);
+    let mut walked = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.scan("mixed", after.as_ref(), 4).await.unwrap();
+        let Some(last) = page.last() else { break };
+        after = Some(last.key.clone());
+        walked.extend(page);
+    }
+    assert_eq!(walked, entries);
+    cleanup(&path);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_applied_changes_commit_in_one_transaction() {
+    let path = temp_path("state.db");
+    let store = SqliteStateStore::open(&path).await.unwrap();
+    let lease = store.acquire_lease("big", "a", TTL).await.unwrap();
+    let commit = StateCommit {
+        intents: (0..10_000)
+            .map(|i| (key(i), PendingChange { op: Op::Insert, fingerprint: Fingerprint(1), version: 0 }))
+            .collect(),
+        ..StateCommit::default()
+    };
+    store.commit(&lease, commit).await.unwrap();
+    let commit = StateCommit { applied: (0..10_000).map(|i| entry(i, 1)).collect(), ..StateCommit::default() };
+    store.commit(&lease, commit).await.unwrap();
+    let all = store.scan("big", None, 20_000).await.unwrap();
+    assert_eq!(all.len(), 10_000);
+    assert!(
+        all.iter().all(|e| e.pending.is_none() && e.version == 1),
+        "the applied entries did not replace the intents"
+    );
+    cleanup(&path);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_history_keeps_the_last_n_runs() {
+    let path = temp_path("state.db");
+    let store = SqliteStateStore::open(&path).await.unwrap().with_run_retention(3);
+    let mut ids = Vec::new();
+    for rows in 1..=5 {
+        ids.push(run_once(store.clone(), "hist", rows).await.run_id);
+    }
+    let runs = store.runs("hist", 10).await.unwrap();
+    assert_eq!(runs.iter().map(|r| r.run_id).collect::<Vec<_>>(), vec![ids[4], ids[3], ids[2]]);
+    assert_eq!(runs[0].counts.read, 5, "the newest run's report is not the last one recorded");
+    assert_eq!(store.runs("hist", 2).await.unwrap().len(), 2);
+    cleanup(&path);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fenced_holder_cannot_overwrite_the_new_holders_state() {
+    let path = temp_path("state.db");
+    // Two handles on one file: two runners.
+    let a = SqliteStateStore::open(&path).await.unwrap();
+    let b = SqliteStateStore::open(&path).await.unwrap();
+    let old = a.acquire_lease("s", "runner-a", Duration::from_millis(300)).await.unwrap();
+    match b.acquire_lease("s", "runner-b", TTL).await {
+        Err(StateError::LeaseHeld { holder, .. }) => assert_eq!(holder, "runner-a"),
+        other => panic!("expected LeaseHeld, got {other:?}"),
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let new = b.acquire_lease("s", "runner-b", TTL).await.unwrap();
+    assert!(new.token > old.token);
+    b.commit(&new, StateCommit { applied: vec![entry(1, 2)], ..StateCommit::default() }).await.unwrap();
+    let late = a.commit(&old, StateCommit { applied: vec![entry(1, 9), entry(2, 9)], ..StateCommit::default() }).await;
+    assert!(matches!(late, Err(StateError::Fenced { .. })), "{late:?}");
+    assert_eq!(b.scan("s", None, 10).await.unwrap(), vec![entry(1, 2)]);
+    cleanup(&path);
+}
+
+/// The child side of the process tests: does what `RSE_SQLITE_WORKER` says, then exits.
+/// Run as a normal test it returns at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker() {
+    let Ok(job) = std::env::var("RSE_SQLITE_WORKER") else { return };
+    let path = PathBuf::from(std::env::var("RSE_SQLITE_PATH").unwrap());
+    let store = SqliteStateStore::open(&path).await.unwrap();
+    match job.as_str() {
+        // Commits batches of 10,000 entries, each batch at the next version, until killed.
+        "commit-forever" => {
+            let lease = loop {
+                match store.acquire_lease("atomic", "worker", Duration::from_millis(500)).await {
+                    Ok(lease) => break lease,
+                    Err(StateError::LeaseHeld { .. }) => tokio::time::sleep(Duration::from_millis(50)).await,
+                    Err(e) => panic!("{e}"),
+                }
+            };
+            let start = store.scan("atomic", None, 1).await.unwrap().first().map_or(0, |e| e.version);
+            for version in start + 1.. {
+                let commit =
+                    StateCommit { applied: (0..10_000).map(|i| entry(i, version)).collect(), ..StateCommit::default() };
+                store.commit(&lease, commit).await.unwrap();
+                println!("committed {version}");
+            }
+        }
+        // Holds the lease for the parent to find, renewing it, until killed.
+        "hold-lease" => {
+            let mut lease = store.acquire_lease("held", "worker-process", Duration::from_secs(1)).await.unwrap();
+            println!("holding {}", lease.token);
+            loop {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                lease = store.renew_lease(&lease, Duration::from_secs(1)).await.unwrap();
+            }
+        }
+        other => panic!("unknown worker job {other}"),
+    }
+}
+
+fn spawn_worker(job: &str, path: &Path) -> std::process::Child {
+    Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "worker", "--nocapture", "--test-threads", "1"])
+        .env("RSE_SQLITE_WORKER", job)
+        .env("RSE_SQLITE_PATH", path)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Kills a process committing 10,000-entry batches at random instants: every reopen finds
+/// one whole batch (all entries at one version), never a mix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_killed_midway_is_all_or_nothing() {
+    let path = temp_path("state.db");
+    drop(SqliteStateStore::open(&path).await.unwrap());
+    let mut versions_seen = Vec::new();
+    for _ in 0..8 {
+        let mut child = spawn_worker("commit-forever", &path);
+        tokio::time::sleep(Duration::from_millis(fastrand::u64(600..1_500))).await;
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        let store = SqliteStateStore::open(&path).await.unwrap();
+        let all = store.scan("atomic", None, 20_000).await.unwrap();
+        if all.is_empty() {
+            versions_seen.push(0);
+            continue;
+        }
+        assert_eq!(all.len(), 10_000, "a killed commit left a partial batch");
+        let version = all[0].version;
+        assert!(
+            all.iter().all(|e| *e == entry(e.key.decode().unwrap()[0].as_i64().unwrap(), version)),
+            "a killed commit left a mix of versions"
+        );
+        versions_seen.push(version);
+    }
+    assert!(versions_seen.windows(2).all(|w| w[0] <= w[1]), "state went back in time: {versions_seen:?}");
+    assert!(*versions_seen.last().unwrap() > 0, "no commit landed in 8 runs: {versions_seen:?}");
+    cleanup(&path);
+}
+
+/// Two real runners: a second process's lease attempt fails at once naming the holder; once
+/// the holder is killed its lease lapses after the TTL and the other takes over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_holders_lease_lapses_and_another_process_takes_over() {
+    use std::io::BufRead;
+    let path = temp_path("state.db");
+    drop(SqliteStateStore::open(&path).await.unwrap());
+    let mut child = spawn_worker("hold-lease", &path);
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let held: u64 = lines
+        .find_map(|l| l.unwrap().split("holding ").nth(1).map(|t| t.trim().parse().unwrap()))
+        .expect("the worker took no lease");
+
+    let store = SqliteStateStore::open(&path).await.unwrap();
+    let started = Instant::now();
+    match store.acquire_lease("held", "test", TTL).await {
+        Err(e @ StateError::LeaseHeld { .. }) => {
+            assert!(e.to_string().contains("worker-process"), "the error does not name the holder: {e}");
+            assert!(e.to_string().contains("lease taken"), "the error does not say since when: {e}");
+        }
+        other => panic!("expected LeaseHeld, got {other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(2), "the second runner did not fail at once");
+    // The holder renews every 200 ms: it keeps the lease past its 1 s TTL while alive.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert!(matches!(store.acquire_lease("held", "test", TTL).await, Err(StateError::LeaseHeld { .. })));
+
+    child.kill().unwrap();
+    child.wait().unwrap();
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    let lease: Lease = store.acquire_lease("held", "test", TTL).await.unwrap();
+    assert!(lease.token > held);
+    cleanup(&path);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_from_a_newer_rse_is_refused_and_left_alone() {
+    let path = temp_path("state.db");
+    drop(SqliteStateStore::open(&path).await.unwrap());
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch("PRAGMA user_version = 99; CREATE TABLE from_the_future (x);").unwrap();
+    }
+    let error = SqliteStateStore::open(&path).await.unwrap_err();
+    assert!(matches!(error, StateError::Incompatible { .. }), "{error:?}");
+    assert!(error.to_string().contains("newer rse"), "{error}");
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+    assert_eq!(version, 99, "refusing the file changed it");
+    cleanup(&path);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_that_is_not_a_state_file_is_refused() {
+    let path = temp_path("state.db");
+    std::fs::write(&path, vec![b'x'; 8_192]).unwrap();
+    let error = SqliteStateStore::open(&path).await.unwrap_err();
+    assert!(matches!(error, StateError::Incompatible { .. }), "{error:?}");
+    assert!(error.to_string().contains("not a readable rse state file"), "{error}");
+    assert_eq!(std::fs::read(&path).unwrap(), vec![b'x'; 8_192], "refusing the file changed it");
+    cleanup(&path);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_directory_says_what_to_do() {
+    let path = temp_path("state.db").with_file_name("no/such/dir/state.db");
+    let error = SqliteStateStore::open(&path).await.unwrap_err();
+    assert!(error.to_string().contains("check that its directory exists"), "{error}");
+    cleanup(&temp_path("x"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_file_fails_with_a_retryable_error_and_leaves_the_state() {
+    let path = temp_path("state.db");
+    let store = SqliteStateStore::open(&path).await.unwrap().with_busy_timeout(Duration::from_millis(200));
+    let lease = store.acquire_lease("locked", "a", TTL).await.unwrap();
+    store.commit(&lease, StateCommit { applied: vec![entry(1, 1)], ..StateCommit::default() }).await.unwrap();
+
+    let other = rusqlite::Connection::open(&path).unwrap();
+    other.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let error = store
+        .commit(&lease, StateCommit { applied: vec![entry(1, 2), entry(2, 1)], ..StateCommit::default() })
+        .await
+        .unwrap_err();
+    assert!(matches!(error, StateError::Unavailable { .. }), "{error:?}");
+    assert!(error.to_string().contains("locked by another process"), "{error}");
+    other.execute_batch("ROLLBACK").unwrap();
+    drop(other);
+    assert_eq!(store.scan("locked", None, 10).await.unwrap(), vec![entry(1, 1)]);
+    cleanup(&path);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_file_says_what_to_do() {
+    use std::os::unix::fs::PermissionsExt;
+    let path = temp_path("state.db");
+    drop(SqliteStateStore::open(&path).await.unwrap());
+    for p in [path.clone(), path.with_extension("db-wal"), path.with_extension("db-shm")] {
+        if p.exists() {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o444)).unwrap();
+        }
+    }
+    if std::fs::OpenOptions::new().append(true).open(&path).is_ok() {
+        // Root ignores file modes, so there is nothing to observe.
+        eprintln!("skipping: this user can write a read-only file");
+        cleanup(&path);
+        return;
+    }
+    let result = async {
+        let store = SqliteStateStore::open(&path).await?;
+        store.acquire_lease("ro", "a", TTL).await
+    }
+    .await;
+    let error = result.unwrap_err();
+    assert!(error.to_string().contains("read-only") || error.to_string().contains("writable"), "{error}");
+    cleanup(&path);
+}
