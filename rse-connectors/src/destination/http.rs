@@ -230,6 +230,10 @@ impl HttpDestinationConfig {
     }
 
     /// The receiver's quota, declared to the runner, which paces every request to it.
+    ///
+    /// Leave a little headroom (declare 97 for a quota of 100 per second): requests leave
+    /// at exact intervals but arrive with network jitter, so a receiver that counts a
+    /// sliding window can see one more than the quota in some window.
     pub fn with_rate_limit(mut self, limit: RateLimit) -> Self {
         self.rate_limit = Some(limit);
         self

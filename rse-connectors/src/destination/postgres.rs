@@ -47,7 +47,7 @@
 //! | timestamp | `timestamptz` | `int8[]` micros, `'epoch' + n µs` (exact) |
 //! | json, list | `jsonb` | `text[]`, cast |
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
@@ -588,6 +588,41 @@ impl PostgresDestination {
     }
 }
 
+impl PostgresDestination {
+    /// Upserts the exactly-once record of the changes at `indices` and returns the keys that
+    /// were new or held another idempotency key (the changes to apply).
+    async fn record(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        batch: &ChangeBatch,
+        indices: &[usize],
+    ) -> Result<HashSet<Vec<u8>>, DestinationError> {
+        if indices.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let changes: Vec<&Change> = indices.iter().map(|&i| &batch.changes[i]).collect();
+        let keys: Vec<&[u8]> = changes.iter().map(|c| c.key.as_bytes()).collect();
+        let versions: Vec<i64> = changes.iter().map(|c| i64::try_from(c.version).unwrap_or(i64::MAX)).collect();
+        let fingerprints: Vec<Option<Vec<u8>>> =
+            changes.iter().map(|c| (c.op != Op::Delete).then(|| c.fingerprint.to_bytes().to_vec())).collect();
+        let idems: Vec<&[u8]> = changes.iter().map(|c| c.idempotency_key.0.as_slice()).collect();
+        let sql = format!(
+            "INSERT INTO {} AS s (sync_id, key, version, fingerprint, idempotency_key) \
+             SELECT $1, k, v, f, i FROM unnest($2::bytea[], $3::int8[], $4::bytea[], $5::bytea[]) AS u(k, v, f, i) \
+             ON CONFLICT (sync_id, key) DO UPDATE SET version = EXCLUDED.version, fingerprint = EXCLUDED.fingerprint, \
+             idempotency_key = EXCLUDED.idempotency_key, applied_at = now() \
+             WHERE s.idempotency_key IS DISTINCT FROM EXCLUDED.idempotency_key \
+             RETURNING key",
+            self.state_table()
+        );
+        let rows = tx
+            .query(&sql, &[&&*batch.sync_id, &keys, &versions, &fingerprints, &idems])
+            .await
+            .map_err(|e| self.classify(e, "recording applied changes"))?;
+        Ok(rows.into_iter().map(|r| r.get::<_, Vec<u8>>(0)).collect())
+    }
+}
+
 fn column_len(columns: &[Column]) -> usize {
     match columns.first() {
         Some(Column::Bool(c)) => c.len(),
@@ -631,36 +666,28 @@ impl Destination for PostgresDestination {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(|e| self.classify(e, "beginning a transaction"))?;
 
-        // Exactly-once: drop the changes this database already recorded as applied.
-        let mut todo: Vec<usize> = (0..batch.changes.len()).collect();
-        if self.options.exactly_once {
-            let keys: Vec<&[u8]> = batch.changes.iter().map(|c| c.key.as_bytes()).collect();
-            let sql = format!(
-                "SELECT key, version, idempotency_key FROM {} WHERE sync_id = $1 AND key = ANY($2::bytea[]) FOR UPDATE",
-                self.state_table()
-            );
-            let rows = tx
-                .query(&sql, &[&&*batch.sync_id, &keys])
-                .await
-                .map_err(|e| self.classify(e, "reading the exactly-once record"))?;
-            let mut recorded: HashMap<Vec<u8>, (i64, Vec<u8>)> = HashMap::with_capacity(rows.len());
-            for row in rows {
-                recorded.insert(row.get(0), (row.get(1), row.get(2)));
-            }
-            todo.retain(|&i| {
-                let c = &batch.changes[i];
-                let seen = recorded
-                    .get(c.key.as_bytes())
-                    .is_some_and(|(_, idem)| idem.as_slice() == c.idempotency_key.0.as_slice());
-                if seen {
-                    outcomes[i] = Some(ChangeOutcome::Applied);
-                }
-                !seen
-            });
-        }
+        // Values that do not fit their column are rejected here, before any SQL.
+        let all: Vec<usize> = (0..batch.changes.len()).collect();
+        let changes: Vec<&Change> = batch.changes.iter().collect();
+        let (mut upsert, mut delete) = self.columns(&statements, &batch.schema, &changes, &mut outcomes, &all);
 
-        let changes: Vec<&Change> = todo.iter().map(|&i| &batch.changes[i]).collect();
-        let (upsert, delete) = self.columns(&statements, &batch.schema, &changes, &mut outcomes, &todo);
+        if self.options.exactly_once {
+            // Record the valid changes first, in one statement that also says which are new:
+            // a key whose recorded idempotency key is this change's is left alone and not
+            // returned, so the change is answered `Applied` without touching its row.
+            let valid: Vec<usize> = all.iter().copied().filter(|&i| outcomes[i].is_none()).collect();
+            let fresh = self.record(&tx, batch, &valid).await?;
+            if fresh.len() < valid.len() {
+                let todo: Vec<usize> = valid.iter().copied().filter(|&i| fresh.contains(batch.changes[i].key.as_bytes())).collect();
+                for &i in &valid {
+                    if !fresh.contains(batch.changes[i].key.as_bytes()) {
+                        outcomes[i] = Some(ChangeOutcome::Applied);
+                    }
+                }
+                let changes: Vec<&Change> = todo.iter().map(|&i| &batch.changes[i]).collect();
+                (upsert, delete) = self.columns(&statements, &batch.schema, &changes, &mut outcomes, &todo);
+            }
+        }
         if column_len(&upsert) > 0 {
             let params: Vec<&(dyn ToSql + Sync)> = upsert.iter().map(Column::as_sql).collect();
             tx.execute(&statements.upsert, &params).await.map_err(|e| self.classify(e, "upserting rows"))?;
@@ -668,27 +695,6 @@ impl Destination for PostgresDestination {
         if column_len(&delete) > 0 {
             let params: Vec<&(dyn ToSql + Sync)> = delete.iter().map(Column::as_sql).collect();
             tx.execute(&statements.delete, &params).await.map_err(|e| self.classify(e, "deleting rows"))?;
-        }
-        if self.options.exactly_once {
-            let applied: Vec<&Change> =
-                todo.iter().filter(|&&i| outcomes[i].is_none()).map(|&i| &batch.changes[i]).collect();
-            if !applied.is_empty() {
-                let keys: Vec<&[u8]> = applied.iter().map(|c| c.key.as_bytes()).collect();
-                let versions: Vec<i64> = applied.iter().map(|c| i64::try_from(c.version).unwrap_or(i64::MAX)).collect();
-                let fingerprints: Vec<Option<Vec<u8>>> =
-                    applied.iter().map(|c| (c.op != Op::Delete).then(|| c.fingerprint.to_bytes().to_vec())).collect();
-                let idems: Vec<&[u8]> = applied.iter().map(|c| c.idempotency_key.0.as_slice()).collect();
-                let sql = format!(
-                    "INSERT INTO {} (sync_id, key, version, fingerprint, idempotency_key) \
-                     SELECT $1, k, v, f, i FROM unnest($2::bytea[], $3::int8[], $4::bytea[], $5::bytea[]) AS u(k, v, f, i) \
-                     ON CONFLICT (sync_id, key) DO UPDATE SET version = EXCLUDED.version, fingerprint = EXCLUDED.fingerprint, \
-                     idempotency_key = EXCLUDED.idempotency_key, applied_at = now()",
-                    self.state_table()
-                );
-                tx.execute(&sql, &[&&*batch.sync_id, &keys, &versions, &fingerprints, &idems])
-                    .await
-                    .map_err(|e| self.classify(e, "recording applied changes"))?;
-            }
         }
         tx.commit().await.map_err(|e| self.classify(e, "committing"))?;
         Ok(WriteOutcome { outcomes: outcomes.into_iter().map(|o| o.unwrap_or(ChangeOutcome::Applied)).collect() })

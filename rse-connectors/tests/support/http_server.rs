@@ -58,6 +58,10 @@ pub struct Inner {
     pub header_keys: Vec<String>,
     /// Records whose `name` field equals this are refused in the body of a 200.
     pub refuse_name: Option<String>,
+    /// Only count the changes received (`rows`) instead of applying them: for benchmarks.
+    pub count_only: bool,
+    /// Changes received, counted when `count_only`.
+    pub rows: u64,
     /// Bodies received, raw, when `keep_bodies`.
     pub keep_bodies: bool,
     pub bodies: Vec<Json>,
@@ -168,6 +172,10 @@ async fn hook(State(inner): State<Arc<Mutex<Inner>>>, headers: HeaderMap, body: 
     let mut errors = Vec::new();
     {
         let mut s = inner.lock().unwrap();
+        if s.count_only {
+            s.rows += items.len() as u64;
+            return ([("content-type", "application/json")], r#"{"ok":true,"errors":[]}"#).into_response();
+        }
         if s.keep_bodies {
             s.bodies.push(parsed.clone());
         }

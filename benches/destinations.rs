@@ -1,0 +1,246 @@
+//! End to end: a million rows from SQLite into PostgreSQL and into a rate-limited webhook.
+//!
+//! A bench binary (not criterion: each scenario takes seconds and must run on fresh tables,
+//! so it runs each once and prints its figures):
+//!
+//! - `read`: the time to just read the SQLite table (every batch, nothing else): the floor.
+//! - `postgres/initial`: the first run, SQLite → `PostgresDestination` (unnest upsert,
+//!   batches of 5,000, 4 connections), state in memory. Target ≥ 200 k rows/s.
+//! - `postgres/rerun_1pct`: 1 % of the rows changed in SQLite, run again. Target ≤ 1.5× `read`.
+//! - `postgres/initial_exactly_once`: the first run again with the exactly-once record.
+//! - `memory/initial`, `memory/rerun_unchanged`: the runner alone into `MemoryDestination`,
+//!   the part of every figure that is not the destination's.
+//! - `http/quota`: rows of the same table into the in-process receiver (signature verified
+//!   on every request) at a quota of 100 requests/s, 250 rows per request; quota use =
+//!   requests per second / 100, target ≥ 95 % with no second holding more than 100 requests.
+//!
+//! Run with `cargo bench --bench destinations --features sqlite,postgres,http`; needs
+//! PostgreSQL at RSE_POSTGRES_URL (default `postgres://postgres@127.0.0.1:5432/test`).
+//! `RSE_BENCH_ROWS` sets the table size (default 1,000,000); `RSE_BENCH_HTTP_ROWS` the rows
+//! sent to the webhook (default 250,000, i.e. 1,000 requests, 10 s at the quota: at 100
+//! requests/s a million rows would need 10,000-row requests or 100 s).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "../rse-connectors/tests/support/http_server.rs"]
+mod http_server;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use rse::connectors::{BodyShape, HttpDestination, HttpDestinationConfig, PostgresDestination, PostgresDestinationOptions};
+use rse::memory::MemoryStateStore;
+use rse::sources::Model;
+use rse::sources::sqlite::SqliteSource;
+use rse::testing::{service_url, unique_id};
+use rse::{RateLimit, ReadRequest, Source, Sync, SyncOptions};
+
+fn env_rows(var: &str, default: usize) -> usize {
+    std::env::var(var).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// A 10-column customers table of `n` rows (about 200 bytes each).
+fn make_sqlite(path: &Path, n: usize) {
+    let _ = std::fs::remove_file(path);
+    let mut db = rusqlite::Connection::open(path).unwrap();
+    db.execute_batch(
+        "PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF;
+         CREATE TABLE customers (id INTEGER PRIMARY KEY, email TEXT, name TEXT, address TEXT, plan TEXT,
+           score REAL, lifetime_value REAL, created_at DATETIME, active BOOLEAN, visits INTEGER);",
+    )
+    .unwrap();
+    let tx = db.transaction().unwrap();
+    {
+        let mut insert = tx.prepare("INSERT INTO customers VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)").unwrap();
+        for i in 0..n {
+            insert
+                .execute(rusqlite::params![
+                    i as i64,
+                    format!("customer.{i:08}@example-mail.com"),
+                    format!("Firstname{i:06} Lastname{:06}", i * 7 % 1_000_000),
+                    format!("{} Long Street Name, Apartment {}, Springfield", i % 9999, i % 97),
+                    ["free", "starter", "professional", "enterprise"][i % 4],
+                    i as f64 * 0.37,
+                    (i % 10_000) as f64 * 12.5 + 0.25,
+                    1_600_000_000 + i as i64,
+                    i % 3 != 0,
+                    (i % 1000) as i64,
+                ])
+                .unwrap();
+        }
+    }
+    tx.commit().unwrap();
+}
+
+fn source(path: &Path) -> SqliteSource {
+    SqliteSource::new(path, Model::table("customers")).with_key(["id"])
+}
+
+fn options() -> SyncOptions {
+    SyncOptions::default()
+        .with_batch_rows(5_000)
+        .with_batch_bytes(64 << 20)
+        .with_max_concurrency(4)
+        .with_read_batch_size(5_000)
+        .with_linger(Duration::from_millis(20))
+}
+
+async fn read_all(path: &Path) -> (usize, Duration) {
+    let src = source(path);
+    let started = Instant::now();
+    // Read as the runner does: in key order when the source can (then it diffs by merge).
+    let ordered = src.capabilities().ordered_by_key;
+    let mut stream = src.read(ReadRequest::full().with_batch_size(5_000).with_order_by_key(ordered)).await.unwrap();
+    let mut rows = 0;
+    while let Some(batch) = stream.next().await {
+        rows += batch.unwrap().len();
+    }
+    (rows, started.elapsed())
+}
+
+fn per_sec(rows: u64, d: Duration) -> f64 {
+    rows as f64 / d.as_secs_f64()
+}
+
+async fn postgres(path: &Path, rows: usize, read: Duration) {
+    let url = service_url("RSE_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test");
+    let (client, connection) = match tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
+        Ok(c) => c,
+        Err(e) => {
+            println!("postgres: skipped, {url} unreachable: {e}");
+            return;
+        }
+    };
+    tokio::spawn(connection);
+    let schema = unique_id("rse_bench");
+    for exactly_once in [false, true] {
+        let dest = PostgresDestination::new(
+            &url,
+            PostgresDestinationOptions::new("customers")
+                .with_schema(&schema)
+                .with_create_table(true)
+                .with_exactly_once(exactly_once),
+        )
+        .unwrap();
+        let sync = Sync::builder(unique_id("bench"))
+            .source(source(path))
+            .destination(dest)
+            .state(MemoryStateStore::new())
+            .options(options())
+            .build()
+            .await
+            .unwrap();
+        let label = if exactly_once { "postgres/initial_exactly_once" } else { "postgres/initial" };
+        let started = Instant::now();
+        let report = sync.run().await.unwrap();
+        let took = started.elapsed();
+        assert_eq!(report.counts.applied.insert as usize, rows, "{report}");
+        println!("{label}: {rows} rows in {took:.2?} = {:.0} rows/s", per_sec(rows as u64, took));
+        if !exactly_once {
+            let changed = {
+                let db = rusqlite::Connection::open(path).unwrap();
+                db.execute("UPDATE customers SET score = score + 1 WHERE id % 100 = 0", []).unwrap()
+            };
+            let started = Instant::now();
+            let report = sync.run().await.unwrap();
+            let took = started.elapsed();
+            assert_eq!(report.counts.applied.update as usize, changed, "{report}");
+            println!(
+                "postgres/rerun_1pct: {changed} of {rows} rows changed, run in {took:.2?} = {:.2}x the read ({read:.2?})",
+                took.as_secs_f64() / read.as_secs_f64()
+            );
+        }
+        client.batch_execute(&format!("DROP TABLE \"{schema}\".customers")).await.unwrap();
+    }
+    let _ = client.batch_execute(&format!("DROP SCHEMA \"{schema}\" CASCADE")).await;
+}
+
+/// The runner alone, into `MemoryDestination`: what any destination's figure includes.
+async fn memory(path: &Path, rows: usize) {
+    let sync = Sync::builder(unique_id("bench_memory"))
+        .source(source(path))
+        .destination(rse::memory::MemoryDestination::new())
+        .state(MemoryStateStore::new())
+        .options(options())
+        .build()
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let report = sync.run().await.unwrap();
+    let took = started.elapsed();
+    assert_eq!(report.counts.applied.insert as usize, rows, "{report}");
+    println!("memory/initial: {rows} rows in {took:.2?} = {:.0} rows/s (the runner alone)", per_sec(rows as u64, took));
+    let started = Instant::now();
+    let report = sync.run().await.unwrap();
+    let took = started.elapsed();
+    assert_eq!(report.counts.unchanged as usize, rows, "{report}");
+    println!("memory/rerun_unchanged: {rows} rows in {took:.2?} = {:.0} rows/s", per_sec(rows as u64, took));
+}
+
+async fn http(path: &Path, rows: usize) {
+    const QUOTA: u32 = 100;
+    let rx = http_server::Receiver::start(Some("bench-secret")).await;
+    {
+        let mut s = rx.lock();
+        s.count_only = true;
+        s.quota = Some((QUOTA as usize, Duration::from_secs(1)));
+    }
+    let dest = HttpDestination::new(
+        HttpDestinationConfig::new(rx.url())
+            .with_signing_secret("bench-secret")
+            .with_shape(BodyShape::ArrayPerBatch)
+            .with_max_batch_rows(250)
+            .with_max_batch_bytes(64 << 20)
+            // 3 % headroom: requests leave at exact 10 ms intervals but arrive with jitter,
+            // and a receiver counting a sliding window would see 101 in some second.
+            .with_rate_limit(RateLimit::per_second(QUOTA * 97 / 100)),
+    )
+    .unwrap();
+    // The first `rows` rows of the table, through a query model.
+    let src = SqliteSource::new(path, Model::query(format!("SELECT * FROM customers WHERE id < {rows}")))
+        .with_key(["id"]);
+    let sync = Sync::builder(unique_id("bench_http"))
+        .source(src)
+        .destination(dest)
+        .state(MemoryStateStore::new())
+        .options(options().with_batch_rows(250))
+        .build()
+        .await
+        .unwrap();
+    let report = sync.run().await.unwrap();
+    assert_eq!(report.counts.applied.insert as usize, rows, "{report}");
+    let s = rx.lock();
+    let (first, last) = (s.arrivals[0], *s.arrivals.last().unwrap());
+    let requests = s.requests;
+    // n requests at the quota take (n - 1) intervals.
+    let span = last - first;
+    let rate = (requests - 1) as f64 / span.as_secs_f64();
+    let (over, received, bad) = (s.over_quota, s.rows, s.bad_signatures);
+    drop(s);
+    let max = rx.max_in_window(Duration::from_secs(1));
+    println!(
+        "http/quota: {received} rows in {requests} requests over {span:.2?} = {rate:.1} req/s, quota use {:.1} %, \
+         busiest second {max} requests, {over} refused over quota, {bad} bad signatures",
+        rate / f64::from(QUOTA) * 100.0
+    );
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; a filter argument is not supported.
+    let rows = env_rows("RSE_BENCH_ROWS", 1_000_000);
+    let http_rows = env_rows("RSE_BENCH_HTTP_ROWS", 250_000).min(rows);
+    let path: PathBuf = std::env::temp_dir().join(format!("rse-bench-{}.db", std::process::id()));
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let started = Instant::now();
+    make_sqlite(&path, rows);
+    println!("setup: {rows} rows written to SQLite in {:.2?}", started.elapsed());
+    runtime.block_on(async {
+        let (read_rows, read) = read_all(&path).await;
+        assert_eq!(read_rows, rows);
+        println!("read: {rows} rows in {read:.2?} = {:.0} rows/s", per_sec(rows as u64, read));
+        memory(&path, rows).await;
+        postgres(&path, rows, read).await;
+        http(&path, http_rows).await;
+    });
+    let _ = std::fs::remove_file(&path);
+}
