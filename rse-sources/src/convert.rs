@@ -110,10 +110,14 @@ pub(crate) fn parse_timestamp(s: &str) -> Option<i64> {
 
 /// Parses a boolean written as `true`/`false`, `t`/`f`, `yes`/`no` or `1`/`0` (any case).
 pub(crate) fn parse_bool(s: &str) -> Option<bool> {
-    match s.trim().to_ascii_lowercase().as_str() {
-        "true" | "t" | "yes" | "y" | "1" => Some(true),
-        "false" | "f" | "no" | "n" | "0" => Some(false),
-        _ => None,
+    let s = s.trim();
+    let is = |words: &[&str]| words.iter().any(|w| w.eq_ignore_ascii_case(s));
+    if is(&["true", "t", "yes", "y", "1"]) {
+        Some(true)
+    } else if is(&["false", "f", "no", "n", "0"]) {
+        Some(false)
+    } else {
+        None
     }
 }
 
@@ -209,7 +213,7 @@ pub(crate) fn infer_text_type<'a>(samples: impl IntoIterator<Item = &'a str>) ->
                     DataType::Int => s.trim().parse::<i64>().is_ok(),
                     DataType::Float => s.trim().parse::<f64>().is_ok(),
                     // Only words count as booleans here: `0`/`1` columns are numbers.
-                    DataType::Bool => matches!(s.trim().to_ascii_lowercase().as_str(), "true" | "false"),
+                    DataType::Bool => ["true", "false"].iter().any(|w| w.eq_ignore_ascii_case(s.trim())),
                     DataType::Date => parse_date(s.trim()).is_some(),
                     _ => parse_timestamp(s).is_some(),
                 };

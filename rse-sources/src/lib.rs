@@ -6,10 +6,10 @@
 //!
 //! | feature | source | reads |
 //! |---|---|---|
-//! | `postgres` | [`postgres::PostgresSource`] | PostgreSQL (and Redshift) tables, views, queries |
-//! | `sqlite` | [`sqlite::SqliteSource`] | SQLite tables, views, queries |
-//! | `files` | [`files::CsvSource`], [`files::JsonLinesSource`] | CSV and JSON Lines files |
-//! | `parquet` | [`parquet::ParquetSource`] | Parquet files and directories of them |
+//! | `postgres` | `postgres::PostgresSource` | PostgreSQL (and Redshift) tables, views, queries; `postgres-tls` adds rustls |
+//! | `sqlite` | `sqlite::SqliteSource` | SQLite tables, views, queries |
+//! | `files` | `files::CsvSource`, `files::JsonLinesSource` | CSV and JSON Lines files |
+//! | `parquet` | `parquet::ParquetSource` | Parquet files and directories of them (snappy; `parquet-zstd` adds zstd) |
 //!
 //! Every source streams: it holds a few batches at a time whatever the model's size.
 

@@ -37,13 +37,18 @@
 //!
 //! # Redshift
 //!
-//! Redshift speaks this protocol, with differences a host should know (not tested here):
-//! it has no `uuid`, `jsonb` or array columns and no portals outside a transaction's
-//! first cursor, it may not support the binary result format for every type, and it does
-//! not know `COLLATE "C"` (use a column defined `COLLATE CASE_SENSITIVE`, whose order is
-//! bytewise, and read it through a query model without key order if in doubt). Its
-//! leader node also buffers a cursor's whole result, so prefer `UNLOAD` to Parquet and
-//! [`ParquetSource`](crate::parquet) for very large models.
+//! Redshift speaks this protocol but is not PostgreSQL; this source is not tested against
+//! it. What differs:
+//! - it has no `uuid`, `jsonb` or array types, and its `SUPER`, `GEOMETRY` and `VARBYTE`
+//!   columns are not mapped here (cast them to `varchar` in a query model);
+//! - it does not know `COLLATE "C"`, so key-ordered reads fail there: read without key
+//!   order (the runner's hash diff), or order a `COLLATE CASE_SENSITIVE` column yourself
+//!   in a query model only if you have checked that it orders by bytes;
+//! - a cursor's whole result is materialised on the leader node (within a size limit), so
+//!   streaming bounds memory here but not there; for very large models `UNLOAD` to
+//!   Parquet and read it with `ParquetSource` (feature `parquet`);
+//! - this source asks for results in PostgreSQL's binary format, which Redshift may refuse
+//!   for some types.
 
 use std::sync::Arc;
 

@@ -281,3 +281,79 @@ async fn large_tables_stream_in_batches_of_the_requested_size() {
     assert_eq!(read_all(&source, ReadRequest::full()).await.unwrap().len(), 25_000);
     db.drop().await;
 }
+
+#[cfg(feature = "postgres-tls")]
+mod tls {
+    use std::sync::Arc;
+
+    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+    use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
+    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+    use rustls::{DigitallySignedStruct, SignatureScheme};
+
+    use super::*;
+
+    /// Trusts any certificate (the local server's is self-signed for another host name) but
+    /// still checks the handshake signatures: enough to prove the session is TLS.
+    #[derive(Debug)]
+    struct AnyCertificate(Arc<CryptoProvider>);
+
+    impl ServerCertVerifier for AnyCertificate {
+        fn verify_server_cert(
+            &self,
+            _: &CertificateDer<'_>,
+            _: &[CertificateDer<'_>],
+            _: &ServerName<'_>,
+            _: &[u8],
+            _: UnixTime,
+        ) -> Result<ServerCertVerified, rustls::Error> {
+            Ok(ServerCertVerified::assertion())
+        }
+
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.0.signature_verification_algorithms.supported_schemes()
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reads_over_tls_when_configured() {
+        let Some(db) = TestSchema::new().await else { return };
+        let ssl = db.client.query_one("SHOW ssl", &[]).await.unwrap();
+        if ssl.get::<_, String>(0) != "on" {
+            eprintln!("skipping: the PostgreSQL server has ssl = off");
+            db.drop().await;
+            return;
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+            .with_no_client_auth();
+        let model = Model::query("SELECT ssl, 1 AS id FROM pg_stat_ssl WHERE pid = pg_backend_pid()");
+        let source = db.source(model).with_key(["id"]).with_tls(config);
+        let rows = read_all(&source, ReadRequest::full()).await.unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].values[0], Value::Bool(true), "the session is encrypted");
+        db.drop().await;
+    }
+}
