@@ -678,7 +678,8 @@ impl Destination for PostgresDestination {
             let valid: Vec<usize> = all.iter().copied().filter(|&i| outcomes[i].is_none()).collect();
             let fresh = self.record(&tx, batch, &valid).await?;
             if fresh.len() < valid.len() {
-                let todo: Vec<usize> = valid.iter().copied().filter(|&i| fresh.contains(batch.changes[i].key.as_bytes())).collect();
+                let todo: Vec<usize> =
+                    valid.iter().copied().filter(|&i| fresh.contains(batch.changes[i].key.as_bytes())).collect();
                 for &i in &valid {
                     if !fresh.contains(batch.changes[i].key.as_bytes()) {
                         outcomes[i] = Some(ChangeOutcome::Applied);
