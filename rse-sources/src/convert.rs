@@ -36,14 +36,18 @@ fn digits(s: &str) -> Option<u32> {
     s.parse().ok()
 }
 
+/// The number written by ASCII digits `b`, or `None` when one is not a digit.
+fn ascii_number(b: &[u8]) -> Option<u32> {
+    b.iter().try_fold(0u32, |n, &d| d.is_ascii_digit().then(|| n * 10 + u32::from(d - b'0')))
+}
+
 /// Parses `YYYY-MM-DD` into days since 1970-01-01.
 pub(crate) fn parse_date(s: &str) -> Option<i32> {
-    let (y, rest) = s.split_once('-')?;
-    let (m, d) = rest.split_once('-')?;
-    if y.len() != 4 || m.len() != 2 || d.len() != 2 {
+    let b = s.as_bytes();
+    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
         return None;
     }
-    let (y, m, d) = (i64::from(digits(y)?), digits(m)?, digits(d)?);
+    let (y, m, d) = (i64::from(ascii_number(&b[..4])?), ascii_number(&b[5..7])?, ascii_number(&b[8..])?);
     if !(1..=12).contains(&m) || d == 0 || d > days_in_month(y, m) {
         return None;
     }
@@ -84,6 +88,24 @@ pub(crate) fn parse_timestamp(s: &str) -> Option<i64> {
     } else {
         (rest, 0)
     };
+    // Fast path for the common `HH:MM:SS[.f…]` layout.
+    let tb = time.as_bytes();
+    if tb.len() >= 8 && tb[2] == b':' && tb[5] == b':' && (tb.len() == 8 || tb[8] == b'.') {
+        let (h, m, sec) = (ascii_number(&tb[..2])?, ascii_number(&tb[3..5])?, ascii_number(&tb[6..8])?);
+        let frac = tb.get(9..).unwrap_or_default();
+        if h > 23 || m > 59 || sec > 60 || (tb.len() > 8 && frac.is_empty()) {
+            return None;
+        }
+        let mut micros = 0u32;
+        for i in 0..6 {
+            micros = micros * 10 + frac.get(i).map_or(Some(0), |&d| d.is_ascii_digit().then(|| u32::from(d - b'0')))?;
+        }
+        if !frac.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        let secs = days.checked_mul(86_400)? + i64::from(h * 3600 + m * 60 + sec) - offset_secs;
+        return secs.checked_mul(1_000_000)?.checked_add(i64::from(micros));
+    }
     let mut parts = time.splitn(3, ':');
     let h = digits(parts.next()?)?;
     let m = digits(parts.next()?)?;

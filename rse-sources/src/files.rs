@@ -373,37 +373,74 @@ impl CsvSource {
             0
         };
         let types: Vec<DataType> = schema.fields().iter().map(|f| f.data_type.clone()).collect();
-        let mut batcher = Batcher::new(schema.clone(), request, &self.options.keys, sender, label.clone());
-        loop {
-            let more = match reader.read_byte_record(&mut record) {
-                Ok(more) => more,
-                Err(e) if e.is_io_error() => return Err(io_or_malformed(e, &label)),
-                Err(e) => {
-                    // A CSV syntax error (e.g. invalid UTF-8 is not one: fields are bytes).
-                    let line = e.position().map_or(0, csv::Position::line);
-                    self.options.malformed(line, "the CSV does not parse".to_owned())?;
-                    continue;
-                }
-            };
-            if !more {
-                break;
-            }
-            let line = record.position().map_or(0, csv::Position::line);
-            if width > 0 && record.len() != width {
-                self.options.malformed(line, format!("the row has {} fields, the header {width}", record.len()))?;
-                continue;
-            }
-            match parse_csv_row(&record, &positions, &types, &schema) {
-                Ok(values) => {
-                    if !batcher.push(Record::new(values), line)? {
-                        return Ok(());
+        let chunk = request.batch_size.max(1);
+        // Splitting the text into fields runs on its own thread and converting the fields to
+        // values on this one, so the two overlap. Chunks of records go back and forth so their
+        // buffers are reused: two in flight, two returning.
+        type Chunk = (Vec<csv::ByteRecord>, usize);
+        let (raw_tx, raw_rx) = std::sync::mpsc::sync_channel::<Result<Chunk, SourceError>>(2);
+        let (spare_tx, spare_rx) = std::sync::mpsc::sync_channel::<Vec<csv::ByteRecord>>(4);
+        std::thread::scope(|scope| {
+            let label = &label;
+            scope.spawn(move || {
+                let next = || spare_rx.try_recv().unwrap_or_else(|_| Vec::with_capacity(chunk));
+                let (mut records, mut filled) = (next(), 0);
+                loop {
+                    if filled == records.len() {
+                        records.push(csv::ByteRecord::new());
+                    }
+                    match reader.read_byte_record(&mut records[filled]) {
+                        Ok(true) => filled += 1,
+                        Ok(false) => break,
+                        Err(e) if e.is_io_error() => {
+                            let _ = raw_tx.send(Err(io_or_malformed(e, label)));
+                            return;
+                        }
+                        Err(e) => {
+                            let line = e.position().map_or(0, csv::Position::line);
+                            if let Err(error) = self.options.malformed(line, "the CSV does not parse".to_owned()) {
+                                let _ = raw_tx.send(Err(error));
+                                return;
+                            }
+                        }
+                    }
+                    if filled >= chunk {
+                        let full = std::mem::replace(&mut records, next());
+                        if raw_tx.send(Ok((full, filled))).is_err() {
+                            return; // The converter stopped.
+                        }
+                        filled = 0;
                     }
                 }
-                Err(reason) => self.options.malformed(line, reason)?,
+                if filled > 0 {
+                    let _ = raw_tx.send(Ok((records, filled)));
+                }
+            });
+            let mut batcher = Batcher::new(schema.clone(), request, &self.options.keys, sender, label.clone());
+            for item in raw_rx {
+                let (records, filled) = item?;
+                for record in &records[..filled] {
+                    let line = record.position().map_or(0, csv::Position::line);
+                    if width > 0 && record.len() != width {
+                        self.options
+                            .malformed(line, format!("the row has {} fields, the header {width}", record.len()))?;
+                        continue;
+                    }
+                    match parse_csv_row(record, &positions, &types, &schema) {
+                        Ok(values) => {
+                            if !batcher.push(Record::new(values), line)? {
+                                return Ok(());
+                            }
+                        }
+                        Err(reason) => self.options.malformed(line, reason)?,
+                    }
+                }
+                // The parser may have enough spares already; then this chunk is dropped.
+                let _ = spare_tx.try_send(records);
             }
-        }
-        batcher.flush();
-        Ok(())
+            batcher.flush();
+            Ok(())
+        })
     }
 }
 
