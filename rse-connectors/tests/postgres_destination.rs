@@ -329,3 +329,70 @@ async fn failures_are_classified() {
     ));
     db.drop().await;
 }
+
+/// Lost acknowledgements and a crash between the destination's commit and the state commit:
+/// with exactly-once every row is written once; without it, the changes applied before the
+/// crash are written again (the trigger counts every write).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_once_survives_lost_acks_and_a_crash_with_one_write_per_row() {
+    use rse_core::testing::FaultyDestination;
+    let Some(db) = Db::new().await else { return };
+    let schema = conformance_schema();
+    let rows: Vec<Record> = (1..=200).map(|i| row(i, &format!("n{i}"), i as f64)).collect();
+    let mut repeated = Vec::new();
+    for exactly_once in [true, false] {
+        let table = if exactly_once { "crash_eo" } else { "crash_plain" };
+        let s = &db.schema;
+        db.client
+            .batch_execute(&format!(
+                "CREATE TABLE \"{s}\".{table} (id bigint PRIMARY KEY, name text, score double precision, active boolean);
+                 CREATE TABLE \"{s}\".{table}_writes (id bigint);
+                 CREATE FUNCTION \"{s}\".{table}_count() RETURNS trigger LANGUAGE plpgsql AS
+                   $$ BEGIN INSERT INTO \"{s}\".{table}_writes VALUES (NEW.id); RETURN NEW; END $$;
+                 CREATE TRIGGER counted AFTER INSERT OR UPDATE ON \"{s}\".{table}
+                   FOR EACH ROW EXECUTE FUNCTION \"{s}\".{table}_count();"
+            ))
+            .await
+            .unwrap();
+        let options = PostgresDestinationOptions::new(table).with_schema(&db.schema).with_exactly_once(exactly_once);
+        let faulty = FaultyDestination::new(Arc::new(db.dest(options)));
+        let state = MemoryStateStore::new();
+        let sync_id = unique_id("crash");
+        let build = |holder: &str| {
+            Sync::builder(sync_id.clone())
+                .source(MemorySource::new(schema.clone(), rows.clone()))
+                .destination(faulty.clone())
+                .state(state.clone())
+                .options(
+                    SyncOptions::default()
+                        .with_batch_rows(20)
+                        .with_max_concurrency(1)
+                        .with_linger(Duration::from_millis(5))
+                        .with_initial_backoff(Duration::from_millis(5))
+                        .with_lease_ttl(Duration::from_millis(600))
+                        .with_holder(holder.to_owned()),
+                )
+                .build()
+        };
+        let first = build("a").await.unwrap();
+        faulty.fail_write_after_apply(2).fail_write_after_apply(4).crash_after_applied(130);
+        tokio::select! {
+            _ = first.run() => panic!("the run should have crashed"),
+            () = faulty.crashed() => {}
+        }
+        drop(first);
+        faulty.lift();
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let report = build("b").await.unwrap().run().await.unwrap();
+        assert_eq!(report.status, RunStatus::Succeeded, "{report}");
+        assert_eq!(db.count(table).await, 200);
+        let sql = format!(
+            "SELECT count(*) FROM (SELECT id FROM \"{}\".{table}_writes GROUP BY id HAVING count(*) > 1) AS d",
+            db.schema
+        );
+        repeated.push(db.client.query_one(&sql, &[]).await.unwrap().get::<_, i64>(0));
+    }
+    assert_eq!(repeated[0], 0, "exactly-once wrote some rows twice");
+    assert!(repeated[1] > 0, "without exactly-once the re-sent changes should have been written again");
+    db.drop().await;
+}
