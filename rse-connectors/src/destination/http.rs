@@ -375,10 +375,13 @@ impl HttpDestination {
         let response = request.body(body).send().await.map_err(|e| self.transport_error(e))?;
         let status = response.status();
         if status.is_success() {
+            // Read the body even when it is not needed, so the connection can be reused; a
+            // failure to read it after a 2xx changes nothing: the receiver accepted the batch.
+            let body = response.bytes().await;
             let Some(errors) = &self.config.record_errors else {
                 return Ok(vec![ChangeOutcome::Applied; n]);
             };
-            let body = response.bytes().await.map_err(|e| self.transport_error(e))?;
+            let body = body.map_err(|e| self.transport_error(e))?;
             return Ok(self.record_outcomes(errors, &body, n));
         }
         let code = status.as_u16();
