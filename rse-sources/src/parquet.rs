@@ -88,8 +88,10 @@ impl ParquetSource {
         self
     }
 
-    /// Declares the cursor column for incremental reads. Rows are filtered after decoding:
-    /// every row at or after the cursor (never a null one) is returned.
+    /// Declares the cursor column for incremental reads: every row at or after the cursor
+    /// (never a null one) is returned. Row groups whose statistics show that all their
+    /// cursor values are before the cursor are not read at all (integer, date and timestamp
+    /// cursors).
     pub fn with_cursor(mut self, column: impl Into<String>) -> Self {
         self.keys.cursor = Some(column.into());
         self
@@ -215,6 +217,13 @@ impl ParquetSource {
                 }
             };
             let cursor_index = cursor.as_ref().and_then(|(c, v)| schema.index_of(c).map(|i| (i, v)));
+            let builder = match &cursor {
+                Some((column, value)) => {
+                    let groups = row_groups_from_cursor(&builder, column, value);
+                    builder.with_row_groups(groups)
+                }
+                None => builder,
+            };
             let mask = ProjectionMask::roots(builder.parquet_schema(), indices);
             let reader = builder.with_projection(mask).with_batch_size(batch_size).build().map_err(|e| {
                 SourceError::Malformed { location: format!("`{}`", path.display()), reason: format!("{e}") }
@@ -244,6 +253,52 @@ impl ParquetSource {
         }
         Ok(())
     }
+}
+
+/// The row groups that may hold rows whose `column` is at or after `cursor`, judged by their
+/// statistics: a row group is skipped only when its largest value is known to be before
+/// the cursor (integer, date and timestamp columns; others are always read).
+fn row_groups_from_cursor(builder: &ParquetRecordBatchReaderBuilder<File>, column: &str, cursor: &Value) -> Vec<usize> {
+    let metadata = builder.metadata();
+    let all: Vec<usize> = (0..metadata.num_row_groups()).collect();
+    let Ok(field) = builder.schema().field_with_name(column) else { return all };
+    let Some(leaf) = builder.parquet_schema().columns().iter().position(|c| c.path().parts() == [column]) else {
+        return all;
+    };
+    all.into_iter()
+        .filter(|&group| {
+            let stats = metadata.row_group(group).columns().get(leaf).and_then(|c| c.statistics());
+            let max = stats.and_then(|s| statistics_max(s, field.data_type()));
+            let before = match (max, cursor) {
+                (Some(Value::Int(m)), Value::Int(c)) | (Some(Value::Timestamp(m)), Value::Timestamp(c)) => m < *c,
+                (Some(Value::Date(m)), Value::Date(c)) => m < *c,
+                _ => false,
+            };
+            !before
+        })
+        .collect()
+}
+
+/// A row group's largest value of a column as rse would read it, when its statistics say.
+fn statistics_max(stats: &::parquet::file::statistics::Statistics, t: &ArrowType) -> Option<Value> {
+    use ::parquet::file::statistics::Statistics;
+    let max = match stats {
+        Statistics::Int32(s) => i64::from(*s.max_opt()?),
+        Statistics::Int64(s) => *s.max_opt()?,
+        _ => return None,
+    };
+    Some(match t {
+        // Unsigned columns are left out: their statistics order as unsigned.
+        ArrowType::Int8 | ArrowType::Int16 | ArrowType::Int32 | ArrowType::Int64 => Value::Int(max),
+        ArrowType::Date32 => Value::Date(i32::try_from(max).ok()?),
+        ArrowType::Timestamp(unit, _) => Value::Timestamp(match unit {
+            TimeUnit::Second => max.checked_mul(1_000_000)?,
+            TimeUnit::Millisecond => max.checked_mul(1_000)?,
+            TimeUnit::Microsecond => max,
+            TimeUnit::Nanosecond => max.div_euclid(1_000),
+        }),
+        _ => return None,
+    })
 }
 
 fn io_error(path: &Path, e: std::io::Error) -> SourceError {

@@ -286,3 +286,26 @@ async fn unsupported_types_and_values_name_their_column() {
     let message = err.to_string();
     assert!(message.contains("`big`") && message.contains("row 2"), "{message}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn row_groups_before_the_cursor_are_not_read() {
+    let dir = TempDir::new();
+    let file = dir.path("events.parquet");
+    // Two rows per row group. The first group holds an unsigned value rse cannot read: a
+    // read that decodes that group fails, so a read that succeeds has skipped it.
+    let events = batch(vec![
+        ("id", Arc::new(Int64Array::from(vec![1, 2, 3, 4, 5])) as ArrayRef),
+        ("updated_at", Arc::new(Int64Array::from(vec![10, 20, 30, 30, 40])) as ArrayRef),
+        ("big", Arc::new(UInt64Array::from(vec![u64::MAX, 1, 1, 1, 1])) as ArrayRef),
+    ]);
+    write(&file, &events, 2);
+    let source = ParquetSource::new(&file).with_key(["id"]).with_cursor("updated_at");
+    assert!(read_all(&source, ReadRequest::full()).await.is_err(), "a full read decodes the first row group");
+    let ids = |rows: Vec<Record>| rows.iter().map(|r| r.values[0].as_i64().unwrap()).collect::<Vec<_>>();
+    let rows = read_all(&source, ReadRequest::full().with_cursor(Some(Value::Int(30)))).await.unwrap();
+    assert_eq!(ids(rows), [3, 4, 5], "ties at the cursor are kept across row groups");
+    let rows = read_all(&source, ReadRequest::full().with_cursor(Some(Value::Int(21)))).await.unwrap();
+    assert_eq!(ids(rows), [3, 4, 5]);
+    // A group whose largest cursor equals the cursor is read.
+    assert!(read_all(&source, ReadRequest::full().with_cursor(Some(Value::Int(20)))).await.is_err());
+}
