@@ -1,7 +1,8 @@
-//! rse, the reverse sync engine: move modeled data out of an analytics store into the
-//! operational tools where people act on it, sending only what changed.
+#![doc = include_str!("../README.md")]
 //!
-//! This facade re-exports [`rse_core`] (always), `rse_sources` and `rse_connectors` (behind
+//! ## This crate
+//!
+//! The facade: re-exports [`rse_core`] (always), `rse_sources` and `rse_connectors` (behind
 //! the `sources` and `connectors` features).
 
 pub use rse_core::*;

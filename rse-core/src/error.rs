@@ -217,7 +217,9 @@ impl DestinationError {
 #[non_exhaustive]
 pub enum StateError {
     /// Another runner holds this sync's lease.
-    #[error("sync `{sync_id}` is being run by `{holder}` (lease taken {since_secs}s ago, expires in {expires_in_secs}s); wait for it to finish or for its lease to expire")]
+    #[error(
+        "sync `{sync_id}` is being run by `{holder}` (lease taken {since_secs}s ago, expires in {expires_in_secs}s); wait for it to finish or for its lease to expire"
+    )]
     LeaseHeld {
         /// The sync.
         sync_id: String,
@@ -229,7 +231,9 @@ pub enum StateError {
         expires_in_secs: u64,
     },
     /// A commit or renewal under a lease that another runner has since taken over.
-    #[error("lease of sync `{sync_id}` was taken over (our token {token}, current {current}); this runner must stop: its late writes are refused")]
+    #[error(
+        "lease of sync `{sync_id}` was taken over (our token {token}, current {current}); this runner must stop: its late writes are refused"
+    )]
     Fenced {
         /// The sync.
         sync_id: String,
@@ -278,7 +282,9 @@ pub enum ConfigError {
         part: &'static str,
     },
     /// The sync has no key columns.
-    #[error("sync `{sync_id}`: the model has no key columns; declare them on the source or with `.key([...])` (fields: {available})")]
+    #[error(
+        "sync `{sync_id}`: the model has no key columns; declare them on the source or with `.key([...])` (fields: {available})"
+    )]
     NoKey {
         /// The sync.
         sync_id: String,
@@ -304,7 +310,9 @@ pub enum ConfigError {
         source: TransformError,
     },
     /// The destination does not support an operation the mode needs.
-    #[error("sync `{sync_id}`: mode {mode} needs the `{op}` operation, which destination `{destination}` does not support (it supports: {supported})")]
+    #[error(
+        "sync `{sync_id}`: mode {mode} needs the `{op}` operation, which destination `{destination}` does not support (it supports: {supported})"
+    )]
     UnsupportedMode {
         /// The sync.
         sync_id: String,
@@ -350,7 +358,9 @@ pub enum Error {
     #[error(transparent)]
     State(#[from] StateError),
     /// The state was written with another fingerprint algorithm.
-    #[error("sync `{sync_id}`: state was fingerprinted with {stored} but this sync uses {configured}; set `fingerprint_algorithm` to {stored}, or run once with `full_resync` to re-send every row and re-fingerprint")]
+    #[error(
+        "sync `{sync_id}`: state was fingerprinted with {stored} but this sync uses {configured}; set `fingerprint_algorithm` to {stored}, or run once with `full_resync` to re-send every row and re-fingerprint"
+    )]
     FingerprintMismatch {
         /// The sync.
         sync_id: String,

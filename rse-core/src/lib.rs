@@ -39,6 +39,8 @@ pub use report::{Counts, OpCounts, ProgressEvent, RejectionSample, RunStatus, St
 pub use runner::{DiffStrategy, MaxDeletes, Mode, Sync, SyncBuilder, SyncOptions};
 pub use schema::{Field, Schema};
 pub use source::{ReadRequest, RecordBatchStream, Source, SourceCapabilities};
-pub use state::{Lease, PendingChange, RejectedEntry, RejectionStage, SnapshotEntry, StateCommit, StateStore, SyncMeta};
+pub use state::{
+    Lease, PendingChange, RejectedEntry, RejectionStage, SnapshotEntry, StateCommit, StateStore, SyncMeta,
+};
 pub use transform::{Rejection, Transform, TransformOutput};
 pub use value::{DataType, Decimal, Value};

@@ -122,7 +122,8 @@ impl Source for MemorySource {
         }
         if request.order_by_key {
             // Rows with a null key sort first; the runner reports them as invalid.
-            let mut keyed: Vec<(Option<Key>, Record)> = rows.into_iter().map(|r| (r.key(&self.schema).ok(), r)).collect();
+            let mut keyed: Vec<(Option<Key>, Record)> =
+                rows.into_iter().map(|r| (r.key(&self.schema).ok(), r)).collect();
             keyed.sort_by(|a, b| a.0.cmp(&b.0));
             rows = keyed.into_iter().map(|(_, r)| r).collect();
         }
@@ -446,7 +447,12 @@ impl StateStore for MemoryStateStore {
         Ok(keys.iter().map(|k| snapshot.and_then(|s| s.get(k).cloned())).collect())
     }
 
-    async fn rejected(&self, sync_id: &str, after: Option<&Key>, limit: usize) -> Result<Vec<RejectedEntry>, StateError> {
+    async fn rejected(
+        &self,
+        sync_id: &str,
+        after: Option<&Key>,
+        limit: usize,
+    ) -> Result<Vec<RejectedEntry>, StateError> {
         Ok(lock(&self.syncs).get(sync_id).map(|s| page(&s.rejected, after, limit)).unwrap_or_default())
     }
 

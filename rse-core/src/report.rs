@@ -281,7 +281,9 @@ impl std::fmt::Display for SyncReport {
             "  read {}, unchanged {}, filtered {}, refused by transforms {}, invalid keys {}",
             c.read, c.unchanged, c.filtered, c.transform_rejected, c.invalid
         )?;
-        let ops = |o: &OpCounts| format!("{} insert, {} update, {} delete, {} append", o.insert, o.update, o.delete, o.append);
+        let ops = |o: &OpCounts| {
+            format!("{} insert, {} update, {} delete, {} append", o.insert, o.update, o.delete, o.append)
+        };
         writeln!(f, "  planned  {}", ops(&c.planned))?;
         writeln!(f, "  applied  {}", ops(&c.applied))?;
         writeln!(f, "  rejected {}", ops(&c.rejected))?;

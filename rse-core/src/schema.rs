@@ -85,10 +85,9 @@ impl Schema {
         let mut out = Vec::with_capacity(key.len());
         for k in key {
             let k = k.as_ref();
-            let i = self.index_of(k).ok_or_else(|| SchemaError::UnknownKeyColumn {
-                column: k.to_owned(),
-                available: self.field_names(),
-            })?;
+            let i = self
+                .index_of(k)
+                .ok_or_else(|| SchemaError::UnknownKeyColumn { column: k.to_owned(), available: self.field_names() })?;
             if out.contains(&i) {
                 return Err(SchemaError::DuplicateField { field: k.to_owned() });
             }

@@ -224,7 +224,12 @@ pub trait StateStore: Send + Sync {
     ///
     /// # Errors
     /// [`StateError::Unavailable`] when the store cannot be reached.
-    async fn rejected(&self, sync_id: &str, after: Option<&Key>, limit: usize) -> Result<Vec<RejectedEntry>, StateError>;
+    async fn rejected(
+        &self,
+        sync_id: &str,
+        after: Option<&Key>,
+        limit: usize,
+    ) -> Result<Vec<RejectedEntry>, StateError>;
 
     /// Applies `commit` atomically under `lease`.
     ///

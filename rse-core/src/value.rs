@@ -490,11 +490,7 @@ impl Ord for Decimal {
             Ordering::Equal => {}
             other => return other,
         }
-        let magnitude = if ad.is_empty() {
-            Ordering::Equal
-        } else {
-            ae.cmp(&be).then_with(|| ad.cmp(&bd))
-        };
+        let magnitude = if ad.is_empty() { Ordering::Equal } else { ae.cmp(&be).then_with(|| ad.cmp(&bd)) };
         debug_assert_eq!(an, bn);
         if an { magnitude.reverse() } else { magnitude }
     }

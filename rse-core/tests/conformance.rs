@@ -49,7 +49,10 @@ async fn the_suite_catches_a_destination_that_loses_writes() {
         async fn check(&self) -> Result<(), rse_core::DestinationError> {
             Ok(())
         }
-        async fn write(&self, batch: &rse_core::ChangeBatch) -> Result<rse_core::WriteOutcome, rse_core::DestinationError> {
+        async fn write(
+            &self,
+            batch: &rse_core::ChangeBatch,
+        ) -> Result<rse_core::WriteOutcome, rse_core::DestinationError> {
             Ok(rse_core::WriteOutcome::all_applied(batch.len()))
         }
     }

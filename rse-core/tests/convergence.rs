@@ -73,7 +73,13 @@ fn case() -> impl Strategy<Value = Case> {
         1usize..4,
         any::<bool>(),
     )
-        .prop_map(|(initial, runs, batch_rows, concurrency, merge)| Case { initial, runs, batch_rows, concurrency, merge })
+        .prop_map(|(initial, runs, batch_rows, concurrency, merge)| Case {
+            initial,
+            runs,
+            batch_rows,
+            concurrency,
+            merge,
+        })
 }
 
 fn rows(table: &BTreeMap<i64, u8>) -> Vec<Record> {
@@ -199,7 +205,8 @@ async fn converge(case: Case) {
     faulty.lift();
     let report = sync.run().await.unwrap();
     assert_eq!(report.status, RunStatus::Succeeded, "{report:?}");
-    let want: BTreeMap<Key, Record> = rows(&table).into_iter().map(|r| (r.key(&customers_schema()).unwrap(), r)).collect();
+    let want: BTreeMap<Key, Record> =
+        rows(&table).into_iter().map(|r| (r.key(&customers_schema()).unwrap(), r)).collect();
     assert_eq!(dest.records(), want, "the destination does not equal the source");
     assert!(state.rejections("customers").is_empty(), "refused records left after the faults stopped");
     state_only_holds_what_the_destination_received(&state, &dest);

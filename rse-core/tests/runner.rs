@@ -87,7 +87,8 @@ async fn mirror_deletes_only_what_this_sync_delivered() {
     let report = sync.run().await.unwrap();
     assert_eq!(report.counts.applied.insert, 1);
     assert!(w.destination.records().contains_key(&key(2)));
-    let inserts: Vec<_> = w.destination.deliveries().into_iter().filter(|d| d.key == key(2) && d.op == Op::Insert).collect();
+    let inserts: Vec<_> =
+        w.destination.deliveries().into_iter().filter(|d| d.key == key(2) && d.op == Op::Insert).collect();
     assert_eq!(inserts.len(), 2);
     assert_ne!(inserts[0].idempotency_key, inserts[1].idempotency_key);
     assert!(inserts.iter().all(|d| d.applied), "the re-insert was dropped as a duplicate");
@@ -607,7 +608,13 @@ async fn bad_configuration_fails_at_build_naming_the_setting() {
     let schema = customers_schema();
     let keyless = Schema::clone(&schema).with_key::<&str>(&[]).unwrap().into_arc();
     let build = |source: MemorySource, dest: MemoryDestination, mode: Mode, options: SyncOptions| {
-        Sync::builder("s").source(source).destination(dest).state(MemoryStateStore::new()).mode(mode).options(options).build()
+        Sync::builder("s")
+            .source(source)
+            .destination(dest)
+            .state(MemoryStateStore::new())
+            .mode(mode)
+            .options(options)
+            .build()
     };
     let err = build(MemorySource::new(keyless.clone(), vec![]), MemoryDestination::new(), Mode::Upsert, opts())
         .await
@@ -618,9 +625,14 @@ async fn bad_configuration_fails_at_build_naming_the_setting() {
     let err = build(MemorySource::new(schema.clone(), vec![]), no_delete, Mode::Mirror, opts()).await.unwrap_err();
     assert!(err.to_string().contains("mode mirror needs the `delete` operation"), "{err}");
 
-    let err = build(MemorySource::new(schema.clone(), vec![]), MemoryDestination::new(), Mode::Upsert, opts().with_batch_rows(0))
-        .await
-        .unwrap_err();
+    let err = build(
+        MemorySource::new(schema.clone(), vec![]),
+        MemoryDestination::new(),
+        Mode::Upsert,
+        opts().with_batch_rows(0),
+    )
+    .await
+    .unwrap_err();
     assert!(err.to_string().contains("`batch_rows` must be greater than zero"), "{err}");
 
     let err = Sync::builder("s")

@@ -39,10 +39,17 @@ impl HashDiff {
         let mut live_total = 0;
         for e in entries {
             live_total += u64::from(e.is_live());
-            let slot = Slot { fingerprint: e.fingerprint, version: e.version, pending: e.pending, known: true, seen: false };
+            let slot =
+                Slot { fingerprint: e.fingerprint, version: e.version, pending: e.pending, known: true, seen: false };
             map.insert(e.key, slot);
         }
-        Self { map, fingerprinters: FingerprinterCache::new(algorithm), emit_unchanged: false, key_buf: Vec::with_capacity(64), live_total }
+        Self {
+            map,
+            fingerprinters: FingerprinterCache::new(algorithm),
+            emit_unchanged: false,
+            key_buf: Vec::with_capacity(64),
+            live_total,
+        }
     }
 
     /// A diff against the snapshot of `sync_id` in `store`, read in pages of `page_size`.
@@ -151,7 +158,12 @@ impl Differ for HashDiff {
             .map
             .iter()
             .filter(|(_, s)| s.known && !s.seen)
-            .map(|(k, s)| SnapshotEntry { key: k.clone(), fingerprint: s.fingerprint, version: s.version, pending: s.pending })
+            .map(|(k, s)| SnapshotEntry {
+                key: k.clone(),
+                fingerprint: s.fingerprint,
+                version: s.version,
+                pending: s.pending,
+            })
             .filter(SnapshotEntry::may_exist)
             .collect();
         deletes.sort_by(|a, b| a.key.cmp(&b.key));

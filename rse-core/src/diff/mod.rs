@@ -93,7 +93,9 @@ pub enum DiffError {
     #[error(transparent)]
     State(#[from] StateError),
     /// The merge strategy got a key smaller than the one before it.
-    #[error("source returned keys out of order (key {key} after {previous}); the merge diff needs ascending key order: fix the source's ORDER BY or use the hash strategy")]
+    #[error(
+        "source returned keys out of order (key {key} after {previous}); the merge diff needs ascending key order: fix the source's ORDER BY or use the hash strategy"
+    )]
     OutOfOrder {
         /// The key out of place (hashed).
         key: Key,

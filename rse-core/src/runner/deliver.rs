@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::pace::{PauseGate, RateLimiter, backoff};
+use crate::SyncOptions;
 use crate::change::{Change, ChangeBatch, ChangeOutcome, Op};
 use crate::destination::Destination;
 use crate::error::{DestinationError, StateError, unix_secs};
@@ -19,7 +20,6 @@ use crate::key::Key;
 use crate::report::{OpCounts, ProgressEvent, RejectionSample};
 use crate::schema::Schema;
 use crate::state::{Lease, PendingChange, RejectedEntry, RejectionStage, SnapshotEntry, StateCommit, StateStore};
-use crate::SyncOptions;
 
 /// Why a batch's changes were left undelivered.
 #[derive(Debug)]
@@ -210,12 +210,15 @@ impl Deliverer {
                                 {
                                     pending.push(change);
                                 }
-                                ChangeOutcome::Rejected { reason, .. } => done.push((change, Final::Rejected { reason })),
+                                ChangeOutcome::Rejected { reason, .. } => {
+                                    done.push((change, Final::Rejected { reason }))
+                                }
                             }
                         }
                         if !pending.is_empty() {
                             result.retries += 1;
-                            let delay = backoff(rejection_rounds, self.options.initial_backoff, self.options.max_backoff);
+                            let delay =
+                                backoff(rejection_rounds, self.options.initial_backoff, self.options.max_backoff);
                             if !self.sleep(delay).await {
                                 done.extend(pending.drain(..).map(|c| (c, Final::Undelivered)));
                             }
@@ -304,7 +307,9 @@ impl Deliverer {
                     // A rate limit is the destination working as designed: allow more of them
                     // than transient failures before giving up.
                     if limited >= self.options.max_attempts.saturating_mul(5) {
-                        break Err(WriteFailure::Exhausted(format!("destination rate limit persisted over {limited} attempts")));
+                        break Err(WriteFailure::Exhausted(format!(
+                            "destination rate limit persisted over {limited} attempts"
+                        )));
                     }
                     let delay = retry_after
                         .unwrap_or_else(|| backoff(limited, self.options.initial_backoff, self.options.max_backoff));

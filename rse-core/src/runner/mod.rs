@@ -222,7 +222,8 @@ impl SyncBuilder {
             source.schema().await.map_err(|source| ConfigError::Source { sync_id: sync_id.clone(), source })?;
         if let Some(key) = &self.key {
             let keyed = Schema::clone(&source_schema).with_key(key);
-            source_schema = keyed.map_err(|source| ConfigError::Schema { sync_id: sync_id.clone(), source })?.into_arc();
+            source_schema =
+                keyed.map_err(|source| ConfigError::Schema { sync_id: sync_id.clone(), source })?.into_arc();
         }
         let capabilities = source.capabilities();
         let cursor_index = match &capabilities.cursor_field {
@@ -235,7 +236,9 @@ impl SyncBuilder {
         };
         let mut schema = source_schema.clone();
         for t in &self.transforms {
-            schema = t.output_schema(&schema).map_err(|source| ConfigError::Transform { sync_id: sync_id.clone(), source })?;
+            schema = t
+                .output_schema(&schema)
+                .map_err(|source| ConfigError::Transform { sync_id: sync_id.clone(), source })?;
         }
         if schema.key_indices().is_empty() {
             return Err(ConfigError::NoKey { sync_id, available: schema.field_names() });

@@ -210,7 +210,12 @@ fn deliverer(
 }
 
 /// Renews the lease at a third of its TTL until `done`; a lost lease stops the run.
-async fn keep_lease(inner: &SyncInner, mut lease: Lease, stop: CancellationToken, done: CancellationToken) -> Option<String> {
+async fn keep_lease(
+    inner: &SyncInner,
+    mut lease: Lease,
+    stop: CancellationToken,
+    done: CancellationToken,
+) -> Option<String> {
     let every = inner.options.lease_ttl / 3;
     loop {
         tokio::select! {
@@ -689,7 +694,14 @@ impl<'a> Producer<'a> {
     }
 }
 
-fn change(sync_id: &str, op: Op, key: Key, record: Option<Record>, fingerprint: crate::Fingerprint, version: u64) -> Change {
+fn change(
+    sync_id: &str,
+    op: Op,
+    key: Key,
+    record: Option<Record>,
+    fingerprint: crate::Fingerprint,
+    version: u64,
+) -> Change {
     let idempotency_key = IdempotencyKey::derive(sync_id, &key, op, fingerprint, version);
     Change { op, key, record, fingerprint, version, idempotency_key }
 }
@@ -740,7 +752,8 @@ fn fill_report(report: &mut SyncReport, p: &Produced, c: &Consumed, sample_limit
     report.rate_limit_wait = c.totals.rate_wait;
     report.batches = c.totals.writes;
     report.bytes = c.totals.bytes;
-    report.stages = StageDurations { deliver: c.totals.deliver_time, commit: p.stages.commit + c.totals.commit_time, ..p.stages };
+    report.stages =
+        StageDurations { deliver: c.totals.deliver_time, commit: p.stages.commit + c.totals.commit_time, ..p.stages };
     report.withheld_reason = p.withheld_reason.clone();
     report.rejections = p.samples.iter().chain(&c.totals.samples).take(sample_limit).cloned().collect();
 }

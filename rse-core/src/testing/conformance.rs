@@ -316,11 +316,8 @@ pub async fn check_state_store(store: &dyn StateStore) -> Result<(), Conformance
     ensure!(rej.iter().any(|r| *r == rejected(42, "invalid email")), "a rejection did not round-trip exactly");
     let page = store.rejected(&sync_id, Some(&rej[0].key), 1).await.map_err(fail("rejected paging"))?;
     ensure!(page.len() == 1 && page[0].key == rej[1].key, "rejected paging with `after` is wrong");
-    let commit = StateCommit {
-        applied: vec![entry(42, 2)],
-        cleared_rejections: vec![key(99)],
-        ..StateCommit::default()
-    };
+    let commit =
+        StateCommit { applied: vec![entry(42, 2)], cleared_rejections: vec![key(99)], ..StateCommit::default() };
     store.commit(&lease, commit).await.map_err(fail("commit clearing rejections"))?;
     let rej = store.rejected(&sync_id, None, 10).await.map_err(fail("rejected"))?;
     ensure!(
@@ -343,7 +340,11 @@ pub async fn check_state_store(store: &dyn StateStore) -> Result<(), Conformance
         ],
         "intents were not recorded as pending changes (creating unknown keys at version 0): {got:?}"
     );
-    let commit = StateCommit { applied: vec![entry(42, 3)], settled: vec![(key(-3), None), (key(77), None)], ..StateCommit::default() };
+    let commit = StateCommit {
+        applied: vec![entry(42, 3)],
+        settled: vec![(key(-3), None), (key(77), None)],
+        ..StateCommit::default()
+    };
     store.commit(&lease, commit).await.map_err(fail("commit settling intents"))?;
     let got = store.get(&sync_id, &[key(42), key(-3), key(77)]).await.map_err(fail("get"))?;
     ensure!(
@@ -390,11 +391,17 @@ pub async fn check_state_store(store: &dyn StateStore) -> Result<(), Conformance
         "renewal of a fenced lease was not refused"
     );
     ensure!(
-        matches!(store.record_run(&short, &report(&sync_id, short.token, RunStatus::Cancelled)).await, Err(StateError::Fenced { .. })),
+        matches!(
+            store.record_run(&short, &report(&sync_id, short.token, RunStatus::Cancelled)).await,
+            Err(StateError::Fenced { .. })
+        ),
         "record_run under a fenced lease was not refused"
     );
     store.release_lease(&short).await.map_err(fail("releasing a fenced lease"))?;
-    store.commit(&taker, StateCommit { applied: vec![entry(1, 1)], ..StateCommit::default() }).await.map_err(fail("commit by the new holder"))?;
+    store
+        .commit(&taker, StateCommit { applied: vec![entry(1, 1)], ..StateCommit::default() })
+        .await
+        .map_err(fail("commit by the new holder"))?;
     store.release_lease(&taker).await.map_err(fail("release_lease"))?;
     store.release_lease(&other_lease).await.map_err(fail("release_lease"))?;
     Ok(())

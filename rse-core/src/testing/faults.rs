@@ -181,7 +181,9 @@ impl<D: Destination> Destination for FaultyDestination<D> {
                 return Err(DestinationError::fatal(format!("injected fatal failure on write {call}")));
             }
             if batch.changes.iter().any(|c| f.invalid_batch_keys.contains(&c.key)) {
-                return Err(DestinationError::InvalidBatch { message: "injected: batch holds a refused record".into() });
+                return Err(DestinationError::InvalidBatch {
+                    message: "injected: batch holds a refused record".into(),
+                });
             }
             for (slot, change) in outcomes.iter_mut().zip(&batch.changes) {
                 if let Some(reason) = f.reject.get(&change.key) {
