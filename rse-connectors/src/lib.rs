@@ -4,9 +4,10 @@
 //! writes only its I/O and classifies its errors; batching, retries, rate limiting and
 //! acknowledgement stay in the runner of [`rse_core`].
 
-pub use rse_core::{Destination, DestinationError, StateStore, StateError};
+pub use rse_core::{Destination, DestinationError, StateError, StateStore};
 
 pub mod destination;
+pub use destination::Secret;
 #[cfg(feature = "http")]
 pub use destination::http::{BodyShape, HttpDestination, HttpDestinationConfig, RecordErrors};
 #[cfg(feature = "nats")]
@@ -15,7 +16,6 @@ pub use destination::nats::{NatsDestination, NatsDestinationOptions};
 pub use destination::postgres::{PostgresDestination, PostgresDestinationOptions};
 #[cfg(feature = "redis")]
 pub use destination::redis::{RedisDestination, RedisDestinationOptions};
-pub use destination::Secret;
 
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub mod state;
