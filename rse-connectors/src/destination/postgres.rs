@@ -8,9 +8,10 @@
 //! round trip with a fixed statement text (prepared once per connection). Deletes are one
 //! `DELETE … USING unnest(…)`. Identifiers are always quoted; values are always bound.
 //!
-//! (COPY into a temporary table followed by a merge needs three statements and a temporary
-//! table per batch; the `unnest` upsert reaches the throughput target with one statement,
-//! see the README's figures, so it is the only path.)
+//! COPY into a temporary table followed by a merge was measured on a million rows and is
+//! slower: the COPY took 2.8 s and the `INSERT … SELECT … ON CONFLICT` merge 8.8 s, against
+//! 8.65 s for a whole sync through `unnest` (the array binding is binary already, and the
+//! merge is the same upsert). See the README's figures.
 //!
 //! # Re-sent changes
 //! An upsert of the same change again writes the same values, so a retried batch is
