@@ -554,19 +554,35 @@ fn decode_numeric(raw: &[u8]) -> Result<Decimal, String> {
     if ndigits == 0 {
         return Ok(Decimal::from_scaled(0, 0));
     }
-    let mut text = String::with_capacity(ndigits * 4 + 12);
-    if sign == 0x4000 {
-        text.push('-');
-    }
+    let negative = sign == 0x4000;
+    let mut groups = Vec::with_capacity(ndigits);
     for i in 0..ndigits {
         let digit = word(8 + 2 * i)?;
         if digit > 9999 {
             return Err("invalid numeric digit".to_owned());
         }
-        text.push_str(&format!("{digit:04}"));
+        groups.push(i128::from(digit));
     }
+    // value = groups as a base-10000 integer × 10^exponent.
     let exponent = (weight - (ndigits as i64 - 1)) * 4;
-    text.push_str(&format!("e{exponent}"));
+    if ndigits <= 9 && (-1_000..=0).contains(&exponent) {
+        // Up to 36 digits fit an i128: no text round trip.
+        let unscaled = groups.iter().fold(0i128, |n, &g| n * 10_000 + g);
+        let scale = u32::try_from(-exponent).map_err(|_| "the numeric does not fit a decimal".to_owned())?;
+        return Ok(Decimal::from_scaled(if negative { -unscaled } else { unscaled }, scale));
+    }
+    let mut text = String::with_capacity(ndigits * 4 + 12);
+    if negative {
+        text.push('-');
+    }
+    for g in groups {
+        let g = g as u16;
+        for d in [g / 1000, g / 100 % 10, g / 10 % 10, g % 10] {
+            text.push(char::from(b'0' + d as u8));
+        }
+    }
+    text.push('e');
+    text.push_str(&exponent.to_string());
     Decimal::parse(&text).map_err(|_| "the numeric does not fit a decimal".to_owned())
 }
 
@@ -668,6 +684,9 @@ mod tests {
         let raw = [0, 1, 0xFF, 0xFF, 0x40, 0, 0, 4, 0, 1];
         assert_eq!(decode_numeric(&raw).map(|d| d.to_string()), Ok("-0.0001".to_owned()));
         assert!(decode_numeric(&[0, 0, 0, 0, 0xC0, 0, 0, 0]).is_err());
+        // 100000000 = digit 1, weight 2: a positive exponent takes the text path.
+        let raw = [0, 1, 0, 2, 0, 0, 0, 0, 0, 1];
+        assert_eq!(decode_numeric(&raw).map(|d| d.to_string()), Ok("100000000".to_owned()));
     }
 
     #[test]
