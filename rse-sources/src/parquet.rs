@@ -217,9 +217,14 @@ impl ParquetSource {
                 }
             };
             let cursor_index = cursor.as_ref().and_then(|(c, v)| schema.index_of(c).map(|i| (i, v)));
+            // Row numbers in errors count from the first row read; say so when groups were skipped.
+            let mut counted_from = "";
             let builder = match &cursor {
                 Some((column, value)) => {
                     let groups = row_groups_from_cursor(&builder, column, value);
+                    if groups.len() < builder.metadata().num_row_groups() {
+                        counted_from = " (counting from the first row group not skipped by the cursor)";
+                    }
                     builder.with_row_groups(groups)
                 }
                 None => builder,
@@ -231,12 +236,16 @@ impl ParquetSource {
             let mut row = 0u64;
             for batch in reader {
                 let batch = batch.map_err(|e| SourceError::Malformed {
-                    location: format!("`{}` after row {row}", path.display()),
+                    location: format!("`{}` after row {row}{counted_from}", path.display()),
                     reason: format!("the data does not decode ({e})"),
                 })?;
                 let mut records =
                     convert_batch(&batch, &schema).map_err(|(column, offset, reason)| SourceError::Malformed {
-                        location: format!("column `{column}` of `{}`, row {}", path.display(), row + offset as u64 + 1),
+                        location: format!(
+                            "column `{column}` of `{}`, row {}{counted_from}",
+                            path.display(),
+                            row + offset as u64 + 1
+                        ),
                         reason,
                     })?;
                 row += batch.num_rows() as u64;
