@@ -42,10 +42,10 @@ impl<P> PlanCache<P> {
             // A poisoned lock only means another thread panicked while swapping the cache;
             // the cached value is either the old or the new complete plan, both valid.
             let last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some((schema, planned)) = last.as_ref() {
-                if Arc::ptr_eq(schema, input) || **schema == **input {
-                    return Ok(Arc::clone(planned));
-                }
+            if let Some((schema, planned)) = last.as_ref()
+                && (Arc::ptr_eq(schema, input) || **schema == **input)
+            {
+                return Ok(Arc::clone(planned));
             }
         }
         let planned = Arc::new(build(input)?);

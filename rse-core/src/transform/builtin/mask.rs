@@ -117,10 +117,11 @@ impl Mask {
             ));
         }
         let mut fields = input.fields().to_vec();
-        if self.keep_last.is_none() && self.replacement.is_none() {
-            if let Some(f) = fields.get_mut(index) {
-                f.nullable = true;
-            }
+        if self.keep_last.is_none()
+            && self.replacement.is_none()
+            && let Some(f) = fields.get_mut(index)
+        {
+            f.nullable = true;
         }
         Ok(Planned { output: build_schema(NAME, fields, &key_names(input))?, plan: index })
     }
