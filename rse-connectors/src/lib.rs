@@ -16,6 +16,8 @@ pub use destination::nats::{NatsDestination, NatsDestinationOptions};
 pub use destination::postgres::{PostgresDestination, PostgresDestinationOptions};
 #[cfg(feature = "redis")]
 pub use destination::redis::{RedisDestination, RedisDestinationOptions};
+#[cfg(feature = "sqlite")]
+pub use destination::sqlite::{SqliteDestination, SqliteDestinationOptions, SqliteTableKind};
 
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub mod state;
