@@ -416,7 +416,13 @@ impl PostgresStateStore {
 
     /// Locks the sync's row and checks the lease's token against the current one.
     async fn fence(&self, tx: &deadpool_postgres::Transaction<'_>, lease: &Lease) -> Result<Fence, StateError> {
-        let row = tx.query_opt(&self.sql.fence, &[&lease.sync_id]).await.map_err(self.err("checking the lease"))?;
+        let row = tx
+            .query_opt(
+                &tx.prepare_cached(&self.sql.fence).await.map_err(self.err("preparing a statement"))?,
+                &[&lease.sync_id],
+            )
+            .await
+            .map_err(self.err("checking the lease"))?;
         Ok(match row {
             Some(row) => {
                 let (id, token, last): (i64, Option<i64>, i64) = (row.get(0), row.get(1), row.get(2));
@@ -439,7 +445,10 @@ impl PostgresStateStore {
     /// As [`StateStore::scan`].
     pub async fn list_syncs(&self) -> Result<Vec<SyncSummary>, StateError> {
         let client = self.client().await?;
-        let rows = client.query(&self.sql.syncs, &[]).await.map_err(self.err("listing syncs"))?;
+        let rows = client
+            .query(&client.prepare_cached(&self.sql.syncs).await.map_err(self.err("preparing a statement"))?, &[])
+            .await
+            .map_err(self.err("listing syncs"))?;
         Ok(rows
             .iter()
             .map(|r| {
@@ -463,7 +472,13 @@ impl PostgresStateStore {
     pub async fn list_runs(&self, sync_id: &str, limit: usize) -> Result<Vec<RunRecord>, StateError> {
         let client = self.client().await?;
         let limit = to_i64(limit as u64);
-        let rows = client.query(&self.sql.runs, &[&sync_id, &limit]).await.map_err(self.err("listing runs"))?;
+        let rows = client
+            .query(
+                &client.prepare_cached(&self.sql.runs).await.map_err(self.err("preparing a statement"))?,
+                &[&sync_id, &limit],
+            )
+            .await
+            .map_err(self.err("listing runs"))?;
         rows.iter()
             .map(|r| {
                 let report: String = r.get(2);
@@ -491,8 +506,19 @@ impl StateStore for PostgresStateStore {
     async fn acquire_lease(&self, sync_id: &str, holder: &str, ttl: Duration) -> Result<Lease, StateError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(self.err("taking the lease"))?;
-        tx.execute(&self.sql.ensure_sync, &[&sync_id]).await.map_err(self.err("registering the sync"))?;
-        let row = tx.query_one(&self.sql.lock_sync, &[&sync_id]).await.map_err(self.err("taking the lease"))?;
+        tx.execute(
+            &tx.prepare_cached(&self.sql.ensure_sync).await.map_err(self.err("preparing a statement"))?,
+            &[&sync_id],
+        )
+        .await
+        .map_err(self.err("registering the sync"))?;
+        let row = tx
+            .query_one(
+                &tx.prepare_cached(&self.sql.lock_sync).await.map_err(self.err("preparing a statement"))?,
+                &[&sync_id],
+            )
+            .await
+            .map_err(self.err("taking the lease"))?;
         let (last, current, acquired, expires, now): (i64, Option<String>, Option<i64>, Option<i64>, i64) =
             (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
         if let (Some(current), Some(acquired), Some(expires)) = (current, acquired, expires)
@@ -508,9 +534,12 @@ impl StateStore for PostgresStateStore {
         }
         let token = last + 1;
         let expires = now.saturating_add(ttl_ms(ttl));
-        tx.execute(&self.sql.take_lease, &[&sync_id, &token, &holder, &now, &expires])
-            .await
-            .map_err(self.err("taking the lease"))?;
+        tx.execute(
+            &tx.prepare_cached(&self.sql.take_lease).await.map_err(self.err("preparing a statement"))?,
+            &[&sync_id, &token, &holder, &now, &expires],
+        )
+        .await
+        .map_err(self.err("taking the lease"))?;
         tx.commit().await.map_err(self.err("taking the lease"))?;
         Ok(Lease {
             sync_id: sync_id.to_owned(),
@@ -525,7 +554,13 @@ impl StateStore for PostgresStateStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(self.err("renewing the lease"))?;
         let id = self.fence(&tx, lease).await??;
-        let row = tx.query_one(&self.sql.renew, &[&id, &ttl_ms(ttl)]).await.map_err(self.err("renewing the lease"))?;
+        let row = tx
+            .query_one(
+                &tx.prepare_cached(&self.sql.renew).await.map_err(self.err("preparing a statement"))?,
+                &[&id, &ttl_ms(ttl)],
+            )
+            .await
+            .map_err(self.err("renewing the lease"))?;
         let expires: i64 = row.get(0);
         tx.commit().await.map_err(self.err("renewing the lease"))?;
         Ok(Lease { expires_at: time_from_ms(expires), ..lease.clone() })
@@ -542,8 +577,13 @@ impl StateStore for PostgresStateStore {
 
     async fn meta(&self, sync_id: &str) -> Result<SyncMeta, StateError> {
         let client = self.client().await?;
-        let row =
-            client.query_opt(&self.sql.meta, &[&sync_id]).await.map_err(self.err("reading the sync's metadata"))?;
+        let row = client
+            .query_opt(
+                &client.prepare_cached(&self.sql.meta).await.map_err(self.err("preparing a statement"))?,
+                &[&sync_id],
+            )
+            .await
+            .map_err(self.err("reading the sync's metadata"))?;
         match row {
             Some(row) => meta_from(row.get::<_, Option<&str>>(0), row.get::<_, Option<&str>>(1)),
             None => Ok(SyncMeta::default()),
@@ -554,8 +594,28 @@ impl StateStore for PostgresStateStore {
         let client = self.client().await?;
         let limit = to_i64(limit as u64);
         let rows = match after {
-            None => client.query(&self.sql.scan_first, &[&sync_id, &limit]).await,
-            Some(after) => client.query(&self.sql.scan_after, &[&sync_id, &limit, &after.as_bytes()]).await,
+            None => {
+                client
+                    .query(
+                        &client
+                            .prepare_cached(&self.sql.scan_first)
+                            .await
+                            .map_err(self.err("preparing a statement"))?,
+                        &[&sync_id, &limit],
+                    )
+                    .await
+            }
+            Some(after) => {
+                client
+                    .query(
+                        &client
+                            .prepare_cached(&self.sql.scan_after)
+                            .await
+                            .map_err(self.err("preparing a statement"))?,
+                        &[&sync_id, &limit, &after.as_bytes()],
+                    )
+                    .await
+            }
         }
         .map_err(self.err("scanning the snapshot"))?;
         rows.iter().map(entry_of).collect()
@@ -563,8 +623,13 @@ impl StateStore for PostgresStateStore {
 
     async fn get(&self, sync_id: &str, keys: &[Key]) -> Result<Vec<Option<SnapshotEntry>>, StateError> {
         let client = self.client().await?;
-        let rows =
-            client.query(&self.sql.get, &[&sync_id, &key_bytes(keys)]).await.map_err(self.err("looking up keys"))?;
+        let rows = client
+            .query(
+                &client.prepare_cached(&self.sql.get).await.map_err(self.err("preparing a statement"))?,
+                &[&sync_id, &key_bytes(keys)],
+            )
+            .await
+            .map_err(self.err("looking up keys"))?;
         let mut found: HashMap<Key, SnapshotEntry> = HashMap::with_capacity(rows.len());
         for row in &rows {
             let entry = entry_of(row)?;
@@ -582,8 +647,28 @@ impl StateStore for PostgresStateStore {
         let client = self.client().await?;
         let limit = to_i64(limit as u64);
         let rows = match after {
-            None => client.query(&self.sql.rejected_first, &[&sync_id, &limit]).await,
-            Some(after) => client.query(&self.sql.rejected_after, &[&sync_id, &limit, &after.as_bytes()]).await,
+            None => {
+                client
+                    .query(
+                        &client
+                            .prepare_cached(&self.sql.rejected_first)
+                            .await
+                            .map_err(self.err("preparing a statement"))?,
+                        &[&sync_id, &limit],
+                    )
+                    .await
+            }
+            Some(after) => {
+                client
+                    .query(
+                        &client
+                            .prepare_cached(&self.sql.rejected_after)
+                            .await
+                            .map_err(self.err("preparing a statement"))?,
+                        &[&sync_id, &limit, &after.as_bytes()],
+                    )
+                    .await
+            }
         }
         .map_err(self.err("listing rejected keys"))?;
         rows.iter().map(|r| rejected_from_json(r.get(0))).collect()
@@ -607,18 +692,29 @@ impl StateStore for PostgresStateStore {
             let keys: Vec<&[u8]> = intents.iter().map(|(k, _)| k.as_bytes()).collect();
             let cols: Vec<_> = intents.iter().map(|(_, p)| pending_columns(Some(p))).collect();
             let (ops, fps, versions) = split(&cols);
-            tx.execute(&self.sql.intents, &[&id, &keys, &ops, &fps, &versions])
-                .await
-                .map_err(run("recording intents"))?;
+            tx.execute(
+                &tx.prepare_cached(&self.sql.intents).await.map_err(self.err("preparing a statement"))?,
+                &[&id, &keys, &ops, &fps, &versions],
+            )
+            .await
+            .map_err(run("recording intents"))?;
         }
         if !settled.is_empty() {
             let keys: Vec<&[u8]> = settled.iter().map(|(k, _)| k.as_bytes()).collect();
             let cols: Vec<_> = settled.iter().map(|(_, p)| pending_columns(p.as_ref())).collect();
             let (ops, fps, versions) = split(&cols);
-            tx.execute(&self.sql.settle, &[&id, &keys, &ops, &fps, &versions])
-                .await
-                .map_err(run("settling intents"))?;
-            tx.execute(&self.sql.settle_remove, &[&id, &keys]).await.map_err(run("settling intents"))?;
+            tx.execute(
+                &tx.prepare_cached(&self.sql.settle).await.map_err(self.err("preparing a statement"))?,
+                &[&id, &keys, &ops, &fps, &versions],
+            )
+            .await
+            .map_err(run("settling intents"))?;
+            tx.execute(
+                &tx.prepare_cached(&self.sql.settle_remove).await.map_err(self.err("preparing a statement"))?,
+                &[&id, &keys],
+            )
+            .await
+            .map_err(run("settling intents"))?;
         }
         if !applied.is_empty() {
             let keys: Vec<&[u8]> = applied.iter().map(|e| e.key.as_bytes()).collect();
@@ -628,10 +724,17 @@ impl StateStore for PostgresStateStore {
             let versions: Vec<i64> = applied.iter().map(|e| to_i64(e.version)).collect();
             let cols: Vec<_> = applied.iter().map(|e| pending_columns(e.pending.as_ref())).collect();
             let (ops, fps, pending_versions) = split(&cols);
-            tx.execute(&self.sql.clear_by_keys, &[&id, &keys]).await.map_err(run("clearing rejections"))?;
+            tx.execute(
+                &tx.prepare_cached(&self.sql.clear_by_keys).await.map_err(self.err("preparing a statement"))?,
+                &[&id, &keys],
+            )
+            .await
+            .map_err(run("clearing rejections"))?;
             let params: [&(dyn ToSql + Sync); 7] =
                 [&id, &keys, &fingerprints, &versions, &ops, &fps, &pending_versions];
-            tx.execute(&self.sql.apply, &params).await.map_err(run("writing applied entries"))?;
+            tx.execute(&tx.prepare_cached(&self.sql.apply).await.map_err(self.err("preparing a statement"))?, &params)
+                .await
+                .map_err(run("writing applied entries"))?;
         }
         if !rejected.is_empty() {
             let keys: Vec<&[u8]> = rejected.iter().map(|r| r.key.as_bytes()).collect();
@@ -640,23 +743,41 @@ impl StateStore for PostgresStateStore {
             let attempts: Vec<i32> = rejected.iter().map(|r| i32::try_from(r.attempts).unwrap_or(i32::MAX)).collect();
             let last: Vec<i64> = rejected.iter().map(|r| to_i64(r.last_rejected_at)).collect();
             let params: [&(dyn ToSql + Sync); 7] = [&id, &keys, &stages, &reasons, &attempts, &last, &rejected_json];
-            tx.execute(&self.sql.reject, &params).await.map_err(run("writing rejections"))?;
+            tx.execute(&tx.prepare_cached(&self.sql.reject).await.map_err(self.err("preparing a statement"))?, &params)
+                .await
+                .map_err(run("writing rejections"))?;
         }
         if !commit.cleared_rejections.is_empty() {
-            tx.execute(&self.sql.clear_by_keys, &[&id, &key_bytes(&commit.cleared_rejections)])
-                .await
-                .map_err(run("clearing rejections"))?;
+            tx.execute(
+                &tx.prepare_cached(&self.sql.clear_by_keys).await.map_err(self.err("preparing a statement"))?,
+                &[&id, &key_bytes(&commit.cleared_rejections)],
+            )
+            .await
+            .map_err(run("clearing rejections"))?;
         }
         if !commit.forgotten.is_empty() {
-            tx.execute(&self.sql.forget, &[&id, &key_bytes(&commit.forgotten)])
-                .await
-                .map_err(run("forgetting keys"))?;
+            tx.execute(
+                &tx.prepare_cached(&self.sql.forget).await.map_err(self.err("preparing a statement"))?,
+                &[&id, &key_bytes(&commit.forgotten)],
+            )
+            .await
+            .map_err(run("forgetting keys"))?;
         }
         if let Some(cursor) = &cursor {
-            tx.execute(&self.sql.cursor, &[&id, cursor]).await.map_err(run("moving the cursor"))?;
+            tx.execute(
+                &tx.prepare_cached(&self.sql.cursor).await.map_err(self.err("preparing a statement"))?,
+                &[&id, cursor],
+            )
+            .await
+            .map_err(run("moving the cursor"))?;
         }
         if let Some(algorithm) = commit.fingerprint_algorithm {
-            tx.execute(&self.sql.algorithm, &[&id, &algorithm.name()]).await.map_err(run("recording the algorithm"))?;
+            tx.execute(
+                &tx.prepare_cached(&self.sql.algorithm).await.map_err(self.err("preparing a statement"))?,
+                &[&id, &algorithm.name()],
+            )
+            .await
+            .map_err(run("recording the algorithm"))?;
         }
         tx.commit().await.map_err(self.err("committing state"))
     }
@@ -668,12 +789,18 @@ impl StateStore for PostgresStateStore {
         let tx = client.transaction().await.map_err(self.err("recording a run"))?;
         let id = self.fence(&tx, lease).await??;
         let (run_id, started) = (to_i64(report.run_id), to_i64(report.started_at_ms));
-        tx.execute(&self.sql.run, &[&id, &run_id, &started, &status, &text])
-            .await
-            .map_err(self.err("recording a run"))?;
-        tx.execute(&self.sql.prune_runs, &[&id, &to_i64(self.run_retention as u64)])
-            .await
-            .map_err(self.err("pruning old runs"))?;
+        tx.execute(
+            &tx.prepare_cached(&self.sql.run).await.map_err(self.err("preparing a statement"))?,
+            &[&id, &run_id, &started, &status, &text],
+        )
+        .await
+        .map_err(self.err("recording a run"))?;
+        tx.execute(
+            &tx.prepare_cached(&self.sql.prune_runs).await.map_err(self.err("preparing a statement"))?,
+            &[&id, &to_i64(self.run_retention as u64)],
+        )
+        .await
+        .map_err(self.err("pruning old runs"))?;
         tx.commit().await.map_err(self.err("recording a run"))
     }
 
