@@ -27,7 +27,7 @@ use rse_core::testing::{service_url, unavailable, unique_id};
 use rse_core::*;
 
 const ROWS: i64 = 20_000;
-const LEASE_TTL: Duration = Duration::from_millis(800);
+const LEASE_TTL: Duration = Duration::from_millis(500);
 
 fn pg_url() -> String {
     service_url("RSE_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test")
@@ -355,7 +355,7 @@ async fn survives_sigkill(store_kind: &'static str) {
         cycles += 1;
         let mut child = world.spawn();
         // Early kills land in the first full load; later ones anywhere in a run.
-        let delay = Duration::from_millis(fastrand::u64(20..2_000));
+        let delay = Duration::from_millis(fastrand::u64(20..1_500));
         tokio::time::sleep(delay).await;
         let signalled = std::env::var("RSE_KILL_NEVER").is_err() && child.try_wait().unwrap().is_none();
         if signalled {
