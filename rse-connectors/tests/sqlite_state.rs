@@ -379,27 +379,22 @@ async fn a_locked_file_fails_with_a_retryable_error_and_leaves_the_state() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_read_only_file_says_what_to_do() {
-    use std::os::unix::fs::PermissionsExt;
+async fn a_read_only_file_says_what_to_do_and_is_left_alone() {
     let path = temp_path("state.db");
-    drop(SqliteStateStore::open(&path).await.unwrap());
-    for p in [path.clone(), path.with_extension("db-wal"), path.with_extension("db-shm")] {
-        if p.exists() {
-            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o444)).unwrap();
-        }
-    }
-    if std::fs::OpenOptions::new().append(true).open(&path).is_ok() {
-        // Root ignores file modes, so there is nothing to observe.
-        eprintln!("skipping: this user can write a read-only file");
-        cleanup(&path);
-        return;
-    }
-    let result = async {
-        let store = SqliteStateStore::open(&path).await?;
-        store.acquire_lease("ro", "a", TTL).await
-    }
-    .await;
-    let error = result.unwrap_err();
-    assert!(error.to_string().contains("read-only") || error.to_string().contains("writable"), "{error}");
+    let store = SqliteStateStore::open(&path).await.unwrap();
+    let lease = store.acquire_lease("ro", "a", Duration::from_millis(1)).await.unwrap();
+    store.commit(&lease, StateCommit { applied: vec![entry(1, 1)], ..StateCommit::default() }).await.unwrap();
+    drop(store);
+    // Opened read-only (a SQLite URI; file modes would not stop root, which CI runs as).
+    let read_only = format!("file:{}?mode=ro", path.display());
+    let store = SqliteStateStore::open(&read_only).await.unwrap();
+    assert_eq!(store.scan("ro", None, 10).await.unwrap(), vec![entry(1, 1)], "a read-only store cannot be read");
+    let error = store.acquire_lease("ro", "b", TTL).await.unwrap_err();
+    assert!(error.to_string().contains("is read-only") && error.to_string().contains("writable"), "{error}");
+    drop(store);
+    let store = SqliteStateStore::open(&path).await.unwrap();
+    assert_eq!(store.scan("ro", None, 10).await.unwrap(), vec![entry(1, 1)]);
+    let lease = store.acquire_lease("ro", "c", TTL).await.unwrap();
+    assert_eq!(lease.token, 2, "the refused lease was written");
     cleanup(&path);
 }
