@@ -224,7 +224,9 @@ async fn worker() {
                 }
             };
             let start = store.scan("atomic", None, 1).await.unwrap().first().map_or(0, |e| e.version);
-            for version in start + 1.. {
+            // Bounded, so that a worker whose test died does not outlive it for long.
+            let until = Instant::now() + Duration::from_secs(60);
+            for version in (start + 1..).take_while(|_| Instant::now() < until) {
                 let commit =
                     StateCommit { applied: (0..10_000).map(|i| entry(i, version)).collect(), ..StateCommit::default() };
                 store.commit(&lease, commit).await.unwrap();
@@ -235,7 +237,8 @@ async fn worker() {
         "hold-lease" => {
             let mut lease = store.acquire_lease("held", "worker-process", Duration::from_secs(1)).await.unwrap();
             println!("holding {}", lease.token);
-            loop {
+            let until = Instant::now() + Duration::from_secs(60);
+            while Instant::now() < until {
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 lease = store.renew_lease(&lease, Duration::from_secs(1)).await.unwrap();
             }

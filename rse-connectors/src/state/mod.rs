@@ -174,8 +174,9 @@ pub(crate) fn meta_from(algorithm: Option<&str>, cursor: Option<&str>) -> Result
     Ok(SyncMeta { fingerprint_algorithm, cursor })
 }
 
-/// Keeps the last occurrence of each key, in first-occurrence order: a commit that names a
-/// key twice in one category means its last value, as the in-memory store applies them.
+/// Keeps the last occurrence of each key: a commit that names a key twice in one category
+/// means its last value, as the in-memory store applies them one after the other. (Set-wise
+/// statements, as PostgreSQL's `unnest` upserts, cannot touch a row twice.)
 pub(crate) fn last_per_key<T>(items: Vec<T>, key: impl Fn(&T) -> &Key) -> Vec<T> {
     let mut index = std::collections::HashMap::with_capacity(items.len());
     let mut out: Vec<Option<T>> = Vec::with_capacity(items.len());
