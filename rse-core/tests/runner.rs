@@ -158,14 +158,7 @@ async fn a_refused_record_is_kept_with_its_reason_and_retried_until_it_succeeds(
     let w = World::new(customers(10));
     let faulty = FaultyDestination::new(w.destination.clone());
     faulty.reject_key(key(4), "email domain is blocked");
-    let sync = Sync::builder("customers")
-        .source(w.source.clone())
-        .destination(faulty.clone())
-        .state(w.state.clone())
-        .options(opts())
-        .build()
-        .await
-        .unwrap();
+    let sync = w.sync_to(faulty.clone(), opts()).await;
 
     let first = sync.run().await.unwrap();
     assert_eq!(first.status, RunStatus::CompletedWithRejections);
@@ -198,14 +191,7 @@ async fn a_refused_record_that_disappears_from_the_source_is_cleared() {
     let w = World::new(customers(3));
     let faulty = FaultyDestination::new(w.destination.clone());
     faulty.reject_key(key(2), "nope");
-    let sync = Sync::builder("customers")
-        .source(w.source.clone())
-        .destination(faulty)
-        .state(w.state.clone())
-        .options(opts())
-        .build()
-        .await
-        .unwrap();
+    let sync = w.sync_to(faulty, opts()).await;
     sync.run().await.unwrap();
     assert_eq!(w.state.rejections("customers").len(), 1);
     w.source.remove(&key(2));
@@ -219,14 +205,7 @@ async fn transient_failures_and_rate_limits_are_retried_until_everything_lands()
     let w = World::new(customers(50));
     let faulty = FaultyDestination::new(w.destination.clone());
     faulty.fail_write(1).fail_write(2).fail_write_after_apply(4).rate_limit_write(6, Some(Duration::from_secs(7)));
-    let sync = Sync::builder("customers")
-        .source(w.source.clone())
-        .destination(faulty.clone())
-        .state(w.state.clone())
-        .options(opts().with_max_concurrency(1))
-        .build()
-        .await
-        .unwrap();
+    let sync = w.sync_to(faulty.clone(), opts().with_max_concurrency(1)).await;
     let started = Instant::now();
     let report = sync.run().await.unwrap();
     assert_eq!(report.status, RunStatus::Succeeded);
@@ -249,14 +228,7 @@ async fn retry_after_pauses_every_worker() {
     let timed = TimedDestination::new(w.destination.clone());
     let faulty = FaultyDestination::new(timed.clone());
     faulty.rate_limit_write(1, Some(Duration::from_secs(30)));
-    let sync = Sync::builder("customers")
-        .source(w.source.clone())
-        .destination(faulty)
-        .state(w.state.clone())
-        .options(opts().with_max_concurrency(4))
-        .build()
-        .await
-        .unwrap();
+    let sync = w.sync_to(faulty, opts().with_max_concurrency(4)).await;
     let started = Instant::now();
     let report = sync.run().await.unwrap();
     assert_eq!(report.counts.applied.insert, 80);
@@ -276,14 +248,7 @@ async fn the_destination_rate_limit_is_never_exceeded() {
             .with_max_concurrency(8),
     );
     let timed = TimedDestination::new(dest.clone());
-    let sync = Sync::builder("customers")
-        .source(w.source.clone())
-        .destination(timed.clone())
-        .state(w.state.clone())
-        .options(opts().with_max_concurrency(8))
-        .build()
-        .await
-        .unwrap();
+    let sync = w.sync_to(timed.clone(), opts().with_max_concurrency(8)).await;
     let report = sync.run().await.unwrap();
     assert_eq!(report.counts.applied.insert, 200);
     let times = timed.times();
@@ -303,14 +268,7 @@ async fn an_invalid_batch_is_bisected_down_to_the_bad_records() {
     let w = World::new(customers(100));
     let faulty = FaultyDestination::new(w.destination.clone());
     faulty.invalid_batch_key(key(37)).invalid_batch_key(key(38));
-    let sync = Sync::builder("customers")
-        .source(w.source.clone())
-        .destination(faulty)
-        .state(w.state.clone())
-        .options(opts().with_batch_rows(50))
-        .build()
-        .await
-        .unwrap();
+    let sync = w.sync_to(faulty, opts().with_batch_rows(50)).await;
     let report = sync.run().await.unwrap();
     assert_eq!(report.counts.applied.insert, 98);
     assert_eq!(report.counts.rejected.insert, 2);
@@ -323,14 +281,7 @@ async fn retryable_rejections_are_retried_within_the_run() {
     let w = World::new(customers(5));
     let faulty = FaultyDestination::new(w.destination.clone());
     faulty.reject_key_retryable(key(3), 2);
-    let sync = Sync::builder("customers")
-        .source(w.source.clone())
-        .destination(faulty)
-        .state(w.state.clone())
-        .options(opts().with_initial_backoff(Duration::from_millis(1)))
-        .build()
-        .await
-        .unwrap();
+    let sync = w.sync_to(faulty, opts().with_initial_backoff(Duration::from_millis(1))).await;
     let report = sync.run().await.unwrap();
     assert_eq!(report.status, RunStatus::Succeeded);
     assert_eq!(report.counts.applied.insert, 5);
@@ -344,14 +295,7 @@ async fn repeated_failure_opens_the_circuit_and_ends_the_run_cleanly() {
     for n in 1..=1_000 {
         faulty.fail_write(n);
     }
-    let sync = Sync::builder("customers")
-        .source(w.source.clone())
-        .destination(faulty.clone())
-        .state(w.state.clone())
-        .options(opts().with_max_attempts(3).with_max_concurrency(1))
-        .build()
-        .await
-        .unwrap();
+    let sync = w.sync_to(faulty.clone(), opts().with_max_attempts(3).with_max_concurrency(1)).await;
     let report = sync.run().await.unwrap();
     assert!(matches!(report.status, RunStatus::CircuitOpen { .. }), "{:?}", report.status);
     assert_eq!(report.counts.applied.total(), 0);
@@ -370,14 +314,7 @@ async fn unauthorized_ends_the_run_at_once() {
     let w = World::new(customers(30));
     let faulty = FaultyDestination::new(w.destination.clone());
     faulty.fatal_write(2);
-    let sync = Sync::builder("customers")
-        .source(w.source.clone())
-        .destination(faulty)
-        .state(w.state.clone())
-        .options(opts().with_max_concurrency(1))
-        .build()
-        .await
-        .unwrap();
+    let sync = w.sync_to(faulty, opts().with_max_concurrency(1)).await;
     let report = sync.run().await.unwrap();
     assert!(matches!(report.status, RunStatus::Failed { .. }));
     assert_eq!(report.counts.applied.insert, 10);
@@ -389,14 +326,7 @@ async fn a_cancelled_run_commits_what_was_acknowledged() {
     let w = World::new(customers(100));
     let faulty = FaultyDestination::new(w.destination.clone());
     faulty.latency(Duration::from_secs(1));
-    let sync = Sync::builder("customers")
-        .source(w.source.clone())
-        .destination(faulty.clone())
-        .state(w.state.clone())
-        .options(opts().with_max_concurrency(1))
-        .build()
-        .await
-        .unwrap();
+    let sync = w.sync_to(faulty.clone(), opts().with_max_concurrency(1)).await;
     let cancel = CancellationToken::new();
     let canceller = cancel.clone();
     tokio::spawn(async move {

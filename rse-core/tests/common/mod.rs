@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use rse_core::memory::{MemoryDestination, MemorySource, MemoryStateStore};
-use rse_core::{DataType, Field, Key, Mode, Record, Schema, Sync, SyncOptions, Value};
+use rse_core::{DataType, Destination, Field, Key, Mode, Record, Schema, Sync, SyncBuilder, SyncOptions, Value};
 
 /// id (int key), email, churn_score, updated_at (timestamp micros).
 pub fn customers_schema() -> Arc<Schema> {
@@ -65,15 +65,20 @@ impl World {
     }
 
     pub async fn sync(&self, mode: Mode, options: SyncOptions) -> Sync {
+        self.builder(self.destination.clone(), options).mode(mode).build().await.unwrap()
+    }
+
+    /// An upsert sync of this world's source and state into `destination`.
+    pub async fn sync_to(&self, destination: impl Destination + 'static, options: SyncOptions) -> Sync {
+        self.builder(destination, options).build().await.unwrap()
+    }
+
+    fn builder(&self, destination: impl Destination + 'static, options: SyncOptions) -> SyncBuilder {
         Sync::builder("customers")
             .source(self.source.clone())
-            .destination(self.destination.clone())
+            .destination(destination)
             .state(self.state.clone())
-            .mode(mode)
             .options(options)
-            .build()
-            .await
-            .unwrap()
     }
 }
 
