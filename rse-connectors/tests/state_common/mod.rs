@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use rse_core::memory::{MemoryDestination, MemorySource};
-use rse_core::state::{self, SnapshotEntry};
+use rse_core::state::SnapshotEntry;
 use rse_core::testing::conformance_schema;
 use rse_core::*;
 
@@ -40,65 +40,6 @@ pub async fn run_once(state: impl StateStore + 'static, sync_id: &str, rows: i64
 }
 
 /// Runs the `StateStore` conformance suite against `store`.
-///
-/// The suite compares a run read back with a report it builds again at that moment, and a
-/// report's `started_at_ms` is the wall clock when it is built, so the two differ whenever
-/// a millisecond passes between recording and comparing — every time on a server round
-/// trip. Until the suite pins that field, this passes the suite a view of the store whose
-/// `runs` stamps reports with the current millisecond; the stored start time round-trips
-/// in each store's own tests.
 pub async fn check_conformance<S: StateStore>(store: &S) {
-    rse_core::testing::check_state_store(&SuiteClock(store)).await.unwrap();
-}
-
-struct SuiteClock<'a, S>(&'a S);
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
-}
-
-#[async_trait::async_trait]
-impl<S: StateStore> StateStore for SuiteClock<'_, S> {
-    fn name(&self) -> &str {
-        self.0.name()
-    }
-    async fn acquire_lease(&self, sync_id: &str, holder: &str, ttl: Duration) -> Result<state::Lease, StateError> {
-        self.0.acquire_lease(sync_id, holder, ttl).await
-    }
-    async fn renew_lease(&self, lease: &state::Lease, ttl: Duration) -> Result<state::Lease, StateError> {
-        self.0.renew_lease(lease, ttl).await
-    }
-    async fn release_lease(&self, lease: &state::Lease) -> Result<(), StateError> {
-        self.0.release_lease(lease).await
-    }
-    async fn meta(&self, sync_id: &str) -> Result<state::SyncMeta, StateError> {
-        self.0.meta(sync_id).await
-    }
-    async fn scan(&self, sync_id: &str, after: Option<&Key>, limit: usize) -> Result<Vec<SnapshotEntry>, StateError> {
-        self.0.scan(sync_id, after, limit).await
-    }
-    async fn get(&self, sync_id: &str, keys: &[Key]) -> Result<Vec<Option<SnapshotEntry>>, StateError> {
-        self.0.get(sync_id, keys).await
-    }
-    async fn rejected(
-        &self,
-        sync_id: &str,
-        after: Option<&Key>,
-        limit: usize,
-    ) -> Result<Vec<state::RejectedEntry>, StateError> {
-        self.0.rejected(sync_id, after, limit).await
-    }
-    async fn commit(&self, lease: &state::Lease, commit: state::StateCommit) -> Result<(), StateError> {
-        self.0.commit(lease, commit).await
-    }
-    async fn record_run(&self, lease: &state::Lease, report: &SyncReport) -> Result<(), StateError> {
-        self.0.record_run(lease, report).await
-    }
-    async fn runs(&self, sync_id: &str, limit: usize) -> Result<Vec<SyncReport>, StateError> {
-        let mut runs = self.0.runs(sync_id, limit).await?;
-        for run in &mut runs {
-            run.started_at_ms = now_ms();
-        }
-        Ok(runs)
-    }
+    rse_core::testing::check_state_store(store).await.unwrap();
 }
