@@ -34,7 +34,7 @@ pub use error::{
 };
 pub use fingerprint::{Fingerprint, FingerprintAlgorithm, Fingerprinter};
 pub use key::{Key, KeyHash};
-pub use record::{Record, RecordBatch};
+pub use record::{Record, RecordBatch, SourceRejection};
 pub use report::{Counts, OpCounts, ProgressEvent, RejectionSample, RunStatus, StageDurations, SyncReport};
 pub use runner::{DiffStrategy, MaxDeletes, Mode, Sync, SyncBuilder, SyncOptions};
 pub use schema::{Field, Schema};

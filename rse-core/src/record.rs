@@ -74,22 +74,41 @@ impl From<Vec<Value>> for Record {
 
 /// Many records sharing one schema: the unit in which rows move.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct RecordBatch {
     /// The schema of every record.
     pub schema: Arc<Schema>,
     /// The records.
     pub records: Vec<Record>,
+    /// Rows the source read but could not turn into records (a malformed line of a file),
+    /// left out of `records` at the host's choice and reported by the run.
+    pub rejected: Vec<SourceRejection>,
+}
+
+/// A row a source left out because it could not be read as a record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceRejection {
+    /// Where, e.g. "line 17 of `customers.csv`".
+    pub location: String,
+    /// Why, naming the column where one is at fault; never the row's values.
+    pub reason: String,
 }
 
 impl RecordBatch {
     /// A batch of `records` under `schema`.
     pub fn new(schema: Arc<Schema>, records: Vec<Record>) -> Self {
-        Self { schema, records }
+        Self { schema, records, rejected: Vec::new() }
     }
 
     /// An empty batch.
     pub fn empty(schema: Arc<Schema>) -> Self {
-        Self { schema, records: Vec::new() }
+        Self::new(schema, Vec::new())
+    }
+
+    /// Attaches rows the source could not read as records.
+    pub fn with_rejected(mut self, rejected: Vec<SourceRejection>) -> Self {
+        self.rejected = rejected;
+        self
     }
 
     /// The number of records.

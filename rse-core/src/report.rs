@@ -55,6 +55,10 @@ impl OpCounts {
 pub struct Counts {
     /// Records read from the source.
     pub read: u64,
+    /// Rows the source could not read as records (malformed lines), left out at the host's
+    /// choice.
+    #[serde(default)]
+    pub source_rejected: u64,
     /// Records a transform filtered out on purpose (suppression, consent).
     pub filtered: u64,
     /// Records refused by a transform, with a reason.
@@ -278,8 +282,8 @@ impl std::fmt::Display for SyncReport {
         )?;
         writeln!(
             f,
-            "  read {}, unchanged {}, filtered {}, refused by transforms {}, invalid keys {}",
-            c.read, c.unchanged, c.filtered, c.transform_rejected, c.invalid
+            "  read {}, unchanged {}, filtered {}, unreadable {}, refused by transforms {}, invalid keys {}",
+            c.read, c.unchanged, c.filtered, c.source_rejected, c.transform_rejected, c.invalid
         )?;
         let ops = |o: &OpCounts| {
             format!("{} insert, {} update, {} delete, {} append", o.insert, o.update, o.delete, o.append)

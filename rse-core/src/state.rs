@@ -66,6 +66,8 @@ impl SnapshotEntry {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum RejectionStage {
+    /// The source could not read it as a record (a malformed line of a file).
+    Source,
     /// A transform refused it (validation, a value that would not cast).
     Transform,
     /// Its key was invalid (repeated within the run).

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use rse_core::{
     DataType, Field, ReadRequest, Record, RecordBatch, RecordBatchStream, Schema, Source, SourceCapabilities,
-    SourceError, Value,
+    SourceError, SourceRejection, Value,
 };
 
 use crate::common::{Keys, OrderCheck, retain_from_cursor};
@@ -63,6 +63,16 @@ impl RejectedLines {
 
     fn push(&self, line: RejectedLine) {
         self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(line);
+    }
+
+    /// The lines rejected after the first `from`.
+    fn since(&self, from: usize) -> Vec<RejectedLine> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(from..)
+            .map(<[_]>::to_vec)
+            .unwrap_or_default()
     }
 }
 
@@ -151,17 +161,28 @@ struct Batcher<'a> {
     order: Option<OrderCheck>,
     sender: &'a BatchSender,
     label: String,
+    /// Rejected lines, and how many of them earlier batches already carried to the runner.
+    rejected: RejectedLines,
+    reported: usize,
 }
 
 impl<'a> Batcher<'a> {
-    fn new(schema: Arc<Schema>, request: &ReadRequest, keys: &Keys, sender: &'a BatchSender, label: String) -> Self {
+    fn new(
+        schema: Arc<Schema>,
+        request: &ReadRequest,
+        options: &FileOptions,
+        sender: &'a BatchSender,
+        label: String,
+    ) -> Self {
+        let keys = &options.keys;
         let cursor = match (&request.cursor, &keys.cursor) {
             (Some(value), Some(column)) => schema.index_of(column).map(|i| (i, value.clone())),
             _ => None,
         };
         let size = request.batch_size.max(1);
         let order = request.order_by_key.then(OrderCheck::default);
-        Self { schema, records: Vec::with_capacity(size), size, cursor, order, sender, label }
+        let rejected = options.rejected.clone();
+        Self { schema, records: Vec::with_capacity(size), size, cursor, order, sender, label, rejected, reported: 0 }
     }
 
     /// Adds a record; `Ok(false)` when the reader has gone away and reading should stop.
@@ -178,7 +199,16 @@ impl<'a> Batcher<'a> {
         if let Some((index, cursor)) = &self.cursor {
             retain_from_cursor(&mut records, *index, cursor);
         }
-        records.is_empty() || self.sender.send(RecordBatch::new(self.schema.clone(), records))
+        // Lines rejected since the last batch travel with this one, so the run reports them.
+        let rejected: Vec<SourceRejection> = self
+            .rejected
+            .since(self.reported)
+            .into_iter()
+            .map(|l| SourceRejection { location: format!("line {} of `{}`", l.line, self.label), reason: l.reason })
+            .collect();
+        self.reported += rejected.len();
+        (records.is_empty() && rejected.is_empty())
+            || self.sender.send(RecordBatch::new(self.schema.clone(), records).with_rejected(rejected))
     }
 }
 
@@ -416,7 +446,7 @@ impl CsvSource {
                     let _ = raw_tx.send(Ok((records, filled)));
                 }
             });
-            let mut batcher = Batcher::new(schema.clone(), request, &self.options.keys, sender, label.clone());
+            let mut batcher = Batcher::new(schema.clone(), request, &self.options, sender, label.clone());
             for item in raw_rx {
                 let (records, filled) = item?;
                 for record in &records[..filled] {
@@ -645,7 +675,7 @@ impl JsonLinesSource {
         self.options.rejected.clear();
         let schema = self.resolve()?;
         let label = self.options.label();
-        let mut batcher = Batcher::new(schema.clone(), request, &self.options.keys, sender, label);
+        let mut batcher = Batcher::new(schema.clone(), request, &self.options, sender, label);
         let fields: Vec<Field> = schema.fields().to_vec();
         let mut going = true;
         self.lines(|line, text| {

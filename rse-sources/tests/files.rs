@@ -250,6 +250,31 @@ async fn a_malformed_csv_line_fails_the_read_or_is_rejected_by_line_number() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejected_lines_reach_the_run_report() {
+    use rse_core::memory::{MemoryDestination, MemoryStateStore};
+    let file = TempFile::new("csv", "id,amount\n1,10\n2,secret-value\n3,30\n4,40,extra\n");
+    let typed = vec![Field::new("id", DataType::Int), Field::new("amount", DataType::Int)];
+    let source = CsvSource::new(&file.0).with_schema(typed).with_key(["id"]).with_on_malformed(OnMalformed::Reject);
+    let destination = MemoryDestination::new();
+    let sync = rse_core::Sync::builder("csv-rejections")
+        .source(source)
+        .destination(destination.clone())
+        .state(MemoryStateStore::new())
+        .build()
+        .await
+        .unwrap();
+    let report = sync.run().await.unwrap();
+    assert_eq!(report.counts.source_rejected, 2);
+    assert_eq!(report.counts.applied.insert, 2);
+    assert_eq!(report.status, rse_core::RunStatus::CompletedWithRejections);
+    let reasons: Vec<&str> = report.rejections.iter().map(|r| r.reason.as_str()).collect();
+    assert!(reasons.iter().any(|r| r.starts_with("line 3 of") && r.contains("`amount`")), "{reasons:?}");
+    assert!(reasons.iter().any(|r| r.starts_with("line 5 of")), "{reasons:?}");
+    assert!(reasons.iter().all(|r| !r.contains("secret")), "{reasons:?}");
+    assert_eq!(destination.records().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_malformed_json_line_fails_the_read_or_is_rejected_by_line_number() {
     let file = TempFile::new(
         "jsonl",

@@ -407,7 +407,14 @@ impl<'a> Producer<'a> {
                     self.out.read_error = Some(format!("source `{}`: {e}", inner.source.name()));
                     break;
                 }
-                Some(Ok(batch)) => batch,
+                Some(Ok(mut batch)) => {
+                    for rejection in std::mem::take(&mut batch.rejected) {
+                        self.out.counts.source_rejected += 1;
+                        let reason = format!("{}: {}", rejection.location, rejection.reason);
+                        self.sample(None, RejectionStage::Source, None, &reason);
+                    }
+                    batch
+                }
             };
             self.out.counts.read += batch.len() as u64;
             let _ = inner.progress.send(ProgressEvent::Read { records: self.out.counts.read });
@@ -735,7 +742,7 @@ fn decide_status(p: &Produced, c: &Consumed, lease_lost: Option<String>, cancell
     if c.totals.undelivered > 0 || p.counts.undelivered > 0 {
         return RunStatus::Failed { reason: "some changes were not delivered".into() };
     }
-    let refused = c.totals.rejected.total() + p.counts.transform_rejected + p.counts.invalid;
+    let refused = c.totals.rejected.total() + p.counts.source_rejected + p.counts.transform_rejected + p.counts.invalid;
     if refused > 0 { RunStatus::CompletedWithRejections } else { RunStatus::Succeeded }
 }
 
