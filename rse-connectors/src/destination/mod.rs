@@ -13,8 +13,8 @@ pub mod nats;
 pub mod postgres;
 #[cfg(feature = "redis")]
 pub mod redis;
+mod secret;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
-mod secret;
 
 pub use secret::Secret;
