@@ -131,6 +131,7 @@ pub(crate) fn from_i64(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
+#[cfg(feature = "sqlite")]
 pub(crate) fn now_ms() -> i64 {
     to_i64(SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0))
 }

@@ -366,6 +366,28 @@ impl PostgresStateStore {
         })
     }
 
+    /// One page of a key-ordered listing: `first` without a lower bound, `after` with one
+    /// (both take the sync id and the limit; `after` also the key bytes).
+    async fn page(
+        &self,
+        first: &str,
+        after_sql: &str,
+        sync_id: &str,
+        after: Option<&Key>,
+        limit: usize,
+        doing: &str,
+    ) -> Result<Vec<tokio_postgres::Row>, StateError> {
+        let client = self.client().await?;
+        let limit = to_i64(limit as u64);
+        let sql = if after.is_some() { after_sql } else { first };
+        let statement = client.prepare_cached(sql).await.map_err(self.err("preparing a statement"))?;
+        let rows = match after {
+            None => client.query(&statement, &[&sync_id, &limit]).await,
+            Some(after) => client.query(&statement, &[&sync_id, &limit, &after.as_bytes()]).await,
+        };
+        rows.map_err(self.err(doing))
+    }
+
     async fn migrate(&self, quoted: &str) -> Result<(), StateError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(self.err("starting the migration"))?;
@@ -591,33 +613,8 @@ impl StateStore for PostgresStateStore {
     }
 
     async fn scan(&self, sync_id: &str, after: Option<&Key>, limit: usize) -> Result<Vec<SnapshotEntry>, StateError> {
-        let client = self.client().await?;
-        let limit = to_i64(limit as u64);
-        let rows = match after {
-            None => {
-                client
-                    .query(
-                        &client
-                            .prepare_cached(&self.sql.scan_first)
-                            .await
-                            .map_err(self.err("preparing a statement"))?,
-                        &[&sync_id, &limit],
-                    )
-                    .await
-            }
-            Some(after) => {
-                client
-                    .query(
-                        &client
-                            .prepare_cached(&self.sql.scan_after)
-                            .await
-                            .map_err(self.err("preparing a statement"))?,
-                        &[&sync_id, &limit, &after.as_bytes()],
-                    )
-                    .await
-            }
-        }
-        .map_err(self.err("scanning the snapshot"))?;
+        let (first, next) = (&self.sql.scan_first, &self.sql.scan_after);
+        let rows = self.page(first, next, sync_id, after, limit, "scanning the snapshot").await?;
         rows.iter().map(entry_of).collect()
     }
 
@@ -644,33 +641,8 @@ impl StateStore for PostgresStateStore {
         after: Option<&Key>,
         limit: usize,
     ) -> Result<Vec<RejectedEntry>, StateError> {
-        let client = self.client().await?;
-        let limit = to_i64(limit as u64);
-        let rows = match after {
-            None => {
-                client
-                    .query(
-                        &client
-                            .prepare_cached(&self.sql.rejected_first)
-                            .await
-                            .map_err(self.err("preparing a statement"))?,
-                        &[&sync_id, &limit],
-                    )
-                    .await
-            }
-            Some(after) => {
-                client
-                    .query(
-                        &client
-                            .prepare_cached(&self.sql.rejected_after)
-                            .await
-                            .map_err(self.err("preparing a statement"))?,
-                        &[&sync_id, &limit, &after.as_bytes()],
-                    )
-                    .await
-            }
-        }
-        .map_err(self.err("listing rejected keys"))?;
+        let (first, next) = (&self.sql.rejected_first, &self.sql.rejected_after);
+        let rows = self.page(first, next, sync_id, after, limit, "listing rejected keys").await?;
         rows.iter().map(|r| rejected_from_json(r.get(0))).collect()
     }
 
