@@ -23,6 +23,7 @@ pub mod source;
 pub mod state;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod time;
 pub mod transform;
 pub mod value;
 

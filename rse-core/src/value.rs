@@ -286,7 +286,7 @@ pub(crate) fn canonical_f64(f: f64) -> f64 {
 
 /// Canonical JSON text: object keys sorted, numbers normalised (`-0.0` → `0`, integral
 /// floats written as integers), no whitespace. Used for ordering, fingerprints and keys.
-pub(crate) fn canonical_json(value: &serde_json::Value) -> String {
+pub fn canonical_json(value: &serde_json::Value) -> String {
     let mut out = String::new();
     write_canonical_json(value, &mut out);
     out

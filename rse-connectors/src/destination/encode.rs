@@ -20,8 +20,6 @@
 // Each destination uses a part of this module; with only some features on, the rest is unused.
 #![cfg_attr(not(all(feature = "http", feature = "redis", feature = "nats")), allow(dead_code))]
 
-use std::fmt::Write as _;
-
 use base64::Engine as _;
 use rse_core::{Schema, Value};
 use serde_json::{Map, Value as Json};
@@ -82,52 +80,8 @@ pub(crate) fn key_object(schema: &Schema, key_values: &[Value]) -> Map<String, J
     schema.key_names().zip(key_values).map(|(name, v)| (name.to_owned(), to_json(v))).collect()
 }
 
-/// Days since 1970-01-01 as `YYYY-MM-DD` (proleptic Gregorian).
-pub(crate) fn format_date(days: i32) -> String {
-    let (y, m, d) = civil_from_days(i64::from(days));
-    let mut out = String::with_capacity(10);
-    if y < 0 {
-        out.push('-');
-    }
-    let _ = write!(out, "{:04}-{m:02}-{d:02}", y.unsigned_abs());
-    out
-}
-
-/// Microseconds since the epoch as RFC 3339 in UTC with six fractional digits.
-pub(crate) fn format_timestamp(micros: i64) -> String {
-    let secs = micros.div_euclid(1_000_000);
-    let frac = micros.rem_euclid(1_000_000);
-    let days = secs.div_euclid(86_400);
-    let in_day = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    let mut out = String::with_capacity(27);
-    if y < 0 {
-        out.push('-');
-    }
-    let _ = write!(
-        out,
-        "{:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{frac:06}Z",
-        y.unsigned_abs(),
-        in_day / 3600,
-        in_day % 3600 / 60,
-        in_day % 60
-    );
-    out
-}
-
-/// Howard Hinnant's `civil_from_days`: (year, month, day) of a day count from 1970-01-01.
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
-}
+/// Dates as `YYYY-MM-DD`, timestamps as RFC 3339 UTC with six fractional digits.
+pub(crate) use rse_core::time::{format_date, format_timestamp_micros as format_timestamp};
 
 /// Replaces `{column}` placeholders in `template` with the key's values (text form) and
 /// `{sync_id}` with the sync id; `sanitize` maps each substituted value (e.g. to keep a NATS

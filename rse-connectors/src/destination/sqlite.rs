@@ -40,6 +40,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use rse_core::time::{format_date, format_timestamp_micros as format_timestamp};
+use rse_core::value::canonical_json;
 use rse_core::{
     ChangeBatch, ChangeOutcome, DataType, Destination, DestinationCapabilities, DestinationError, Op, Schema, Value,
     WriteOutcome,
@@ -353,16 +355,8 @@ fn to_sql(value: &Value, t: &DataType) -> Option<SqlValue> {
         Value::Bytes(b) => SqlValue::Blob(b.to_vec()),
         Value::Date(d) => SqlValue::Text(format_date(*d)),
         Value::Timestamp(t) => SqlValue::Text(format_timestamp(*t)),
-        Value::Json(j) => {
-            let mut out = String::new();
-            write_canonical_json(j, &mut out);
-            SqlValue::Text(out)
-        }
-        Value::List(items) => {
-            let mut out = String::new();
-            write_canonical_json(&list_json(items), &mut out);
-            SqlValue::Text(out)
-        }
+        Value::Json(j) => SqlValue::Text(canonical_json(j)),
+        Value::List(items) => SqlValue::Text(canonical_json(&list_json(items))),
         // `Null` and any value type added later.
         _ => SqlValue::Null,
     })
@@ -389,88 +383,6 @@ fn list_json(items: &[Value]) -> serde_json::Value {
             })
             .collect(),
     )
-}
-
-/// Canonical JSON text: object keys sorted, integral floats written as integers, no
-/// whitespace; the same text for the same document however it was built.
-fn write_canonical_json(value: &serde_json::Value, out: &mut String) {
-    use serde_json::Value as J;
-    match value {
-        J::Null => out.push_str("null"),
-        J::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        J::Number(n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
-            (Some(i), _, _) => out.push_str(&i.to_string()),
-            (_, Some(u), _) => out.push_str(&u.to_string()),
-            (_, _, Some(f)) if f.fract() == 0.0 && f.abs() < 9.007_199_254_740_992e15 => {
-                #[allow(clippy::cast_possible_truncation)] // Integral and within ±2^53.
-                out.push_str(&(f as i64).to_string());
-            }
-            _ => out.push_str(&n.to_string()),
-        },
-        J::String(s) => out.push_str(&J::String(s.clone()).to_string()),
-        J::Array(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_canonical_json(item, out);
-            }
-            out.push(']');
-        }
-        J::Object(map) => {
-            let mut entries: Vec<_> = map.iter().collect();
-            entries.sort_by(|a, b| a.0.cmp(b.0));
-            out.push('{');
-            for (i, (k, v)) in entries.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(&J::String(k.clone()).to_string());
-                out.push(':');
-                write_canonical_json(v, out);
-            }
-            out.push('}');
-        }
-    }
-}
-
-/// Days since 1970-01-01 as `YYYY-MM-DD` (proleptic Gregorian).
-fn format_date(days: i32) -> String {
-    let (y, m, d) = civil_from_days(i64::from(days));
-    let sign = if y < 0 { "-" } else { "" };
-    format!("{sign}{:04}-{m:02}-{d:02}", y.unsigned_abs())
-}
-
-/// Microseconds since the epoch as RFC 3339 in UTC with six fractional digits.
-fn format_timestamp(micros: i64) -> String {
-    let secs = micros.div_euclid(1_000_000);
-    let frac = micros.rem_euclid(1_000_000);
-    let in_day = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
-    let sign = if y < 0 { "-" } else { "" };
-    format!(
-        "{sign}{:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{frac:06}Z",
-        y.unsigned_abs(),
-        in_day / 3600,
-        in_day % 3600 / 60,
-        in_day % 60
-    )
-}
-
-/// Howard Hinnant's `civil_from_days`: (year, month, day) of a day count from 1970-01-01.
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // 1..=31 and 1..=12.
-    (y, m as u32, d as u32)
 }
 
 /// The bindable rows of a batch; a value of the wrong type refuses its change before any SQL.

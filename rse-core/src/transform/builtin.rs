@@ -9,7 +9,6 @@ mod hash_pii;
 mod mask;
 mod rename;
 mod select;
-mod time;
 mod validate;
 
 pub use cast::Cast;

@@ -9,10 +9,10 @@ use super::common::{
     Outcome, PlanCache, Planned, build_schema, config_error, field_at, key_names, run_records, schema_error,
     type_mismatch,
 };
-use super::time::{MICROS_PER_DAY, format_date, format_timestamp, parse_date, parse_timestamp};
 use crate::error::TransformError;
 use crate::record::{Record, RecordBatch};
 use crate::schema::Schema;
+use crate::time::{MICROS_PER_DAY, format_date, format_timestamp, parse_date, parse_timestamp};
 use crate::transform::{Transform, TransformOutput};
 use crate::value::{DataType, Decimal, Value, canonical_f64, canonical_json};
 

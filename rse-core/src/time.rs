@@ -1,7 +1,8 @@
-//! Dates and timestamps as ISO 8601 / RFC 3339 text, for casts to and from strings.
+//! Dates and timestamps as ISO 8601 / RFC 3339 text: what casts, sources and destinations
+//! that speak text share.
 
 /// Microseconds in a day.
-pub(crate) const MICROS_PER_DAY: i64 = 86_400_000_000;
+pub const MICROS_PER_DAY: i64 = 86_400_000_000;
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (`month` 1–12, `day` 1–31).
 fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
@@ -95,7 +96,7 @@ fn date_at(c: &mut Cursor<'_>) -> Option<i64> {
 }
 
 /// Parses `YYYY-MM-DD` (surrounding whitespace allowed) as days since 1970-01-01.
-pub(crate) fn parse_date(text: &str) -> Option<i32> {
+pub fn parse_date(text: &str) -> Option<i32> {
     let mut c = Cursor { bytes: text.trim().as_bytes(), at: 0 };
     let days = date_at(&mut c)?;
     if !c.done() {
@@ -110,7 +111,7 @@ pub(crate) fn parse_date(text: &str) -> Option<i32> {
 /// optional fraction (digits past the sixth are truncated) and an optional offset `Z`,
 /// `±HH`, `±HHMM` or `±HH:MM`. Without an offset the time is taken as UTC; a bare date is
 /// midnight UTC.
-pub(crate) fn parse_timestamp(text: &str) -> Option<i64> {
+pub fn parse_timestamp(text: &str) -> Option<i64> {
     let mut c = Cursor { bytes: text.trim().as_bytes(), at: 0 };
     let days = date_at(&mut c)?;
     let mut micros = days.checked_mul(MICROS_PER_DAY)?;
@@ -193,7 +194,7 @@ fn push_date(out: &mut String, days: i64) {
 }
 
 /// `YYYY-MM-DD` for days since 1970-01-01.
-pub(crate) fn format_date(days: i32) -> String {
+pub fn format_date(days: i32) -> String {
     let mut out = String::with_capacity(10);
     push_date(&mut out, i64::from(days));
     out
@@ -201,7 +202,18 @@ pub(crate) fn format_date(days: i32) -> String {
 
 /// RFC 3339 in UTC, `YYYY-MM-DDTHH:MM:SS[.ffffff]Z`, for microseconds since the epoch;
 /// the fraction appears only when it is not zero.
-pub(crate) fn format_timestamp(micros: i64) -> String {
+pub fn format_timestamp(micros: i64) -> String {
+    write_timestamp(micros, false)
+}
+
+/// RFC 3339 in UTC with exactly six fractional digits, `YYYY-MM-DDTHH:MM:SS.ffffffZ`: one
+/// width for every timestamp, so that the text sorts as the instants do (what a database
+/// column of text timestamps needs).
+pub fn format_timestamp_micros(micros: i64) -> String {
+    write_timestamp(micros, true)
+}
+
+fn write_timestamp(micros: i64, fixed_fraction: bool) -> String {
     let days = micros.div_euclid(MICROS_PER_DAY);
     let in_day = micros.rem_euclid(MICROS_PER_DAY);
     let secs = in_day / 1_000_000;
@@ -209,7 +221,7 @@ pub(crate) fn format_timestamp(micros: i64) -> String {
     let mut out = String::with_capacity(27);
     push_date(&mut out, days);
     out.push_str(&format!("T{:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60));
-    if fraction != 0 {
+    if fraction != 0 || fixed_fraction {
         out.push_str(&format!(".{fraction:06}"));
     }
     out.push('Z');
