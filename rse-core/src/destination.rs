@@ -4,8 +4,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::change::{ChangeBatch, Op, WriteOutcome};
-use crate::error::DestinationError;
+use crate::change::{ChangeBatch, ChangeOutcome, Op, WriteOutcome};
+use crate::error::{DestinationError, StateError};
+use crate::state::{Lease, StateCommit};
 
 /// A request quota: at most `requests` writes per `per`, with bursts of up to `burst`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,4 +149,75 @@ pub trait Destination: Send + Sync {
     /// A [`DestinationError`] when the batch as a whole failed; its variant is the
     /// classification the runner acts on.
     async fn write(&self, batch: &ChangeBatch) -> Result<WriteOutcome, DestinationError>;
+
+    /// The exactly-once interface, when this destination holds the sync's state and commits
+    /// it with the rows (see [`TransactionalState`]); the runner then writes through it
+    /// instead of [`write`](Destination::write). `None` (the default) for most destinations.
+    fn transactional_state(&self) -> Option<&dyn TransactionalState> {
+        None
+    }
+}
+
+/// The state commit a transactional write records with its rows, built by the runner from
+/// the write's outcomes (one per change of the batch, in order).
+pub type CommitFor<'a> = dyn Fn(&[ChangeOutcome]) -> StateCommit + Send + Sync + 'a;
+
+/// Why a write that commits the sync's state with its rows failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CommittedWriteError {
+    /// The write failed; the variant is the classification the runner acts on, as for
+    /// [`Destination::write`]. Neither the rows nor the state were committed.
+    #[error(transparent)]
+    Destination(#[from] DestinationError),
+    /// The state commit was refused (the lease was lost to another runner, or the state
+    /// could not be written). Neither the rows nor the state were committed; the run ends.
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+/// A destination that also holds the sync's state, and applies each batch's rows and the
+/// state commit recording them **in one transaction**: exactly-once delivery.
+///
+/// With an ordinary destination the runner records an intent before each batch and the
+/// outcomes after it, so a crash between the destination's commit and ours leaves the
+/// change pending and it is sent again (at least once; idempotency keys then drop the
+/// repeat where the destination honours them). A destination that implements this trait
+/// (offered through [`Destination::transactional_state`]) closes that window: the runner
+/// records no intents, and each write commits the rows together with the applied
+/// fingerprints, versions and rejections, or neither.
+///
+/// The sync must be built with the state store this destination commits into: the builder
+/// compares [`state_store_name`](Self::state_store_name) with
+/// [`StateStore::name`](crate::StateStore::name) and refuses a mismatch.
+///
+/// # Contract
+/// - `write_committing` applies the batch as [`Destination::write`] would, calls
+///   `commit_for` exactly once with the outcomes (one per change, in order), and applies
+///   the commit it returns in the same transaction, with the semantics of
+///   [`StateStore::commit`](crate::StateStore::commit) — including the lease check: when
+///   `lease` is no longer current the transaction is rolled back and the error is
+///   [`CommittedWriteError::State`] with [`StateError::Fenced`].
+/// - On any error nothing of the batch or the commit is visible.
+/// - A write retried after a lost acknowledgement (the transaction committed, the answer
+///   never arrived) applies the same rows and the same state again; both are idempotent.
+#[async_trait]
+pub trait TransactionalState: Send + Sync {
+    /// The [`StateStore::name`](crate::StateStore::name) of the store this destination
+    /// commits into.
+    fn state_store_name(&self) -> &str;
+
+    /// Applies `batch` and, in the same transaction, the state commit `commit_for` builds
+    /// from its outcomes, after checking that `lease` is current.
+    ///
+    /// # Errors
+    /// [`CommittedWriteError::Destination`] when the batch as a whole failed (classified as
+    /// for [`Destination::write`]); [`CommittedWriteError::State`] when the lease was lost
+    /// or the state could not be written.
+    async fn write_committing(
+        &self,
+        batch: &ChangeBatch,
+        lease: &Lease,
+        commit_for: &CommitFor<'_>,
+    ) -> Result<WriteOutcome, CommittedWriteError>;
 }

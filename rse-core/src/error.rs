@@ -335,6 +335,21 @@ pub enum ConfigError {
         /// What is wrong and the accepted range.
         message: String,
     },
+    /// The destination commits the sync's state itself (exactly-once) into another state
+    /// store than the one given to the sync.
+    #[error(
+        "sync `{sync_id}`: destination `{destination}` commits the sync's state with its rows into state store `{expected}`, but the sync was given `{given}`; pass that same store to `.state(…)`"
+    )]
+    StateStoreMismatch {
+        /// The sync.
+        sync_id: String,
+        /// The destination's name.
+        destination: String,
+        /// The store the destination commits into.
+        expected: String,
+        /// The store given to the builder.
+        given: String,
+    },
     /// The source could not describe its schema.
     #[error("sync `{sync_id}`: reading the source schema failed: {source}")]
     Source {

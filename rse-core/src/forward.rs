@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::change::{ChangeBatch, WriteOutcome};
-use crate::destination::{Destination, DestinationCapabilities};
+use crate::destination::{Destination, DestinationCapabilities, TransactionalState};
 use crate::error::{DestinationError, SourceError, StateError, TransformError};
 use crate::key::Key;
 use crate::record::RecordBatch;
@@ -63,6 +63,9 @@ macro_rules! forward {
             }
             async fn write(&self, batch: &ChangeBatch) -> Result<WriteOutcome, DestinationError> {
                 (**self).write(batch).await
+            }
+            fn transactional_state(&self) -> Option<&dyn TransactionalState> {
+                (**self).transactional_state()
             }
         }
 

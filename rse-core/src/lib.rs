@@ -28,7 +28,9 @@ pub mod transform;
 pub mod value;
 
 pub use change::{Change, ChangeBatch, ChangeOutcome, IdempotencyKey, Op, WriteOutcome};
-pub use destination::{Destination, DestinationCapabilities, RateLimit};
+pub use destination::{
+    CommitFor, CommittedWriteError, Destination, DestinationCapabilities, RateLimit, TransactionalState,
+};
 pub use error::{
     BoxError, ConfigError, DestinationError, Error, KeyError, SchemaError, SourceError, StateError, TransformError,
     ValueError,

@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use futures::StreamExt;
 
 use crate::change::{ChangeBatch, ChangeOutcome, IdempotencyKey, Op, WriteOutcome};
-use crate::destination::{Destination, DestinationCapabilities};
+use crate::destination::{CommitFor, CommittedWriteError, Destination, DestinationCapabilities, TransactionalState};
 use crate::error::{DestinationError, SourceError, StateError};
 use crate::fingerprint::Fingerprint;
 use crate::key::Key;
@@ -169,11 +169,16 @@ struct DestinationData {
 ///
 /// `Insert` of an existing key overwrites it, `Update` of a missing key is rejected with
 /// "record not found", `Delete` of a missing key is applied, `Append` adds an event.
+///
+/// With [`with_state_store`](Self::with_state_store) it is exactly-once: it offers
+/// [`TransactionalState`], applying each batch and the sync's state commit into that
+/// [`MemoryStateStore`] together, or neither when the lease was lost.
 #[derive(Clone)]
 pub struct MemoryDestination {
     name: Arc<str>,
     capabilities: DestinationCapabilities,
     data: Arc<Mutex<DestinationData>>,
+    state: Option<MemoryStateStore>,
 }
 
 impl std::fmt::Debug for MemoryDestination {
@@ -188,6 +193,31 @@ impl Default for MemoryDestination {
     }
 }
 
+/// What one write changed, so a refused state commit can take it back.
+#[derive(Default)]
+struct Undo {
+    rows: Vec<(Key, Option<(Record, Fingerprint)>)>,
+    events: usize,
+    log: usize,
+    applied_keys: Vec<IdempotencyKey>,
+}
+
+impl Undo {
+    fn roll_back(self, data: &mut DestinationData) {
+        for (key, before) in self.rows.into_iter().rev() {
+            match before {
+                Some(row) => data.rows.insert(key, row),
+                None => data.rows.remove(&key),
+            };
+        }
+        data.events.truncate(self.events);
+        data.log.truncate(self.log);
+        for key in &self.applied_keys {
+            data.applied_keys.remove(key);
+        }
+    }
+}
+
 impl MemoryDestination {
     /// A destination supporting every operation, honouring idempotency keys.
     pub fn new() -> Self {
@@ -195,12 +225,20 @@ impl MemoryDestination {
             name: "memory".into(),
             capabilities: DestinationCapabilities::new(Op::ALL).with_idempotency_keys(true),
             data: Arc::default(),
+            state: None,
         }
     }
 
     /// Replaces the declared capabilities.
     pub fn with_capabilities(mut self, capabilities: DestinationCapabilities) -> Self {
         self.capabilities = capabilities;
+        self
+    }
+
+    /// Commits the sync's state into `store` together with each batch (exactly-once); the
+    /// sync must be built with the same store.
+    pub fn with_state_store(mut self, store: MemoryStateStore) -> Self {
+        self.state = Some(store);
         self
     }
 
@@ -219,7 +257,8 @@ impl MemoryDestination {
         lock(&self.data).events.clone()
     }
 
-    /// Every change delivered, in order, duplicates included.
+    /// Every change delivered, in order, duplicates included (a write whose state commit
+    /// was refused left no trace).
     pub fn deliveries(&self) -> Vec<Delivery> {
         lock(&self.data).log.clone()
     }
@@ -232,6 +271,58 @@ impl MemoryDestination {
     /// Puts a record in place as if written by someone else (for `Update` mode tests).
     pub fn seed(&self, key: Key, record: Record) {
         lock(&self.data).rows.insert(key, (record, Fingerprint(0)));
+    }
+
+    /// Applies `batch` to `data`, noting in `undo` how to take it back.
+    fn apply(&self, data: &mut DestinationData, batch: &ChangeBatch, undo: &mut Undo) -> Vec<ChangeOutcome> {
+        let honour = self.capabilities.honours_idempotency_keys;
+        data.writes += 1;
+        undo.events = data.events.len();
+        undo.log = data.log.len();
+        let mut outcomes = Vec::with_capacity(batch.changes.len());
+        for change in &batch.changes {
+            let duplicate = honour && data.applied_keys.contains(&change.idempotency_key);
+            let outcome = if duplicate {
+                ChangeOutcome::Applied
+            } else if !self.capabilities.supports(change.op) {
+                ChangeOutcome::rejected(format!("operation {} not supported", change.op))
+            } else {
+                match (change.op, &change.record) {
+                    (Op::Delete, _) => {
+                        let before = data.rows.remove(&change.key);
+                        undo.rows.push((change.key.clone(), before));
+                        ChangeOutcome::Applied
+                    }
+                    (Op::Update, Some(_)) if !data.rows.contains_key(&change.key) => {
+                        ChangeOutcome::rejected("record not found")
+                    }
+                    (Op::Insert | Op::Update, Some(record)) => {
+                        let before = data.rows.insert(change.key.clone(), (record.clone(), change.fingerprint));
+                        undo.rows.push((change.key.clone(), before));
+                        ChangeOutcome::Applied
+                    }
+                    (Op::Append, Some(record)) => {
+                        data.events.push((change.key.clone(), record.clone()));
+                        ChangeOutcome::Applied
+                    }
+                    (_, None) => ChangeOutcome::rejected(format!("{} without a record", change.op)),
+                }
+            };
+            let applied = !duplicate && outcome == ChangeOutcome::Applied;
+            if applied && data.applied_keys.insert(change.idempotency_key) {
+                undo.applied_keys.push(change.idempotency_key);
+            }
+            data.log.push(Delivery {
+                idempotency_key: change.idempotency_key,
+                key: change.key.clone(),
+                op: change.op,
+                fingerprint: change.fingerprint,
+                version: change.version,
+                applied,
+            });
+            outcomes.push(outcome);
+        }
+        outcomes
     }
 }
 
@@ -250,49 +341,37 @@ impl Destination for MemoryDestination {
     }
 
     async fn write(&self, batch: &ChangeBatch) -> Result<WriteOutcome, DestinationError> {
-        let honour = self.capabilities.honours_idempotency_keys;
+        let outcomes = self.apply(&mut lock(&self.data), batch, &mut Undo::default());
+        Ok(WriteOutcome { outcomes })
+    }
+
+    fn transactional_state(&self) -> Option<&dyn TransactionalState> {
+        self.state.is_some().then_some(self as &dyn TransactionalState)
+    }
+}
+
+#[async_trait]
+impl TransactionalState for MemoryDestination {
+    fn state_store_name(&self) -> &str {
+        self.state.as_ref().map_or("", |s| s.name())
+    }
+
+    async fn write_committing(
+        &self,
+        batch: &ChangeBatch,
+        lease: &Lease,
+        commit_for: &CommitFor<'_>,
+    ) -> Result<WriteOutcome, CommittedWriteError> {
+        let Some(store) = &self.state else {
+            return Err(DestinationError::fatal(format!("{}: no state store to commit into", self.name)).into());
+        };
+        // Both under the destination's lock: no one sees the rows without their state.
         let mut data = lock(&self.data);
-        data.writes += 1;
-        let mut outcomes = Vec::with_capacity(batch.changes.len());
-        for change in &batch.changes {
-            let duplicate = honour && data.applied_keys.contains(&change.idempotency_key);
-            let outcome = if duplicate {
-                ChangeOutcome::Applied
-            } else if !self.capabilities.supports(change.op) {
-                ChangeOutcome::rejected(format!("operation {} not supported", change.op))
-            } else {
-                match (change.op, &change.record) {
-                    (Op::Delete, _) => {
-                        data.rows.remove(&change.key);
-                        ChangeOutcome::Applied
-                    }
-                    (Op::Update, Some(_)) if !data.rows.contains_key(&change.key) => {
-                        ChangeOutcome::rejected("record not found")
-                    }
-                    (Op::Insert | Op::Update, Some(record)) => {
-                        data.rows.insert(change.key.clone(), (record.clone(), change.fingerprint));
-                        ChangeOutcome::Applied
-                    }
-                    (Op::Append, Some(record)) => {
-                        data.events.push((change.key.clone(), record.clone()));
-                        ChangeOutcome::Applied
-                    }
-                    (_, None) => ChangeOutcome::rejected(format!("{} without a record", change.op)),
-                }
-            };
-            let applied = !duplicate && outcome == ChangeOutcome::Applied;
-            if applied {
-                data.applied_keys.insert(change.idempotency_key);
-            }
-            data.log.push(Delivery {
-                idempotency_key: change.idempotency_key,
-                key: change.key.clone(),
-                op: change.op,
-                fingerprint: change.fingerprint,
-                version: change.version,
-                applied,
-            });
-            outcomes.push(outcome);
+        let mut undo = Undo::default();
+        let outcomes = self.apply(&mut data, batch, &mut undo);
+        if let Err(error) = store.commit_now(lease, commit_for(&outcomes)) {
+            undo.roll_back(&mut data);
+            return Err(error.into());
         }
         Ok(WriteOutcome { outcomes })
     }
@@ -318,10 +397,20 @@ struct SyncData {
 
 /// A state store in memory. Lease expiry follows tokio's clock, so tests with a paused clock
 /// can let a lease lapse without waiting.
-#[derive(Clone, Default)]
+///
+/// Each store has its own [`name`](StateStore::name), `memory#<n>`, so an exactly-once
+/// [`MemoryDestination`] can tell its store from another.
+#[derive(Clone)]
 pub struct MemoryStateStore {
+    name: Arc<str>,
     syncs: Arc<Mutex<HashMap<String, SyncData>>>,
     run_retention: usize,
+}
+
+impl Default for MemoryStateStore {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl std::fmt::Debug for MemoryStateStore {
@@ -333,7 +422,9 @@ impl std::fmt::Debug for MemoryStateStore {
 impl MemoryStateStore {
     /// An empty store keeping the last 100 runs of each sync.
     pub fn new() -> Self {
-        Self { syncs: Arc::default(), run_retention: 100 }
+        static STORES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let n = STORES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Self { name: format!("memory#{n}").into(), syncs: Arc::default(), run_retention: 100 }
     }
 
     /// Keeps only the last `n` runs of each sync.
@@ -357,6 +448,48 @@ impl MemoryStateStore {
         f(syncs.entry(sync_id.to_owned()).or_default())
     }
 
+    /// [`StateStore::commit`], without a future: the exactly-once [`MemoryDestination`]
+    /// commits while it holds its own lock.
+    fn commit_now(&self, lease: &Lease, commit: StateCommit) -> Result<(), StateError> {
+        self.with_sync(&lease.sync_id, |data| {
+            Self::check_fence(&lease.sync_id, data, lease)?;
+            for (key, pending) in commit.intents {
+                data.snapshot
+                    .entry(key.clone())
+                    .or_insert(SnapshotEntry { key, fingerprint: None, version: 0, pending: None })
+                    .pending = Some(pending);
+            }
+            for (key, pending) in commit.settled {
+                if let Some(entry) = data.snapshot.get_mut(&key) {
+                    entry.pending = pending;
+                    if entry.fingerprint.is_none() && entry.version == 0 && entry.pending.is_none() {
+                        data.snapshot.remove(&key);
+                    }
+                }
+            }
+            for entry in commit.applied {
+                data.rejected.remove(&entry.key);
+                data.snapshot.insert(entry.key.clone(), entry);
+            }
+            for entry in commit.rejected {
+                data.rejected.insert(entry.key.clone(), entry);
+            }
+            for key in &commit.cleared_rejections {
+                data.rejected.remove(key);
+            }
+            for key in &commit.forgotten {
+                data.snapshot.remove(key);
+            }
+            if let Some(cursor) = commit.cursor {
+                data.meta.cursor = Some(cursor);
+            }
+            if let Some(algorithm) = commit.fingerprint_algorithm {
+                data.meta.fingerprint_algorithm = Some(algorithm);
+            }
+            Ok(())
+        })
+    }
+
     fn check_fence(sync_id: &str, data: &SyncData, lease: &Lease) -> Result<(), StateError> {
         let current = data.lease.as_ref().map_or(data.last_token, |l| l.token);
         if current != lease.token || data.lease.is_none() {
@@ -375,7 +508,7 @@ fn page<V: Clone>(map: &BTreeMap<Key, V>, after: Option<&Key>, limit: usize) -> 
 #[async_trait]
 impl StateStore for MemoryStateStore {
     fn name(&self) -> &str {
-        "memory"
+        &self.name
     }
 
     async fn acquire_lease(&self, sync_id: &str, holder: &str, ttl: Duration) -> Result<Lease, StateError> {
@@ -457,43 +590,7 @@ impl StateStore for MemoryStateStore {
     }
 
     async fn commit(&self, lease: &Lease, commit: StateCommit) -> Result<(), StateError> {
-        self.with_sync(&lease.sync_id, |data| {
-            Self::check_fence(&lease.sync_id, data, lease)?;
-            for (key, pending) in commit.intents {
-                data.snapshot
-                    .entry(key.clone())
-                    .or_insert(SnapshotEntry { key, fingerprint: None, version: 0, pending: None })
-                    .pending = Some(pending);
-            }
-            for (key, pending) in commit.settled {
-                if let Some(entry) = data.snapshot.get_mut(&key) {
-                    entry.pending = pending;
-                    if entry.fingerprint.is_none() && entry.version == 0 && entry.pending.is_none() {
-                        data.snapshot.remove(&key);
-                    }
-                }
-            }
-            for entry in commit.applied {
-                data.rejected.remove(&entry.key);
-                data.snapshot.insert(entry.key.clone(), entry);
-            }
-            for entry in commit.rejected {
-                data.rejected.insert(entry.key.clone(), entry);
-            }
-            for key in &commit.cleared_rejections {
-                data.rejected.remove(key);
-            }
-            for key in &commit.forgotten {
-                data.snapshot.remove(key);
-            }
-            if let Some(cursor) = commit.cursor {
-                data.meta.cursor = Some(cursor);
-            }
-            if let Some(algorithm) = commit.fingerprint_algorithm {
-                data.meta.fingerprint_algorithm = Some(algorithm);
-            }
-            Ok(())
-        })
+        self.commit_now(lease, commit)
     }
 
     async fn record_run(&self, lease: &Lease, report: &SyncReport) -> Result<(), StateError> {

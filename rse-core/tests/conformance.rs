@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use rse_core::memory::{MemoryDestination, MemoryStateStore};
-use rse_core::testing::{DestinationReadback, FaultyDestination, check_destination, check_state_store};
+use rse_core::testing::{
+    DestinationReadback, FaultyDestination, check_destination, check_state_store, check_transactional_state,
+};
 use rse_core::{BoxError, Destination, Key, Record, Schema, StateStore};
 
 struct Readback(MemoryDestination);
@@ -69,4 +71,23 @@ async fn memory_state_store_conforms() {
     check_state_store(&boxed).await.unwrap();
     let shared: Arc<dyn StateStore> = Arc::new(store);
     check_state_store(&shared).await.unwrap();
+}
+
+#[tokio::test]
+async fn an_exactly_once_memory_destination_conforms_directly_and_through_wrappers() {
+    let store = MemoryStateStore::new();
+    let dest = MemoryDestination::new().with_state_store(store.clone());
+    check_transactional_state(&dest, &store, Some(&Readback(dest.clone()))).await.unwrap();
+    check_destination(&dest, Some(&Readback(dest.clone()))).await.unwrap();
+    let boxed: Box<dyn Destination> = Box::new(dest.clone());
+    check_transactional_state(&boxed, &store, Some(&Readback(dest.clone()))).await.unwrap();
+    let shared: Arc<dyn Destination> = Arc::new(FaultyDestination::new(dest.clone()));
+    check_transactional_state(&shared, &store, Some(&Readback(dest.clone()))).await.unwrap();
+
+    // Another store is not the one it commits into.
+    let err = check_transactional_state(&dest, &MemoryStateStore::new(), None).await.unwrap_err();
+    assert!(err.0.contains("state_store_name()"), "{err}");
+    // A plain destination offers no exactly-once writes.
+    let err = check_transactional_state(&MemoryDestination::new(), &store, None).await.unwrap_err();
+    assert!(err.0.contains("transactional_state() is None"), "{err}");
 }

@@ -2,6 +2,8 @@
 //! schedules including a crash at a random point, repeated Mirror runs. Once the faults
 //! stop, the destination equals the source, nothing was applied twice, every refused record
 //! was delivered, and the state never held a fingerprint the destination did not receive.
+//! Half the cases use an exactly-once destination (state committed with the rows), where
+//! the state must equal the destination after every run, crashed or not.
 //!
 //! CI runs 2,000 cases; set `RSE_CONVERGENCE_CASES` for longer local runs.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -40,6 +42,8 @@ struct Case {
     batch_rows: usize,
     concurrency: usize,
     merge: bool,
+    /// The destination commits the state with its rows (exactly-once).
+    exactly_once: bool,
 }
 
 fn edit() -> impl Strategy<Value = Edit> {
@@ -72,13 +76,15 @@ fn case() -> impl Strategy<Value = Case> {
         1usize..8,
         1usize..4,
         any::<bool>(),
+        any::<bool>(),
     )
-        .prop_map(|(initial, runs, batch_rows, concurrency, merge)| Case {
+        .prop_map(|(initial, runs, batch_rows, concurrency, merge, exactly_once)| Case {
             initial,
             runs,
             batch_rows,
             concurrency,
             merge,
+            exactly_once,
         })
 }
 
@@ -136,12 +142,26 @@ fn nothing_was_applied_twice(dest: &MemoryDestination, ambiguous: bool) {
     }
 }
 
+/// Exactly-once: the state's live entries are exactly the destination's rows, with their
+/// fingerprints, and no change is ever pending — after every run, crashed or not.
+fn state_equals_the_destination(state: &MemoryStateStore, dest: &MemoryDestination) {
+    let snapshot = state.snapshot("customers");
+    assert!(snapshot.iter().all(|e| e.pending.is_none()), "an exactly-once run left a pending change");
+    let live: BTreeMap<Key, Fingerprint> =
+        snapshot.into_iter().filter_map(|e| e.fingerprint.map(|f| (e.key, f))).collect();
+    assert_eq!(live, dest.fingerprints(), "the state and the destination's rows disagree");
+}
+
 async fn converge(case: Case) {
     let mut table = case.initial.clone();
     let source = MemorySource::new(customers_schema(), rows(&table));
-    let dest = MemoryDestination::new();
-    let faulty = FaultyDestination::new(dest.clone());
     let state = MemoryStateStore::new();
+    let dest = if case.exactly_once {
+        MemoryDestination::new().with_state_store(state.clone())
+    } else {
+        MemoryDestination::new()
+    };
+    let faulty = FaultyDestination::new(dest.clone());
     let ttl = Duration::from_secs(60);
     let options = SyncOptions::default()
         .with_batch_rows(case.batch_rows)
@@ -200,6 +220,9 @@ async fn converge(case: Case) {
             }
         }
         state_only_holds_what_the_destination_received(&state, &dest);
+        if case.exactly_once {
+            state_equals_the_destination(&state, &dest);
+        }
     }
 
     faulty.lift();
@@ -210,7 +233,10 @@ async fn converge(case: Case) {
     assert_eq!(dest.records(), want, "the destination does not equal the source");
     assert!(state.rejections("customers").is_empty(), "refused records left after the faults stopped");
     state_only_holds_what_the_destination_received(&state, &dest);
-    let ambiguous = case.runs.iter().any(|(_, f)| f.crash_after.is_some() || !f.after_apply.is_empty());
+    // Exactly-once leaves nothing in doubt: a crash or a lost acknowledgement never makes
+    // the runner re-send what the destination holds.
+    let ambiguous =
+        !case.exactly_once && case.runs.iter().any(|(_, f)| f.crash_after.is_some() || !f.after_apply.is_empty());
     nothing_was_applied_twice(&dest, ambiguous);
     let again = sync.run().await.unwrap();
     assert_eq!(again.counts.planned.total(), 0, "a run after convergence planned changes");

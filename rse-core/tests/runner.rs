@@ -389,6 +389,102 @@ async fn after_a_crash_the_next_run_sends_exactly_what_was_not_acknowledged() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn exactly_once_a_crash_leaves_rows_and_state_together_and_nothing_is_sent_twice() {
+    let w = World::exactly_once(customers(100));
+    let faulty = FaultyDestination::new(w.destination.clone());
+    let ttl = Duration::from_secs(60);
+    let sync = Sync::builder("customers")
+        .source(w.source.clone())
+        .destination(faulty.clone())
+        .state(w.state.clone())
+        .options(opts().with_lease_ttl(ttl).with_max_concurrency(1))
+        .build()
+        .await
+        .unwrap();
+    faulty.crash_after_applied(35);
+    tokio::select! {
+        _ = sync.run() => panic!("the run should have crashed"),
+        () = faulty.crashed() => {}
+    }
+    // The write that crashed committed its rows and their state together: 40 of each, and
+    // nothing in doubt.
+    assert_eq!(w.destination.records().len(), 40);
+    assert_eq!(live(&w.state), 40);
+    assert!(w.state.snapshot("customers").iter().all(|e| e.pending.is_none()), "no intents in exactly-once mode");
+
+    tokio::time::sleep(ttl).await;
+    let report = sync.run().await.unwrap();
+    assert_eq!(report.status, RunStatus::Succeeded);
+    assert_eq!(report.counts.planned.insert, 60);
+    assert_eq!(w.destination.records(), by_key(&w.source.rows()));
+    let deliveries = w.destination.deliveries();
+    assert_eq!(deliveries.len(), 100, "a change was sent twice");
+    assert!(deliveries.iter().all(|d| d.applied));
+}
+
+#[tokio::test]
+async fn exactly_once_refusals_bisection_and_retries_commit_with_the_rows() {
+    let w = World::exactly_once(customers(100));
+    let faulty = FaultyDestination::new(w.destination.clone());
+    faulty.reject_key(key(4), "email domain is blocked");
+    faulty.invalid_batch_key(key(37));
+    faulty.reject_key_retryable(key(60), 2);
+    faulty.fail_write_after_apply(3);
+    let options = opts().with_batch_rows(50).with_max_concurrency(1).with_initial_backoff(Duration::from_millis(1));
+    let sync = w.sync_to(faulty.clone(), options).await;
+    let report = sync.run().await.unwrap();
+    assert_eq!(report.status, RunStatus::CompletedWithRejections);
+    assert_eq!((report.counts.applied.insert, report.counts.rejected.insert), (98, 2));
+    let rejected: Vec<Key> = w.state.rejections("customers").into_iter().map(|r| r.key).collect();
+    assert_eq!(rejected, vec![key(4), key(37)]);
+    assert_eq!(live(&w.state), 98);
+    assert_eq!(w.destination.records().len(), 98);
+    assert!(w.state.snapshot("customers").iter().all(|e| e.pending.is_none()));
+
+    faulty.lift();
+    let report = sync.run().await.unwrap();
+    assert_eq!((report.counts.applied.insert, report.counts.recovered), (2, 2));
+    assert!(w.state.rejections("customers").is_empty());
+    assert_eq!(w.destination.records(), by_key(&w.source.rows()));
+    // The write whose answer was lost went again and was dropped by its idempotency keys;
+    // nothing else was delivered twice.
+    let applied = w.destination.deliveries().iter().filter(|d| d.applied).count();
+    assert_eq!(applied, 100);
+}
+
+#[tokio::test(start_paused = true)]
+async fn exactly_once_a_lost_lease_refuses_the_write_and_keeps_neither_rows_nor_state() {
+    let w = World::exactly_once(customers(30));
+    let faulty = FaultyDestination::new(w.destination.clone());
+    faulty.latency(Duration::from_millis(200));
+    let sync = w.sync_to(faulty, opts().with_max_concurrency(1)).await;
+    let store = w.state.clone();
+    let thief = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Another runner takes the sync over (as after the lease lapsed): the run's lease,
+        // the store's first, is released behind its back and taken.
+        let held = store.acquire_lease("customers", "other", Duration::from_secs(60)).await;
+        assert!(held.is_err(), "the lease is still held");
+        let now = std::time::SystemTime::now();
+        let first =
+            Lease { sync_id: "customers".into(), holder: String::new(), token: 1, acquired_at: now, expires_at: now };
+        store.release_lease(&first).await.unwrap();
+        store.acquire_lease("customers", "other", Duration::from_secs(60)).await.unwrap()
+    });
+    let report = sync.run().await;
+    thief.await.unwrap();
+    assert!(
+        matches!(&report, Err(Error::State(StateError::Fenced { .. })))
+            || matches!(&report, Ok(r) if matches!(r.status, RunStatus::Failed { .. })),
+        "{report:?}"
+    );
+    // The first write (200 ms) landed with its state; the second, under the lease lost at
+    // 300 ms, left neither rows nor state.
+    assert_eq!(live(&w.state), 10);
+    assert_eq!(w.destination.records().len(), 10);
+}
+
+#[tokio::test(start_paused = true)]
 async fn the_lease_is_renewed_while_a_run_goes_on() {
     let w = World::new(customers(40));
     let faulty = FaultyDestination::new(w.destination.clone());
@@ -590,6 +686,18 @@ async fn bad_configuration_fails_at_build_naming_the_setting() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("`mail`") && err.to_string().contains("rename"), "{err}");
+
+    // An exactly-once destination must be given the store it commits into.
+    let store = MemoryStateStore::new();
+    let err = Sync::builder("s")
+        .source(MemorySource::new(schema.clone(), vec![]))
+        .destination(MemoryDestination::new().with_state_store(store.clone()))
+        .state(MemoryStateStore::new())
+        .build()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ConfigError::StateStoreMismatch { .. }), "{err}");
+    assert!(err.to_string().contains(store.name()) && err.to_string().contains("pass that same store"), "{err}");
 
     let err = Sync::builder("s").source(MemorySource::new(schema, vec![])).build().await.unwrap_err();
     assert!(err.to_string().contains("no destination given"), "{err}");

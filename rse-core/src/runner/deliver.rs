@@ -13,7 +13,7 @@ use tracing::{debug, warn};
 use super::pace::{PauseGate, RateLimiter, backoff};
 use crate::SyncOptions;
 use crate::change::{Change, ChangeBatch, ChangeOutcome, Op};
-use crate::destination::Destination;
+use crate::destination::{CommittedWriteError, Destination};
 use crate::error::{DestinationError, StateError, unix_secs};
 use crate::fingerprint::FingerprintAlgorithm;
 use crate::key::Key;
@@ -61,7 +61,37 @@ enum WriteFailure {
     Invalid(String),
     Exhausted(String),
     Fatal(String),
+    /// An exactly-once write's state commit was refused.
+    Commit(StateError),
     Stopped,
+}
+
+/// The pending change each key of a batch had before it (restored if the destination
+/// refuses the batch's change, as a refused change was never applied).
+type Priors = HashMap<Key, Option<PendingChange>>;
+
+/// A change whose delivery ended.
+struct Done {
+    change: Change,
+    outcome: Final,
+    /// Whether its outcome was committed with the write (exactly-once).
+    committed: bool,
+}
+
+impl Done {
+    fn undelivered(change: Change) -> Self {
+        Done { change, outcome: Final::Undelivered, committed: false }
+    }
+
+    /// The change and its final outcome for the state: `None` applied, `Some(reason)`
+    /// refused; nothing when undelivered.
+    fn outcome(&self) -> Option<(&Change, Option<&str>)> {
+        match &self.outcome {
+            Final::Applied => Some((&self.change, None)),
+            Final::Rejected { reason } => Some((&self.change, Some(reason.as_str()))),
+            Final::Undelivered => None,
+        }
+    }
 }
 
 /// A change on its way out, with the key's pending change before it (restored if the
@@ -91,22 +121,28 @@ pub(crate) struct Deliverer {
 }
 
 impl Deliverer {
-    /// Delivers `changes`, then commits their final outcomes in one state commit.
+    /// Delivers `changes`, then commits their final outcomes in one state commit (or, to an
+    /// exactly-once destination, with each write).
     pub(crate) async fn deliver(&self, outgoing: Vec<Outgoing>) -> BatchResult {
         let mut result = BatchResult::default();
-        let mut priors = HashMap::with_capacity(outgoing.len());
+        let transactional = self.destination.transactional_state().is_some();
+        let mut priors = Priors::with_capacity(outgoing.len());
         let mut changes = Vec::with_capacity(outgoing.len());
         let mut intents = StateCommit::default();
         for Outgoing { change, prior } in outgoing {
-            let pending = PendingChange { op: change.op, fingerprint: change.fingerprint, version: change.version };
-            intents.intents.push((change.key.clone(), pending));
+            if !transactional {
+                let pending = PendingChange { op: change.op, fingerprint: change.fingerprint, version: change.version };
+                intents.intents.push((change.key.clone(), pending));
+            }
             priors.insert(change.key.clone(), prior);
             changes.push(change);
         }
         // Record the intent first: if we die after the destination applied the batch but
-        // before its acknowledgement is committed, the next run knows these changes are pending.
+        // before its acknowledgement is committed, the next run knows these changes are
+        // pending. An exactly-once destination commits the outcomes with the rows, so there
+        // is no such window and no intent.
         let started = Instant::now();
-        if let Err(error) = self.state.commit(&self.lease, intents).await {
+        if !transactional && let Err(error) = self.state.commit(&self.lease, intents).await {
             warn!(sync = %self.sync_id, %error, "Recording the batch's intent failed; not sending it.");
             result.undelivered = changes.len() as u64;
             result.failure = Some(BatchFailure::Commit(error));
@@ -115,22 +151,21 @@ impl Deliverer {
         }
         result.commit_time = started.elapsed();
         let started = Instant::now();
-        let finals = self.write_bisecting(changes, &mut result).await;
+        let finals = self.write_bisecting(changes, &priors, &mut result).await;
         result.deliver_time = started.elapsed();
 
-        let now = unix_secs(std::time::SystemTime::now());
-        let mut commit = StateCommit { fingerprint_algorithm: Some(self.algorithm), ..StateCommit::default() };
-        for (change, outcome) in finals {
-            match outcome {
+        let (mut applied, mut rejected) = (0u64, 0u64);
+        for done in &finals {
+            let change = &done.change;
+            match &done.outcome {
                 Final::Applied => {
+                    applied += 1;
                     result.applied.add(change.op, 1);
                     result.bytes += change.estimated_size() as u64;
                     result.recovered += u64::from(self.prior.contains_key(&change.key));
-                    let fingerprint = (change.op != Op::Delete).then_some(change.fingerprint);
-                    let version = change.version + 1;
-                    commit.applied.push(SnapshotEntry { key: change.key, fingerprint, version, pending: None });
                 }
                 Final::Rejected { reason } => {
+                    rejected += 1;
                     result.rejected.add(change.op, 1);
                     if result.samples.len() < self.options.rejection_sample {
                         result.samples.push(RejectionSample {
@@ -140,45 +175,65 @@ impl Deliverer {
                             reason: reason.clone(),
                         });
                     }
+                }
+                Final::Undelivered => result.undelivered += 1,
+            }
+        }
+        let now = unix_secs(std::time::SystemTime::now());
+        let commit = self.commit_of(finals.iter().filter(|d| !d.committed).filter_map(Done::outcome), &priors, now);
+        if !commit.applied.is_empty() || !commit.rejected.is_empty() {
+            let started = Instant::now();
+            if let Err(error) = self.state.commit(&self.lease, commit).await {
+                warn!(sync = %self.sync_id, applied, rejected, %error, "State commit failed; these changes will be sent again next run.");
+                result.failure = Some(BatchFailure::Commit(error));
+            }
+            result.commit_time += started.elapsed();
+        }
+        if applied + rejected > 0 && !matches!(result.failure, Some(BatchFailure::Commit(_))) {
+            debug!(sync = %self.sync_id, applied, rejected, "Committed batch.");
+            let _ = self.progress.send(ProgressEvent::BatchCommitted { applied, rejected });
+        }
+        result
+    }
+
+    /// The state commit recording final outcomes: `None` applied, `Some(reason)` refused.
+    fn commit_of<'c>(
+        &self,
+        finals: impl IntoIterator<Item = (&'c Change, Option<&'c str>)>,
+        priors: &Priors,
+        now: u64,
+    ) -> StateCommit {
+        let mut commit = StateCommit { fingerprint_algorithm: Some(self.algorithm), ..StateCommit::default() };
+        for (change, refused) in finals {
+            match refused {
+                None => {
+                    let fingerprint = (change.op != Op::Delete).then_some(change.fingerprint);
+                    let (key, version) = (change.key.clone(), change.version + 1);
+                    commit.applied.push(SnapshotEntry { key, fingerprint, version, pending: None });
+                }
+                Some(reason) => {
                     let prior = self.prior.get(&change.key).filter(|p| {
                         p.stage == RejectionStage::Destination
                             && p.fingerprint == Some(change.fingerprint)
                             && p.op == Some(change.op)
                     });
-                    commit.settled.push((change.key.clone(), priors.remove(&change.key).flatten()));
+                    commit.settled.push((change.key.clone(), priors.get(&change.key).copied().flatten()));
                     commit.rejected.push(RejectedEntry {
-                        key: change.key,
+                        key: change.key.clone(),
                         stage: RejectionStage::Destination,
                         op: Some(change.op),
                         fingerprint: Some(change.fingerprint),
                         version: change.version,
-                        reason,
+                        reason: reason.to_owned(),
                         attempts: prior.map_or(1, |p| p.attempts.saturating_add(1)),
-                        record: change.record,
+                        record: change.record.clone(),
                         first_rejected_at: prior.map_or(now, |p| p.first_rejected_at),
                         last_rejected_at: now,
                     });
                 }
-                Final::Undelivered => result.undelivered += 1,
             }
         }
-        if commit.applied.is_empty() && commit.rejected.is_empty() {
-            return result;
-        }
-        let started = Instant::now();
-        let (applied, rejected) = (commit.applied.len() as u64, commit.rejected.len() as u64);
-        match self.state.commit(&self.lease, commit).await {
-            Ok(()) => {
-                debug!(sync = %self.sync_id, applied, rejected, "Committed batch.");
-                let _ = self.progress.send(ProgressEvent::BatchCommitted { applied, rejected });
-            }
-            Err(error) => {
-                warn!(sync = %self.sync_id, applied, rejected, %error, "State commit failed; these changes will be sent again next run.");
-                result.failure = Some(BatchFailure::Commit(error));
-            }
-        }
-        result.commit_time += started.elapsed();
-        result
+        commit
     }
 
     /// Writes `changes`, bisecting on `InvalidBatch` until the refused records stand alone,
@@ -186,64 +241,71 @@ impl Deliverer {
     fn write_bisecting<'a>(
         &'a self,
         changes: Vec<Change>,
+        priors: &'a Priors,
         result: &'a mut BatchResult,
-    ) -> BoxFuture<'a, Vec<(Change, Final)>> {
+    ) -> BoxFuture<'a, Vec<Done>> {
         Box::pin(async move {
             let mut done = Vec::with_capacity(changes.len());
             let mut pending = changes;
             let mut rejection_rounds = 0;
             while !pending.is_empty() {
                 if result.failure.is_some() {
-                    done.extend(pending.drain(..).map(|c| (c, Final::Undelivered)));
+                    done.extend(pending.drain(..).map(Done::undelivered));
                     break;
                 }
-                let (changes, written) = self.write_with_retries(pending, result).await;
+                rejection_rounds += 1;
+                let (changes, written) = self.write_with_retries(pending, rejection_rounds, priors, result).await;
                 pending = Vec::new();
                 match written {
-                    Ok(outcomes) => {
-                        rejection_rounds += 1;
+                    Ok((outcomes, committed)) => {
                         for (change, outcome) in changes.into_iter().zip(outcomes) {
-                            match outcome {
-                                ChangeOutcome::Applied => done.push((change, Final::Applied)),
-                                ChangeOutcome::Rejected { retryable: true, .. }
-                                    if rejection_rounds < self.options.max_attempts =>
-                                {
+                            let outcome = match outcome {
+                                ChangeOutcome::Applied => Final::Applied,
+                                outcome if self.retry_rejection(&outcome, rejection_rounds) => {
                                     pending.push(change);
+                                    continue;
                                 }
-                                ChangeOutcome::Rejected { reason, .. } => {
-                                    done.push((change, Final::Rejected { reason }))
-                                }
-                            }
+                                ChangeOutcome::Rejected { reason, .. } => Final::Rejected { reason },
+                            };
+                            done.push(Done { change, outcome, committed });
                         }
                         if !pending.is_empty() {
                             result.retries += 1;
                             let delay =
                                 backoff(rejection_rounds, self.options.initial_backoff, self.options.max_backoff);
                             if !self.sleep(delay).await {
-                                done.extend(pending.drain(..).map(|c| (c, Final::Undelivered)));
+                                done.extend(pending.drain(..).map(Done::undelivered));
                             }
                         }
                     }
                     Err(WriteFailure::Invalid(reason)) if changes.len() == 1 => {
-                        done.extend(changes.into_iter().map(|c| (c, Final::Rejected { reason: reason.clone() })));
+                        done.extend(changes.into_iter().map(|change| Done {
+                            change,
+                            outcome: Final::Rejected { reason: reason.clone() },
+                            committed: false,
+                        }));
                     }
                     Err(WriteFailure::Invalid(_)) => {
                         let mut left = changes;
                         let right = left.split_off(left.len() / 2);
                         debug!(sync = %self.sync_id, left = left.len(), right = right.len(), "Bisecting refused batch.");
-                        done.extend(self.write_bisecting(left, result).await);
-                        done.extend(self.write_bisecting(right, result).await);
+                        done.extend(self.write_bisecting(left, priors, result).await);
+                        done.extend(self.write_bisecting(right, priors, result).await);
                     }
                     Err(WriteFailure::Exhausted(reason)) => {
                         result.failure = Some(BatchFailure::Exhausted(reason));
-                        done.extend(changes.into_iter().map(|c| (c, Final::Undelivered)));
+                        done.extend(changes.into_iter().map(Done::undelivered));
                     }
                     Err(WriteFailure::Fatal(reason)) => {
                         result.failure = Some(BatchFailure::Fatal(reason));
-                        done.extend(changes.into_iter().map(|c| (c, Final::Undelivered)));
+                        done.extend(changes.into_iter().map(Done::undelivered));
+                    }
+                    Err(WriteFailure::Commit(error)) => {
+                        result.failure = Some(BatchFailure::Commit(error));
+                        done.extend(changes.into_iter().map(Done::undelivered));
                     }
                     Err(WriteFailure::Stopped) => {
-                        done.extend(changes.into_iter().map(|c| (c, Final::Undelivered)));
+                        done.extend(changes.into_iter().map(Done::undelivered));
                     }
                 }
             }
@@ -251,12 +313,21 @@ impl Deliverer {
         })
     }
 
-    /// One write, retried on `Transient` and `RateLimited`. Hands the changes back.
+    /// Whether a refusal in rejection round `round` is retried in this run rather than final.
+    fn retry_rejection(&self, outcome: &ChangeOutcome, round: u32) -> bool {
+        matches!(outcome, ChangeOutcome::Rejected { retryable: true, .. }) && round < self.options.max_attempts
+    }
+
+    /// One write (rejection round `round`), retried on `Transient` and `RateLimited`. Hands
+    /// the changes back, with their outcomes and whether the final ones were committed with
+    /// the write (an exactly-once destination).
     async fn write_with_retries(
         &self,
         changes: Vec<Change>,
+        round: u32,
+        priors: &Priors,
         result: &mut BatchResult,
-    ) -> (Vec<Change>, Result<Vec<ChangeOutcome>, WriteFailure>) {
+    ) -> (Vec<Change>, Result<(Vec<ChangeOutcome>, bool), WriteFailure>) {
         let batch = ChangeBatch { sync_id: self.sync_id.clone(), schema: self.schema.clone(), changes };
         let mut transient = 0u32;
         let mut limited = 0u32;
@@ -274,10 +345,34 @@ impl Deliverer {
                     () = self.stop.cancelled() => break Err(WriteFailure::Stopped),
                 }
             }
-            match self.destination.write(&batch).await {
+            let transactional = self.destination.transactional_state();
+            let written = match transactional {
+                None => self.destination.write(&batch).await.map_err(CommittedWriteError::Destination),
+                Some(transactional) => {
+                    let now = unix_secs(std::time::SystemTime::now());
+                    let commit_for = |outcomes: &[ChangeOutcome]| {
+                        let finals = batch.changes.iter().zip(outcomes).filter_map(|(change, outcome)| match outcome {
+                            ChangeOutcome::Applied => Some((change, None)),
+                            outcome if self.retry_rejection(outcome, round) => None,
+                            ChangeOutcome::Rejected { reason, .. } => Some((change, Some(reason.as_str()))),
+                        });
+                        self.commit_of(finals, priors, now)
+                    };
+                    transactional.write_committing(&batch, &self.lease, &commit_for).await
+                }
+            };
+            let written = match written {
+                Ok(out) => Ok(out),
+                Err(CommittedWriteError::Destination(error)) => Err(error),
+                Err(CommittedWriteError::State(error)) => {
+                    warn!(sync = %self.sync_id, %error, "Committing the batch with its state failed.");
+                    break Err(WriteFailure::Commit(error));
+                }
+            };
+            match written {
                 Ok(out) if out.outcomes.len() == batch.changes.len() => {
                     result.writes += 1;
-                    break Ok(out.outcomes);
+                    break Ok((out.outcomes, transactional.is_some()));
                 }
                 Ok(out) => {
                     break Err(WriteFailure::Fatal(format!(

@@ -207,8 +207,9 @@ impl SyncBuilder {
     /// # Errors
     /// A [`ConfigError`] naming the setting at fault: a missing part, no key columns, an
     /// unknown field in a transform, a mode the destination does not support, a zero batch
-    /// size, a delete fraction outside 0–1, or the merge strategy on a source that cannot
-    /// read in key order.
+    /// size, a delete fraction outside 0–1, the merge strategy on a source that cannot
+    /// read in key order, or an exactly-once destination that commits into another state
+    /// store than the sync's.
     pub async fn build(self) -> Result<Sync, ConfigError> {
         let sync_id = self.id.clone();
         let missing = |part| ConfigError::Missing { sync_id: sync_id.clone(), part };
@@ -264,6 +265,17 @@ impl SyncBuilder {
                     "of `{}` declare a zero batch size or concurrency; a destination must accept at least one change per write",
                     destination.name()
                 ),
+            });
+        }
+
+        if let Some(transactional) = destination.transactional_state()
+            && transactional.state_store_name() != state.name()
+        {
+            return Err(ConfigError::StateStoreMismatch {
+                sync_id,
+                destination: destination.name().to_owned(),
+                expected: transactional.state_store_name().to_owned(),
+                given: state.name().to_owned(),
             });
         }
 

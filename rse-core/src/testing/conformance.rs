@@ -10,12 +10,13 @@
 //! ```
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 
 use crate::change::{Change, ChangeBatch, ChangeOutcome, IdempotencyKey, Op};
-use crate::destination::Destination;
+use crate::destination::{CommittedWriteError, Destination, TransactionalState};
 use crate::error::{BoxError, StateError};
 use crate::fingerprint::{Fingerprint, FingerprintAlgorithm, Fingerprinter};
 use crate::key::Key;
@@ -23,7 +24,7 @@ use crate::record::Record;
 use crate::report::{RunStatus, SyncReport};
 use crate::runner::Mode;
 use crate::schema::{Field, Schema};
-use crate::state::{PendingChange, RejectedEntry, RejectionStage, SnapshotEntry, StateCommit, StateStore};
+use crate::state::{Lease, PendingChange, RejectedEntry, RejectionStage, SnapshotEntry, StateCommit, StateStore};
 use crate::value::{DataType, Value};
 
 /// A broken rule, named.
@@ -197,6 +198,150 @@ pub async fn check_destination(
         let events = batch(&sync_id, &schema, vec![(Op::Append, record(500, "event", 1.0), 0)]);
         write_all_applied(dest, &events, "append").await?;
     }
+    Ok(())
+}
+
+/// The state commit recording `outcomes` of `batch`: applied changes as snapshot entries,
+/// refusals as rejections.
+fn commit_of(batch: &ChangeBatch, outcomes: &[ChangeOutcome]) -> StateCommit {
+    let mut commit =
+        StateCommit { fingerprint_algorithm: Some(FingerprintAlgorithm::default()), ..StateCommit::default() };
+    for (change, outcome) in batch.changes.iter().zip(outcomes) {
+        match outcome {
+            ChangeOutcome::Applied => commit.applied.push(SnapshotEntry {
+                key: change.key.clone(),
+                fingerprint: (change.op != Op::Delete).then_some(change.fingerprint),
+                version: change.version + 1,
+                pending: None,
+            }),
+            ChangeOutcome::Rejected { reason, .. } => commit.rejected.push(RejectedEntry {
+                key: change.key.clone(),
+                stage: RejectionStage::Destination,
+                op: Some(change.op),
+                fingerprint: Some(change.fingerprint),
+                version: change.version,
+                reason: reason.clone(),
+                attempts: 1,
+                record: change.record.clone(),
+                first_rejected_at: 1_700_000_000,
+                last_rejected_at: 1_700_000_000,
+            }),
+        }
+    }
+    commit
+}
+
+/// One transactional write whose commit records its outcomes; answers the outcomes and how
+/// many times the commit was asked for.
+async fn write_committing(
+    dest: &dyn TransactionalState,
+    batch: &ChangeBatch,
+    lease: &Lease,
+) -> (Result<Vec<ChangeOutcome>, CommittedWriteError>, usize) {
+    let calls = AtomicUsize::new(0);
+    let commit_for = |outcomes: &[ChangeOutcome]| {
+        calls.fetch_add(1, Ordering::Relaxed);
+        commit_of(batch, outcomes)
+    };
+    let written = dest.write_committing(batch, lease, &commit_for).await.map(|out| out.outcomes);
+    (written, calls.load(Ordering::Relaxed))
+}
+
+/// Checks an exactly-once destination against the [`TransactionalState`] contract, with the
+/// state store it commits into.
+///
+/// Under a fresh sync id, on the key range `id` 1,001–1,009 of [`conformance_schema`]: the
+/// destination offers the interface and names `store`; a write applies its rows and, in the
+/// same transaction, the commit built once from its outcomes; a write under a lease that
+/// was since taken over is refused as [`StateError::Fenced`] and leaves neither rows nor
+/// state; a delete records a tombstone; an empty batch still commits its state. With
+/// `readback`, it verifies the rows held.
+///
+/// # Errors
+/// A [`ConformanceError`] naming the first broken rule.
+pub async fn check_transactional_state(
+    dest: &dyn Destination,
+    store: &dyn StateStore,
+    readback: Option<&dyn DestinationReadback>,
+) -> Result<(), ConformanceError> {
+    let Some(tx) = dest.transactional_state() else {
+        return Err(ConformanceError(
+            "transactional_state() is None: the destination offers no exactly-once writes".into(),
+        ));
+    };
+    ensure!(
+        tx.state_store_name() == store.name(),
+        "state_store_name() is `{}` but the store is `{}`",
+        tx.state_store_name(),
+        store.name()
+    );
+    // Clear of the keys check_destination writes, so both suites can share a destination.
+    const BASE: i64 = 1_000;
+    let sync_id = unique_id("conformance_tx");
+    let schema = conformance_schema();
+    let ttl = Duration::from_secs(60);
+    let lease = store.acquire_lease(&sync_id, "conformance", ttl).await.map_err(fail("acquire_lease"))?;
+    let state_of = |id: i64| {
+        let sync_id = sync_id.clone();
+        async move {
+            let got = store.get(&sync_id, &[key(id)]).await.map_err(fail("get"))?;
+            Ok::<_, ConformanceError>(got.into_iter().next().flatten())
+        }
+    };
+
+    // Rows and state together.
+    let rows: Vec<Record> = (1..=3).map(|i| record(BASE + i, &format!("name {i}"), i as f64)).collect();
+    let first = batch(&sync_id, &schema, rows.iter().map(|r| (Op::Insert, r.clone(), 0)).collect());
+    let (written, calls) = write_committing(tx, &first, &lease).await;
+    let outcomes = written.map_err(fail("write_committing"))?;
+    ensure!(calls == 1, "write_committing asked for the commit {calls} times; it must ask exactly once");
+    ensure!(outcomes.len() == 3, "write_committing answered {} outcomes for 3 changes", outcomes.len());
+    ensure!(outcomes.iter().all(|o| *o == ChangeOutcome::Applied), "an insert was not applied: {outcomes:?}");
+    for (change, r) in first.changes.iter().zip(&rows) {
+        let entry = state_of(r.values[0].as_i64().unwrap_or_default()).await?;
+        ensure!(
+            entry.as_ref().and_then(|e| e.fingerprint) == Some(change.fingerprint),
+            "the state does not hold the applied change's fingerprint after write_committing"
+        );
+        expect_held(readback, &schema, r, true, "after write_committing").await?;
+    }
+
+    // A lease taken over: neither rows nor state.
+    store.release_lease(&lease).await.map_err(fail("release_lease"))?;
+    let current = store.acquire_lease(&sync_id, "conformance-2", ttl).await.map_err(fail("acquire_lease"))?;
+    let changed = record(BASE + 1, "changed", 10.0);
+    let late =
+        batch(&sync_id, &schema, vec![(Op::Update, changed.clone(), 1), (Op::Insert, record(BASE + 4, "new", 4.0), 0)]);
+    let (written, _) = write_committing(tx, &late, &lease).await;
+    ensure!(
+        matches!(written, Err(CommittedWriteError::State(StateError::Fenced { .. }))),
+        "a write under a lease since taken over must fail as StateError::Fenced, got {written:?}"
+    );
+    ensure!(state_of(BASE + 4).await?.is_none(), "a fenced write left state behind");
+    let one = state_of(BASE + 1).await?;
+    ensure!(one.and_then(|e| e.fingerprint) == Some(first.changes[0].fingerprint), "a fenced write changed the state");
+    expect_held(readback, &schema, &rows[0], true, "after a fenced write (the row must be unchanged)").await?;
+    expect_held(readback, &schema, &record(BASE + 4, "new", 4.0), false, "after a fenced write").await?;
+
+    // A delete leaves a tombstone.
+    let delete = batch(&sync_id, &schema, vec![(Op::Delete, rows[1].clone(), 1)]);
+    let (written, _) = write_committing(tx, &delete, &current).await;
+    written.map_err(fail("write_committing of a delete"))?;
+    let two = state_of(BASE + 2).await?;
+    ensure!(
+        two.as_ref().is_some_and(|e| e.fingerprint.is_none() && e.version == 2),
+        "a delete must leave a tombstone (no fingerprint, version 2), found {two:?}"
+    );
+    expect_held(readback, &schema, &rows[1], false, "after a transactional delete").await?;
+
+    // An empty batch still commits what the runner asks.
+    let empty = batch(&sync_id, &schema, Vec::new());
+    let refusal = rejected(BASE + 9, "refused before sending");
+    let commit_for = |_: &[ChangeOutcome]| StateCommit { rejected: vec![refusal.clone()], ..StateCommit::default() };
+    tx.write_committing(&empty, &current, &commit_for).await.map_err(fail("write_committing of an empty batch"))?;
+    let listed = store.rejected(&sync_id, None, 10).await.map_err(fail("rejected"))?;
+    ensure!(listed.iter().any(|r| r.key == key(BASE + 9)), "the state commit of an empty batch was not applied");
+    store.release_lease(&current).await.map_err(fail("release_lease"))?;
     Ok(())
 }
 

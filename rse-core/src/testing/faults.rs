@@ -9,9 +9,10 @@ use async_trait::async_trait;
 use tokio::sync::Notify;
 
 use crate::change::{ChangeBatch, ChangeOutcome, WriteOutcome};
-use crate::destination::{Destination, DestinationCapabilities};
+use crate::destination::{CommitFor, CommittedWriteError, Destination, DestinationCapabilities, TransactionalState};
 use crate::error::DestinationError;
 use crate::key::Key;
+use crate::state::Lease;
 
 #[derive(Default)]
 struct Faults {
@@ -159,6 +160,55 @@ impl<D: Destination> Destination for FaultyDestination<D> {
     }
 
     async fn write(&self, batch: &ChangeBatch) -> Result<WriteOutcome, DestinationError> {
+        let plan = self.plan(batch, true).await?;
+        let sub = plan.sub_batch(batch);
+        let inner_out = if sub.changes.is_empty() { WriteOutcome::default() } else { self.inner.write(&sub).await? };
+        self.answer(plan, inner_out.outcomes).await
+    }
+
+    fn transactional_state(&self) -> Option<&dyn TransactionalState> {
+        self.inner.transactional_state().map(|_| self as &dyn TransactionalState)
+    }
+}
+
+/// What the faults decided about one write call.
+struct Plan {
+    call: u64,
+    /// The injected outcomes; `None` for the changes that reach the inner destination.
+    outcomes: Vec<Option<ChangeOutcome>>,
+    /// The changes that reach the inner destination, by position.
+    pass: Vec<usize>,
+    crashing: bool,
+    after_apply_failure: bool,
+}
+
+impl Plan {
+    fn sub_batch(&self, batch: &ChangeBatch) -> ChangeBatch {
+        ChangeBatch {
+            sync_id: batch.sync_id.clone(),
+            schema: batch.schema.clone(),
+            changes: self.pass.iter().map(|&i| batch.changes[i].clone()).collect(),
+        }
+    }
+
+    /// The outcomes of the whole batch, given the inner destination's for the changes it got.
+    fn merge(&self, inner: &[ChangeOutcome]) -> Vec<ChangeOutcome> {
+        let mut outcomes = self.outcomes.clone();
+        for (&i, outcome) in self.pass.iter().zip(inner) {
+            outcomes[i] = Some(outcome.clone());
+        }
+        outcomes
+            .into_iter()
+            .map(|o| o.unwrap_or_else(|| ChangeOutcome::rejected("destination answered no outcome")))
+            .collect()
+    }
+}
+
+impl<D: Destination> FaultyDestination<D> {
+    /// Applies latency and decides the call's faults under one lock. `cut_at_crash` stops the
+    /// changes passed on at the crash point (a transactional write applies all or none, so
+    /// it is not cut).
+    async fn plan(&self, batch: &ChangeBatch, cut_at_crash: bool) -> Result<Plan, DestinationError> {
         let (call, latency) = {
             let mut f = self.faults();
             f.calls += 1;
@@ -167,73 +217,89 @@ impl<D: Destination> Destination for FaultyDestination<D> {
         if !latency.is_zero() {
             tokio::time::sleep(latency).await;
         }
-        // Decide everything about this call under one lock, then do the I/O without it.
         let mut outcomes: Vec<Option<ChangeOutcome>> = vec![None; batch.changes.len()];
-        let (after_apply_failure, crash_at) = {
-            let mut f = self.faults();
-            if f.transient_on.remove(&call) {
-                return Err(DestinationError::transient(format!("injected transient failure on write {call}")));
+        let mut f = self.faults();
+        if f.transient_on.remove(&call) {
+            return Err(DestinationError::transient(format!("injected transient failure on write {call}")));
+        }
+        if let Some(retry_after) = f.rate_limited_on.remove(&call) {
+            return Err(DestinationError::RateLimited { retry_after });
+        }
+        if f.fatal_on.remove(&call) {
+            return Err(DestinationError::fatal(format!("injected fatal failure on write {call}")));
+        }
+        if batch.changes.iter().any(|c| f.invalid_batch_keys.contains(&c.key)) {
+            return Err(DestinationError::InvalidBatch { message: "injected: batch holds a refused record".into() });
+        }
+        for (slot, change) in outcomes.iter_mut().zip(&batch.changes) {
+            if let Some(reason) = f.reject.get(&change.key) {
+                *slot = Some(ChangeOutcome::rejected(reason.clone()));
+            } else if let Some(left) = f.retryable_reject.get_mut(&change.key)
+                && *left > 0
+            {
+                *left -= 1;
+                *slot = Some(ChangeOutcome::Rejected { reason: "injected: try again".into(), retryable: true });
             }
-            if let Some(retry_after) = f.rate_limited_on.remove(&call) {
-                return Err(DestinationError::RateLimited { retry_after });
-            }
-            if f.fatal_on.remove(&call) {
-                return Err(DestinationError::fatal(format!("injected fatal failure on write {call}")));
-            }
-            if batch.changes.iter().any(|c| f.invalid_batch_keys.contains(&c.key)) {
-                return Err(DestinationError::InvalidBatch {
-                    message: "injected: batch holds a refused record".into(),
-                });
-            }
-            for (slot, change) in outcomes.iter_mut().zip(&batch.changes) {
-                if let Some(reason) = f.reject.get(&change.key) {
-                    *slot = Some(ChangeOutcome::rejected(reason.clone()));
-                } else if let Some(left) = f.retryable_reject.get_mut(&change.key)
-                    && *left > 0
-                {
-                    *left -= 1;
-                    *slot = Some(ChangeOutcome::Rejected { reason: "injected: try again".into(), retryable: true });
-                }
-            }
-            (f.transient_after_apply_on.remove(&call), f.crash_after_applied.map(|n| n.saturating_sub(f.applied)))
-        };
-
-        // The changes that reach the inner destination, cut at the crash point.
+        }
+        let after_apply_failure = f.transient_after_apply_on.remove(&call);
+        let crash_at = f.crash_after_applied.map(|n| n.saturating_sub(f.applied));
         let mut pass: Vec<usize> = (0..batch.changes.len()).filter(|&i| outcomes[i].is_none()).collect();
         let crashing = crash_at.is_some_and(|left| (left as usize) <= pass.len());
-        if let Some(left) = crash_at {
+        if let Some(left) = crash_at
+            && cut_at_crash
+        {
             pass.truncate(left as usize);
         }
-        let sub = ChangeBatch {
-            sync_id: batch.sync_id.clone(),
-            schema: batch.schema.clone(),
-            changes: pass.iter().map(|&i| batch.changes[i].clone()).collect(),
-        };
-        let inner_out = if sub.changes.is_empty() { WriteOutcome::default() } else { self.inner.write(&sub).await? };
-        let applied = inner_out.outcomes.iter().filter(|o| **o == ChangeOutcome::Applied).count() as u64;
+        Ok(Plan { call, outcomes, pass, crashing, after_apply_failure })
+    }
+
+    /// Counts what the inner destination applied, crashes or fails as planned, and answers.
+    async fn answer(&self, plan: Plan, inner: Vec<ChangeOutcome>) -> Result<WriteOutcome, DestinationError> {
+        let applied = inner.iter().filter(|o| **o == ChangeOutcome::Applied).count() as u64;
         {
             let mut f = self.faults();
             f.applied += applied;
-            if crashing {
+            if plan.crashing {
                 f.crashed = true;
                 f.crash_after_applied = None;
             }
         }
-        if crashing {
+        if plan.crashing {
             self.crashed.notify_waiters();
             // Never answer: the runner sees neither an acknowledgement nor an error.
             std::future::pending::<()>().await;
         }
-        if after_apply_failure {
+        if plan.after_apply_failure {
+            let call = plan.call;
             return Err(DestinationError::transient(format!("injected timeout after write {call} was applied")));
         }
-        for (&i, outcome) in pass.iter().zip(inner_out.outcomes) {
-            outcomes[i] = Some(outcome);
-        }
-        let outcomes = outcomes
-            .into_iter()
-            .map(|o| o.unwrap_or_else(|| ChangeOutcome::rejected("destination answered no outcome")))
-            .collect();
-        Ok(WriteOutcome { outcomes })
+        Ok(WriteOutcome { outcomes: plan.merge(&inner) })
+    }
+}
+
+/// With an exactly-once inner destination the faults apply to its transactional writes: a
+/// crash commits the whole write (rows and state) and then never answers, and a timeout
+/// after applying commits it and then fails.
+#[async_trait]
+impl<D: Destination> TransactionalState for FaultyDestination<D> {
+    fn state_store_name(&self) -> &str {
+        self.inner.transactional_state().map_or("", |t| t.state_store_name())
+    }
+
+    async fn write_committing(
+        &self,
+        batch: &ChangeBatch,
+        lease: &Lease,
+        commit_for: &CommitFor<'_>,
+    ) -> Result<WriteOutcome, CommittedWriteError> {
+        let Some(inner) = self.inner.transactional_state() else {
+            return Err(DestinationError::fatal("the wrapped destination is not exactly-once").into());
+        };
+        let plan = self.plan(batch, false).await?;
+        let sub = plan.sub_batch(batch);
+        // The runner's commit covers the whole batch: the injected outcomes and the inner's.
+        let merged = |inner: &[ChangeOutcome]| commit_for(&plan.merge(inner));
+        let inner_out = inner.write_committing(&sub, lease, &merged).await?;
+        Ok(self.answer(plan, inner_out.outcomes).await?)
     }
 }

@@ -10,7 +10,8 @@ mod source_suite;
 pub use source_suite::*;
 
 pub use conformance::{
-    ConformanceError, DestinationReadback, check_destination, check_state_store, conformance_schema, unique_id,
+    ConformanceError, DestinationReadback, check_destination, check_state_store, check_transactional_state,
+    conformance_schema, unique_id,
 };
 pub use faults::FaultyDestination;
 

@@ -64,6 +64,16 @@ impl World {
         }
     }
 
+    /// A world whose destination commits the state with its rows (exactly-once).
+    pub fn exactly_once(rows: Vec<Record>) -> Self {
+        let state = MemoryStateStore::new();
+        Self {
+            source: MemorySource::new(customers_schema(), rows),
+            destination: MemoryDestination::new().with_state_store(state.clone()),
+            state,
+        }
+    }
+
     pub async fn sync(&self, mode: Mode, options: SyncOptions) -> Sync {
         self.builder(self.destination.clone(), options).mode(mode).build().await.unwrap()
     }
