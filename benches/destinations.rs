@@ -7,7 +7,10 @@
 //! - `postgres/initial`: the first run, SQLite → `PostgresDestination` (unnest upsert,
 //!   batches of 5,000, 4 connections), state in memory. Target ≥ 200 k rows/s.
 //! - `postgres/rerun_1pct`: 1 % of the rows changed in SQLite, run again. Target ≤ 1.5× `read`.
-//! - `postgres/initial_exactly_once`: the first run again with the exactly-once record.
+//! - `postgres/initial_exactly_once`: the first run again, exactly-once: the state in a
+//!   `PostgresStateStore` of the same database, committed with each batch's rows.
+//! - `postgres/initial_ledger`: the first run again with the idempotency ledger (state in
+//!   memory).
 //! - `memory/initial`, `memory/rerun_unchanged`: the runner alone into `MemoryDestination`,
 //!   the part of every figure that is not the destination's.
 //! - `http/quota`: rows of the same table into the in-process receiver (signature verified
@@ -34,6 +37,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use rse::connectors::state::PostgresStateStore;
 use rse::connectors::{
     BodyShape, HttpDestination, HttpDestinationConfig, PostgresDestination, PostgresDestinationOptions,
 };
@@ -121,10 +125,18 @@ async fn timed(label: &str, sync: &Sync, rows: usize) -> (rse::SyncReport, Durat
 }
 
 async fn sync_into(path: &Path, destination: impl rse::Destination + 'static) -> Sync {
+    sync_with_state(path, destination, MemoryStateStore::new()).await
+}
+
+async fn sync_with_state(
+    path: &Path,
+    destination: impl rse::Destination + 'static,
+    state: impl rse::StateStore + 'static,
+) -> Sync {
     Sync::builder(unique_id("bench"))
         .source(source(path))
         .destination(destination)
-        .state(MemoryStateStore::new())
+        .state(state)
         .options(options())
         .build()
         .await
@@ -144,19 +156,22 @@ async fn initial_and_rerun(path: &Path, rows: usize) {
     };
     tokio::spawn(connection);
     let schema = unique_id("rse_bench");
-    let pg = |table: &str, exactly_once: bool| {
+    let pg = |table: &str, ledger: bool| {
         PostgresDestination::new(
             &url,
             PostgresDestinationOptions::new(table)
                 .with_schema(&schema)
                 .with_create_table(true)
-                .with_exactly_once(exactly_once),
+                .with_idempotency_ledger(ledger),
         )
         .unwrap()
     };
     let memory = sync_into(path, rse::memory::MemoryDestination::new()).await;
     let plain = sync_into(path, pg("customers", false)).await;
-    let exactly_once = sync_into(path, pg("customers_eo", true)).await;
+    let store = PostgresStateStore::connect(&url, &format!("{schema}_state")).await.unwrap();
+    let exactly_once =
+        sync_with_state(path, pg("customers_eo", false).with_state_store(store.clone()), store.clone()).await;
+    let ledger = sync_into(path, pg("customers_ledger", true)).await;
 
     // The runner alone: the part of every figure that is not the destination's.
     timed("memory/initial (the runner alone)", &memory, rows).await;
@@ -164,6 +179,7 @@ async fn initial_and_rerun(path: &Path, rows: usize) {
     assert_eq!(report.counts.unchanged as usize, rows);
     timed("postgres/initial", &plain, rows).await;
     timed("postgres/initial_exactly_once", &exactly_once, rows).await;
+    timed("postgres/initial_ledger", &ledger, rows).await;
 
     let changed = {
         let db = rusqlite::Connection::open(path).unwrap();
@@ -178,12 +194,14 @@ async fn initial_and_rerun(path: &Path, rows: usize) {
         ("memory/rerun_1pct", &memory),
         ("postgres/rerun_1pct", &plain),
         ("postgres/rerun_1pct_exactly_once", &exactly_once),
+        ("postgres/rerun_1pct_ledger", &ledger),
     ] {
         let (report, took) = timed(label, sync, rows).await;
         assert_eq!(report.counts.applied.update as usize, changed, "{report}");
         println!("  {changed} rows changed; {:.2}x the read", took.as_secs_f64() / read.as_secs_f64());
     }
     let _ = client.batch_execute(&format!("DROP SCHEMA \"{schema}\" CASCADE")).await;
+    let _ = client.batch_execute(&format!("DROP SCHEMA \"{schema}_state\" CASCADE")).await;
 }
 
 async fn http(path: &Path, rows: usize) {

@@ -10,6 +10,12 @@
 //! a PostgreSQL transaction cut off, a lease left to lapse. `RSE_KILLS` sets the kills per
 //! store (default 25); `RSE_KILL_NEVER` runs eight edit-and-run cycles without killing, as
 //! a control when this test fails.
+//!
+//! A third variant runs exactly-once: the real `PostgresDestination` committing the state
+//! into a `PostgresStateStore` of the same database with each batch's rows. There, after
+//! every kill, the state must equal the table (every row's fingerprint, nothing pending),
+//! and a trigger that logs every row write must never see the same values written to a row
+//! twice in a row.
 #![cfg(all(feature = "sqlite", feature = "postgres"))]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -22,6 +28,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use futures::StreamExt;
 use rse_connectors::state::{PostgresStateStore, SqliteStateStore};
+use rse_connectors::{PostgresDestination, PostgresDestinationOptions};
 use rse_core::state::SnapshotEntry;
 use rse_core::testing::{service_url, unavailable, unique_id};
 use rse_core::*;
@@ -192,7 +199,6 @@ async fn kill_worker() {
     let source = PathBuf::from(std::env::var("RSE_KILL_SOURCE").unwrap());
     let dest_schema = std::env::var("RSE_KILL_DEST_SCHEMA").unwrap();
     let state_at = std::env::var("RSE_KILL_STATE").unwrap();
-    let destination = LoggingPostgres { client: tokio::sync::Mutex::new(pg().await.unwrap()), schema: dest_schema };
     let options = SyncOptions::default()
         .with_batch_rows(500)
         .with_max_concurrency(2)
@@ -202,16 +208,22 @@ async fn kill_worker() {
         .with_diff_strategy(if store_kind == "sqlite" { DiffStrategy::Merge } else { DiffStrategy::Hash });
     let builder = Sync::builder("customers")
         .source(SqliteTable { path: source, schema: schema() })
-        .destination(destination)
         .mode(Mode::Mirror)
         .options(options);
-    let sync = match store_kind.as_str() {
-        "sqlite" => builder.state(SqliteStateStore::open(&state_at).await.unwrap()),
-        _ => builder.state(PostgresStateStore::connect(&pg_url(), &state_at).await.unwrap()),
-    }
-    .build()
-    .await
-    .unwrap();
+    let logging = LoggingPostgres { client: tokio::sync::Mutex::new(pg().await.unwrap()), schema: dest_schema.clone() };
+    let builder = match store_kind.as_str() {
+        "sqlite" => builder.destination(logging).state(SqliteStateStore::open(&state_at).await.unwrap()),
+        "postgres" => {
+            builder.destination(logging).state(PostgresStateStore::connect(&pg_url(), &state_at).await.unwrap())
+        }
+        _ => {
+            let store = PostgresStateStore::connect(&pg_url(), &state_at).await.unwrap();
+            let options = PostgresDestinationOptions::new("dest").with_schema(&dest_schema);
+            let destination = PostgresDestination::new(&pg_url(), options).unwrap().with_state_store(store.clone());
+            builder.destination(destination).state(store)
+        }
+    };
+    let sync = builder.build().await.unwrap();
     let started = Instant::now();
     let report = loop {
         match sync.run().await {
@@ -340,10 +352,26 @@ async fn survives_sigkill(store_kind: &'static str) {
              CREATE TABLE \"{s}\".dest (id bigint PRIMARY KEY, name text NOT NULL, score float8 NOT NULL);
              CREATE TABLE \"{s}\".applied_keys (idem bytea PRIMARY KEY);
              CREATE TABLE \"{s}\".log (seq bigserial PRIMARY KEY, idem bytea NOT NULL, key bytea NOT NULL, op text NOT NULL,
-                                       fp bytea NOT NULL, version bigint NOT NULL, applied bool NOT NULL);"
+                                       fp bytea NOT NULL, version bigint NOT NULL, applied bool NOT NULL);
+             CREATE TABLE \"{s}\".writes (seq bigserial PRIMARY KEY, id bigint NOT NULL, op text NOT NULL, name text,
+                                          score float8);
+             CREATE FUNCTION \"{s}\".log_write() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+               IF TG_OP = 'DELETE' THEN INSERT INTO \"{s}\".writes (id, op) VALUES (OLD.id, TG_OP); RETURN OLD; END IF;
+               INSERT INTO \"{s}\".writes (id, op, name, score) VALUES (NEW.id, TG_OP, NEW.name, NEW.score); RETURN NEW;
+             END $$;"
         ))
         .await
         .unwrap();
+    let exactly_once = store_kind == "exactly_once";
+    if exactly_once {
+        admin
+            .batch_execute(&format!(
+                "CREATE TRIGGER logged AFTER INSERT OR UPDATE OR DELETE ON \"{s}\".dest
+                 FOR EACH ROW EXECUTE FUNCTION \"{s}\".log_write();"
+            ))
+            .await
+            .unwrap();
+    }
     create_source(&world.source);
 
     let kills_wanted: u32 = std::env::var("RSE_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(25);
@@ -351,11 +379,14 @@ async fn survives_sigkill(store_kind: &'static str) {
     let deadline = Instant::now() + Duration::from_secs(150);
     let never = std::env::var("RSE_KILL_NEVER").is_ok();
     let mut cycles = 0;
+    let mut typical = Duration::from_millis(1_500);
     while kills < kills_wanted && Instant::now() < deadline && cycles < if never { 8 } else { 200 } {
         cycles += 1;
+        let spawned = Instant::now();
         let mut child = world.spawn();
-        // Early kills land in the first full load; later ones anywhere in a run.
-        let delay = Duration::from_millis(fastrand::u64(20..1_500));
+        // Early kills land in the first full load; later ones anywhere in a run as long as
+        // the last run that finished.
+        let delay = Duration::from_millis(fastrand::u64(20..typical.as_millis().max(50) as u64));
         tokio::time::sleep(delay).await;
         let signalled = std::env::var("RSE_KILL_NEVER").is_err() && child.try_wait().unwrap().is_none();
         if signalled {
@@ -368,6 +399,10 @@ async fn survives_sigkill(store_kind: &'static str) {
             // It finished before the kill: it must have succeeded.
             assert!(out.status.success(), "worker failed:\n{}", String::from_utf8_lossy(&out.stderr));
             completed += 1;
+            typical = spawned.elapsed();
+        }
+        if exactly_once {
+            state_equals_table(&world, &admin).await;
         }
         edit_source(&world.source);
     }
@@ -391,6 +426,15 @@ async fn survives_sigkill(store_kind: &'static str) {
         .collect();
     assert_eq!(got.len(), want.len(), "the destination holds {} rows, the source {}", got.len(), want.len());
     assert!(got == want, "the destination does not equal the source");
+
+    if exactly_once {
+        state_equals_table(&world, &admin).await;
+        same_values_never_written_twice(&world, &admin).await;
+        eprintln!("{store_kind}: {kills} kills, {completed} runs completed");
+        admin.batch_execute(&format!("DROP SCHEMA \"{s}\" CASCADE")).await.unwrap();
+        let _ = std::fs::remove_dir_all(&world.dir);
+        return;
+    }
 
     let log: Vec<Logged> = admin
         .query(&format!("SELECT idem, key, op, fp, version, applied FROM \"{s}\".log ORDER BY seq"), &[])
@@ -432,6 +476,52 @@ async fn survives_sigkill(store_kind: &'static str) {
     );
     admin.batch_execute(&format!("DROP SCHEMA \"{s}\" CASCADE")).await.unwrap();
     let _ = std::fs::remove_dir_all(&world.dir);
+}
+
+/// Exactly-once: the state's live entries are exactly the table's rows with their
+/// fingerprints, and nothing is pending.
+async fn state_equals_table(world: &World, admin: &tokio_postgres::Client) {
+    let s = &world.schema;
+    let mut fingerprinter = Fingerprinter::new(FingerprintAlgorithm::default(), &schema());
+    let table: BTreeMap<Key, Fingerprint> = admin
+        .query(&format!("SELECT id, name, score FROM \"{s}\".dest"), &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let record = Record::new(vec![Value::Int(r.get(0)), Value::String(r.get(1)), Value::Float(r.get(2))]);
+            (record.key(&schema()).unwrap(), fingerprinter.fingerprint(&record))
+        })
+        .collect();
+    let state = world.state().await;
+    assert!(state.iter().all(|e| e.pending.is_none()), "an exactly-once run left a change pending");
+    let live: BTreeMap<Key, Fingerprint> =
+        state.into_iter().filter_map(|e| e.fingerprint.map(|f| (e.key, f))).collect();
+    assert_eq!(live.len(), table.len(), "the state holds {} live keys, the table {} rows", live.len(), table.len());
+    assert!(live == table, "the state and the table disagree");
+}
+
+/// Exactly-once: no row was ever written the same values twice in a row (a change applied
+/// again after a crash would be).
+async fn same_values_never_written_twice(world: &World, admin: &tokio_postgres::Client) {
+    let s = &world.schema;
+    let writes =
+        admin.query(&format!("SELECT id, op, name, score FROM \"{s}\".writes ORDER BY seq"), &[]).await.unwrap();
+    assert!(!writes.is_empty(), "the trigger logged no write");
+    let mut last: HashMap<i64, (String, Option<String>, Option<f64>)> = HashMap::new();
+    for w in &writes {
+        let (id, write): (i64, (String, Option<String>, Option<f64>)) = (w.get(0), (w.get(1), w.get(2), w.get(3)));
+        let deleted_twice = write.0 == "DELETE" && last.get(&id).is_some_and(|l| l.0 == "DELETE");
+        let same =
+            write.0 != "DELETE" && last.get(&id).is_some_and(|l| l.0 != "DELETE" && l.1 == write.1 && l.2 == write.2);
+        assert!(!deleted_twice && !same, "row {id} was written the same change twice");
+        last.insert(id, write);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_once_survives_sigkill_with_state_and_rows_equal_after_every_kill() {
+    survives_sigkill("exactly_once").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,10 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use rse_connectors::state::PostgresStateStore;
 use rse_connectors::{PostgresDestination, PostgresDestinationOptions};
 use rse_core::memory::{MemorySource, MemoryStateStore};
 use rse_core::testing::{
-    DestinationReadback, check_destination, conformance_schema, service_url, unavailable, unique_id,
+    DestinationReadback, check_destination, check_transactional_state, conformance_schema, service_url, unavailable,
+    unique_id,
 };
 use rse_core::*;
 use tokio_postgres::{Client, NoTls};
@@ -106,15 +108,15 @@ async fn name_of(db: &Db, table: &str, id: i64) -> Option<String> {
 }
 
 #[tokio::test]
-async fn passes_the_conformance_suite_plain_and_exactly_once() {
+async fn passes_the_conformance_suite_plain_and_with_the_ledger() {
     let Some(db) = Db::new().await else { return };
-    for (table, exactly_once) in [("plain", false), ("exactly_once", true)] {
-        let dest = db.dest(db.options(table).with_exactly_once(exactly_once));
+    for (table, ledger) in [("plain", false), ("ledger", true)] {
+        let dest = db.dest(db.options(table).with_idempotency_ledger(ledger));
         let readback = Readback { db: &db, table };
         check_destination(&dest, Some(&readback)).await.unwrap_or_else(|e| panic!("{table}: {e}"));
-        let boxed: Box<dyn Destination> = Box::new(db.dest(db.options(table).with_exactly_once(exactly_once)));
+        let boxed: Box<dyn Destination> = Box::new(db.dest(db.options(table).with_idempotency_ledger(ledger)));
         check_destination(boxed.as_ref(), Some(&readback)).await.unwrap();
-        let shared: Arc<dyn Destination> = Arc::new(db.dest(db.options(table).with_exactly_once(exactly_once)));
+        let shared: Arc<dyn Destination> = Arc::new(db.dest(db.options(table).with_idempotency_ledger(ledger)));
         check_destination(shared.as_ref(), Some(&readback)).await.unwrap();
         assert!(db.count(table).await > 0);
     }
@@ -232,10 +234,10 @@ async fn the_version_guard_never_lets_an_older_change_roll_a_row_back() {
 }
 
 #[tokio::test]
-async fn exactly_once_recognises_a_resent_batch_and_commits_rows_and_record_together() {
+async fn the_ledger_recognises_a_resent_batch_and_commits_rows_and_record_together() {
     let Some(db) = Db::new().await else { return };
     let schema = conformance_schema();
-    let dest = db.dest(db.options("eo").with_exactly_once(true));
+    let dest = db.dest(db.options("eo").with_idempotency_ledger(true));
     let batch =
         changes(&schema, "eo-sync", vec![(Op::Insert, row(1, "first", 1.0), 0), (Op::Insert, row(2, "first", 1.0), 0)]);
     assert_eq!(dest.write(&batch).await.unwrap(), WriteOutcome::all_applied(2));
@@ -244,7 +246,7 @@ async fn exactly_once_recognises_a_resent_batch_and_commits_rows_and_record_toge
     db.client.batch_execute(&edit).await.unwrap();
     assert_eq!(dest.write(&batch).await.unwrap(), WriteOutcome::all_applied(2));
     assert_eq!(name_of(&db, "eo", 1).await.as_deref(), Some("edited"), "the re-sent change was applied a second time");
-    // The same re-send without exactly-once overwrites the edit: the mode is what prevents it.
+    // The same re-send without the ledger overwrites the edit: the ledger is what prevents it.
     let plain = db.dest(db.options("eo"));
     plain.write(&batch).await.unwrap();
     assert_eq!(name_of(&db, "eo", 1).await.as_deref(), Some("first"));
@@ -277,7 +279,7 @@ async fn exactly_once_recognises_a_resent_batch_and_commits_rows_and_record_toge
 async fn the_runner_mirrors_a_model_and_bisects_to_the_refused_row() {
     let Some(db) = Db::new().await else { return };
     let schema = conformance_schema();
-    let dest = db.dest(db.options("mirror").with_exactly_once(true));
+    let dest = db.dest(db.options("mirror").with_idempotency_ledger(true));
     dest.check().await.unwrap();
     let rows: Vec<Record> = (1..=200).map(|i| row(i, &format!("n{i}"), i as f64)).collect();
     let source = MemorySource::new(schema.clone(), rows);
@@ -330,18 +332,63 @@ async fn failures_are_classified() {
     db.drop().await;
 }
 
-/// Lost acknowledgements and a crash between the destination's commit and the state commit:
-/// with exactly-once every row is written once; without it, the changes applied before the
-/// crash are written again (the trigger counts every write).
+#[tokio::test]
+async fn exactly_once_passes_both_conformance_suites_and_refuses_a_store_elsewhere() {
+    let Some(db) = Db::new().await else { return };
+    let store = PostgresStateStore::connect(&url(), &db.schema).await.unwrap();
+    let dest = db.dest(db.options("eo_state")).with_state_store(store.clone());
+    let readback = Readback { db: &db, table: "eo_state" };
+    check_destination(&dest, Some(&readback)).await.unwrap();
+    check_transactional_state(&dest, &store, Some(&readback)).await.unwrap();
+    let shared: Arc<dyn Destination> = Arc::new(db.dest(db.options("eo_state")).with_state_store(store.clone()));
+    check_transactional_state(shared.as_ref(), &store, Some(&readback)).await.unwrap();
+
+    // A store in another database: the first write says so and writes nothing.
+    let elsewhere_url = url().replacen("/test", "/postgres", 1);
+    let elsewhere = PostgresStateStore::connect(&elsewhere_url, &db.schema).await.unwrap();
+    let dest = db.dest(db.options("eo_elsewhere")).with_state_store(elsewhere.clone());
+    let lease = elsewhere.acquire_lease("x", "test", Duration::from_secs(5)).await.unwrap();
+    let batch = changes(&conformance_schema(), "x", vec![(Op::Insert, row(1, "a", 1.0), 0)]);
+    let commit_for = |_: &[ChangeOutcome]| StateCommit::default();
+    match dest.write_committing(&batch, &lease, &commit_for).await {
+        Err(CommittedWriteError::Destination(DestinationError::Fatal { message, .. })) => {
+            assert!(message.contains("same database"), "{message}")
+        }
+        other => panic!("a state store in another database must be refused, got {other:?}"),
+    }
+    elsewhere.release_lease(&lease).await.unwrap();
+    let (other, connection) = tokio_postgres::connect(&elsewhere_url, NoTls).await.unwrap();
+    tokio::spawn(connection);
+    other.batch_execute(&format!("DROP SCHEMA \"{}\" CASCADE", db.schema)).await.unwrap();
+    // The sync must be built with the store the destination commits into.
+    let err = Sync::builder("s")
+        .source(MemorySource::new(conformance_schema(), vec![]))
+        .destination(db.dest(db.options("eo_state")).with_state_store(store.clone()))
+        .state(MemoryStateStore::new())
+        .build()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ConfigError::StateStoreMismatch { .. }), "{err}");
+    db.drop().await;
+}
+
+/// Lost acknowledgements and a crash between the destination's commit and the state commit,
+/// for three ways of writing:
+/// - exactly-once (state committed with the rows): the crash leaves the state equal to the
+///   table and nothing is re-sent; only the writes whose answers were lost go again (their
+///   rows are rewritten with the same values);
+/// - the idempotency ledger: every row is written once, lost answers included;
+/// - plain: the changes applied before the crash are written again.
+///
+/// A trigger counts every row write.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn exactly_once_survives_lost_acks_and_a_crash_with_one_write_per_row() {
+async fn crashes_and_lost_acks_with_exactly_once_the_ledger_and_plain_upserts() {
     use rse_core::testing::FaultyDestination;
     let Some(db) = Db::new().await else { return };
     let schema = conformance_schema();
     let rows: Vec<Record> = (1..=200).map(|i| row(i, &format!("n{i}"), i as f64)).collect();
     let mut repeated = Vec::new();
-    for exactly_once in [true, false] {
-        let table = if exactly_once { "crash_eo" } else { "crash_plain" };
+    for table in ["crash_state", "crash_state_lost_acks", "crash_ledger", "crash_plain"] {
         let s = &db.schema;
         db.client
             .batch_execute(&format!(
@@ -354,15 +401,29 @@ async fn exactly_once_survives_lost_acks_and_a_crash_with_one_write_per_row() {
             ))
             .await
             .unwrap();
-        let options = PostgresDestinationOptions::new(table).with_schema(&db.schema).with_exactly_once(exactly_once);
-        let faulty = FaultyDestination::new(Arc::new(db.dest(options)));
-        let state = MemoryStateStore::new();
+        let options = PostgresDestinationOptions::new(table)
+            .with_schema(&db.schema)
+            .with_idempotency_ledger(table == "crash_ledger");
+        let pg_state = table.starts_with("crash_state");
+        let state_schema = unique_id("rse_eo");
+        let store: Arc<dyn StateStore> = if pg_state {
+            Arc::new(PostgresStateStore::connect(&url(), &state_schema).await.unwrap())
+        } else {
+            Arc::new(MemoryStateStore::new())
+        };
+        let dest = if pg_state {
+            let pg = PostgresStateStore::connect(&url(), &state_schema).await.unwrap();
+            db.dest(options).with_state_store(pg)
+        } else {
+            db.dest(options)
+        };
+        let faulty = FaultyDestination::new(Arc::new(dest));
         let sync_id = unique_id("crash");
         let build = |holder: &str| {
             Sync::builder(sync_id.clone())
                 .source(MemorySource::new(schema.clone(), rows.clone()))
                 .destination(faulty.clone())
-                .state(state.clone())
+                .state(store.clone())
                 .options(
                     SyncOptions::default()
                         .with_batch_rows(20)
@@ -375,12 +436,28 @@ async fn exactly_once_survives_lost_acks_and_a_crash_with_one_write_per_row() {
                 .build()
         };
         let first = build("a").await.unwrap();
-        faulty.fail_write_after_apply(2).fail_write_after_apply(4).crash_after_applied(130);
+        if table != "crash_state" {
+            faulty.fail_write_after_apply(2).fail_write_after_apply(4);
+        }
+        faulty.crash_after_applied(130);
         tokio::select! {
             _ = first.run() => panic!("the run should have crashed"),
             () = faulty.crashed() => {}
         }
         drop(first);
+        if pg_state {
+            // The crashed write committed its rows with their state: the two agree.
+            let mut live = 0;
+            let mut after: Option<Key> = None;
+            loop {
+                let page = store.scan(&sync_id, after.as_ref(), 1_000).await.unwrap();
+                let Some(last) = page.last() else { break };
+                after = Some(last.key.clone());
+                assert!(page.iter().all(|e| e.pending.is_none()), "{table}: a change was left pending");
+                live += page.iter().filter(|e| e.fingerprint.is_some()).count() as i64;
+            }
+            assert_eq!(live, db.count(table).await, "{table}: the state and the table disagree after the crash");
+        }
         faulty.lift();
         tokio::time::sleep(Duration::from_millis(700)).await;
         let report = build("b").await.unwrap().run().await.unwrap();
@@ -391,8 +468,13 @@ async fn exactly_once_survives_lost_acks_and_a_crash_with_one_write_per_row() {
             db.schema
         );
         repeated.push(db.client.query_one(&sql, &[]).await.unwrap().get::<_, i64>(0));
+        if pg_state {
+            let _ = db.client.batch_execute(&format!("DROP SCHEMA \"{state_schema}\" CASCADE")).await;
+        }
     }
-    assert_eq!(repeated[0], 0, "exactly-once wrote some rows twice");
-    assert!(repeated[1] > 0, "without exactly-once the re-sent changes should have been written again");
+    assert_eq!(repeated[0], 0, "exactly-once re-sent rows after a crash");
+    assert_eq!(repeated[1], 40, "exactly-once rewrites exactly the two writes whose answers were lost");
+    assert_eq!(repeated[2], 0, "the ledger wrote some rows twice");
+    assert!(repeated[3] > 0, "without exactly-once the re-sent changes should have been written again");
     db.drop().await;
 }

@@ -24,16 +24,25 @@
 //! 0 and would be held back by it. Turn it on for a table one sync owns.
 //!
 //! # Exactly-once mode
-//! With [`PostgresDestinationOptions::with_exactly_once`], the destination keeps, in the same
+//! With [`PostgresDestination::with_state_store`] the destination commits the sync's state
+//! — the fingerprints and versions of the changes it applied, and the refusals — **in the
+//! same transaction as the rows**, into a [`PostgresStateStore`] in the same database (the
+//! first write checks that it is; the sync must be built with that store). A crash can then
+//! never leave rows without their state or state without its rows, so nothing is sent
+//! twice and the runner records no intents before a batch (see
+//! [`TransactionalState`](rse_core::TransactionalState)). The lease is checked inside the
+//! transaction: a runner that lost its lease cannot write rows either.
+//!
+//! # Idempotency ledger
+//! When the state lives elsewhere (a SQLite file, another server),
+//! [`PostgresDestinationOptions::with_idempotency_ledger`] keeps, in the destination's
 //! database, a table (default `_rse_applied`) of `(sync_id, key) → version, fingerprint,
-//! idempotency key` and updates it **in the same transaction as the rows**. A change whose
-//! idempotency key is already recorded for its key is answered `Applied` without touching
-//! the row. Since rows and this record
-//! commit together, a crash can never leave rows without their record or a record without
-//! its rows: after a lost acknowledgement, the re-sent batch is recognised and not applied
-//! twice, even when someone changed the row in between. (Only the idempotency key is
-//! compared, not the version: a sync whose state was reset sends versions from 0 again, and
-//! must not be mistaken for a stale writer.)
+//! idempotency key`, updated in the same transaction as the rows. A change whose idempotency
+//! key is already recorded for its key is answered `Applied` without touching the row: after
+//! a lost acknowledgement, the re-sent batch is recognised and not applied twice, even when
+//! someone changed the row in between. (Only the idempotency key is compared, not the
+//! version: a sync whose state was reset sends versions from 0 again, and must not be
+//! mistaken for a stale writer.)
 //!
 //! # Types
 //! | rse | PostgreSQL | bound as |
@@ -56,10 +65,13 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod};
 use rse_core::{
-    Change, ChangeBatch, ChangeOutcome, DataType, Destination, DestinationCapabilities, DestinationError, Op, Schema,
-    Value, WriteOutcome,
+    Change, ChangeBatch, ChangeOutcome, CommitFor, CommittedWriteError, DataType, Destination, DestinationCapabilities,
+    DestinationError, Lease, Op, Schema, StateError, StateStore, TransactionalState, Value, WriteOutcome,
 };
 use tokio_postgres::NoTls;
+
+use crate::state::PostgresStateStore;
+use crate::state::postgres::DATABASE_IDENTITY;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 
@@ -70,8 +82,8 @@ pub struct PostgresDestinationOptions {
     table: String,
     create_table: bool,
     version_guard: bool,
-    exactly_once: bool,
-    state_table: String,
+    ledger: bool,
+    ledger_table: String,
     pool_size: usize,
     max_batch_rows: usize,
 }
@@ -84,8 +96,8 @@ impl PostgresDestinationOptions {
             table: table.into(),
             create_table: false,
             version_guard: false,
-            exactly_once: false,
-            state_table: "_rse_applied".into(),
+            ledger: false,
+            ledger_table: "_rse_applied".into(),
             pool_size: 4,
             max_batch_rows: 5_000,
         }
@@ -112,15 +124,16 @@ impl PostgresDestinationOptions {
         self
     }
 
-    /// Records applied changes in the same transaction as the rows (see the module docs).
-    pub fn with_exactly_once(mut self, exactly_once: bool) -> Self {
-        self.exactly_once = exactly_once;
+    /// Records each applied change's idempotency key in the same transaction as its row, and
+    /// answers a change already recorded without applying it again (see the module docs).
+    pub fn with_idempotency_ledger(mut self, ledger: bool) -> Self {
+        self.ledger = ledger;
         self
     }
 
-    /// The name of the exactly-once record table (default `_rse_applied`, in the same schema).
-    pub fn with_state_table(mut self, table: impl Into<String>) -> Self {
-        self.state_table = table.into();
+    /// The name of the ledger table (default `_rse_applied`, in the same schema).
+    pub fn with_ledger_table(mut self, table: impl Into<String>) -> Self {
+        self.ledger_table = table.into();
         self
     }
 
@@ -317,6 +330,10 @@ pub struct PostgresDestination {
     /// Statements per schema, built (and the table created) on first use of the schema.
     statements: Mutex<Vec<(Arc<Schema>, Arc<Statements>)>>,
     ready: tokio::sync::Mutex<bool>,
+    /// Exactly-once: the state store committed into with the rows, and whether it was
+    /// checked to share the destination's database.
+    state: Option<PostgresStateStore>,
+    state_checked: tokio::sync::Mutex<bool>,
 }
 
 impl fmt::Debug for PostgresDestination {
@@ -346,15 +363,55 @@ impl PostgresDestination {
             .build()
             .map_err(|e| DestinationError::fatal(format!("postgres destination: building the pool failed: {e}")))?;
         let name = format!("postgres:{}.{}", options.schema, options.table);
-        Ok(Self { name, pool, options, statements: Mutex::new(Vec::new()), ready: tokio::sync::Mutex::new(false) })
+        Ok(Self {
+            name,
+            pool,
+            options,
+            statements: Mutex::new(Vec::new()),
+            ready: tokio::sync::Mutex::new(false),
+            state: None,
+            state_checked: tokio::sync::Mutex::new(false),
+        })
+    }
+
+    /// Exactly-once: commits the sync's state into `store` in the same transaction as each
+    /// batch's rows (see the module docs). `store` must be in the destination's database;
+    /// the first write checks it. Build the sync with the same store.
+    pub fn with_state_store(mut self, store: PostgresStateStore) -> Self {
+        self.state = Some(store);
+        self
+    }
+
+    /// Checks, once, that the state store is in this destination's database.
+    async fn check_state_store(&self, store: &PostgresStateStore) -> Result<(), CommittedWriteError> {
+        let mut checked = self.state_checked.lock().await;
+        if *checked {
+            return Ok(());
+        }
+        let client = self.client().await?;
+        let row =
+            client.query_one(DATABASE_IDENTITY, &[]).await.map_err(|e| self.classify(e, "identifying the database"))?;
+        let ours: String = row.get(0);
+        let theirs = store.database_identity().await?;
+        if ours != theirs {
+            return Err(DestinationError::fatal(format!(
+                "{}: exactly-once needs the state store `{}` in the destination's database, but it is on another one; \
+                 connect both to the same database",
+                self.name,
+                store.name()
+            ))
+            .into());
+        }
+        *checked = true;
+        Ok(())
     }
 
     fn table(&self) -> String {
         format!("{}.{}", quote(&self.options.schema), quote(&self.options.table))
     }
 
-    fn state_table(&self) -> String {
-        format!("{}.{}", quote(&self.options.schema), quote(&self.options.state_table))
+    fn ledger_table(&self) -> String {
+        format!("{}.{}", quote(&self.options.schema), quote(&self.options.ledger_table))
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, DestinationError> {
@@ -404,7 +461,7 @@ impl PostgresDestination {
             return Ok(());
         }
         let client = self.client().await?;
-        if self.options.create_table || self.options.exactly_once {
+        if self.options.create_table || self.options.ledger {
             client
                 .batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {}", quote(&self.options.schema)))
                 .await
@@ -426,14 +483,14 @@ impl PostgresDestination {
             let sql = format!("CREATE TABLE IF NOT EXISTS {} ({})", self.table(), columns.join(", "));
             client.batch_execute(&sql).await.map_err(|e| self.classify(e, "creating the table"))?;
         }
-        if self.options.exactly_once {
+        if self.options.ledger {
             let sql = format!(
                 "CREATE TABLE IF NOT EXISTS {} (sync_id text NOT NULL, key bytea NOT NULL, version bigint NOT NULL, \
                  fingerprint bytea, idempotency_key bytea NOT NULL, applied_at timestamptz NOT NULL DEFAULT now(), \
                  PRIMARY KEY (sync_id, key))",
-                self.state_table()
+                self.ledger_table()
             );
-            client.batch_execute(&sql).await.map_err(|e| self.classify(e, "creating the exactly-once table"))?;
+            client.batch_execute(&sql).await.map_err(|e| self.classify(e, "creating the ledger table"))?;
         }
         *ready = true;
         Ok(())
@@ -614,7 +671,7 @@ impl PostgresDestination {
              idempotency_key = EXCLUDED.idempotency_key, applied_at = now() \
              WHERE s.idempotency_key IS DISTINCT FROM EXCLUDED.idempotency_key \
              RETURNING key",
-            self.state_table()
+            self.ledger_table()
         );
         let rows = tx
             .query(&sql, &[&&*batch.sync_id, &keys, &versions, &fingerprints, &idems])
@@ -647,7 +704,7 @@ impl Destination for PostgresDestination {
             .with_max_batch_rows(self.options.max_batch_rows)
             .with_max_batch_bytes(64 << 20)
             .with_max_concurrency(self.options.pool_size)
-            .with_idempotency_keys(self.options.exactly_once)
+            .with_idempotency_keys(self.options.ledger)
             .with_transactional(true)
     }
 
@@ -658,10 +715,57 @@ impl Destination for PostgresDestination {
     }
 
     async fn write(&self, batch: &ChangeBatch) -> Result<WriteOutcome, DestinationError> {
-        if batch.changes.is_empty() {
+        self.apply(batch, None).await.map_err(|e| match e {
+            CommittedWriteError::Destination(e) => e,
+            other => DestinationError::fatal(other.to_string()),
+        })
+    }
+
+    fn transactional_state(&self) -> Option<&dyn TransactionalState> {
+        self.state.as_ref().map(|_| self as &dyn TransactionalState)
+    }
+}
+
+#[async_trait]
+impl TransactionalState for PostgresDestination {
+    fn state_store_name(&self) -> &str {
+        self.state.as_ref().map_or("", |s| s.name())
+    }
+
+    async fn write_committing(
+        &self,
+        batch: &ChangeBatch,
+        lease: &Lease,
+        commit_for: &CommitFor<'_>,
+    ) -> Result<WriteOutcome, CommittedWriteError> {
+        self.apply(batch, Some((lease, commit_for))).await
+    }
+}
+
+impl PostgresDestination {
+    /// Writes a batch in one transaction, with the state commit `commit` builds from the
+    /// outcomes when given (exactly-once).
+    async fn apply(
+        &self,
+        batch: &ChangeBatch,
+        commit: Option<(&Lease, &CommitFor<'_>)>,
+    ) -> Result<WriteOutcome, CommittedWriteError> {
+        let state = match (commit, &self.state) {
+            (None, _) => None,
+            (Some((lease, commit_for)), Some(store)) => Some((lease, commit_for, store)),
+            (Some(_), None) => {
+                return Err(DestinationError::fatal(format!("{}: no state store to commit into", self.name)).into());
+            }
+        };
+        if batch.changes.is_empty() && state.is_none() {
             return Ok(WriteOutcome::default());
         }
-        self.prepare(&batch.schema).await?;
+        if let Some((_, _, store)) = state {
+            self.check_state_store(store).await?;
+        }
+        if !batch.changes.is_empty() {
+            self.prepare(&batch.schema).await?;
+        }
         let statements = self.statements(&batch.schema);
         let mut outcomes: Vec<Option<ChangeOutcome>> = vec![None; batch.changes.len()];
         let mut client = self.client().await?;
@@ -672,7 +776,7 @@ impl Destination for PostgresDestination {
         let changes: Vec<&Change> = batch.changes.iter().collect();
         let (mut upsert, mut delete) = self.columns(&statements, &batch.schema, &changes, &mut outcomes, &all);
 
-        if self.options.exactly_once {
+        if self.options.ledger {
             // Record the valid changes first, in one statement that also says which are new:
             // a key whose recorded idempotency key is this change's is left alone and not
             // returned, so the change is answered `Applied` without touching its row.
@@ -698,7 +802,18 @@ impl Destination for PostgresDestination {
             let params: Vec<&(dyn ToSql + Sync)> = delete.iter().map(Column::as_sql).collect();
             tx.execute(&statements.delete, &params).await.map_err(|e| self.classify(e, "deleting rows"))?;
         }
+        let outcomes: Vec<ChangeOutcome> = outcomes.into_iter().map(|o| o.unwrap_or(ChangeOutcome::Applied)).collect();
+        if let Some((lease, commit_for, store)) = state {
+            // After the rows: the fence locks the sync's state row until the commit.
+            store.commit_in(&tx, lease, commit_for(&outcomes)).await.map_err(|e| match e {
+                // The connection failed: nothing was committed, and the whole write can be retried.
+                StateError::Unavailable { message, source } => {
+                    CommittedWriteError::Destination(DestinationError::Transient { message, source })
+                }
+                other => CommittedWriteError::State(other),
+            })?;
+        }
         tx.commit().await.map_err(|e| self.classify(e, "committing"))?;
-        Ok(WriteOutcome { outcomes: outcomes.into_iter().map(|o| o.unwrap_or(ChangeOutcome::Applied)).collect() })
+        Ok(WriteOutcome { outcomes })
     }
 }

@@ -11,7 +11,7 @@ use rse_core::state::{PendingChange, RejectedEntry, SnapshotEntry, SyncMeta};
 use rse_core::{Fingerprint, FingerprintAlgorithm, Key, Op, RejectionStage, StateError, SyncReport, Value};
 
 #[cfg(feature = "postgres")]
-mod postgres;
+pub(crate) mod postgres;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 

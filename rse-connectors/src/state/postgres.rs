@@ -60,6 +60,12 @@ const MIGRATIONS: &[&str] = &[
     );",
 ];
 
+/// The database a connection is on: its name, the server's port and the time the server
+/// started (the same for every connection to one database of one server, and practically
+/// never for two).
+pub(crate) const DATABASE_IDENTITY: &str = "SELECT current_database() || ':' || coalesce(inet_server_port(), 0)::text \
+     || ':' || pg_postmaster_start_time()::text";
+
 /// The wall clock of the server, in milliseconds: every runner compares lease expiry on
 /// the same clock, whatever its own host's says.
 const NOW_MS: &str = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint";
@@ -461,6 +467,128 @@ impl PostgresStateStore {
         })
     }
 
+    /// Applies `commit` inside `tx`, a transaction on this store's database, after locking
+    /// the sync's row and checking the lease: [`StateStore::commit`] without its own
+    /// transaction, so a destination in the same database commits rows and state together.
+    /// Nothing is committed here; the caller commits or rolls back `tx`.
+    pub(crate) async fn commit_in(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        lease: &Lease,
+        commit: StateCommit,
+    ) -> Result<(), StateError> {
+        // Encode first, so that a value that cannot be encoded writes nothing.
+        let rejected = last_per_key(commit.rejected, |r| &r.key);
+        let rejected_json = rejected.iter().map(|r| to_json("a rejected entry", r)).collect::<Result<Vec<_>, _>>()?;
+        let cursor = commit.cursor.as_ref().map(|c| to_json("the cursor", c)).transpose()?;
+        let intents = last_per_key(commit.intents, |(k, _)| k);
+        let settled = last_per_key(commit.settled, |(k, _)| k);
+        let applied = last_per_key(commit.applied, |e| &e.key);
+        let id = self.fence(tx, lease).await??;
+        let run = |sql: &'static str| self.err(sql);
+
+        if !intents.is_empty() {
+            let keys: Vec<&[u8]> = intents.iter().map(|(k, _)| k.as_bytes()).collect();
+            let cols: Vec<_> = intents.iter().map(|(_, p)| pending_columns(Some(p))).collect();
+            let (ops, fps, versions) = split(&cols);
+            tx.execute(
+                &tx.prepare_cached(&self.sql.intents).await.map_err(self.err("preparing a statement"))?,
+                &[&id, &keys, &ops, &fps, &versions],
+            )
+            .await
+            .map_err(run("recording intents"))?;
+        }
+        if !settled.is_empty() {
+            let keys: Vec<&[u8]> = settled.iter().map(|(k, _)| k.as_bytes()).collect();
+            let cols: Vec<_> = settled.iter().map(|(_, p)| pending_columns(p.as_ref())).collect();
+            let (ops, fps, versions) = split(&cols);
+            tx.execute(
+                &tx.prepare_cached(&self.sql.settle).await.map_err(self.err("preparing a statement"))?,
+                &[&id, &keys, &ops, &fps, &versions],
+            )
+            .await
+            .map_err(run("settling intents"))?;
+            tx.execute(
+                &tx.prepare_cached(&self.sql.settle_remove).await.map_err(self.err("preparing a statement"))?,
+                &[&id, &keys],
+            )
+            .await
+            .map_err(run("settling intents"))?;
+        }
+        if !applied.is_empty() {
+            let keys: Vec<&[u8]> = applied.iter().map(|e| e.key.as_bytes()).collect();
+            let fingerprints: Vec<Option<[u8; 16]>> =
+                applied.iter().map(|e| e.fingerprint.map(|f| f.to_bytes())).collect();
+            let fingerprints: Vec<Option<&[u8]>> = fingerprints.iter().map(|f| f.as_ref().map(|b| &b[..])).collect();
+            let versions: Vec<i64> = applied.iter().map(|e| to_i64(e.version)).collect();
+            let cols: Vec<_> = applied.iter().map(|e| pending_columns(e.pending.as_ref())).collect();
+            let (ops, fps, pending_versions) = split(&cols);
+            tx.execute(
+                &tx.prepare_cached(&self.sql.clear_by_keys).await.map_err(self.err("preparing a statement"))?,
+                &[&id, &keys],
+            )
+            .await
+            .map_err(run("clearing rejections"))?;
+            let params: [&(dyn ToSql + Sync); 7] =
+                [&id, &keys, &fingerprints, &versions, &ops, &fps, &pending_versions];
+            tx.execute(&tx.prepare_cached(&self.sql.apply).await.map_err(self.err("preparing a statement"))?, &params)
+                .await
+                .map_err(run("writing applied entries"))?;
+        }
+        if !rejected.is_empty() {
+            let keys: Vec<&[u8]> = rejected.iter().map(|r| r.key.as_bytes()).collect();
+            let stages: Vec<&str> = rejected.iter().map(|r| stage_name(r.stage)).collect();
+            let reasons: Vec<&str> = rejected.iter().map(|r| r.reason.as_str()).collect();
+            let attempts: Vec<i32> = rejected.iter().map(|r| i32::try_from(r.attempts).unwrap_or(i32::MAX)).collect();
+            let last: Vec<i64> = rejected.iter().map(|r| to_i64(r.last_rejected_at)).collect();
+            let params: [&(dyn ToSql + Sync); 7] = [&id, &keys, &stages, &reasons, &attempts, &last, &rejected_json];
+            tx.execute(&tx.prepare_cached(&self.sql.reject).await.map_err(self.err("preparing a statement"))?, &params)
+                .await
+                .map_err(run("writing rejections"))?;
+        }
+        if !commit.cleared_rejections.is_empty() {
+            tx.execute(
+                &tx.prepare_cached(&self.sql.clear_by_keys).await.map_err(self.err("preparing a statement"))?,
+                &[&id, &key_bytes(&commit.cleared_rejections)],
+            )
+            .await
+            .map_err(run("clearing rejections"))?;
+        }
+        if !commit.forgotten.is_empty() {
+            tx.execute(
+                &tx.prepare_cached(&self.sql.forget).await.map_err(self.err("preparing a statement"))?,
+                &[&id, &key_bytes(&commit.forgotten)],
+            )
+            .await
+            .map_err(run("forgetting keys"))?;
+        }
+        if let Some(cursor) = &cursor {
+            tx.execute(
+                &tx.prepare_cached(&self.sql.cursor).await.map_err(self.err("preparing a statement"))?,
+                &[&id, cursor],
+            )
+            .await
+            .map_err(run("moving the cursor"))?;
+        }
+        if let Some(algorithm) = commit.fingerprint_algorithm {
+            tx.execute(
+                &tx.prepare_cached(&self.sql.algorithm).await.map_err(self.err("preparing a statement"))?,
+                &[&id, &algorithm.name()],
+            )
+            .await
+            .map_err(run("recording the algorithm"))?;
+        }
+        Ok(())
+    }
+
+    /// Identifies the database this store writes to — its name, the server's port and the
+    /// time the server started — so a destination can prove it shares it.
+    pub(crate) async fn database_identity(&self) -> Result<String, StateError> {
+        let client = self.client().await?;
+        let row = client.query_one(DATABASE_IDENTITY, &[]).await.map_err(self.err("identifying the database"))?;
+        Ok(row.get(0))
+    }
+
     /// Every sync the schema holds, with its counts and current lease, by sync id.
     ///
     /// # Errors
@@ -647,110 +775,9 @@ impl StateStore for PostgresStateStore {
     }
 
     async fn commit(&self, lease: &Lease, commit: StateCommit) -> Result<(), StateError> {
-        // Encode before the transaction, so that a value that cannot be encoded writes nothing.
-        let rejected = last_per_key(commit.rejected, |r| &r.key);
-        let rejected_json = rejected.iter().map(|r| to_json("a rejected entry", r)).collect::<Result<Vec<_>, _>>()?;
-        let cursor = commit.cursor.as_ref().map(|c| to_json("the cursor", c)).transpose()?;
-        let intents = last_per_key(commit.intents, |(k, _)| k);
-        let settled = last_per_key(commit.settled, |(k, _)| k);
-        let applied = last_per_key(commit.applied, |e| &e.key);
-
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(self.err("committing state"))?;
-        let id = self.fence(&tx, lease).await??;
-        let run = |sql: &'static str| self.err(sql);
-
-        if !intents.is_empty() {
-            let keys: Vec<&[u8]> = intents.iter().map(|(k, _)| k.as_bytes()).collect();
-            let cols: Vec<_> = intents.iter().map(|(_, p)| pending_columns(Some(p))).collect();
-            let (ops, fps, versions) = split(&cols);
-            tx.execute(
-                &tx.prepare_cached(&self.sql.intents).await.map_err(self.err("preparing a statement"))?,
-                &[&id, &keys, &ops, &fps, &versions],
-            )
-            .await
-            .map_err(run("recording intents"))?;
-        }
-        if !settled.is_empty() {
-            let keys: Vec<&[u8]> = settled.iter().map(|(k, _)| k.as_bytes()).collect();
-            let cols: Vec<_> = settled.iter().map(|(_, p)| pending_columns(p.as_ref())).collect();
-            let (ops, fps, versions) = split(&cols);
-            tx.execute(
-                &tx.prepare_cached(&self.sql.settle).await.map_err(self.err("preparing a statement"))?,
-                &[&id, &keys, &ops, &fps, &versions],
-            )
-            .await
-            .map_err(run("settling intents"))?;
-            tx.execute(
-                &tx.prepare_cached(&self.sql.settle_remove).await.map_err(self.err("preparing a statement"))?,
-                &[&id, &keys],
-            )
-            .await
-            .map_err(run("settling intents"))?;
-        }
-        if !applied.is_empty() {
-            let keys: Vec<&[u8]> = applied.iter().map(|e| e.key.as_bytes()).collect();
-            let fingerprints: Vec<Option<[u8; 16]>> =
-                applied.iter().map(|e| e.fingerprint.map(|f| f.to_bytes())).collect();
-            let fingerprints: Vec<Option<&[u8]>> = fingerprints.iter().map(|f| f.as_ref().map(|b| &b[..])).collect();
-            let versions: Vec<i64> = applied.iter().map(|e| to_i64(e.version)).collect();
-            let cols: Vec<_> = applied.iter().map(|e| pending_columns(e.pending.as_ref())).collect();
-            let (ops, fps, pending_versions) = split(&cols);
-            tx.execute(
-                &tx.prepare_cached(&self.sql.clear_by_keys).await.map_err(self.err("preparing a statement"))?,
-                &[&id, &keys],
-            )
-            .await
-            .map_err(run("clearing rejections"))?;
-            let params: [&(dyn ToSql + Sync); 7] =
-                [&id, &keys, &fingerprints, &versions, &ops, &fps, &pending_versions];
-            tx.execute(&tx.prepare_cached(&self.sql.apply).await.map_err(self.err("preparing a statement"))?, &params)
-                .await
-                .map_err(run("writing applied entries"))?;
-        }
-        if !rejected.is_empty() {
-            let keys: Vec<&[u8]> = rejected.iter().map(|r| r.key.as_bytes()).collect();
-            let stages: Vec<&str> = rejected.iter().map(|r| stage_name(r.stage)).collect();
-            let reasons: Vec<&str> = rejected.iter().map(|r| r.reason.as_str()).collect();
-            let attempts: Vec<i32> = rejected.iter().map(|r| i32::try_from(r.attempts).unwrap_or(i32::MAX)).collect();
-            let last: Vec<i64> = rejected.iter().map(|r| to_i64(r.last_rejected_at)).collect();
-            let params: [&(dyn ToSql + Sync); 7] = [&id, &keys, &stages, &reasons, &attempts, &last, &rejected_json];
-            tx.execute(&tx.prepare_cached(&self.sql.reject).await.map_err(self.err("preparing a statement"))?, &params)
-                .await
-                .map_err(run("writing rejections"))?;
-        }
-        if !commit.cleared_rejections.is_empty() {
-            tx.execute(
-                &tx.prepare_cached(&self.sql.clear_by_keys).await.map_err(self.err("preparing a statement"))?,
-                &[&id, &key_bytes(&commit.cleared_rejections)],
-            )
-            .await
-            .map_err(run("clearing rejections"))?;
-        }
-        if !commit.forgotten.is_empty() {
-            tx.execute(
-                &tx.prepare_cached(&self.sql.forget).await.map_err(self.err("preparing a statement"))?,
-                &[&id, &key_bytes(&commit.forgotten)],
-            )
-            .await
-            .map_err(run("forgetting keys"))?;
-        }
-        if let Some(cursor) = &cursor {
-            tx.execute(
-                &tx.prepare_cached(&self.sql.cursor).await.map_err(self.err("preparing a statement"))?,
-                &[&id, cursor],
-            )
-            .await
-            .map_err(run("moving the cursor"))?;
-        }
-        if let Some(algorithm) = commit.fingerprint_algorithm {
-            tx.execute(
-                &tx.prepare_cached(&self.sql.algorithm).await.map_err(self.err("preparing a statement"))?,
-                &[&id, &algorithm.name()],
-            )
-            .await
-            .map_err(run("recording the algorithm"))?;
-        }
+        self.commit_in(&tx, lease, commit).await?;
         tx.commit().await.map_err(self.err("committing state"))
     }
 
