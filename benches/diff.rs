@@ -10,6 +10,9 @@
 //! - `diff/hash/unchanged_streaming`: the same path as a run sees it: each batch is cloned
 //!   (untimed) right before the diff consumes it, as a source hands over a batch it has just
 //!   built, so only the diff's own work is timed.
+//! - `diff/hash/unchanged_shuffled`: the unchanged path with the source in a random order
+//!   unrelated to the snapshot's key order (the snapshot's slots are then read at random,
+//!   not streamed), measured like `unchanged_streaming`.
 //!
 //! The records are built once; each iteration gets a fresh clone (untimed) because `push`
 //! consumes them. Run with `cargo bench --bench diff`; set `RSE_BENCH_ROWS` to bench a
@@ -90,6 +93,8 @@ struct Table {
     schema: Schema,
     /// The source table in key order, in batches of 1024.
     batches: Vec<Vec<Record>>,
+    /// The same records in a random order, in batches of 1024.
+    shuffled: Vec<Vec<Record>>,
     /// The snapshot of the same table.
     unchanged: Vec<SnapshotEntry>,
     /// The snapshot of the table before every 100th record changed.
@@ -110,7 +115,18 @@ fn table(rows: usize) -> Table {
         changed.push(entry(key, before));
     }
     let batches = records.chunks(BATCH).map(<[Record]>::to_vec).collect();
-    Table { schema, batches, unchanged, changed }
+    // Fisher–Yates with a fixed xorshift generator: the same order every run.
+    let mut order: Vec<usize> = (0..rows).collect();
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    for i in (1..rows).rev() {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        order.swap(i, (state % (i as u64 + 1)) as usize);
+    }
+    let shuffled_records: Vec<Record> = order.iter().map(|&i| records[i].clone()).collect();
+    let shuffled = shuffled_records.chunks(BATCH).map(<[Record]>::to_vec).collect();
+    Table { schema, batches, shuffled, unchanged, changed }
 }
 
 async fn run(differ: &mut dyn Differ, schema: &Schema, batches: Vec<Vec<Record>>) -> DiffOutput {
@@ -183,27 +199,29 @@ fn bench_diff(c: &mut Criterion) {
             BatchSize::LargeInput,
         );
     });
-    group.bench_function("hash/unchanged_streaming", |b| {
-        b.iter_custom(|iters| {
-            let mut timed = Duration::ZERO;
-            for _ in 0..iters {
-                let mut differ = HashDiff::from_entries(t.unchanged.clone(), ALGORITHM);
-                let mut out = DiffOutput::default();
-                for batch in &t.batches {
-                    let batch = batch.clone();
+    for (name, batches) in [("hash/unchanged_streaming", &t.batches), ("hash/unchanged_shuffled", &t.shuffled)] {
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let mut timed = Duration::ZERO;
+                for _ in 0..iters {
+                    let mut differ = HashDiff::from_entries(t.unchanged.clone(), ALGORITHM);
+                    let mut out = DiffOutput::default();
+                    for batch in batches {
+                        let batch = batch.clone();
+                        let started = std::time::Instant::now();
+                        rt.block_on(differ.push(&t.schema, batch, Vec::new(), &mut out)).expect("diff");
+                        timed += started.elapsed();
+                    }
                     let started = std::time::Instant::now();
-                    rt.block_on(differ.push(&t.schema, batch, Vec::new(), &mut out)).expect("diff");
+                    rt.block_on(differ.finish(&mut out)).expect("finish");
                     timed += started.elapsed();
+                    assert_eq!(out.unchanged, rows as u64);
+                    black_box((differ, out));
                 }
-                let started = std::time::Instant::now();
-                rt.block_on(differ.finish(&mut out)).expect("finish");
-                timed += started.elapsed();
-                assert_eq!(out.unchanged, rows as u64);
-                black_box((differ, out));
-            }
-            timed
+                timed
+            });
         });
-    });
+    }
     group.finish();
     black_box(&store);
 }

@@ -1,10 +1,9 @@
 //! The hash diff: the snapshot in a hash map, source records in any order.
 
-use std::borrow::Borrow;
-use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
+use std::hash::BuildHasher;
 
 use async_trait::async_trait;
+use hashbrown::HashTable;
 
 use super::{DiffError, DiffOutput, Differ, FingerprinterCache, InvalidRecord, PlanKind, Planned, duplicate_reason};
 use crate::fingerprint::{Fingerprint, FingerprintAlgorithm};
@@ -48,43 +47,26 @@ impl SlotKey {
     }
 }
 
-impl Borrow<[u8]> for SlotKey {
-    fn borrow(&self) -> &[u8] {
-        self.as_slice()
-    }
-}
-
-impl Hash for SlotKey {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.as_slice().hash(state);
-    }
-}
-
-impl PartialEq for SlotKey {
-    fn eq(&self, other: &Self) -> bool {
-        self.as_slice() == other.as_slice()
-    }
-}
-
-impl Eq for SlotKey {}
-
 const LIVE: u8 = 1;
 const KNOWN: u8 = 2;
 const SEEN: u8 = 4;
 const PENDING: u8 = 8;
 
-/// What the map keeps per key, 32 bytes: the fingerprint as two words (a `u128` would
-/// force 16-byte alignment and padding), the version and flags. Pending changes are rare
-/// and live in a side map.
-#[derive(Debug, Clone, Copy)]
+/// What the diff keeps per key, 56 bytes: the key, the fingerprint as two words (a `u128`
+/// would force 16-byte alignment and padding), the version and flags. Pending changes are
+/// rare and live in a side map.
+#[derive(Clone)]
 struct Slot {
+    key: SlotKey,
     fingerprint: [u64; 2],
     version: u64,
     flags: u8,
 }
 
 impl Slot {
-    const FRESH: Slot = Slot { fingerprint: [0, 0], version: 0, flags: 0 };
+    fn fresh(key: &[u8]) -> Slot {
+        Slot { key: SlotKey::new(key), fingerprint: [0, 0], version: 0, flags: 0 }
+    }
 
     fn fingerprint(&self) -> Option<Fingerprint> {
         (self.flags & LIVE != 0)
@@ -100,26 +82,77 @@ fn split(f: Fingerprint) -> [u64; 2] {
     [(f.0 >> 64) as u64, f.0 as u64]
 }
 
-type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
+/// The snapshot's keys: slots in a dense vector, in the order they arrived (the snapshot's
+/// key order, then new keys), and a hash table of positions into it.
+///
+/// The table holds only positions (8 bytes and a control byte per bucket: about 18 MB for a
+/// million keys, which stays in a server's last-level cache), so a lookup costs one probe
+/// of the table and one read of the slot. When the source reads in (or near) key order —
+/// the common case — consecutive records hit consecutive slots, which the prefetcher
+/// streams in.
+#[derive(Default)]
+struct Slots {
+    index: HashTable<usize>,
+    slots: Vec<Slot>,
+    hasher: foldhash::fast::RandomState,
+}
+
+impl Slots {
+    fn with_capacity(n: usize) -> Self {
+        Slots { index: HashTable::with_capacity(n), slots: Vec::with_capacity(n), hasher: Default::default() }
+    }
+
+    fn hash(&self, key: &[u8]) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    fn find(&self, hash: u64, key: &[u8]) -> Option<usize> {
+        self.index.find(hash, |&i| self.slots[i].key.as_slice() == key).copied()
+    }
+
+    /// Appends a slot for a key not held yet; returns its position.
+    fn push(&mut self, hash: u64, slot: Slot) -> usize {
+        let Slots { index, slots, hasher } = self;
+        let at = slots.len();
+        slots.push(slot);
+        index.insert_unique(hash, at, |&i| hasher.hash_one(slots[i].key.as_slice()));
+        at
+    }
+
+    /// The slot of `key`, created fresh when missing.
+    fn entry(&mut self, key: &[u8]) -> &mut Slot {
+        let hash = self.hash(key);
+        let at = match self.find(hash, key) {
+            Some(at) => at,
+            None => self.push(hash, Slot::fresh(key)),
+        };
+        &mut self.slots[at]
+    }
+}
 
 /// The hash strategy: loads the snapshot's keys into memory, then diffs records in any order.
 ///
-/// A batch is diffed in two passes — first every key and fingerprint, then every lookup — so
-/// the lookups, which miss the cache on a large snapshot, run back to back and overlap.
+/// A batch is diffed in passes — every key, fingerprint and hash first, then every lookup,
+/// then the decisions — so the lookups, which miss the cache on a large snapshot, run back
+/// to back and overlap.
 pub struct HashDiff {
-    map: FastMap<SlotKey, Slot>,
+    slots: Slots,
     pending: FastMap<Key, PendingChange>,
     fingerprinters: FingerprinterCache,
     emit_unchanged: bool,
     live_total: u64,
-    /// Per batch: every record's key bytes, end to end, and (key end, fingerprint) per record.
+    /// Per batch: every record's key bytes, end to end, and (key end, fingerprint, hash) per
+    /// record; then each record's slot.
     key_arena: Vec<u8>,
-    prepared: Vec<Option<(usize, Fingerprint)>>,
+    prepared: Vec<Option<(usize, Fingerprint, u64)>>,
+    found: Vec<Option<usize>>,
 }
 
 impl std::fmt::Debug for HashDiff {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HashDiff").field("keys", &self.map.len()).field("live", &self.live_total).finish()
+        f.debug_struct("HashDiff").field("keys", &self.slots.slots.len()).field("live", &self.live_total).finish()
     }
 }
 
@@ -127,12 +160,12 @@ impl HashDiff {
     /// A diff against these snapshot entries.
     pub fn from_entries(entries: impl IntoIterator<Item = SnapshotEntry>, algorithm: FingerprintAlgorithm) -> Self {
         let entries = entries.into_iter();
-        let mut map = FastMap::with_capacity_and_hasher(entries.size_hint().0, Default::default());
+        let mut slots = Slots::with_capacity(entries.size_hint().0);
         let mut pending = FastMap::default();
         let mut live_total = 0;
         for e in entries {
             live_total += u64::from(e.is_live());
-            let mut slot = Slot { version: e.version, flags: KNOWN, ..Slot::FRESH };
+            let mut slot = Slot { version: e.version, flags: KNOWN, ..Slot::fresh(e.key.as_bytes()) };
             if let Some(f) = e.fingerprint {
                 slot.fingerprint = split(f);
                 slot.flags |= LIVE;
@@ -141,16 +174,24 @@ impl HashDiff {
                 slot.flags |= PENDING;
                 pending.insert(e.key.clone(), p);
             }
-            map.insert(SlotKey::new(e.key.as_bytes()), slot);
+            let hash = slots.hash(e.key.as_bytes());
+            match slots.find(hash, e.key.as_bytes()) {
+                // A store lists each key once; should one repeat, the later entry wins.
+                Some(at) => slots.slots[at] = slot,
+                None => {
+                    slots.push(hash, slot);
+                }
+            }
         }
         Self {
-            map,
+            slots,
             pending,
             fingerprinters: FingerprinterCache::new(algorithm),
             emit_unchanged: false,
             live_total,
             key_arena: Vec::new(),
             prepared: Vec::new(),
+            found: Vec::new(),
         }
     }
 
@@ -199,30 +240,42 @@ impl Differ for HashDiff {
         out: &mut DiffOutput,
     ) -> Result<(), DiffError> {
         for key in seen {
-            self.map.entry(SlotKey::new(key.as_bytes())).or_insert(Slot::FRESH).flags |= SEEN;
+            self.slots.entry(key.as_bytes()).flags |= SEEN;
         }
-        // Pass 1: keys and fingerprints.
+        // Pass 1: keys, fingerprints and hashes.
         let mut fingerprinter = self.fingerprinters.take(schema);
         let mut arena = std::mem::take(&mut self.key_arena);
         let mut prepared = std::mem::take(&mut self.prepared);
+        let mut found = std::mem::take(&mut self.found);
         arena.clear();
         prepared.clear();
+        found.clear();
         let mut key_buf = Vec::with_capacity(32);
         for record in &records {
             prepared.push(match record.key_into(schema, &mut key_buf) {
                 Ok(()) => {
                     arena.extend_from_slice(&key_buf);
-                    Some((arena.len(), fingerprinter.fingerprint(record)))
+                    Some((arena.len(), fingerprinter.fingerprint(record), self.slots.hash(&key_buf)))
                 }
                 Err(_) => None,
             });
         }
         self.fingerprinters.put_back(schema, fingerprinter);
 
-        // Pass 2: lookups. The unchanged path allocates nothing.
+        // Pass 2: lookups, back to back.
         let mut start = 0;
-        for (record, prepared) in records.into_iter().zip(prepared.iter().copied()) {
-            let Some((end, fingerprint)) = prepared else {
+        for p in &prepared {
+            found.push(p.and_then(|(end, _, hash)| {
+                let key = &arena[start..end];
+                start = end;
+                self.slots.find(hash, key)
+            }));
+        }
+
+        // Pass 3: decisions. The unchanged path allocates nothing.
+        let mut start = 0;
+        for ((record, prepared), at) in records.into_iter().zip(prepared.iter().copied()).zip(found.iter().copied()) {
+            let Some((end, fingerprint, hash)) = prepared else {
                 let reason = match record.key(schema) {
                     Err(e) => e.to_string(),
                     Ok(_) => "key could not be encoded".to_owned(),
@@ -232,7 +285,9 @@ impl Differ for HashDiff {
             };
             let key_bytes = &arena[start..end];
             start = end;
-            let (kind, base) = match self.map.get_mut(key_bytes) {
+            // A key first seen earlier in this batch was not found by pass 2.
+            let at = at.or_else(|| self.slots.find(hash, key_bytes));
+            let (kind, base) = match at.map(|at| &mut self.slots.slots[at]) {
                 Some(slot) if slot.has(SEEN) => {
                     let key = Some(Key::from_encoded_unchecked(key_bytes.to_vec()));
                     out.invalid.push(InvalidRecord { key, record, reason: duplicate_reason(schema) });
@@ -246,11 +301,11 @@ impl Differ for HashDiff {
                         Some(_) => PlanKind::Update,
                         None => PlanKind::Insert,
                     };
-                    (kind, *slot)
+                    (kind, (slot.fingerprint(), slot.version, slot.has(PENDING)))
                 }
                 None => {
-                    self.map.insert(SlotKey::new(key_bytes), Slot { flags: SEEN, ..Slot::FRESH });
-                    (PlanKind::Insert, Slot::FRESH)
+                    self.slots.push(hash, Slot { flags: SEEN, ..Slot::fresh(key_bytes) });
+                    (PlanKind::Insert, (None, 0, false))
                 }
             };
             if kind == PlanKind::Unchanged {
@@ -259,30 +314,25 @@ impl Differ for HashDiff {
                     continue;
                 }
             }
+            let (base_fingerprint, base_version, has_pending) = base;
             let key = Key::from_encoded_unchecked(key_bytes.to_vec());
-            let pending = if base.has(PENDING) { self.pending.get(&key).copied() } else { None };
-            out.planned.push(Planned {
-                kind,
-                key,
-                record,
-                fingerprint,
-                base_fingerprint: base.fingerprint(),
-                base_version: base.version,
-                pending,
-            });
+            let pending = if has_pending { self.pending.get(&key).copied() } else { None };
+            out.planned.push(Planned { kind, key, record, fingerprint, base_fingerprint, base_version, pending });
         }
         self.key_arena = arena;
         self.prepared = prepared;
+        self.found = found;
         Ok(())
     }
 
     async fn finish(&mut self, out: &mut DiffOutput) -> Result<(), DiffError> {
         let mut deletes: Vec<SnapshotEntry> = self
-            .map
+            .slots
+            .slots
             .iter()
-            .filter(|(_, s)| s.has(KNOWN) && !s.has(SEEN) && (s.has(LIVE) || s.has(PENDING)))
-            .map(|(k, s)| {
-                let key = k.to_key();
+            .filter(|s| s.has(KNOWN) && !s.has(SEEN) && (s.has(LIVE) || s.has(PENDING)))
+            .map(|s| {
+                let key = s.key.to_key();
                 let pending = if s.has(PENDING) { self.pending.get(&key).copied() } else { None };
                 SnapshotEntry { key, fingerprint: s.fingerprint(), version: s.version, pending }
             })

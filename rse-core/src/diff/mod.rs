@@ -3,8 +3,8 @@
 //! Two strategies sit behind one interface, [`Differ`]:
 //!
 //! - [`HashDiff`] loads the snapshot's keys and fingerprints into a hash map and takes
-//!   source records in any order. Memory grows with the snapshot (about 60 bytes per key
-//!   plus the key itself).
+//!   source records in any order. Memory grows with the snapshot: about 75 bytes per key,
+//!   plus the key itself when it is longer than 22 bytes.
 //! - [`MergeDiff`] walks the snapshot page by page beside a source that reads in key order.
 //!   Memory is independent of table size.
 //!
