@@ -11,6 +11,9 @@
 //!   `PostgresStateStore` of the same database, committed with each batch's rows.
 //! - `postgres/initial_ledger`: the first run again with the idempotency ledger (state in
 //!   memory).
+//! - `postgres/initial_state_in_postgres`: plain upserts with the state in a
+//!   `PostgresStateStore` (committed after each batch, not with it): what a durable store
+//!   costs, apart from exactly-once.
 //! - `memory/initial`, `memory/rerun_unchanged`: the runner alone into `MemoryDestination`,
 //!   the part of every figure that is not the destination's.
 //! - `http/quota`: rows of the same table into the in-process receiver (signature verified
@@ -172,6 +175,8 @@ async fn initial_and_rerun(path: &Path, rows: usize) {
     let exactly_once =
         sync_with_state(path, pg("customers_eo", false).with_state_store(store.clone()), store.clone()).await;
     let ledger = sync_into(path, pg("customers_ledger", true)).await;
+    let durable_store = PostgresStateStore::connect(&url, &format!("{schema}_durable")).await.unwrap();
+    let durable = sync_with_state(path, pg("customers_durable", false), durable_store).await;
 
     // The runner alone: the part of every figure that is not the destination's.
     timed("memory/initial (the runner alone)", &memory, rows).await;
@@ -180,6 +185,7 @@ async fn initial_and_rerun(path: &Path, rows: usize) {
     timed("postgres/initial", &plain, rows).await;
     timed("postgres/initial_exactly_once", &exactly_once, rows).await;
     timed("postgres/initial_ledger", &ledger, rows).await;
+    timed("postgres/initial_state_in_postgres", &durable, rows).await;
 
     let changed = {
         let db = rusqlite::Connection::open(path).unwrap();
@@ -195,6 +201,7 @@ async fn initial_and_rerun(path: &Path, rows: usize) {
         ("postgres/rerun_1pct", &plain),
         ("postgres/rerun_1pct_exactly_once", &exactly_once),
         ("postgres/rerun_1pct_ledger", &ledger),
+        ("postgres/rerun_1pct_state_in_postgres", &durable),
     ] {
         let (report, took) = timed(label, sync, rows).await;
         assert_eq!(report.counts.applied.update as usize, changed, "{report}");
@@ -202,6 +209,7 @@ async fn initial_and_rerun(path: &Path, rows: usize) {
     }
     let _ = client.batch_execute(&format!("DROP SCHEMA \"{schema}\" CASCADE")).await;
     let _ = client.batch_execute(&format!("DROP SCHEMA \"{schema}_state\" CASCADE")).await;
+    let _ = client.batch_execute(&format!("DROP SCHEMA \"{schema}_durable\" CASCADE")).await;
 }
 
 async fn http(path: &Path, rows: usize) {

@@ -4,8 +4,10 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use tokio::task::JoinHandle;
 
 use super::{DiffError, DiffOutput, Differ, FingerprinterCache, InvalidRecord, PlanKind, Planned, duplicate_reason};
+use crate::error::StateError;
 use crate::fingerprint::FingerprintAlgorithm;
 use crate::key::Key;
 use crate::record::Record;
@@ -14,13 +16,17 @@ use crate::state::{SnapshotEntry, StateStore};
 
 /// The merge strategy: memory independent of table size, for sources that read in key order.
 ///
-/// The snapshot is read `page_size` entries at a time; the source's keys must ascend
-/// strictly across the whole run (an equal key is a duplicate, a smaller one an error).
+/// The snapshot is read `page_size` entries at a time, the next page fetched in the
+/// background while the current one is merged (so a store's latency overlaps the source's
+/// reading); the source's keys must ascend strictly across the whole run (an equal key is a
+/// duplicate, a smaller one an error).
 pub struct MergeDiff {
     store: Arc<dyn StateStore>,
     sync_id: String,
     page_size: usize,
     page: VecDeque<SnapshotEntry>,
+    /// The next page, on its way.
+    next: Option<JoinHandle<Result<Vec<SnapshotEntry>, StateError>>>,
     after: Option<Key>,
     exhausted: bool,
     last: Option<Key>,
@@ -43,6 +49,7 @@ impl MergeDiff {
             sync_id: sync_id.to_owned(),
             page_size: page_size.max(1),
             page: VecDeque::new(),
+            next: None,
             after: None,
             exhausted: false,
             last: None,
@@ -58,13 +65,25 @@ impl MergeDiff {
         self
     }
 
-    /// The next snapshot entry, fetching a page when the buffer is empty.
+    /// The next snapshot entry, taking the next page when the buffer is empty and starting
+    /// the fetch of the one after.
     async fn peek(&mut self) -> Result<Option<&SnapshotEntry>, DiffError> {
         if self.page.is_empty() && !self.exhausted {
-            let page = self.store.scan(&self.sync_id, self.after.as_ref(), self.page_size).await?;
+            let page = match self.next.take() {
+                Some(fetch) => fetch.await.map_err(|e| StateError::Other {
+                    message: format!("reading the snapshot of sync `{}` stopped: {e}", self.sync_id),
+                    source: None,
+                })??,
+                None => self.store.scan(&self.sync_id, self.after.as_ref(), self.page_size).await?,
+            };
             self.exhausted = page.len() < self.page_size;
             if let Some(last) = page.last() {
                 self.after = Some(last.key.clone());
+            }
+            if !self.exhausted {
+                let (store, sync_id, after, size) =
+                    (self.store.clone(), self.sync_id.clone(), self.after.clone(), self.page_size);
+                self.next = Some(tokio::spawn(async move { store.scan(&sync_id, after.as_ref(), size).await }));
             }
             self.live_total += page.iter().filter(|e| e.is_live()).count() as u64;
             self.page.extend(page);
@@ -89,6 +108,14 @@ impl MergeDiff {
             }
         }
         Ok(None)
+    }
+}
+
+impl Drop for MergeDiff {
+    fn drop(&mut self) {
+        if let Some(fetch) = self.next.take() {
+            fetch.abort();
+        }
     }
 }
 
