@@ -42,6 +42,20 @@ fn days_in_month(year: i64, month: i64) -> i64 {
     }
 }
 
+/// `text` without surrounding whitespace, as [`str::trim`] gives it; text that starts and
+/// ends with a printable ASCII character (the common case) is returned as it is, unscanned.
+fn trimmed(text: &str) -> &str {
+    match (text.as_bytes().first(), text.as_bytes().last()) {
+        (Some(first), Some(last)) if first.is_ascii_graphic() && last.is_ascii_graphic() => text,
+        _ => text.trim(),
+    }
+}
+
+/// The number two ASCII digits write, or `None` when one is not a digit.
+fn two_digits(tens: u8, ones: u8) -> Option<i64> {
+    (tens.is_ascii_digit() && ones.is_ascii_digit()).then(|| i64::from(tens - b'0') * 10 + i64::from(ones - b'0'))
+}
+
 /// A byte cursor over the text being parsed.
 struct Cursor<'a> {
     bytes: &'a [u8],
@@ -62,15 +76,21 @@ impl Cursor<'_> {
         }
     }
 
-    /// Exactly `n` ASCII digits as a number.
-    fn digits(&mut self, n: usize) -> Option<i64> {
+    /// One or more ASCII digits as a number and how many digits there were; `None` when
+    /// there is no digit or the number does not fit.
+    fn digit_run(&mut self) -> Option<(i64, usize)> {
+        let start = self.at;
         let mut value = 0i64;
-        for _ in 0..n {
-            let b = self.peek().filter(u8::is_ascii_digit)?;
-            value = value * 10 + i64::from(b - b'0');
+        while let Some(b) = self.peek().filter(u8::is_ascii_digit) {
+            value = value.checked_mul(10)?.checked_add(i64::from(b - b'0'))?;
             self.at += 1;
         }
-        Some(value)
+        (self.at > start).then_some((value, self.at - start))
+    }
+
+    /// [`digit_run`](Self::digit_run)'s number alone.
+    fn number(&mut self) -> Option<i64> {
+        self.digit_run().map(|(value, _)| value)
     }
 
     fn done(&self) -> bool {
@@ -78,17 +98,18 @@ impl Cursor<'_> {
     }
 }
 
-/// `YYYY-MM-DD` at the cursor, as days since 1970-01-01.
-fn date_at(c: &mut Cursor<'_>) -> Option<i64> {
-    let year = c.digits(4)?;
-    if !c.eat(b'-') {
+/// The `YYYY-MM-DD` the first ten bytes of `b` write, as days since 1970-01-01.
+fn date_prefix(b: &[u8]) -> Option<i64> {
+    let &[y0, y1, y2, y3, b'-', m0, m1, b'-', d0, d1, ..] = b else {
+        return None;
+    };
+    let digits = [y0, y1, y2, y3, m0, m1, d0, d1].map(|b| b.wrapping_sub(b'0'));
+    if digits.iter().any(|&d| d > 9) {
         return None;
     }
-    let month = c.digits(2)?;
-    if !c.eat(b'-') {
-        return None;
-    }
-    let day = c.digits(2)?;
+    let [y0, y1, y2, y3, m0, m1, d0, d1] = digits;
+    let year = i64::from(y0) * 1000 + i64::from(y1) * 100 + i64::from(y2) * 10 + i64::from(y3);
+    let (month, day) = (i64::from(m0 * 10 + m1), i64::from(d0 * 10 + d1));
     if !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) {
         return None;
     }
@@ -97,37 +118,61 @@ fn date_at(c: &mut Cursor<'_>) -> Option<i64> {
 
 /// Parses `YYYY-MM-DD` (surrounding whitespace allowed) as days since 1970-01-01.
 pub fn parse_date(text: &str) -> Option<i32> {
-    let mut c = Cursor { bytes: text.trim().as_bytes(), at: 0 };
-    let days = date_at(&mut c)?;
-    if !c.done() {
+    let b = trimmed(text).as_bytes();
+    if b.len() != 10 {
         return None;
     }
-    i32::try_from(days).ok()
+    i32::try_from(date_prefix(b)?).ok()
 }
 
-/// Parses an RFC 3339 / ISO 8601 timestamp as microseconds since the epoch.
-///
-/// Accepts `YYYY-MM-DD`, then optionally `T` or a space, `HH:MM`, optional `:SS`, an
-/// optional fraction (digits past the sixth are truncated) and an optional offset `Z`,
-/// `±HH`, `±HHMM` or `±HH:MM`. Without an offset the time is taken as UTC; a bare date is
-/// midnight UTC.
-pub fn parse_timestamp(text: &str) -> Option<i64> {
-    let mut c = Cursor { bytes: text.trim().as_bytes(), at: 0 };
-    let days = date_at(&mut c)?;
-    let mut micros = days.checked_mul(MICROS_PER_DAY)?;
-    if c.done() {
-        return Some(micros);
+/// Hours, minutes and seconds at the cursor: `H:M` or `H:M:S`, each one or more digits
+/// (usually two).
+fn clock(c: &mut Cursor<'_>) -> Option<(i64, i64, i64)> {
+    // Fast path for the common `HH:MM:SS` layout.
+    if let Some(&[h0, h1, b':', m0, m1, b':', s0, s1, ref after @ ..]) = c.bytes.get(c.at..)
+        && !after.first().is_some_and(u8::is_ascii_digit)
+        && let (Some(hour), Some(minute), Some(second)) = (two_digits(h0, h1), two_digits(m0, m1), two_digits(s0, s1))
+    {
+        c.at += 8;
+        return Some((hour, minute, second));
     }
-    if !(c.eat(b'T') || c.eat(b't') || c.eat(b' ')) {
-        return None;
-    }
-    let hour = c.digits(2)?;
+    let hour = c.number()?;
     if !c.eat(b':') {
         return None;
     }
-    let minute = c.digits(2)?;
-    let second = if c.eat(b':') { c.digits(2)? } else { 0 };
-    if hour > 23 || minute > 59 || second > 59 {
+    let minute = c.number()?;
+    let second = if c.eat(b':') { c.number()? } else { 0 };
+    Some((hour, minute, second))
+}
+
+/// Parses an RFC 3339 / ISO 8601 / SQL timestamp as microseconds since the epoch.
+///
+/// Accepts, with surrounding whitespace:
+///
+/// - `YYYY-MM-DD` alone: midnight UTC;
+/// - else the date, `T`, `t` or a space, then the time `HH:MM` or `HH:MM:SS` (each part
+///   one or more digits, so `9:05` too; hours 0–23, minutes 0–59, seconds 0–60, a leap
+///   second counting into the next minute);
+/// - an optional fraction after `.` or `,`: one or more digits, those past the sixth
+///   (microseconds) truncated;
+/// - an optional offset, after at most one space: `Z` or `z`, or a sign and hours, with
+///   minutes after a colon (`+05:30`), as the last two of four digits (`+0530`) or none
+///   (`+05`, `-5`); hours 0–23, minutes 0–59.
+///
+/// Without an offset the time is taken as UTC.
+pub fn parse_timestamp(text: &str) -> Option<i64> {
+    let b = trimmed(text).as_bytes();
+    let day = date_prefix(b)?.checked_mul(MICROS_PER_DAY)?;
+    let (separator, rest) = match b.get(10..) {
+        Some([separator, rest @ ..]) => (*separator, rest),
+        _ => return Some(day),
+    };
+    if !matches!(separator, b'T' | b't' | b' ') {
+        return None;
+    }
+    let mut c = Cursor { bytes: rest, at: 0 };
+    let (hour, minute, second) = clock(&mut c)?;
+    if hour > 23 || minute > 59 || second > 60 {
         return None;
     }
     let mut fraction = 0i64;
@@ -140,14 +185,13 @@ pub fn parse_timestamp(text: &str) -> Option<i64> {
             n += 1;
             c.at += 1;
         }
-        if n == 0 || n > 9 {
+        if n == 0 {
             return None;
         }
         for _ in n..6 {
             fraction *= 10;
         }
     }
-    micros = micros.checked_add(((hour * 60 + minute) * 60 + second) * 1_000_000 + fraction)?;
     c.eat(b' ');
     let offset_secs = match c.peek() {
         None => 0,
@@ -157,12 +201,13 @@ pub fn parse_timestamp(text: &str) -> Option<i64> {
         }
         Some(sign @ (b'+' | b'-')) => {
             c.at += 1;
-            let hours = c.digits(2)?;
-            let minutes = if c.done() {
-                0
+            let (hours, digits) = c.digit_run()?;
+            let (hours, minutes) = if c.eat(b':') {
+                (hours, c.number()?)
+            } else if digits == 4 {
+                (hours / 100, hours % 100)
             } else {
-                c.eat(b':');
-                c.digits(2)?
+                (hours, 0)
             };
             if hours > 23 || minutes > 59 {
                 return None;
@@ -175,7 +220,8 @@ pub fn parse_timestamp(text: &str) -> Option<i64> {
     if !c.done() {
         return None;
     }
-    micros.checked_sub(offset_secs * 1_000_000)
+    let secs = (hour * 60 + minute) * 60 + second - offset_secs;
+    day.checked_add(secs * 1_000_000 + fraction)
 }
 
 fn push_year(out: &mut String, year: i64) {
@@ -241,7 +287,8 @@ mod tests {
         for days in [-719_528, -1, 0, 1, 11_016, 19_782, 2_932_896] {
             assert_eq!(parse_date(&format_date(days)), Some(days), "{days}");
         }
-        for bad in ["2023-02-29", "2024-13-01", "2024-00-10", "2024-1-1", "24-01-01", "2024-01-01x", ""] {
+        assert_eq!(parse_date(" 2024-02-29\t"), Some(19_782));
+        for bad in ["2023-02-29", "2024-13-01", "2024-00-10", "2024-1-1", "24-01-01", "2024-01-01x", "2024/01/01", ""] {
             assert_eq!(parse_date(bad), None, "{bad}");
         }
         assert_eq!(format_date(i32::MAX), "+5881580-07-11");
@@ -255,20 +302,79 @@ mod tests {
             "2024-02-29T14:30:00Z",
             "2024-02-29t14:30:00z",
             "2024-02-29 14:30:00",
+            " 2024-02-29T14:30:00Z\n",
             "2024-02-29T14:30",
+            "2024-02-29T14:30:00+00:00",
             "2024-02-29T16:30:00+02:00",
             "2024-02-29T09:30:00-0500",
+            "2024-02-29T09:30:00-05",
+            "2024-02-29T16:30:00+2",
+            "2024-02-29T16:30+02:00",
             "2024-02-29 15:30:00 +01",
+            "2024-02-29 14:30:00 Z",
             "2024-02-29T14:30:00.000Z",
+            "2024-02-29T14:30:00,000Z",
         ] {
             assert_eq!(parse_timestamp(text), Some(t), "{text}");
         }
-        assert_eq!(parse_timestamp("2024-02-29T14:30:00.1234567Z"), Some(t + 123_456));
         assert_eq!(parse_timestamp("1970-01-01"), Some(0));
-        for bad in ["2024-02-29T24:00:00Z", "2024-02-29T14:30:00+2", "2024-02-29T14:30:00.Z", "2024-02-29T1430", "now"]
-        {
+        assert_eq!(parse_timestamp("2024-02-29"), Some(t - 52_200_000_000));
+        for bad in [
+            "2024-02-29T24:00:00Z",
+            "2024-02-29T14:60:00Z",
+            "2024-02-29T14:30:61Z",
+            "2024-02-29T14:30:00+24",
+            "2024-02-29T14:30:00+01:60",
+            "2024-02-29T14:30:00+123",
+            "2024-02-29T14:30:00+",
+            "2024-02-29T14:30:00.Z",
+            "2024-02-29T14:30:00,",
+            "2024-02-29T14:30:00  Z",
+            "2024-02-29T14:30:00Zx",
+            "2024-02-29T14:30:00+01:00:00",
+            "2024-02-29T1430",
+            "2024-02-29T14",
+            "2024-02-29T",
+            "2024-02-29X14:30:00",
+            "2024-02-30T14:30:00",
+            "2024-2-29T14:30:00",
+            "now",
+            "",
+        ] {
             assert_eq!(parse_timestamp(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn timestamp_times_take_digit_runs_and_a_leap_second() {
+        let day = 1_709_164_800_000_000; // 2024-02-29T00:00:00Z
+        let hms = |h: i64, m: i64, s: i64| day + ((h * 60 + m) * 60 + s) * 1_000_000;
+        assert_eq!(parse_timestamp("2024-02-29 9:05:00"), Some(hms(9, 5, 0)));
+        assert_eq!(parse_timestamp("2024-02-29T9:5"), Some(hms(9, 5, 0)));
+        assert_eq!(parse_timestamp("2024-02-29T09:05:7"), Some(hms(9, 5, 7)));
+        assert_eq!(parse_timestamp("2024-02-29T09:05:007"), Some(hms(9, 5, 7)));
+        assert_eq!(parse_timestamp("2024-02-29T23:59:60Z"), Some(hms(24, 0, 0)));
+        assert_eq!(parse_timestamp("2024-02-29T01:00:00+1:5"), Some(hms(0, -5, 0)));
+        assert_eq!(parse_timestamp("2024-02-29T01:00:00+001"), Some(hms(0, 0, 0)));
+        assert_eq!(parse_timestamp("2024-02-29T9:05:00.5-01"), Some(hms(10, 5, 0) + 500_000));
+    }
+
+    #[test]
+    fn timestamp_fractions_truncate_to_microseconds() {
+        let t = 1_709_217_000_000_000; // 2024-02-29T14:30:00Z
+        for (text, micros) in [
+            ("2024-02-29T14:30:00.5", 500_000),
+            ("2024-02-29T14:30:00,5Z", 500_000),
+            ("2024-02-29T14:30:00.000001Z", 1),
+            ("2024-02-29T14:30:00.1234567Z", 123_456),
+            ("2024-02-29T14:30:00.123456789123+00:00", 123_456),
+            ("2024-02-29T14:30.25Z", 250_000),
+            ("2024-02-29 14:30:00.75 +00", 750_000),
+        ] {
+            assert_eq!(parse_timestamp(text), Some(t + micros), "{text}");
+        }
+        assert_eq!(parse_timestamp("1969-12-31T23:59:59.999999-00:00"), Some(-1));
+        assert_eq!(parse_timestamp("2024-06-01T12:30:00.123456789+0530"), Some(1_717_225_200_123_456));
     }
 
     #[test]
