@@ -4,142 +4,54 @@
     allow(dead_code)
 )]
 
+use rse_core::time::{parse_date, parse_timestamp};
 use rse_core::{DataType, Decimal, Value};
 
-/// Microseconds in a day.
-pub(crate) const MICROS_PER_DAY: i64 = 86_400_000_000;
-
-/// Days since 1970-01-01 of the proleptic Gregorian date `y-m-d` (Howard Hinnant's algorithm).
-pub(crate) fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = i64::from((m + 9) % 12);
-    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-fn days_in_month(y: i64, m: u32) -> u32 {
-    match m {
-        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
-        4 | 6 | 9 | 11 => 30,
-        _ if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
-        _ => 28,
+/// `text` without surrounding whitespace, as [`str::trim`] gives it; text that starts and
+/// ends with a printable ASCII character (the common case) is returned as it is, unscanned.
+pub(crate) fn trimmed(text: &str) -> &str {
+    match (text.as_bytes().first(), text.as_bytes().last()) {
+        (Some(first), Some(last)) if first.is_ascii_graphic() && last.is_ascii_graphic() => text,
+        _ => text.trim(),
     }
 }
 
-fn digits(s: &str) -> Option<u32> {
-    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    s.parse().ok()
-}
-
-/// The number written by ASCII digits `b`, or `None` when one is not a digit.
-fn ascii_number(b: &[u8]) -> Option<u32> {
-    b.iter().try_fold(0u32, |n, &d| d.is_ascii_digit().then(|| n * 10 + u32::from(d - b'0')))
-}
-
-/// Parses `YYYY-MM-DD` into days since 1970-01-01.
-pub(crate) fn parse_date(s: &str) -> Option<i32> {
-    let b = s.as_bytes();
-    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
-        return None;
-    }
-    let (y, m, d) = (i64::from(ascii_number(&b[..4])?), ascii_number(&b[5..7])?, ascii_number(&b[8..])?);
-    if !(1..=12).contains(&m) || d == 0 || d > days_in_month(y, m) {
-        return None;
-    }
-    i32::try_from(days_from_civil(y, m, d)).ok()
-}
-
-/// Parses an ISO 8601 / SQL timestamp — `YYYY-MM-DD[(T| )HH:MM[:SS[.ffffff]]][Z|±HH[:MM]]` —
-/// into microseconds since the epoch. Without an offset the time is taken as UTC.
-/// Digits past microseconds are truncated.
-pub(crate) fn parse_timestamp(s: &str) -> Option<i64> {
-    let s = s.trim();
-    if s.len() < 10 || !s.is_char_boundary(10) {
-        return None;
-    }
-    let days = i64::from(parse_date(&s[..10])?);
-    let rest = &s[10..];
-    if rest.is_empty() {
-        return days.checked_mul(MICROS_PER_DAY);
-    }
-    let rest = rest.strip_prefix(['T', 't', ' '])?;
-    // Split off the zone: `Z`, or the last `+`/`-` (the date's dashes are already gone).
-    let (time, offset_secs) = if let Some(t) = rest.strip_suffix(['Z', 'z']) {
-        (t, 0i64)
-    } else if let Some(at) = rest.rfind(['+', '-']) {
-        let (t, zone) = rest.split_at(at);
-        let sign = if zone.starts_with('-') { -1 } else { 1 };
-        let zone = &zone[1..];
-        let (h, m) = match zone.split_once(':') {
-            Some((h, m)) => (h, m),
-            None if zone.len() == 4 => zone.split_at(2),
-            None => (zone, "00"),
-        };
-        let (h, m) = (digits(h)?, digits(m)?);
-        if h > 23 || m > 59 {
-            return None;
-        }
-        (t, sign * i64::from(h * 3600 + m * 60))
-    } else {
-        (rest, 0)
+/// Parses a 64-bit integer as `str::parse::<i64>` does after trimming: an optional sign,
+/// then decimal digits.
+pub(crate) fn parse_int(text: &str) -> Option<i64> {
+    let text = trimmed(text);
+    let (negative, digits) = match text.as_bytes() {
+        [b'-', rest @ ..] => (true, rest),
+        [b'+', rest @ ..] => (false, rest),
+        digits => (false, digits),
     };
-    // Fast path for the common `HH:MM:SS[.f…]` layout.
-    let tb = time.as_bytes();
-    if tb.len() >= 8 && tb[2] == b':' && tb[5] == b':' && (tb.len() == 8 || tb[8] == b'.') {
-        let (h, m, sec) = (ascii_number(&tb[..2])?, ascii_number(&tb[3..5])?, ascii_number(&tb[6..8])?);
-        let frac = tb.get(9..).unwrap_or_default();
-        if h > 23 || m > 59 || sec > 60 || (tb.len() > 8 && frac.is_empty()) {
+    // Up to 18 digits cannot overflow; longer numbers take the standard path.
+    if digits.is_empty() || digits.len() > 18 {
+        return text.parse().ok();
+    }
+    let mut n = 0i64;
+    for &d in digits {
+        if !d.is_ascii_digit() {
             return None;
         }
-        let mut micros = 0u32;
-        for i in 0..6 {
-            micros = micros * 10 + frac.get(i).map_or(Some(0), |&d| d.is_ascii_digit().then(|| u32::from(d - b'0')))?;
-        }
-        if !frac.iter().all(u8::is_ascii_digit) {
-            return None;
-        }
-        let secs = days.checked_mul(86_400)? + i64::from(h * 3600 + m * 60 + sec) - offset_secs;
-        return secs.checked_mul(1_000_000)?.checked_add(i64::from(micros));
+        n = n * 10 + i64::from(d - b'0');
     }
-    let mut parts = time.splitn(3, ':');
-    let h = digits(parts.next()?)?;
-    let m = digits(parts.next()?)?;
-    let (sec, micros) = match parts.next() {
-        None => (0, 0),
-        Some(sec) => {
-            let (whole, frac) = sec.split_once(['.', ',']).unwrap_or((sec, ""));
-            if !frac.bytes().all(|b| b.is_ascii_digit()) {
-                return None;
-            }
-            let mut micros = 0u32;
-            for i in 0..6 {
-                micros = micros * 10 + frac.as_bytes().get(i).map_or(0, |b| u32::from(b - b'0'));
-            }
-            (digits(whole)?, micros)
-        }
-    };
-    if h > 23 || m > 59 || sec > 60 {
-        return None;
-    }
-    let secs = days.checked_mul(86_400)? + i64::from(h * 3600 + m * 60 + sec) - offset_secs;
-    secs.checked_mul(1_000_000)?.checked_add(i64::from(micros))
+    Some(if negative { -n } else { n })
 }
 
-/// Parses a boolean written as `true`/`false`, `t`/`f`, `yes`/`no` or `1`/`0` (any case).
+/// Parses a boolean written as `true`/`false`, `t`/`f`, `yes`/`no`, `y`/`n` or `1`/`0`
+/// (any case, surrounding whitespace allowed).
 pub(crate) fn parse_bool(s: &str) -> Option<bool> {
-    let s = s.trim();
-    let is = |words: &[&str]| words.iter().any(|w| w.eq_ignore_ascii_case(s));
-    if is(&["true", "t", "yes", "y", "1"]) {
-        Some(true)
-    } else if is(&["false", "f", "no", "n", "0"]) {
-        Some(false)
-    } else {
-        None
+    let s = trimmed(s);
+    let is = |word: &str| s.eq_ignore_ascii_case(word);
+    match s.len() {
+        1 if is("t") || is("y") || s == "1" => Some(true),
+        1 if is("f") || is("n") || s == "0" => Some(false),
+        2 if is("no") => Some(false),
+        3 if is("yes") => Some(true),
+        4 if is("true") => Some(true),
+        5 if is("false") => Some(false),
+        _ => None,
     }
 }
 
@@ -155,23 +67,102 @@ pub(crate) fn json_error(e: &serde_json::Error) -> &'static str {
 
 /// Converts text to a value of `data_type`, or says why it does not fit (without the text).
 pub(crate) fn value_from_text(text: &str, data_type: &DataType) -> Result<Value, String> {
-    let expected = |what: &str| format!("expected {what} ({} characters found)", text.len());
-    match data_type {
-        DataType::String => Ok(Value::String(text.to_owned())),
-        DataType::Int => text.trim().parse::<i64>().map(Value::Int).map_err(|_| expected("a 64-bit integer")),
-        DataType::Float => text.trim().parse::<f64>().map(Value::Float).map_err(|_| expected("a number")),
-        DataType::Decimal => Decimal::parse(text.trim()).map(Value::Decimal).map_err(|_| expected("a decimal number")),
-        DataType::Bool => parse_bool(text).map(Value::Bool).ok_or_else(|| expected("true or false")),
-        DataType::Bytes => Ok(Value::Bytes(text.as_bytes().to_vec().into())),
-        DataType::Date => parse_date(text.trim()).map(Value::Date).ok_or_else(|| expected("a date YYYY-MM-DD")),
-        DataType::Timestamp => {
-            parse_timestamp(text).map(Value::Timestamp).ok_or_else(|| expected("an ISO 8601 timestamp"))
+    let mut value = Vec::with_capacity(1);
+    push_value_from_text(&mut value, text, data_type)?;
+    value.pop().ok_or_else(|| misfit(text, data_type))
+}
+
+/// Converts text to a value of `data_type` at the end of `values`, or says why it does not
+/// fit (without the text).
+#[inline(always)]
+pub(crate) fn push_value_from_text(values: &mut Vec<Value>, text: &str, data_type: &DataType) -> Result<(), String> {
+    let fits = match data_type {
+        DataType::String => {
+            push::string(values, text);
+            true
         }
+        DataType::Int => parse_int(text).map(|v| push::int(values, v)).is_some(),
+        DataType::Float => trimmed(text).parse::<f64>().map(|v| push::float(values, v)).is_ok(),
+        // `Decimal::parse` trims.
+        DataType::Decimal => Decimal::parse(text).map(|v| push::decimal(values, v)).is_ok(),
+        DataType::Bool => parse_bool(text).map(|v| push::bool(values, v)).is_some(),
+        DataType::Date => parse_date(text).map(|v| push::date(values, v)).is_some(),
+        DataType::Timestamp => parse_timestamp(text).map(|v| push::timestamp(values, v)).is_some(),
+        _ => {
+            values.push(other_from_text(text, data_type)?);
+            true
+        }
+    };
+    if fits { Ok(()) } else { Err(misfit(text, data_type)) }
+}
+
+/// One function per variant that pushes it, each built where it is written: pushes that
+/// share one call site make the compiler build every variant in one stack slot and copy it
+/// over, and copying a value just written in pieces stalls the processor on every field.
+mod push {
+    use rse_core::{Decimal, Value};
+
+    #[inline(never)]
+    pub(super) fn string(values: &mut Vec<Value>, text: &str) {
+        values.push(Value::String(text.to_owned()));
+    }
+
+    #[inline(never)]
+    pub(super) fn int(values: &mut Vec<Value>, v: i64) {
+        values.push(Value::Int(v));
+    }
+
+    #[inline(never)]
+    pub(super) fn float(values: &mut Vec<Value>, v: f64) {
+        values.push(Value::Float(v));
+    }
+
+    #[inline(never)]
+    pub(super) fn decimal(values: &mut Vec<Value>, v: Decimal) {
+        values.push(Value::Decimal(v));
+    }
+
+    #[inline(never)]
+    pub(super) fn bool(values: &mut Vec<Value>, v: bool) {
+        values.push(Value::Bool(v));
+    }
+
+    #[inline(never)]
+    pub(super) fn date(values: &mut Vec<Value>, v: i32) {
+        values.push(Value::Date(v));
+    }
+
+    #[inline(never)]
+    pub(super) fn timestamp(values: &mut Vec<Value>, v: i64) {
+        values.push(Value::Timestamp(v));
+    }
+}
+
+/// [`value_from_text`] for the types rarely read from text: bytes, JSON, and those that
+/// cannot be.
+#[inline(never)]
+fn other_from_text(text: &str, data_type: &DataType) -> Result<Value, String> {
+    match data_type {
+        DataType::Bytes => Ok(Value::Bytes(text.as_bytes().to_vec().into())),
         DataType::Json => {
             serde_json::from_str(text).map(Value::Json).map_err(|e| format!("invalid JSON: {}", json_error(&e)))
         }
         other => Err(format!("type {other} cannot be read from text")),
     }
+}
+
+/// Why `text` is not a value of `data_type`: what was expected and the text's length.
+#[cold]
+fn misfit(text: &str, data_type: &DataType) -> String {
+    let expected = match data_type {
+        DataType::Int => "a 64-bit integer",
+        DataType::Float => "a number",
+        DataType::Decimal => "a decimal number",
+        DataType::Bool => "true or false",
+        DataType::Date => "a date YYYY-MM-DD",
+        _ => "an ISO 8601 timestamp",
+    };
+    format!("expected {expected} ({} characters found)", text.len())
 }
 
 /// Converts a JSON value to a value of `data_type`, or says why it does not fit.
@@ -232,11 +223,11 @@ pub(crate) fn infer_text_type<'a>(samples: impl IntoIterator<Item = &'a str>) ->
         for (fit, candidate) in fits.iter_mut().zip(&candidates) {
             if *fit {
                 *fit = match candidate {
-                    DataType::Int => s.trim().parse::<i64>().is_ok(),
-                    DataType::Float => s.trim().parse::<f64>().is_ok(),
+                    DataType::Int => parse_int(s).is_some(),
+                    DataType::Float => trimmed(s).parse::<f64>().is_ok(),
                     // Only words count as booleans here: `0`/`1` columns are numbers.
                     DataType::Bool => ["true", "false"].iter().any(|w| w.eq_ignore_ascii_case(s.trim())),
-                    DataType::Date => parse_date(s.trim()).is_some(),
+                    DataType::Date => parse_date(s).is_some(),
                     _ => parse_timestamp(s).is_some(),
                 };
             }
@@ -253,18 +244,103 @@ mod tests {
     use super::*;
 
     #[test]
-    fn dates_and_timestamps_parse_to_epoch_offsets() {
-        assert_eq!(parse_date("1970-01-01"), Some(0));
-        assert_eq!(parse_date("2000-03-01"), Some(11_017));
-        assert_eq!(parse_date("1969-12-31"), Some(-1));
-        assert_eq!(parse_date("2023-02-29"), None);
-        assert_eq!(parse_date("2024-02-29"), Some(19_782));
-        assert_eq!(parse_timestamp("1970-01-01T00:00:01Z"), Some(1_000_000));
-        assert_eq!(parse_timestamp("1970-01-01 01:00:00+01:00"), Some(0));
-        assert_eq!(parse_timestamp("1970-01-01T00:00:00.5"), Some(500_000));
-        assert_eq!(parse_timestamp("1969-12-31T23:59:59.999999-00:00"), Some(-1));
-        assert_eq!(parse_timestamp("2024-06-01T12:30:00.123456789+0530"), Some(1_717_225_200_123_456));
-        assert_eq!(parse_timestamp("2024-06-01T25:00:00"), None);
+    fn integers_parse_as_the_standard_parser_does() {
+        for text in [
+            "0",
+            "7",
+            "-7",
+            "+7",
+            " 42 ",
+            "\t-42\n",
+            "007",
+            "-0",
+            "123456789012345678",
+            "-123456789012345678",
+            "1234567890123456789",
+            "9223372036854775807",
+            "-9223372036854775808",
+            "9223372036854775808",
+            "-9223372036854775809",
+            "000000000000000000000000001",
+            "",
+            " ",
+            "-",
+            "+",
+            "--1",
+            "+-1",
+            "1-",
+            "1.0",
+            "1e3",
+            "0x10",
+            "1 2",
+            "١",
+            "\u{a0}5\u{a0}",
+        ] {
+            assert_eq!(parse_int(text), text.trim().parse::<i64>().ok(), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn trimming_matches_the_standard_trim() {
+        for text in ["", "a", " a", "a ", "\u{a0}a", "a\u{3000}", "\u{1c}a", "é", " é ", "ab", "-1"] {
+            assert_eq!(trimmed(text), text.trim(), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn booleans_take_words_letters_and_digits() {
+        for (text, expected) in [
+            ("true", Some(true)),
+            ("TRUE", Some(true)),
+            (" t ", Some(true)),
+            ("Yes", Some(true)),
+            ("y", Some(true)),
+            ("1", Some(true)),
+            ("false", Some(false)),
+            ("F", Some(false)),
+            ("no", Some(false)),
+            ("N", Some(false)),
+            ("0", Some(false)),
+            ("", None),
+            ("2", None),
+            ("ye", None),
+            ("tru", None),
+            ("yes!", None),
+            ("falsey", None),
+        ] {
+            assert_eq!(parse_bool(text), expected, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn text_converts_to_each_type_or_says_what_was_expected() {
+        assert_eq!(value_from_text(" 12 ", &DataType::Int), Ok(Value::Int(12)));
+        assert_eq!(value_from_text(" 2.5", &DataType::Float), Ok(Value::Float(2.5)));
+        assert_eq!(value_from_text("1.50", &DataType::Decimal), Ok(Value::Decimal(Decimal::from_scaled(15, 1))));
+        assert_eq!(value_from_text("2024-02-29 ", &DataType::Date), Ok(Value::Date(19_782)));
+        assert_eq!(value_from_text("1970-01-01 00:00:01,5", &DataType::Timestamp), Ok(Value::Timestamp(1_500_000)));
+        assert_eq!(value_from_text(" x ", &DataType::String), Ok(Value::String(" x ".to_owned())));
+        assert_eq!(
+            value_from_text("1.5", &DataType::Int),
+            Err("expected a 64-bit integer (3 characters found)".into())
+        );
+        assert_eq!(value_from_text("x", &DataType::Float), Err("expected a number (1 characters found)".into()));
+        assert_eq!(
+            value_from_text("1,5", &DataType::Decimal),
+            Err("expected a decimal number (3 characters found)".into())
+        );
+        assert_eq!(
+            value_from_text("maybe", &DataType::Bool),
+            Err("expected true or false (5 characters found)".into())
+        );
+        assert_eq!(
+            value_from_text("2024-1-1", &DataType::Date),
+            Err("expected a date YYYY-MM-DD (8 characters found)".into())
+        );
+        assert_eq!(
+            value_from_text("yesterday", &DataType::Timestamp),
+            Err("expected an ISO 8601 timestamp (9 characters found)".into())
+        );
     }
 
     #[test]

@@ -25,7 +25,7 @@ use rse_core::{
 };
 
 use crate::common::{Keys, OrderCheck, retain_from_cursor};
-use crate::convert::{infer_text_type, json_error, value_from_json, value_from_text};
+use crate::convert::{infer_text_type, json_error, push_value_from_text, value_from_json};
 use crate::stream::{BatchSender, blocking_stream};
 
 /// What to do with a malformed line.
@@ -312,13 +312,15 @@ impl CsvSource {
         self.options.rejected.clone()
     }
 
-    fn reader(&self, file: File) -> csv::Reader<BufReader<File>> {
+    fn reader(&self, file: File) -> csv::Reader<File> {
+        // The reader buffers the file itself: one large buffer, no second copy.
         csv::ReaderBuilder::new()
             .delimiter(self.delimiter)
             .quote(self.quote)
             .has_headers(false)
             .flexible(true)
-            .from_reader(BufReader::with_capacity(256 * 1024, file))
+            .buffer_capacity(256 * 1024)
+            .from_reader(file)
     }
 
     /// The schema and, for each field, the index of its column in the file.
@@ -404,23 +406,34 @@ impl CsvSource {
         };
         let types: Vec<DataType> = schema.fields().iter().map(|f| f.data_type.clone()).collect();
         let chunk = request.batch_size.max(1);
-        // Splitting the text into fields runs on its own thread and converting the fields to
-        // values on this one, so the two overlap. Chunks of records go back and forth so their
-        // buffers are reused: two in flight, two returning.
-        type Chunk = (Vec<csv::ByteRecord>, usize);
-        let (raw_tx, raw_rx) = std::sync::mpsc::sync_channel::<Result<Chunk, SourceError>>(2);
-        let (spare_tx, spare_rx) = std::sync::mpsc::sync_channel::<Vec<csv::ByteRecord>>(4);
+        // Splitting the text into fields (and checking it is UTF-8) runs on its own thread and
+        // converting the fields to values on this one, so the two overlap. Chunks of records go
+        // back and forth so their buffers are reused: two in flight, two returning.
+        let (raw_tx, raw_rx) = std::sync::mpsc::sync_channel::<Result<Vec<Row>, SourceError>>(2);
+        let (spare_tx, spare_rx) = std::sync::mpsc::sync_channel::<Vec<Row>>(4);
         std::thread::scope(|scope| {
             let label = &label;
             scope.spawn(move || {
-                let next = || spare_rx.try_recv().unwrap_or_else(|_| Vec::with_capacity(chunk));
-                let (mut records, mut filled) = (next(), 0);
-                loop {
-                    if filled == records.len() {
-                        records.push(csv::ByteRecord::new());
+                // Record buffers to read into, taken from the chunks that came back.
+                let mut free: Vec<csv::ByteRecord> = Vec::new();
+                let next = |free: &mut Vec<csv::ByteRecord>| match spare_rx.try_recv() {
+                    Ok(mut rows) => {
+                        free.extend(rows.drain(..).map(Row::into_byte_record));
+                        rows
                     }
-                    match reader.read_byte_record(&mut records[filled]) {
-                        Ok(true) => filled += 1,
+                    Err(_) => Vec::with_capacity(chunk),
+                };
+                let mut rows = next(&mut free);
+                let mut record = free.pop().unwrap_or_default();
+                loop {
+                    match reader.read_byte_record(&mut record) {
+                        Ok(true) => {
+                            // A new buffer starts as large as this record, not empty and grown.
+                            let buffer = free.pop().unwrap_or_else(|| {
+                                csv::ByteRecord::with_capacity(record.as_slice().len(), record.len())
+                            });
+                            rows.push(Row::new(std::mem::replace(&mut record, buffer)));
+                        }
                         Ok(false) => break,
                         Err(e) if e.is_io_error() => {
                             let _ = raw_tx.send(Err(io_or_malformed(e, label)));
@@ -434,29 +447,37 @@ impl CsvSource {
                             }
                         }
                     }
-                    if filled >= chunk {
-                        let full = std::mem::replace(&mut records, next());
-                        if raw_tx.send(Ok((full, filled))).is_err() {
+                    if rows.len() >= chunk {
+                        let full = std::mem::replace(&mut rows, next(&mut free));
+                        if raw_tx.send(Ok(full)).is_err() {
                             return; // The converter stopped.
                         }
-                        filled = 0;
                     }
                 }
-                if filled > 0 {
-                    let _ = raw_tx.send(Ok((records, filled)));
+                if !rows.is_empty() {
+                    let _ = raw_tx.send(Ok(rows));
                 }
             });
             let mut batcher = Batcher::new(schema.clone(), request, &self.options, sender, label.clone());
             for item in raw_rx {
-                let (records, filled) = item?;
-                for record in &records[..filled] {
-                    let line = record.position().map_or(0, csv::Position::line);
-                    if width > 0 && record.len() != width {
+                let rows = item?;
+                for row in &rows {
+                    let line = row.line();
+                    if width > 0 && row.len() != width {
                         self.options
-                            .malformed(line, format!("the row has {} fields, the header {width}", record.len()))?;
+                            .malformed(line, format!("the row has {} fields, the header {width}", row.len()))?;
                         continue;
                     }
-                    match parse_csv_row(record, &positions, &types, &schema) {
+                    let values = match row {
+                        Row::Text(record) => parse_csv_row(|at| Ok(record.get(at)), &positions, &types, &schema),
+                        Row::Bytes(record) => parse_csv_row(
+                            |at| record.get(at).map(std::str::from_utf8).transpose().map_err(drop),
+                            &positions,
+                            &types,
+                            &schema,
+                        ),
+                    };
+                    match values {
                         Ok(values) => {
                             if !batcher.push(Record::new(values), line)? {
                                 return Ok(());
@@ -466,11 +487,50 @@ impl CsvSource {
                     }
                 }
                 // The parser may have enough spares already; then this chunk is dropped.
-                let _ = spare_tx.try_send(records);
+                let _ = spare_tx.try_send(rows);
             }
             batcher.flush();
             Ok(())
         })
+    }
+}
+
+/// A record as the CSV reader split it: its text when the whole record is UTF-8 (checked
+/// once, on the splitting thread), else its bytes, whose fields are checked one by one.
+enum Row {
+    Text(csv::StringRecord),
+    Bytes(csv::ByteRecord),
+}
+
+impl Row {
+    fn new(record: csv::ByteRecord) -> Self {
+        match csv::StringRecord::from_byte_record(record) {
+            Ok(text) => Row::Text(text),
+            Err(e) => Row::Bytes(e.into_byte_record()),
+        }
+    }
+
+    fn into_byte_record(self) -> csv::ByteRecord {
+        match self {
+            Row::Text(record) => record.into_byte_record(),
+            Row::Bytes(record) => record,
+        }
+    }
+
+    /// The line the record starts on.
+    fn line(&self) -> u64 {
+        let position = match self {
+            Row::Text(record) => record.position(),
+            Row::Bytes(record) => record.position(),
+        };
+        position.map_or(0, csv::Position::line)
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Row::Text(record) => record.len(),
+            Row::Bytes(record) => record.len(),
+        }
     }
 }
 
@@ -488,25 +548,36 @@ fn io_or_malformed(e: csv::Error, label: &str) -> SourceError {
     }
 }
 
-fn parse_csv_row(
-    record: &csv::ByteRecord,
+/// The values of one record: `field(at)` is the text of the record's field `at` (`None`
+/// past its end, an error when it is not UTF-8), read for each schema field in turn.
+#[inline]
+fn parse_csv_row<'r>(
+    field: impl Fn(usize) -> Result<Option<&'r str>, ()>,
     positions: &[usize],
     types: &[DataType],
     schema: &Schema,
 ) -> Result<Vec<Value>, String> {
     let mut values = Vec::with_capacity(types.len());
     for (i, (&at, data_type)) in positions.iter().zip(types).enumerate() {
-        let column = || schema.field(i).map(|f| f.name.as_str()).unwrap_or_default();
-        let raw = record.get(at).unwrap_or_default();
-        if raw.is_empty() {
+        let Ok(text) = field(at) else {
+            return Err(column_error(schema, i, "the field is not valid UTF-8"));
+        };
+        let text = text.unwrap_or_default();
+        if text.is_empty() {
             values.push(Value::Null);
             continue;
         }
-        let text =
-            std::str::from_utf8(raw).map_err(|_| format!("column `{}`: the field is not valid UTF-8", column()))?;
-        values.push(value_from_text(text, data_type).map_err(|reason| format!("column `{}`: {reason}", column()))?);
+        if let Err(reason) = push_value_from_text(&mut values, text, data_type) {
+            return Err(column_error(schema, i, &reason));
+        }
     }
     Ok(values)
+}
+
+/// `reason`, naming the schema's field `i`.
+#[cold]
+fn column_error(schema: &Schema, i: usize, reason: &str) -> String {
+    format!("column `{}`: {reason}", schema.field(i).map(|f| f.name.as_str()).unwrap_or_default())
 }
 
 #[async_trait]
@@ -751,5 +822,62 @@ impl Source for JsonLinesSource {
         self.schema().await?;
         let this = self.clone();
         blocking_stream(self.name.clone(), move |sender| this.produce(&request, sender))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use futures::StreamExt;
+
+    use super::*;
+
+    /// Reads `contents` as a CSV file with a header, `id` int and `name` string (by name,
+    /// so other columns are ignored), rejecting malformed lines: the `(id, name)` pairs read
+    /// and the rejected lines.
+    async fn read(contents: &[u8]) -> (Vec<(Value, Value)>, Vec<RejectedLine>) {
+        let path = std::env::temp_dir().join(format!(
+            "rse_csv_unit_{}_{}.csv",
+            std::process::id(),
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+        ));
+        std::fs::write(&path, contents).unwrap();
+        let source = CsvSource::new(&path)
+            .with_schema(vec![Field::new("id", DataType::Int), Field::new("name", DataType::String)])
+            .with_on_malformed(OnMalformed::Reject);
+        let mut stream = source.read(ReadRequest::full().with_batch_size(2)).await.unwrap();
+        let mut rows = Vec::new();
+        while let Some(batch) = stream.next().await {
+            for record in batch.unwrap().records {
+                rows.push((record.values[0].clone(), record.values[1].clone()));
+            }
+        }
+        let _ = std::fs::remove_file(&path);
+        (rows, source.rejected().lines())
+    }
+
+    fn row(id: i64, name: &str) -> (Value, Value) {
+        (Value::Int(id), Value::String(name.to_owned()))
+    }
+
+    #[tokio::test]
+    async fn fields_that_are_not_utf8_reject_their_row_only_when_read() {
+        let (rows, rejected) = read(b"id,note,name\n1,\xff,Ann\n2,x,B\xffb\n3,y,Zo\xc3\xab\n4,,\n").await;
+        assert_eq!(rows, [row(1, "Ann"), row(3, "Zo\u{eb}"), (Value::Int(4), Value::Null)]);
+        assert_eq!(rejected.len(), 1);
+        assert_eq!(rejected[0].line, 3);
+        assert_eq!(rejected[0].reason, "column `name`: the field is not valid UTF-8");
+    }
+
+    #[tokio::test]
+    async fn lines_are_numbered_as_the_csv_reader_counts_them() {
+        // Each record is numbered by the line after the previous record's end: blank lines
+        // before a record do not count, and a CRLF line end is counted with the next record.
+        let (rows, rejected) = read(b"\xef\xbb\xbfid,name\n\n1,a\nx,b\n\n\ny,c\r\nz,d\r\n2,\"e\nf\"\ng,h").await;
+        assert_eq!(rows, [row(1, "a"), row(2, "e\nf")]);
+        let lines: Vec<u64> = rejected.iter().map(|r| r.line).collect();
+        assert_eq!(lines, [4, 5, 7, 11]);
+        assert!(rejected.iter().all(|r| r.reason.starts_with("column `id`: expected a 64-bit integer")));
     }
 }

@@ -29,6 +29,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use rse_core::time::{parse_date, parse_timestamp};
 use rse_core::{
     DataType, Decimal, Field, ReadRequest, Record, RecordBatch, RecordBatchStream, Schema, Source, SourceCapabilities,
     SourceError, Value,
@@ -37,7 +38,7 @@ use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags};
 
 use crate::common::{Keys, Model, quote_ident, retain_from_cursor};
-use crate::convert::{json_error, parse_bool, parse_date, parse_timestamp};
+use crate::convert::{json_error, parse_bool};
 use crate::stream::blocking_stream;
 
 /// A model in a SQLite database, read in batches on the blocking pool.
@@ -336,7 +337,7 @@ fn convert(v: ValueRef<'_>, data_type: &DataType) -> Result<Value, String> {
         (DataType::String, ValueRef::Text(t)) => Value::String(text(t)?.to_owned()),
         (DataType::Bytes, ValueRef::Blob(b) | ValueRef::Text(b)) => Value::Bytes(b.to_vec().into()),
         (DataType::Date, ValueRef::Text(t)) => {
-            Value::Date(parse_date(text(t)?.trim()).ok_or_else(|| misfit(&v, "a date YYYY-MM-DD"))?)
+            Value::Date(parse_date(text(t)?).ok_or_else(|| misfit(&v, "a date YYYY-MM-DD"))?)
         }
         (DataType::Timestamp, ValueRef::Text(t)) => {
             Value::Timestamp(parse_timestamp(text(t)?).ok_or_else(|| misfit(&v, "an ISO 8601 timestamp"))?)
