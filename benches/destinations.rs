@@ -22,6 +22,8 @@
 //!
 //! Run with `cargo bench --bench destinations --features sqlite,postgres,http`; needs
 //! PostgreSQL at RSE_POSTGRES_URL (default `postgres://postgres@127.0.0.1:5432/test`).
+//! `RSE_BENCH_VERBOSE` prints each run's report (stage times). Add `--features bench-mimalloc`
+//! to run with mimalloc as the global allocator, as a service embedding rse may.
 //! `RSE_BENCH_ROWS` sets the table size (default 1,000,000); `RSE_BENCH_HTTP_ROWS` the rows
 //! sent to the webhook (default 250,000, i.e. 1,000 requests, 10 s at the quota: at 100
 //! requests/s a million rows would need 10,000-row requests or 100 s).
@@ -32,6 +34,10 @@
 //! changed 1.57× (memory), 1.53× (PostgreSQL), 2.11× (exactly-once) the read of the changed
 //! table; webhook at 100 requests/s (declared 97/s): 96.9 % quota use, busiest second 100.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[cfg(feature = "bench-mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[path = "../rse-connectors/tests/support/http_server.rs"]
 mod http_server;
@@ -124,6 +130,9 @@ async fn timed(label: &str, sync: &Sync, rows: usize) -> (rse::SyncReport, Durat
     let took = started.elapsed();
     assert_eq!(report.status, rse::RunStatus::Succeeded, "{report}");
     println!("{label}: {rows} rows in {took:.2?} = {:.0} rows/s", per_sec(rows as u64, took));
+    if std::env::var_os("RSE_BENCH_VERBOSE").is_some() {
+        println!("{report}\n  stages: {:?}", report.stages);
+    }
     (report, took)
 }
 
@@ -196,6 +205,15 @@ async fn initial_and_rerun(path: &Path, rows: usize) {
     client.batch_execute("CHECKPOINT").await.unwrap();
     let (_, read) = read_all(path).await;
     println!("read (after the change): {rows} rows in {read:.2?}");
+    let started = Instant::now();
+    let (mut after, mut scanned) = (None, 0usize);
+    loop {
+        let page = rse::StateStore::scan(&store, exactly_once.id(), after.as_ref(), 10_000).await.unwrap();
+        scanned += page.len();
+        let Some(last) = page.last() else { break };
+        after = Some(last.key.clone());
+    }
+    println!("scan of the exactly-once state: {scanned} entries in {:.2?}", started.elapsed());
     for (label, sync) in [
         ("memory/rerun_1pct", &memory),
         ("postgres/rerun_1pct", &plain),

@@ -8,7 +8,7 @@ use tokio::task::JoinHandle;
 
 use super::{DiffError, DiffOutput, Differ, FingerprinterCache, InvalidRecord, PlanKind, Planned, duplicate_reason};
 use crate::error::StateError;
-use crate::fingerprint::FingerprintAlgorithm;
+use crate::fingerprint::{FingerprintAlgorithm, Fingerprinter};
 use crate::key::Key;
 use crate::record::Record;
 use crate::schema::Schema;
@@ -29,7 +29,8 @@ pub struct MergeDiff {
     next: Option<JoinHandle<Result<Vec<SnapshotEntry>, StateError>>>,
     after: Option<Key>,
     exhausted: bool,
-    last: Option<Key>,
+    /// The last key merged (its encoded bytes), to check the source's order.
+    last: Option<Vec<u8>>,
     fingerprinters: FingerprinterCache,
     emit_unchanged: bool,
     live_total: u64,
@@ -93,9 +94,9 @@ impl MergeDiff {
 
     /// Consumes snapshot entries before `key`: those are keys the source no longer has.
     /// Returns the entry equal to `key`, if any.
-    async fn advance_to(&mut self, key: &Key, out: &mut DiffOutput) -> Result<Option<SnapshotEntry>, DiffError> {
+    async fn advance_to(&mut self, key: &[u8], out: &mut DiffOutput) -> Result<Option<SnapshotEntry>, DiffError> {
         while let Some(head) = self.peek().await? {
-            match head.key.cmp(key) {
+            match head.key.as_bytes().cmp(key) {
                 std::cmp::Ordering::Less => {
                     if let Some(gone) = self.page.pop_front()
                         && gone.may_exist()
@@ -108,6 +109,61 @@ impl MergeDiff {
             }
         }
         Ok(None)
+    }
+}
+
+impl MergeDiff {
+    /// Merges one source key (a record, or a key refused before the diff) into the walk.
+    async fn merge(
+        &mut self,
+        schema: &Schema,
+        key: &[u8],
+        item: Item,
+        fingerprinter: &mut Fingerprinter,
+        out: &mut DiffOutput,
+    ) -> Result<(), DiffError> {
+        if let Some(previous) = &self.last {
+            match key.cmp(previous) {
+                std::cmp::Ordering::Less => {
+                    return Err(DiffError::OutOfOrder {
+                        key: Key::from_encoded_unchecked(key.to_vec()),
+                        previous: Key::from_encoded_unchecked(previous.clone()),
+                    });
+                }
+                std::cmp::Ordering::Equal => {
+                    if let Item::Record(record) = item {
+                        let key = Some(Key::from_encoded_unchecked(key.to_vec()));
+                        out.invalid.push(InvalidRecord { key, record, reason: duplicate_reason(schema) });
+                    }
+                    return Ok(());
+                }
+                std::cmp::Ordering::Greater => {}
+            }
+        }
+        let base = self.advance_to(key, out).await?;
+        let last = self.last.get_or_insert_with(Vec::new);
+        last.clear();
+        last.extend_from_slice(key);
+        let Item::Record(record) = item else { return Ok(()) };
+        let fingerprint = fingerprinter.fingerprint(&record);
+        let base_fingerprint = base.as_ref().and_then(|b| b.fingerprint);
+        let pending = base.as_ref().and_then(|b| b.pending);
+        let kind = match base_fingerprint {
+            _ if pending.is_some() => PlanKind::Insert,
+            Some(f) if f == fingerprint => PlanKind::Unchanged,
+            Some(_) => PlanKind::Update,
+            None => PlanKind::Insert,
+        };
+        if kind == PlanKind::Unchanged {
+            out.unchanged += 1;
+            if !self.emit_unchanged {
+                return Ok(());
+            }
+        }
+        let base_version = base.map_or(0, |b| b.version);
+        let key = Key::from_encoded_unchecked(key.to_vec());
+        out.planned.push(Planned { kind, key, record, fingerprint, base_fingerprint, base_version, pending });
+        Ok(())
     }
 }
 
@@ -137,60 +193,42 @@ impl Differ for MergeDiff {
         seen: Vec<Key>,
         out: &mut DiffOutput,
     ) -> Result<(), DiffError> {
-        let mut items: Vec<(Key, Item)> = Vec::with_capacity(records.len() + seen.len());
-        for record in records {
-            match record.key(schema) {
-                Ok(key) => items.push((key, Item::Record(record))),
-                Err(e) => out.invalid.push(InvalidRecord { key: None, record, reason: e.to_string() }),
-            }
-        }
-        if !seen.is_empty() {
-            items.extend(seen.into_iter().map(|k| (k, Item::Seen)));
-            // Stable: a record and a refused record of one key keep their source order.
-            items.sort_by(|a, b| a.0.cmp(&b.0));
-        }
+        // Records and refused keys, in source order; refused keys are rare, and merged in by
+        // a stable sort so a record and a refused record of one key keep their order.
         let mut fingerprinter = self.fingerprinters.take(schema);
-        let result = async {
-            for (key, item) in items {
-                if let Some(previous) = &self.last {
-                    match key.cmp(previous) {
-                        std::cmp::Ordering::Less => {
-                            return Err(DiffError::OutOfOrder { key, previous: previous.clone() });
-                        }
-                        std::cmp::Ordering::Equal => {
-                            if let Item::Record(record) = item {
-                                let reason = duplicate_reason(schema);
-                                out.invalid.push(InvalidRecord { key: Some(key), record, reason });
-                            }
-                            continue;
-                        }
-                        std::cmp::Ordering::Greater => {}
-                    }
+        let result = if seen.is_empty() {
+            let mut key = Vec::with_capacity(32);
+            let mut result = Ok(());
+            for record in records {
+                if let Err(e) = record.key_into(schema, &mut key) {
+                    out.invalid.push(InvalidRecord { key: None, record, reason: e.to_string() });
+                    continue;
                 }
-                let base = self.advance_to(&key, out).await?;
-                self.last = Some(key.clone());
-                let Item::Record(record) = item else { continue };
-                let fingerprint = fingerprinter.fingerprint(&record);
-                let base_fingerprint = base.as_ref().and_then(|b| b.fingerprint);
-                let pending = base.as_ref().and_then(|b| b.pending);
-                let kind = match base_fingerprint {
-                    _ if pending.is_some() => PlanKind::Insert,
-                    Some(f) if f == fingerprint => PlanKind::Unchanged,
-                    Some(_) => PlanKind::Update,
-                    None => PlanKind::Insert,
-                };
-                if kind == PlanKind::Unchanged {
-                    out.unchanged += 1;
-                    if !self.emit_unchanged {
-                        continue;
-                    }
+                if let Err(e) = self.merge(schema, &key, Item::Record(record), &mut fingerprinter, out).await {
+                    result = Err(e);
+                    break;
                 }
-                let base_version = base.map_or(0, |b| b.version);
-                out.planned.push(Planned { kind, key, record, fingerprint, base_fingerprint, base_version, pending });
             }
-            Ok(())
-        }
-        .await;
+            result
+        } else {
+            let mut items: Vec<(Key, Item)> = Vec::with_capacity(records.len() + seen.len());
+            for record in records {
+                match record.key(schema) {
+                    Ok(key) => items.push((key, Item::Record(record))),
+                    Err(e) => out.invalid.push(InvalidRecord { key: None, record, reason: e.to_string() }),
+                }
+            }
+            items.extend(seen.into_iter().map(|k| (k, Item::Seen)));
+            items.sort_by(|a, b| a.0.cmp(&b.0));
+            let mut result = Ok(());
+            for (key, item) in items {
+                if let Err(e) = self.merge(schema, key.as_bytes(), item, &mut fingerprinter, out).await {
+                    result = Err(e);
+                    break;
+                }
+            }
+            result
+        };
         self.fingerprinters.put_back(schema, fingerprinter);
         result
     }
