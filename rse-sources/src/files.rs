@@ -26,6 +26,7 @@ use rse_core::{
 
 use crate::common::{Keys, OrderCheck, retain_from_cursor};
 use crate::convert::{infer_text_type, json_error, push_value_from_text, value_from_json};
+use crate::split::{Line, Spares, Split, Splitter};
 use crate::stream::{BatchSender, blocking_stream};
 
 /// What to do with a malformed line.
@@ -393,12 +394,16 @@ impl CsvSource {
         self.options.rejected.clear();
         let (schema, positions) = self.resolve()?;
         let label = self.options.label();
-        let mut reader = self.reader(self.options.open()?);
-        let mut record = csv::ByteRecord::new();
+        let mut splitter = Splitter::new(self.options.open()?, self.delimiter, self.quote);
+        let mut spares = Spares::default();
         let width = if self.has_header {
-            match reader.read_byte_record(&mut record) {
-                Ok(true) => record.len(),
-                Ok(false) => return Ok(()),
+            match splitter.read(&mut spares) {
+                Ok(Some(header)) => {
+                    let width = header.len();
+                    spares.put(header);
+                    width
+                }
+                Ok(None) => return Ok(()),
                 Err(e) => return Err(io_or_malformed(e, &label)),
             }
         } else {
@@ -414,27 +419,21 @@ impl CsvSource {
         std::thread::scope(|scope| {
             let label = &label;
             scope.spawn(move || {
-                // Record buffers to read into, taken from the chunks that came back.
-                let mut free: Vec<csv::ByteRecord> = Vec::new();
-                let next = |free: &mut Vec<csv::ByteRecord>| match spare_rx.try_recv() {
+                // Record buffers to read into are taken from the chunks that came back.
+                let next = |spares: &mut Spares| match spare_rx.try_recv() {
                     Ok(mut rows) => {
-                        free.extend(rows.drain(..).map(Row::into_byte_record));
+                        for row in rows.drain(..) {
+                            spares.put(row.into_split());
+                        }
                         rows
                     }
                     Err(_) => Vec::with_capacity(chunk),
                 };
-                let mut rows = next(&mut free);
-                let mut record = free.pop().unwrap_or_default();
+                let mut rows = next(&mut spares);
                 loop {
-                    match reader.read_byte_record(&mut record) {
-                        Ok(true) => {
-                            // A new buffer starts as large as this record, not empty and grown.
-                            let buffer = free.pop().unwrap_or_else(|| {
-                                csv::ByteRecord::with_capacity(record.as_slice().len(), record.len())
-                            });
-                            rows.push(Row::new(std::mem::replace(&mut record, buffer)));
-                        }
-                        Ok(false) => break,
+                    match splitter.read(&mut spares) {
+                        Ok(Some(split)) => rows.push(Row::new(split)),
+                        Ok(None) => break,
                         Err(e) if e.is_io_error() => {
                             let _ = raw_tx.send(Err(io_or_malformed(e, label)));
                             return;
@@ -448,7 +447,7 @@ impl CsvSource {
                         }
                     }
                     if rows.len() >= chunk {
-                        let full = std::mem::replace(&mut rows, next(&mut free));
+                        let full = std::mem::replace(&mut rows, next(&mut spares));
                         if raw_tx.send(Ok(full)).is_err() {
                             return; // The converter stopped.
                         }
@@ -469,6 +468,23 @@ impl CsvSource {
                         continue;
                     }
                     let values = match row {
+                        Row::Line(text, line) => parse_csv_row(
+                            // A field cut inside a character (by a delimiter byte above 0x7F) is not UTF-8.
+                            |at| line.range(at).map(|range| text.get(range).ok_or(())).transpose(),
+                            &positions,
+                            &types,
+                            &schema,
+                        ),
+                        Row::LineBytes(line) => parse_csv_row(
+                            |at| {
+                                line.range(at)
+                                    .map(|range| std::str::from_utf8(&line.text[range]).map_err(drop))
+                                    .transpose()
+                            },
+                            &positions,
+                            &types,
+                            &schema,
+                        ),
                         Row::Text(record) => parse_csv_row(|at| Ok(record.get(at)), &positions, &types, &schema),
                         Row::Bytes(record) => parse_csv_row(
                             |at| record.get(at).map(std::str::from_utf8).transpose().map_err(drop),
@@ -495,31 +511,53 @@ impl CsvSource {
     }
 }
 
-/// A record as the CSV reader split it: its text when the whole record is UTF-8 (checked
-/// once, on the splitting thread), else its bytes, whose fields are checked one by one.
+/// A record as the splitter cut it: its text when the whole record is UTF-8 (checked once,
+/// on the splitting thread), else its bytes, whose fields are then checked one by one.
 enum Row {
+    /// Cut by the fast path, UTF-8 (the text taken out of the line).
+    Line(String, Line),
+    /// Cut by the fast path, not all UTF-8.
+    LineBytes(Line),
+    /// Read by the `csv` reader, UTF-8.
     Text(csv::StringRecord),
+    /// Read by the `csv` reader, not all UTF-8.
     Bytes(csv::ByteRecord),
 }
 
 impl Row {
-    fn new(record: csv::ByteRecord) -> Self {
-        match csv::StringRecord::from_byte_record(record) {
-            Ok(text) => Row::Text(text),
-            Err(e) => Row::Bytes(e.into_byte_record()),
+    fn new(split: Split) -> Self {
+        match split {
+            Split::Line(mut line) => match String::from_utf8(std::mem::take(&mut line.text)) {
+                Ok(text) => Row::Line(text, line),
+                Err(e) => {
+                    line.text = e.into_bytes();
+                    Row::LineBytes(line)
+                }
+            },
+            Split::Csv(record) => match csv::StringRecord::from_byte_record(record) {
+                Ok(text) => Row::Text(text),
+                Err(e) => Row::Bytes(e.into_byte_record()),
+            },
         }
     }
 
-    fn into_byte_record(self) -> csv::ByteRecord {
+    /// The record's buffers, to split another record into.
+    fn into_split(self) -> Split {
         match self {
-            Row::Text(record) => record.into_byte_record(),
-            Row::Bytes(record) => record,
+            Row::Line(text, mut line) => {
+                line.text = text.into_bytes();
+                Split::Line(line)
+            }
+            Row::LineBytes(line) => Split::Line(line),
+            Row::Text(record) => Split::Csv(record.into_byte_record()),
+            Row::Bytes(record) => Split::Csv(record),
         }
     }
 
-    /// The line the record starts on.
+    /// The line the record starts on (as the `csv` reader numbers it).
     fn line(&self) -> u64 {
         let position = match self {
+            Row::Line(_, line) | Row::LineBytes(line) => return line.line,
             Row::Text(record) => record.position(),
             Row::Bytes(record) => record.position(),
         };
@@ -528,6 +566,7 @@ impl Row {
 
     fn len(&self) -> usize {
         match self {
+            Row::Line(_, line) | Row::LineBytes(line) => line.len(),
             Row::Text(record) => record.len(),
             Row::Bytes(record) => record.len(),
         }
@@ -837,6 +876,11 @@ mod tests {
     /// so other columns are ignored), rejecting malformed lines: the `(id, name)` pairs read
     /// and the rejected lines.
     async fn read(contents: &[u8]) -> (Vec<(Value, Value)>, Vec<RejectedLine>) {
+        read_with(contents, b',').await
+    }
+
+    /// [`read`] with another delimiter.
+    async fn read_with(contents: &[u8], delimiter: u8) -> (Vec<(Value, Value)>, Vec<RejectedLine>) {
         let path = std::env::temp_dir().join(format!(
             "rse_csv_unit_{}_{}.csv",
             std::process::id(),
@@ -845,6 +889,7 @@ mod tests {
         std::fs::write(&path, contents).unwrap();
         let source = CsvSource::new(&path)
             .with_schema(vec![Field::new("id", DataType::Int), Field::new("name", DataType::String)])
+            .with_delimiter(delimiter)
             .with_on_malformed(OnMalformed::Reject);
         let mut stream = source.read(ReadRequest::full().with_batch_size(2)).await.unwrap();
         let mut rows = Vec::new();
@@ -868,6 +913,15 @@ mod tests {
         assert_eq!(rejected.len(), 1);
         assert_eq!(rejected[0].line, 3);
         assert_eq!(rejected[0].reason, "column `name`: the field is not valid UTF-8");
+    }
+
+    #[tokio::test]
+    async fn a_delimiter_byte_above_0x7f_splits_even_inside_a_character() {
+        // `§` is C2 A7 in UTF-8: with A7 as the delimiter, the field before it ends in C2.
+        let (rows, rejected) = read_with(b"id\xa7name\n1\xa7Ann\n2\xc2\xa7Bob\n3\xa7\xc3\xab\n", 0xa7).await;
+        assert_eq!(rows, [row(1, "Ann"), row(3, "\u{eb}")]);
+        assert_eq!(rejected.len(), 1);
+        assert_eq!((rejected[0].line, rejected[0].reason.as_str()), (3, "column `id`: the field is not valid UTF-8"));
     }
 
     #[tokio::test]

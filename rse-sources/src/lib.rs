@@ -29,5 +29,7 @@ pub mod files;
 pub mod parquet;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+#[cfg(feature = "files")]
+mod split;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
