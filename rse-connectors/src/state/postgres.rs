@@ -388,15 +388,24 @@ impl PostgresStateStore {
         limit: usize,
         doing: &str,
     ) -> Result<Vec<tokio_postgres::Row>, StateError> {
-        let client = self.client().await?;
+        let mut client = self.client().await?;
         let limit = to_i64(limit as u64);
         let sql = if after.is_some() { after_sql } else { first };
-        let statement = client.prepare_cached(sql).await.map_err(self.err("preparing a statement"))?;
+        // A page must walk the primary key. Without statistics (a table just filled, before
+        // autovacuum analyzes it) the planner misjudges how many rows follow `after` and
+        // fetches them all, then sorts: 250 ms a page instead of 4 ms on a million keys.
+        let tx = client.transaction().await.map_err(self.err(doing))?;
+        tx.batch_execute("SET LOCAL enable_bitmapscan = off; SET LOCAL enable_sort = off")
+            .await
+            .map_err(self.err(doing))?;
+        let statement = tx.prepare_cached(sql).await.map_err(self.err("preparing a statement"))?;
         let rows = match after {
-            None => client.query(&statement, &[&sync_id, &limit]).await,
-            Some(after) => client.query(&statement, &[&sync_id, &limit, &after.as_bytes()]).await,
+            None => tx.query(&statement, &[&sync_id, &limit]).await,
+            Some(after) => tx.query(&statement, &[&sync_id, &limit, &after.as_bytes()]).await,
         };
-        rows.map_err(self.err(doing))
+        let rows = rows.map_err(self.err(doing))?;
+        tx.commit().await.map_err(self.err(doing))?;
+        Ok(rows)
     }
 
     async fn migrate(&self, quoted: &str) -> Result<(), StateError> {
