@@ -57,6 +57,7 @@
 //! | timestamp | `timestamptz` | `int8[]` micros, `'epoch' + n µs` (exact) |
 //! | json, list | `jsonb` | `text[]`, cast |
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::fmt;
 use std::str::FromStr;
@@ -230,18 +231,19 @@ fn convert(col: &str, t: &DataType) -> String {
     }
 }
 
-/// One column of a batch, as the array bound for it.
-enum Column {
+/// One column of a batch, as the array bound for it. Text and bytes borrow from the
+/// batch's records where they can: a batch is bound without copying its strings.
+enum Column<'a> {
     Bool(Vec<Option<bool>>),
     Int(Vec<Option<i64>>),
     Float(Vec<Option<f64>>),
-    Text(Vec<Option<String>>),
-    Bytes(Vec<Option<Vec<u8>>>),
+    Text(Vec<Option<Cow<'a, str>>>),
+    Bytes(Vec<Option<Cow<'a, [u8]>>>),
     Date(Vec<Option<i32>>),
 }
 
-impl Column {
-    fn new(bind: Bind, n: usize) -> Column {
+impl<'a> Column<'a> {
+    fn new(bind: Bind, n: usize) -> Column<'a> {
         match bind {
             Bind::Bool => Column::Bool(Vec::with_capacity(n)),
             Bind::Int | Bind::Timestamp => Column::Int(Vec::with_capacity(n)),
@@ -252,8 +254,19 @@ impl Column {
         }
     }
 
-    /// Appends `value`; `false` when it does not fit the column's type.
-    fn push(&mut self, value: &Value) -> bool {
+    /// Appends `value`, borrowing its text; `false` when it does not fit the column's type.
+    fn push(&mut self, value: &'a Value) -> bool {
+        match (self, value) {
+            (Column::Text(c), Value::String(s)) => c.push(Some(Cow::Borrowed(s.as_str()))),
+            (Column::Text(c), Value::Decimal(d)) => c.push(Some(Cow::Borrowed(d.as_str()))),
+            (Column::Bytes(c), Value::Bytes(b)) => c.push(Some(Cow::Borrowed(b.as_ref()))),
+            (column, value) => return column.push_owned(value),
+        }
+        true
+    }
+
+    /// Appends `value`, copying its text; `false` when it does not fit the column's type.
+    fn push_owned(&mut self, value: &Value) -> bool {
         match (self, value) {
             (Column::Bool(c), Value::Null) => c.push(None),
             (Column::Int(c), Value::Null) => c.push(None),
@@ -264,11 +277,11 @@ impl Column {
             (Column::Bool(c), Value::Bool(b)) => c.push(Some(*b)),
             (Column::Int(c), Value::Int(i) | Value::Timestamp(i)) => c.push(Some(*i)),
             (Column::Float(c), Value::Float(f)) => c.push(Some(*f)),
-            (Column::Text(c), Value::String(s)) => c.push(Some(s.clone())),
-            (Column::Text(c), Value::Decimal(d)) => c.push(Some(d.as_str().to_owned())),
-            (Column::Text(c), Value::Json(j)) => c.push(Some(j.to_string())),
-            (Column::Text(c), Value::List(items)) => c.push(Some(list_json(items).to_string())),
-            (Column::Bytes(c), Value::Bytes(b)) => c.push(Some(b.to_vec())),
+            (Column::Text(c), Value::String(s)) => c.push(Some(Cow::Owned(s.clone()))),
+            (Column::Text(c), Value::Decimal(d)) => c.push(Some(Cow::Owned(d.as_str().to_owned()))),
+            (Column::Text(c), Value::Json(j)) => c.push(Some(Cow::Owned(j.to_string()))),
+            (Column::Text(c), Value::List(items)) => c.push(Some(Cow::Owned(list_json(items).to_string()))),
+            (Column::Bytes(c), Value::Bytes(b)) => c.push(Some(Cow::Owned(b.to_vec()))),
             (Column::Date(c), Value::Date(d)) => c.push(Some(*d)),
             _ => return false,
         }
@@ -578,18 +591,18 @@ impl PostgresDestination {
 
     /// Builds the bound columns of the upserts and deletes; changes whose values do not fit
     /// their field's type are rejected here, before any SQL.
-    fn columns(
+    fn columns<'a>(
         &self,
         statements: &Statements,
         schema: &Schema,
-        changes: &[&Change],
+        changes: &[&'a Change],
         outcomes: &mut [Option<ChangeOutcome>],
         positions: &[usize],
-    ) -> (Vec<Column>, Vec<Column>) {
+    ) -> (Vec<Column<'a>>, Vec<Column<'a>>) {
         let n = changes.len();
-        let mut upsert: Vec<Column> = statements.binds.iter().map(|b| Column::new(*b, n)).collect();
+        let mut upsert: Vec<Column<'_>> = statements.binds.iter().map(|b| Column::new(*b, n)).collect();
         let mut upsert_versions = Vec::with_capacity(n);
-        let mut delete: Vec<Column> = statements.key_binds.iter().map(|(_, b)| Column::new(*b, n)).collect();
+        let mut delete: Vec<Column<'_>> = statements.key_binds.iter().map(|(_, b)| Column::new(*b, n)).collect();
         let mut delete_versions = Vec::with_capacity(n);
         let mut rows = 0usize;
         let mut dels = 0usize;
@@ -601,7 +614,7 @@ impl PostgresDestination {
                         outcomes[pos] = Some(ChangeOutcome::rejected("key could not be decoded"));
                         continue;
                     };
-                    let ok = delete.iter_mut().zip(&key).all(|(c, v)| c.push(v)) && key.len() == delete.len();
+                    let ok = delete.iter_mut().zip(&key).all(|(c, v)| c.push_owned(v)) && key.len() == delete.len();
                     if ok {
                         dels += 1;
                         delete_versions.push(version);
@@ -681,7 +694,7 @@ impl PostgresDestination {
     }
 }
 
-fn column_len(columns: &[Column]) -> usize {
+fn column_len(columns: &[Column<'_>]) -> usize {
     match columns.first() {
         Some(Column::Bool(c)) => c.len(),
         Some(Column::Int(c)) => c.len(),
