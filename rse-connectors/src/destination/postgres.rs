@@ -30,7 +30,7 @@
 //! first write checks that it is; the sync must be built with that store). A crash can then
 //! never leave rows without their state or state without its rows, so nothing is sent
 //! twice and the runner records no intents before a batch (see
-//! [`TransactionalState`](rse_core::TransactionalState)). The lease is checked inside the
+//! [`TransactionalState`]). The lease is checked inside the
 //! transaction: a runner that lost its lease cannot write rows either.
 //!
 //! # Idempotency ledger
