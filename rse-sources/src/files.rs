@@ -410,104 +410,39 @@ impl CsvSource {
             0
         };
         let types: Vec<DataType> = schema.fields().iter().map(|f| f.data_type.clone()).collect();
-        let chunk = request.batch_size.max(1);
-        // Splitting the text into fields (and checking it is UTF-8) runs on its own thread and
-        // converting the fields to values on this one, so the two overlap. Chunks of records go
-        // back and forth so their buffers are reused: two in flight, two returning.
-        let (raw_tx, raw_rx) = std::sync::mpsc::sync_channel::<Result<Vec<Row>, SourceError>>(2);
-        let (spare_tx, spare_rx) = std::sync::mpsc::sync_channel::<Vec<Row>>(4);
-        std::thread::scope(|scope| {
-            let label = &label;
-            scope.spawn(move || {
-                // Record buffers to read into are taken from the chunks that came back.
-                let next = |spares: &mut Spares| match spare_rx.try_recv() {
-                    Ok(mut rows) => {
-                        for row in rows.drain(..) {
-                            spares.put(row.into_split());
-                        }
-                        rows
-                    }
-                    Err(_) => Vec::with_capacity(chunk),
-                };
-                let mut rows = next(&mut spares);
-                loop {
-                    match splitter.read(&mut spares) {
-                        Ok(Some(split)) => rows.push(Row::new(split)),
-                        Ok(None) => break,
-                        Err(e) if e.is_io_error() => {
-                            let _ = raw_tx.send(Err(io_or_malformed(e, label)));
-                            return;
-                        }
-                        Err(e) => {
-                            let line = e.position().map_or(0, csv::Position::line);
-                            if let Err(error) = self.options.malformed(line, "the CSV does not parse".to_owned()) {
-                                let _ = raw_tx.send(Err(error));
-                                return;
-                            }
-                        }
-                    }
-                    if rows.len() >= chunk {
-                        let full = std::mem::replace(&mut rows, next(&mut spares));
-                        if raw_tx.send(Ok(full)).is_err() {
-                            return; // The converter stopped.
-                        }
+        // Splitting and converting run on this one thread: with the splitter's fast path, a
+        // second thread saves less than handing every record's text from core to core costs,
+        // and the record's buffers stay in this core's cache from one record to the next.
+        let mut batcher = Batcher::new(schema.clone(), request, &self.options, sender, label.clone());
+        loop {
+            let row = match splitter.read(&mut spares) {
+                Ok(Some(split)) => Row::new(split),
+                Ok(None) => break,
+                Err(e) if e.is_io_error() => return Err(io_or_malformed(e, &label)),
+                Err(e) => {
+                    let line = e.position().map_or(0, csv::Position::line);
+                    self.options.malformed(line, "the CSV does not parse".to_owned())?;
+                    continue;
+                }
+            };
+            let line = row.line();
+            let values = if width > 0 && row.len() != width {
+                Err(format!("the row has {} fields, the header {width}", row.len()))
+            } else {
+                row.values(&positions, &types, &schema)
+            };
+            spares.put(row.into_split());
+            match values {
+                Ok(values) => {
+                    if !batcher.push(Record::new(values), line)? {
+                        return Ok(());
                     }
                 }
-                if !rows.is_empty() {
-                    let _ = raw_tx.send(Ok(rows));
-                }
-            });
-            let mut batcher = Batcher::new(schema.clone(), request, &self.options, sender, label.clone());
-            for item in raw_rx {
-                let rows = item?;
-                for row in &rows {
-                    let line = row.line();
-                    if width > 0 && row.len() != width {
-                        self.options
-                            .malformed(line, format!("the row has {} fields, the header {width}", row.len()))?;
-                        continue;
-                    }
-                    let values = match row {
-                        Row::Line(text, line) => parse_csv_row(
-                            // A field cut inside a character (by a delimiter byte above 0x7F) is not UTF-8.
-                            |at| line.range(at).map(|range| text.get(range).ok_or(())).transpose(),
-                            &positions,
-                            &types,
-                            &schema,
-                        ),
-                        Row::LineBytes(line) => parse_csv_row(
-                            |at| {
-                                line.range(at)
-                                    .map(|range| std::str::from_utf8(&line.text[range]).map_err(drop))
-                                    .transpose()
-                            },
-                            &positions,
-                            &types,
-                            &schema,
-                        ),
-                        Row::Text(record) => parse_csv_row(|at| Ok(record.get(at)), &positions, &types, &schema),
-                        Row::Bytes(record) => parse_csv_row(
-                            |at| record.get(at).map(std::str::from_utf8).transpose().map_err(drop),
-                            &positions,
-                            &types,
-                            &schema,
-                        ),
-                    };
-                    match values {
-                        Ok(values) => {
-                            if !batcher.push(Record::new(values), line)? {
-                                return Ok(());
-                            }
-                        }
-                        Err(reason) => self.options.malformed(line, reason)?,
-                    }
-                }
-                // The parser may have enough spares already; then this chunk is dropped.
-                let _ = spare_tx.try_send(rows);
+                Err(reason) => self.options.malformed(line, reason)?,
             }
-            batcher.flush();
-            Ok(())
-        })
+        }
+        batcher.flush();
+        Ok(())
     }
 }
 
@@ -569,6 +504,33 @@ impl Row {
             Row::Line(_, line) | Row::LineBytes(line) => line.len(),
             Row::Text(record) => record.len(),
             Row::Bytes(record) => record.len(),
+        }
+    }
+
+    /// The values of the fields at `positions`, of `types`, or why the record does not fit
+    /// `schema` (naming the column, never quoting the value).
+    fn values(&self, positions: &[usize], types: &[DataType], schema: &Schema) -> Result<Vec<Value>, String> {
+        match self {
+            // A field cut inside a character (by a delimiter byte above 0x7F) is not UTF-8.
+            Row::Line(text, line) => parse_csv_row(
+                |at| line.range(at).map(|range| text.get(range).ok_or(())).transpose(),
+                positions,
+                types,
+                schema,
+            ),
+            Row::LineBytes(line) => parse_csv_row(
+                |at| line.range(at).map(|range| std::str::from_utf8(&line.text[range]).map_err(drop)).transpose(),
+                positions,
+                types,
+                schema,
+            ),
+            Row::Text(record) => parse_csv_row(|at| Ok(record.get(at)), positions, types, schema),
+            Row::Bytes(record) => parse_csv_row(
+                |at| record.get(at).map(std::str::from_utf8).transpose().map_err(drop),
+                positions,
+                types,
+                schema,
+            ),
         }
     }
 }
