@@ -26,7 +26,7 @@ use rse_core::{
 
 use crate::common::{Keys, OrderCheck, retain_from_cursor};
 use crate::convert::{infer_text_type, json_error, push_value_from_text, value_from_json};
-use crate::split::{Line, Spares, Split, Splitter};
+use crate::split::{Fields, Splitter};
 use crate::stream::{BatchSender, blocking_stream};
 
 /// What to do with a malformed line.
@@ -395,14 +395,9 @@ impl CsvSource {
         let (schema, positions) = self.resolve()?;
         let label = self.options.label();
         let mut splitter = Splitter::new(self.options.open()?, self.delimiter, self.quote);
-        let mut spares = Spares::default();
         let width = if self.has_header {
-            match splitter.read(&mut spares) {
-                Ok(Some(header)) => {
-                    let width = header.len();
-                    spares.put(header);
-                    width
-                }
+            match splitter.read() {
+                Ok(Some(header)) => header.len(),
                 Ok(None) => return Ok(()),
                 Err(e) => return Err(io_or_malformed(e, &label)),
             }
@@ -415,23 +410,18 @@ impl CsvSource {
         // and the record's buffers stay in this core's cache from one record to the next.
         let mut batcher = Batcher::new(schema.clone(), request, &self.options, sender, label.clone());
         loop {
-            let row = match splitter.read(&mut spares) {
-                Ok(Some(split)) => Row::new(split),
+            let (line, values) = match splitter.read() {
+                Ok(Some(fields)) if width > 0 && fields.len() != width => {
+                    (fields.line(), Err(format!("the row has {} fields, the header {width}", fields.len())))
+                }
+                Ok(Some(fields)) => (fields.line(), csv_values(fields, &positions, &types, &schema)),
                 Ok(None) => break,
                 Err(e) if e.is_io_error() => return Err(io_or_malformed(e, &label)),
                 Err(e) => {
                     let line = e.position().map_or(0, csv::Position::line);
-                    self.options.malformed(line, "the CSV does not parse".to_owned())?;
-                    continue;
+                    (line, Err("the CSV does not parse".to_owned()))
                 }
             };
-            let line = row.line();
-            let values = if width > 0 && row.len() != width {
-                Err(format!("the row has {} fields, the header {width}", row.len()))
-            } else {
-                row.values(&positions, &types, &schema)
-            };
-            spares.put(row.into_split());
             match values {
                 Ok(values) => {
                     if !batcher.push(Record::new(values), line)? {
@@ -446,95 +436,6 @@ impl CsvSource {
     }
 }
 
-/// A record as the splitter cut it: its text when the whole record is UTF-8 (checked once,
-/// on the splitting thread), else its bytes, whose fields are then checked one by one.
-enum Row {
-    /// Cut by the fast path, UTF-8 (the text taken out of the line).
-    Line(String, Line),
-    /// Cut by the fast path, not all UTF-8.
-    LineBytes(Line),
-    /// Read by the `csv` reader, UTF-8.
-    Text(csv::StringRecord),
-    /// Read by the `csv` reader, not all UTF-8.
-    Bytes(csv::ByteRecord),
-}
-
-impl Row {
-    fn new(split: Split) -> Self {
-        match split {
-            Split::Line(mut line) => match String::from_utf8(std::mem::take(&mut line.text)) {
-                Ok(text) => Row::Line(text, line),
-                Err(e) => {
-                    line.text = e.into_bytes();
-                    Row::LineBytes(line)
-                }
-            },
-            Split::Csv(record) => match csv::StringRecord::from_byte_record(record) {
-                Ok(text) => Row::Text(text),
-                Err(e) => Row::Bytes(e.into_byte_record()),
-            },
-        }
-    }
-
-    /// The record's buffers, to split another record into.
-    fn into_split(self) -> Split {
-        match self {
-            Row::Line(text, mut line) => {
-                line.text = text.into_bytes();
-                Split::Line(line)
-            }
-            Row::LineBytes(line) => Split::Line(line),
-            Row::Text(record) => Split::Csv(record.into_byte_record()),
-            Row::Bytes(record) => Split::Csv(record),
-        }
-    }
-
-    /// The line the record starts on (as the `csv` reader numbers it).
-    fn line(&self) -> u64 {
-        let position = match self {
-            Row::Line(_, line) | Row::LineBytes(line) => return line.line,
-            Row::Text(record) => record.position(),
-            Row::Bytes(record) => record.position(),
-        };
-        position.map_or(0, csv::Position::line)
-    }
-
-    fn len(&self) -> usize {
-        match self {
-            Row::Line(_, line) | Row::LineBytes(line) => line.len(),
-            Row::Text(record) => record.len(),
-            Row::Bytes(record) => record.len(),
-        }
-    }
-
-    /// The values of the fields at `positions`, of `types`, or why the record does not fit
-    /// `schema` (naming the column, never quoting the value).
-    fn values(&self, positions: &[usize], types: &[DataType], schema: &Schema) -> Result<Vec<Value>, String> {
-        match self {
-            // A field cut inside a character (by a delimiter byte above 0x7F) is not UTF-8.
-            Row::Line(text, line) => parse_csv_row(
-                |at| line.range(at).map(|range| text.get(range).ok_or(())).transpose(),
-                positions,
-                types,
-                schema,
-            ),
-            Row::LineBytes(line) => parse_csv_row(
-                |at| line.range(at).map(|range| std::str::from_utf8(&line.text[range]).map_err(drop)).transpose(),
-                positions,
-                types,
-                schema,
-            ),
-            Row::Text(record) => parse_csv_row(|at| Ok(record.get(at)), positions, types, schema),
-            Row::Bytes(record) => parse_csv_row(
-                |at| record.get(at).map(std::str::from_utf8).transpose().map_err(drop),
-                positions,
-                types,
-                schema,
-            ),
-        }
-    }
-}
-
 fn io_or_malformed(e: csv::Error, label: &str) -> SourceError {
     let line = e.position().map_or(0, csv::Position::line);
     if e.is_io_error() {
@@ -546,6 +447,31 @@ fn io_or_malformed(e: csv::Error, label: &str) -> SourceError {
     SourceError::Malformed {
         location: format!("line {line} of `{label}`"),
         reason: "the CSV does not parse".to_owned(),
+    }
+}
+
+/// The values of the record's fields at `positions`, of `types`, or why the record does not
+/// fit `schema` (naming the column, never quoting the value).
+fn csv_values(
+    fields: Fields<'_>,
+    positions: &[usize],
+    types: &[DataType],
+    schema: &Schema,
+) -> Result<Vec<Value>, String> {
+    let bytes = fields.bytes();
+    // UTF-8 is checked once for the whole record. Then a field is not UTF-8 only when it is
+    // cut inside a character (by a delimiter byte above 0x7F): its ends are not character
+    // boundaries. A record that is not all UTF-8 has its fields checked one by one.
+    match std::str::from_utf8(bytes) {
+        Ok(text) => {
+            parse_csv_row(|at| fields.range(at).map(|r| text.get(r).ok_or(())).transpose(), positions, types, schema)
+        }
+        Err(_) => parse_csv_row(
+            |at| fields.range(at).map(|r| std::str::from_utf8(&bytes[r]).map_err(drop)).transpose(),
+            positions,
+            types,
+            schema,
+        ),
     }
 }
 

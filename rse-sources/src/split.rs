@@ -26,30 +26,13 @@ const QUOTE: u8 = 3;
 /// A record cut by the fast path: its bytes, delimiters included, and where each field ends
 /// in them.
 #[derive(Debug, Default)]
-pub(crate) struct Line {
+struct Line {
     /// The record's bytes, from its first byte to the one before its line end.
-    pub(crate) text: Vec<u8>,
+    text: Vec<u8>,
     /// Where each field ends in the text: at a delimiter, the next field starting after it.
-    pub(crate) ends: Vec<usize>,
+    ends: Vec<usize>,
     /// The line number the `csv` reader would give the record.
-    pub(crate) line: u64,
-}
-
-impl Line {
-    /// How many fields the record has.
-    pub(crate) fn len(&self) -> usize {
-        self.ends.len()
-    }
-
-    /// Where field `i` is in the text, if the record has one.
-    pub(crate) fn range(&self, i: usize) -> Option<std::ops::Range<usize>> {
-        let end = *self.ends.get(i)?;
-        let start = match i.checked_sub(1) {
-            Some(before) => self.ends.get(before).map_or(0, |&e| e + 1),
-            None => 0,
-        };
-        Some(start..end)
-    }
+    line: u64,
 }
 
 /// The high bit of each byte of `word` that equals `byte`, no other bit.
@@ -62,39 +45,58 @@ fn bytes_equal(word: u64, byte: u8) -> u64 {
     !(((x & LOW_BITS) + LOW_BITS) | x | LOW_BITS)
 }
 
-/// A record, cut by the fast path or read by the `csv` reader.
-#[derive(Debug)]
-pub(crate) enum Split {
+/// A record just read: its fields are ranges of one run of bytes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Fields<'a> {
+    record: Record<'a>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Record<'a> {
     /// Cut by the fast path.
-    Line(Line),
+    Line(&'a Line),
     /// Read by the `csv` reader, its position's line number set as the reader would have
     /// numbered it reading from the start.
-    Csv(csv::ByteRecord),
+    Csv(&'a csv::ByteRecord),
 }
 
-impl Split {
-    /// How many fields the record has.
-    pub(crate) fn len(&self) -> usize {
-        match self {
-            Split::Line(line) => line.len(),
-            Split::Csv(record) => record.len(),
+impl<'a> Fields<'a> {
+    /// The bytes the fields are ranges of.
+    pub(crate) fn bytes(&self) -> &'a [u8] {
+        match self.record {
+            Record::Line(line) => &line.text,
+            Record::Csv(record) => record.as_slice(),
         }
     }
-}
 
-/// Buffers of records already used, to read the next ones into.
-#[derive(Debug, Default)]
-pub(crate) struct Spares {
-    lines: Vec<Line>,
-    records: Vec<csv::ByteRecord>,
-}
+    /// How many fields the record has.
+    pub(crate) fn len(&self) -> usize {
+        match self.record {
+            Record::Line(line) => line.ends.len(),
+            Record::Csv(record) => record.len(),
+        }
+    }
 
-impl Spares {
-    /// Keeps a record's buffers for a later one.
-    pub(crate) fn put(&mut self, split: Split) {
-        match split {
-            Split::Line(line) => self.lines.push(line),
-            Split::Csv(record) => self.records.push(record),
+    /// Where field `i` is in [`bytes`](Self::bytes), if the record has one.
+    pub(crate) fn range(&self, i: usize) -> Option<std::ops::Range<usize>> {
+        match self.record {
+            Record::Line(line) => {
+                let end = *line.ends.get(i)?;
+                let start = match i.checked_sub(1) {
+                    Some(before) => line.ends.get(before).map_or(0, |&e| e + 1),
+                    None => 0,
+                };
+                Some(start..end)
+            }
+            Record::Csv(record) => record.range(i),
+        }
+    }
+
+    /// The line number the `csv` reader gives the record.
+    pub(crate) fn line(&self) -> u64 {
+        match self.record {
+            Record::Line(line) => line.line,
+            Record::Csv(record) => record.position().map_or(0, csv::Position::line),
         }
     }
 }
@@ -117,13 +119,16 @@ pub(crate) struct Splitter<R> {
     filled: usize,
     started: bool,
     /// The `csv` reader's line count: 1 + the line feeds consumed.
-    line: u64,
+    lines: u64,
     /// The line count when the last record ended: the next record's line number.
     record_line: u64,
     delimiter: u8,
     quote: u8,
     class: [u8; 256],
     fallback: Option<Fallback<R>>,
+    /// What the last record was read into, by the fast path and by the `csv` reader.
+    line: Line,
+    record: csv::ByteRecord,
 }
 
 impl<R: Read> Splitter<R> {
@@ -144,12 +149,14 @@ impl<R: Read> Splitter<R> {
             at: 0,
             filled: 0,
             started: false,
-            line: 1,
+            lines: 1,
             record_line: 1,
             delimiter,
             quote,
             class,
             fallback: None,
+            line: Line::default(),
+            record: csv::ByteRecord::new(),
         };
         // A delimiter or quote that is also a line end (or the same byte as the other) is left
         // to the `csv` reader altogether.
@@ -164,60 +171,67 @@ impl<R: Read> Splitter<R> {
     /// # Errors
     /// Reading the input failed (the `csv` reader raises no other error with flexible field
     /// counts and byte records).
-    pub(crate) fn read(&mut self, spares: &mut Spares) -> Result<Option<Split>, csv::Error> {
-        if let Some(fallback) = &mut self.fallback {
-            return fallback.read(spares);
+    pub(crate) fn read(&mut self) -> Result<Option<Fields<'_>>, csv::Error> {
+        if self.fallback.is_none() && !self.cut()? {
+            return Ok(None);
         }
+        let Some(fallback) = &mut self.fallback else {
+            return Ok(Some(Fields { record: Record::Line(&self.line) }));
+        };
+        if !fallback.read(&mut self.record)? {
+            return Ok(None);
+        }
+        Ok(Some(Fields { record: Record::Csv(&self.record) }))
+    }
+
+    /// Cuts the next record into [`line`](Self::line) on the fast path: `false` at the end of
+    /// the input, or with the `csv` reader set up (at a quote) to read it instead.
+    fn cut(&mut self) -> Result<bool, csv::Error> {
         let record_line = self.record_line;
         // Line ends before the record: blank lines and the line feed of a CR LF.
         loop {
             match self.buf[self.at..self.filled].first() {
                 None => {
                     if !self.fill()? {
-                        return Ok(None);
+                        return Ok(false);
                     }
                 }
                 Some(b'\n') => {
-                    self.line += 1;
+                    self.lines += 1;
                     self.at += 1;
                 }
                 Some(b'\r') => self.at += 1,
                 Some(_) => break,
             }
         }
-        let mut line = spares.lines.pop().unwrap_or_default();
-        loop {
-            match self.scan(&mut line.ends) {
-                Scan::Record(len) => {
-                    let end = self.at + len;
-                    line.text.clear();
-                    line.text.extend_from_slice(&self.buf[self.at..end]);
-                    // The line end is consumed with the record.
-                    if self.buf.get(end) == Some(&b'\n') {
-                        self.line += 1;
-                    }
-                    self.at = (end + 1).min(self.filled);
-                    break;
-                }
+        let mut ends = std::mem::take(&mut self.line.ends);
+        let scanned = loop {
+            match self.scan(&mut ends) {
                 Scan::Partial => {
                     if !self.fill()? {
                         // The last record, without a line end.
-                        line.text.clear();
-                        line.text.extend_from_slice(&self.buf[self.at..self.filled]);
-                        self.at = self.filled;
-                        break;
+                        break Scan::Record(self.filled - self.at);
                     }
                 }
-                Scan::Quote => {
-                    spares.lines.push(line);
-                    self.hand_over(record_line);
-                    return self.read(spares);
-                }
+                scanned => break scanned,
             }
+        };
+        self.line.ends = ends;
+        let Scan::Record(len) = scanned else {
+            self.hand_over(record_line);
+            return Ok(true);
+        };
+        let end = self.at + len;
+        self.line.text.clear();
+        self.line.text.extend_from_slice(&self.buf[self.at..end]);
+        // The line end, if any, is consumed with the record.
+        if self.buf[..self.filled].get(end) == Some(&b'\n') {
+            self.lines += 1;
         }
-        self.record_line = self.line;
-        line.line = record_line;
-        Ok(Some(Split::Line(line)))
+        self.at = (end + 1).min(self.filled);
+        self.record_line = self.lines;
+        self.line.line = record_line;
+        Ok(true)
     }
 
     /// Cuts the record at `buf[at..]`, putting where its fields end in `ends`: its length
@@ -299,13 +313,12 @@ impl<R: Read> Splitter<R> {
     ///
     /// The reader is given a line feed first: it skips it as a blank line, and having read
     /// it, does not take a byte order mark at the start of the rest for one. So it counts
-    /// lines from 2 where this splitter's count is [`line`](Self::line).
+    /// lines from 2 where this splitter's count is [`lines`](Self::lines).
     fn hand_over(&mut self, record_line: u64) {
         let mut head = Vec::with_capacity(1 + self.filled - self.at);
-        head.push(b'\n');
         // Before the first read a byte order mark is still to be skipped, and the reader does.
-        if !self.started {
-            head.clear();
+        if self.started {
+            head.push(b'\n');
         }
         head.extend_from_slice(&self.buf[self.at..self.filled]);
         let Some(input) = self.input.take() else {
@@ -318,7 +331,7 @@ impl<R: Read> Splitter<R> {
             .flexible(true)
             .buffer_capacity(BUFFER)
             .from_reader(io::Cursor::new(head).chain(input));
-        let base = if self.started { self.line } else { 2 };
+        let base = if self.started { self.lines } else { 2 };
         self.fallback = Some(Fallback { reader, first: Some(record_line), base });
         self.buf = Vec::new();
         (self.at, self.filled) = (0, 0);
@@ -326,10 +339,10 @@ impl<R: Read> Splitter<R> {
 }
 
 impl<R: Read> Fallback<R> {
-    fn read(&mut self, spares: &mut Spares) -> Result<Option<Split>, csv::Error> {
-        let mut record = spares.records.pop().unwrap_or_default();
-        if !self.reader.read_byte_record(&mut record)? {
-            return Ok(None);
+    /// Reads the next record into `record`, numbering its line; `false` at the end.
+    fn read(&mut self, record: &mut csv::ByteRecord) -> Result<bool, csv::Error> {
+        if !self.reader.read_byte_record(record)? {
+            return Ok(false);
         }
         let mut position = record.position().cloned().unwrap_or_else(csv::Position::new);
         let line = match self.first.take() {
@@ -338,7 +351,7 @@ impl<R: Read> Fallback<R> {
         };
         position.set_line(line);
         record.set_position(Some(position));
-        Ok(Some(Split::Csv(record)))
+        Ok(true)
     }
 }
 
@@ -396,20 +409,11 @@ mod tests {
     /// The same, as the splitter reads them.
     fn by_splitter(input: impl Read, delimiter: u8, quote: u8, buffer: usize) -> Vec<(u64, Vec<Vec<u8>>)> {
         let mut splitter = Splitter::with_buffer(input, delimiter, quote, buffer);
-        let mut spares = Spares::default();
         let mut out = Vec::new();
-        while let Some(split) = splitter.read(&mut spares).unwrap() {
-            match &split {
-                Split::Line(line) => {
-                    let fields = (0..line.len()).map(|i| line.text[line.range(i).unwrap()].to_vec()).collect();
-                    assert!(line.range(line.len()).is_none());
-                    out.push((line.line, fields));
-                }
-                Split::Csv(record) => {
-                    out.push((record.position().unwrap().line(), record.iter().map(<[u8]>::to_vec).collect()));
-                }
-            }
-            spares.put(split);
+        while let Some(fields) = splitter.read().unwrap() {
+            let bytes = fields.bytes();
+            out.push((fields.line(), (0..fields.len()).map(|i| bytes[fields.range(i).unwrap()].to_vec()).collect()));
+            assert!(fields.range(fields.len()).is_none());
         }
         out
     }
