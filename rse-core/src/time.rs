@@ -103,13 +103,16 @@ fn date_prefix(b: &[u8]) -> Option<i64> {
     let &[y0, y1, y2, y3, b'-', m0, m1, b'-', d0, d1, ..] = b else {
         return None;
     };
-    let digits = [y0, y1, y2, y3, m0, m1, d0, d1].map(|b| b.wrapping_sub(b'0'));
-    if digits.iter().any(|&d| d > 9) {
+    // All eight are digits, checked at once: each byte is 0x3_ and stays so when 6 is added.
+    let word = u64::from_le_bytes([y0, y1, y2, y3, m0, m1, d0, d1]);
+    const HIGH: u64 = 0xf0f0_f0f0_f0f0_f0f0;
+    const THREES: u64 = 0x3030_3030_3030_3030;
+    if word & HIGH != THREES || word.wrapping_add(0x0606_0606_0606_0606) & HIGH != THREES {
         return None;
     }
-    let [y0, y1, y2, y3, m0, m1, d0, d1] = digits;
-    let year = i64::from(y0) * 1000 + i64::from(y1) * 100 + i64::from(y2) * 10 + i64::from(y3);
-    let (month, day) = (i64::from(m0 * 10 + m1), i64::from(d0 * 10 + d1));
+    let digit = |b: u8| i64::from(b & 0x0f);
+    let year = digit(y0) * 1000 + digit(y1) * 100 + digit(y2) * 10 + digit(y3);
+    let (month, day) = (digit(m0) * 10 + digit(m1), digit(d0) * 10 + digit(d1));
     if !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) {
         return None;
     }
@@ -293,6 +296,23 @@ mod tests {
         }
         assert_eq!(format_date(i32::MAX), "+5881580-07-11");
         assert_eq!(format_date(i32::MIN), "-5877641-06-23");
+    }
+
+    #[test]
+    fn dates_take_ascii_digits_only() {
+        for b in 0..=255u8 {
+            for at in [0, 1, 2, 3, 5, 6, 8, 9] {
+                let mut date = *b"2024-10-15";
+                date[at] = b;
+                let digits = date.iter().enumerate().all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit());
+                let number = |at: std::ops::Range<usize>| date[at].iter().fold(0, |n, d| n * 10 + i64::from(d - b'0'));
+                let valid = digits && {
+                    let (year, month, day) = (number(0..4), number(5..7), number(8..10));
+                    (1..=12).contains(&month) && day >= 1 && day <= days_in_month(year, month)
+                };
+                assert_eq!(date_prefix(&date).is_some(), valid, "{:?}", String::from_utf8_lossy(&date));
+            }
+        }
     }
 
     #[test]
