@@ -35,14 +35,25 @@ struct Line {
     line: u64,
 }
 
+/// The high bit of each byte of `word` that is zero, no other bit.
+#[inline(always)]
+fn zero_bytes(word: u64) -> u64 {
+    const LOW_BITS: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    // A byte's low seven bits plus 0x7F reach its high bit unless they are all zero, and
+    // never carry into the next byte.
+    !(((word & LOW_BITS) + LOW_BITS) | word | LOW_BITS)
+}
+
 /// The high bit of each byte of `word` that equals `byte`, no other bit.
 #[inline(always)]
 fn bytes_equal(word: u64, byte: u8) -> u64 {
-    const LOW_BITS: u64 = 0x7f7f_7f7f_7f7f_7f7f;
-    let x = word ^ (0x0101_0101_0101_0101 * u64::from(byte));
-    // A byte's low seven bits plus 0x7F reach its high bit unless they are all zero, and
-    // never carry into the next byte.
-    !(((x & LOW_BITS) + LOW_BITS) | x | LOW_BITS)
+    zero_bytes(word ^ (0x0101_0101_0101_0101 * u64::from(byte)))
+}
+
+/// The high bit of each byte of `word` below 0x20 (line ends among them), no other bit.
+#[inline(always)]
+fn control_bytes(word: u64) -> u64 {
+    zero_bytes(word & 0xe0e0_e0e0_e0e0_e0e0)
 }
 
 /// A record just read: its fields are ranges of one run of bytes.
@@ -241,21 +252,20 @@ impl<R: Read> Splitter<R> {
         ends.clear();
         let bytes = &self.buf[self.at..self.filled];
         let [delimiter, quote] = [self.delimiter, self.quote];
-        // Eight bytes at a time: the delimiters, line ends and quotes among them.
+        // Eight bytes at a time: the delimiters, quotes and control bytes (line ends, tabs…)
+        // among them.
         let mut words = bytes.chunks_exact(8);
         for (n, word) in words.by_ref().enumerate() {
             let Ok(word) = <[u8; 8]>::try_from(word) else {
                 break;
             };
             let word = u64::from_le_bytes(word);
-            let mut found = bytes_equal(word, delimiter)
-                | bytes_equal(word, b'\n')
-                | bytes_equal(word, b'\r')
-                | bytes_equal(word, quote);
+            let mut found = bytes_equal(word, delimiter) | bytes_equal(word, quote) | control_bytes(word);
             while found != 0 {
                 let i = 8 * n + (found.trailing_zeros() / 8) as usize;
                 found &= found - 1;
                 match self.class[usize::from(bytes[i])] {
+                    PLAIN => {}
                     DELIMITER => ends.push(i),
                     TERMINATOR => {
                         ends.push(i);
@@ -462,7 +472,7 @@ mod tests {
 
     #[test]
     fn random_records_split_as_the_csv_reader_splits_them() {
-        let pieces: [&[u8]; 14] = [
+        let pieces: [&[u8]; 16] = [
             b"a",
             b"bc",
             b"\xc3\xab",
@@ -476,6 +486,8 @@ mod tests {
             b"\n",
             b"\r\n",
             b" ",
+            b"\t",
+            b"\x01",
             b"\xef\xbb\xbf",
         ];
         let mut state = 0x2545_f491_4f6c_dd1du64;
@@ -491,7 +503,7 @@ mod tests {
             let quotes = case % 4 == 0;
             let mut data = Vec::new();
             for _ in 0..len {
-                let piece = pieces[(next() % 14) as usize];
+                let piece = pieces[(next() % 16) as usize];
                 if piece != b"\"" || quotes {
                     data.extend_from_slice(piece);
                 }
