@@ -8,7 +8,8 @@
 //!   transactions of 5,000 from one connection: the rate the server itself manages here.
 //! - `postgres/initial`: the first run, SQLite → `PostgresDestination` (unnest upsert,
 //!   batches of 5,000, 4 connections), state in memory. Target ≥ 200 k rows/s.
-//! - `postgres/rerun_1pct`: 1 % of the rows changed in SQLite, run again. Target ≤ 1.5× `read`.
+//! - `postgres/rerun_1pct`: 1 % of the rows changed in SQLite, run again. Target ≤ 1.5× the
+//!   fastest of three reads of the changed table.
 //! - `postgres/initial_exactly_once`: the first run again, exactly-once: the state in a
 //!   `PostgresStateStore` of the same database, committed with each batch's rows.
 //! - `postgres/initial_ledger`: the first run again with the idempotency ledger (state in
@@ -30,11 +31,7 @@
 //! sent to the webhook (default 250,000, i.e. 1,000 requests, 10 s at the quota: at 100
 //! requests/s a million rows would need 10,000-row requests or 100 s).
 //!
-//! Figures on the 2-core development machine under load from other builds (load ≈ 4.8), see
-//! the README for the table: read 1.08 s; first run into memory 5.85 s (171 k rows/s), into
-//! PostgreSQL 8.65 s (116 k rows/s), exactly-once 15.5 s (64 k rows/s); re-run with 1 %
-//! changed 1.57× (memory), 1.53× (PostgreSQL), 2.11× (exactly-once) the read of the changed
-//! table; webhook at 100 requests/s (declared 97/s): 96.9 % quota use, busiest second 100.
+//! The README's performance section has the figures measured on the development machine.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[cfg(feature = "bench-mimalloc")]
@@ -212,8 +209,13 @@ async fn initial_and_rerun(path: &Path, rows: usize) {
     // Let PostgreSQL flush the million rows just loaded, as it would have long before a
     // real re-run; otherwise the checkpoint competes with the measured run.
     client.batch_execute("CHECKPOINT").await.unwrap();
-    let (_, read) = read_all(path).await;
-    println!("read (after the change): {rows} rows in {read:.2?}");
+    // The floor the re-runs are compared with: the fastest of three reads, so that a slow
+    // read never flatters the ratio.
+    let mut read = Duration::MAX;
+    for _ in 0..3 {
+        read = read.min(read_all(path).await.1);
+    }
+    println!("read (after the change, fastest of 3): {rows} rows in {read:.2?}");
     let started = Instant::now();
     let (mut after, mut scanned) = (None, 0usize);
     loop {
