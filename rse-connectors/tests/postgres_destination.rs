@@ -347,6 +347,11 @@ async fn exactly_once_passes_both_conformance_suites_and_refuses_a_store_elsewhe
     let elsewhere_url = url().replacen("/test", "/postgres", 1);
     let elsewhere = PostgresStateStore::connect(&elsewhere_url, &db.schema).await.unwrap();
     let dest = db.dest(db.options("eo_elsewhere")).with_state_store(elsewhere.clone());
+    match dest.check().await {
+        Err(DestinationError::Fatal { message, .. }) => assert!(message.contains("same database"), "{message}"),
+        other => panic!("check() must refuse a state store in another database, got {other:?}"),
+    }
+    let dest = db.dest(db.options("eo_elsewhere")).with_state_store(elsewhere.clone());
     let lease = elsewhere.acquire_lease("x", "test", Duration::from_secs(5)).await.unwrap();
     let batch = changes(&conformance_schema(), "x", vec![(Op::Insert, row(1, "a", 1.0), 0)]);
     let commit_for = |_: &[ChangeOutcome]| StateCommit::default();

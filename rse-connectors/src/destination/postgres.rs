@@ -724,6 +724,14 @@ impl Destination for PostgresDestination {
     async fn check(&self) -> Result<(), DestinationError> {
         let client = self.client().await?;
         client.simple_query("SELECT 1").await.map_err(|e| self.classify(e, "checking the connection"))?;
+        drop(client);
+        if let Some(store) = &self.state {
+            // Exactly-once: the state store must be in this database.
+            self.check_state_store(store).await.map_err(|e| match e {
+                CommittedWriteError::Destination(e) => e,
+                other => DestinationError::fatal(format!("{}: {other}", self.name)),
+            })?;
+        }
         Ok(())
     }
 
