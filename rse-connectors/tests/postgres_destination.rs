@@ -377,6 +377,57 @@ async fn exactly_once_passes_both_conformance_suites_and_refuses_a_store_elsewhe
     db.drop().await;
 }
 
+#[tokio::test]
+async fn an_exactly_once_mirror_sync_keeps_table_and_state_equal() {
+    let Some(db) = Db::new().await else { return };
+    let schema = conformance_schema();
+    let store = PostgresStateStore::connect(&url(), &db.schema).await.unwrap();
+    let dest = db.dest(db.options("eo_mirror")).with_state_store(store.clone());
+    dest.check().await.unwrap();
+    let source = MemorySource::new(schema.clone(), (1..=200).map(|i| row(i, &format!("n{i}"), i as f64)).collect());
+    let sync_id = unique_id("eo_mirror");
+    let sync = Sync::builder(sync_id.clone())
+        .source(source.clone())
+        .destination(dest)
+        .state(store.clone())
+        .mode(Mode::Mirror)
+        .options(SyncOptions::default().with_batch_rows(40).with_linger(Duration::from_millis(5)))
+        .build()
+        .await
+        .unwrap();
+    let first = sync.run().await.unwrap();
+    assert_eq!(first.counts.applied.insert, 200, "{first}");
+
+    for i in [5, 6, 7] {
+        source.upsert(row(i, "changed", 0.5));
+    }
+    for i in [10, 11] {
+        source.remove(&Key::from_values(&[Value::Int(i)]));
+    }
+    source.upsert(row(500, "new", 5.0));
+    let second = sync.run().await.unwrap();
+    assert_eq!(second.counts.applied, OpCounts { insert: 1, update: 3, delete: 2, append: 0 }, "{second}");
+    assert_eq!(db.count("eo_mirror").await, 199);
+    assert_eq!(name_of(&db, "eo_mirror", 6).await.as_deref(), Some("changed"));
+    assert_eq!(name_of(&db, "eo_mirror", 10).await, None);
+
+    // The state holds exactly the table's keys, nothing pending, the deleted keys as tombstones.
+    let entries = store.scan(&sync_id, None, 1_000).await.unwrap();
+    assert!(entries.iter().all(|e| e.pending.is_none()), "exactly-once left a change pending");
+    let live: Vec<i64> = entries
+        .iter()
+        .filter(|e| e.fingerprint.is_some())
+        .map(|e| e.key.decode().unwrap()[0].as_i64().unwrap())
+        .collect();
+    let sql = format!("SELECT id FROM \"{}\".eo_mirror ORDER BY id", db.schema);
+    let table: Vec<i64> = db.client.query(&sql, &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
+    assert_eq!(live, table);
+    assert_eq!(entries.iter().filter(|e| e.fingerprint.is_none()).count(), 2, "two tombstones");
+    let third = sync.run().await.unwrap();
+    assert_eq!(third.counts.planned.total(), 0, "{third}");
+    db.drop().await;
+}
+
 /// Lost acknowledgements and a crash between the destination's commit and the state commit,
 /// for three ways of writing:
 /// - exactly-once (state committed with the rows): the crash leaves the state equal to the
