@@ -245,6 +245,24 @@ impl<R: Read> Splitter<R> {
         Ok(true)
     }
 
+    /// What byte `b`, at `i` in the record, does to the scan: a delimiter ends a field, a
+    /// line end ends the record, a quote ends the fast path; anything else goes on (`None`).
+    #[inline]
+    fn step(&self, b: u8, i: usize, ends: &mut Vec<usize>) -> Option<Scan> {
+        match self.class[usize::from(b)] {
+            PLAIN => None,
+            DELIMITER => {
+                ends.push(i);
+                None
+            }
+            TERMINATOR => {
+                ends.push(i);
+                Some(Scan::Record(i))
+            }
+            _ => Some(Scan::Quote),
+        }
+    }
+
     /// Cuts the record at `buf[at..]`, putting where its fields end in `ends`: its length
     /// when its line end is in the buffer, else (`Partial`) the fields so far, ending with
     /// the buffer.
@@ -264,27 +282,15 @@ impl<R: Read> Splitter<R> {
             while found != 0 {
                 let i = 8 * n + (found.trailing_zeros() / 8) as usize;
                 found &= found - 1;
-                match self.class[usize::from(bytes[i])] {
-                    PLAIN => {}
-                    DELIMITER => ends.push(i),
-                    TERMINATOR => {
-                        ends.push(i);
-                        return Scan::Record(i);
-                    }
-                    _ => return Scan::Quote,
+                if let Some(end) = self.step(bytes[i], i, ends) {
+                    return end;
                 }
             }
         }
         let tail = bytes.len() - words.remainder().len();
         for (i, &b) in bytes.iter().enumerate().skip(tail) {
-            match self.class[usize::from(b)] {
-                PLAIN => {}
-                DELIMITER => ends.push(i),
-                TERMINATOR => {
-                    ends.push(i);
-                    return Scan::Record(i);
-                }
-                _ => return Scan::Quote,
+            if let Some(end) = self.step(b, i, ends) {
+                return end;
             }
         }
         ends.push(bytes.len());
