@@ -121,13 +121,27 @@ impl Slots {
         at
     }
 
+    /// The position of `key`, and whether it was there: a fresh slot (`make`) is added
+    /// when it was not. One probe of the table either way.
+    fn find_or_push(&mut self, hash: u64, key: &[u8], make: impl FnOnce() -> Slot) -> (usize, bool) {
+        let Slots { index, slots, hasher } = self;
+        let entry =
+            index.entry(hash, |&i| slots[i].key.as_slice() == key, |&i| hasher.hash_one(slots[i].key.as_slice()));
+        match entry {
+            hashbrown::hash_table::Entry::Occupied(found) => (*found.get(), true),
+            hashbrown::hash_table::Entry::Vacant(vacant) => {
+                let at = slots.len();
+                slots.push(make());
+                vacant.insert(at);
+                (at, false)
+            }
+        }
+    }
+
     /// The slot of `key`, created fresh when missing.
     fn entry(&mut self, key: &[u8]) -> &mut Slot {
         let hash = self.hash(key);
-        let at = match self.find(hash, key) {
-            Some(at) => at,
-            None => self.push(hash, Slot::fresh(key)),
-        };
+        let (at, _) = self.find_or_push(hash, key, || Slot::fresh(key));
         &mut self.slots[at]
     }
 }
@@ -285,8 +299,17 @@ impl Differ for HashDiff {
             };
             let key_bytes = &arena[start..end];
             start = end;
-            // A key first seen earlier in this batch was not found by pass 2.
-            let at = at.or_else(|| self.slots.find(hash, key_bytes));
+            // A miss in pass 2 is a new key unless it came earlier in this batch: one probe
+            // settles which, adding the key when it is new.
+            let at = match at {
+                Some(at) => Some(at),
+                None => {
+                    match self.slots.find_or_push(hash, key_bytes, || Slot { flags: SEEN, ..Slot::fresh(key_bytes) }) {
+                        (at, true) => Some(at),
+                        (_, false) => None,
+                    }
+                }
+            };
             let (kind, base) = match at.map(|at| &mut self.slots.slots[at]) {
                 Some(slot) if slot.has(SEEN) => {
                     let key = Some(Key::from_encoded_unchecked(key_bytes.to_vec()));
@@ -303,10 +326,7 @@ impl Differ for HashDiff {
                     };
                     (kind, (slot.fingerprint(), slot.version, slot.has(PENDING)))
                 }
-                None => {
-                    self.slots.push(hash, Slot { flags: SEEN, ..Slot::fresh(key_bytes) });
-                    (PlanKind::Insert, (None, 0, false))
-                }
+                None => (PlanKind::Insert, (None, 0, false)),
             };
             if kind == PlanKind::Unchanged {
                 out.unchanged += 1;
