@@ -534,3 +534,205 @@ async fn crashes_and_lost_acks_with_exactly_once_the_ledger_and_plain_upserts() 
     assert!(repeated[3] > 0, "without exactly-once the re-sent changes should have been written again");
     db.drop().await;
 }
+
+/// A table shaped as `create_table` makes it for `schema`, with a statement trigger that logs
+/// the first word of each statement that inserts into it (`COPY` or `INSERT`).
+async fn logged_table(db: &Db, table: &str, columns: &str) {
+    let s = &db.schema;
+    db.client
+        .batch_execute(&format!(
+            "CREATE TABLE IF NOT EXISTS \"{s}\".statements (tbl text, verb text);
+             CREATE OR REPLACE FUNCTION \"{s}\".log_statement() RETURNS trigger LANGUAGE plpgsql AS $$
+               BEGIN INSERT INTO \"{s}\".statements VALUES (TG_TABLE_NAME, upper(split_part(ltrim(current_query()), ' ', 1)));
+               RETURN NULL; END $$;
+             CREATE TABLE \"{s}\".\"{table}\" ({columns});
+             CREATE TRIGGER log AFTER INSERT ON \"{s}\".\"{table}\" FOR EACH STATEMENT EXECUTE FUNCTION \"{s}\".log_statement();"
+        ))
+        .await
+        .unwrap();
+}
+
+/// The statements that inserted into `table`, in order.
+async fn verbs(db: &Db, table: &str) -> Vec<String> {
+    let sql = format!("SELECT verb FROM \"{}\".statements WHERE tbl = $1 ORDER BY ctid", db.schema);
+    db.client.query(&sql, &[&table]).await.unwrap().iter().map(|r| r.get(0)).collect()
+}
+
+/// Every row of `table` as JSON text, by key.
+async fn rows_as_json(db: &Db, table: &str, key: &str) -> Vec<String> {
+    let sql = format!("SELECT row_to_json(t)::text FROM \"{}\".\"{table}\" AS t ORDER BY \"{key}\"", db.schema);
+    db.client.query(&sql, &[]).await.unwrap().iter().map(|r| r.get(0)).collect()
+}
+
+fn all_types_schema() -> Arc<Schema> {
+    Schema::new(
+        vec![
+            Field::required("id", DataType::Int),
+            Field::new("name", DataType::String),
+            Field::new("price", DataType::Decimal),
+            Field::new("blob", DataType::Bytes),
+            Field::new("day", DataType::Date),
+            Field::new("at", DataType::Timestamp),
+            Field::new("doc", DataType::Json),
+            Field::new("tags", DataType::List(Box::new(DataType::Int))),
+            Field::new("ok", DataType::Bool),
+            Field::new("ratio", DataType::Float),
+        ],
+        &["id"],
+    )
+    .unwrap()
+    .into_arc()
+}
+
+const ALL_TYPES_COLUMNS: &str = "id bigint PRIMARY KEY, name text, price numeric, blob bytea, day date, \
+     at timestamptz, doc jsonb, tags jsonb, ok boolean, ratio double precision";
+
+/// Row `i` of a table exercising every type and its edges: decimals of every shape, dates
+/// and times before 1970 and 2000, floats that are not numbers, text in several scripts.
+fn all_types_row(i: i64) -> Record {
+    let decimals = [
+        "0",
+        "1",
+        "-1",
+        "0.5",
+        "-0.0001",
+        "12345.678",
+        "10000.0001",
+        "100000000",
+        "0.00000001",
+        "9999.9999",
+        "123456789012345678901234567890.123456789012345678901234567890",
+        "-98765.4321",
+    ];
+    let floats = [0.0, -0.0, 0.1, -1.5e300, 5e-324, f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 42.0];
+    let texts = ["", "plain", "Grüße, 世界", "tab\tand\nnewline", "quote ' \" \\ backslash", "🦀"];
+    let n = usize::try_from(i).unwrap();
+    let null_at = n % 11;
+    let values = vec![
+        Value::Int(i),
+        Value::from(format!("{} #{i}", texts[n % texts.len()])),
+        Value::Decimal(Decimal::parse(decimals[n % decimals.len()]).unwrap()),
+        Value::Bytes(bytes::Bytes::from(vec![0u8, 255, (n % 256) as u8])),
+        Value::Date(i32::try_from(-800_000 + (i * 7_919) % 1_600_000).unwrap()),
+        Value::Timestamp(-2_000_000_000_000_000 + i * 123_456_789_012),
+        Value::Json(serde_json::json!({"n": i, "nested": {"list": [1, "two", null, 3.5]}, "s": "ü"})),
+        Value::List((0..(n % 4) as i64).map(Value::Int).collect()),
+        Value::Bool(n % 2 == 0),
+        Value::Float(floats[n % floats.len()]),
+    ];
+    // A null in a different field of each row, never the key.
+    Record::new(
+        values.into_iter().enumerate().map(|(f, v)| if f == null_at && f > 0 { Value::Null } else { v }).collect(),
+    )
+}
+
+#[tokio::test]
+async fn inserts_by_copy_land_exactly_as_by_upsert() {
+    let Some(db) = Db::new().await else { return };
+    let schema = all_types_schema();
+    logged_table(&db, "copied", ALL_TYPES_COLUMNS).await;
+    logged_table(&db, "upserted", ALL_TYPES_COLUMNS).await;
+    let copied = db.dest(db.options("copied"));
+    let upserted = db.dest(db.options("upserted").with_copy_inserts(false));
+    let mut items: Vec<(Op, Record, u64)> = (0..300).map(|i| (Op::Insert, all_types_row(i), 0)).collect();
+    // A value of the wrong type in the middle of the COPY is rejected, as by the upsert.
+    let mut bad = all_types_row(1_000);
+    bad.values[4] = Value::from("not a date");
+    items.insert(150, (Op::Insert, bad, 0));
+    let batch = changes(&schema, "copy", items);
+    let by_copy = copied.write(&batch).await.unwrap();
+    let by_upsert = upserted.write(&batch).await.unwrap();
+    assert_eq!(by_copy, by_upsert);
+    assert!(
+        matches!(&by_copy.outcomes[150], ChangeOutcome::Rejected { reason, .. } if reason.contains("`day`")),
+        "{:?}",
+        by_copy.outcomes[150]
+    );
+    assert_eq!(by_copy.outcomes.iter().filter(|o| **o == ChangeOutcome::Applied).count(), 300);
+    assert_eq!(verbs(&db, "copied").await, ["COPY"]);
+    assert_eq!(verbs(&db, "upserted").await, ["INSERT"]);
+    let (a, b) = (rows_as_json(&db, "copied", "id").await, rows_as_json(&db, "upserted", "id").await);
+    assert_eq!(a.len(), 300);
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(x, y);
+    }
+    // Spot checks against the server's own text forms.
+    let sql = format!(
+        "SELECT price::text, (at AT TIME ZONE 'UTC')::text, ratio::text, (SELECT day::text FROM \"{0}\".copied WHERE id = 20) \
+         FROM \"{0}\".copied WHERE id = 10",
+        db.schema
+    );
+    let r = db.client.query_one(&sql, &[]).await.unwrap();
+    assert_eq!(r.get::<_, String>(0), "123456789012345678901234567890.12345678901234567890123456789");
+    assert_eq!(r.get::<_, String>(1), "1906-08-31 03:22:47.89012");
+    assert_eq!(r.get::<_, String>(2), "-0");
+    assert_eq!(r.get::<_, String>(3), "0213-04-22");
+
+    // A batch of fewer inserts than the COPY's minimum, and updates, go by upsert.
+    let few: Vec<(Op, Record, u64)> = (300..310).map(|i| (Op::Insert, all_types_row(i), 0)).collect();
+    assert_eq!(copied.write(&changes(&schema, "copy", few)).await.unwrap(), WriteOutcome::all_applied(10));
+    let updates: Vec<(Op, Record, u64)> = (0..100).map(|i| (Op::Update, all_types_row(i + 1), 1)).collect();
+    assert_eq!(copied.write(&changes(&schema, "copy", updates)).await.unwrap(), WriteOutcome::all_applied(100));
+    assert_eq!(verbs(&db, "copied").await, ["COPY", "INSERT", "INSERT"]);
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn a_copy_that_meets_a_row_already_there_is_written_again_by_upsert() {
+    let Some(db) = Db::new().await else { return };
+    let schema = conformance_schema();
+    let columns = "id bigint PRIMARY KEY, name text, score double precision, active boolean";
+    logged_table(&db, "taken", columns).await;
+    // A row this sync never wrote, under a key the sync sees as new.
+    db.client
+        .batch_execute(&format!("INSERT INTO \"{}\".taken VALUES (42, 'theirs', 0, false)", db.schema))
+        .await
+        .unwrap();
+    let dest = db.dest(db.options("taken"));
+    let first: Vec<(Op, Record, u64)> = (0..100).map(|i| (Op::Insert, row(i, &format!("n{i}"), 1.0), 0)).collect();
+    assert_eq!(dest.write(&changes(&schema, "taken", first)).await.unwrap(), WriteOutcome::all_applied(100));
+    assert_eq!(db.count("taken").await, 100);
+    assert_eq!(name_of(&db, "taken", 42).await.as_deref(), Some("n42"), "an insert upserts, as without the COPY");
+    // The rolled-back COPY left no trace; this destination's inserts go by upsert from now on.
+    let second: Vec<(Op, Record, u64)> = (100..200).map(|i| (Op::Insert, row(i, "m", 1.0), 0)).collect();
+    assert_eq!(dest.write(&changes(&schema, "taken", second)).await.unwrap(), WriteOutcome::all_applied(100));
+    assert_eq!(verbs(&db, "taken").await, ["INSERT", "INSERT", "INSERT"]);
+
+    // A table whose columns are not the types rse writes (an `integer` key, `real` score)
+    // is written by upsert alone, with the server's casts.
+    logged_table(&db, "narrow", "id integer PRIMARY KEY, name varchar(20), score real, active boolean").await;
+    let narrow = db.dest(db.options("narrow"));
+    let rows: Vec<(Op, Record, u64)> = (0..100).map(|i| (Op::Insert, row(i, "x", 0.5), 0)).collect();
+    assert_eq!(narrow.write(&changes(&schema, "narrow", rows)).await.unwrap(), WriteOutcome::all_applied(100));
+    assert_eq!(verbs(&db, "narrow").await, ["INSERT"]);
+    assert_eq!(db.count("narrow").await, 100);
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn copied_rows_carry_their_version_and_fail_whole_when_the_server_refuses_one() {
+    let Some(db) = Db::new().await else { return };
+    let schema = conformance_schema();
+    let dest = db.dest(db.options("versioned").with_version_guard(true));
+    let rows: Vec<(Op, Record, u64)> = (0..100).map(|i| (Op::Insert, row(i, "v", 1.0), 7)).collect();
+    assert_eq!(dest.write(&changes(&schema, "v", rows)).await.unwrap(), WriteOutcome::all_applied(100));
+    let sql = format!("SELECT count(*) FROM \"{}\".versioned WHERE \"_rse_version\" = 7", db.schema);
+    assert_eq!(db.client.query_one(&sql, &[]).await.unwrap().get::<_, i64>(0), 100);
+    // An older change cannot roll a copied row back.
+    let late = changes(&schema, "v", vec![(Op::Update, row(3, "older", 1.0), 6)]);
+    dest.write(&late).await.unwrap();
+    assert_eq!(name_of(&db, "versioned", 3).await.as_deref(), Some("v"));
+
+    // A CHECK the server enforces refuses the whole COPY: an invalid batch, for the runner
+    // to bisect, and nothing of it committed.
+    let check = format!("ALTER TABLE \"{}\".versioned ADD CONSTRAINT positive CHECK (score >= 0)", db.schema);
+    db.client.batch_execute(&check).await.unwrap();
+    let mut rows: Vec<(Op, Record, u64)> = (100..200).map(|i| (Op::Insert, row(i, "w", 1.0), 0)).collect();
+    rows[50].1 = row(150, "negative", -1.0);
+    match dest.write(&changes(&schema, "v", rows)).await {
+        Err(DestinationError::InvalidBatch { message }) => assert!(message.contains("positive"), "{message}"),
+        other => panic!("a CHECK violation in a COPY should be InvalidBatch, got {other:?}"),
+    }
+    assert_eq!(db.count("versioned").await, 100);
+    db.drop().await;
+}
