@@ -535,9 +535,15 @@ async fn crashes_and_lost_acks_with_exactly_once_the_ledger_and_plain_upserts() 
     db.drop().await;
 }
 
-/// A table shaped as `create_table` makes it for `schema`, with a statement trigger that logs
-/// the first word of each statement that inserts into it (`COPY` or `INSERT`).
+/// A table of `columns`, with a statement trigger that logs the first word of each
+/// statement that inserts into it (`COPY` or `INSERT`).
 async fn logged_table(db: &Db, table: &str, columns: &str) {
+    db.client.batch_execute(&format!("CREATE TABLE \"{}\".\"{table}\" ({columns})", db.schema)).await.unwrap();
+    log_inserts(db, table).await;
+}
+
+/// Logs the first word of each statement that inserts into `table` (of the test's schema).
+async fn log_inserts(db: &Db, table: &str) {
     let s = &db.schema;
     db.client
         .batch_execute(&format!(
@@ -545,7 +551,6 @@ async fn logged_table(db: &Db, table: &str, columns: &str) {
              CREATE OR REPLACE FUNCTION \"{s}\".log_statement() RETURNS trigger LANGUAGE plpgsql AS $$
                BEGIN INSERT INTO \"{s}\".statements VALUES (TG_TABLE_NAME, upper(split_part(ltrim(current_query()), ' ', 1)));
                RETURN NULL; END $$;
-             CREATE TABLE \"{s}\".\"{table}\" ({columns});
              CREATE TRIGGER log AFTER INSERT ON \"{s}\".\"{table}\" FOR EACH STATEMENT EXECUTE FUNCTION \"{s}\".log_statement();"
         ))
         .await
@@ -734,5 +739,82 @@ async fn copied_rows_carry_their_version_and_fail_whole_when_the_server_refuses_
         other => panic!("a CHECK violation in a COPY should be InvalidBatch, got {other:?}"),
     }
     assert_eq!(db.count("versioned").await, 100);
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn exactly_once_copies_new_rows_and_their_state_and_upserts_a_deleted_key_that_returns() {
+    let Some(db) = Db::new().await else { return };
+    let schema = conformance_schema();
+    // The state in the test's schema, beside the table; both log how rows are inserted.
+    let store = PostgresStateStore::connect(&url(), &db.schema).await.unwrap();
+    logged_table(&db, "eo_copy", "id bigint PRIMARY KEY, name text, score double precision, active boolean").await;
+    log_inserts(&db, "rse_snapshot").await;
+    let dest = db.dest(db.options("eo_copy")).with_state_store(store.clone());
+    let source = MemorySource::new(schema.clone(), (1..=300).map(|i| row(i, &format!("n{i}"), 1.0)).collect());
+    let sync_id = unique_id("eo_copy");
+    let sync = Sync::builder(sync_id.clone())
+        .source(source.clone())
+        .destination(dest)
+        .state(store.clone())
+        .mode(Mode::Mirror)
+        .options(
+            SyncOptions::default()
+                .with_batch_rows(100)
+                .with_max_concurrency(1)
+                .with_max_deletes(None)
+                .with_linger(Duration::from_millis(5)),
+        )
+        .build()
+        .await
+        .unwrap();
+    // The state holds exactly the table's keys and nothing pending.
+    let state_matches_table = || async {
+        let entries = store.scan(&sync_id, None, 10_000).await.unwrap();
+        assert!(entries.iter().all(|e| e.pending.is_none()), "exactly-once left a change pending");
+        let live: Vec<i64> = entries
+            .iter()
+            .filter(|e| e.fingerprint.is_some())
+            .map(|e| e.key.decode().unwrap()[0].as_i64().unwrap())
+            .collect();
+        let sql = format!("SELECT id FROM \"{}\".eo_copy ORDER BY id", db.schema);
+        let table: Vec<i64> = db.client.query(&sql, &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
+        assert_eq!(live, table);
+        entries.len()
+    };
+
+    let first = sync.run().await.unwrap();
+    assert_eq!(first.counts.applied.insert, 300, "{first}");
+    assert_eq!(state_matches_table().await, 300);
+    assert_eq!(verbs(&db, "eo_copy").await, ["COPY"; 3]);
+    assert_eq!(verbs(&db, "rse_snapshot").await, ["COPY"; 3]);
+
+    // 100 keys go (their state keeps tombstones), then come back: inserts whose snapshot
+    // rows exist. The rows are copied; the state's COPY meets the tombstones, and the batch
+    // is committed again with the state upserted, once.
+    for i in 1..=100 {
+        source.remove(&Key::from_values(&[Value::Int(i)]));
+    }
+    let second = sync.run().await.unwrap();
+    assert_eq!(second.counts.applied.delete, 100, "{second}");
+    assert_eq!(db.count("eo_copy").await, 200);
+    for i in 1..=100 {
+        source.upsert(row(i, "back", 2.0));
+    }
+    let third = sync.run().await.unwrap();
+    assert_eq!(third.counts.applied.insert, 100, "{third}");
+    assert_eq!(third.retries, 0, "{third}");
+    assert_eq!(name_of(&db, "eo_copy", 50).await.as_deref(), Some("back"));
+    assert_eq!(state_matches_table().await, 300);
+    // New keys after that: rows still by COPY, state by upsert from then on.
+    for i in 301..=400 {
+        source.upsert(row(i, "new", 3.0));
+    }
+    let fourth = sync.run().await.unwrap();
+    assert_eq!(fourth.counts.applied.insert, 100, "{fourth}");
+    assert_eq!(state_matches_table().await, 400);
+    assert_eq!(verbs(&db, "eo_copy").await, ["COPY"; 5]);
+    assert_eq!(verbs(&db, "rse_snapshot").await, ["COPY", "COPY", "COPY", "INSERT", "INSERT", "INSERT"]);
+    assert_eq!(sync.run().await.unwrap().counts.planned.total(), 0);
     db.drop().await;
 }

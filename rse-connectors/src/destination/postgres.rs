@@ -45,7 +45,10 @@
 //! never leave rows without their state or state without its rows, so nothing is sent
 //! twice and the runner records no intents before a batch (see
 //! [`TransactionalState`]). The lease is checked inside the
-//! transaction: a runner that lost its lease cannot write rows either.
+//! transaction: a runner that lost its lease cannot write rows either. The snapshot rows of
+//! inserts go by COPY too, as the rows do: a key new to the sync has no snapshot row, but
+//! for a deleted key that comes back (its tombstone is one), where the COPY fails and the
+//! batch is committed again with its state upserted, as it is from then on.
 //!
 //! # Idempotency ledger
 //! When the state lives elsewhere (a SQLite file, another server),
@@ -73,7 +76,7 @@
 //!
 //! The COPY writes each value in the binary form of the column type in the second column.
 
-mod copy;
+pub(crate) mod copy;
 
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -91,10 +94,10 @@ use rse_core::{
 use tokio_postgres::NoTls;
 use tracing::debug;
 
-use self::copy::{CopyRows, CopyType};
+use self::copy::{CopyRows, CopyType, copy_in};
 
 use crate::state::PostgresStateStore;
-use crate::state::postgres::DATABASE_IDENTITY;
+use crate::state::postgres::{CommitInError, DATABASE_IDENTITY};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 
@@ -235,6 +238,17 @@ enum Attempt {
     Written(WriteOutcome),
     /// The COPY met a key already in the table; nothing was committed.
     CopyConflict,
+    /// The COPY of snapshot rows met a key the snapshot had; nothing was committed.
+    StateCopyConflict,
+}
+
+/// Which parts of a write may go by COPY.
+#[derive(Debug, Clone, Copy)]
+struct CopyChoice {
+    /// The rows of inserts.
+    rows: bool,
+    /// Exactly-once: the snapshot rows of inserts.
+    state: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -419,6 +433,9 @@ pub struct PostgresDestination {
     columns: Mutex<TableColumns>,
     /// A COPY met a key already in the table: inserts go by upsert from then on.
     copy_conflicted: AtomicBool,
+    /// Exactly-once: a COPY of snapshot rows met a key the snapshot already had (a deleted
+    /// key's tombstone): their state goes by upsert from then on.
+    state_copy_conflicted: AtomicBool,
     /// Exactly-once: the state store committed into with the rows, and whether it was
     /// checked to share the destination's database.
     state: Option<PostgresStateStore>,
@@ -460,6 +477,7 @@ impl PostgresDestination {
             ready: tokio::sync::Mutex::new(false),
             columns: Mutex::new(TableColumns::default()),
             copy_conflicted: AtomicBool::new(false),
+            state_copy_conflicted: AtomicBool::new(false),
             state: None,
             state_checked: tokio::sync::Mutex::new(false),
         })
@@ -933,7 +951,10 @@ impl PostgresDestination {
         batch: &ChangeBatch,
         commit: Option<(&Lease, &CommitFor<'_>)>,
     ) -> Result<WriteOutcome, CommittedWriteError> {
-        let mut copy = self.options.copy_inserts && !self.copy_conflicted.load(Ordering::Relaxed);
+        let mut copy = CopyChoice {
+            rows: self.options.copy_inserts && !self.copy_conflicted.load(Ordering::Relaxed),
+            state: self.options.copy_inserts && !self.state_copy_conflicted.load(Ordering::Relaxed),
+        };
         loop {
             match self.apply_once(batch, commit, copy).await? {
                 Attempt::Written(outcome) => return Ok(outcome),
@@ -943,7 +964,15 @@ impl PostgresDestination {
                         "A key new to the sync is already in the table; inserts go by upsert from now on."
                     );
                     self.copy_conflicted.store(true, Ordering::Relaxed);
-                    copy = false;
+                    copy.rows = false;
+                }
+                Attempt::StateCopyConflict => {
+                    debug!(
+                        destination = %self.name,
+                        "An inserted key has a snapshot row; its state goes by upsert from now on."
+                    );
+                    self.state_copy_conflicted.store(true, Ordering::Relaxed);
+                    copy.state = false;
                 }
             }
         }
@@ -953,7 +982,7 @@ impl PostgresDestination {
         &self,
         batch: &ChangeBatch,
         commit: Option<(&Lease, &CommitFor<'_>)>,
-        copy: bool,
+        copy: CopyChoice,
     ) -> Result<Attempt, CommittedWriteError> {
         let state = match (commit, &self.state) {
             (None, _) => None,
@@ -978,7 +1007,7 @@ impl PostgresDestination {
 
         // Values that do not fit their column are rejected here, before any SQL.
         let all: Vec<usize> = (0..batch.changes.len()).collect();
-        let mut encoded = self.encode(&statements, batch, &mut outcomes, &all, copy);
+        let mut encoded = self.encode(&statements, batch, &mut outcomes, &all, copy.rows);
 
         if self.options.ledger {
             // Record the valid changes first, in one statement that also says which are new:
@@ -994,7 +1023,7 @@ impl PostgresDestination {
                         outcomes[i] = Some(ChangeOutcome::Applied);
                     }
                 }
-                encoded = self.encode(&statements, batch, &mut outcomes, &todo, copy);
+                encoded = self.encode(&statements, batch, &mut outcomes, &todo, copy.rows);
             }
         }
         if let (Some(rows), Some(plan)) = (encoded.copied.filter(|r| r.len() > 0), &statements.copy) {
@@ -1016,33 +1045,27 @@ impl PostgresDestination {
         }
         let outcomes: Vec<ChangeOutcome> = outcomes.into_iter().map(|o| o.unwrap_or(ChangeOutcome::Applied)).collect();
         if let Some((lease, commit_for, store)) = state {
+            // Keys new to the sync have no snapshot row (but a deleted key's tombstone, which
+            // the COPY finds).
+            let new_keys: HashSet<&[u8]> = if copy.state {
+                batch.changes.iter().filter(|c| c.op == Op::Insert).map(|c| c.key.as_bytes()).collect()
+            } else {
+                HashSet::new()
+            };
             // After the rows: the fence locks the sync's state row until the commit.
-            store.commit_in(&tx, lease, commit_for(&outcomes)).await.map_err(|e| match e {
+            match store.commit_in(&tx, lease, commit_for(&outcomes), &new_keys).await {
+                Ok(()) => {}
+                Err(CommitInError::SnapshotConflict) => return Ok(Attempt::StateCopyConflict),
                 // The connection failed: nothing was committed, and the whole write can be retried.
-                StateError::Unavailable { message, source } => {
-                    CommittedWriteError::Destination(DestinationError::Transient { message, source })
+                Err(CommitInError::State(StateError::Unavailable { message, source })) => {
+                    return Err(CommittedWriteError::Destination(DestinationError::Transient { message, source }));
                 }
-                other => CommittedWriteError::State(other),
-            })?;
+                Err(CommitInError::State(other)) => return Err(CommittedWriteError::State(other)),
+            }
         }
         tx.commit().await.map_err(|e| self.classify(e, "committing"))?;
         Ok(Attempt::Written(WriteOutcome { outcomes }))
     }
-}
-
-/// Sends `rows`, a whole binary COPY stream, by the COPY statement `sql`.
-async fn copy_in(
-    tx: &deadpool_postgres::Transaction<'_>,
-    sql: &str,
-    rows: bytes::Bytes,
-) -> Result<(), tokio_postgres::Error> {
-    use futures::SinkExt;
-    let statement = tx.prepare_cached(sql).await?;
-    let sink = tx.copy_in::<_, bytes::Bytes>(&statement).await?;
-    let mut sink = std::pin::pin!(sink);
-    sink.send(rows).await?;
-    sink.as_mut().finish().await?;
-    Ok(())
 }
 
 /// Whether a table is plain (an ordinary or partitioned table without rules), and its

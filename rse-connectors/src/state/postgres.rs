@@ -1,6 +1,6 @@
 //! `PostgresStateStore`: sync state in PostgreSQL tables of a configurable schema.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -10,6 +10,9 @@ use rse_core::{Key, StateError, SyncReport};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
+
+use crate::destination::postgres::COPY_MIN_ROWS;
+use crate::destination::postgres::copy::{CopyRows, copy_in};
 
 use super::{
     DEFAULT_RUN_RETENTION, RunRecord, SyncSummary, entry_from, from_i64, from_json, last_per_key, meta_from,
@@ -122,6 +125,7 @@ struct Sql {
     settle_remove: String,
     clear_by_keys: String,
     apply: String,
+    copy_snapshot: String,
     reject: String,
     forget: String,
     cursor: String,
@@ -191,6 +195,7 @@ impl Sql {
                     pending_op = EXCLUDED.pending_op, pending_fingerprint = EXCLUDED.pending_fingerprint,
                     pending_version = EXCLUDED.pending_version"
             ),
+            copy_snapshot: format!("COPY {s}.rse_snapshot (sync, {cols}) FROM STDIN (FORMAT binary)"),
             reject: format!(
                 "INSERT INTO {s}.rse_rejected (sync, key, stage, reason, attempts, last_rejected_at, entry)
                  SELECT $1, k, st, r, a, l, e
@@ -485,12 +490,18 @@ impl PostgresStateStore {
     /// the sync's row and checking the lease: [`StateStore::commit`] without its own
     /// transaction, so a destination in the same database commits rows and state together.
     /// Nothing is committed here; the caller commits or rolls back `tx`.
+    ///
+    /// Applied entries of the keys in `new_keys` — keys the caller knows to have no snapshot
+    /// row — are written by binary COPY when there are at least [`COPY_MIN_ROWS`] of them. If
+    /// one has a row after all, the COPY fails and so does the transaction:
+    /// [`CommitInError::SnapshotConflict`] says to roll back and commit again without it.
     pub(crate) async fn commit_in(
         &self,
         tx: &deadpool_postgres::Transaction<'_>,
         lease: &Lease,
         commit: StateCommit,
-    ) -> Result<(), StateError> {
+        new_keys: &HashSet<&[u8]>,
+    ) -> Result<(), CommitInError> {
         // Encode first, so that a value that cannot be encoded writes nothing.
         let rejected = last_per_key(commit.rejected, |r| &r.key);
         let rejected_json = rejected.iter().map(|r| to_json("a rejected entry", r)).collect::<Result<Vec<_>, _>>()?;
@@ -530,6 +541,31 @@ impl PostgresStateStore {
             .map_err(run("settling intents"))?;
         }
         if !applied.is_empty() {
+            tx.execute(
+                &tx.prepare_cached(&self.sql.clear_by_keys).await.map_err(self.err("preparing a statement"))?,
+                &[&id, &applied.iter().map(|e| e.key.as_bytes()).collect::<Vec<_>>()],
+            )
+            .await
+            .map_err(run("clearing rejections"))?;
+        }
+        let (copied, applied): (Vec<SnapshotEntry>, Vec<SnapshotEntry>) =
+            if applied.iter().filter(|e| new_keys.contains(e.key.as_bytes())).count() >= COPY_MIN_ROWS {
+                applied.into_iter().partition(|e| new_keys.contains(e.key.as_bytes()))
+            } else {
+                (Vec::new(), applied)
+            };
+        if !copied.is_empty() {
+            let rows = snapshot_copy(id, &copied).ok_or_else(|| StateError::Other {
+                message: format!("{}: a snapshot key is too long for PostgreSQL", self.name),
+                source: None,
+            })?;
+            match copy_in(tx, &self.sql.copy_snapshot, rows).await {
+                Ok(()) => {}
+                Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => return Err(CommitInError::SnapshotConflict),
+                Err(e) => return Err(self.err("writing applied entries")(e).into()),
+            }
+        }
+        if !applied.is_empty() {
             let keys: Vec<&[u8]> = applied.iter().map(|e| e.key.as_bytes()).collect();
             let fingerprints: Vec<Option<[u8; 16]>> =
                 applied.iter().map(|e| e.fingerprint.map(|f| f.to_bytes())).collect();
@@ -537,12 +573,6 @@ impl PostgresStateStore {
             let versions: Vec<i64> = applied.iter().map(|e| to_i64(e.version)).collect();
             let cols: Vec<_> = applied.iter().map(|e| pending_columns(e.pending.as_ref())).collect();
             let (ops, fps, pending_versions) = split(&cols);
-            tx.execute(
-                &tx.prepare_cached(&self.sql.clear_by_keys).await.map_err(self.err("preparing a statement"))?,
-                &[&id, &keys],
-            )
-            .await
-            .map_err(run("clearing rejections"))?;
             let params: [&(dyn ToSql + Sync); 7] =
                 [&id, &keys, &fingerprints, &versions, &ops, &fps, &pending_versions];
             tx.execute(&tx.prepare_cached(&self.sql.apply).await.map_err(self.err("preparing a statement"))?, &params)
@@ -791,7 +821,13 @@ impl StateStore for PostgresStateStore {
     async fn commit(&self, lease: &Lease, commit: StateCommit) -> Result<(), StateError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(self.err("committing state"))?;
-        self.commit_in(&tx, lease, commit).await?;
+        match self.commit_in(&tx, lease, commit, &HashSet::new()).await {
+            Ok(()) => {}
+            Err(CommitInError::State(e)) => return Err(e),
+            Err(CommitInError::SnapshotConflict) => {
+                return Err(StateError::Other { message: "a snapshot copy without copied keys".into(), source: None });
+            }
+        }
         tx.commit().await.map_err(self.err("committing state"))
     }
 
@@ -826,6 +862,58 @@ impl StateStore for PostgresStateStore {
 type PendingArrays<'a> = (Vec<Option<i16>>, Vec<Option<&'a [u8]>>, Vec<Option<i64>>);
 
 /// Splits pending-change columns into the three arrays a statement binds.
+/// Why [`PostgresStateStore::commit_in`] failed; either way the transaction must be rolled
+/// back.
+#[derive(Debug)]
+pub(crate) enum CommitInError {
+    /// The state could not be committed.
+    State(StateError),
+    /// A key given as new has a snapshot row: commit again without copying.
+    SnapshotConflict,
+}
+
+impl From<StateError> for CommitInError {
+    fn from(e: StateError) -> Self {
+        CommitInError::State(e)
+    }
+}
+
+/// The binary COPY stream of `entries` as snapshot rows of sync `id`, in the column order of
+/// `copy_snapshot`; `None` when a key or fingerprint is beyond what a field holds.
+fn snapshot_copy(id: i64, entries: &[SnapshotEntry]) -> Option<bytes::Bytes> {
+    let mut rows = CopyRows::with_capacity(entries.len() * 96);
+    for e in entries {
+        rows.row(7);
+        rows.int8(id);
+        if !rows.bytea(e.key.as_bytes()) {
+            return None;
+        }
+        match e.fingerprint {
+            Some(f) => {
+                rows.bytea(&f.to_bytes());
+            }
+            None => rows.null(),
+        }
+        rows.int8(to_i64(e.version));
+        let (op, fingerprint, version) = pending_columns(e.pending.as_ref());
+        match op {
+            Some(op) => rows.int2(op),
+            None => rows.null(),
+        }
+        match fingerprint {
+            Some(f) => {
+                rows.bytea(&f);
+            }
+            None => rows.null(),
+        }
+        match version {
+            Some(v) => rows.int8(v),
+            None => rows.null(),
+        }
+    }
+    Some(rows.finish())
+}
+
 fn split(cols: &[super::PendingColumns]) -> PendingArrays<'_> {
     let ops = cols.iter().map(|c| c.0).collect();
     let fps = cols.iter().map(|c| c.1.as_ref().map(|b| &b[..])).collect();

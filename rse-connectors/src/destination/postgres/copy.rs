@@ -72,21 +72,21 @@ impl CopyType {
 
 /// Rows of one binary COPY, encoded as they are added.
 #[derive(Debug)]
-pub(super) struct CopyRows {
+pub(crate) struct CopyRows {
     buf: BytesMut,
     rows: usize,
 }
 
 impl CopyRows {
     /// An empty stream, with room for about `bytes`.
-    pub(super) fn with_capacity(bytes: usize) -> Self {
+    pub(crate) fn with_capacity(bytes: usize) -> Self {
         let mut buf = BytesMut::with_capacity(HEADER.len() + bytes + 2);
         buf.put_slice(HEADER);
         Self { buf, rows: 0 }
     }
 
     /// The rows added.
-    pub(super) fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.rows
     }
 
@@ -120,8 +120,36 @@ impl CopyRows {
         true
     }
 
+    /// Starts a row of `fields` fields, to be written with the methods below in order.
+    pub(crate) fn row(&mut self, fields: i16) {
+        self.buf.put_i16(fields);
+        self.rows += 1;
+    }
+
+    /// A `bigint` field.
+    pub(crate) fn int8(&mut self, value: i64) {
+        self.buf.put_i32(8);
+        self.buf.put_i64(value);
+    }
+
+    /// A `smallint` field.
+    pub(crate) fn int2(&mut self, value: i16) {
+        self.buf.put_i32(2);
+        self.buf.put_i16(value);
+    }
+
+    /// A `bytea` field. `false`, with nothing written, for more than 2 GiB.
+    pub(crate) fn bytea(&mut self, value: &[u8]) -> bool {
+        bytes_field(&mut self.buf, value)
+    }
+
+    /// A null field.
+    pub(crate) fn null(&mut self) {
+        self.buf.put_i32(-1);
+    }
+
     /// The stream, closed with its trailer.
-    pub(super) fn finish(mut self) -> bytes::Bytes {
+    pub(crate) fn finish(mut self) -> bytes::Bytes {
         self.buf.put_i16(-1);
         self.buf.freeze()
     }
@@ -232,6 +260,22 @@ fn numeric(buf: &mut BytesMut, text: &str) -> bool {
         buf.put_i16(group(g));
     }
     true
+}
+
+/// Sends `rows`, a whole binary COPY stream, by the COPY statement `sql` (prepared once per
+/// connection).
+pub(crate) async fn copy_in(
+    tx: &deadpool_postgres::Transaction<'_>,
+    sql: &str,
+    rows: bytes::Bytes,
+) -> Result<(), tokio_postgres::Error> {
+    use futures::SinkExt;
+    let statement = tx.prepare_cached(sql).await?;
+    let sink = tx.copy_in::<_, bytes::Bytes>(&statement).await?;
+    let mut sink = std::pin::pin!(sink);
+    sink.send(rows).await?;
+    sink.as_mut().finish().await?;
+    Ok(())
 }
 
 #[cfg(test)]
