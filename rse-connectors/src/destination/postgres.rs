@@ -742,26 +742,25 @@ impl PostgresDestination {
             .copy
             .as_ref()
             .filter(|_| copy && positions.iter().filter(|i| is_insert(i)).count() >= COPY_MIN_ROWS);
-        let mut copied = None;
-        let mut rest = Vec::with_capacity(if plan.is_some() { 0 } else { positions.len() });
-        match plan {
-            Some(plan) => {
-                let mut rows = CopyRows::with_capacity(positions.len() * 128);
-                let guard = self.options.guard();
-                for &i in positions {
-                    let change = &batch.changes[i];
-                    let version = guard.then(|| i64::try_from(change.version).unwrap_or(i64::MAX));
-                    let pushed = match (&change.record, change.op) {
-                        (Some(record), Op::Insert) => rows.push(&plan.types, record.values.iter(), version),
-                        _ => false,
-                    };
-                    if !pushed {
-                        rest.push(i);
-                    }
+        let mut rest = Vec::with_capacity(positions.len());
+        let copied = plan.map(|plan| {
+            let mut rows = CopyRows::with_capacity(positions.len() * 128);
+            let guard = self.options.guard();
+            for &i in positions {
+                let change = &batch.changes[i];
+                let version = guard.then(|| i64::try_from(change.version).unwrap_or(i64::MAX));
+                let copied = match (&change.record, change.op) {
+                    (Some(record), Op::Insert) => rows.push(&plan.types, record.values.iter(), version),
+                    _ => false,
+                };
+                if !copied {
+                    rest.push(i);
                 }
-                copied = Some(rows);
             }
-            None => rest.extend_from_slice(positions),
+            rows
+        });
+        if copied.is_none() {
+            rest.extend_from_slice(positions);
         }
         let changes: Vec<&Change> = rest.iter().map(|&i| &batch.changes[i]).collect();
         let (upsert, delete) = self.columns(statements, &batch.schema, &changes, outcomes, &rest);
