@@ -711,6 +711,14 @@ async fn a_copy_that_meets_a_row_already_there_is_written_again_by_upsert() {
     assert_eq!(narrow.write(&changes(&schema, "narrow", rows)).await.unwrap(), WriteOutcome::all_applied(100));
     assert_eq!(verbs(&db, "narrow").await, ["INSERT"]);
     assert_eq!(db.count("narrow").await, 100);
+    // Nor a table under row security, whose policies COPY does not apply.
+    logged_table(&db, "guarded_rows", "id bigint PRIMARY KEY, name text, score double precision, active boolean").await;
+    let rls = format!("ALTER TABLE \"{}\".guarded_rows ENABLE ROW LEVEL SECURITY", db.schema);
+    db.client.batch_execute(&rls).await.unwrap();
+    let rows: Vec<(Op, Record, u64)> = (0..100).map(|i| (Op::Insert, row(i, "x", 0.5), 0)).collect();
+    let guarded = db.dest(db.options("guarded_rows"));
+    assert_eq!(guarded.write(&changes(&schema, "rls", rows)).await.unwrap(), WriteOutcome::all_applied(100));
+    assert_eq!(verbs(&db, "guarded_rows").await, ["INSERT"]);
     db.drop().await;
 }
 

@@ -453,11 +453,16 @@ impl MemoryStateStore {
     fn commit_now(&self, lease: &Lease, commit: StateCommit) -> Result<(), StateError> {
         self.with_sync(&lease.sync_id, |data| {
             Self::check_fence(&lease.sync_id, data, lease)?;
+            // An entry that is there is updated in place: no key is cloned for it.
             for (key, pending) in commit.intents {
-                data.snapshot
-                    .entry(key.clone())
-                    .or_insert(SnapshotEntry { key, fingerprint: None, version: 0, pending: None })
-                    .pending = Some(pending);
+                match data.snapshot.get_mut(&key) {
+                    Some(entry) => entry.pending = Some(pending),
+                    None => {
+                        let entry =
+                            SnapshotEntry { key: key.clone(), fingerprint: None, version: 0, pending: Some(pending) };
+                        data.snapshot.insert(key, entry);
+                    }
+                }
             }
             for (key, pending) in commit.settled {
                 if let Some(entry) = data.snapshot.get_mut(&key) {
@@ -468,8 +473,15 @@ impl MemoryStateStore {
                 }
             }
             for entry in commit.applied {
-                data.rejected.remove(&entry.key);
-                data.snapshot.insert(entry.key.clone(), entry);
+                if !data.rejected.is_empty() {
+                    data.rejected.remove(&entry.key);
+                }
+                match data.snapshot.get_mut(&entry.key) {
+                    Some(existing) => *existing = entry,
+                    None => {
+                        data.snapshot.insert(entry.key.clone(), entry);
+                    }
+                }
             }
             for entry in commit.rejected {
                 data.rejected.insert(entry.key.clone(), entry);

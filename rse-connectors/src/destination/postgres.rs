@@ -11,8 +11,9 @@
 //!   to the sync can still be in the table (a row this sync did not write): the COPY then
 //!   fails with a unique violation, the transaction is rolled back, the batch is written
 //!   again by the upsert alone, and this destination sends its inserts by upsert from then
-//!   on. The COPY is used only for a plain table (no rules) whose columns have exactly the
-//!   types in the table below, as the destination creates them; turn it off with
+//!   on (as after any refusal the upsert would not meet). The COPY is used only for a plain
+//!   table (no rules, no row security) whose columns have exactly the types in the table
+//!   below, as the destination creates them; turn it off with
 //!   [`PostgresDestinationOptions::with_copy_inserts`].
 //! - **Updates** (and inserts not copied) are one statement,
 //!   `INSERT INTO t (…) SELECT … FROM unnest($1::bigint[], $2::text[], …) ON CONFLICT (key)
@@ -236,8 +237,9 @@ struct Encoded<'a> {
 /// How one attempt at a batch ended.
 enum Attempt {
     Written(WriteOutcome),
-    /// The COPY met a key already in the table; nothing was committed.
-    CopyConflict,
+    /// The server refused the COPY where the upsert would do (a key already in the table,
+    /// or a table the COPY cannot write, SQLSTATE given); nothing was committed.
+    CopyRefused(String),
     /// The COPY of snapshot rows met a key the snapshot had; nothing was committed.
     StateCopyConflict,
 }
@@ -957,10 +959,12 @@ impl PostgresDestination {
         loop {
             match self.apply_once(batch, commit, copy).await? {
                 Attempt::Written(outcome) => return Ok(outcome),
-                Attempt::CopyConflict => {
+                Attempt::CopyRefused(code) => {
                     debug!(
                         destination = %self.name,
-                        "A key new to the sync is already in the table; inserts go by upsert from now on."
+                        sqlstate = %code,
+                        "The server refused the COPY of inserts (23505: a key new to the sync is already in the \
+                         table); inserts go by upsert from now on."
                     );
                     self.copy_conflicted.store(true, Ordering::Relaxed);
                     copy.rows = false;
@@ -1028,7 +1032,9 @@ impl PostgresDestination {
         if let (Some(rows), Some(plan)) = (encoded.copied.filter(|r| r.len() > 0), &statements.copy) {
             match copy_in(&tx, &plan.sql, rows.finish()).await {
                 Ok(()) => {}
-                Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => return Ok(Attempt::CopyConflict),
+                Err(e) if e.code().is_some_and(copy::upsert_would_do) => {
+                    return Ok(Attempt::CopyRefused(e.code().map_or("", SqlState::code).to_owned()));
+                }
                 Err(e) => return Err(self.classify(e, "copying new rows").into()),
             }
         }
@@ -1067,8 +1073,10 @@ impl PostgresDestination {
     }
 }
 
-/// Whether a table is plain (an ordinary or partitioned table without rules), and its
-/// columns with their types; no rows when it does not exist.
-const TABLE_COLUMNS: &str = "SELECT c.relkind IN ('r', 'p') AND NOT c.relhasrules, a.attname::text, \
+/// Whether a table is plain (an ordinary or partitioned table, without rules, which COPY
+/// ignores, or row security, which it refuses), and its columns with their types; no rows
+/// when it does not exist.
+const TABLE_COLUMNS: &str = "SELECT c.relkind IN ('r', 'p') AND NOT c.relhasrules AND NOT c.relrowsecurity, \
+     a.attname::text, \
      format_type(a.atttypid, a.atttypmod) FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid \
      WHERE c.oid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped";

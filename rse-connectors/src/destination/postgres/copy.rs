@@ -13,6 +13,7 @@
 
 use bytes::{BufMut, BytesMut};
 use rse_core::{DataType, Value};
+use tokio_postgres::error::SqlState;
 
 /// The signature, flags and header extension length that open a binary COPY stream.
 const HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
@@ -260,6 +261,14 @@ fn numeric(buf: &mut BytesMut, text: &str) -> bool {
         buf.put_i16(group(g));
     }
     true
+}
+
+/// Whether a COPY refused with `code` is worth writing again by the upsert: a key already
+/// in the table (the upsert updates it), or a table or value the binary COPY cannot take
+/// although the checks before it passed (the upsert's casts may).
+pub(crate) fn upsert_would_do(code: &SqlState) -> bool {
+    [SqlState::UNIQUE_VIOLATION, SqlState::FEATURE_NOT_SUPPORTED, SqlState::INVALID_BINARY_REPRESENTATION]
+        .contains(code)
 }
 
 /// Sends `rows`, a whole binary COPY stream, by the COPY statement `sql` (prepared once per
