@@ -95,7 +95,7 @@ use rse_core::{
 use tokio_postgres::NoTls;
 use tracing::debug;
 
-use self::copy::{CopyRows, CopyType, copy_in};
+use self::copy::{CopyRows, CopyType, column_takes, copy_in};
 
 use crate::state::PostgresStateStore;
 use crate::state::postgres::{CommitInError, DATABASE_IDENTITY};
@@ -289,6 +289,8 @@ impl Bind {
     }
 }
 
+/// The column type the destination creates for a field, spelled as `format_type` prints
+/// it, so the COPY's check of an existing table compares like with like.
 fn pg_type(t: &DataType) -> &'static str {
     match t {
         DataType::Bool => "boolean",
@@ -298,7 +300,7 @@ fn pg_type(t: &DataType) -> &'static str {
         DataType::String => "text",
         DataType::Bytes => "bytea",
         DataType::Date => "date",
-        DataType::Timestamp => "timestamptz",
+        DataType::Timestamp => "timestamp with time zone",
         _ => "jsonb",
     }
 }
@@ -631,15 +633,14 @@ impl PostgresDestination {
         let mut types = Vec::with_capacity(schema.fields().len());
         let mut names = Vec::with_capacity(schema.fields().len() + 1);
         for field in schema.fields() {
-            let ty = CopyType::of(&field.data_type);
-            if !ty.accepts(table.type_of(&field.name)?) {
+            if !column_takes(pg_type(&field.data_type), table.type_of(&field.name)?) {
                 return None;
             }
-            types.push(ty);
+            types.push(CopyType::of(&field.data_type));
             names.push(quote(&field.name));
         }
         if self.options.guard() {
-            if !CopyType::Int8.accepts(table.type_of("_rse_version")?) {
+            if !column_takes("bigint", table.type_of("_rse_version")?) {
                 return None;
             }
             names.push("\"_rse_version\"".to_owned());

@@ -9,7 +9,7 @@
 //!
 //! The binary format must match each column's type exactly, so the COPY is used only for a
 //! plain table (no rules) whose columns have the types the destination creates (see
-//! [`CopyType::accepts`]); any other table is written by the upsert alone.
+//! [`column_takes`]); any other table is written by the upsert alone.
 
 use bytes::{BufMut, BytesMut};
 use rse_core::{DataType, Value};
@@ -52,23 +52,15 @@ impl CopyType {
             _ => CopyType::Jsonb,
         }
     }
+}
 
-    /// Whether a column of `column_type` (as `format_type` names it) reads this type's
-    /// binary form. A type modifier is fine where the server applies it on receipt
-    /// (`varchar(n)`, `numeric(p, s)`).
-    pub(super) fn accepts(self, column_type: &str) -> bool {
-        match self {
-            CopyType::Bool => column_type == "boolean",
-            CopyType::Int8 => column_type == "bigint",
-            CopyType::Float8 => column_type == "double precision",
-            CopyType::Text => column_type == "text" || column_type.starts_with("character varying"),
-            CopyType::Bytea => column_type == "bytea",
-            CopyType::Date => column_type == "date",
-            CopyType::Timestamptz => column_type == "timestamp with time zone",
-            CopyType::Numeric => column_type == "numeric" || column_type.starts_with("numeric("),
-            CopyType::Jsonb => column_type == "jsonb",
-        }
-    }
+/// Whether a column of `column_type` (as `format_type` names it) reads the binary form of
+/// `created`, the type the destination creates for the field (`pg_type`). A type modifier is
+/// fine where the server applies it on receipt (`varchar(n)`, `numeric(p, s)`).
+pub(super) fn column_takes(created: &str, column_type: &str) -> bool {
+    column_type == created
+        || (created == "text" && column_type.starts_with("character varying"))
+        || (created == "numeric" && column_type.starts_with("numeric("))
 }
 
 /// Rows of one binary COPY, encoded as they are added.
