@@ -22,6 +22,7 @@ use crate::transform::{Transform, TransformOutput};
 macro_rules! forward {
     ($($ptr:ident),*) => {$(
         #[async_trait]
+        #[deny(clippy::missing_trait_methods)]
         impl<T: Source + ?Sized> Source for $ptr<T> {
             fn name(&self) -> &str {
                 (**self).name()
@@ -38,6 +39,7 @@ macro_rules! forward {
         }
 
         #[async_trait]
+        #[deny(clippy::missing_trait_methods)]
         impl<T: Transform + ?Sized> Transform for $ptr<T> {
             fn name(&self) -> &str {
                 (**self).name()
@@ -48,9 +50,13 @@ macro_rules! forward {
             async fn apply(&self, batch: RecordBatch) -> Result<TransformOutput, TransformError> {
                 (**self).apply(batch).await
             }
+            fn keeps_key_values(&self, input: &Arc<Schema>) -> bool {
+                (**self).keeps_key_values(input)
+            }
         }
 
         #[async_trait]
+        #[deny(clippy::missing_trait_methods)]
         impl<T: Destination + ?Sized> Destination for $ptr<T> {
             fn name(&self) -> &str {
                 (**self).name()
@@ -70,6 +76,7 @@ macro_rules! forward {
         }
 
         #[async_trait]
+        #[deny(clippy::missing_trait_methods)]
         impl<T: StateStore + ?Sized> StateStore for $ptr<T> {
             fn name(&self) -> &str {
                 (**self).name()

@@ -39,7 +39,7 @@ pub use fingerprint::{Fingerprint, FingerprintAlgorithm, Fingerprinter};
 pub use key::{Key, KeyHash};
 pub use record::{Record, RecordBatch, SourceRejection};
 pub use report::{Counts, OpCounts, ProgressEvent, RejectionSample, RunStatus, StageDurations, SyncReport};
-pub use runner::{DiffStrategy, MaxDeletes, Mode, Sync, SyncBuilder, SyncOptions};
+pub use runner::{DEFAULT_MAX_DELETES, DiffStrategy, MaxDeletes, Mode, Sync, SyncBuilder, SyncOptions};
 pub use schema::{Field, Schema};
 pub use source::{ReadRequest, RecordBatchStream, Source, SourceCapabilities};
 pub use state::{

@@ -92,6 +92,24 @@ pub struct SourceRejection {
     pub location: String,
     /// Why, naming the column where one is at fault; never the row's values.
     pub reason: String,
+    /// The row's key, when the source could read its key columns. A `Mirror` run never
+    /// deletes a key whose row could not be read; when the key is unknown, it deletes
+    /// nothing at all that run.
+    pub key: Option<crate::key::Key>,
+}
+
+impl SourceRejection {
+    /// A row at `location` left out for `reason` (naming the column, never the values).
+    pub fn new(location: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self { location: location.into(), reason: reason.into(), key: None }
+    }
+
+    /// The key of the row, when the source could read it.
+    #[must_use]
+    pub fn with_key(mut self, key: crate::key::Key) -> Self {
+        self.key = Some(key);
+        self
+    }
 }
 
 impl RecordBatch {

@@ -108,6 +108,13 @@ pub enum RunStatus {
     Succeeded,
     /// Every planned change has a final outcome, and some were rejected.
     CompletedWithRejections,
+    /// Every planned change has a final outcome, but the delete guard withheld this run's
+    /// deletes (too many, an empty source, or rows whose keys are unknown); the report's
+    /// `withheld_reason` says why. Other records may have been rejected too (see the counts).
+    DeletesWithheld {
+        /// Why.
+        reason: String,
+    },
     /// Repeated failures opened the circuit; what was acknowledged is committed.
     CircuitOpen {
         /// Why.
@@ -127,7 +134,7 @@ pub enum RunStatus {
 impl RunStatus {
     /// Whether every planned change reached a final outcome.
     pub fn is_complete(&self) -> bool {
-        matches!(self, RunStatus::Succeeded | RunStatus::CompletedWithRejections)
+        matches!(self, RunStatus::Succeeded | RunStatus::CompletedWithRejections | RunStatus::DeletesWithheld { .. })
     }
 }
 
@@ -257,6 +264,7 @@ impl std::fmt::Display for RunStatus {
         match self {
             RunStatus::Succeeded => f.write_str("succeeded"),
             RunStatus::CompletedWithRejections => f.write_str("completed with rejections"),
+            RunStatus::DeletesWithheld { reason } => write!(f, "completed, deletes withheld: {reason}"),
             RunStatus::CircuitOpen { reason } => write!(f, "circuit open: {reason}"),
             RunStatus::Cancelled => f.write_str("cancelled"),
             RunStatus::Failed { reason } => write!(f, "failed: {reason}"),

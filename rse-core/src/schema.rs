@@ -135,6 +135,11 @@ impl Schema {
         &self.key
     }
 
+    /// Whether `name` is a key column.
+    pub fn is_key(&self, name: &str) -> bool {
+        self.index_of(name).is_some_and(|i| self.key_indices().contains(&i))
+    }
+
     /// The names of the key columns, in key order.
     pub fn key_names(&self) -> impl Iterator<Item = &str> {
         self.key.iter().map(|&i| self.fields[i].name.as_str())

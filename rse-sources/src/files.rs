@@ -205,7 +205,7 @@ impl<'a> Batcher<'a> {
             .rejected
             .since(self.reported)
             .into_iter()
-            .map(|l| SourceRejection { location: format!("line {} of `{}`", l.line, self.label), reason: l.reason })
+            .map(|l| SourceRejection::new(format!("line {} of `{}`", l.line, self.label), l.reason))
             .collect();
         self.reported += rejected.len();
         (records.is_empty() && rejected.is_empty())

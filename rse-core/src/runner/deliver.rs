@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::pace::{PauseGate, RateLimiter, backoff};
+use super::prior::PriorRejections;
 use crate::SyncOptions;
 use crate::change::{Change, ChangeBatch, ChangeOutcome, Op};
 use crate::destination::{CommittedWriteError, Destination};
@@ -116,7 +117,7 @@ pub(crate) struct Deliverer {
     /// Cancelled when the run stops early: waits end, nothing new is written.
     pub stop: CancellationToken,
     /// Rejections from earlier runs, for attempt counts.
-    pub prior: Arc<HashMap<Key, RejectedEntry>>,
+    pub prior: Arc<PriorRejections>,
     pub progress: broadcast::Sender<ProgressEvent>,
 }
 
@@ -162,7 +163,7 @@ impl Deliverer {
                     applied += 1;
                     result.applied.add(change.op, 1);
                     result.bytes += change.estimated_size() as u64;
-                    result.recovered += u64::from(self.prior.contains_key(&change.key));
+                    result.recovered += u64::from(self.prior.contains(&change.key));
                 }
                 Final::Rejected { reason } => {
                     rejected += 1;
@@ -212,7 +213,7 @@ impl Deliverer {
                     commit.applied.push(SnapshotEntry { key, fingerprint, version, pending: None });
                 }
                 Some(reason) => {
-                    let prior = self.prior.get(&change.key).filter(|p| {
+                    let (attempts, first_rejected_at) = self.prior.carried(&change.key, now, |p| {
                         p.stage == RejectionStage::Destination
                             && p.fingerprint == Some(change.fingerprint)
                             && p.op == Some(change.op)
@@ -225,9 +226,9 @@ impl Deliverer {
                         fingerprint: Some(change.fingerprint),
                         version: change.version,
                         reason: reason.to_owned(),
-                        attempts: prior.map_or(1, |p| p.attempts.saturating_add(1)),
+                        attempts,
                         record: change.record.clone(),
-                        first_rejected_at: prior.map_or(now, |p| p.first_rejected_at),
+                        first_rejected_at,
                         last_rejected_at: now,
                     });
                 }

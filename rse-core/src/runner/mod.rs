@@ -3,6 +3,7 @@
 mod deliver;
 mod options;
 mod pace;
+mod prior;
 mod run;
 
 use std::sync::Arc;
@@ -10,7 +11,7 @@ use std::sync::Arc;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
-pub use options::{DiffStrategy, MaxDeletes, Mode, SyncOptions};
+pub use options::{DEFAULT_MAX_DELETES, DiffStrategy, MaxDeletes, Mode, SyncOptions};
 
 use crate::destination::Destination;
 use crate::error::{ConfigError, Error};
@@ -236,7 +237,9 @@ impl SyncBuilder {
             None => None,
         };
         let mut schema = source_schema.clone();
+        let mut keys_kept = true;
         for t in &self.transforms {
+            keys_kept &= t.keeps_key_values(&schema);
             schema = t
                 .output_schema(&schema)
                 .map_err(|source| ConfigError::Transform { sync_id: sync_id.clone(), source })?;
@@ -282,7 +285,9 @@ impl SyncBuilder {
         let incremental = cursor_index.is_some() && self.mode != Mode::Mirror;
         let use_merge = match options.diff_strategy {
             DiffStrategy::Hash => false,
-            DiffStrategy::Auto => capabilities.ordered_by_key && !incremental,
+            // A transform that rewrites key values (a cast, a hash) breaks the source's key
+            // order, which the merge diff relies on.
+            DiffStrategy::Auto => capabilities.ordered_by_key && !incremental && keys_kept,
             DiffStrategy::Merge => {
                 if !capabilities.ordered_by_key {
                     return Err(invalid(

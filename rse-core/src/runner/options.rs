@@ -80,7 +80,10 @@ pub struct SyncOptions {
     pub full_resync: bool,
     /// Plan and report; send and commit nothing.
     pub dry_run: bool,
-    /// The delete guard (`Mirror`); `None` allows any number of deletes.
+    /// The delete guard (`Mirror`); `None` allows any number of deletes. The default,
+    /// [`DEFAULT_MAX_DELETES`], withholds a run's deletes when they would remove more than
+    /// half of the keys this sync delivered: a model that lost most of its rows (a broken
+    /// join, a filter gone wrong) must not wipe a CRM; ordinary churn goes through.
     pub max_deletes: Option<MaxDeletes>,
     /// Allow `Mirror` to delete everything when the source returns no record at all.
     pub allow_empty_source: bool,
@@ -115,12 +118,15 @@ pub struct SyncOptions {
     pub read_batch_size: usize,
 }
 
+/// The default delete guard: at most half of the keys a sync delivered in one run.
+pub const DEFAULT_MAX_DELETES: MaxDeletes = MaxDeletes::Fraction(0.5);
+
 impl Default for SyncOptions {
     fn default() -> Self {
         Self {
             full_resync: false,
             dry_run: false,
-            max_deletes: None,
+            max_deletes: Some(DEFAULT_MAX_DELETES),
             allow_empty_source: false,
             batch_rows: 1_000,
             batch_bytes: 4 << 20,

@@ -1,6 +1,6 @@
 //! One run: lease, read, transform, diff, plan, deliver, commit, report.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use futures::StreamExt;
@@ -12,6 +12,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::deliver::{BatchFailure, BatchResult, Deliverer, Outgoing};
 use super::pace::{PauseGate, RateLimiter};
+use super::prior::PriorRejections;
 use super::{MaxDeletes, Mode, SyncInner};
 use crate::change::{Change, IdempotencyKey, Op};
 use crate::diff::{DiffOutput, Differ, HashDiff, MergeDiff, PlanKind, Planned};
@@ -141,7 +142,7 @@ async fn prepare(
     inner: &SyncInner,
     report: &mut SyncReport,
     lease: Option<&Lease>,
-) -> Result<(HashMap<Key, RejectedEntry>, Box<dyn Differ>), Error> {
+) -> Result<(PriorRejections, Box<dyn Differ>), Error> {
     let options = &inner.options;
     let meta = inner.state.meta(&inner.id).await?;
     if let Some(stored) = meta.fingerprint_algorithm
@@ -160,13 +161,16 @@ async fn prepare(
         inner.state.record_run(lease, report).await?;
     }
 
-    let mut prior = HashMap::new();
+    // Only what the run decides with is kept; the refused records stay in the store.
+    let mut prior = PriorRejections::default();
     let mut after: Option<Key> = None;
     loop {
         let page = inner.state.rejected(&inner.id, after.as_ref(), PAGE).await?;
         let full = page.len() == PAGE;
         after = page.last().map(|e| e.key.clone());
-        prior.extend(page.into_iter().map(|e| (e.key.clone(), e)));
+        for entry in &page {
+            prior.insert(entry);
+        }
         if !full {
             break;
         }
@@ -187,12 +191,7 @@ async fn prepare(
     Ok((prior, differ))
 }
 
-fn deliverer(
-    inner: &SyncInner,
-    lease: Lease,
-    stop: CancellationToken,
-    prior: Arc<HashMap<Key, RejectedEntry>>,
-) -> Deliverer {
+fn deliverer(inner: &SyncInner, lease: Lease, stop: CancellationToken, prior: Arc<PriorRejections>) -> Deliverer {
     Deliverer {
         sync_id: inner.id.clone(),
         schema: inner.schema.clone(),
@@ -320,6 +319,11 @@ struct Produced {
     incremental: bool,
     max_cursor: Option<Value>,
     withheld_reason: Option<String>,
+    /// Records that survived transforms and key checks (what the empty-source guard counts).
+    present: u64,
+    /// Rows whose key is unknown: unreadable without a key, refused by a transform before
+    /// their key could be read, or null-keyed. `Mirror` deletes nothing while there are any.
+    unknown_keys: u64,
     cleared: Vec<Key>,
     state_error: Option<String>,
 }
@@ -328,11 +332,14 @@ struct Producer<'a> {
     inner: &'a SyncInner,
     /// The run's lease, under which refused records are committed (`None` in a dry run).
     lease: Option<Lease>,
-    prior: Arc<HashMap<Key, RejectedEntry>>,
+    prior: Arc<PriorRejections>,
     stop: CancellationToken,
     cursor: Option<Value>,
-    /// Keys of earlier rejections that this run planned, refused or found unchanged.
+    /// Keys of earlier rejections that this run planned, refused, or keeps as they were.
     touched: HashSet<Key>,
+    /// Keys of earlier rejections that this run's read returned (the source's current
+    /// record of the key is what this run decided on, not the refused one kept in the state).
+    read_back: HashSet<Key>,
     out: Produced,
     batch: Vec<Outgoing>,
     batch_bytes: usize,
@@ -345,7 +352,7 @@ impl<'a> Producer<'a> {
     fn new(
         inner: &'a SyncInner,
         lease: Option<Lease>,
-        prior: Arc<HashMap<Key, RejectedEntry>>,
+        prior: Arc<PriorRejections>,
         stop: CancellationToken,
         cursor: Option<Value>,
     ) -> Self {
@@ -357,6 +364,7 @@ impl<'a> Producer<'a> {
             stop,
             cursor,
             touched: HashSet::new(),
+            read_back: HashSet::new(),
             out: Produced::default(),
             batch: Vec::new(),
             batch_bytes: 0,
@@ -385,6 +393,7 @@ impl<'a> Producer<'a> {
             }
         };
         let mut diff = DiffOutput::default();
+        let mut unreadable = Vec::new();
         loop {
             let t = Instant::now();
             let next = tokio::select! {
@@ -411,7 +420,12 @@ impl<'a> Producer<'a> {
                     for rejection in std::mem::take(&mut batch.rejected) {
                         self.out.counts.source_rejected += 1;
                         let reason = format!("{}: {}", rejection.location, rejection.reason);
-                        self.sample(None, RejectionStage::Source, None, &reason);
+                        self.sample(rejection.key.as_ref(), RejectionStage::Source, None, &reason);
+                        match rejection.key {
+                            // The row is there, unreadable: its key must not be deleted.
+                            Some(key) => unreadable.push(key),
+                            None => self.out.unknown_keys += 1,
+                        }
                     }
                     batch
                 }
@@ -419,7 +433,10 @@ impl<'a> Producer<'a> {
             self.out.counts.read += batch.len() as u64;
             let _ = inner.progress.send(ProgressEvent::Read { records: self.out.counts.read });
             self.track_cursor(&batch);
-            let Some((batch, seen)) = self.transform(batch).await else { break };
+            let Some((batch, mut seen)) = self.transform(batch).await else { break };
+            seen.append(&mut unreadable);
+            self.note_read_back(&batch, &seen);
+            self.out.present += batch.records.len() as u64;
             let t = Instant::now();
             if let Err(e) = differ.push(&batch.schema, batch.records, seen, &mut diff).await {
                 self.out.read_error = Some(e.to_string());
@@ -431,7 +448,7 @@ impl<'a> Producer<'a> {
 
         if self.out.complete && !self.stop.is_cancelled() {
             if self.out.incremental {
-                self.retry_unseen_rejections(differ.as_mut(), &mut diff).await;
+                self.retry_unseen_rejections(differ.as_mut(), &mut diff, &tx).await;
             }
             let t = Instant::now();
             match differ.finish(&mut diff).await {
@@ -488,9 +505,13 @@ impl<'a> Producer<'a> {
                 self.out.counts.transform_rejected += 1;
                 let key = rejection.record.key(&input_schema).ok();
                 self.sample(key.as_ref(), RejectionStage::Transform, None, &rejection.reason);
-                let Some(key) = key else { continue };
+                let Some(key) = key else {
+                    self.out.unknown_keys += 1;
+                    continue;
+                };
                 seen.push(key.clone());
-                let prior = self.prior.get(&key).filter(|p| p.stage == RejectionStage::Transform);
+                let (attempts, first_rejected_at) =
+                    self.prior.carried(&key, now, |p| p.stage == RejectionStage::Transform);
                 rejections.push(RejectedEntry {
                     key,
                     stage: RejectionStage::Transform,
@@ -498,9 +519,9 @@ impl<'a> Producer<'a> {
                     fingerprint: None,
                     version: 0,
                     reason: rejection.reason,
-                    attempts: prior.map_or(1, |p| p.attempts.saturating_add(1)),
+                    attempts,
                     record: None,
-                    first_rejected_at: prior.map_or(now, |p| p.first_rejected_at),
+                    first_rejected_at,
                     last_rejected_at: now,
                 });
             }
@@ -517,8 +538,26 @@ impl<'a> Producer<'a> {
     }
 
     fn touch(&mut self, key: &Key) {
-        if self.prior.contains_key(key) {
+        if self.prior.contains(key) {
             self.touched.insert(key.clone());
+        }
+    }
+
+    /// Notes which earlier rejections the read returned: for those the source's current
+    /// record decides, and the refused record kept in the state is stale.
+    fn note_read_back(&mut self, batch: &RecordBatch, refused: &[Key]) {
+        if self.prior.is_empty() {
+            return;
+        }
+        for key in refused.iter().filter(|k| self.prior.contains(k)) {
+            self.read_back.insert(key.clone());
+        }
+        for record in &batch.records {
+            if let Ok(key) = record.key(&batch.schema)
+                && self.prior.contains(&key)
+            {
+                self.read_back.insert(key);
+            }
         }
     }
 
@@ -548,8 +587,12 @@ impl<'a> Producer<'a> {
         self.out.counts.unchanged += std::mem::take(&mut diff.unchanged);
         for invalid in std::mem::take(&mut diff.invalid) {
             self.out.counts.invalid += 1;
-            if let Some(key) = &invalid.key {
-                self.touch(key);
+            match &invalid.key {
+                Some(key) => self.touch(key),
+                None => {
+                    self.out.present = self.out.present.saturating_sub(1);
+                    self.out.unknown_keys += 1;
+                }
             }
             self.sample(invalid.key.as_ref(), RejectionStage::Key, None, &invalid.reason);
         }
@@ -622,22 +665,60 @@ impl<'a> Producer<'a> {
     }
 
     /// Incremental reads do not return rows before the cursor: retry earlier destination
-    /// rejections that this read did not return from the records kept with them.
-    async fn retry_unseen_rejections(&mut self, differ: &mut dyn Differ, diff: &mut DiffOutput) {
-        let schema = &self.inner.schema;
-        let records: Vec<Record> = self
-            .prior
-            .values()
-            .filter(|e| e.stage == RejectionStage::Destination && !self.touched.contains(&e.key))
-            .filter_map(|e| e.record.clone())
-            .filter(|r| r.values.len() == schema.len())
-            .collect();
-        if records.is_empty() {
-            return;
+    /// rejections that this read did not return, from the records kept with them, paged
+    /// from the state store. A kept record that no longer fits the schema stays refused
+    /// (never dropped, never sent under the wrong names) until the source returns its row.
+    async fn retry_unseen_rejections(
+        &mut self,
+        differ: &mut dyn Differ,
+        diff: &mut DiffOutput,
+        tx: &mpsc::Sender<Vec<Outgoing>>,
+    ) {
+        let inner = self.inner;
+        let schema = inner.schema.clone();
+        let mut after: Option<Key> = None;
+        let mut retried = 0usize;
+        loop {
+            let page = match inner.state.rejected(&inner.id, after.as_ref(), PAGE).await {
+                Ok(page) => page,
+                Err(e) => {
+                    self.out.read_error = Some(format!("reading earlier rejections: {e}"));
+                    return;
+                }
+            };
+            let full = page.len() == PAGE;
+            after = page.last().map(|e| e.key.clone());
+            let mut records = Vec::new();
+            for entry in page {
+                let earlier = self.prior.get(&entry.key).is_some_and(|p| p.stage == RejectionStage::Destination);
+                if !earlier
+                    || entry.stage != RejectionStage::Destination
+                    || self.read_back.contains(&entry.key)
+                    || self.touched.contains(&entry.key)
+                {
+                    continue;
+                }
+                match entry.record {
+                    Some(record) if record.values.len() == schema.len() => records.push(record),
+                    _ => {
+                        self.touched.insert(entry.key);
+                    }
+                }
+            }
+            if !records.is_empty() {
+                retried += records.len();
+                if let Err(e) = differ.push(&schema, records, Vec::new(), diff).await {
+                    self.out.read_error = Some(e.to_string());
+                    return;
+                }
+                self.take_diff(diff, tx).await;
+            }
+            if !full || self.stop.is_cancelled() {
+                break;
+            }
         }
-        debug!(records = records.len(), "Retrying earlier rejections the incremental read did not return.");
-        if let Err(e) = differ.push(schema, records, Vec::new(), diff).await {
-            self.out.read_error = Some(e.to_string());
+        if retried > 0 {
+            debug!(records = retried, "Retried earlier rejections the incremental read did not return.");
         }
     }
 
@@ -648,9 +729,17 @@ impl<'a> Producer<'a> {
             return;
         }
         let n = deletes.len() as u64;
-        let withheld = if self.out.counts.read == 0 && !options.allow_empty_source {
+        let unknown = self.out.unknown_keys;
+        let withheld = if unknown > 0 {
             Some(format!(
-                "the source returned no records; refusing to delete all {n} keys this sync delivered (set allow_empty_source to allow)"
+                "{unknown} source rows could not be read or keyed, so their keys are unknown; none of the {n} deletes \
+                 is sent this run (fix those rows, or have the source report their keys)"
+            ))
+        } else if self.out.present == 0 && !options.allow_empty_source {
+            Some(format!(
+                "no source record survived transforms and key checks ({} read); refusing to delete all {n} keys this \
+                 sync delivered (set allow_empty_source to allow)",
+                self.out.counts.read
             ))
         } else {
             match options.max_deletes {
@@ -684,17 +773,19 @@ impl<'a> Producer<'a> {
         }
     }
 
-    /// After a complete read, earlier rejections whose key this run did not plan or refuse
-    /// are stale: the record is gone or back to what the destination holds.
+    /// After a complete read, earlier rejections whose key this run did not plan, refuse
+    /// or keep are stale: the record is gone or back to what the destination holds.
     fn clear_stale_rejections(&mut self) {
         let incremental = self.out.incremental;
         let mut cleared: Vec<Key> = self
             .prior
-            .values()
-            .filter(|e| !self.touched.contains(&e.key))
-            // An incremental read does not see every row: keep what it could not re-check.
-            .filter(|e| !incremental || e.stage == RejectionStage::Destination)
-            .map(|e| e.key.clone())
+            .iter()
+            .map(|(key, _)| key)
+            .filter(|key| !self.touched.contains(*key))
+            // An incremental read does not see every row: only a row it returned (back to
+            // what the destination holds) settles an earlier rejection.
+            .filter(|key| !incremental || self.read_back.contains(*key))
+            .cloned()
             .collect();
         cleared.sort();
         self.out.cleared = cleared;
@@ -741,6 +832,9 @@ fn decide_status(p: &Produced, c: &Consumed, lease_lost: Option<String>, cancell
     }
     if c.totals.undelivered > 0 || p.counts.undelivered > 0 {
         return RunStatus::Failed { reason: "some changes were not delivered".into() };
+    }
+    if let Some(reason) = &p.withheld_reason {
+        return RunStatus::DeletesWithheld { reason: reason.clone() };
     }
     let refused = c.totals.rejected.total() + p.counts.source_rejected + p.counts.transform_rejected + p.counts.invalid;
     if refused > 0 { RunStatus::CompletedWithRejections } else { RunStatus::Succeeded }

@@ -146,6 +146,7 @@ impl<D: Destination> FaultyDestination<D> {
 }
 
 #[async_trait]
+#[deny(clippy::missing_trait_methods)]
 impl<D: Destination> Destination for FaultyDestination<D> {
     fn name(&self) -> &str {
         self.inner.name()

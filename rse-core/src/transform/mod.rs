@@ -65,4 +65,15 @@ pub trait Transform: Send + Sync {
     /// # Errors
     /// [`TransformError::Failed`] when the whole batch cannot be transformed.
     async fn apply(&self, batch: RecordBatch) -> Result<TransformOutput, TransformError>;
+
+    /// Whether `apply`, on batches of `input`, leaves every record's key values as they were
+    /// (renaming a key column is fine; casting, hashing or masking one is not).
+    ///
+    /// The runner walks a key-ordered source beside the snapshot (the merge diff) only when
+    /// every transform keeps key values, since a rewritten key is no longer in the source's
+    /// order. The default, `false`, is always safe: the runner then uses the hash diff.
+    fn keeps_key_values(&self, input: &Arc<Schema>) -> bool {
+        let _ = input;
+        false
+    }
 }

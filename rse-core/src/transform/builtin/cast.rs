@@ -137,6 +137,10 @@ impl Transform for Cast {
         NAME
     }
 
+    fn keeps_key_values(&self, input: &Arc<Schema>) -> bool {
+        self.casts.iter().all(|(field, _)| !input.is_key(field))
+    }
+
     fn output_schema(&self, input: &Arc<Schema>) -> Result<Arc<Schema>, TransformError> {
         Ok(self.plan(input)?.output)
     }

@@ -364,6 +364,10 @@ impl Transform for HashPii {
         NAME
     }
 
+    fn keeps_key_values(&self, input: &Arc<Schema>) -> bool {
+        !input.is_key(self.output_field.as_deref().unwrap_or(&self.field))
+    }
+
     fn output_schema(&self, input: &Arc<Schema>) -> Result<Arc<Schema>, TransformError> {
         Ok(self.plan(input)?.output)
     }

@@ -163,6 +163,10 @@ impl Transform for Mask {
         NAME
     }
 
+    fn keeps_key_values(&self, input: &Arc<Schema>) -> bool {
+        !input.is_key(&self.field)
+    }
+
     fn output_schema(&self, input: &Arc<Schema>) -> Result<Arc<Schema>, TransformError> {
         Ok(self.plan(input)?.output)
     }

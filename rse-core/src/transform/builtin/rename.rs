@@ -95,6 +95,10 @@ impl Transform for Rename {
         NAME
     }
 
+    fn keeps_key_values(&self, _input: &Arc<Schema>) -> bool {
+        true
+    }
+
     fn output_schema(&self, input: &Arc<Schema>) -> Result<Arc<Schema>, TransformError> {
         Ok(self.plan(input)?.output)
     }

@@ -71,6 +71,10 @@ impl Transform for Select {
         Self::NAME
     }
 
+    fn keeps_key_values(&self, _input: &Arc<Schema>) -> bool {
+        true
+    }
+
     fn output_schema(&self, input: &Arc<Schema>) -> Result<Arc<Schema>, TransformError> {
         Ok(self.plan(input)?.output)
     }
@@ -138,6 +142,10 @@ impl DropFields {
 impl Transform for DropFields {
     fn name(&self) -> &str {
         Self::NAME
+    }
+
+    fn keeps_key_values(&self, _input: &Arc<Schema>) -> bool {
+        true
     }
 
     fn output_schema(&self, input: &Arc<Schema>) -> Result<Arc<Schema>, TransformError> {

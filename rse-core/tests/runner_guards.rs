@@ -1,0 +1,264 @@
+//! The runner's guards against losing or corrupting data: the delete guard, stale refused
+//! records, key-rewriting transforms and schema drift, over the in-memory implementations.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use common::*;
+use futures::stream;
+use rse_core::memory::{MemoryDestination, MemorySource, MemoryStateStore};
+use rse_core::testing::FaultyDestination;
+use rse_core::transform::{Cast, DropFields, Filter, HashPii};
+use rse_core::*;
+
+fn opts() -> SyncOptions {
+    SyncOptions::default().with_batch_rows(10).with_linger(Duration::from_millis(5))
+}
+
+/// A source whose rows, schema and unreadable lines a test changes between runs.
+#[derive(Clone)]
+struct ScriptedSource {
+    inner: Arc<Mutex<Scripted>>,
+    capabilities: SourceCapabilities,
+}
+
+struct Scripted {
+    schema: Arc<Schema>,
+    rows: Vec<Record>,
+    rejected: Vec<SourceRejection>,
+}
+
+impl ScriptedSource {
+    fn new(schema: Arc<Schema>, rows: Vec<Record>) -> Self {
+        Self {
+            inner: Arc::new(Mutex::new(Scripted { schema, rows, rejected: Vec::new() })),
+            capabilities: SourceCapabilities::default(),
+        }
+    }
+
+    fn set(&self, schema: Arc<Schema>, rows: Vec<Record>, rejected: Vec<SourceRejection>) {
+        *self.inner.lock().unwrap() = Scripted { schema, rows, rejected };
+    }
+}
+
+#[async_trait]
+impl Source for ScriptedSource {
+    fn name(&self) -> &str {
+        "scripted"
+    }
+    fn capabilities(&self) -> SourceCapabilities {
+        self.capabilities.clone()
+    }
+    async fn schema(&self) -> Result<Arc<Schema>, SourceError> {
+        Ok(self.inner.lock().unwrap().schema.clone())
+    }
+    async fn read(&self, _request: ReadRequest) -> Result<RecordBatchStream<'_>, SourceError> {
+        let s = self.inner.lock().unwrap();
+        let mut batch = RecordBatch::new(s.schema.clone(), s.rows.clone());
+        batch.rejected = s.rejected.clone();
+        Ok(Box::pin(stream::iter(vec![Ok(batch)])))
+    }
+}
+
+async fn mirror(source: impl Source + 'static, dest: &MemoryDestination, state: &MemoryStateStore) -> Sync {
+    Sync::builder("guarded")
+        .source(source)
+        .destination(dest.clone())
+        .state(state.clone())
+        .mode(Mode::Mirror)
+        .options(opts().with_max_deletes(None))
+        .build()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn auto_strategy_uses_the_hash_diff_when_a_transform_rewrites_key_values() {
+    // Cast to text reorders the keys (1, 10, 11, 12, 2, …) and HashPii scrambles them: a
+    // merge diff over a key-ordered source would see them out of order and fail every run.
+    for transform in [
+        Arc::new(Cast::new("id", DataType::String)) as Arc<dyn Transform>,
+        Arc::new(Cast::new("id", DataType::String).with_cast("email", DataType::String)),
+    ] {
+        let w = World::new(customers(12));
+        let sync = Sync::builder("keys-rewritten")
+            .source(w.source.clone())
+            .transform(transform.clone())
+            .destination(w.destination.clone())
+            .state(w.state.clone())
+            .options(opts())
+            .build()
+            .await
+            .unwrap();
+        let report = sync.run().await.unwrap();
+        assert_eq!(report.status, RunStatus::Succeeded, "{report}");
+        assert_eq!(report.diff_strategy, "hash");
+        assert_eq!(w.destination.records().len(), 12);
+        assert_eq!(sync.run().await.unwrap().counts.unchanged, 12);
+    }
+    let schema = Schema::new(vec![Field::required("email", DataType::String)], &["email"]).unwrap().into_arc();
+    let rows = (0..20).map(|i| Record::new(vec![format!("user{i:02}@example.com").into()])).collect();
+    let dest = MemoryDestination::new();
+    let sync = Sync::builder("hashed-key")
+        .source(MemorySource::new(schema, rows))
+        .transform(HashPii::email("email"))
+        .destination(dest.clone())
+        .state(MemoryStateStore::new())
+        .options(opts())
+        .build()
+        .await
+        .unwrap();
+    let report = sync.run().await.unwrap();
+    assert_eq!(report.status, RunStatus::Succeeded, "{report}");
+    assert_eq!(dest.records().len(), 20);
+}
+
+#[tokio::test]
+async fn mirror_never_deletes_a_key_whose_source_row_could_not_be_read() {
+    let source = ScriptedSource::new(customers_schema(), customers(5));
+    let (dest, state) = (MemoryDestination::new(), MemoryStateStore::new());
+    let sync = mirror(source.clone(), &dest, &state).await;
+    assert_eq!(sync.run().await.unwrap().counts.applied.insert, 5);
+
+    // Row 5's line is malformed: the source cannot say whose it is, so no key may be deleted.
+    let malformed = SourceRejection::new("line 6 of `customers.csv`", "column `churn_score`: not a number");
+    source.set(customers_schema(), customers(3), vec![malformed.clone()]);
+    let report = sync.run().await.unwrap();
+    assert_eq!(report.counts.applied.delete, 0, "{report}");
+    assert_eq!(report.counts.withheld, 2);
+    assert!(report.withheld_reason.as_deref().unwrap().contains("could not be read"), "{report}");
+    assert_eq!(dest.records().len(), 5);
+
+    // When the source names the unreadable row's key, only that key is kept.
+    source.set(customers_schema(), customers(3), vec![malformed.with_key(key(5))]);
+    let report = sync.run().await.unwrap();
+    assert_eq!(report.counts.applied.delete, 1, "{report}");
+    assert!(dest.records().contains_key(&key(5)));
+    assert!(!dest.records().contains_key(&key(4)));
+}
+
+#[tokio::test]
+async fn mirror_empty_source_guard_counts_rows_that_survive_transforms_and_key_checks() {
+    let schema =
+        Schema::new(vec![Field::required("id", DataType::Int), Field::new("consent", DataType::Bool)], &["id"])
+            .unwrap()
+            .into_arc();
+    let row = |id: i64, consent: bool| Record::new(vec![Value::Int(id), Value::Bool(consent)]);
+    let source = ScriptedSource::new(schema.clone(), (1..=4).map(|i| row(i, true)).collect());
+    let (dest, state) = (MemoryDestination::new(), MemoryStateStore::new());
+    let sync = Sync::builder("consented")
+        .source(source.clone())
+        .transform(Filter::consent("consent"))
+        .destination(dest.clone())
+        .state(state.clone())
+        .mode(Mode::Mirror)
+        .options(opts().with_max_deletes(None))
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(sync.run().await.unwrap().counts.applied.insert, 4);
+
+    // Every row filtered out (a consent column that broke upstream): nothing may be wiped.
+    source.set(schema.clone(), (1..=4).map(|i| row(i, false)).collect(), Vec::new());
+    let report = sync.run().await.unwrap();
+    assert_eq!(report.counts.applied.delete, 0, "{report}");
+    assert_eq!(report.counts.withheld, 4);
+    assert_eq!(dest.records().len(), 4);
+
+    // Every row null-keyed: same.
+    let nulls = (1..=4).map(|_| Record::new(vec![Value::Null, Value::Bool(true)])).collect();
+    source.set(schema, nulls, Vec::new());
+    let report = sync.run().await.unwrap();
+    assert_eq!(report.counts.applied.delete, 0, "{report}");
+    assert_eq!(dest.records().len(), 4);
+}
+
+#[tokio::test]
+async fn the_default_delete_guard_withholds_a_mass_delete_and_the_status_says_so() {
+    let w = World::new(customers(10));
+    let sync = w.sync(Mode::Mirror, opts()).await;
+    assert_eq!(sync.run().await.unwrap().status, RunStatus::Succeeded);
+    w.source.set_rows(customers(2));
+    let report = sync.run().await.unwrap();
+    assert_eq!(report.counts.applied.delete, 0, "{report}");
+    assert_eq!(report.counts.withheld, 8);
+    assert!(matches!(report.status, RunStatus::DeletesWithheld { .. }), "{:?}", report.status);
+    assert_eq!(w.destination.records().len(), 10);
+    // A small share of deletes still goes through under the default guard.
+    w.source.set_rows(customers(9));
+    let report = sync.run().await.unwrap();
+    assert_eq!(report.status, RunStatus::Succeeded, "{report}");
+    assert_eq!(report.counts.applied.delete, 1);
+}
+
+fn incremental(w: &World) -> MemorySource {
+    w.source.clone().with_capabilities(SourceCapabilities::default().with_cursor_field("updated_at"))
+}
+
+#[tokio::test]
+async fn incremental_a_refused_value_that_the_source_reverted_is_never_sent_later() {
+    let w = World::new(vec![customer_at(1, 0.1, 100), customer_at(2, 0.2, 100)]);
+    let faulty = FaultyDestination::new(w.destination.clone());
+    // The destination does not receive `updated_at`: a row back to its old values is
+    // unchanged for it, although the cursor moved.
+    let sync = Sync::builder("customers")
+        .source(incremental(&w))
+        .transform(DropFields::new(["updated_at"]))
+        .destination(faulty.clone())
+        .state(w.state.clone())
+        .options(opts())
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(sync.run().await.unwrap().counts.applied.insert, 2);
+
+    // a → bad: the destination refuses it.
+    w.source.upsert(customer_at(1, 0.9, 200));
+    faulty.reject_key(key(1), "churn_score out of range");
+    let report = sync.run().await.unwrap();
+    assert_eq!(report.counts.rejected.update, 1, "{report}");
+
+    // bad → a again (a newer row at the source): the refused record is stale.
+    w.source.upsert(customer_at(1, 0.1, 300));
+    faulty.lift();
+    let report = sync.run().await.unwrap();
+    assert_eq!(report.counts.invalid, 0, "no key is repeated: {report}");
+    assert_eq!(report.status, RunStatus::Succeeded, "{report}");
+    assert!(w.state.rejections("customers").is_empty(), "the stale refusal is cleared");
+
+    // Later runs never apply the stale value.
+    let report = sync.run().await.unwrap();
+    assert_eq!(report.counts.applied.total(), 0, "{report}");
+    assert_eq!(w.destination.records()[&key(1)].values[2], Value::Float(0.1));
+}
+
+#[tokio::test]
+async fn incremental_a_refused_record_superseded_at_the_source_is_replaced_by_the_newer_one() {
+    let w = World::new(vec![customer_at(1, 0.1, 100)]);
+    let faulty = FaultyDestination::new(w.destination.clone());
+    let sync = Sync::builder("customers")
+        .source(incremental(&w))
+        .destination(faulty.clone())
+        .state(w.state.clone())
+        .options(opts())
+        .build()
+        .await
+        .unwrap();
+    sync.run().await.unwrap();
+    w.source.upsert(customer_at(1, 0.9, 200));
+    faulty.reject_key(key(1), "refused");
+    sync.run().await.unwrap();
+    w.source.upsert(customer_at(1, 0.5, 300));
+    faulty.lift();
+    let report = sync.run().await.unwrap();
+    assert_eq!(report.counts.invalid, 0, "{report}");
+    assert_eq!(report.counts.applied.update, 1, "{report}");
+    assert_eq!(score_of(&w.destination.records()[&key(1)]), 0.5);
+    let report = sync.run().await.unwrap();
+    assert_eq!(report.counts.applied.total(), 0, "{report}");
+    assert_eq!(score_of(&w.destination.records()[&key(1)]), 0.5);
+}
