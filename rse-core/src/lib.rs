@@ -10,6 +10,7 @@
 pub mod change;
 pub mod destination;
 pub mod diff;
+pub mod drift;
 pub mod error;
 pub mod fingerprint;
 mod forward;
@@ -31,6 +32,7 @@ pub use change::{Change, ChangeBatch, ChangeOutcome, IdempotencyKey, Op, WriteOu
 pub use destination::{
     CommitFor, CommittedWriteError, Destination, DestinationCapabilities, RateLimit, TransactionalState,
 };
+pub use drift::{SchemaDrift, SchemaDriftPolicy, SchemaSummary};
 pub use error::{
     BoxError, ConfigError, DestinationError, Error, KeyError, SchemaError, SourceError, StateError, TransformError,
     ValueError,
@@ -38,7 +40,9 @@ pub use error::{
 pub use fingerprint::{Fingerprint, FingerprintAlgorithm, Fingerprinter};
 pub use key::{Key, KeyHash};
 pub use record::{Record, RecordBatch, SourceRejection};
-pub use report::{Counts, OpCounts, ProgressEvent, RejectionSample, RunStatus, StageDurations, SyncReport};
+pub use report::{
+    Counts, FailureKind, OpCounts, ProgressEvent, RejectionSample, RunStatus, StageDurations, SyncReport,
+};
 pub use runner::{DEFAULT_MAX_DELETES, DiffStrategy, MaxDeletes, Mode, Sync, SyncBuilder, SyncOptions};
 pub use schema::{Field, Schema};
 pub use source::{ReadRequest, RecordBatchStream, Source, SourceCapabilities};

@@ -5,6 +5,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::change::Op;
+use crate::drift::{SchemaDrift, SchemaSummary};
 use crate::key::KeyHash;
 use crate::runner::Mode;
 use crate::state::RejectionStage;
@@ -124,8 +125,11 @@ pub enum RunStatus {
     Cancelled,
     /// The run failed; what was acknowledged is committed.
     Failed {
-        /// Why.
+        /// Why, in words.
         reason: String,
+        /// Why, as a kind a host can match on (and a command map to an exit code).
+        #[serde(default)]
+        kind: FailureKind,
     },
     /// The run is still going (the status recorded when a run starts).
     Running,
@@ -136,6 +140,32 @@ impl RunStatus {
     pub fn is_complete(&self) -> bool {
         matches!(self, RunStatus::Succeeded | RunStatus::CompletedWithRejections | RunStatus::DeletesWithheld { .. })
     }
+}
+
+/// Why a run failed, for a host to act on without parsing the reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum FailureKind {
+    /// Not classified (also what a run recorded by an older version reads back as).
+    #[default]
+    Other,
+    /// The source could not be read.
+    Source,
+    /// A transform failed for a whole batch.
+    Transform,
+    /// The columns read differ from those last delivered, and the policy is to stop
+    /// (see the report's `schema_drift`).
+    SchemaDrift,
+    /// The destination refused the credentials.
+    Unauthorized,
+    /// The destination failed for good (a configuration error, a refused request).
+    Destination,
+    /// Changes were left undelivered (retries ran out); they go next run.
+    Undelivered,
+    /// The state could not be written.
+    StateCommit,
+    /// Another runner took the sync's lease.
+    LeaseLost,
 }
 
 /// One sampled rejection.
@@ -193,6 +223,13 @@ pub struct SyncReport {
     pub rejections: Vec<RejectionSample>,
     /// Why deletes were withheld, when they were.
     pub withheld_reason: Option<String>,
+    /// The columns (after transforms) the run's changes were fingerprinted and sent under;
+    /// the next run compares its read with them. `None` in reports of older versions.
+    #[serde(default)]
+    pub schema: Option<SchemaSummary>,
+    /// How the columns read differed from those last delivered, when they did.
+    #[serde(default)]
+    pub schema_drift: Option<SchemaDrift>,
 }
 
 impl SyncReport {
@@ -220,6 +257,8 @@ impl SyncReport {
             cursor_after: None,
             rejections: Vec::new(),
             withheld_reason: None,
+            schema: None,
+            schema_drift: None,
         }
     }
 }
@@ -267,7 +306,7 @@ impl std::fmt::Display for RunStatus {
             RunStatus::DeletesWithheld { reason } => write!(f, "completed, deletes withheld: {reason}"),
             RunStatus::CircuitOpen { reason } => write!(f, "circuit open: {reason}"),
             RunStatus::Cancelled => f.write_str("cancelled"),
-            RunStatus::Failed { reason } => write!(f, "failed: {reason}"),
+            RunStatus::Failed { reason, .. } => write!(f, "failed: {reason}"),
             RunStatus::Running => f.write_str("running"),
         }
     }

@@ -262,3 +262,213 @@ async fn incremental_a_refused_record_superseded_at_the_source_is_replaced_by_th
     assert_eq!(report.counts.applied.total(), 0, "{report}");
     assert_eq!(score_of(&w.destination.records()[&key(1)]), 0.5);
 }
+
+/// A destination that keeps each record by field name, as a CRM does: a value sent under
+/// the wrong name shows.
+#[derive(Clone, Default)]
+struct NamedDestination {
+    rows: Arc<Mutex<std::collections::BTreeMap<Key, std::collections::BTreeMap<String, Value>>>>,
+    writes: Arc<Mutex<u64>>,
+}
+
+impl NamedDestination {
+    fn row(&self, k: &Key) -> std::collections::BTreeMap<String, Value> {
+        self.rows.lock().unwrap().get(k).cloned().unwrap_or_default()
+    }
+    fn writes(&self) -> u64 {
+        *self.writes.lock().unwrap()
+    }
+}
+
+#[async_trait]
+impl Destination for NamedDestination {
+    fn name(&self) -> &str {
+        "named"
+    }
+    fn capabilities(&self) -> DestinationCapabilities {
+        DestinationCapabilities::new(Op::ALL)
+    }
+    async fn check(&self) -> Result<(), DestinationError> {
+        Ok(())
+    }
+    async fn write(&self, batch: &ChangeBatch) -> Result<WriteOutcome, DestinationError> {
+        *self.writes.lock().unwrap() += 1;
+        let mut rows = self.rows.lock().unwrap();
+        for change in &batch.changes {
+            match &change.record {
+                Some(record) => {
+                    let named = batch.schema.fields().iter().map(|f| f.name.clone()).zip(record.values.clone());
+                    rows.insert(change.key.clone(), named.collect());
+                }
+                None => {
+                    rows.remove(&change.key);
+                }
+            }
+        }
+        Ok(WriteOutcome::all_applied(batch.len()))
+    }
+}
+
+fn people(columns: &[&str]) -> Arc<Schema> {
+    let fields = columns
+        .iter()
+        .map(|c| if *c == "id" { Field::required("id", DataType::Int) } else { Field::new(*c, DataType::String) })
+        .collect();
+    Schema::new(fields, &["id"]).unwrap().into_arc()
+}
+
+/// Rows of `columns`, each value naming its column and row (`email-1`).
+fn people_rows(columns: &[&str], n: i64) -> Vec<Record> {
+    (1..=n)
+        .map(|i| {
+            Record::new(
+                columns.iter().map(|c| if *c == "id" { Value::Int(i) } else { format!("{c}-{i}").into() }).collect(),
+            )
+        })
+        .collect()
+}
+
+async fn named_sync(
+    source: &ScriptedSource,
+    dest: &NamedDestination,
+    state: &MemoryStateStore,
+    o: SyncOptions,
+) -> Sync {
+    Sync::builder("people")
+        .source(source.clone())
+        .destination(dest.clone())
+        .state(state.clone())
+        .options(o)
+        .build()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn schema_drift_fails_the_run_before_sending_anything_and_names_the_columns() {
+    let before = ["id", "email", "tier"];
+    let source = ScriptedSource::new(people(&before), people_rows(&before, 3));
+    let (dest, state) = (NamedDestination::default(), MemoryStateStore::new());
+    let sync = named_sync(&source, &dest, &state, opts()).await;
+    assert_eq!(sync.run().await.unwrap().status, RunStatus::Succeeded);
+    let writes = dest.writes();
+
+    // The view gains a column in the middle, and the rows change with it.
+    let after = ["id", "name", "email", "tier"];
+    source.set(people(&after), people_rows(&after, 3), Vec::new());
+    let report = sync.run().await.unwrap();
+    let RunStatus::Failed { reason, kind } = &report.status else { panic!("{report}") };
+    assert_eq!(*kind, FailureKind::SchemaDrift);
+    assert!(reason.contains("added `name`"), "{reason}");
+    assert_eq!(report.schema_drift.as_ref().unwrap().added, ["name"]);
+    assert_eq!(dest.writes(), writes, "nothing is sent");
+    assert_eq!(dest.row(&key(1))["email"], Value::from("email-1"));
+
+    // A restart with a sync built on the new columns still stops: the state remembers
+    // what was delivered.
+    let rebuilt = named_sync(&source, &dest, &state, opts()).await;
+    let report = rebuilt.run().await.unwrap();
+    assert!(matches!(report.status, RunStatus::Failed { kind: FailureKind::SchemaDrift, .. }), "{report}");
+    assert_eq!(dest.writes(), writes);
+}
+
+#[tokio::test]
+async fn schema_drift_proceed_resends_every_key_under_the_names_it_was_read_with() {
+    let before = ["id", "email", "tier"];
+    let source = ScriptedSource::new(people(&before), people_rows(&before, 3));
+    let (dest, state) = (NamedDestination::default(), MemoryStateStore::new());
+    let proceed = opts().with_schema_drift(SchemaDriftPolicy::Proceed);
+    let sync = named_sync(&source, &dest, &state, proceed.clone()).await;
+    sync.run().await.unwrap();
+
+    let after = ["id", "name", "email", "tier"];
+    source.set(people(&after), people_rows(&after, 3), Vec::new());
+    let report = sync.run().await.unwrap();
+    assert_eq!(report.status, RunStatus::Succeeded, "{report}");
+    assert_eq!(report.counts.applied.update, 3);
+    assert_eq!(report.schema_drift.as_ref().unwrap().added, ["name"]);
+    for i in 1..=3 {
+        let row = dest.row(&key(i));
+        assert_eq!(row["name"], Value::from(format!("name-{i}")));
+        assert_eq!(row["email"], Value::from(format!("email-{i}")));
+        assert_eq!(row["tier"], Value::from(format!("tier-{i}")));
+    }
+    // The new columns are what the next run compares with.
+    let report = sync.run().await.unwrap();
+    assert_eq!(report.schema_drift, None);
+    assert_eq!(report.counts.unchanged, 3);
+}
+
+#[tokio::test]
+async fn schema_drift_that_only_reorders_columns_sends_nothing_when_proceeding() {
+    let before = ["id", "email", "tier"];
+    let source = ScriptedSource::new(people(&before), people_rows(&before, 3));
+    let (dest, state) = (NamedDestination::default(), MemoryStateStore::new());
+    let fail = named_sync(&source, &dest, &state, opts()).await;
+    fail.run().await.unwrap();
+    let reordered = ["id", "tier", "email"];
+    source.set(people(&reordered), people_rows(&reordered, 3), Vec::new());
+    let report = fail.run().await.unwrap();
+    assert!(report.schema_drift.as_ref().unwrap().reordered, "{report}");
+    assert!(matches!(report.status, RunStatus::Failed { kind: FailureKind::SchemaDrift, .. }), "{report}");
+
+    let proceed = named_sync(&source, &dest, &state, opts().with_schema_drift(SchemaDriftPolicy::Proceed)).await;
+    let report = proceed.run().await.unwrap();
+    assert_eq!(report.status, RunStatus::Succeeded, "{report}");
+    assert_eq!(report.counts.unchanged, 3, "values matched by name did not change");
+    assert_eq!(dest.row(&key(2))["tier"], Value::from("tier-2"));
+
+    // A value that did change, after the reorder, goes under its own name.
+    let mut rows = people_rows(&reordered, 3);
+    rows[1].values[1] = "gold".into();
+    source.set(people(&reordered), rows, Vec::new());
+    let report = proceed.run().await.unwrap();
+    assert_eq!(report.counts.applied.update, 1, "{report}");
+    assert_eq!(dest.row(&key(2))["tier"], Value::from("gold"));
+    assert_eq!(dest.row(&key(2))["email"], Value::from("email-2"));
+}
+
+#[tokio::test]
+async fn schema_drift_of_the_key_columns_fails_even_when_proceeding() {
+    let before = ["id", "email"];
+    let source = ScriptedSource::new(people(&before), people_rows(&before, 2));
+    let (dest, state) = (NamedDestination::default(), MemoryStateStore::new());
+    let proceed = opts().with_schema_drift(SchemaDriftPolicy::Proceed);
+    named_sync(&source, &dest, &state, proceed.clone()).await.run().await.unwrap();
+    let rekeyed = Schema::clone(&people(&before)).with_key(&["email"]).unwrap().into_arc();
+    source.set(rekeyed, people_rows(&before, 2), Vec::new());
+    let report = named_sync(&source, &dest, &state, proceed).await.run().await.unwrap();
+    let RunStatus::Failed { reason, kind: FailureKind::SchemaDrift } = &report.status else { panic!("{report}") };
+    assert!(reason.contains("changed the key"), "{reason}");
+}
+
+#[tokio::test]
+async fn incremental_a_refused_row_stays_refused_across_a_schema_change() {
+    let w = World::new(vec![customer_at(1, 0.1, 100), customer_at(2, 0.2, 100)]);
+    let faulty = FaultyDestination::new(w.destination.clone());
+    faulty.reject_key(key(1), "refused");
+    let build = |transforms: Vec<Arc<dyn Transform>>| {
+        let mut b = Sync::builder("customers")
+            .source(incremental(&w))
+            .destination(faulty.clone())
+            .state(w.state.clone())
+            .options(opts().with_schema_drift(SchemaDriftPolicy::Proceed));
+        for t in transforms {
+            b = b.transform(t);
+        }
+        b.build()
+    };
+    let report = build(vec![]).await.unwrap().run().await.unwrap();
+    assert_eq!(report.counts.rejected.insert, 1);
+
+    // The mapping changes (a field dropped); key 1's row is not read again (the cursor
+    // moved past it): its refusal must stay, not be counted as recovered.
+    w.source.upsert(customer_at(2, 0.3, 200));
+    let report =
+        build(vec![Arc::new(DropFields::new(["email"])) as Arc<dyn Transform>]).await.unwrap().run().await.unwrap();
+    assert_eq!(report.counts.recovered, 0, "{report}");
+    let rejections = w.state.rejections("customers");
+    assert_eq!(rejections.len(), 1);
+    assert_eq!(rejections[0].key, key(1));
+    assert!(!w.destination.records().contains_key(&key(1)));
+}

@@ -94,7 +94,7 @@ async fn no_value_appears_in_logs_or_errors() {
     faulty.fatal_write(faulty.calls() + 1);
     source.set_rows(vec![row(1)]);
     let report = sync.run().await.unwrap();
-    if let RunStatus::Failed { reason } = &report.status {
+    if let RunStatus::Failed { reason, .. } = &report.status {
         errors.push(reason.clone());
     }
     let held = state.acquire_lease("telemetry", "other", Duration::from_secs(60)).await.unwrap();

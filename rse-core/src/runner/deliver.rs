@@ -18,7 +18,7 @@ use crate::destination::{CommittedWriteError, Destination};
 use crate::error::{DestinationError, StateError, unix_secs};
 use crate::fingerprint::FingerprintAlgorithm;
 use crate::key::Key;
-use crate::report::{OpCounts, ProgressEvent, RejectionSample};
+use crate::report::{FailureKind, OpCounts, ProgressEvent, RejectionSample};
 use crate::schema::Schema;
 use crate::state::{Lease, PendingChange, RejectedEntry, RejectionStage, SnapshotEntry, StateCommit, StateStore};
 
@@ -28,7 +28,7 @@ pub(crate) enum BatchFailure {
     /// Retries ran out on transient failures or rate limits.
     Exhausted(String),
     /// The destination refused the credentials or failed for good.
-    Fatal(String),
+    Fatal(FailureKind, String),
     /// The state store refused the commit (fenced, unavailable).
     Commit(StateError),
 }
@@ -61,10 +61,32 @@ enum Final {
 enum WriteFailure {
     Invalid(String),
     Exhausted(String),
-    Fatal(String),
+    Fatal(FailureKind, String),
     /// An exactly-once write's state commit was refused.
     Commit(StateError),
     Stopped,
+}
+
+/// The schema a run's changes are sent under, shared by the reading and delivering sides.
+#[derive(Clone)]
+pub(crate) struct RunSchema {
+    built: Arc<Schema>,
+    read: Arc<std::sync::OnceLock<Arc<Schema>>>,
+}
+
+impl RunSchema {
+    pub fn new(built: Arc<Schema>) -> Self {
+        Self { built, read: Arc::default() }
+    }
+
+    /// Fixes the run's schema; only the first call counts.
+    pub fn set(&self, schema: Arc<Schema>) {
+        let _ = self.read.set(schema);
+    }
+
+    pub fn get(&self) -> Arc<Schema> {
+        self.read.get().unwrap_or(&self.built).clone()
+    }
 }
 
 /// The pending change each key of a batch had before it (restored if the destination
@@ -106,7 +128,9 @@ pub(crate) struct Outgoing {
 /// Everything the delivery workers share.
 pub(crate) struct Deliverer {
     pub sync_id: Arc<str>,
-    pub schema: Arc<Schema>,
+    /// The schema of the run's changes: the read's (after transforms), fixed by the reading
+    /// side before it plans the first change; the sync's built schema until then.
+    pub schema: RunSchema,
     pub destination: Arc<dyn Destination>,
     pub state: Arc<dyn StateStore>,
     pub lease: Lease,
@@ -297,8 +321,8 @@ impl Deliverer {
                         result.failure = Some(BatchFailure::Exhausted(reason));
                         done.extend(changes.into_iter().map(Done::undelivered));
                     }
-                    Err(WriteFailure::Fatal(reason)) => {
-                        result.failure = Some(BatchFailure::Fatal(reason));
+                    Err(WriteFailure::Fatal(kind, reason)) => {
+                        result.failure = Some(BatchFailure::Fatal(kind, reason));
                         done.extend(changes.into_iter().map(Done::undelivered));
                     }
                     Err(WriteFailure::Commit(error)) => {
@@ -329,7 +353,7 @@ impl Deliverer {
         priors: &Priors,
         result: &mut BatchResult,
     ) -> (Vec<Change>, Result<(Vec<ChangeOutcome>, bool), WriteFailure>) {
-        let batch = ChangeBatch { sync_id: self.sync_id.clone(), schema: self.schema.clone(), changes };
+        let batch = ChangeBatch { sync_id: self.sync_id.clone(), schema: self.schema.get(), changes };
         let mut transient = 0u32;
         let mut limited = 0u32;
         let outcome = loop {
@@ -376,12 +400,15 @@ impl Deliverer {
                     break Ok((out.outcomes, transactional.is_some()));
                 }
                 Ok(out) => {
-                    break Err(WriteFailure::Fatal(format!(
-                        "destination `{}` answered {} outcomes for a batch of {} changes; a destination must answer one per change",
-                        self.destination.name(),
-                        out.outcomes.len(),
-                        batch.changes.len()
-                    )));
+                    break Err(WriteFailure::Fatal(
+                        FailureKind::Destination,
+                        format!(
+                            "destination `{}` answered {} outcomes for a batch of {} changes; a destination must answer one per change",
+                            self.destination.name(),
+                            out.outcomes.len(),
+                            batch.changes.len()
+                        ),
+                    ));
                 }
                 Err(error @ DestinationError::Transient { .. }) => {
                     transient += 1;
@@ -417,7 +444,11 @@ impl Deliverer {
                 Err(DestinationError::InvalidBatch { message }) => break Err(WriteFailure::Invalid(message)),
                 Err(error) => {
                     warn!(sync = %self.sync_id, %error, "Destination failed for good.");
-                    break Err(WriteFailure::Fatal(error.to_string()));
+                    let kind = match error {
+                        DestinationError::Unauthorized { .. } => FailureKind::Unauthorized,
+                        _ => FailureKind::Destination,
+                    };
+                    break Err(WriteFailure::Fatal(kind, error.to_string()));
                 }
             }
         };

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::drift::SchemaDriftPolicy;
+
 use crate::change::Op;
 use crate::fingerprint::FingerprintAlgorithm;
 
@@ -116,6 +118,8 @@ pub struct SyncOptions {
     pub holder: String,
     /// Records per source batch requested.
     pub read_batch_size: usize,
+    /// What a run does when the columns it reads differ from those last delivered.
+    pub schema_drift: SchemaDriftPolicy,
 }
 
 /// The default delete guard: at most half of the keys a sync delivered in one run.
@@ -142,6 +146,7 @@ impl Default for SyncOptions {
             lease_ttl: Duration::from_secs(60),
             holder: default_holder(),
             read_batch_size: 1_024,
+            schema_drift: SchemaDriftPolicy::Fail,
         }
     }
 }
@@ -202,4 +207,6 @@ with! {
     with_holder: holder: String,
     /// Sets [`read_batch_size`](Self::read_batch_size).
     with_read_batch_size: read_batch_size: usize,
+    /// Sets [`schema_drift`](Self::schema_drift).
+    with_schema_drift: schema_drift: SchemaDriftPolicy,
 }

@@ -10,16 +10,19 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use super::deliver::{BatchFailure, BatchResult, Deliverer, Outgoing};
+use super::deliver::{BatchFailure, BatchResult, Deliverer, Outgoing, RunSchema};
 use super::pace::{PauseGate, RateLimiter};
 use super::prior::PriorRejections;
 use super::{MaxDeletes, Mode, SyncInner};
 use crate::change::{Change, IdempotencyKey, Op};
 use crate::diff::{DiffOutput, Differ, HashDiff, MergeDiff, PlanKind, Planned};
+use crate::drift::{SchemaDrift, SchemaDriftPolicy, SchemaSummary, reordered_to};
+use crate::error::StateError;
 use crate::error::{Error, unix_secs};
 use crate::key::Key;
 use crate::record::{Record, RecordBatch};
-use crate::report::{Counts, ProgressEvent, RejectionSample, RunStatus, StageDurations, SyncReport};
+use crate::report::{Counts, FailureKind, ProgressEvent, RejectionSample, RunStatus, StageDurations, SyncReport};
+use crate::schema::Schema;
 use crate::source::ReadRequest;
 use crate::state::{Lease, RejectedEntry, RejectionStage, SnapshotEntry, StateCommit};
 use crate::value::Value;
@@ -62,14 +65,17 @@ async fn run_in_span(inner: &SyncInner, cancel: CancellationToken, span: tracing
 
     let stop = cancel.child_token();
     let prior = Arc::new(prior);
+    let run_schema = RunSchema::new(inner.schema.clone());
     let (tx, rx) = mpsc::channel::<Vec<Outgoing>>(options.max_concurrency.max(1) * 2);
-    let producer = Producer::new(inner, lease.clone(), prior.clone(), stop.clone(), report.cursor_before.clone());
+    let mut producer = Producer::new(inner, lease.clone(), prior.clone(), stop.clone(), report.cursor_before.clone());
+    producer.expected = report.schema.clone().unwrap_or_else(|| SchemaSummary::of(&inner.schema));
+    producer.run_schema = run_schema.clone();
     let produce = producer.run(differ, tx);
 
     let (consumed, produced, lease_lost) = match &lease {
         Some(lease) => {
             let done = CancellationToken::new();
-            let deliverer = deliverer(inner, lease.clone(), stop.clone(), prior.clone());
+            let deliverer = deliverer(inner, lease.clone(), stop.clone(), prior.clone(), run_schema.clone());
             let consume = consume(&deliverer, rx, inner);
             let keep = keep_lease(inner, lease.clone(), stop.clone(), done.clone());
             let ((produced, consumed), lease_lost) = tokio::join!(
@@ -90,6 +96,10 @@ async fn run_in_span(inner: &SyncInner, cancel: CancellationToken, span: tracing
 
     let mut status = decide_status(&produced, &consumed, lease_lost, cancel.is_cancelled());
     fill_report(&mut report, &produced, &consumed, options.rejection_sample);
+    if let Some(delivered) = &produced.delivered {
+        report.schema = Some(delivered.clone());
+    }
+    report.schema_drift = produced.drift.clone();
 
     if let Some(lease) = &lease {
         if status.is_complete() {
@@ -107,7 +117,10 @@ async fn run_in_span(inner: &SyncInner, cancel: CancellationToken, span: tracing
                 && let Err(error) = inner.state.commit(lease, commit).await
             {
                 warn!(%error, "Final state commit failed.");
-                status = RunStatus::Failed { reason: format!("final state commit failed: {error}") };
+                status = RunStatus::Failed {
+                    reason: format!("final state commit failed: {error}"),
+                    kind: state_failure(&error),
+                };
                 report.cursor_after = report.cursor_before.clone();
             }
         }
@@ -157,6 +170,9 @@ async fn prepare(
     }
     report.cursor_before = meta.cursor.clone();
     report.cursor_after = meta.cursor;
+    // The columns the sync last delivered under, carried by every run's report.
+    let recorded = inner.state.runs(&inner.id, 8).await?.into_iter().find_map(|r| r.schema);
+    report.schema = Some(recorded.unwrap_or_else(|| SchemaSummary::of(&inner.schema)));
     if let Some(lease) = lease {
         inner.state.record_run(lease, report).await?;
     }
@@ -191,10 +207,16 @@ async fn prepare(
     Ok((prior, differ))
 }
 
-fn deliverer(inner: &SyncInner, lease: Lease, stop: CancellationToken, prior: Arc<PriorRejections>) -> Deliverer {
+fn deliverer(
+    inner: &SyncInner,
+    lease: Lease,
+    stop: CancellationToken,
+    prior: Arc<PriorRejections>,
+    schema: RunSchema,
+) -> Deliverer {
     Deliverer {
         sync_id: inner.id.clone(),
-        schema: inner.schema.clone(),
+        schema,
         destination: inner.destination.clone(),
         state: inner.state.clone(),
         lease,
@@ -237,7 +259,7 @@ async fn keep_lease(
 struct Consumed {
     totals: BatchResult,
     circuit_open: Option<String>,
-    fatal: Option<String>,
+    fatal: Option<(FailureKind, String)>,
 }
 
 /// Delivers batches with bounded concurrency; opens the circuit after repeated failure.
@@ -265,12 +287,12 @@ async fn consume(deliverer: &Deliverer, mut rx: mpsc::Receiver<Vec<Outgoing>>, i
                             deliverer.stop.cancel();
                         }
                     }
-                    Some(BatchFailure::Fatal(reason)) => {
-                        out.fatal.get_or_insert_with(|| reason.clone());
+                    Some(BatchFailure::Fatal(kind, reason)) => {
+                        out.fatal.get_or_insert_with(|| (*kind, reason.clone()));
                         deliverer.stop.cancel();
                     }
                     Some(BatchFailure::Commit(error)) => {
-                        out.fatal.get_or_insert_with(|| format!("state commit failed: {error}"));
+                        out.fatal.get_or_insert_with(|| (state_failure(error), format!("state commit failed: {error}")));
                         deliverer.stop.cancel();
                     }
                 }
@@ -313,7 +335,7 @@ struct Produced {
     counts: Counts,
     stages: StageDurations,
     samples: Vec<RejectionSample>,
-    read_error: Option<String>,
+    read_error: Option<(FailureKind, String)>,
     /// The read reached the end of the source (no error, not stopped).
     complete: bool,
     incremental: bool,
@@ -325,7 +347,11 @@ struct Produced {
     /// their key could be read, or null-keyed. `Mirror` deletes nothing while there are any.
     unknown_keys: u64,
     cleared: Vec<Key>,
-    state_error: Option<String>,
+    state_error: Option<(FailureKind, String)>,
+    /// The columns this run's changes were fingerprinted and sent under, once decided.
+    delivered: Option<SchemaSummary>,
+    /// How the read's columns differ from those last delivered.
+    drift: Option<SchemaDrift>,
 }
 
 struct Producer<'a> {
@@ -340,6 +366,15 @@ struct Producer<'a> {
     /// Keys of earlier rejections that this run's read returned (the source's current
     /// record of the key is what this run decided on, not the refused one kept in the state).
     read_back: HashSet<Key>,
+    /// The columns the sync last delivered under.
+    expected: SchemaSummary,
+    /// The schema of this run's changes, shared with the delivering side.
+    run_schema: RunSchema,
+    /// The source schema of the read's first batch.
+    read_schema: Option<Arc<Schema>>,
+    /// For a drift that only reordered the columns: the delivered order, and where each of
+    /// its columns is in the read.
+    reorder: Option<(Arc<Schema>, Vec<usize>)>,
     out: Produced,
     batch: Vec<Outgoing>,
     batch_bytes: usize,
@@ -365,6 +400,10 @@ impl<'a> Producer<'a> {
             cursor,
             touched: HashSet::new(),
             read_back: HashSet::new(),
+            expected: SchemaSummary::of(&inner.schema),
+            run_schema: RunSchema::new(inner.schema.clone()),
+            read_schema: None,
+            reorder: None,
             out: Produced::default(),
             batch: Vec::new(),
             batch_bytes: 0,
@@ -388,7 +427,7 @@ impl<'a> Producer<'a> {
         let mut stream = match stream {
             Ok(s) => s,
             Err(e) => {
-                self.out.read_error = Some(format!("source `{}`: {e}", inner.source.name()));
+                self.fail(FailureKind::Source, format!("source `{}`: {e}", inner.source.name()));
                 return self.out;
             }
         };
@@ -413,7 +452,7 @@ impl<'a> Producer<'a> {
                 }
                 Some(Err(e)) => {
                     warn!(source = inner.source.name(), "Source failed mid-read; no deletes this run.");
-                    self.out.read_error = Some(format!("source `{}`: {e}", inner.source.name()));
+                    self.fail(FailureKind::Source, format!("source `{}`: {e}", inner.source.name()));
                     break;
                 }
                 Some(Ok(mut batch)) => {
@@ -430,16 +469,20 @@ impl<'a> Producer<'a> {
                     batch
                 }
             };
+            if !self.check_schema(&batch.schema) {
+                break;
+            }
             self.out.counts.read += batch.len() as u64;
             let _ = inner.progress.send(ProgressEvent::Read { records: self.out.counts.read });
             self.track_cursor(&batch);
             let Some((batch, mut seen)) = self.transform(batch).await else { break };
+            let batch = self.reorder(batch);
             seen.append(&mut unreadable);
             self.note_read_back(&batch, &seen);
             self.out.present += batch.records.len() as u64;
             let t = Instant::now();
             if let Err(e) = differ.push(&batch.schema, batch.records, seen, &mut diff).await {
-                self.out.read_error = Some(e.to_string());
+                self.fail(FailureKind::Source, e.to_string());
                 break;
             }
             self.out.stages.diff += t.elapsed();
@@ -459,7 +502,7 @@ impl<'a> Producer<'a> {
                     self.clear_stale_rejections();
                 }
                 Err(e) => {
-                    self.out.read_error = Some(e.to_string());
+                    self.fail(FailureKind::Source, e.to_string());
                     self.out.complete = false;
                 }
             }
@@ -496,7 +539,7 @@ impl<'a> Producer<'a> {
             let output = match transform.apply(batch).await {
                 Ok(o) => o,
                 Err(e) => {
-                    self.out.read_error = Some(e.to_string());
+                    self.fail(FailureKind::Transform, e.to_string());
                     return None;
                 }
             };
@@ -535,6 +578,101 @@ impl<'a> Producer<'a> {
             self.commit(StateCommit { rejected: rejections, ..StateCommit::default() }).await;
         }
         Some((batch, seen))
+    }
+
+    fn fail(&mut self, kind: FailureKind, reason: String) {
+        self.out.read_error.get_or_insert((kind, reason));
+    }
+
+    /// Compares a batch's source schema with the columns the sync last delivered (on the
+    /// read's first batch) or with the first batch's (later); says whether to go on. Runs
+    /// before anything of the batch is transformed, committed or sent.
+    fn check_schema(&mut self, source_schema: &Arc<Schema>) -> bool {
+        let inner = self.inner;
+        if let Some(first) = &self.read_schema {
+            if Arc::ptr_eq(first, source_schema) || first == source_schema {
+                return true;
+            }
+            let drift = SchemaDrift::between(&SchemaSummary::of(first), &SchemaSummary::of(source_schema));
+            self.fail(
+                FailureKind::SchemaDrift,
+                format!(
+                    "the source's columns changed during the read ({}); what was read after the change was not \
+                     sent: run again",
+                    drift.map(|d| d.to_string()).unwrap_or_default()
+                ),
+            );
+            return false;
+        }
+        self.read_schema = Some(source_schema.clone());
+        let mut output = source_schema.clone();
+        for t in &inner.transforms {
+            output = match t.output_schema(&output) {
+                Ok(schema) => schema,
+                Err(e) => {
+                    self.fail(FailureKind::Transform, e.to_string());
+                    return false;
+                }
+            };
+        }
+        let now = SchemaSummary::of(&output);
+        let Some(drift) = SchemaDrift::between(&self.expected, &now) else {
+            self.run_schema.set(output);
+            self.out.delivered = Some(now);
+            return true;
+        };
+        warn!(drift = %drift, "The model's columns differ from those last delivered.");
+        self.out.drift = Some(drift.clone());
+        let options = &inner.options;
+        if drift.key_changed.is_some() && !options.full_resync {
+            self.fail(
+                FailureKind::SchemaDrift,
+                format!(
+                    "schema drift: {drift}; the state's keys no longer name the destination's records, so nothing \
+                     was sent: restore the key, or deliver under a new sync id (or once with full_resync)"
+                ),
+            );
+            return false;
+        }
+        if options.schema_drift == SchemaDriftPolicy::Fail && !options.full_resync {
+            self.fail(
+                FailureKind::SchemaDrift,
+                format!(
+                    "schema drift since the columns last delivered: {drift}; nothing was sent. Restore the model's \
+                     columns, or set the sync's schema drift policy to Proceed to deliver under the new ones"
+                ),
+            );
+            return false;
+        }
+        if drift.is_reorder_only()
+            && let Some((schema, from)) = reordered_to(&self.expected, &output)
+        {
+            // Values are matched by name: in the delivered order nothing changed.
+            let schema = Arc::new(schema);
+            self.run_schema.set(schema.clone());
+            self.reorder = Some((schema, from));
+            self.out.delivered = Some(self.expected.clone());
+            return true;
+        }
+        self.run_schema.set(output);
+        self.out.delivered = Some(now);
+        true
+    }
+
+    /// Puts a transformed batch's values in the delivered column order, when the read only
+    /// reordered the columns.
+    fn reorder(&self, batch: RecordBatch) -> RecordBatch {
+        let Some((schema, from)) = &self.reorder else { return batch };
+        let records = batch
+            .records
+            .into_iter()
+            .map(|mut r| {
+                let mut take =
+                    |i: usize| r.values.get_mut(i).map_or(Value::Null, |v| std::mem::replace(v, Value::Null));
+                Record::new(from.iter().map(|&i| take(i)).collect())
+            })
+            .collect();
+        RecordBatch::new(schema.clone(), records)
     }
 
     fn touch(&mut self, key: &Key) {
@@ -577,7 +715,7 @@ impl<'a> Producer<'a> {
         let t = Instant::now();
         if let Err(error) = self.inner.state.commit(lease, commit).await {
             warn!(%error, "Committing refused records failed.");
-            self.out.state_error.get_or_insert_with(|| error.to_string());
+            self.out.state_error.get_or_insert_with(|| (state_failure(&error), error.to_string()));
             self.stop.cancel();
         }
         self.out.stages.commit += t.elapsed();
@@ -675,20 +813,22 @@ impl<'a> Producer<'a> {
         tx: &mpsc::Sender<Vec<Outgoing>>,
     ) {
         let inner = self.inner;
-        let schema = inner.schema.clone();
+        let schema = self.run_schema.get();
+        let drifted = self.out.drift.is_some();
         let mut after: Option<Key> = None;
         let mut retried = 0usize;
         loop {
             let page = match inner.state.rejected(&inner.id, after.as_ref(), PAGE).await {
                 Ok(page) => page,
                 Err(e) => {
-                    self.out.read_error = Some(format!("reading earlier rejections: {e}"));
+                    self.fail(FailureKind::StateCommit, format!("reading earlier rejections: {e}"));
                     return;
                 }
             };
             let full = page.len() == PAGE;
             after = page.last().map(|e| e.key.clone());
             let mut records = Vec::new();
+            let mut unfit = Vec::new();
             for entry in page {
                 let earlier = self.prior.get(&entry.key).is_some_and(|p| p.stage == RejectionStage::Destination);
                 if !earlier
@@ -699,16 +839,26 @@ impl<'a> Producer<'a> {
                     continue;
                 }
                 match entry.record {
+                    Some(_) if drifted => {
+                        // Kept under the columns delivered before: it would be read under the
+                        // wrong names. It stays refused, without the record, until the
+                        // source returns the row.
+                        self.touched.insert(entry.key.clone());
+                        unfit.push(RejectedEntry { record: None, ..entry });
+                    }
                     Some(record) if record.values.len() == schema.len() => records.push(record),
                     _ => {
                         self.touched.insert(entry.key);
                     }
                 }
             }
+            if !unfit.is_empty() {
+                self.commit(StateCommit { rejected: unfit, ..StateCommit::default() }).await;
+            }
             if !records.is_empty() {
                 retried += records.len();
                 if let Err(e) = differ.push(&schema, records, Vec::new(), diff).await {
-                    self.out.read_error = Some(e.to_string());
+                    self.fail(FailureKind::Source, e.to_string());
                     return;
                 }
                 self.take_diff(diff, tx).await;
@@ -813,31 +963,42 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
 
 fn decide_status(p: &Produced, c: &Consumed, lease_lost: Option<String>, cancelled: bool) -> RunStatus {
     if let Some(reason) = lease_lost {
-        return RunStatus::Failed { reason: format!("lease lost: {reason}") };
+        return RunStatus::Failed { reason: format!("lease lost: {reason}"), kind: FailureKind::LeaseLost };
     }
-    if let Some(reason) = &c.fatal {
-        return RunStatus::Failed { reason: reason.clone() };
+    if let Some((kind, reason)) = &c.fatal {
+        return RunStatus::Failed { reason: reason.clone(), kind: *kind };
     }
-    if let Some(reason) = &p.state_error {
-        return RunStatus::Failed { reason: format!("state commit failed: {reason}") };
+    if let Some((kind, reason)) = &p.state_error {
+        return RunStatus::Failed { reason: format!("state commit failed: {reason}"), kind: *kind };
     }
     if let Some(reason) = &c.circuit_open {
         return RunStatus::CircuitOpen { reason: reason.clone() };
     }
-    if let Some(reason) = &p.read_error {
-        return RunStatus::Failed { reason: reason.clone() };
+    if let Some((kind, reason)) = &p.read_error {
+        return RunStatus::Failed { reason: reason.clone(), kind: *kind };
     }
     if cancelled || !p.complete {
         return RunStatus::Cancelled;
     }
     if c.totals.undelivered > 0 || p.counts.undelivered > 0 {
-        return RunStatus::Failed { reason: "some changes were not delivered".into() };
+        return RunStatus::Failed {
+            reason: "some changes were not delivered; they go next run".into(),
+            kind: FailureKind::Undelivered,
+        };
     }
     if let Some(reason) = &p.withheld_reason {
         return RunStatus::DeletesWithheld { reason: reason.clone() };
     }
     let refused = c.totals.rejected.total() + p.counts.source_rejected + p.counts.transform_rejected + p.counts.invalid;
     if refused > 0 { RunStatus::CompletedWithRejections } else { RunStatus::Succeeded }
+}
+
+/// The failure kind of a state error: a lost lease, or the state could not be written.
+fn state_failure(error: &StateError) -> FailureKind {
+    match error {
+        StateError::Fenced { .. } | StateError::LeaseHeld { .. } => FailureKind::LeaseLost,
+        _ => FailureKind::StateCommit,
+    }
 }
 
 fn fill_report(report: &mut SyncReport, p: &Produced, c: &Consumed, sample_limit: usize) {
