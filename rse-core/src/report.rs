@@ -123,6 +123,15 @@ pub enum RunStatus {
     },
     /// The host cancelled the run; what was acknowledged is committed.
     Cancelled,
+    /// The destination asked to wait longer than the sync allows
+    /// ([`SyncOptions::max_rate_limit_wait`](crate::SyncOptions)); what was acknowledged
+    /// is committed and every unsent change goes next run.
+    RateLimited {
+        /// How long the destination asked to wait.
+        retry_after: std::time::Duration,
+        /// When it may be tried again (milliseconds since the Unix epoch).
+        retry_at_ms: u64,
+    },
     /// The run failed; what was acknowledged is committed.
     Failed {
         /// Why, in words.
@@ -207,7 +216,8 @@ pub struct SyncReport {
     pub retries: u64,
     /// Times the destination asked us to slow down.
     pub rate_limit_waits: u64,
-    /// Time spent paused for the destination's rate limit (its `Retry-After` and our quota).
+    /// Wall time during which writes waited on the destination's rate limit (its
+    /// `Retry-After` and the quota): overlapping waits of several workers count once.
     pub rate_limit_wait: Duration,
     /// Destination writes that were acknowledged.
     pub batches: u64,
@@ -306,6 +316,9 @@ impl std::fmt::Display for RunStatus {
             RunStatus::DeletesWithheld { reason } => write!(f, "completed, deletes withheld: {reason}"),
             RunStatus::CircuitOpen { reason } => write!(f, "circuit open: {reason}"),
             RunStatus::Cancelled => f.write_str("cancelled"),
+            RunStatus::RateLimited { retry_after, .. } => {
+                write!(f, "rate limited: the destination asked to wait {retry_after:?}; unsent changes go next run")
+            }
             RunStatus::Failed { reason, .. } => write!(f, "failed: {reason}"),
             RunStatus::Running => f.write_str("running"),
         }

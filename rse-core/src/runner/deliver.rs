@@ -10,7 +10,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use super::pace::{PauseGate, RateLimiter, backoff};
+use super::lease::LeaseDeadline;
+use super::pace::{PauseGate, RateLimiter, WaitClock, backoff};
 use super::prior::PriorRejections;
 use crate::SyncOptions;
 use crate::change::{Change, ChangeBatch, ChangeOutcome, Op};
@@ -31,6 +32,10 @@ pub(crate) enum BatchFailure {
     Fatal(FailureKind, String),
     /// The state store refused the commit (fenced, unavailable).
     Commit(StateError),
+    /// The destination asked to wait longer than the sync allows.
+    RateLimited(Duration),
+    /// The lease could not be renewed in time: nothing more is written.
+    LeaseLapsed,
 }
 
 /// What one batch's delivery did.
@@ -42,7 +47,6 @@ pub(crate) struct BatchResult {
     pub recovered: u64,
     pub retries: u64,
     pub rate_limit_waits: u64,
-    pub rate_wait: Duration,
     /// Writes the destination acknowledged.
     pub writes: u64,
     pub bytes: u64,
@@ -64,6 +68,8 @@ enum WriteFailure {
     Fatal(FailureKind, String),
     /// An exactly-once write's state commit was refused.
     Commit(StateError),
+    RateLimited(Duration),
+    LeaseLapsed,
     Stopped,
 }
 
@@ -143,6 +149,10 @@ pub(crate) struct Deliverer {
     /// Rejections from earlier runs, for attempt counts.
     pub prior: Arc<PriorRejections>,
     pub progress: broadcast::Sender<ProgressEvent>,
+    /// Until when the run may write (checked before every write).
+    pub lease_deadline: Arc<LeaseDeadline>,
+    /// The wall time writes waited on rate limits.
+    pub waits: Arc<WaitClock>,
 }
 
 impl Deliverer {
@@ -329,6 +339,14 @@ impl Deliverer {
                         result.failure = Some(BatchFailure::Commit(error));
                         done.extend(changes.into_iter().map(Done::undelivered));
                     }
+                    Err(WriteFailure::RateLimited(retry_after)) => {
+                        result.failure = Some(BatchFailure::RateLimited(retry_after));
+                        done.extend(changes.into_iter().map(Done::undelivered));
+                    }
+                    Err(WriteFailure::LeaseLapsed) => {
+                        result.failure = Some(BatchFailure::LeaseLapsed);
+                        done.extend(changes.into_iter().map(Done::undelivered));
+                    }
                     Err(WriteFailure::Stopped) => {
                         done.extend(changes.into_iter().map(Done::undelivered));
                     }
@@ -360,19 +378,36 @@ impl Deliverer {
             if self.stop.is_cancelled() {
                 break Err(WriteFailure::Stopped);
             }
+            let waiting = Instant::now();
             tokio::select! {
-                waited = self.pause.wait() => result.rate_wait += waited,
+                _ = self.pause.wait() => {}
                 () = self.stop.cancelled() => break Err(WriteFailure::Stopped),
             }
             if let Some(limiter) = &self.limiter {
                 tokio::select! {
-                    waited = limiter.acquire() => result.rate_wait += waited,
+                    _ = limiter.acquire() => {}
                     () = self.stop.cancelled() => break Err(WriteFailure::Stopped),
                 }
             }
+            self.waits.record(waiting, Instant::now());
+            // Prove the lease by the local clock right before writing (see `lease`).
+            if !self.lease_deadline.holds() {
+                warn!(sync = %self.sync_id, "The lease may have lapsed; not writing.");
+                break Err(WriteFailure::LeaseLapsed);
+            }
             let transactional = self.destination.transactional_state();
+            let timeout = self.options.write_timeout;
+            let timed_out = || {
+                CommittedWriteError::Destination(DestinationError::Transient {
+                    message: format!("no answer within the write timeout of {timeout:?}"),
+                    source: None,
+                })
+            };
             let written = match transactional {
-                None => self.destination.write(&batch).await.map_err(CommittedWriteError::Destination),
+                None => match tokio::time::timeout(timeout, self.destination.write(&batch)).await {
+                    Ok(written) => written.map_err(CommittedWriteError::Destination),
+                    Err(_) => Err(timed_out()),
+                },
                 Some(transactional) => {
                     let now = unix_secs(std::time::SystemTime::now());
                     let commit_for = |outcomes: &[ChangeOutcome]| {
@@ -383,7 +418,15 @@ impl Deliverer {
                         });
                         self.commit_of(finals, priors, now)
                     };
-                    transactional.write_committing(&batch, &self.lease, &commit_for).await
+                    match tokio::time::timeout(
+                        timeout,
+                        transactional.write_committing(&batch, &self.lease, &commit_for),
+                    )
+                    .await
+                    {
+                        Ok(written) => written,
+                        Err(_) => Err(timed_out()),
+                    }
                 }
             };
             let written = match written {
@@ -436,6 +479,14 @@ impl Deliverer {
                     }
                     let delay = retry_after
                         .unwrap_or_else(|| backoff(limited, self.options.initial_backoff, self.options.max_backoff));
+                    if delay > self.options.max_rate_limit_wait {
+                        warn!(
+                            sync = %self.sync_id,
+                            retry_after_s = delay.as_secs(),
+                            "The destination asks to wait longer than the sync allows; ending the run."
+                        );
+                        break Err(WriteFailure::RateLimited(delay));
+                    }
                     debug!(sync = %self.sync_id, attempt = limited, delay_ms = delay.as_millis() as u64, "Rate limited; pausing every worker.");
                     result.retries += 1;
                     self.pause.extend(delay);

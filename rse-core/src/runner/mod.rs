@@ -1,6 +1,7 @@
 //! The runner: a sync built from its four parts, and what one run of it does.
 
 mod deliver;
+mod lease;
 mod options;
 mod pace;
 mod prior;

@@ -120,6 +120,15 @@ pub struct SyncOptions {
     pub read_batch_size: usize,
     /// What a run does when the columns it reads differ from those last delivered.
     pub schema_drift: SchemaDriftPolicy,
+    /// The longest a run waits on one rate limit (a `Retry-After`). A destination asking
+    /// for longer ends the run as [`RunStatus::RateLimited`](crate::RunStatus::RateLimited),
+    /// every unsent change kept for the next run, instead of holding the lease idle.
+    pub max_rate_limit_wait: Duration,
+    /// The longest one write attempt may take. A write that has not answered by then is
+    /// abandoned as a transient failure and retried under the same idempotency keys (its
+    /// changes are recorded as pending first, so a write that did land is not lost), so
+    /// a hung socket cannot stall a run while its lease keeps renewing.
+    pub write_timeout: Duration,
 }
 
 /// The default delete guard: at most half of the keys a sync delivered in one run.
@@ -147,6 +156,8 @@ impl Default for SyncOptions {
             holder: default_holder(),
             read_batch_size: 1_024,
             schema_drift: SchemaDriftPolicy::Fail,
+            max_rate_limit_wait: Duration::from_secs(300),
+            write_timeout: Duration::from_secs(120),
         }
     }
 }
@@ -209,4 +220,8 @@ with! {
     with_read_batch_size: read_batch_size: usize,
     /// Sets [`schema_drift`](Self::schema_drift).
     with_schema_drift: schema_drift: SchemaDriftPolicy,
+    /// Sets [`max_rate_limit_wait`](Self::max_rate_limit_wait).
+    with_max_rate_limit_wait: max_rate_limit_wait: Duration,
+    /// Sets [`write_timeout`](Self::write_timeout).
+    with_write_timeout: write_timeout: Duration,
 }

@@ -54,9 +54,11 @@ pub(crate) struct PauseGate {
 }
 
 impl PauseGate {
-    /// Pauses every worker for at least `d` from now.
+    /// Pauses every worker for at least `d` from now (a pause past the clock's range ends
+    /// where the clock does).
     pub(crate) fn extend(&self, d: Duration) {
-        let until = Instant::now() + d;
+        let now = Instant::now();
+        let until = now.checked_add(d).unwrap_or_else(|| far_future(now));
         let mut current = self.until.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         *current = Some(current.map_or(until, |c| c.max(until)));
     }
@@ -71,6 +73,45 @@ impl PauseGate {
                 _ => return start.elapsed(),
             }
         }
+    }
+}
+
+/// An instant a year from `now` (or `now` itself if even that does not fit).
+fn far_future(now: Instant) -> Instant {
+    now.checked_add(Duration::from_secs(365 * 86_400)).unwrap_or(now)
+}
+
+/// The wall time during which at least one worker waited: the union of waits, not their
+/// sum (four workers paused by one `Retry-After` of 3 s were paused 3 s, not 12).
+#[derive(Debug, Default)]
+pub(crate) struct WaitClock {
+    inner: Mutex<WaitSpan>,
+}
+
+#[derive(Debug, Default)]
+struct WaitSpan {
+    /// The end of the latest wait recorded.
+    until: Option<Instant>,
+    total: Duration,
+}
+
+impl WaitClock {
+    /// Records a wait from `start` to `end`; only the part not already covered counts.
+    pub(crate) fn record(&self, start: Instant, end: Instant) {
+        if end <= start {
+            return;
+        }
+        let mut span = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let from = span.until.map_or(start, |u| u.max(start));
+        if end > from {
+            span.total += end - from;
+            span.until = Some(end);
+        }
+    }
+
+    /// The wall time waited so far.
+    pub(crate) fn total(&self) -> Duration {
+        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner).total
     }
 }
 
@@ -95,6 +136,25 @@ mod tests {
             assert!(d <= Duration::from_secs(5));
             assert!(d <= Duration::from_millis(100) * 2u32.saturating_pow(attempt - 1));
         }
+    }
+
+    #[test]
+    fn waits_that_overlap_count_once() {
+        let clock = WaitClock::default();
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        clock.record(t0, t0 + s(3));
+        clock.record(t0, t0 + s(3));
+        clock.record(t0 + s(1), t0 + s(4));
+        clock.record(t0 + s(10), t0 + s(11));
+        assert_eq!(clock.total(), s(5));
+    }
+
+    #[test]
+    fn a_pause_past_the_clock_does_not_panic() {
+        let gate = PauseGate::default();
+        gate.extend(Duration::MAX);
+        gate.extend(Duration::from_secs(u64::MAX));
     }
 
     #[tokio::test(start_paused = true)]

@@ -2,6 +2,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
@@ -11,6 +12,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::deliver::{BatchFailure, BatchResult, Deliverer, Outgoing, RunSchema};
+use super::lease::{LeaseDeadline, keep_lease};
+use super::pace::WaitClock;
 use super::pace::{PauseGate, RateLimiter};
 use super::prior::PriorRejections;
 use super::{MaxDeletes, Mode, SyncInner};
@@ -42,11 +45,14 @@ async fn run_in_span(inner: &SyncInner, cancel: CancellationToken, span: tracing
     report.dry_run = options.dry_run;
     report.full_resync = options.full_resync;
 
+    let sent = Instant::now();
     let lease = if options.dry_run {
         None
     } else {
         Some(inner.state.acquire_lease(&inner.id, &options.holder, options.lease_ttl).await?)
     };
+    let deadline = Arc::new(LeaseDeadline::new(sent, options.lease_ttl));
+    let waits = Arc::new(WaitClock::default());
     report.run_id = lease.as_ref().map_or(0, |l| l.token);
     span.record("run", report.run_id);
 
@@ -75,9 +81,20 @@ async fn run_in_span(inner: &SyncInner, cancel: CancellationToken, span: tracing
     let (consumed, produced, lease_lost) = match &lease {
         Some(lease) => {
             let done = CancellationToken::new();
-            let deliverer = deliverer(inner, lease.clone(), stop.clone(), prior.clone(), run_schema.clone());
+            let deliverer = Deliverer {
+                lease_deadline: deadline.clone(),
+                waits: waits.clone(),
+                ..deliverer(inner, lease.clone(), stop.clone(), prior.clone(), run_schema.clone())
+            };
             let consume = consume(&deliverer, rx, inner);
-            let keep = keep_lease(inner, lease.clone(), stop.clone(), done.clone());
+            let keep = keep_lease(
+                inner.state.clone(),
+                lease.clone(),
+                options.lease_ttl,
+                deadline.clone(),
+                stop.clone(),
+                done.clone(),
+            );
             let ((produced, consumed), lease_lost) = tokio::join!(
                 async {
                     let out = tokio::join!(produce, consume);
@@ -96,6 +113,7 @@ async fn run_in_span(inner: &SyncInner, cancel: CancellationToken, span: tracing
 
     let mut status = decide_status(&produced, &consumed, lease_lost, cancel.is_cancelled());
     fill_report(&mut report, &produced, &consumed, options.rejection_sample);
+    report.rate_limit_wait = waits.total();
     if let Some(delivered) = &produced.delivered {
         report.schema = Some(delivered.clone());
     }
@@ -227,30 +245,8 @@ fn deliverer(
         stop,
         prior,
         progress: inner.progress.clone(),
-    }
-}
-
-/// Renews the lease at a third of its TTL until `done`; a lost lease stops the run.
-async fn keep_lease(
-    inner: &SyncInner,
-    mut lease: Lease,
-    stop: CancellationToken,
-    done: CancellationToken,
-) -> Option<String> {
-    let every = inner.options.lease_ttl / 3;
-    loop {
-        tokio::select! {
-            () = done.cancelled() => return None,
-            () = tokio::time::sleep(every) => {}
-        }
-        match inner.state.renew_lease(&lease, inner.options.lease_ttl).await {
-            Ok(renewed) => lease = renewed,
-            Err(error) => {
-                warn!(%error, "Lost the lease; stopping.");
-                stop.cancel();
-                return Some(error.to_string());
-            }
-        }
+        lease_deadline: Arc::new(LeaseDeadline::new(Instant::now(), inner.options.lease_ttl)),
+        waits: Arc::default(),
     }
 }
 
@@ -260,6 +256,8 @@ struct Consumed {
     totals: BatchResult,
     circuit_open: Option<String>,
     fatal: Option<(FailureKind, String)>,
+    /// The longest wait a destination asked for beyond the sync's limit.
+    rate_limited: Option<Duration>,
 }
 
 /// Delivers batches with bounded concurrency; opens the circuit after repeated failure.
@@ -289,6 +287,20 @@ async fn consume(deliverer: &Deliverer, mut rx: mpsc::Receiver<Vec<Outgoing>>, i
                     }
                     Some(BatchFailure::Fatal(kind, reason)) => {
                         out.fatal.get_or_insert_with(|| (*kind, reason.clone()));
+                        deliverer.stop.cancel();
+                    }
+                    Some(BatchFailure::RateLimited(retry_after)) => {
+                        let longest = out.rate_limited.map_or(*retry_after, |d| d.max(*retry_after));
+                        out.rate_limited = Some(longest);
+                        deliverer.stop.cancel();
+                    }
+                    Some(BatchFailure::LeaseLapsed) => {
+                        out.fatal.get_or_insert_with(|| {
+                            (
+                                FailureKind::LeaseLost,
+                                "the lease could not be renewed before it lapsed; no write was sent after that".into(),
+                            )
+                        });
                         deliverer.stop.cancel();
                     }
                     Some(BatchFailure::Commit(error)) => {
@@ -321,7 +333,6 @@ fn merge_batch(totals: &mut BatchResult, b: BatchResult) {
     totals.recovered += b.recovered;
     totals.retries += b.retries;
     totals.rate_limit_waits += b.rate_limit_waits;
-    totals.rate_wait += b.rate_wait;
     totals.writes += b.writes;
     totals.bytes += b.bytes;
     totals.deliver_time += b.deliver_time;
@@ -971,6 +982,11 @@ fn decide_status(p: &Produced, c: &Consumed, lease_lost: Option<String>, cancell
     if let Some((kind, reason)) = &p.state_error {
         return RunStatus::Failed { reason: format!("state commit failed: {reason}"), kind: *kind };
     }
+    if let Some(retry_after) = c.rate_limited {
+        let at = std::time::SystemTime::now().checked_add(retry_after).unwrap_or(std::time::SystemTime::now());
+        let retry_at_ms = at.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        return RunStatus::RateLimited { retry_after, retry_at_ms };
+    }
     if let Some(reason) = &c.circuit_open {
         return RunStatus::CircuitOpen { reason: reason.clone() };
     }
@@ -1011,7 +1027,6 @@ fn fill_report(report: &mut SyncReport, p: &Produced, c: &Consumed, sample_limit
     };
     report.retries = c.totals.retries;
     report.rate_limit_waits = c.totals.rate_limit_waits;
-    report.rate_limit_wait = c.totals.rate_wait;
     report.batches = c.totals.writes;
     report.bytes = c.totals.bytes;
     report.stages =
