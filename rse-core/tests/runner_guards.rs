@@ -472,3 +472,27 @@ async fn incremental_a_refused_row_stays_refused_across_a_schema_change() {
     assert_eq!(rejections[0].key, key(1));
     assert!(!w.destination.records().contains_key(&key(1)));
 }
+
+#[tokio::test]
+async fn a_key_repeated_in_the_source_is_kept_among_the_rejections_until_fixed() {
+    let mut rows = customers(3);
+    rows.push(customer(2, 0.99));
+    rows.push(customer(2, 0.98));
+    let w = World::new(rows);
+    let sync = w.sync(Mode::Upsert, opts()).await;
+    let report = sync.run().await.unwrap();
+    assert_eq!(report.counts.invalid, 2);
+    let rejections = w.state.rejections("customers");
+    assert_eq!(rejections.len(), 1, "{rejections:?}");
+    assert_eq!(rejections[0].key, key(2));
+    assert_eq!(rejections[0].stage, RejectionStage::Key);
+    assert!(rejections[0].reason.contains("repeated"), "{}", rejections[0].reason);
+
+    let report = sync.run().await.unwrap();
+    assert_eq!(w.state.rejections("customers")[0].attempts, 2, "{report}");
+
+    w.source.set_rows(customers(3));
+    let report = sync.run().await.unwrap();
+    assert_eq!(report.status, RunStatus::Succeeded, "{report}");
+    assert!(w.state.rejections("customers").is_empty());
+}

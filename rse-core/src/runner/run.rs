@@ -130,6 +130,10 @@ async fn run_in_span(inner: &SyncInner, cancel: CancellationToken, span: tracing
                 commit.cursor = Some(cursor);
             }
             commit.cleared_rejections = produced.cleared.clone();
+            let mut repeated = produced.key_rejections.clone();
+            repeated.sort_by(|a, b| a.key.cmp(&b.key));
+            repeated.dedup_by(|a, b| a.key == b.key);
+            commit.rejected = repeated;
             report.counts.recovered += commit.cleared_rejections.len() as u64;
             if !commit.is_empty()
                 && let Err(error) = inner.state.commit(lease, commit).await
@@ -363,6 +367,8 @@ struct Produced {
     delivered: Option<SchemaSummary>,
     /// How the read's columns differ from those last delivered.
     drift: Option<SchemaDrift>,
+    /// Records refused for a key repeated in the source (one entry per key).
+    key_rejections: Vec<RejectedEntry>,
 }
 
 struct Producer<'a> {
@@ -737,7 +743,26 @@ impl<'a> Producer<'a> {
         for invalid in std::mem::take(&mut diff.invalid) {
             self.out.counts.invalid += 1;
             match &invalid.key {
-                Some(key) => self.touch(key),
+                Some(key) => {
+                    self.touch(key);
+                    // Kept with the sync's rejections (committed at the end of the run, after
+                    // the first occurrence's own outcome), so a host sees it among them.
+                    let now = unix_secs(std::time::SystemTime::now());
+                    let (attempts, first_rejected_at) =
+                        self.prior.carried(key, now, |p| p.stage == RejectionStage::Key);
+                    self.out.key_rejections.push(RejectedEntry {
+                        key: key.clone(),
+                        stage: RejectionStage::Key,
+                        op: None,
+                        fingerprint: None,
+                        version: 0,
+                        reason: invalid.reason.clone(),
+                        attempts,
+                        record: None,
+                        first_rejected_at,
+                        last_rejected_at: now,
+                    });
+                }
                 None => {
                     self.out.present = self.out.present.saturating_sub(1);
                     self.out.unknown_keys += 1;
