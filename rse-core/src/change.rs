@@ -147,6 +147,7 @@ impl ChangeBatch {
 
 /// The destination's answer for one change.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum ChangeOutcome {
     /// The change is durably applied.
     Applied,
@@ -156,6 +157,14 @@ pub enum ChangeOutcome {
         reason: String,
         /// Whether trying the same change again may succeed (e.g. a lock conflict).
         retryable: bool,
+    },
+    /// Nothing was written because the destination holds a newer version of the record
+    /// than this change (a version guard: another writer, or a sync whose state was reset,
+    /// got there first). Not applied, so the state does not advance: the change stays
+    /// among the sync's rejections with this reason, counted apart from refusals.
+    Superseded {
+        /// What the destination holds, in its words (versions, never values).
+        reason: String,
     },
 }
 

@@ -76,6 +76,10 @@ pub struct Counts {
     pub applied: OpCounts,
     /// Changes the destination refused.
     pub rejected: OpCounts,
+    /// Changes not written because the destination holds a newer version of the record
+    /// (a version guard); kept among the rejections, not counted as applied.
+    #[serde(default)]
+    pub superseded: u64,
     /// Deletes withheld by the delete guard.
     pub withheld: u64,
     /// Planned changes that were not delivered (run ended early); they go next run.
@@ -361,6 +365,12 @@ impl std::fmt::Display for SyncReport {
         }
         if c.undelivered > 0 {
             write!(f, "\n  {} changes not delivered (sent next run)", c.undelivered)?;
+        }
+        if c.superseded > 0 {
+            write!(f, "\n  {} changes superseded by a newer version at the destination", c.superseded)?;
+        }
+        if let Some(drift) = &self.schema_drift {
+            write!(f, "\n  schema drift: {drift}")?;
         }
         for r in &self.rejections {
             write!(f, "\n  rejected key {}: {}", r.key, r.reason)?;

@@ -496,3 +496,25 @@ async fn a_key_repeated_in_the_source_is_kept_among_the_rejections_until_fixed()
     assert_eq!(report.status, RunStatus::Succeeded, "{report}");
     assert!(w.state.rejections("customers").is_empty());
 }
+
+#[tokio::test]
+async fn a_change_superseded_at_the_destination_is_reported_as_such_and_not_recorded_as_applied() {
+    let w = World::new(customers(3));
+    let faulty = FaultyDestination::new(w.destination.clone());
+    faulty.supersede_key(key(2));
+    let sync = w.sync_to(faulty.clone(), opts()).await;
+    let report = sync.run().await.unwrap();
+    assert_eq!(report.counts.applied.insert, 2, "{report}");
+    assert_eq!(report.counts.superseded, 1);
+    assert_eq!(report.counts.rejected.total(), 0);
+    assert_eq!(report.status, RunStatus::CompletedWithRejections);
+    assert!(!w.state.snapshot("customers").iter().any(|e| e.key == key(2) && e.is_live()));
+    let rejections = w.state.rejections("customers");
+    assert!(rejections[0].reason.starts_with("superseded"), "{rejections:?}");
+
+    // It is tried again each run, and lands once the destination takes it.
+    faulty.lift();
+    let report = sync.run().await.unwrap();
+    assert_eq!(report.counts.applied.insert, 1, "{report}");
+    assert!(w.state.rejections("customers").is_empty());
+}

@@ -44,6 +44,7 @@ pub(crate) struct BatchResult {
     pub applied: OpCounts,
     pub rejected: OpCounts,
     pub undelivered: u64,
+    pub superseded: u64,
     pub recovered: u64,
     pub retries: u64,
     pub rate_limit_waits: u64,
@@ -58,7 +59,13 @@ pub(crate) struct BatchResult {
 
 enum Final {
     Applied,
-    Rejected { reason: String },
+    Rejected {
+        reason: String,
+    },
+    /// The destination holds a newer version; kept among the rejections with this reason.
+    Superseded {
+        reason: String,
+    },
     Undelivered,
 }
 
@@ -117,7 +124,7 @@ impl Done {
     fn outcome(&self) -> Option<(&Change, Option<&str>)> {
         match &self.outcome {
             Final::Applied => Some((&self.change, None)),
-            Final::Rejected { reason } => Some((&self.change, Some(reason.as_str()))),
+            Final::Rejected { reason } | Final::Superseded { reason } => Some((&self.change, Some(reason.as_str()))),
             Final::Undelivered => None,
         }
     }
@@ -211,6 +218,18 @@ impl Deliverer {
                         });
                     }
                 }
+                Final::Superseded { reason } => {
+                    rejected += 1;
+                    result.superseded += 1;
+                    if result.samples.len() < self.options.rejection_sample {
+                        result.samples.push(RejectionSample {
+                            key: change.key.redacted(),
+                            stage: RejectionStage::Destination,
+                            op: Some(change.op),
+                            reason: reason.clone(),
+                        });
+                    }
+                }
                 Final::Undelivered => result.undelivered += 1,
             }
         }
@@ -232,9 +251,9 @@ impl Deliverer {
     }
 
     /// The state commit recording final outcomes: `None` applied, `Some(reason)` refused.
-    fn commit_of<'c>(
+    fn commit_of<'c, S: AsRef<str>>(
         &self,
-        finals: impl IntoIterator<Item = (&'c Change, Option<&'c str>)>,
+        finals: impl IntoIterator<Item = (&'c Change, Option<S>)>,
         priors: &Priors,
         now: u64,
     ) -> StateCommit {
@@ -259,7 +278,7 @@ impl Deliverer {
                         op: Some(change.op),
                         fingerprint: Some(change.fingerprint),
                         version: change.version,
-                        reason: reason.to_owned(),
+                        reason: reason.as_ref().to_owned(),
                         attempts,
                         record: change.record.clone(),
                         first_rejected_at,
@@ -301,6 +320,9 @@ impl Deliverer {
                                     continue;
                                 }
                                 ChangeOutcome::Rejected { reason, .. } => Final::Rejected { reason },
+                                ChangeOutcome::Superseded { reason } => {
+                                    Final::Superseded { reason: format!("superseded: {reason}") }
+                                }
                             };
                             done.push(Done { change, outcome, committed });
                         }
@@ -414,7 +436,10 @@ impl Deliverer {
                         let finals = batch.changes.iter().zip(outcomes).filter_map(|(change, outcome)| match outcome {
                             ChangeOutcome::Applied => Some((change, None)),
                             outcome if self.retry_rejection(outcome, round) => None,
-                            ChangeOutcome::Rejected { reason, .. } => Some((change, Some(reason.as_str()))),
+                            ChangeOutcome::Rejected { reason, .. } => Some((change, Some(reason.clone()))),
+                            ChangeOutcome::Superseded { reason } => {
+                                Some((change, Some(format!("superseded: {reason}"))))
+                            }
                         });
                         self.commit_of(finals, priors, now)
                     };

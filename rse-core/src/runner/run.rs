@@ -334,6 +334,7 @@ fn merge_batch(totals: &mut BatchResult, b: BatchResult) {
         totals.rejected.add(op, b.rejected.get(op));
     }
     totals.undelivered += b.undelivered;
+    totals.superseded += b.superseded;
     totals.recovered += b.recovered;
     totals.retries += b.retries;
     totals.rate_limit_waits += b.rate_limit_waits;
@@ -1030,7 +1031,11 @@ fn decide_status(p: &Produced, c: &Consumed, lease_lost: Option<String>, cancell
     if let Some(reason) = &p.withheld_reason {
         return RunStatus::DeletesWithheld { reason: reason.clone() };
     }
-    let refused = c.totals.rejected.total() + p.counts.source_rejected + p.counts.transform_rejected + p.counts.invalid;
+    let refused = c.totals.rejected.total()
+        + c.totals.superseded
+        + p.counts.source_rejected
+        + p.counts.transform_rejected
+        + p.counts.invalid;
     if refused > 0 { RunStatus::CompletedWithRejections } else { RunStatus::Succeeded }
 }
 
@@ -1048,6 +1053,7 @@ fn fill_report(report: &mut SyncReport, p: &Produced, c: &Consumed, sample_limit
         rejected: c.totals.rejected,
         undelivered: p.counts.undelivered + c.totals.undelivered,
         recovered: c.totals.recovered,
+        superseded: c.totals.superseded,
         ..p.counts.clone()
     };
     report.retries = c.totals.retries;

@@ -214,18 +214,20 @@ fn commit_of(batch: &ChangeBatch, outcomes: &[ChangeOutcome]) -> StateCommit {
                 version: change.version + 1,
                 pending: None,
             }),
-            ChangeOutcome::Rejected { reason, .. } => commit.rejected.push(RejectedEntry {
-                key: change.key.clone(),
-                stage: RejectionStage::Destination,
-                op: Some(change.op),
-                fingerprint: Some(change.fingerprint),
-                version: change.version,
-                reason: reason.clone(),
-                attempts: 1,
-                record: change.record.clone(),
-                first_rejected_at: 1_700_000_000,
-                last_rejected_at: 1_700_000_000,
-            }),
+            ChangeOutcome::Rejected { reason, .. } | ChangeOutcome::Superseded { reason } => {
+                commit.rejected.push(RejectedEntry {
+                    key: change.key.clone(),
+                    stage: RejectionStage::Destination,
+                    op: Some(change.op),
+                    fingerprint: Some(change.fingerprint),
+                    version: change.version,
+                    reason: reason.clone(),
+                    attempts: 1,
+                    record: change.record.clone(),
+                    first_rejected_at: 1_700_000_000,
+                    last_rejected_at: 1_700_000_000,
+                })
+            }
         }
     }
     commit

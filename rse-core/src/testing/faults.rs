@@ -17,6 +17,7 @@ use crate::state::Lease;
 #[derive(Default)]
 struct Faults {
     reject: HashMap<Key, String>,
+    supersede: HashSet<Key>,
     retryable_reject: HashMap<Key, u32>,
     invalid_batch_keys: HashSet<Key>,
     transient_on: BTreeSet<u64>,
@@ -61,6 +62,13 @@ impl<D: Destination> FaultyDestination<D> {
     /// Refuses every change of `key` with `reason` (the rest of its batch is applied).
     pub fn reject_key(&self, key: Key, reason: &str) -> &Self {
         self.faults().reject.insert(key, reason.to_owned());
+        self
+    }
+
+    /// Answers every change of `key` as superseded: the destination holds a newer version
+    /// (what a version guard answers to a late or reset writer).
+    pub fn supersede_key(&self, key: Key) -> &Self {
+        self.faults().supersede.insert(key);
         self
     }
 
@@ -235,6 +243,8 @@ impl<D: Destination> FaultyDestination<D> {
         for (slot, change) in outcomes.iter_mut().zip(&batch.changes) {
             if let Some(reason) = f.reject.get(&change.key) {
                 *slot = Some(ChangeOutcome::rejected(reason.clone()));
+            } else if f.supersede.contains(&change.key) {
+                *slot = Some(ChangeOutcome::Superseded { reason: "injected: the destination holds version 9".into() });
             } else if let Some(left) = f.retryable_reject.get_mut(&change.key)
                 && *left > 0
             {
