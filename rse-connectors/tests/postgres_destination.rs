@@ -219,9 +219,23 @@ async fn the_version_guard_never_lets_an_older_change_roll_a_row_back() {
     dest.write(&changes(&schema, "g", vec![(Op::Update, row(1, "v5", 1.0), 5), (Op::Update, row(2, "v5", 1.0), 5)]))
         .await
         .unwrap();
-    // A late retry of older changes, from a runner that lost its lease.
-    let late = changes(&schema, "g", vec![(Op::Update, row(1, "v3", 1.0), 3), (Op::Delete, row(2, "", 0.0), 4)]);
-    assert_eq!(dest.write(&late).await.unwrap(), WriteOutcome::all_applied(2));
+    // A late retry of older changes, from a runner that lost its lease: reported as
+    // superseded, not as applied; the new row and the delete of a missing key beside them
+    // are applied.
+    let late = changes(
+        &schema,
+        "g",
+        vec![
+            (Op::Update, row(1, "v3", 1.0), 3),
+            (Op::Delete, row(2, "", 0.0), 4),
+            (Op::Update, row(3, "v0", 1.0), 0),
+            (Op::Delete, row(9, "", 0.0), 0),
+        ],
+    );
+    let outcomes = dest.write(&late).await.unwrap().outcomes;
+    assert!(matches!(&outcomes[0], ChangeOutcome::Superseded { reason } if reason.contains('5')), "{outcomes:?}");
+    assert!(matches!(&outcomes[1], ChangeOutcome::Superseded { .. }), "{outcomes:?}");
+    assert_eq!(outcomes[2..], [ChangeOutcome::Applied, ChangeOutcome::Applied]);
     assert_eq!(name_of(&db, "guarded", 1).await.as_deref(), Some("v5"));
     assert_eq!(name_of(&db, "guarded", 2).await.as_deref(), Some("v5"), "an older delete removed a newer row");
     // Newer changes still apply.

@@ -199,6 +199,9 @@ impl PostgresDestinationOptions {
 struct Statements {
     upsert: String,
     delete: String,
+    /// Under the version guard: the positions (`$last`, int8) of the changes whose row holds
+    /// a newer version than theirs, given their keys and versions as the delete takes them.
+    superseded: Option<String>,
     /// The PostgreSQL array type each field is bound as.
     binds: Vec<Bind>,
     key_binds: Vec<(usize, Bind)>,
@@ -726,7 +729,20 @@ impl PostgresDestination {
             daliases.join(", "),
             conds.join(" AND ")
         );
-        Statements { upsert, delete, binds, key_binds, copy: self.copy_plan(schema) }
+        // After the upsert and the delete, in the same transaction (the rows they skipped are
+        // locked by them): a guarded row still newer than its change was not written.
+        let superseded = guard.then(|| {
+            let key_conds = &conds[..key_binds.len()];
+            format!(
+                "SELECT u.o, t.\"_rse_version\" FROM unnest({}, ${}::int8[]) AS u({}, o) JOIN {table} AS t ON {} \
+                 WHERE t.\"_rse_version\" > u.v",
+                dparams.join(", "),
+                dparams.len() + 1,
+                daliases.join(", "),
+                key_conds.join(" AND ")
+            )
+        });
+        Statements { upsert, delete, superseded, binds, key_binds, copy: self.copy_plan(schema) }
     }
 
     /// Encodes the changes at `positions`: the inserts into a COPY when `copy` and there are
@@ -841,6 +857,48 @@ impl PostgresDestination {
 }
 
 impl PostgresDestination {
+    /// Answers `Superseded` for the changes written in this transaction whose row holds a
+    /// newer version than theirs (the version guard skipped them).
+    async fn mark_superseded(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        sql: &str,
+        statements: &Statements,
+        batch: &ChangeBatch,
+        outcomes: &mut [Option<ChangeOutcome>],
+    ) -> Result<(), DestinationError> {
+        let written: Vec<usize> = (0..batch.changes.len()).filter(|&i| outcomes[i].is_none()).collect();
+        let n = written.len();
+        let mut keys: Vec<Column<'_>> = statements.key_binds.iter().map(|(_, b)| Column::new(*b, n)).collect();
+        let mut versions = Vec::with_capacity(n);
+        let mut positions = Vec::with_capacity(n);
+        for &i in &written {
+            let change = &batch.changes[i];
+            let Ok(key) = change.key.decode() else { continue };
+            let before = column_len(&keys);
+            if key.len() == keys.len() && keys.iter_mut().zip(&key).all(|(c, v)| c.push_owned(v)) {
+                versions.push(Some(i64::try_from(change.version).unwrap_or(i64::MAX)));
+                positions.push(Some(i as i64));
+            } else {
+                keys.iter_mut().for_each(|c| c.truncate(before));
+            }
+        }
+        keys.push(Column::Int(versions));
+        keys.push(Column::Int(positions));
+        let params: Vec<&(dyn ToSql + Sync)> = keys.iter().map(Column::as_sql).collect();
+        let statement = tx.prepare_cached(sql).await.map_err(|e| self.classify(e, "preparing"))?;
+        let rows = tx.query(&statement, &params).await.map_err(|e| self.classify(e, "finding superseded rows"))?;
+        for row in rows {
+            let (Ok(position), Ok(held)) = (row.try_get::<_, i64>(0), row.try_get::<_, i64>(1)) else { continue };
+            let Some(slot) = usize::try_from(position).ok().and_then(|p| outcomes.get_mut(p)) else { continue };
+            let version = batch.changes.get(position as usize).map_or(0, |c| c.version);
+            *slot = Some(ChangeOutcome::Superseded {
+                reason: format!("the table's row holds version {held}, newer than this change's {version}"),
+            });
+        }
+        Ok(())
+    }
+
     /// Upserts the exactly-once record of the changes at `indices` and returns the keys that
     /// were new or held another idempotency key (the changes to apply).
     async fn record(
@@ -1039,15 +1097,24 @@ impl PostgresDestination {
                 Err(e) => return Err(self.classify(e, "copying new rows").into()),
             }
         }
-        if column_len(&encoded.upsert) > 0 {
+        let mut skipped = false;
+        let upserts = column_len(&encoded.upsert);
+        if upserts > 0 {
             let params: Vec<&(dyn ToSql + Sync)> = encoded.upsert.iter().map(Column::as_sql).collect();
             let statement = tx.prepare_cached(&statements.upsert).await.map_err(|e| self.classify(e, "preparing"))?;
-            tx.execute(&statement, &params).await.map_err(|e| self.classify(e, "upserting rows"))?;
+            let written = tx.execute(&statement, &params).await.map_err(|e| self.classify(e, "upserting rows"))?;
+            skipped |= written < upserts as u64;
         }
-        if column_len(&encoded.delete) > 0 {
+        let deletes = column_len(&encoded.delete);
+        if deletes > 0 {
             let params: Vec<&(dyn ToSql + Sync)> = encoded.delete.iter().map(Column::as_sql).collect();
             let statement = tx.prepare_cached(&statements.delete).await.map_err(|e| self.classify(e, "preparing"))?;
-            tx.execute(&statement, &params).await.map_err(|e| self.classify(e, "deleting rows"))?;
+            let removed = tx.execute(&statement, &params).await.map_err(|e| self.classify(e, "deleting rows"))?;
+            // A delete of a key not in the table removes nothing and is applied all the same.
+            skipped |= removed < deletes as u64;
+        }
+        if skipped && let Some(sql) = &statements.superseded {
+            self.mark_superseded(&tx, sql, &statements, batch, &mut outcomes).await?;
         }
         let outcomes: Vec<ChangeOutcome> = outcomes.into_iter().map(|o| o.unwrap_or(ChangeOutcome::Applied)).collect();
         if let Some((lease, commit_for, store)) = state {
