@@ -244,6 +244,7 @@ impl Destination for NatsDestination {
         // Zero when the client has not yet heard from the server: the client checks again
         // when publishing, and that refusal is mapped to the change as well.
         let max_payload = self.client.server_info().max_payload;
+        let sync_id = subject_token(&batch.sync_id);
         let mut outcomes: Vec<Option<ChangeOutcome>> = vec![None; batch.changes.len()];
         let mut pending = Vec::with_capacity(batch.changes.len());
         for (i, change) in batch.changes.iter().enumerate() {
@@ -251,7 +252,7 @@ impl Destination for NatsDestination {
                 outcomes[i] = Some(ChangeOutcome::rejected("key could not be decoded"));
                 continue;
             };
-            let subject = fill_template(&template, &batch.sync_id, &key_values, subject_token);
+            let subject = fill_template(&template, &sync_id, &key_values, subject_token);
             let message_id = change.idempotency_key.to_string();
             let key = Json::Object(key_object(&batch.schema, &key_values)).to_string();
             let headers =
