@@ -202,8 +202,9 @@ impl KeyTemplate {
                 Some(c) if !c.is_ascii_alphanumeric() && c != '%' => separators.push(c),
                 _ => {
                     return Err(format!(
-                        "key template `{template}` does not separate its key columns, so different keys could \
-                         share a Redis key; put a separator such as `:` between the placeholders"
+                        "key template `{template}` does not keep its key columns apart, so different keys could \
+                         share a Redis key; put a separator that starts with neither a letter, a digit nor `%` \
+                         (such as `:`) between every two key placeholders"
                     ));
                 }
             }
