@@ -272,6 +272,8 @@ impl Destination for RedisDestination {
     async fn check(&self) -> Result<(), DestinationError> {
         let mut conn = self.connection.clone();
         redis::cmd("PING").query_async::<String>(&mut conn).await.map_err(|e| classify(&self.name, "PING", &e))?;
+        // Writes need the script: a server that forbids scripts should fail here, not mid-run.
+        self.script_sha().await?;
         Ok(())
     }
 
