@@ -28,6 +28,11 @@ struct World {
 
 impl World {
     async fn new() -> Option<World> {
+        World::with_max_msg_size(0).await
+    }
+
+    /// A world whose stream refuses messages larger than `max_msg_size` bytes (0: no limit).
+    async fn with_max_msg_size(max_msg_size: i32) -> Option<World> {
         let url = url();
         let client =
             match async_nats::ConnectOptions::new().connection_timeout(Duration::from_secs(5)).connect(&url).await {
@@ -43,6 +48,7 @@ impl World {
             name: name.clone(),
             subjects: vec![format!("{name}.>")],
             duplicate_window: Duration::from_secs(120),
+            max_message_size: max_msg_size,
             ..Default::default()
         };
         let stream = js.create_stream(config).await.unwrap();
@@ -206,5 +212,90 @@ async fn the_runner_publishes_each_change_once() {
     let report = sync.run().await.unwrap();
     assert_eq!((report.counts.applied.update, report.counts.applied.delete), (1, 1), "{report}");
     assert_eq!(world.messages().await, 252);
+    world.drop().await;
+}
+
+/// The server's `max_payload`, as a client connecting to it is told.
+async fn server_max_payload() -> usize {
+    async_nats::connect(url()).await.unwrap().server_info().max_payload
+}
+
+fn rejected_reason(outcome: &ChangeOutcome) -> &str {
+    match outcome {
+        ChangeOutcome::Rejected { reason, retryable: false } => reason,
+        other => panic!("expected a final rejection, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn an_oversized_record_is_rejected_alone_and_the_rest_are_delivered_once() {
+    let Some(mut world) = World::new().await else { return };
+    let max_payload = server_max_payload().await;
+    let dest = NatsDestination::connect(&url(), world.options()).await.unwrap();
+    let schema = conformance_schema();
+    let huge = "Q".repeat(max_payload + 1);
+    let batch = changes(
+        &schema,
+        vec![
+            (Op::Insert, row(1, "a")),
+            (Op::Insert, row(2, "b")),
+            (Op::Insert, row(3, &huge)),
+            (Op::Insert, row(4, "d")),
+        ],
+    );
+    let out = dest.write(&batch).await.unwrap();
+    assert_eq!(out.outcomes[0], ChangeOutcome::Applied);
+    assert_eq!(out.outcomes[1], ChangeOutcome::Applied);
+    assert_eq!(out.outcomes[3], ChangeOutcome::Applied);
+    let reason = rejected_reason(&out.outcomes[2]);
+    assert!(reason.contains(&max_payload.to_string()) && reason.contains("max_payload"), "{reason}");
+    assert!(!reason.contains("QQQQ"), "the reason holds the record's values: {reason}");
+    assert_eq!(world.messages().await, 3);
+
+    // The next run sends the same batch again (the rejected record is retried): the stream
+    // still holds each delivered change once.
+    let again = dest.write(&batch).await.unwrap();
+    assert_eq!(again, out);
+    assert_eq!(world.messages().await, 3, "the stream kept duplicates of delivered changes");
+    world.drop().await;
+}
+
+#[tokio::test]
+async fn a_record_over_the_streams_max_message_size_is_rejected_alone() {
+    let Some(mut world) = World::with_max_msg_size(2_048).await else { return };
+    let dest = NatsDestination::connect(&url(), world.options()).await.unwrap();
+    let schema = conformance_schema();
+    let large = "Q".repeat(4_096);
+    let batch =
+        changes(&schema, vec![(Op::Insert, row(1, "a")), (Op::Insert, row(2, &large)), (Op::Insert, row(3, "c"))]);
+    let out = dest.write(&batch).await.unwrap();
+    assert_eq!(out.outcomes[0], ChangeOutcome::Applied);
+    assert_eq!(out.outcomes[2], ChangeOutcome::Applied);
+    let reason = rejected_reason(&out.outcomes[1]);
+    assert!(reason.contains("maximum message size"), "{reason}");
+    assert!(!reason.contains("QQQQ"), "the reason holds the record's values: {reason}");
+    assert_eq!(world.messages().await, 2);
+    world.drop().await;
+}
+
+#[tokio::test]
+async fn a_missing_stream_error_names_the_template_not_the_key_values() {
+    let Some(world) = World::new().await else { return };
+    let schema =
+        Schema::new(vec![Field::required("email", DataType::String), Field::new("n", DataType::Int)], &["email"])
+            .unwrap()
+            .into_arc();
+    let template = format!("{}_nowhere.{{email}}", world.name);
+    let dest = NatsDestination::connect(&url(), NatsDestinationOptions::new(template.clone())).await.unwrap();
+    let secret = "zqx-private-4711@example.org";
+    let record = Record::new(vec![Value::from(secret), Value::Int(1)]);
+    let error = dest.write(&changes(&schema, vec![(Op::Insert, record)])).await.unwrap_err();
+    let (display, debug) = (error.to_string(), format!("{error:?}"));
+    // The subject token is percent-encoded; neither form of the value may appear.
+    for text in [&display, &debug] {
+        assert!(!text.contains("zqx-private-4711"), "the error holds a key value: {text}");
+    }
+    assert!(matches!(error, DestinationError::Fatal { .. }), "{debug}");
+    assert!(display.contains(&template), "the error should name the subject template: {display}");
     world.drop().await;
 }

@@ -840,3 +840,59 @@ async fn exactly_once_copies_new_rows_and_their_state_and_upserts_a_deleted_key_
     assert_eq!(sync.run().await.unwrap().counts.planned.total(), 0);
     db.drop().await;
 }
+
+#[tokio::test]
+async fn non_finite_floats_and_bytes_in_lists_keep_their_values_in_jsonb() {
+    let Some(db) = Db::new().await else { return };
+    let schema = Schema::new(
+        vec![
+            Field::required("id", DataType::Int),
+            Field::new("ratios", DataType::List(Box::new(DataType::Float))),
+            Field::new("blobs", DataType::List(Box::new(DataType::Bytes))),
+        ],
+        &["id"],
+    )
+    .unwrap()
+    .into_arc();
+    let row = |id: i64| {
+        Record::new(vec![
+            Value::Int(id),
+            Value::List(vec![
+                Value::Float(f64::NAN),
+                Value::Float(f64::INFINITY),
+                Value::Float(f64::NEG_INFINITY),
+                Value::Float(1.5),
+                Value::Null,
+            ]),
+            Value::List(vec![
+                Value::Bytes(bytes::Bytes::from_static(b"\x00\x01\xff")),
+                Value::Bytes(bytes::Bytes::new()),
+            ]),
+        ])
+    };
+    // One row goes by upsert; a batch of many inserts by COPY: both write the same text.
+    let dest = db.dest(db.options("lists"));
+    assert_eq!(
+        dest.write(&changes(&schema, "lists", vec![(Op::Insert, row(0), 0)])).await.unwrap(),
+        WriteOutcome::all_applied(1)
+    );
+    let many: Vec<(Op, Record, u64)> = (1..=100).map(|i| (Op::Insert, row(i), 0)).collect();
+    assert_eq!(dest.write(&changes(&schema, "lists", many)).await.unwrap(), WriteOutcome::all_applied(100));
+    let sql = format!(
+        "SELECT DISTINCT ratios::text, blobs::text, (ratios->>0)::float8::text, (ratios->>1)::float8::text, \
+         (ratios->>2)::float8::text, encode((blobs->>0)::bytea, 'hex') FROM \"{}\".lists",
+        db.schema
+    );
+    let rows = db.client.query(&sql, &[]).await.unwrap();
+    assert_eq!(rows.len(), 1, "rows by COPY and by upsert differ");
+    let r = &rows[0];
+    assert_eq!(r.get::<_, String>(0), r#"["NaN", "Infinity", "-Infinity", 1.5, null]"#);
+    assert_eq!(r.get::<_, String>(1), r#"["\\x0001ff", "\\x"]"#);
+    // Each is PostgreSQL's own text for the value: a cast gives the value back.
+    assert_eq!(
+        (r.get::<_, String>(2), r.get::<_, String>(3), r.get::<_, String>(4), r.get::<_, String>(5)),
+        ("NaN".to_owned(), "Infinity".to_owned(), "-Infinity".to_owned(), "0001ff".to_owned())
+    );
+    assert_eq!(db.count("lists").await, 101);
+    db.drop().await;
+}

@@ -129,12 +129,17 @@ async fn hashes_drop_null_fields_expire_and_go_on_delete() {
     let ttl: i64 = conn.ttl(format!("{prefix}:1")).await.unwrap();
     assert!(ttl > 200 && ttl <= 300, "ttl {ttl}");
 
-    // A field that became null leaves the hash; other writers' fields stay.
-    let _: () = conn.hset(format!("{prefix}:1"), "foreign", "kept").await.unwrap();
+    // A field that became null leaves the hash, and so does a field someone else added: the
+    // hash holds exactly the record. The TTL is set again.
+    let _: () = conn.hset(format!("{prefix}:1"), "foreign", "dropped").await.unwrap();
+    let _: () = conn.persist(format!("{prefix}:1")).await.unwrap();
     dest.write(&changes(&schema, vec![(Op::Update, row(1, None))])).await.unwrap();
     let hash: HashMap<String, String> = conn.hgetall(format!("{prefix}:1")).await.unwrap();
-    assert!(!hash.contains_key("name"));
-    assert_eq!(hash.get("foreign").map(String::as_str), Some("kept"));
+    let mut fields: Vec<&str> = hash.keys().map(String::as_str).collect();
+    fields.sort_unstable();
+    assert_eq!(fields, ["active", "id", "score"]);
+    let ttl: i64 = conn.ttl(format!("{prefix}:1")).await.unwrap();
+    assert!(ttl > 200 && ttl <= 300, "ttl {ttl}");
 
     dest.write(&changes(&schema, vec![(Op::Delete, row(2, None))])).await.unwrap();
     let exists: bool = conn.exists(format!("{prefix}:2")).await.unwrap();
@@ -219,5 +224,140 @@ async fn the_runner_keeps_a_feature_cache_in_step_with_the_model() {
     assert_eq!(name, "v2");
     let keys: Vec<String> = conn.keys(format!("{prefix}:*")).await.unwrap();
     assert_eq!(keys.len(), 299);
+    clean(&mut conn, &prefix).await;
+}
+
+fn composite_changes(schema: &Arc<Schema>, rows: &[(&str, &str, &str)]) -> ChangeBatch {
+    changes(
+        schema,
+        rows.iter().map(|(a, b, v)| (Op::Insert, Record::new(vec![(*a).into(), (*b).into(), (*v).into()]))).collect(),
+    )
+}
+
+#[tokio::test]
+async fn composite_keys_holding_the_delimiter_get_distinct_hashes() {
+    let Some(mut conn) = connect().await else { return };
+    let prefix = unique_id("rse_composite");
+    let schema = Schema::new(
+        vec![
+            Field::required("k1", DataType::String),
+            Field::required("k2", DataType::String),
+            Field::new("v", DataType::String),
+        ],
+        &["k1", "k2"],
+    )
+    .unwrap()
+    .into_arc();
+    let dest = RedisDestination::connect(&url(), RedisDestinationOptions::new(format!("{prefix}:{{k1}}:{{k2}}")))
+        .await
+        .unwrap();
+    let batch =
+        composite_changes(&schema, &[("a:b", "c", "first"), ("a", "b:c", "second"), ("plain-1", "x_y.z@w", "simple")]);
+    assert_eq!(dest.write(&batch).await.unwrap(), WriteOutcome::all_applied(3));
+
+    let mut keys: Vec<String> = conn.keys(format!("{prefix}:*")).await.unwrap();
+    keys.sort();
+    assert_eq!(keys.len(), 3, "two records share a Redis key: {keys:?}");
+    let mut held = Vec::new();
+    for key in &keys {
+        let hash: HashMap<String, String> = conn.hgetall(key).await.unwrap();
+        held.push((hash["k1"].clone(), hash["k2"].clone(), hash["v"].clone()));
+    }
+    held.sort();
+    assert_eq!(
+        held,
+        [
+            ("a".into(), "b:c".into(), "second".into()),
+            ("a:b".into(), "c".into(), "first".into()),
+            ("plain-1".into(), "x_y.z@w".into(), "simple".into())
+        ]
+    );
+    // The documented escaping; a key without `%`, `:` or braces keeps the key it always had.
+    let v: String = conn.hget(format!("{prefix}:a%3Ab:c"), "v").await.unwrap();
+    assert_eq!(v, "first");
+    let v: String = conn.hget(format!("{prefix}:a:b%3Ac"), "v").await.unwrap();
+    assert_eq!(v, "second");
+    let v: String = conn.hget(format!("{prefix}:plain-1:x_y.z@w"), "v").await.unwrap();
+    assert_eq!(v, "simple");
+    clean(&mut conn, &prefix).await;
+}
+
+#[tokio::test]
+async fn a_field_dropped_from_the_mapping_leaves_the_hash_on_the_next_write() {
+    let Some(mut conn) = connect().await else { return };
+    let prefix = unique_id("rse_dropped");
+    let dest = RedisDestination::connect(
+        &url(),
+        RedisDestinationOptions::new(format!("{prefix}:{{id}}")).with_ttl(Duration::from_secs(300)),
+    )
+    .await
+    .unwrap();
+    let before = Schema::new(
+        vec![
+            Field::required("id", DataType::Int),
+            Field::new("email", DataType::String),
+            Field::new("tier", DataType::String),
+        ],
+        &["id"],
+    )
+    .unwrap()
+    .into_arc();
+    let record = Record::new(vec![Value::Int(1), Value::from("ann@example.com"), Value::from("gold")]);
+    dest.write(&changes(&before, vec![(Op::Insert, record)])).await.unwrap();
+    let hash: HashMap<String, String> = conn.hgetall(format!("{prefix}:1")).await.unwrap();
+    assert_eq!(hash.get("email").map(String::as_str), Some("ann@example.com"));
+
+    // The mapping no longer selects `email`.
+    let after = Schema::new(vec![Field::required("id", DataType::Int), Field::new("tier", DataType::String)], &["id"])
+        .unwrap()
+        .into_arc();
+    let record = Record::new(vec![Value::Int(1), Value::from("silver")]);
+    assert_eq!(dest.write(&changes(&after, vec![(Op::Update, record)])).await.unwrap(), WriteOutcome::all_applied(1));
+    let hash: HashMap<String, String> = conn.hgetall(format!("{prefix}:1")).await.unwrap();
+    assert_eq!(
+        hash,
+        HashMap::from([("id".to_owned(), "1".to_owned()), ("tier".to_owned(), "silver".to_owned())]),
+        "the hash keeps a field the record no longer has"
+    );
+    let ttl: i64 = conn.ttl(format!("{prefix}:1")).await.unwrap();
+    assert!(ttl > 200 && ttl <= 300, "the rewritten hash lost its TTL: {ttl}");
+    clean(&mut conn, &prefix).await;
+}
+
+#[tokio::test]
+async fn a_template_separator_is_escaped_and_a_template_without_one_is_refused() {
+    let Some(mut conn) = connect().await else { return };
+    let prefix = unique_id("rse_separator");
+    let schema = Schema::new(
+        vec![
+            Field::required("k1", DataType::String),
+            Field::required("k2", DataType::String),
+            Field::new("v", DataType::String),
+        ],
+        &["k1", "k2"],
+    )
+    .unwrap()
+    .into_arc();
+    let batch = composite_changes(&schema, &[("a-b", "c", "first"), ("a", "b-c", "second")]);
+    let dest = RedisDestination::connect(&url(), RedisDestinationOptions::new(format!("{prefix}:{{k1}}-{{k2}}")))
+        .await
+        .unwrap();
+    assert_eq!(dest.write(&batch).await.unwrap(), WriteOutcome::all_applied(2));
+    let v: String = conn.hget(format!("{prefix}:a%2Db-c"), "v").await.unwrap();
+    assert_eq!(v, "first");
+    let v: String = conn.hget(format!("{prefix}:a-b%2Dc"), "v").await.unwrap();
+    assert_eq!(v, "second");
+
+    for template in [format!("{prefix}:{{k1}}{{k2}}"), format!("{prefix}:{{k1}}x{{k2}}")] {
+        let dest = RedisDestination::connect(&url(), RedisDestinationOptions::new(template.clone())).await.unwrap();
+        match dest.write(&batch).await {
+            Err(DestinationError::Fatal { message, .. }) => {
+                assert!(message.contains(&template) && message.contains("separator"), "{message}")
+            }
+            other => panic!("expected a configuration error for `{template}`, got {other:?}"),
+        }
+    }
+    let keys: Vec<String> = conn.keys(format!("{prefix}:*")).await.unwrap();
+    assert_eq!(keys.len(), 2);
     clean(&mut conn, &prefix).await;
 }

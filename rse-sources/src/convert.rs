@@ -209,8 +209,17 @@ pub(crate) fn value_from_json(json: serde_json::Value, data_type: &DataType) -> 
     }
 }
 
+/// Whether `text` is a number written with a leading zero (`007`, `-007`, `00`, `00.5`),
+/// which is a code rather than a number: read as one, `007` and `7` would become the same
+/// value. `0`, `-0`, `0.5` and `0e3` have no leading zero.
+fn has_leading_zero(text: &str) -> bool {
+    let digits = trimmed(text).trim_start_matches(['-', '+']).as_bytes();
+    matches!(digits, [b'0', next, ..] if next.is_ascii_digit())
+}
+
 /// The narrowest type that every non-empty sample fits: int, float, bool, date, timestamp,
-/// else string. `None` when every sample was empty.
+/// else string. A number with a leading zero (`007`) fits neither int nor float, so a
+/// column of codes stays text. `None` when every sample was empty.
 pub(crate) fn infer_text_type<'a>(samples: impl IntoIterator<Item = &'a str>) -> Option<DataType> {
     let candidates = [DataType::Int, DataType::Float, DataType::Bool, DataType::Date, DataType::Timestamp];
     let mut fits = [true; 5];
@@ -223,8 +232,8 @@ pub(crate) fn infer_text_type<'a>(samples: impl IntoIterator<Item = &'a str>) ->
         for (fit, candidate) in fits.iter_mut().zip(&candidates) {
             if *fit {
                 *fit = match candidate {
-                    DataType::Int => parse_int(s).is_some(),
-                    DataType::Float => trimmed(s).parse::<f64>().is_ok(),
+                    DataType::Int => parse_int(s).is_some() && !has_leading_zero(s),
+                    DataType::Float => trimmed(s).parse::<f64>().is_ok() && !has_leading_zero(s),
                     // Only words count as booleans here: `0`/`1` columns are numbers.
                     DataType::Bool => ["true", "false"].iter().any(|w| w.eq_ignore_ascii_case(s.trim())),
                     DataType::Date => parse_date(s).is_some(),
@@ -352,5 +361,10 @@ mod tests {
         assert_eq!(infer_text_type(["2024-01-01T10:00:00Z", "2024-01-01"]), Some(DataType::Timestamp));
         assert_eq!(infer_text_type(["x", "1"]), Some(DataType::String));
         assert_eq!(infer_text_type(["", ""]), None);
+        assert_eq!(infer_text_type(["0", "-0", "+0", "0.5", "0e3"]), Some(DataType::Float));
+        assert_eq!(infer_text_type(["0", "-0", "10"]), Some(DataType::Int));
+        for padded in ["007", "-007", "+01", "00", " 07", "00.5", "007.5"] {
+            assert_eq!(infer_text_type(["1", padded]), Some(DataType::String), "{padded}");
+        }
     }
 }

@@ -220,8 +220,10 @@ impl<'a> Batcher<'a> {
 /// `true`/`false`/`t`/`f`/`yes`/`no`/`1`/`0`, date `YYYY-MM-DD`, timestamp ISO 8601 (no
 /// offset = UTC), json as JSON text, bytes as the field's UTF-8 bytes. Inference looks at
 /// the first [`with_infer_rows`](Self::with_infer_rows) rows and picks the narrowest of int,
-/// float, bool (`true`/`false` only), date, timestamp, else string; declare a schema to
-/// read decimals exactly or to name columns of a file without a header.
+/// float, bool (`true`/`false` only), date, timestamp, else string; a column with a number
+/// written with a leading zero (`007`, `-007`, `00`; not `0` or `0.5`) is a column of codes
+/// and stays string, so `007` and `7` stay two keys. Declare a schema to read decimals
+/// exactly or to name columns of a file without a header.
 ///
 /// ```no_run
 /// use rse_sources::files::{CsvSource, OnMalformed};

@@ -332,3 +332,31 @@ async fn large_files_stream_in_batches() {
     }
     assert_eq!((rows, batches), (20_000, 40));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn csv_values_with_leading_zeros_are_inferred_as_text_and_stay_distinct_keys() {
+    let file = TempFile::new("csv", "code,n,m,ratio,padded_ratio\n007,0,-007,0.5,00.5\n7,10,00,1.25,1\n");
+    let source = CsvSource::new(&file.0).with_key(["code"]);
+    let schema = source.schema().await.unwrap();
+    let types: Vec<String> = schema.fields().iter().map(|f| f.data_type.to_string()).collect();
+    let expected: Vec<String> = [DataType::String, DataType::Int, DataType::String, DataType::Float, DataType::String]
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(types, expected);
+    let rows = read_all(&source, ReadRequest::full()).await.unwrap();
+    let codes: Vec<&Value> = rows.iter().map(|r| &r.values[0]).collect();
+    assert_eq!(codes, [&Value::from("007"), &Value::from("7")]);
+    assert_ne!(rows[0].key(&schema).unwrap(), rows[1].key(&schema).unwrap());
+    assert_eq!(rows[1].values[2], Value::from("00"));
+
+    // Zero, and numbers that only look padded after a sign or a decimal point, are numbers.
+    let file = TempFile::new("csv", "id\n0\n10\n-3\n");
+    let source = CsvSource::new(&file.0).with_key(["id"]);
+    assert_eq!(source.schema().await.unwrap().fields()[0].data_type, DataType::Int);
+    let rows = read_all(&source, ReadRequest::full()).await.unwrap();
+    assert_eq!(
+        rows.iter().map(|r| r.values[0].clone()).collect::<Vec<_>>(),
+        [Value::Int(0), Value::Int(10), Value::Int(-3)]
+    );
+}

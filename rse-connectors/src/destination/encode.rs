@@ -84,8 +84,8 @@ pub(crate) fn key_object(schema: &Schema, key_values: &[Value]) -> Map<String, J
 pub(crate) use rse_core::time::{format_date, format_timestamp_micros as format_timestamp};
 
 /// Replaces `{column}` placeholders in `template` with the key's values (text form) and
-/// `{sync_id}` with the sync id; `sanitize` maps each substituted value (e.g. to keep a NATS
-/// subject token valid).
+/// `{sync_id}` with `sync_id` as given; `sanitize` maps each key value (e.g. to keep a NATS
+/// subject token valid, or a Redis key unambiguous).
 pub(crate) fn fill_template(
     template: &[TemplatePart],
     sync_id: &str,
@@ -96,7 +96,7 @@ pub(crate) fn fill_template(
     for part in template {
         match part {
             TemplatePart::Literal(s) => out.push_str(s),
-            TemplatePart::SyncId => out.push_str(&sanitize(sync_id)),
+            TemplatePart::SyncId => out.push_str(sync_id),
             TemplatePart::KeyColumn(i) => {
                 let text = key_values.get(*i).and_then(to_text).unwrap_or_default();
                 out.push_str(&sanitize(&text));

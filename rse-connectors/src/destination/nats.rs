@@ -12,13 +12,25 @@
 //! before any acknowledgement is awaited, and a change counts as applied only once the
 //! stream acknowledged it. Key values are percent-encoded into subject tokens (`.`, `*`,
 //! `>`, `%`, whitespace and control characters), so every key gets a valid subject.
+//!
+//! # Messages too large to publish
+//! A message (payload and headers) larger than the server's `max_payload` (from the
+//! connection's server info, 1 MiB by default) or than the stream's `max_msg_size` is
+//! refused for that change alone: `Rejected`, not retryable, with its size and the limit
+//! in the reason. The rest of the batch is delivered, so one oversized record neither
+//! blocks its batch nor makes the runner re-publish the others run after run.
+//!
+//! # Errors name the template, never a subject
+//! A rendered subject holds key values, so errors and rejection reasons name the subject
+//! template (the destination's name, `nats:<template>`) instead.
 
 use std::fmt;
 use std::fmt::Write as _;
 use std::time::Duration;
 
 use async_nats::HeaderMap;
-use async_nats::jetstream::context::{Context, PublishErrorKind};
+use async_nats::jetstream::ErrorCode;
+use async_nats::jetstream::context::{Context, PublishError, PublishErrorKind};
 use async_trait::async_trait;
 use bytes::Bytes;
 use rse_core::{ChangeBatch, ChangeOutcome, Destination, DestinationCapabilities, DestinationError, Op, WriteOutcome};
@@ -133,15 +145,61 @@ impl NatsDestination {
         Self { name: format!("nats:{}", options.subject_template), options, client, jetstream }
     }
 
-    fn publish_error(&self, kind: PublishErrorKind, subject: &str) -> DestinationError {
+    /// The batch's error for a failed publish. It names the subject template, not the
+    /// subject: the subject holds key values.
+    fn publish_error(&self, kind: PublishErrorKind) -> DestinationError {
         match kind {
             PublishErrorKind::StreamNotFound => DestinationError::fatal(format!(
-                "{}: no JetStream stream captures subject `{subject}`; create one whose subjects match the template",
-                self.name
+                "{}: no JetStream stream captures the subjects of template `{}`; create a stream whose subjects \
+                 match the template",
+                self.name, self.options.subject_template
             )),
             other => DestinationError::transient(format!("{}: publish failed: {other}", self.name)),
         }
     }
+}
+
+/// The headers of a message, with the size they take on the wire.
+struct Headers {
+    map: HeaderMap,
+    wire_len: usize,
+}
+
+impl Headers {
+    fn new(pairs: [(&'static str, &str); 3]) -> Self {
+        let mut map = HeaderMap::new();
+        // As the client writes them: `NATS/1.0\r\n`, a `name: value\r\n` line each, `\r\n`.
+        let mut wire_len = "NATS/1.0\r\n\r\n".len();
+        for (name, value) in pairs {
+            wire_len += name.len() + ": ".len() + value.len() + "\r\n".len();
+            map.insert(name, value);
+        }
+        Headers { map, wire_len }
+    }
+}
+
+/// The rejection of a message larger than the server accepts; sizes only, never values.
+fn over_max_payload(size: usize, max_payload: usize) -> ChangeOutcome {
+    ChangeOutcome::rejected(format!(
+        "the message is {size} bytes (payload and headers), over the NATS server's max_payload of {max_payload} \
+         bytes; make the record smaller (select fewer or shorter fields) or raise the server's max_payload"
+    ))
+}
+
+/// The rejection for a refusal the stream gives one message because of its size, if that
+/// is what `error` is.
+fn refused_for_size(error: &PublishError, size: usize) -> Option<ChangeOutcome> {
+    let code = std::error::Error::source(error)?.downcast_ref::<async_nats::jetstream::Error>()?.error_code();
+    let what = if code == ErrorCode::STREAM_MESSAGE_EXCEEDS_MAXIMUM {
+        "the stream's maximum message size (max_msg_size)"
+    } else if code == ErrorCode::STREAM_HEADER_EXCEEDS_MAXIMUM {
+        "the stream's maximum header size (the key is too long for the `Rse-Key` header)"
+    } else {
+        return None;
+    };
+    Some(ChangeOutcome::rejected(format!(
+        "the message is {size} bytes (payload and headers), over {what}; make the record smaller or raise the limit"
+    )))
 }
 
 #[async_trait]
@@ -183,6 +241,10 @@ impl Destination for NatsDestination {
         }
         let template = parse_template(&self.options.subject_template, &batch.schema)
             .map_err(|m| DestinationError::fatal(format!("{}: {m}", self.name)))?;
+        // Zero when the client has not yet heard from the server: the client checks again
+        // when publishing, and that refusal is mapped to the change as well.
+        let max_payload = self.client.server_info().max_payload;
+        let sync_id = subject_token(&batch.sync_id);
         let mut outcomes: Vec<Option<ChangeOutcome>> = vec![None; batch.changes.len()];
         let mut pending = Vec::with_capacity(batch.changes.len());
         for (i, change) in batch.changes.iter().enumerate() {
@@ -190,11 +252,11 @@ impl Destination for NatsDestination {
                 outcomes[i] = Some(ChangeOutcome::rejected("key could not be decoded"));
                 continue;
             };
-            let subject = fill_template(&template, &batch.sync_id, &key_values, subject_token);
-            let mut headers = HeaderMap::new();
-            headers.insert("Nats-Msg-Id", change.idempotency_key.to_string().as_str());
-            headers.insert("Rse-Operation", change.op.as_str());
-            headers.insert("Rse-Key", Json::Object(key_object(&batch.schema, &key_values)).to_string().as_str());
+            let subject = fill_template(&template, &sync_id, &key_values, subject_token);
+            let message_id = change.idempotency_key.to_string();
+            let key = Json::Object(key_object(&batch.schema, &key_values)).to_string();
+            let headers =
+                Headers::new([("Nats-Msg-Id", &message_id), ("Rse-Operation", change.op.as_str()), ("Rse-Key", &key)]);
             let payload = match (&change.record, change.op) {
                 (_, Op::Delete) => Bytes::new(),
                 (Some(record), _) => match serde_json::to_vec(&record_object(&batch.schema, &record.values)) {
@@ -209,27 +271,37 @@ impl Destination for NatsDestination {
                     continue;
                 }
             };
-            let ack = self
-                .jetstream
-                .publish_with_headers(subject.clone(), headers, payload)
-                .await
-                .map_err(|e| self.publish_error(e.kind(), &subject))?;
-            pending.push((i, subject, ack));
+            let size = headers.wire_len + payload.len();
+            // The server would close the connection on a message over its limit; the client
+            // refuses it before sending. Either way it is this change's refusal, not the batch's.
+            if max_payload > 0 && size > max_payload {
+                outcomes[i] = Some(over_max_payload(size, max_payload));
+                continue;
+            }
+            match self.jetstream.publish_with_headers(subject, headers.map, payload).await {
+                Ok(ack) => pending.push((i, size, ack)),
+                Err(e) if e.kind() == PublishErrorKind::MaxPayloadExceeded => {
+                    outcomes[i] = Some(over_max_payload(size, self.client.max_payload()));
+                }
+                Err(e) => return Err(self.publish_error(e.kind())),
+            }
         }
         // Every message is on its way; now wait for the stream to acknowledge each.
-        let acks = futures::future::join_all(
-            pending.into_iter().map(|(i, subject, ack)| async move { (i, subject, ack.await) }),
-        )
-        .await;
-        for (i, subject, ack) in acks {
+        let acks =
+            futures::future::join_all(pending.into_iter().map(|(i, size, ack)| async move { (i, size, ack.await) }))
+                .await;
+        for (i, size, ack) in acks {
             match ack {
                 Ok(_) => outcomes[i] = Some(ChangeOutcome::Applied),
                 Err(e) if e.kind() == PublishErrorKind::MaxPayloadExceeded => {
-                    outcomes[i] = Some(ChangeOutcome::rejected("message exceeds the server's max_payload"));
+                    outcomes[i] = Some(over_max_payload(size, self.client.max_payload()));
                 }
-                // Re-publishing the whole batch is safe: acknowledged messages are dropped as
-                // duplicates by their Nats-Msg-Id.
-                Err(e) => return Err(self.publish_error(e.kind(), &subject)),
+                Err(e) => match refused_for_size(&e, size) {
+                    Some(rejected) => outcomes[i] = Some(rejected),
+                    // Re-publishing the whole batch is safe: acknowledged messages are
+                    // dropped as duplicates by their Nats-Msg-Id.
+                    None => return Err(self.publish_error(e.kind())),
+                },
             }
         }
         Ok(WriteOutcome { outcomes: outcomes.into_iter().map(|o| o.unwrap_or(ChangeOutcome::Applied)).collect() })

@@ -2,28 +2,69 @@
 //!
 //! Each record becomes the hash at its key template (e.g. `features:{user_id}`), one hash
 //! field per schema field in the text form of the `encode` module (decimals exact, bytes as
-//! base64, timestamps RFC 3339). An upsert is `HSET` of the non-null fields plus `HDEL` of
-//! the null ones — never a `DEL` first, so a reader never sees the key missing mid-update —
-//! and `EXPIRE` when a TTL is set. A delete is `DEL`. Every command of a batch goes in one
-//! pipelined round trip.
+//! base64, timestamps RFC 3339); a null value has no field.
+//!
+//! # A hash holds exactly its record
+//! An upsert replaces the whole hash: after it, the hash holds the record's non-null fields
+//! and nothing else — no field of an earlier mapping (a column dropped from the model must
+//! not leave its personal data behind), and no field another writer added. The replacement
+//! is one server-side script per key (`DEL`, `HSET`, and `EXPIRE` when a TTL is set, so the
+//! TTL is set again on every write), so a reader never sees the key missing or half
+//! written. A key that holds something other than a hash is refused (`WRONGTYPE`), not
+//! replaced. A delete is `DEL`. Every command of a batch goes in one pipelined round trip.
+//! (The script is Lua, run with `EVALSHA`: a server that forbids scripts refuses the writes
+//! with `NOPERM`, reported as [`DestinationError::Unauthorized`].)
 //!
 //! With [`RedisDestinationOptions::with_atomic`] (the default) the batch is wrapped in
 //! `MULTI`/`EXEC`: readers see all of it or none of it. Without it, each key's commands
 //! succeed or fail on their own and failures come back per key.
 //!
 //! Writes are plain overwrites, so a re-sent batch leaves the same hashes: safe to retry.
+//!
+//! # Keys
+//! Key values are escaped where the template inserts them, so that two different keys
+//! never share a Redis key: `%`, `:`, `{` and `}` — and the first character of any literal
+//! text between two key placeholders, such as `-` in `{tenant}-{user}` — are written as
+//! `%` and two upper-case hex digits per UTF-8 byte (`a:b` becomes `a%3Ab`). `{sync_id}` is
+//! inserted as it is. A value without those characters (digits, letters, `-`, `_`, `.`,
+//! `@`, …) is inserted unchanged, so keys written before this escaping existed stay where
+//! they are; only keys whose values held such a character move (they were the ones that
+//! could collide). A template that puts two key placeholders side by side, or separates
+//! them only by text starting with a letter, a digit or `%`, cannot keep keys apart and is
+//! refused.
+//!
+//! Braces are escaped because Redis Cluster hashes only the `{…}` part of a key when there
+//! is one: a value with braces would otherwise choose its key's slot.
 
 use std::fmt;
+use std::fmt::Write as _;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{ErrorKind, RedisError, RetryMethod};
 use rse_core::{
-    ChangeBatch, ChangeOutcome, Destination, DestinationCapabilities, DestinationError, Op, Schema, WriteOutcome,
+    ChangeBatch, ChangeOutcome, Destination, DestinationCapabilities, DestinationError, Op, Schema, Value, WriteOutcome,
 };
 
 use super::encode::{TemplatePart, fill_template, parse_template, to_text};
+
+/// Replaces the hash at `KEYS[1]` by the field/value pairs `ARGV[2..]`, then sets its TTL
+/// to `ARGV[1]` seconds unless that is 0. One script, so the replacement is atomic without
+/// `MULTI`; it refuses a key of another type as `HSET` would, instead of deleting it.
+const REPLACE_HASH: &str = "local kind = redis.call('TYPE', KEYS[1]).ok
+if kind ~= 'none' and kind ~= 'hash' then
+  return redis.error_reply('WRONGTYPE the key holds a ' .. kind .. ', not a hash')
+end
+redis.call('DEL', KEYS[1])
+for i = 2, #ARGV, 2 do
+  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+end
+if ARGV[1] ~= '0' then
+  redis.call('EXPIRE', KEYS[1], ARGV[1])
+end
+return 1
+";
 
 /// Options of a [`RedisDestination`].
 #[derive(Debug, Clone)]
@@ -38,6 +79,10 @@ pub struct RedisDestinationOptions {
 impl RedisDestinationOptions {
     /// Hashes at `key_template`: `{column}` is replaced by that key column's value (text
     /// form) and `{sync_id}` by the sync's id, e.g. `"features:{user_id}"`.
+    ///
+    /// Key values are escaped where they are inserted (`:` as `%3A`, …) so that distinct
+    /// keys get distinct Redis keys; simple values are inserted unchanged. See the module
+    /// docs.
     pub fn new(key_template: impl Into<String>) -> Self {
         Self { key_template: key_template.into(), ttl: None, atomic: true, max_batch_rows: 1_000, max_concurrency: 4 }
     }
@@ -73,6 +118,8 @@ pub struct RedisDestination {
     name: String,
     options: RedisDestinationOptions,
     connection: ConnectionManager,
+    /// The SHA-1 of [`REPLACE_HASH`], as the server computed it when first loading it.
+    script_sha: tokio::sync::OnceCell<String>,
 }
 
 impl fmt::Debug for RedisDestination {
@@ -104,12 +151,90 @@ impl RedisDestination {
             .set_response_timeout(Some(Duration::from_secs(30)));
         let connection =
             ConnectionManager::new_with_config(client, config).await.map_err(|e| classify(&name, "connecting", &e))?;
-        Ok(Self { name, options, connection })
+        Ok(Self { name, options, connection, script_sha: tokio::sync::OnceCell::new() })
     }
 
-    fn template(&self, schema: &Schema) -> Result<Vec<TemplatePart>, DestinationError> {
-        parse_template(&self.options.key_template, schema)
+    fn template(&self, schema: &Schema) -> Result<KeyTemplate, DestinationError> {
+        KeyTemplate::parse(&self.options.key_template, schema)
             .map_err(|m| DestinationError::fatal(format!("{}: {m}", self.name)))
+    }
+
+    /// The SHA-1 that `EVALSHA` names [`REPLACE_HASH`] by, asked of the server once.
+    async fn script_sha(&self) -> Result<&str, DestinationError> {
+        let sha = self
+            .script_sha
+            .get_or_try_init(|| async {
+                let mut conn = self.connection.clone();
+                redis::cmd("SCRIPT")
+                    .arg("LOAD")
+                    .arg(REPLACE_HASH)
+                    .query_async::<String>(&mut conn)
+                    .await
+                    .map_err(|e| classify(&self.name, "SCRIPT LOAD of the hash replacement", &e))
+            })
+            .await?;
+        Ok(sha)
+    }
+}
+
+/// A parsed key template and the characters escaped in the key values it inserts.
+struct KeyTemplate {
+    parts: Vec<TemplatePart>,
+    /// Beyond `%`, `:`, `{` and `}`: the first character of each literal between two key
+    /// placeholders.
+    separators: Vec<char>,
+}
+
+impl KeyTemplate {
+    fn parse(template: &str, schema: &Schema) -> Result<KeyTemplate, String> {
+        let parts = parse_template(template, schema)?;
+        let mut separators = Vec::new();
+        let key_at: Vec<usize> =
+            parts.iter().enumerate().filter(|(_, p)| matches!(p, TemplatePart::KeyColumn(_))).map(|(i, _)| i).collect();
+        // Between two key placeholders, the first character after the first one must be one
+        // its escaped value cannot hold, so the value's end is where that character is.
+        for pair in key_at.windows(2) {
+            let first = match parts.get(pair[0] + 1) {
+                Some(TemplatePart::Literal(text)) => text.chars().next(),
+                _ => None,
+            };
+            match first {
+                Some(c) if !c.is_ascii_alphanumeric() && c != '%' => separators.push(c),
+                _ => {
+                    return Err(format!(
+                        "key template `{template}` does not keep its key columns apart, so different keys could \
+                         share a Redis key; put a separator that starts with neither a letter, a digit nor `%` \
+                         (such as `:`) between every two key placeholders"
+                    ));
+                }
+            }
+        }
+        Ok(KeyTemplate { parts, separators })
+    }
+
+    /// The Redis key of a record with these key values.
+    fn key(&self, sync_id: &str, key_values: &[Value]) -> String {
+        fill_template(&self.parts, sync_id, key_values, |text| self.escape(text))
+    }
+
+    /// `text` with `%`, `:`, braces and the template's separators percent-encoded, per UTF-8 byte.
+    fn escape(&self, text: &str) -> String {
+        let escaped = |c: char| matches!(c, '%' | ':' | '{' | '}') || self.separators.contains(&c);
+        if !text.contains(escaped) {
+            return text.to_owned();
+        }
+        let mut out = String::with_capacity(text.len() + 8);
+        for c in text.chars() {
+            if escaped(c) {
+                let mut buf = [0u8; 4];
+                for b in c.encode_utf8(&mut buf).bytes() {
+                    let _ = write!(out, "%{b:02X}");
+                }
+            } else {
+                out.push(c);
+            }
+        }
+        out
     }
 }
 
@@ -147,6 +272,8 @@ impl Destination for RedisDestination {
     async fn check(&self) -> Result<(), DestinationError> {
         let mut conn = self.connection.clone();
         redis::cmd("PING").query_async::<String>(&mut conn).await.map_err(|e| classify(&self.name, "PING", &e))?;
+        // Writes need the script: a server that forbids scripts should fail here, not mid-run.
+        self.script_sha().await?;
         Ok(())
     }
 
@@ -162,41 +289,32 @@ impl Destination for RedisDestination {
         } else {
             pipe.ignore_errors();
         }
-        // The commands of each change, to map per-command results back.
+        let sha = self.script_sha().await?;
+        // Loaded again with every batch (it is small): a restarted or flushed server has
+        // forgotten it, and EVALSHA would fail.
+        pipe.cmd("SCRIPT").arg("LOAD").arg(REPLACE_HASH).ignore();
+        // The change of each command, to map per-command results back.
         let mut owners: Vec<usize> = Vec::new();
-        let ttl = self.options.ttl.map(|t| i64::try_from(t.as_secs().max(1)).unwrap_or(i64::MAX));
+        let ttl = self.options.ttl.map_or(0, |t| t.as_secs().max(1));
         for (i, change) in batch.changes.iter().enumerate() {
             let Ok(key_values) = change.key.decode() else {
                 outcomes[i] = Some(ChangeOutcome::rejected("key could not be decoded"));
                 continue;
             };
-            let key = fill_template(&template, &batch.sync_id, &key_values, str::to_owned);
+            let key = template.key(&batch.sync_id, &key_values);
             match (change.op, &change.record) {
                 (Op::Delete, _) => {
                     pipe.del(&key);
                     owners.push(i);
                 }
                 (_, Some(record)) => {
-                    let mut set: Vec<(&str, String)> = Vec::with_capacity(record.values.len());
-                    let mut unset: Vec<&str> = Vec::new();
+                    let replace = pipe.cmd("EVALSHA").arg(sha).arg(1).arg(&key).arg(ttl);
                     for (f, v) in batch.schema.fields().iter().zip(&record.values) {
-                        match to_text(v) {
-                            Some(text) => set.push((&f.name, text)),
-                            None => unset.push(&f.name),
+                        if let Some(text) = to_text(v) {
+                            replace.arg(&f.name).arg(text);
                         }
                     }
-                    if !set.is_empty() {
-                        pipe.hset_multiple(&key, &set);
-                        owners.push(i);
-                    }
-                    if !unset.is_empty() {
-                        pipe.hdel(&key, &unset);
-                        owners.push(i);
-                    }
-                    if let (Some(ttl), false) = (ttl, set.is_empty()) {
-                        pipe.expire(&key, ttl);
-                        owners.push(i);
-                    }
+                    owners.push(i);
                 }
                 (op, None) => outcomes[i] = Some(ChangeOutcome::rejected(format!("{op} without a record"))),
             }
