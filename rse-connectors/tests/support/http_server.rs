@@ -31,6 +31,8 @@ pub enum Misbehave {
     Stall(Duration),
     /// 400 with a body naming the problem.
     BadRequest,
+    /// This status, these headers and this body, without applying anything.
+    Answer { status: u16, headers: Vec<(String, String)>, body: String },
 }
 
 /// The receiver's state, shared with the test.
@@ -65,6 +67,8 @@ pub struct Inner {
     /// Bodies received, raw, when `keep_bodies`.
     pub keep_bodies: bool,
     pub bodies: Vec<Json>,
+    /// Requests that reached `/login`, where the scripted redirects point.
+    pub login_visits: u64,
 }
 
 #[derive(Clone)]
@@ -77,8 +81,11 @@ impl Receiver {
     /// Starts a receiver on 127.0.0.1 at a free port; it lives as long as the runtime.
     pub async fn start(secret: Option<&str>) -> Receiver {
         let inner = Arc::new(Mutex::new(Inner { secret: secret.map(str::to_owned), ..Inner::default() }));
-        let app =
-            Router::new().route("/hook", post(hook)).route("/health", get(|| async { "ok" })).with_state(inner.clone());
+        let app = Router::new()
+            .route("/hook", post(hook))
+            .route("/health", get(|| async { "ok" }))
+            .route("/login", get(login).post(login))
+            .with_state(inner.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
@@ -108,6 +115,12 @@ impl Receiver {
         }
         max
     }
+}
+
+/// A sign-in page: where a misconfigured webhook URL gets redirected to. It answers 200.
+async fn login(State(inner): State<Arc<Mutex<Inner>>>) -> Response {
+    inner.lock().unwrap().login_visits += 1;
+    ([("content-type", "text/html")], "<html>please sign in</html>").into_response()
 }
 
 fn signature_ok(secret: &str, headers: &HeaderMap, body: &[u8]) -> bool {
@@ -160,6 +173,14 @@ async fn hook(State(inner): State<Arc<Mutex<Inner>>>, headers: HeaderMap, body: 
         }
         Some(Misbehave::Status(code)) => return StatusCode::from_u16(code).unwrap().into_response(),
         Some(Misbehave::BadRequest) => return (StatusCode::BAD_REQUEST, "field `email` is malformed").into_response(),
+        Some(Misbehave::Answer { status, headers, body }) => {
+            let mut response = (StatusCode::from_u16(status).unwrap(), body).into_response();
+            for (name, value) in headers {
+                let name = axum::http::HeaderName::from_bytes(name.as_bytes()).unwrap();
+                response.headers_mut().append(name, axum::http::HeaderValue::from_str(&value).unwrap());
+            }
+            return response;
+        }
         _ => {}
     }
     let Ok(parsed) = serde_json::from_slice::<Json>(&body) else {
