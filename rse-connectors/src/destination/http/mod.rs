@@ -23,6 +23,20 @@
 //! request per batch. When any operation sends one request per change, the destination
 //! declares batches of one change, so the runner's rate limit and concurrency count requests.
 //!
+//! ```
+//! use rse_connectors::{HttpDestination, HttpDestinationConfig};
+//! # fn main() -> Result<(), rse_connectors::DestinationError> {
+//! // `PUT https://crm.example.com/api/customers/a%2Fb` for the key `a/b`, `DELETE` likewise.
+//! let crm = HttpDestination::new(
+//!     HttpDestinationConfig::new("https://crm.example.com/api/")
+//!         .with_name("crm")
+//!         .with_bearer_token("token")
+//!         .with_rest_resource("customers/{id}"),
+//! )?;
+//! # drop(crm);
+//! # Ok(()) }
+//! ```
+//!
 //! Every request carries:
 //! - `Idempotency-Key`: the change's idempotency key (one change per request), or for an
 //!   array the SHA-256 (first 128 bits, hex) of its changes' keys in order — the very same
