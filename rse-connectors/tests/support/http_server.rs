@@ -85,6 +85,7 @@ impl Receiver {
             .route("/hook", post(hook))
             .route("/health", get(|| async { "ok" }))
             .route("/login", get(login).post(login))
+            .route("/moved", get(|| async { (StatusCode::FOUND, [("location", "/login?token=abc")]).into_response() }))
             .with_state(inner.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

@@ -457,8 +457,9 @@ impl HttpDestinationConfig {
         self
     }
 
-    /// A URL that `check()` sends a `GET` to (a health or "whoami" endpoint); without
-    /// one, `check()` only validates the configuration.
+    /// A URL that `check()` sends a `GET` to (a health or "whoami" endpoint), absolute or
+    /// relative to the destination's URL; without one, `check()` only validates the
+    /// configuration.
     pub fn with_check_url(mut self, url: impl Into<String>) -> Self {
         self.check_url = Some(url.into());
         self

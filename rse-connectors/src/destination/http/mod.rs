@@ -177,7 +177,14 @@ impl HttpDestination {
         let name = config.name.as_str();
         let url = http_url(name, "URL", &config.url)?;
         let headers = header_map(name, &config.headers)?;
-        let check_url = config.check_url.as_deref().map(|u| http_url(name, "check URL", u)).transpose()?;
+        let check_url = match config.check_url.as_deref() {
+            // Relative to the destination's URL, like a request's URL template.
+            Some(check) => {
+                let joined = url.join(check).map_or_else(|_| check.to_owned(), String::from);
+                Some(http_url(name, "check URL", &joined)?)
+            }
+            None => None,
+        };
         let mut plans: [Option<Plan>; 4] = [None, None, None, None];
         for op in Op::ALL {
             let slot = op_slot(op);
