@@ -9,7 +9,9 @@ pub use rse_core::{Destination, DestinationError, StateError, StateStore};
 pub mod destination;
 pub use destination::Secret;
 #[cfg(feature = "http")]
-pub use destination::http::{BodyShape, HttpDestination, HttpDestinationConfig, RecordErrors};
+pub use destination::http::{
+    BodyShape, HttpBody, HttpDestination, HttpDestinationConfig, HttpOpRequest, HttpTimeouts, RecordErrors,
+};
 #[cfg(feature = "nats")]
 pub use destination::nats::{NatsDestination, NatsDestinationOptions};
 #[cfg(feature = "postgres")]

@@ -4,6 +4,9 @@
 
 #[path = "support/http_server.rs"]
 mod http_server;
+/// The destination against a plain REST API.
+#[path = "http/rest.rs"]
+mod rest;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -286,4 +289,193 @@ async fn a_storm_of_failures_under_a_quota_delivers_every_row_once() {
     let max = rx.max_in_window(per);
     assert!(max <= QUOTA as usize, "{max} requests arrived within one second; quota is {QUOTA}");
     eprintln!("storm: {} requests in {:?}, {} retries", rx.lock().requests, started.elapsed(), report.retries);
+}
+
+fn answer(status: u16, headers: &[(&str, &str)], body: &str) -> Misbehave {
+    Misbehave::Answer {
+        status,
+        headers: headers.iter().map(|(n, v)| ((*n).to_owned(), (*v).to_owned())).collect(),
+        body: body.to_owned(),
+    }
+}
+
+/// A webhook URL that redirects (to a sign-in page, to a moved host) must not turn the POST
+/// into a GET whose 200 marks every change applied.
+#[tokio::test]
+async fn redirect_on_write_is_a_configuration_error_naming_the_host() {
+    let rx = Receiver::start(None).await;
+    let schema = conformance_schema();
+    let two = batch_of(&schema, vec![(Op::Insert, row(1, "a")), (Op::Insert, row(2, "b"))]);
+    // `localhost` rather than the configured 127.0.0.1, so the message shows which host.
+    let location = format!("http://localhost:{}/login?next=%2Fhook&token=abc", rx.addr.port());
+    for shape in [BodyShape::ArrayPerBatch, BodyShape::ObjectPerChange] {
+        let dest = HttpDestination::new(HttpDestinationConfig::new(rx.url()).with_shape(shape)).unwrap();
+        for code in [301, 302, 303, 307, 308] {
+            rx.lock().script.push_back(answer(code, &[("location", &location)], ""));
+            match dest.write(&two).await {
+                Err(DestinationError::Fatal { message, .. }) => {
+                    assert!(message.contains(&code.to_string()), "{message}");
+                    assert!(message.contains("localhost"), "the message names the host: {message}");
+                    assert!(message.contains("URL"), "the message says what to change: {message}");
+                    for hidden in ["login", "token", "abc", "next"] {
+                        assert!(!message.contains(hidden), "`{hidden}` of the Location leaked: {message}");
+                    }
+                }
+                other => panic!("{shape:?}: HTTP {code} should end the run as a configuration error, got {other:?}"),
+            }
+        }
+    }
+    let moved = HttpDestination::new(HttpDestinationConfig::new(rx.url()).with_check_url("/moved")).unwrap();
+    match moved.check().await {
+        Err(DestinationError::Fatal { message, .. }) => {
+            assert!(message.contains("127.0.0.1") && !message.contains("token"), "{message}")
+        }
+        other => panic!("a redirected check should be a configuration error, got {other:?}"),
+    }
+    let s = rx.lock();
+    assert_eq!(s.login_visits, 0, "a redirect must never be followed");
+    assert!(s.records.is_empty());
+}
+
+/// Whatever a receiver puts in `Retry-After`, the write answers `RateLimited` with a wait
+/// the runner can schedule: never a panic, never a wait past the configured bound.
+#[tokio::test]
+async fn retry_after_of_any_value_is_bounded_and_never_panics() {
+    let rx = Receiver::start(None).await;
+    let schema = conformance_schema();
+    let two = batch_of(&schema, vec![(Op::Insert, row(1, "a")), (Op::Insert, row(2, "b"))]);
+    let day = Duration::from_secs(24 * 3600);
+    let dest = HttpDestination::new(HttpDestinationConfig::new(rx.url())).unwrap();
+    let cases: &[(&str, Option<Duration>)] = &[
+        ("1e300", Some(day)),
+        ("18446744073709551615", Some(day)),
+        ("99999999999999999999999999", Some(day)),
+        ("inf", Some(day)),
+        ("Fri, 31 Dec 9999 23:59:59 GMT", Some(day)),
+        ("2.5", Some(Duration::from_millis(2500))),
+        ("120", Some(Duration::from_secs(120))),
+        ("0", Some(Duration::ZERO)),
+        ("-5", None),
+        ("NaN", None),
+        ("-inf", None),
+        ("soon", None),
+        ("", None),
+    ];
+    for (header, expected) in cases {
+        rx.lock().script.push_back(Misbehave::TooMany((*header).to_owned()));
+        match dest.write(&two).await {
+            Err(DestinationError::RateLimited { retry_after }) => {
+                assert_eq!(retry_after, *expected, "Retry-After: {header:?}")
+            }
+            other => panic!("429 with Retry-After {header:?} should be RateLimited, got {other:?}"),
+        }
+    }
+    // The host chooses the bound.
+    let hour = Duration::from_secs(3600);
+    let dest = HttpDestination::new(HttpDestinationConfig::new(rx.url()).with_max_retry_after(hour)).unwrap();
+    for (header, expected) in [("7200", hour), ("1e300", hour), ("59", Duration::from_secs(59))] {
+        rx.lock().script.push_back(Misbehave::TooMany(header.to_owned()));
+        assert!(
+            matches!(dest.write(&two).await, Err(DestinationError::RateLimited { retry_after: Some(d) }) if d == expected),
+            "Retry-After: {header}"
+        );
+    }
+}
+
+/// A 2xx body that lists per-record errors the destination cannot attribute (not JSON,
+/// an index past the batch, no index in a batch of many) is an error that says so: it
+/// never marks the records applied and never pins a refusal on the wrong record.
+#[tokio::test]
+async fn unattributable_record_errors_in_a_2xx_are_a_clear_error() {
+    let rx = Receiver::start(None).await;
+    let schema = conformance_schema();
+    let two = batch_of(&schema, vec![(Op::Insert, row(1, "a")), (Op::Insert, row(2, "b"))]);
+    let dest =
+        HttpDestination::new(HttpDestinationConfig::new(rx.url()).with_record_errors(RecordErrors::at("/errors")))
+            .unwrap();
+    let json = [("content-type", "application/json")];
+    for body in [
+        "<html>gateway says hi</html>",
+        r#"{"errors": [{"index": 2, "message": "past the end"}]}"#,
+        r#"{"errors": [{"index": -1, "message": "negative"}]}"#,
+        r#"{"errors": [{"index": 1.5, "message": "fraction"}]}"#,
+        r#"{"errors": [{"index": "1", "message": "text"}]}"#,
+        r#"{"errors": [{"message": "which one?"}]}"#,
+        r#"{"errors": "something failed"}"#,
+    ] {
+        rx.lock().script.push_back(answer(200, &json, body));
+        match dest.write(&two).await {
+            Err(DestinationError::Fatal { message, .. }) => {
+                assert!(message.contains("/errors"), "the message names the setting: {message}")
+            }
+            other => panic!("body {body} should be a clear error, got {other:?}"),
+        }
+    }
+    // Bodies that say "no errors" in the usual ways.
+    for body in ["", r#"{"errors": []}"#, r#"{"errors": null}"#, r#"{"ok": true}"#] {
+        rx.lock().script.push_back(answer(200, &json, body));
+        assert_eq!(dest.write(&two).await.unwrap(), WriteOutcome::all_applied(2), "body {body:?}");
+    }
+    rx.lock().script.push_back(answer(200, &json, r#"{"errors": [{"index": 1, "message": "bad"}]}"#));
+    let out = dest.write(&two).await.unwrap();
+    assert_eq!(out.outcomes, vec![ChangeOutcome::Applied, ChangeOutcome::rejected("bad")]);
+}
+
+/// A receiver that accepts the connection and never answers: the write ends as a
+/// transient failure (the runner retries it under the same idempotency keys).
+#[tokio::test]
+async fn a_receiver_that_never_answers_is_a_transient_failure() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let schema = conformance_schema();
+    let two = batch_of(&schema, vec![(Op::Insert, row(1, "a")), (Op::Insert, row(2, "b"))]);
+    let dest = HttpDestination::new(
+        HttpDestinationConfig::new(format!("http://{addr}/hook")).with_timeout(Duration::from_millis(300)),
+    )
+    .unwrap();
+    // The guard only keeps a broken build from hanging the suite; it asserts no speed.
+    let written = tokio::time::timeout(Duration::from_secs(60), dest.write(&two)).await.expect("write hung");
+    assert!(matches!(written, Err(DestinationError::Transient { .. })), "{written:?}");
+}
+
+/// A receiver whose accept queue is full never completes the TCP handshake: the connect
+/// timeout ends the write as transient, however long the request timeout is.
+#[tokio::test]
+async fn a_receiver_that_never_accepts_is_a_transient_failure_after_the_connect_timeout() {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(1).unwrap();
+    let addr = listener.local_addr().unwrap();
+    // Nothing accepts: once the queue holds what the backlog allows, the kernel drops
+    // further connection attempts unanswered.
+    let mut held = Vec::new();
+    let mut full = false;
+    for _ in 0..16 {
+        match tokio::time::timeout(Duration::from_millis(500), tokio::net::TcpStream::connect(addr)).await {
+            Ok(stream) => held.push(stream.unwrap()),
+            Err(_) => {
+                full = true;
+                break;
+            }
+        }
+    }
+    assert!(full, "the listener's accept queue never filled");
+    let schema = conformance_schema();
+    let two = batch_of(&schema, vec![(Op::Insert, row(1, "a")), (Op::Insert, row(2, "b"))]);
+    let dest = HttpDestination::new(
+        HttpDestinationConfig::new(format!("http://{addr}/hook"))
+            .with_connect_timeout(Duration::from_millis(300))
+            .with_timeout(Duration::from_secs(3600)),
+    )
+    .unwrap();
+    // Without a connect timeout the kernel would retry the handshake for about two minutes.
+    let written = tokio::time::timeout(Duration::from_secs(60), dest.write(&two)).await.expect("write hung");
+    assert!(matches!(written, Err(DestinationError::Transient { .. })), "{written:?}");
+    drop(held);
 }

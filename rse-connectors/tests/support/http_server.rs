@@ -31,6 +31,8 @@ pub enum Misbehave {
     Stall(Duration),
     /// 400 with a body naming the problem.
     BadRequest,
+    /// This status, these headers and this body, without applying anything.
+    Answer { status: u16, headers: Vec<(String, String)>, body: String },
 }
 
 /// The receiver's state, shared with the test.
@@ -65,6 +67,8 @@ pub struct Inner {
     /// Bodies received, raw, when `keep_bodies`.
     pub keep_bodies: bool,
     pub bodies: Vec<Json>,
+    /// Requests that reached `/login`, where the scripted redirects point.
+    pub login_visits: u64,
 }
 
 #[derive(Clone)]
@@ -77,8 +81,12 @@ impl Receiver {
     /// Starts a receiver on 127.0.0.1 at a free port; it lives as long as the runtime.
     pub async fn start(secret: Option<&str>) -> Receiver {
         let inner = Arc::new(Mutex::new(Inner { secret: secret.map(str::to_owned), ..Inner::default() }));
-        let app =
-            Router::new().route("/hook", post(hook)).route("/health", get(|| async { "ok" })).with_state(inner.clone());
+        let app = Router::new()
+            .route("/hook", post(hook))
+            .route("/health", get(|| async { "ok" }))
+            .route("/login", get(login).post(login))
+            .route("/moved", get(|| async { (StatusCode::FOUND, [("location", "/login?token=abc")]).into_response() }))
+            .with_state(inner.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
@@ -108,6 +116,12 @@ impl Receiver {
         }
         max
     }
+}
+
+/// A sign-in page: where a misconfigured webhook URL gets redirected to. It answers 200.
+async fn login(State(inner): State<Arc<Mutex<Inner>>>) -> Response {
+    inner.lock().unwrap().login_visits += 1;
+    ([("content-type", "text/html")], "<html>please sign in</html>").into_response()
 }
 
 fn signature_ok(secret: &str, headers: &HeaderMap, body: &[u8]) -> bool {
@@ -160,6 +174,14 @@ async fn hook(State(inner): State<Arc<Mutex<Inner>>>, headers: HeaderMap, body: 
         }
         Some(Misbehave::Status(code)) => return StatusCode::from_u16(code).unwrap().into_response(),
         Some(Misbehave::BadRequest) => return (StatusCode::BAD_REQUEST, "field `email` is malformed").into_response(),
+        Some(Misbehave::Answer { status, headers, body }) => {
+            let mut response = (StatusCode::from_u16(status).unwrap(), body).into_response();
+            for (name, value) in headers {
+                let name = axum::http::HeaderName::from_bytes(name.as_bytes()).unwrap();
+                response.headers_mut().append(name, axum::http::HeaderValue::from_str(&value).unwrap());
+            }
+            return response;
+        }
         _ => {}
     }
     let Ok(parsed) = serde_json::from_slice::<Json>(&body) else {
@@ -212,5 +234,100 @@ async fn hook(State(inner): State<Arc<Mutex<Inner>>>, headers: HeaderMap, body: 
         }
         _ => ([("content-type", "application/json")], json!({"ok": errors.is_empty(), "errors": errors}).to_string())
             .into_response(),
+    }
+}
+
+/// What a plain REST API holds and saw, shared with the test.
+#[derive(Default)]
+pub struct RestStore {
+    /// Customers by id, as sent.
+    pub customers: std::collections::BTreeMap<String, Json>,
+    /// `METHOD raw-path` of every request, in order.
+    pub requests: Vec<String>,
+    /// A status to answer for an id instead of handling the request.
+    pub answers: HashMap<String, u16>,
+}
+
+/// A plain REST API that knows nothing of rse: `PUT /customers/{id}` stores the JSON object
+/// sent (201 when new, 200 when replaced), `DELETE /customers/{id}` removes it (204, or 404
+/// when there is none). It refuses what such an API refuses: a body that is not a JSON
+/// object, a body on a delete, an `id` in the body that differs from the one in the path.
+#[derive(Clone)]
+pub struct RestApi {
+    pub store: Arc<Mutex<RestStore>>,
+    pub addr: SocketAddr,
+}
+
+impl RestApi {
+    /// Starts the API on 127.0.0.1 at a free port; it lives as long as the runtime.
+    pub async fn start() -> RestApi {
+        let store = Arc::new(Mutex::new(RestStore::default()));
+        let app = Router::new()
+            .route("/customers/{id}", axum::routing::put(rest_put).delete(rest_delete))
+            .with_state(store.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        RestApi { store, addr }
+    }
+
+    /// The API's base URL.
+    pub fn url(&self) -> String {
+        format!("http://{}/", self.addr)
+    }
+
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, RestStore> {
+        self.store.lock().unwrap()
+    }
+}
+
+type Rest = State<Arc<Mutex<RestStore>>>;
+
+fn rest_seen(store: &Mutex<RestStore>, method: &str, uri: &axum::http::Uri, id: &str) -> Option<u16> {
+    let mut s = store.lock().unwrap();
+    s.requests.push(format!("{method} {}", uri.path()));
+    s.answers.get(id).copied()
+}
+
+async fn rest_put(
+    State(store): Rest,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Some(code) = rest_seen(&store, "PUT", &uri, &id) {
+        return (StatusCode::from_u16(code).unwrap(), "scripted answer").into_response();
+    }
+    if headers.get("content-type").and_then(|v| v.to_str().ok()) != Some("application/json") {
+        return (StatusCode::UNSUPPORTED_MEDIA_TYPE, "send application/json").into_response();
+    }
+    let Ok(Json::Object(customer)) = serde_json::from_slice::<Json>(&body) else {
+        return (StatusCode::BAD_REQUEST, "expected one JSON object").into_response();
+    };
+    if customer.get("id").is_some_and(|v| v.as_str() != Some(id.as_str())) {
+        return (StatusCode::UNPROCESSABLE_ENTITY, "`id` differs from the path").into_response();
+    }
+    let replaced = store.lock().unwrap().customers.insert(id, Json::Object(customer)).is_some();
+    if replaced { StatusCode::OK } else { StatusCode::CREATED }.into_response()
+}
+
+async fn rest_delete(
+    State(store): Rest,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    uri: axum::http::Uri,
+    body: Bytes,
+) -> Response {
+    if let Some(code) = rest_seen(&store, "DELETE", &uri, &id) {
+        return (StatusCode::from_u16(code).unwrap(), "scripted answer").into_response();
+    }
+    if !body.is_empty() {
+        return (StatusCode::BAD_REQUEST, "a delete has no body").into_response();
+    }
+    match store.lock().unwrap().customers.remove(&id) {
+        Some(_) => StatusCode::NO_CONTENT.into_response(),
+        None => (StatusCode::NOT_FOUND, "no such customer").into_response(),
     }
 }

@@ -1,0 +1,272 @@
+//! Reading answers into outcomes and error classes, trusting nothing the receiver sends.
+
+use std::time::{Duration, SystemTime};
+
+use reqwest::header::{LOCATION, RETRY_AFTER};
+use reqwest::{Response, Url};
+use rse_core::{ChangeOutcome, DestinationError};
+use serde_json::Value as Json;
+
+use super::config::{HttpTimeouts, RecordErrors};
+
+/// The most of a 2xx body read for per-record errors.
+const MAX_ERRORS_BODY: usize = 8 << 20;
+/// The most of a 4xx body read for a rejection reason.
+const MAX_REASON_BODY: usize = 4 << 10;
+/// The most of an unneeded body read so the connection can be reused.
+const MAX_DRAINED_BODY: usize = 64 << 10;
+/// The most characters of a receiver's reason kept in a rejection.
+const MAX_REASON_CHARS: usize = 300;
+
+/// What the answer to one request is read against.
+pub(super) struct Reading<'a> {
+    pub name: &'a str,
+    pub timeouts: &'a HttpTimeouts,
+    pub record_errors: Option<&'a RecordErrors>,
+}
+
+/// One request: where it went, how many changes it carried, and whether it deleted a
+/// record named by its URL (so that a 404 means the record is already gone).
+pub(super) struct Sent<'a> {
+    pub url: &'a Url,
+    pub changes: usize,
+    pub delete_by_url: bool,
+}
+
+impl Reading<'_> {
+    /// One outcome per change sent, or the class of the whole request's failure.
+    pub(super) async fn classify(
+        &self,
+        response: Response,
+        sent: &Sent<'_>,
+    ) -> Result<Vec<ChangeOutcome>, DestinationError> {
+        let status = response.status();
+        let code = status.as_u16();
+        let reason = status.canonical_reason().unwrap_or("");
+        let n = sent.changes;
+        if status.is_success() {
+            let Some(errors) = self.record_errors else {
+                // Read the body so the connection can be reused; failing to read it after a 2xx
+                // changes nothing: the receiver accepted the request.
+                let _ = read_capped(response, MAX_DRAINED_BODY).await;
+                return Ok(vec![ChangeOutcome::Applied; n]);
+            };
+            let (body, whole) =
+                read_capped(response, MAX_ERRORS_BODY).await.map_err(|e| self.transport(sent.url, e))?;
+            let outcomes = if whole {
+                record_outcomes(errors, &body, n)
+            } else {
+                Err(format!("the answer is larger than {} MiB", MAX_ERRORS_BODY >> 20))
+            };
+            return outcomes.map_err(|problem| {
+                DestinationError::fatal(format!(
+                    "{}: HTTP {code} {reason}, but its per-record errors at `{}` cannot be read: {problem}; check `with_record_errors` against what the receiver answers",
+                    self.name, errors.pointer
+                ))
+            });
+        }
+        if status.is_redirection() {
+            return Err(self.redirect(&response, sent.url));
+        }
+        if code == 404 && sent.delete_by_url {
+            return Ok(vec![ChangeOutcome::Applied; n]);
+        }
+        if code == 429 {
+            return Err(DestinationError::RateLimited { retry_after: self.retry_after(&response) });
+        }
+        if code == 408 || status.is_server_error() {
+            return Err(DestinationError::transient(format!("{}: HTTP {code} {reason}", self.name)));
+        }
+        if code == 401 || code == 403 {
+            return Err(DestinationError::Unauthorized {
+                message: format!("{}: HTTP {code} {reason}; check the token or signing secret", self.name),
+            });
+        }
+        if !status.is_client_error() {
+            return Err(DestinationError::fatal(format!(
+                "{}: HTTP {code}, which is not a final HTTP status; check that the URL points at an HTTP API",
+                self.name
+            )));
+        }
+        // Another 4xx: the receiver refused what we sent. Its body says why, in its own
+        // words; it becomes the rejection reason (reports show it, logs never do).
+        let body = read_capped(response, MAX_REASON_BODY).await.map(|(b, _)| b).unwrap_or_default();
+        let text = truncate(String::from_utf8_lossy(&body).trim());
+        let message =
+            if text.is_empty() { format!("HTTP {code} {reason}") } else { format!("HTTP {code} {reason}: {text}") };
+        if n == 1 {
+            Ok(vec![ChangeOutcome::rejected(message)])
+        } else {
+            Err(DestinationError::InvalidBatch { message })
+        }
+    }
+
+    /// A 3xx: a configuration error naming where it points (scheme and host only: its
+    /// path and query may carry data).
+    pub(super) fn redirect(&self, response: &Response, url: &Url) -> DestinationError {
+        let status = response.status();
+        let to = response
+            .headers()
+            .get(LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|location| url.join(location).ok())
+            .map_or_else(|| " without a usable Location".to_owned(), |target| format!(" to `{}`", origin(&target)));
+        DestinationError::fatal(format!(
+            "{}: HTTP {}{to}; redirects are not followed (a redirected write can lose its method and body, and the page it lands on says nothing about the changes): set the URL to the final address",
+            self.name, status
+        ))
+    }
+
+    /// The wait a 429 asks for, read defensively and bounded.
+    pub(super) fn retry_after(&self, response: &Response) -> Option<Duration> {
+        response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, self.timeouts.max_retry_after))
+    }
+
+    /// A failure before an answer: transient, since the request is safe to repeat under
+    /// its idempotency keys. The message names the host only: a record's URL holds its key.
+    pub(super) fn transport(&self, url: &Url, e: reqwest::Error) -> DestinationError {
+        let at = origin(url);
+        let what = if e.is_connect() && e.is_timeout() {
+            format!("{}: could not connect to {at} within {:?}", self.name, self.timeouts.connect)
+        } else if e.is_timeout() {
+            format!("{}: no answer from {at} within {:?}", self.name, self.timeouts.request)
+        } else if e.is_connect() {
+            format!("{}: could not connect to {at}", self.name)
+        } else {
+            format!("{}: the request to {at} failed", self.name)
+        };
+        DestinationError::Transient { message: what, source: Some(Box::new(e.without_url())) }
+    }
+}
+
+/// `scheme://host[:port]` of `url`: where it goes, without the path and query that may
+/// carry data.
+pub(super) fn origin(url: &Url) -> String {
+    let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
+    format!("{}://{}{port}", url.scheme(), url.host_str().unwrap_or(""))
+}
+
+/// Reads at most `cap` bytes of the body; the flag says whether that was all of it.
+async fn read_capped(mut response: Response, cap: usize) -> Result<(Vec<u8>, bool), reqwest::Error> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        let room = cap.saturating_sub(body.len());
+        if chunk.len() > room {
+            body.extend_from_slice(&chunk[..room]);
+            return Ok((body, false));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok((body, true))
+}
+
+fn truncate(text: &str) -> String {
+    match text.char_indices().nth(MAX_REASON_CHARS) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_owned(),
+    }
+}
+
+/// `Retry-After` as delta-seconds (a whole or decimal number) or an HTTP date, at most
+/// `max`.
+///
+/// A wait past `max`, or too large to represent (`1e300`, twenty digits, `inf`), is `max`;
+/// a date in the past is zero; a negative number, NaN or text that is neither form is
+/// `None`, leaving the wait to the runner's backoff. Never panics.
+pub fn parse_retry_after(value: &str, max: Duration) -> Option<Duration> {
+    let value = value.trim();
+    if value.is_empty() {
+        return None;
+    }
+    if value.bytes().all(|b| b.is_ascii_digit()) {
+        // Digits beyond u64 are still just "a very long time".
+        return Some(value.parse::<u64>().map_or(max, Duration::from_secs).min(max));
+    }
+    if let Ok(secs) = value.parse::<f64>() {
+        if secs.is_nan() || secs < 0.0 {
+            return None;
+        }
+        return Some(Duration::try_from_secs_f64(secs).map_or(max, |d| d.min(max)));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO).min(max))
+}
+
+/// One outcome per record from a 2xx body that may list refused ones.
+///
+/// # Errors
+/// What makes the body unattributable: not JSON, an error whose index is not a whole
+/// number below `n`, or an error without an index in a request of several records.
+fn record_outcomes(errors: &RecordErrors, body: &[u8], n: usize) -> Result<Vec<ChangeOutcome>, String> {
+    let mut outcomes = vec![ChangeOutcome::Applied; n];
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(outcomes);
+    }
+    let json: Json = serde_json::from_slice(body).map_err(|e| {
+        format!("the body ({} bytes) is not JSON (line {}, column {})", body.len(), e.line(), e.column())
+    })?;
+    let list = match json.pointer(&errors.pointer) {
+        Some(Json::Array(list)) => list.as_slice(),
+        Some(Json::Null) | None => return Ok(outcomes),
+        Some(single) => std::slice::from_ref(single),
+    };
+    for (position, error) in list.iter().enumerate() {
+        let index = match error.get(&errors.index_field) {
+            Some(value) => match value.as_u64().and_then(|i| usize::try_from(i).ok()) {
+                Some(i) if i < n => i,
+                _ => {
+                    return Err(format!(
+                        "error {position} has a `{}` that is not a whole number from 0 to {} (the request held {n} records, counted from 0)",
+                        errors.index_field,
+                        n.saturating_sub(1)
+                    ));
+                }
+            },
+            None if n == 1 => 0,
+            None => {
+                return Err(format!(
+                    "error {position} has no `{}`, and the request held {n} records: which one it refuses is unknown",
+                    errors.index_field
+                ));
+            }
+        };
+        let reason = match error.get(&errors.reason_field) {
+            Some(Json::String(s)) => s.clone(),
+            Some(other) => other.to_string(),
+            None => match error.as_str() {
+                Some(s) => s.to_owned(),
+                None => "refused by the receiver (no reason given)".to_owned(),
+            },
+        };
+        let reason = truncate(&reason);
+        outcomes[index] = match &outcomes[index] {
+            ChangeOutcome::Rejected { reason: first, .. } => {
+                ChangeOutcome::rejected(truncate(&format!("{first}; {reason}")))
+            }
+            _ => ChangeOutcome::rejected(reason),
+        };
+    }
+    Ok(outcomes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_reads_seconds_and_dates() {
+        let max = Duration::from_secs(3600);
+        assert_eq!(parse_retry_after("3", max), Some(Duration::from_secs(3)));
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", max), Some(Duration::ZERO));
+        let later = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(120));
+        let d = parse_retry_after(&later, max).unwrap_or_default();
+        assert!(d > Duration::from_secs(100) && d <= Duration::from_secs(120), "{d:?}");
+        assert_eq!(parse_retry_after("soon", max), None);
+        assert_eq!(parse_retry_after("1e300", max), Some(max));
+        assert_eq!(parse_retry_after("-1", max), None);
+    }
+}
