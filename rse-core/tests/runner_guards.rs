@@ -179,17 +179,17 @@ async fn mirror_empty_source_guard_counts_rows_that_survive_transforms_and_key_c
 
 #[tokio::test]
 async fn the_default_delete_guard_withholds_a_mass_delete_and_the_status_says_so() {
-    let w = World::new(customers(10));
+    let w = World::new(customers(40));
     let sync = w.sync(Mode::Mirror, opts()).await;
     assert_eq!(sync.run().await.unwrap().status, RunStatus::Succeeded);
-    w.source.set_rows(customers(2));
+    w.source.set_rows(customers(10));
     let report = sync.run().await.unwrap();
     assert_eq!(report.counts.applied.delete, 0, "{report}");
-    assert_eq!(report.counts.withheld, 8);
+    assert_eq!(report.counts.withheld, 30);
     assert!(matches!(report.status, RunStatus::DeletesWithheld { .. }), "{:?}", report.status);
-    assert_eq!(w.destination.records().len(), 10);
+    assert_eq!(w.destination.records().len(), 40);
     // A small share of deletes still goes through under the default guard.
-    w.source.set_rows(customers(9));
+    w.source.set_rows(customers(39));
     let report = sync.run().await.unwrap();
     assert_eq!(report.status, RunStatus::Succeeded, "{report}");
     assert_eq!(report.counts.applied.delete, 1);

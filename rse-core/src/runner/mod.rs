@@ -1,10 +1,14 @@
 //! The runner: a sync built from its four parts, and what one run of it does.
 
+mod consume;
 mod deliver;
 mod lease;
 mod options;
+mod outcome;
 mod pace;
+mod plan;
 mod prior;
+mod produce;
 mod run;
 
 use std::sync::Arc;
@@ -346,7 +350,7 @@ fn check_options(sync_id: &str, o: &SyncOptions) -> Result<(), ConfigError> {
             return Err(invalid(sync_id, option, "must be greater than zero".to_owned()));
         }
     }
-    if let Some(MaxDeletes::Fraction(f)) = o.max_deletes
+    if let Some(MaxDeletes::Fraction(f) | MaxDeletes::FractionAbove { fraction: f, .. }) = o.max_deletes
         && !(0.0..=1.0).contains(&f)
     {
         return Err(invalid(sync_id, "max_deletes", format!("fraction must be within 0.0–1.0, got {f}")));

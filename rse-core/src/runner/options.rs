@@ -60,6 +60,14 @@ pub enum MaxDeletes {
     Count(u64),
     /// At most this fraction (0.0–1.0) of the keys this sync has delivered.
     Fraction(f64),
+    /// At most this fraction of the keys this sync has delivered, once a run deletes more
+    /// than `floor` keys: on a small sync one delete is already a large fraction.
+    FractionAbove {
+        /// The fraction (0.0–1.0).
+        fraction: f64,
+        /// Runs deleting at most this many keys are not held to the fraction.
+        floor: u64,
+    },
 }
 
 /// How the diff finds changes.
@@ -84,7 +92,7 @@ pub struct SyncOptions {
     pub dry_run: bool,
     /// The delete guard (`Mirror`); `None` allows any number of deletes. The default,
     /// [`DEFAULT_MAX_DELETES`], withholds a run's deletes when they would remove more than
-    /// half of the keys this sync delivered: a model that lost most of its rows (a broken
+    /// half of the keys this sync delivered (and more than ten): a model that lost most of its rows (a broken
     /// join, a filter gone wrong) must not wipe a CRM; ordinary churn goes through.
     pub max_deletes: Option<MaxDeletes>,
     /// Allow `Mirror` to delete everything when the source returns no record at all.
@@ -131,8 +139,9 @@ pub struct SyncOptions {
     pub write_timeout: Duration,
 }
 
-/// The default delete guard: at most half of the keys a sync delivered in one run.
-pub const DEFAULT_MAX_DELETES: MaxDeletes = MaxDeletes::Fraction(0.5);
+/// The default delete guard: at most half of the keys a sync delivered in one run, once a
+/// run deletes more than ten.
+pub const DEFAULT_MAX_DELETES: MaxDeletes = MaxDeletes::FractionAbove { fraction: 0.5, floor: 10 };
 
 impl Default for SyncOptions {
     fn default() -> Self {

@@ -1,0 +1,545 @@
+//! The reading side of a run: read, transform, check keys, diff, plan, batch.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use super::deliver::{Outgoing, RunSchema};
+use super::outcome::state_failure;
+use super::plan::{DeleteCheck, change, delete_of, shape, withheld};
+use super::prior::PriorRejections;
+use super::run::PAGE;
+use super::{Mode, SyncInner};
+
+mod schema_check;
+use crate::change::Op;
+use crate::diff::{DiffOutput, Differ, Planned};
+use crate::drift::{SchemaDrift, SchemaSummary};
+use crate::error::unix_secs;
+use crate::key::Key;
+use crate::record::RecordBatch;
+use crate::report::{Counts, FailureKind, ProgressEvent, RejectionSample, StageDurations};
+use crate::schema::Schema;
+use crate::source::ReadRequest;
+use crate::state::{Lease, RejectedEntry, RejectionStage, SnapshotEntry, StateCommit};
+use crate::value::Value;
+
+/// What the reading side did.
+#[derive(Default)]
+pub(super) struct Produced {
+    pub(super) counts: Counts,
+    pub(super) stages: StageDurations,
+    pub(super) samples: Vec<RejectionSample>,
+    pub(super) read_error: Option<(FailureKind, String)>,
+    /// The read reached the end of the source (no error, not stopped).
+    pub(super) complete: bool,
+    pub(super) incremental: bool,
+    pub(super) max_cursor: Option<Value>,
+    pub(super) withheld_reason: Option<String>,
+    /// Records that survived transforms and key checks (what the empty-source guard counts).
+    pub(super) present: u64,
+    /// Rows whose key is unknown: unreadable without a key, refused by a transform before
+    /// their key could be read, or null-keyed. `Mirror` deletes nothing while there are any.
+    pub(super) unknown_keys: u64,
+    pub(super) cleared: Vec<Key>,
+    pub(super) state_error: Option<(FailureKind, String)>,
+    /// The columns this run's changes were fingerprinted and sent under, once decided.
+    pub(super) delivered: Option<SchemaSummary>,
+    /// How the read's columns differ from those last delivered.
+    pub(super) drift: Option<SchemaDrift>,
+    /// Records refused for a key repeated in the source (one entry per key).
+    pub(super) key_rejections: Vec<RejectedEntry>,
+}
+
+pub(super) struct Producer<'a> {
+    inner: &'a SyncInner,
+    /// The run's lease, under which refused records are committed (`None` in a dry run).
+    lease: Option<Lease>,
+    prior: Arc<PriorRejections>,
+    stop: CancellationToken,
+    cursor: Option<Value>,
+    /// Keys of earlier rejections that this run planned, refused, or keeps as they were.
+    touched: HashSet<Key>,
+    /// Keys of earlier rejections that this run's read returned (the source's current
+    /// record of the key is what this run decided on, not the refused one kept in the state).
+    read_back: HashSet<Key>,
+    /// The columns the sync last delivered under.
+    expected: SchemaSummary,
+    /// The schema of this run's changes, shared with the delivering side.
+    run_schema: RunSchema,
+    /// The source schema of the read's first batch.
+    read_schema: Option<Arc<Schema>>,
+    /// For a drift that only reordered the columns: the delivered order, and where each of
+    /// its columns is in the read.
+    reorder: Option<(Arc<Schema>, Vec<usize>)>,
+    out: Produced,
+    batch: Vec<Outgoing>,
+    batch_bytes: usize,
+    batch_deadline: Option<Instant>,
+    max_rows: usize,
+    max_bytes: usize,
+}
+
+impl<'a> Producer<'a> {
+    /// The reading side of a run that starts from `cursor`, sends its changes under
+    /// `run_schema` and compares its read with the columns `expected`.
+    pub(super) fn new(
+        inner: &'a SyncInner,
+        lease: Option<Lease>,
+        prior: Arc<PriorRejections>,
+        stop: CancellationToken,
+        cursor: Option<Value>,
+        expected: SchemaSummary,
+        run_schema: RunSchema,
+    ) -> Self {
+        let caps = inner.destination.capabilities();
+        Self {
+            inner,
+            lease,
+            prior,
+            stop,
+            cursor,
+            touched: HashSet::new(),
+            read_back: HashSet::new(),
+            expected,
+            run_schema,
+            read_schema: None,
+            reorder: None,
+            out: Produced::default(),
+            batch: Vec::new(),
+            batch_bytes: 0,
+            batch_deadline: None,
+            max_rows: inner.options.batch_rows.min(caps.max_batch_rows).max(1),
+            max_bytes: inner.options.batch_bytes.min(caps.max_batch_bytes).max(1),
+        }
+    }
+
+    pub(super) async fn run(mut self, mut differ: Box<dyn Differ>, tx: mpsc::Sender<Vec<Outgoing>>) -> Produced {
+        let inner = self.inner;
+        let options = &inner.options;
+        self.out.incremental = inner.cursor_index.is_some() && inner.mode != Mode::Mirror && !options.full_resync;
+        let request = ReadRequest::full()
+            .with_cursor(if self.out.incremental { self.cursor.clone() } else { None })
+            .with_order_by_key(inner.use_merge)
+            .with_batch_size(options.read_batch_size);
+        let t = Instant::now();
+        let stream = inner.source.read(request).await;
+        self.out.stages.read += t.elapsed();
+        let mut stream = match stream {
+            Ok(s) => s,
+            Err(e) => {
+                self.fail(FailureKind::Source, format!("source `{}`: {e}", inner.source.name()));
+                return self.out;
+            }
+        };
+        let mut diff = DiffOutput::default();
+        let mut unreadable = Vec::new();
+        loop {
+            let t = Instant::now();
+            let next = tokio::select! {
+                biased;
+                () = self.stop.cancelled() => break,
+                () = sleep_until_opt(self.batch_deadline) => {
+                    self.flush(&tx).await;
+                    continue;
+                }
+                next = stream.next() => next,
+            };
+            self.out.stages.read += t.elapsed();
+            let batch = match next {
+                None => {
+                    self.out.complete = true;
+                    break;
+                }
+                Some(Err(e)) => {
+                    warn!(source = inner.source.name(), "Source failed mid-read; no deletes this run.");
+                    self.fail(FailureKind::Source, format!("source `{}`: {e}", inner.source.name()));
+                    break;
+                }
+                Some(Ok(mut batch)) => {
+                    for rejection in std::mem::take(&mut batch.rejected) {
+                        self.out.counts.source_rejected += 1;
+                        let reason = format!("{}: {}", rejection.location, rejection.reason);
+                        self.sample(rejection.key.as_ref(), RejectionStage::Source, None, &reason);
+                        match rejection.key {
+                            // The row is there, unreadable: its key must not be deleted.
+                            Some(key) => unreadable.push(key),
+                            None => self.out.unknown_keys += 1,
+                        }
+                    }
+                    batch
+                }
+            };
+            if !self.check_schema(&batch.schema) {
+                break;
+            }
+            self.out.counts.read += batch.len() as u64;
+            let _ = inner.progress.send(ProgressEvent::Read { records: self.out.counts.read });
+            self.track_cursor(&batch);
+            let Some((batch, mut seen)) = self.transform(batch).await else { break };
+            let batch = self.reorder(batch);
+            seen.append(&mut unreadable);
+            self.note_read_back(&batch, &seen);
+            self.out.present += batch.records.len() as u64;
+            let t = Instant::now();
+            if let Err(e) = differ.push(&batch.schema, batch.records, seen, &mut diff).await {
+                self.fail(FailureKind::Source, e.to_string());
+                break;
+            }
+            self.out.stages.diff += t.elapsed();
+            self.take_diff(&mut diff, &tx).await;
+        }
+
+        if self.out.complete && !self.stop.is_cancelled() {
+            if self.out.incremental {
+                self.retry_unseen_rejections(differ.as_mut(), &mut diff, &tx).await;
+            }
+            let t = Instant::now();
+            match differ.finish(&mut diff).await {
+                Ok(()) => {
+                    self.out.stages.diff += t.elapsed();
+                    self.take_diff(&mut diff, &tx).await;
+                    self.plan_deletes(std::mem::take(&mut diff.deletes), diff.live_total, &tx).await;
+                    self.clear_stale_rejections();
+                }
+                Err(e) => {
+                    self.fail(FailureKind::Source, e.to_string());
+                    self.out.complete = false;
+                }
+            }
+        }
+        if self.stop.is_cancelled() {
+            self.out.counts.undelivered += self.batch.len() as u64;
+            self.batch.clear();
+        } else {
+            self.flush(&tx).await;
+        }
+        self.out
+    }
+
+    fn track_cursor(&mut self, batch: &RecordBatch) {
+        let Some(i) = self.inner.cursor_index else { return };
+        for record in &batch.records {
+            if let Some(v) = record.get(i).filter(|v| !v.is_null())
+                && self.out.max_cursor.as_ref().is_none_or(|m| v.total_cmp(m).is_gt())
+            {
+                self.out.max_cursor = Some(v.clone());
+            }
+        }
+    }
+
+    /// Runs the transform chain; returns the batch for the diff and the keys of records
+    /// refused on the way (they count as present). `None` when a transform failed.
+    async fn transform(&mut self, mut batch: RecordBatch) -> Option<(RecordBatch, Vec<Key>)> {
+        let t = Instant::now();
+        let mut seen = Vec::new();
+        let mut rejections = Vec::new();
+        let now = unix_secs(std::time::SystemTime::now());
+        for transform in &self.inner.transforms {
+            let input_schema = batch.schema.clone();
+            let output = match transform.apply(batch).await {
+                Ok(o) => o,
+                Err(e) => {
+                    self.fail(FailureKind::Transform, e.to_string());
+                    return None;
+                }
+            };
+            self.out.counts.filtered += output.filtered as u64;
+            for rejection in output.rejected {
+                self.out.counts.transform_rejected += 1;
+                let key = rejection.record.key(&input_schema).ok();
+                self.sample(key.as_ref(), RejectionStage::Transform, None, &rejection.reason);
+                let Some(key) = key else {
+                    self.out.unknown_keys += 1;
+                    continue;
+                };
+                seen.push(key.clone());
+                let (attempts, first_rejected_at) =
+                    self.prior.carried(&key, now, |p| p.stage == RejectionStage::Transform);
+                rejections.push(RejectedEntry {
+                    key,
+                    stage: RejectionStage::Transform,
+                    op: None,
+                    fingerprint: None,
+                    version: 0,
+                    reason: rejection.reason,
+                    attempts,
+                    record: None,
+                    first_rejected_at,
+                    last_rejected_at: now,
+                });
+            }
+            batch = output.batch;
+        }
+        self.out.stages.transform += t.elapsed();
+        for key in &seen {
+            self.touch(key);
+        }
+        if !rejections.is_empty() {
+            self.commit(StateCommit { rejected: rejections, ..StateCommit::default() }).await;
+        }
+        Some((batch, seen))
+    }
+
+    fn fail(&mut self, kind: FailureKind, reason: String) {
+        self.out.read_error.get_or_insert((kind, reason));
+    }
+
+    fn touch(&mut self, key: &Key) {
+        if self.prior.contains(key) {
+            self.touched.insert(key.clone());
+        }
+    }
+
+    /// Notes which earlier rejections the read returned: for those the source's current
+    /// record decides, and the refused record kept in the state is stale.
+    fn note_read_back(&mut self, batch: &RecordBatch, refused: &[Key]) {
+        if self.prior.is_empty() {
+            return;
+        }
+        for key in refused.iter().filter(|k| self.prior.contains(k)) {
+            self.read_back.insert(key.clone());
+        }
+        for record in &batch.records {
+            if let Ok(key) = record.key(&batch.schema)
+                && self.prior.contains(&key)
+            {
+                self.read_back.insert(key);
+            }
+        }
+    }
+
+    fn sample(&mut self, key: Option<&Key>, stage: RejectionStage, op: Option<Op>, reason: &str) {
+        if self.out.samples.len() < self.inner.options.rejection_sample {
+            let key = key.map_or(crate::KeyHash(0), Key::redacted);
+            self.out.samples.push(RejectionSample { key, stage, op, reason: reason.to_owned() });
+        }
+    }
+
+    /// Commits rejections found while reading (not a delivery outcome, so not batched).
+    async fn commit(&mut self, commit: StateCommit) {
+        if self.inner.options.dry_run {
+            return;
+        }
+        let Some(lease) = &self.lease else { return };
+        let t = Instant::now();
+        if let Err(error) = self.inner.state.commit(lease, commit).await {
+            warn!(%error, "Committing refused records failed.");
+            self.out.state_error.get_or_insert_with(|| (state_failure(&error), error.to_string()));
+            self.stop.cancel();
+        }
+        self.out.stages.commit += t.elapsed();
+    }
+
+    async fn take_diff(&mut self, diff: &mut DiffOutput, tx: &mpsc::Sender<Vec<Outgoing>>) {
+        self.out.counts.unchanged += std::mem::take(&mut diff.unchanged);
+        for invalid in std::mem::take(&mut diff.invalid) {
+            self.out.counts.invalid += 1;
+            match &invalid.key {
+                Some(key) => {
+                    self.touch(key);
+                    // Kept with the sync's rejections (committed at the end of the run, after
+                    // the first occurrence's own outcome), so a host sees it among them.
+                    let now = unix_secs(std::time::SystemTime::now());
+                    let (attempts, first_rejected_at) =
+                        self.prior.carried(key, now, |p| p.stage == RejectionStage::Key);
+                    self.out.key_rejections.push(RejectedEntry {
+                        key: key.clone(),
+                        stage: RejectionStage::Key,
+                        op: None,
+                        fingerprint: None,
+                        version: 0,
+                        reason: invalid.reason.clone(),
+                        attempts,
+                        record: None,
+                        first_rejected_at,
+                        last_rejected_at: now,
+                    });
+                }
+                None => {
+                    self.out.present = self.out.present.saturating_sub(1);
+                    self.out.unknown_keys += 1;
+                }
+            }
+            self.sample(invalid.key.as_ref(), RejectionStage::Key, None, &invalid.reason);
+        }
+        for planned in std::mem::take(&mut diff.planned) {
+            self.touch(&planned.key);
+            if let Some(change) = self.plan(planned) {
+                self.push(change, tx).await;
+            }
+        }
+    }
+
+    /// Shapes a diff result by the sync's mode into a change, or skips it.
+    fn plan(&mut self, p: Planned) -> Option<Outgoing> {
+        let inner = self.inner;
+        let Some((op, version)) = shape(inner.mode, p.kind, p.fingerprint, p.base_version, p.pending) else {
+            self.out.counts.skipped += 1;
+            return None;
+        };
+        self.out.counts.planned.add(op, 1);
+        let change = change(&inner.id, op, p.key, Some(p.record), p.fingerprint, version);
+        Some(Outgoing { change, prior: p.pending })
+    }
+
+    async fn push(&mut self, outgoing: Outgoing, tx: &mpsc::Sender<Vec<Outgoing>>) {
+        if self.inner.options.dry_run {
+            return;
+        }
+        let size = outgoing.change.estimated_size();
+        if !self.batch.is_empty() && self.batch_bytes + size > self.max_bytes {
+            self.flush(tx).await;
+        }
+        if self.batch.is_empty() {
+            self.batch_deadline = Some(Instant::now() + self.inner.options.linger);
+        }
+        self.batch_bytes += size;
+        self.batch.push(outgoing);
+        if self.batch.len() >= self.max_rows {
+            self.flush(tx).await;
+        }
+    }
+
+    async fn flush(&mut self, tx: &mpsc::Sender<Vec<Outgoing>>) {
+        self.batch_deadline = None;
+        self.batch_bytes = 0;
+        if self.batch.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.batch);
+        let n = batch.len() as u64;
+        if tx.send(batch).await.is_err() {
+            self.out.counts.undelivered += n;
+        }
+    }
+
+    /// Incremental reads do not return rows before the cursor: retry earlier destination
+    /// rejections that this read did not return, from the records kept with them, paged
+    /// from the state store. A kept record that no longer fits the schema stays refused
+    /// (never dropped, never sent under the wrong names) until the source returns its row.
+    async fn retry_unseen_rejections(
+        &mut self,
+        differ: &mut dyn Differ,
+        diff: &mut DiffOutput,
+        tx: &mpsc::Sender<Vec<Outgoing>>,
+    ) {
+        let inner = self.inner;
+        let schema = self.run_schema.get();
+        let drifted = self.out.drift.is_some();
+        let mut after: Option<Key> = None;
+        let mut retried = 0usize;
+        loop {
+            let page = match inner.state.rejected(&inner.id, after.as_ref(), PAGE).await {
+                Ok(page) => page,
+                Err(e) => {
+                    self.fail(FailureKind::StateCommit, format!("reading earlier rejections: {e}"));
+                    return;
+                }
+            };
+            let full = page.len() == PAGE;
+            after = page.last().map(|e| e.key.clone());
+            let mut records = Vec::new();
+            let mut unfit = Vec::new();
+            for entry in page {
+                let earlier = self.prior.get(&entry.key).is_some_and(|p| p.stage == RejectionStage::Destination);
+                if !earlier
+                    || entry.stage != RejectionStage::Destination
+                    || self.read_back.contains(&entry.key)
+                    || self.touched.contains(&entry.key)
+                {
+                    continue;
+                }
+                match entry.record {
+                    Some(_) if drifted => {
+                        // Kept under the columns delivered before: it would be read under the
+                        // wrong names. It stays refused, without the record, until the
+                        // source returns the row.
+                        self.touched.insert(entry.key.clone());
+                        unfit.push(RejectedEntry { record: None, ..entry });
+                    }
+                    Some(record) if record.values.len() == schema.len() => records.push(record),
+                    _ => {
+                        self.touched.insert(entry.key);
+                    }
+                }
+            }
+            if !unfit.is_empty() {
+                self.commit(StateCommit { rejected: unfit, ..StateCommit::default() }).await;
+            }
+            if !records.is_empty() {
+                retried += records.len();
+                if let Err(e) = differ.push(&schema, records, Vec::new(), diff).await {
+                    self.fail(FailureKind::Source, e.to_string());
+                    return;
+                }
+                self.take_diff(diff, tx).await;
+            }
+            if !full || self.stop.is_cancelled() {
+                break;
+            }
+        }
+        if retried > 0 {
+            debug!(records = retried, "Retried earlier rejections the incremental read did not return.");
+        }
+    }
+
+    async fn plan_deletes(&mut self, deletes: Vec<SnapshotEntry>, live_total: u64, tx: &mpsc::Sender<Vec<Outgoing>>) {
+        let inner = self.inner;
+        let options = &inner.options;
+        if inner.mode != Mode::Mirror || options.full_resync || deletes.is_empty() || self.out.read_error.is_some() {
+            return;
+        }
+        let n = deletes.len() as u64;
+        let check = DeleteCheck {
+            deletes: n,
+            live: live_total,
+            read: self.out.counts.read,
+            present: self.out.present,
+            unknown_keys: self.out.unknown_keys,
+        };
+        if let Some(reason) = withheld(check, options.max_deletes, options.allow_empty_source) {
+            warn!(deletes = n, "Deletes withheld by the delete guard.");
+            self.out.counts.withheld += n;
+            self.out.withheld_reason = Some(reason);
+            return;
+        }
+        for entry in deletes {
+            self.touch(&entry.key);
+            let (fingerprint, version) = delete_of(&entry);
+            self.out.counts.planned.add(Op::Delete, 1);
+            let change = change(&inner.id, Op::Delete, entry.key, None, fingerprint, version);
+            self.push(Outgoing { change, prior: entry.pending }, tx).await;
+        }
+    }
+
+    /// After a complete read, earlier rejections whose key this run did not plan, refuse
+    /// or keep are stale: the record is gone or back to what the destination holds.
+    fn clear_stale_rejections(&mut self) {
+        let incremental = self.out.incremental;
+        let mut cleared: Vec<Key> = self
+            .prior
+            .iter()
+            .map(|(key, _)| key)
+            .filter(|key| !self.touched.contains(*key))
+            // An incremental read does not see every row: only a row it returned (back to
+            // what the destination holds) settles an earlier rejection.
+            .filter(|key| !incremental || self.read_back.contains(*key))
+            .cloned()
+            .collect();
+        cleared.sort();
+        self.out.cleared = cleared;
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
