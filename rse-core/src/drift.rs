@@ -15,6 +15,7 @@ use crate::value::DataType;
 
 /// What a run does when the columns it reads differ from those the sync last delivered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum SchemaDriftPolicy {
     /// End the run before sending anything, naming the columns (the default): a model

@@ -56,12 +56,15 @@ impl fmt::Debug for Fingerprint {
 
 /// The hash a fingerprint is taken with; recorded with a sync's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum FingerprintAlgorithm {
     /// xxh3, 128-bit output: the default (see the module docs for why).
     #[default]
+    #[serde(alias = "Xxh3_128")]
     Xxh3_128,
     /// SHA-256 truncated to 128 bits.
+    #[serde(alias = "Sha256")]
     Sha256,
 }
 

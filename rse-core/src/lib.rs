@@ -8,6 +8,7 @@
 //! state only for acknowledged changes and keeping every refused record with its reason.
 
 pub mod change;
+pub mod config;
 pub mod destination;
 pub mod diff;
 pub mod drift;

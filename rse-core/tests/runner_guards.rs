@@ -518,3 +518,23 @@ async fn a_change_superseded_at_the_destination_is_reported_as_such_and_not_reco
     assert_eq!(report.counts.applied.insert, 1, "{report}");
     assert!(w.state.rejections("customers").is_empty());
 }
+
+#[test]
+fn sync_options_read_from_configuration_refuse_unknown_fields_and_round_trip() {
+    let options: SyncOptions = serde_json::from_str(
+        r#"{ "max_deletes": { "fraction_above": { "fraction": 0.2, "floor": 5 } }, "lease_ttl": "2m",
+             "schema_drift": "proceed", "diff_strategy": "hash", "write_timeout": 30 }"#,
+    )
+    .unwrap();
+    assert_eq!(options.max_deletes, Some(MaxDeletes::FractionAbove { fraction: 0.2, floor: 5 }));
+    assert_eq!(options.lease_ttl, Duration::from_secs(120));
+    assert_eq!(options.write_timeout, Duration::from_secs(30));
+    assert_eq!(options.schema_drift, SchemaDriftPolicy::Proceed);
+    let back: SyncOptions = serde_json::from_str(&serde_json::to_string(&options).unwrap()).unwrap();
+    assert_eq!(back, options);
+
+    let typo = serde_json::from_str::<SyncOptions>(r#"{ "max_delete": { "count": 1 } }"#).unwrap_err();
+    assert!(typo.to_string().contains("max_delete"), "{typo}");
+    let bad = serde_json::from_str::<SyncOptions>(r#"{ "linger": "soon" }"#).unwrap_err();
+    assert!(bad.to_string().contains("not a duration"), "{bad}");
+}

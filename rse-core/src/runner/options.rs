@@ -11,19 +11,28 @@ use crate::change::Op;
 use crate::fingerprint::FingerprintAlgorithm;
 
 /// What a sync does with the diff.
+///
+/// Written in lower case in configuration (`"mirror"`); the capitalised names of reports
+/// recorded by earlier versions are read too.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Mode {
     /// Insert new keys, update changed ones; never delete. The default.
     #[default]
+    #[serde(alias = "Upsert")]
     Upsert,
     /// Insert only keys new to this sync; changed records are skipped.
+    #[serde(alias = "Insert")]
     Insert,
     /// Update every new or changed record; the destination rejects keys it does not have
     /// (a CRM where records are created elsewhere).
+    #[serde(alias = "Update")]
     Update,
     /// Upsert, and delete keys this sync delivered that the source no longer has.
+    #[serde(alias = "Mirror")]
     Mirror,
     /// Append every new or changed record as an event.
+    #[serde(alias = "Append")]
     Append,
 }
 
@@ -54,7 +63,8 @@ impl fmt::Display for Mode {
 
 /// The most deletes a `Mirror` run may send; above it, every delete is withheld and the
 /// report says why. An empty source table must never wipe a CRM.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum MaxDeletes {
     /// At most this many deletes.
     Count(u64),
@@ -71,7 +81,8 @@ pub enum MaxDeletes {
 }
 
 /// How the diff finds changes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum DiffStrategy {
     /// `Merge` when the source can read in key order and the read is full, else `Hash`.
     #[default]
@@ -82,8 +93,21 @@ pub enum DiffStrategy {
     Merge,
 }
 
-/// Options of a sync. Built with `with_*` methods from [`SyncOptions::default`].
-#[derive(Debug, Clone, PartialEq)]
+/// Options of a sync. Built with `with_*` methods from [`SyncOptions::default`], or read
+/// from a configuration file: every field is optional there (its default applies), an
+/// unknown one is refused, and durations read as `"30s"` (see [`crate::config`]).
+///
+/// ```
+/// # use std::time::Duration;
+/// # use rse_core::{MaxDeletes, SyncOptions};
+/// let options: SyncOptions =
+///     serde_json::from_str(r#"{ "max_deletes": { "count": 100 }, "linger": "50ms" }"#).unwrap();
+/// assert_eq!(options.max_deletes, Some(MaxDeletes::Count(100)));
+/// assert_eq!(options.linger, Duration::from_millis(50));
+/// assert_eq!(options.batch_rows, SyncOptions::default().batch_rows);
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct SyncOptions {
     /// Send every record regardless of its fingerprint and rebuild the snapshot; never delete.
@@ -102,14 +126,17 @@ pub struct SyncOptions {
     /// The most estimated bytes per write (the destination's own limit applies too).
     pub batch_bytes: usize,
     /// How long a partial batch waits for more changes before it is sent.
+    #[serde(with = "crate::config::duration")]
     pub linger: Duration,
     /// The most writes at once (the destination's own limit applies too).
     pub max_concurrency: usize,
     /// Attempts per write before its changes are left for the next run.
     pub max_attempts: u32,
     /// The first retry's maximum backoff; it doubles per attempt up to `max_backoff`.
+    #[serde(with = "crate::config::duration")]
     pub initial_backoff: Duration,
     /// The cap of the backoff.
+    #[serde(with = "crate::config::duration")]
     pub max_backoff: Duration,
     /// Consecutive writes that exhaust their attempts before the circuit opens and the run
     /// ends cleanly.
@@ -121,6 +148,7 @@ pub struct SyncOptions {
     /// How many rejections the report samples.
     pub rejection_sample: usize,
     /// Lease time-to-live; the runner renews it at a third of this.
+    #[serde(with = "crate::config::duration")]
     pub lease_ttl: Duration,
     /// Who this runner is, as shown to a second runner of the same sync.
     pub holder: String,
@@ -131,11 +159,13 @@ pub struct SyncOptions {
     /// The longest a run waits on one rate limit (a `Retry-After`). A destination asking
     /// for longer ends the run as [`RunStatus::RateLimited`](crate::RunStatus::RateLimited),
     /// every unsent change kept for the next run, instead of holding the lease idle.
+    #[serde(with = "crate::config::duration")]
     pub max_rate_limit_wait: Duration,
     /// The longest one write attempt may take. A write that has not answered by then is
     /// abandoned as a transient failure and retried under the same idempotency keys (its
     /// changes are recorded as pending first, so a write that did land is not lost), so
     /// a hung socket cannot stall a run while its lease keeps renewing.
+    #[serde(with = "crate::config::duration")]
     pub write_timeout: Duration,
 }
 
