@@ -1,12 +1,13 @@
 //! The `Destination` trait: the operational tool that changes are delivered to.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 
 use crate::change::{ChangeBatch, ChangeOutcome, Op, WriteOutcome};
 use crate::error::{DestinationError, StateError};
-use crate::state::{Lease, StateCommit};
+use crate::state::{Lease, StateCommit, StateStore};
 
 /// A request quota: at most `requests` writes per `per`, with bursts of up to `burst`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -206,6 +207,10 @@ pub trait TransactionalState: Send + Sync {
     /// The [`StateStore::name`](crate::StateStore::name) of the store this destination
     /// commits into.
     fn state_store_name(&self) -> &str;
+
+    /// The store this destination commits into. A sync built with this destination and no
+    /// [`state`](crate::SyncBuilder::state) uses it, so the store is given once.
+    fn state_store(&self) -> Option<Arc<dyn StateStore>>;
 
     /// Applies `batch` and, in the same transaction, the state commit `commit_for` builds
     /// from its outcomes, after checking that `lease` is current.

@@ -538,3 +538,20 @@ fn sync_options_read_from_configuration_refuse_unknown_fields_and_round_trip() {
     let bad = serde_json::from_str::<SyncOptions>(r#"{ "linger": "soon" }"#).unwrap_err();
     assert!(bad.to_string().contains("not a duration"), "{bad}");
 }
+
+#[tokio::test]
+async fn an_exactly_once_destination_brings_its_state_store_to_the_builder() {
+    let w = World::exactly_once(customers(5));
+    let sync = Sync::builder("customers")
+        .source(w.source.clone())
+        .destination(w.destination.clone())
+        .options(opts())
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(sync.run().await.unwrap().counts.applied.insert, 5);
+    assert_eq!(w.state.snapshot("customers").len(), 5, "the state went to the destination's store");
+    // Without a state store and without an exactly-once destination, the builder names it.
+    let err = Sync::builder("s").source(w.source.clone()).destination(MemoryDestination::new()).build().await;
+    assert!(err.unwrap_err().to_string().contains("state"));
+}

@@ -1019,6 +1019,10 @@ impl TransactionalState for PostgresDestination {
         self.state.as_ref().map_or("", |s| s.name())
     }
 
+    fn state_store(&self) -> Option<Arc<dyn StateStore>> {
+        self.state.clone().map(|s| Arc::new(s) as Arc<dyn StateStore>)
+    }
+
     async fn write_committing(
         &self,
         batch: &ChangeBatch,

@@ -184,7 +184,8 @@ impl SyncBuilder {
         self
     }
 
-    /// The state store.
+    /// The state store. Optional with an exactly-once destination
+    /// ([`Destination::transactional_state`]): the store it commits into is used.
     pub fn state(mut self, state: impl StateStore + 'static) -> Self {
         self.state = Some(Arc::new(state));
         self
@@ -221,7 +222,11 @@ impl SyncBuilder {
         let missing = |part| ConfigError::Missing { sync_id: sync_id.clone(), part };
         let source = self.source.ok_or_else(|| missing("source"))?;
         let destination = self.destination.ok_or_else(|| missing("destination"))?;
-        let state = self.state.ok_or_else(|| missing("state"))?;
+        // An exactly-once destination brings its own store.
+        let state = self
+            .state
+            .or_else(|| destination.transactional_state().and_then(|t| t.state_store()))
+            .ok_or_else(|| missing("state"))?;
         let options = self.options;
         check_options(&sync_id, &options)?;
 

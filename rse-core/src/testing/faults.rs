@@ -297,6 +297,10 @@ impl<D: Destination> TransactionalState for FaultyDestination<D> {
         self.inner.transactional_state().map_or("", |t| t.state_store_name())
     }
 
+    fn state_store(&self) -> Option<Arc<dyn crate::state::StateStore>> {
+        self.inner.transactional_state().and_then(|t| t.state_store())
+    }
+
     async fn write_committing(
         &self,
         batch: &ChangeBatch,
