@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use rse_connectors::{NatsDestination, NatsDestinationOptions};
 use rse_core::memory::{MemorySource, MemoryStateStore};
 use rse_core::testing::{
-    DestinationReadback, check_destination, conformance_schema, service_url, unavailable, unique_id,
+    DestinationReadback, change_batch, check_destination, conformance_schema, service_url, unavailable, unique_id,
 };
 use rse_core::*;
 use serde_json::Value as Json;
@@ -103,17 +103,7 @@ impl DestinationReadback for Readback {
 }
 
 fn changes(schema: &Arc<Schema>, items: Vec<(Op, Record)>) -> ChangeBatch {
-    let mut fp = Fingerprinter::new(FingerprintAlgorithm::default(), schema);
-    let changes = items
-        .into_iter()
-        .map(|(op, record)| {
-            let key = record.key(schema).unwrap();
-            let fingerprint = fp.fingerprint(&record);
-            let idempotency_key = IdempotencyKey::derive("n", &key, op, fingerprint, 0);
-            Change { op, key, record: (op != Op::Delete).then_some(record), fingerprint, version: 0, idempotency_key }
-        })
-        .collect();
-    ChangeBatch { sync_id: "n".into(), schema: schema.clone(), changes }
+    change_batch(schema, "n", items)
 }
 
 fn row(id: i64, name: &str) -> Record {

@@ -10,8 +10,8 @@ use rse_connectors::state::PostgresStateStore;
 use rse_connectors::{PostgresDestination, PostgresDestinationOptions};
 use rse_core::memory::{MemorySource, MemoryStateStore};
 use rse_core::testing::{
-    DestinationReadback, check_destination, check_transactional_state, conformance_schema, service_url, unavailable,
-    unique_id,
+    ChangeBatchBuilder, DestinationReadback, check_destination, check_transactional_state, conformance_schema,
+    service_url, unavailable, unique_id,
 };
 use rse_core::*;
 use tokio_postgres::{Client, NoTls};
@@ -85,17 +85,10 @@ impl DestinationReadback for Readback<'_> {
 }
 
 fn changes(schema: &Arc<Schema>, sync_id: &str, items: Vec<(Op, Record, u64)>) -> ChangeBatch {
-    let mut fp = Fingerprinter::new(FingerprintAlgorithm::default(), schema);
-    let changes = items
+    items
         .into_iter()
-        .map(|(op, record, version)| {
-            let key = record.key(schema).unwrap();
-            let fingerprint = fp.fingerprint(&record);
-            let idempotency_key = IdempotencyKey::derive(sync_id, &key, op, fingerprint, version);
-            Change { op, key, record: (op != Op::Delete).then_some(record), fingerprint, version, idempotency_key }
-        })
-        .collect();
-    ChangeBatch { sync_id: sync_id.into(), schema: schema.clone(), changes }
+        .fold(ChangeBatchBuilder::new(schema, sync_id), |b, (op, record, version)| b.versioned(op, record, version))
+        .build()
 }
 
 fn row(id: i64, name: &str, score: f64) -> Record {

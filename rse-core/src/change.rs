@@ -188,3 +188,101 @@ impl WriteOutcome {
         Self { outcomes: vec![ChangeOutcome::Applied; n] }
     }
 }
+
+/// Builds a [`WriteOutcome`] slot by slot, and refuses to finish with a slot left unset.
+///
+/// A destination answers one outcome per change. Filling a vector that defaults to
+/// `Applied` makes a forgotten change look delivered, and the runner then never sends it
+/// again. With this builder each slot is set on purpose — one by one, or all the rest at
+/// once with [`rest_applied`](Self::rest_applied) after the write as a whole was
+/// acknowledged — and [`finish`](Self::finish) fails loudly otherwise.
+///
+/// ```
+/// # use rse_core::{ChangeOutcome, WriteOutcomes};
+/// let mut outcomes = WriteOutcomes::new(3);
+/// outcomes.rejected(1, "field `email`: not an address");
+/// // … the write of the other two was acknowledged:
+/// outcomes.rest_applied();
+/// let written = outcomes.finish("example").unwrap();
+/// assert_eq!(written.outcomes[0], ChangeOutcome::Applied);
+///
+/// let forgotten = WriteOutcomes::new(2);
+/// assert!(forgotten.finish("example").is_err());
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct WriteOutcomes {
+    slots: Vec<Option<ChangeOutcome>>,
+}
+
+impl WriteOutcomes {
+    /// `n` unset slots, one per change of the batch.
+    pub fn new(n: usize) -> Self {
+        Self { slots: vec![None; n] }
+    }
+
+    /// The number of slots.
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Whether there are no slots.
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// Sets slot `i` (a position past the end is ignored: `finish` then reports what is unset).
+    pub fn set(&mut self, i: usize, outcome: ChangeOutcome) {
+        if let Some(slot) = self.slots.get_mut(i) {
+            *slot = Some(outcome);
+        }
+    }
+
+    /// Change `i` was applied.
+    pub fn applied(&mut self, i: usize) {
+        self.set(i, ChangeOutcome::Applied);
+    }
+
+    /// Change `i` was refused for good, for `reason` (the destination's words, never values).
+    pub fn rejected(&mut self, i: usize, reason: impl Into<String>) {
+        self.set(i, ChangeOutcome::rejected(reason));
+    }
+
+    /// Whether slot `i` is set.
+    pub fn is_set(&self, i: usize) -> bool {
+        self.slots.get(i).is_some_and(Option::is_some)
+    }
+
+    /// The positions not set yet.
+    pub fn unset(&self) -> impl Iterator<Item = usize> + '_ {
+        self.slots.iter().enumerate().filter(|(_, s)| s.is_none()).map(|(i, _)| i)
+    }
+
+    /// Sets every slot not set yet to `Applied`: call it once the write of those changes
+    /// was acknowledged as a whole (a committed transaction, a 2xx for the request).
+    pub fn rest_applied(&mut self) {
+        for slot in self.slots.iter_mut().filter(|s| s.is_none()) {
+            *slot = Some(ChangeOutcome::Applied);
+        }
+    }
+
+    /// The outcome of the write.
+    ///
+    /// # Errors
+    /// [`DestinationError::Fatal`] naming the destination and the unset positions: a
+    /// connector bug, which must not pass for a delivery.
+    pub fn finish(self, destination: &str) -> Result<WriteOutcome, crate::error::DestinationError> {
+        let unset: Vec<usize> = self.unset().collect();
+        if !unset.is_empty() {
+            let shown: Vec<String> = unset.iter().take(10).map(usize::to_string).collect();
+            return Err(crate::error::DestinationError::fatal(format!(
+                "destination `{destination}` left the outcome of {} of {} changes unset (positions {}{}); \
+                 this is a bug in the connector, and nothing of the batch is recorded as delivered",
+                unset.len(),
+                self.slots.len(),
+                shown.join(", "),
+                if unset.len() > 10 { ", …" } else { "" }
+            )));
+        }
+        Ok(WriteOutcome { outcomes: self.slots.into_iter().flatten().collect() })
+    }
+}

@@ -29,7 +29,7 @@ pub mod time;
 pub mod transform;
 pub mod value;
 
-pub use change::{Change, ChangeBatch, ChangeOutcome, IdempotencyKey, Op, WriteOutcome};
+pub use change::{Change, ChangeBatch, ChangeOutcome, IdempotencyKey, Op, WriteOutcome, WriteOutcomes};
 pub use destination::{
     CommitFor, CommittedWriteError, Destination, DestinationCapabilities, RateLimit, TransactionalState,
 };

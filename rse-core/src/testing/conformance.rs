@@ -15,10 +15,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 
-use crate::change::{Change, ChangeBatch, ChangeOutcome, IdempotencyKey, Op};
+use super::batch::ChangeBatchBuilder;
+use crate::change::{Change, ChangeBatch, ChangeOutcome, Op};
 use crate::destination::{CommittedWriteError, Destination, TransactionalState};
 use crate::error::{BoxError, StateError};
-use crate::fingerprint::{Fingerprint, FingerprintAlgorithm, Fingerprinter};
+use crate::fingerprint::{Fingerprint, FingerprintAlgorithm};
 use crate::key::Key;
 use crate::record::Record;
 use crate::report::{RunStatus, SyncReport};
@@ -78,18 +79,10 @@ fn record(id: i64, name: &str, score: f64) -> Record {
 }
 
 fn batch(sync_id: &str, schema: &Arc<Schema>, changes: Vec<(Op, Record, u64)>) -> ChangeBatch {
-    let mut fp = Fingerprinter::new(FingerprintAlgorithm::default(), schema);
-    let changes = changes
+    changes
         .into_iter()
-        .filter_map(|(op, record, version)| {
-            let key = record.key(schema).ok()?;
-            let fingerprint = fp.fingerprint(&record);
-            let idempotency_key = IdempotencyKey::derive(sync_id, &key, op, fingerprint, version);
-            let record = (op != Op::Delete).then_some(record);
-            Some(Change { op, key, record, fingerprint, version, idempotency_key })
-        })
-        .collect();
-    ChangeBatch { sync_id: sync_id.into(), schema: schema.clone(), changes }
+        .fold(ChangeBatchBuilder::new(schema, sync_id), |b, (op, record, version)| b.versioned(op, record, version))
+        .build()
 }
 
 async fn write_all_applied(dest: &dyn Destination, batch: &ChangeBatch, what: &str) -> Result<(), ConformanceError> {

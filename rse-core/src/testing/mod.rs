@@ -4,11 +4,13 @@
 //! their implementations; the fault-injecting [`FaultyDestination`] drives the runner
 //! through refusals, outages, rate limits and crashes.
 
+mod batch;
 mod conformance;
 mod faults;
 mod source_suite;
 pub use source_suite::*;
 
+pub use batch::{ChangeBatchBuilder, change_batch};
 pub use conformance::{
     ConformanceError, DestinationReadback, check_destination, check_state_store, check_transactional_state,
     conformance_schema, unique_id,
