@@ -26,5 +26,5 @@ pub use postgres::{PostgresConnectOptions, SslMode};
 
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub mod state;
-#[cfg(feature = "postgres-tls")]
+#[cfg(any(feature = "postgres-tls", feature = "redis-tls", feature = "nats"))]
 mod tls;
