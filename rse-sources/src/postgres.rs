@@ -51,6 +51,7 @@
 //!   for some types.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use rse_core::{
@@ -86,9 +87,14 @@ pub struct PostgresSource {
     model: Model,
     keys: Keys,
     name: String,
+    connect_timeout: Option<Duration>,
     #[cfg(feature = "postgres-tls")]
     tls: Option<Arc<rustls::ClientConfig>>,
 }
+
+/// How long connecting may take when neither [`PostgresSource::with_connect_timeout`] nor
+/// the URL's `connect_timeout` say.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl std::fmt::Debug for PostgresSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -106,6 +112,7 @@ impl PostgresSource {
             model,
             keys: Keys::default(),
             name,
+            connect_timeout: None,
             #[cfg(feature = "postgres-tls")]
             tls: None,
         }
@@ -143,6 +150,14 @@ impl PostgresSource {
         self
     }
 
+    /// How long connecting may take, TCP, TLS and login together (default: the URL's
+    /// `connect_timeout`, else [`DEFAULT_CONNECT_TIMEOUT`]). A server that accepts and never
+    /// answers then fails the read as [`SourceError::Unavailable`] instead of hanging it.
+    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = Some(timeout);
+        self
+    }
+
     /// Connects with TLS, verifying the server under `config` (roots, client
     /// certificates). Without it the connection is plain; `sslmode` in the URL is ignored.
     #[cfg(feature = "postgres-tls")]
@@ -152,6 +167,22 @@ impl PostgresSource {
     }
 
     async fn connect(&self) -> Result<Client, SourceError> {
+        // tokio-postgres's own timeout covers only the TCP connect, not the login after it.
+        let timeout =
+            self.connect_timeout.or(self.config.get_connect_timeout().copied()).unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+        tokio::time::timeout(timeout, self.connect_untimed()).await.unwrap_or_else(|_| {
+            Err(SourceError::Unavailable {
+                message: format!(
+                    "connecting to PostgreSQL for `{}` timed out after {timeout:?} (TCP, TLS and login together); \
+                     check the host and port, and that the server answers",
+                    self.model.label()
+                ),
+                source: None,
+            })
+        })
+    }
+
+    async fn connect_untimed(&self) -> Result<Client, SourceError> {
         let failed = |e: tokio_postgres::Error| SourceError::Unavailable {
             message: format!(
                 "connecting to PostgreSQL for `{}` failed; check the server, URL and credentials",
