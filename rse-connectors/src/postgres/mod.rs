@@ -8,6 +8,7 @@
 //! [`SslMode`] for what each TLS mode checks.
 
 pub(crate) mod connect;
+mod mode;
 mod params;
 #[cfg(feature = "postgres-tls")]
 mod tls;
