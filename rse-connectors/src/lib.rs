@@ -21,5 +21,12 @@ pub use destination::redis::{RedisDestination, RedisDestinationOptions};
 #[cfg(feature = "sqlite")]
 pub use destination::sqlite::{SqliteDestination, SqliteDestinationOptions, SqliteTableKind};
 
+#[cfg(feature = "postgres")]
+pub mod postgres;
+#[cfg(feature = "postgres")]
+pub use postgres::{PostgresConnectOptions, SslMode};
+
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub mod state;
+#[cfg(any(feature = "postgres-tls", feature = "redis-tls", feature = "nats"))]
+mod tls;

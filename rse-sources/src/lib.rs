@@ -29,6 +29,8 @@ pub mod files;
 pub mod parquet;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+#[cfg(feature = "postgres")]
+mod postgres_tls;
 #[cfg(feature = "files")]
 mod split;
 #[cfg(feature = "sqlite")]

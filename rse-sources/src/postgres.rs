@@ -51,6 +51,7 @@
 //!   for some types.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use rse_core::{
@@ -63,6 +64,7 @@ use tokio_postgres::types::{FromSql, ToSql, Type};
 use tokio_postgres::{Client, Config, IsolationLevel, Statement};
 
 use crate::common::{Keys, Model, quote_ident};
+use crate::postgres_tls::{self as tls, Mode};
 use crate::stream::channel_stream;
 
 /// Microseconds from 1970-01-01 to PostgreSQL's epoch, 2000-01-01.
@@ -86,9 +88,16 @@ pub struct PostgresSource {
     model: Model,
     keys: Keys,
     name: String,
+    connect_timeout: Option<Duration>,
+    /// The URL's `sslmode`, for messages.
+    ssl_mode: Mode,
     #[cfg(feature = "postgres-tls")]
     tls: Option<Arc<rustls::ClientConfig>>,
 }
+
+/// How long connecting may take when neither [`PostgresSource::with_connect_timeout`] nor
+/// the URL's `connect_timeout` say.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl std::fmt::Debug for PostgresSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -106,24 +115,52 @@ impl PostgresSource {
             model,
             keys: Keys::default(),
             name,
+            connect_timeout: None,
+            ssl_mode: Mode::Prefer,
             #[cfg(feature = "postgres-tls")]
             tls: None,
         }
     }
 
     /// Reads `model` from the database at `url` (`postgres://user:password@host:port/db`
-    /// or a `key=value` connection string).
+    /// or a `key=value` connection string), with TLS as its `sslmode`, `sslrootcert`,
+    /// `sslcert` and `sslkey` say (feature `postgres-tls`): `prefer` (the default)
+    /// encrypts when the server offers TLS without checking its certificate; `require`
+    /// and `verify-ca` check the certificate's chain, `verify-full` also the host name
+    /// (use it); the roots are `sslrootcert` (a PEM file, or `system`), else Mozilla's
+    /// public CAs. Without the feature `prefer` is plaintext and the others are refused.
     ///
     /// # Errors
-    /// [`SourceError::Other`] when the URL does not parse (the URL is not repeated, as it
-    /// may hold a password).
+    /// [`SourceError::Other`] when the URL does not parse, or its TLS settings cannot work
+    /// (the URL is not repeated, as it may hold a password).
     pub fn from_url(url: &str, model: Model) -> Result<Self, SourceError> {
-        let config: Config = url.parse().map_err(|e| SourceError::Other {
+        let invalid = |message: String| SourceError::Other { message, source: None };
+        let (rest, url_tls) = tls::split(url).map_err(|m| invalid(format!("the PostgreSQL connection URL: {m}")))?;
+        let mut config: Config = rest.parse().map_err(|e| SourceError::Other {
             message: "the PostgreSQL connection URL does not parse; expected postgres://user@host:port/database"
                 .to_owned(),
             source: Some(Box::new(e)),
         })?;
-        Ok(Self::new(config, model))
+        config.ssl_mode(url_tls.mode.driver_mode());
+        #[cfg(feature = "postgres-tls")]
+        let client_config = tls::client_config(&url_tls).map_err(|m| invalid(format!("PostgreSQL TLS: {m}")))?;
+        #[cfg(not(feature = "postgres-tls"))]
+        if matches!(url_tls.mode, Mode::Require | Mode::VerifyCa | Mode::VerifyFull)
+            || (url_tls.mode != Mode::Disable && (url_tls.root_cert.is_some() || url_tls.cert.is_some()))
+        {
+            return Err(invalid(format!(
+                "sslmode={} (or a root or client certificate) needs TLS, and this build of rse-sources has none: \
+                 enable its `postgres-tls` feature",
+                url_tls.mode.as_str()
+            )));
+        }
+        let mut source = Self::new(config, model);
+        source.ssl_mode = url_tls.mode;
+        #[cfg(feature = "postgres-tls")]
+        {
+            source.tls = client_config.map(Arc::new);
+        }
+        Ok(source)
     }
 
     /// Declares the key columns, in key order.
@@ -143,8 +180,17 @@ impl PostgresSource {
         self
     }
 
+    /// How long connecting may take, TCP, TLS and login together (default: the URL's
+    /// `connect_timeout`, else [`DEFAULT_CONNECT_TIMEOUT`]). A server that accepts and never
+    /// answers then fails the read as [`SourceError::Unavailable`] instead of hanging it.
+    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = Some(timeout);
+        self
+    }
+
     /// Connects with TLS, verifying the server under `config` (roots, client
-    /// certificates). Without it the connection is plain; `sslmode` in the URL is ignored.
+    /// certificates), instead of what the URL's `sslrootcert`, `sslcert` and `sslkey` say;
+    /// its `sslmode` still says whether a server without TLS is refused.
     #[cfg(feature = "postgres-tls")]
     pub fn with_tls(mut self, config: rustls::ClientConfig) -> Self {
         self.tls = Some(Arc::new(config));
@@ -152,12 +198,55 @@ impl PostgresSource {
     }
 
     async fn connect(&self) -> Result<Client, SourceError> {
-        let failed = |e: tokio_postgres::Error| SourceError::Unavailable {
-            message: format!(
-                "connecting to PostgreSQL for `{}` failed; check the server, URL and credentials",
-                self.model.label()
-            ),
-            source: Some(Box::new(e)),
+        // tokio-postgres's own timeout covers only the TCP connect, not the login after it.
+        let timeout =
+            self.connect_timeout.or(self.config.get_connect_timeout().copied()).unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+        tokio::time::timeout(timeout, self.connect_untimed()).await.unwrap_or_else(|_| {
+            Err(SourceError::Unavailable {
+                message: format!(
+                    "connecting to PostgreSQL for `{}` timed out after {timeout:?} (TCP, TLS and login together); \
+                     check the host and port, and that the server answers",
+                    self.model.label()
+                ),
+                source: None,
+            })
+        })
+    }
+
+    async fn connect_untimed(&self) -> Result<Client, SourceError> {
+        let failed = |e: tokio_postgres::Error| {
+            let label = self.model.label();
+            let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(&e);
+            let mut no_tls = false;
+            while let Some(c) = cause {
+                no_tls |= c.to_string().contains("server does not support TLS");
+                cause = c.source();
+            }
+            // Retrying does not change the server's TLS setting or a certificate.
+            if no_tls {
+                return SourceError::Other {
+                    message: format!(
+                        "connecting to PostgreSQL for `{label}`: the server does not offer TLS, and sslmode={} \
+                         refuses plaintext; turn on `ssl` on the server (only on a network you trust, \
+                         sslmode=prefer or disable accept plaintext)",
+                        self.ssl_mode.as_str()
+                    ),
+                    source: Some(Box::new(e)),
+                };
+            }
+            #[cfg(feature = "postgres-tls")]
+            if let Some(why) = tls::explain(&e, self.ssl_mode) {
+                return SourceError::Other {
+                    message: format!("connecting to PostgreSQL for `{label}`: {why}"),
+                    source: Some(Box::new(e)),
+                };
+            }
+            SourceError::Unavailable {
+                message: format!(
+                    "connecting to PostgreSQL for `{label}` failed; check the server, URL and credentials"
+                ),
+                source: Some(Box::new(e)),
+            }
         };
         #[cfg(feature = "postgres-tls")]
         if let Some(tls) = &self.tls {

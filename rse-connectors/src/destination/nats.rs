@@ -23,9 +23,17 @@
 //! # Errors name the template, never a subject
 //! A rendered subject holds key values, so errors and rejection reasons name the subject
 //! template (the destination's name, `nats:<template>`) instead.
+//!
+//! # TLS
+//! async-nats connects with TLS (rustls) when the URL is `tls://…`, when the server asks
+//! for it, or under [`NatsDestinationOptions::with_require_tls`]; the server's certificate
+//! chain and host name are always checked, against the operating system's trusted roots
+//! plus the CA of [`NatsDestinationOptions::with_root_certificates`]. A client certificate
+//! goes with [`NatsDestinationOptions::with_client_certificate`].
 
 use std::fmt;
 use std::fmt::Write as _;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use async_nats::HeaderMap;
@@ -45,6 +53,9 @@ pub struct NatsDestinationOptions {
     max_batch_rows: usize,
     max_concurrency: usize,
     ack_timeout: Duration,
+    root_certificates: Option<PathBuf>,
+    client_certificate: Option<(PathBuf, PathBuf)>,
+    require_tls: bool,
 }
 
 impl NatsDestinationOptions {
@@ -57,7 +68,30 @@ impl NatsDestinationOptions {
             max_batch_rows: 1_000,
             max_concurrency: 4,
             ack_timeout: Duration::from_secs(10),
+            root_certificates: None,
+            client_certificate: None,
+            require_tls: false,
         }
+    }
+
+    /// Trusts the CA certificates in the PEM file at `path` besides the system's roots:
+    /// the CA that signed the server's certificate.
+    pub fn with_root_certificates(mut self, path: impl Into<PathBuf>) -> Self {
+        self.root_certificates = Some(path.into());
+        self
+    }
+
+    /// Presents the client certificate in the PEM files `chain` and `key` (unencrypted).
+    pub fn with_client_certificate(mut self, chain: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        self.client_certificate = Some((chain.into(), key.into()));
+        self
+    }
+
+    /// Refuses to connect without TLS, whatever the URL says (default: TLS for `tls://`
+    /// URLs and servers that ask for it).
+    pub fn with_require_tls(mut self, require: bool) -> Self {
+        self.require_tls = require;
+        self
     }
 
     /// The most changes per write (default 1,000).
@@ -113,28 +147,49 @@ fn subject_token(text: &str) -> String {
 }
 
 impl NatsDestination {
-    /// Connects to `url` (`nats://host:4222`).
+    /// Connects to `url` (`nats://host:4222`, or `tls://host:4222` for TLS: see the module
+    /// docs).
     ///
     /// # Errors
-    /// `Transient` when the server cannot be reached, `Unauthorized` when it refuses us.
+    /// `Transient` when the server cannot be reached, `Unauthorized` when it refuses us,
+    /// `Fatal` when TLS fails (a certificate not trusted, a server without TLS while TLS is
+    /// required).
     pub async fn connect(url: &str, options: NatsDestinationOptions) -> Result<Self, DestinationError> {
         let name = format!("nats:{}", options.subject_template);
-        let client =
-            async_nats::ConnectOptions::new().connection_timeout(Duration::from_secs(5)).connect(url).await.map_err(
-                |e| {
-                    let message = format!("{name}: connecting failed: {}", e.kind());
-                    match e.kind() {
-                        async_nats::ConnectErrorKind::Authentication
-                        | async_nats::ConnectErrorKind::AuthorizationViolation => {
-                            DestinationError::Unauthorized { message }
-                        }
-                        async_nats::ConnectErrorKind::ServerParse | async_nats::ConnectErrorKind::Tls => {
-                            DestinationError::fatal(message)
-                        }
-                        _ => DestinationError::transient(message),
-                    }
-                },
-            )?;
+        let mut connect = async_nats::ConnectOptions::new().connection_timeout(Duration::from_secs(5));
+        if options.require_tls {
+            connect = connect.require_tls(true);
+        }
+        if let Some(path) = &options.root_certificates {
+            connect = connect.add_root_certificates(path.clone());
+        }
+        if let Some((chain, key)) = &options.client_certificate {
+            connect = connect.add_client_certificate(chain.clone(), key.clone());
+        }
+        let client = connect.connect(url).await.map_err(|e| {
+            let message = format!("{name}: connecting failed: {e}");
+            // async-nats reports a refused certificate as I/O; retrying will not make it trusted.
+            if let Some(tls) = crate::tls::rustls_error(&e) {
+                return DestinationError::Fatal {
+                    message: format!(
+                        "{name}: the TLS handshake failed ({tls}); if the server's certificate is not trusted, give \
+                         the CA that signed it with `NatsDestinationOptions::with_root_certificates`"
+                    ),
+                    source: Some(Box::new(e)),
+                };
+            }
+            match e.kind() {
+                async_nats::ConnectErrorKind::Authentication | async_nats::ConnectErrorKind::AuthorizationViolation => {
+                    DestinationError::Unauthorized { message }
+                }
+                async_nats::ConnectErrorKind::Tls => DestinationError::fatal(format!(
+                    "{message}; if the server's certificate is not trusted, give the CA that signed it with \
+                     `NatsDestinationOptions::with_root_certificates`"
+                )),
+                async_nats::ConnectErrorKind::ServerParse => DestinationError::fatal(message),
+                _ => DestinationError::transient(message),
+            }
+        })?;
         let mut jetstream = async_nats::jetstream::new(client.clone());
         jetstream.set_timeout(options.ack_timeout);
         Ok(Self { name, options, client, jetstream })

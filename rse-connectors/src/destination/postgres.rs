@@ -86,21 +86,22 @@ pub(crate) mod copy;
 use std::borrow::Cow;
 use std::collections::HashSet;
 use std::fmt;
-use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
-use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod};
+use deadpool_postgres::PoolError;
 use rse_core::{
     Change, ChangeBatch, ChangeOutcome, CommitFor, CommittedWriteError, DataType, Destination, DestinationCapabilities,
     DestinationError, Lease, Op, Schema, StateError, StateStore, TransactionalState, Value, WriteOutcome,
 };
-use tokio_postgres::NoTls;
 use tracing::debug;
 
 use self::copy::{CopyRows, CopyType, column_takes, copy_in};
 
+use crate::postgres::PostgresConnectOptions;
+use crate::postgres::connect::{Connection, Unconnected, build_pool};
 use crate::state::PostgresStateStore;
 use crate::state::postgres::{CommitInError, DATABASE_IDENTITY};
 use tokio_postgres::error::SqlState;
@@ -118,7 +119,13 @@ pub struct PostgresDestinationOptions {
     pool_size: usize,
     max_batch_rows: usize,
     copy_inserts: bool,
+    connect: PostgresConnectOptions,
+    write_timeout: Duration,
 }
+
+/// How long one write may take by default before it fails as
+/// [`DestinationError::Transient`].
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// A batch's inserts go by COPY when there are at least this many: below it, the COPY's
 /// extra statement costs more than the upsert saves.
@@ -137,7 +144,28 @@ impl PostgresDestinationOptions {
             pool_size: 4,
             max_batch_rows: 5_000,
             copy_inserts: true,
+            connect: PostgresConnectOptions::new(),
+            write_timeout: DEFAULT_WRITE_TIMEOUT,
         }
+    }
+
+    /// How to connect: TLS (roots, client certificate, the mode over the URL's
+    /// `sslmode`), the connect timeout and the wait for a free connection. See
+    /// [`PostgresConnectOptions`] and [`SslMode`](crate::postgres::SslMode).
+    pub fn with_connect_options(mut self, options: PostgresConnectOptions) -> Self {
+        self.connect = options;
+        self
+    }
+
+    /// How long one write (a batch's transaction, from taking a connection to the commit)
+    /// may take, default [`DEFAULT_WRITE_TIMEOUT`]. A write past it — a server or link that
+    /// stopped answering, a lock held elsewhere — fails as [`DestinationError::Transient`]
+    /// and the runner retries it; its transaction was not committed, or (if the deadline
+    /// fell during the commit) was, which the retry's upsert makes harmless. The pool's idle
+    /// connections are then closed, so the retry does not land on a connection still stuck.
+    pub fn with_write_timeout(mut self, timeout: Duration) -> Self {
+        self.write_timeout = timeout;
+        self
     }
 
     /// The PostgreSQL schema (namespace) of the table, default `public`.
@@ -458,7 +486,7 @@ fn list_json(items: &[Value]) -> serde_json::Value {
 /// Upserts and deletes by key into one PostgreSQL table; see the module docs.
 pub struct PostgresDestination {
     name: String,
-    pool: Pool,
+    connection: Connection,
     options: PostgresDestinationOptions,
     /// Statements per schema, built (and the table created) on first use of the schema.
     statements: Mutex<Vec<(Arc<Schema>, Arc<Statements>)>>,
@@ -487,25 +515,25 @@ impl fmt::Debug for PostgresDestination {
 
 impl PostgresDestination {
     /// A destination writing through a pool of connections to `url`
-    /// (`postgres://user:password@host:port/database`). Connects lazily: call
-    /// [`check`](Destination::check) to verify the server and credentials.
+    /// (`postgres://user:password@host:port/database?sslmode=verify-full`, or a
+    /// `key=value` string), under the URL's TLS parameters (`sslmode`, `sslrootcert`,
+    /// `sslcert`, `sslkey`; see [`SslMode`](crate::postgres::SslMode)) and the options'
+    /// [`PostgresConnectOptions`]. Connects lazily: call [`check`](Destination::check) to
+    /// verify the server, its certificate and the credentials.
     ///
     /// # Errors
-    /// [`DestinationError::Fatal`] when the URL does not parse (the URL itself is not
-    /// repeated: it may hold a password).
+    /// [`DestinationError::Fatal`] when the URL does not parse, names an unknown `sslmode`,
+    /// or a certificate file cannot be read or used (the URL itself is not repeated: it may
+    /// hold a password).
     pub fn new(url: &str, options: PostgresDestinationOptions) -> Result<Self, DestinationError> {
-        let config = tokio_postgres::Config::from_str(url).map_err(|e| {
-            DestinationError::fatal(format!("postgres destination: the connection URL does not parse: {e}"))
+        let connection = build_pool(url, &options.connect, options.pool_size).map_err(|e| DestinationError::Fatal {
+            message: format!("postgres destination: {}", e.message),
+            source: e.source,
         })?;
-        let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
-        let pool = Pool::builder(manager)
-            .max_size(options.pool_size)
-            .build()
-            .map_err(|e| DestinationError::fatal(format!("postgres destination: building the pool failed: {e}")))?;
         let name = format!("postgres:{}.{}", options.schema, options.table);
         Ok(Self {
             name,
-            pool,
+            connection,
             options,
             statements: Mutex::new(Vec::new()),
             ready: tokio::sync::Mutex::new(false),
@@ -558,16 +586,38 @@ impl PostgresDestination {
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, DestinationError> {
-        self.pool.get().await.map_err(|e| self.pool_error(e))
+        self.connection.pool.get().await.map_err(|e| self.pool_error(e))
     }
 
     fn pool_error(&self, e: PoolError) -> DestinationError {
-        match e {
-            PoolError::Backend(e) => self.classify(e, "connecting"),
-            PoolError::Timeout(_) => {
-                DestinationError::transient(format!("{}: timed out waiting for a connection", self.name))
+        match self.connection.unconnected(e) {
+            Unconnected::Backend(e) => self.classify(e, "connecting"),
+            // Retrying does not change a certificate or the server's TLS setting.
+            Unconnected::Tls(message, e) => {
+                DestinationError::Fatal { message: format!("{}: {message}", self.name), source: Some(Box::new(e)) }
             }
-            other => DestinationError::transient(format!("{}: connection pool: {other}", self.name)),
+            Unconnected::Transient(message) => DestinationError::transient(format!("{}: {message}", self.name)),
+        }
+    }
+
+    /// Runs one write under the write timeout. Past it the write fails as `Transient`, and
+    /// the idle connections are closed: the one the write held went back to the pool when
+    /// the write was dropped, mid-transaction, perhaps on a socket that no longer answers.
+    async fn within_write_timeout<T>(
+        &self,
+        write: impl std::future::Future<Output = Result<T, CommittedWriteError>>,
+    ) -> Result<T, CommittedWriteError> {
+        match tokio::time::timeout(self.options.write_timeout, write).await {
+            Ok(result) => result,
+            Err(_) => {
+                self.connection.pool.retain(|_, _| false);
+                Err(DestinationError::transient(format!(
+                    "{}: the write did not finish within {:?} (the server or the network stopped answering, or a \
+                     lock held elsewhere); it will be retried. Raise `with_write_timeout` if batches are slow",
+                    self.name, self.options.write_timeout
+                ))
+                .into())
+            }
         }
     }
 
@@ -1002,7 +1052,7 @@ impl Destination for PostgresDestination {
     }
 
     async fn write(&self, batch: &ChangeBatch) -> Result<WriteOutcome, DestinationError> {
-        self.apply(batch, None).await.map_err(|e| match e {
+        self.within_write_timeout(self.apply(batch, None)).await.map_err(|e| match e {
             CommittedWriteError::Destination(e) => e,
             other => DestinationError::fatal(other.to_string()),
         })
@@ -1029,7 +1079,7 @@ impl TransactionalState for PostgresDestination {
         lease: &Lease,
         commit_for: &CommitFor<'_>,
     ) -> Result<WriteOutcome, CommittedWriteError> {
-        self.apply(batch, Some((lease, commit_for))).await
+        self.within_write_timeout(self.apply(batch, Some((lease, commit_for)))).await
     }
 }
 

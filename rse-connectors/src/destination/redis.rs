@@ -35,9 +35,18 @@
 //!
 //! Braces are escaped because Redis Cluster hashes only the `{…}` part of a key when there
 //! is one: a value with braces would otherwise choose its key's slot.
+//!
+//! # TLS
+//! A `rediss://` URL connects with TLS (feature `redis-tls`: rustls with ring) and always
+//! checks the server's certificate chain and host name; the `#insecure` suffix some
+//! clients accept is refused. The trusted roots are Mozilla's public CAs, compiled in,
+//! unless [`RedisDestinationOptions::with_root_certificates_pem`] (or `_file`) names the CA
+//! that signed the server's certificate; a client certificate goes with
+//! [`RedisDestinationOptions::with_client_certificate_pem`].
 
 use std::fmt;
 use std::fmt::Write as _;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -74,6 +83,24 @@ pub struct RedisDestinationOptions {
     atomic: bool,
     max_batch_rows: usize,
     max_concurrency: usize,
+    root_certificates: Option<Pem>,
+    client_certificate: Option<(Pem, Pem)>,
+}
+
+/// PEM data given in memory or by file; `Debug` shows no contents.
+#[derive(Clone)]
+enum Pem {
+    Bytes(Vec<u8>),
+    File(PathBuf),
+}
+
+impl fmt::Debug for Pem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Pem::Bytes(b) => write!(f, "<{} bytes of PEM>", b.len()),
+            Pem::File(p) => write!(f, "{}", p.display()),
+        }
+    }
 }
 
 impl RedisDestinationOptions {
@@ -84,7 +111,36 @@ impl RedisDestinationOptions {
     /// keys get distinct Redis keys; simple values are inserted unchanged. See the module
     /// docs.
     pub fn new(key_template: impl Into<String>) -> Self {
-        Self { key_template: key_template.into(), ttl: None, atomic: true, max_batch_rows: 1_000, max_concurrency: 4 }
+        Self {
+            key_template: key_template.into(),
+            ttl: None,
+            atomic: true,
+            max_batch_rows: 1_000,
+            max_concurrency: 4,
+            root_certificates: None,
+            client_certificate: None,
+        }
+    }
+
+    /// Over `rediss://`, trusts only the CA certificates in `pem` (PEM blocks) instead of
+    /// the public CAs.
+    pub fn with_root_certificates_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.root_certificates = Some(Pem::Bytes(pem.into()));
+        self
+    }
+
+    /// Over `rediss://`, trusts only the CA certificates in the PEM file at `path` (read
+    /// when connecting) instead of the public CAs.
+    pub fn with_root_certificates_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.root_certificates = Some(Pem::File(path.into()));
+        self
+    }
+
+    /// Over `rediss://`, presents a client certificate: `chain` and its unencrypted
+    /// private `key`, both PEM. The key never appears in `Debug`.
+    pub fn with_client_certificate_pem(mut self, chain: impl Into<Vec<u8>>, key: impl Into<Vec<u8>>) -> Self {
+        self.client_certificate = Some((Pem::Bytes(chain.into()), Pem::Bytes(key.into())));
+        self
     }
 
     /// Every written hash expires `ttl` after its last write.
@@ -132,25 +188,42 @@ impl fmt::Debug for RedisDestination {
 }
 
 impl RedisDestination {
-    /// Connects to `url` (`redis://[:password@]host:port[/db]`).
+    /// Connects to `url` (`redis://[:password@]host:port[/db]`, or `rediss://` for TLS:
+    /// see the module docs).
     ///
     /// # Errors
-    /// [`DestinationError::Fatal`] for a URL that does not parse, `Transient` when the server
-    /// cannot be reached, `Unauthorized` when it refuses the password. The URL is not
-    /// repeated in the error: it may hold a password.
+    /// [`DestinationError::Fatal`] for a URL that does not parse, a `rediss://` URL without
+    /// the `redis-tls` feature, certificates given for a plain `redis://` URL, or a server
+    /// whose certificate is not trusted; `Transient` when the server cannot be reached,
+    /// `Unauthorized` when it refuses the password. The URL is not repeated in the error:
+    /// it may hold a password.
     pub async fn connect(url: &str, options: RedisDestinationOptions) -> Result<Self, DestinationError> {
         let name = format!("redis:{}", options.key_template);
-        let client = redis::Client::open(url).map_err(|e| {
-            DestinationError::fatal(format!("{name}: the connection URL does not parse: {:?}", e.kind()))
-        })?;
+        let client = client(&name, url, &options)?;
         // Few reconnection attempts and bounded waits: retrying is the runner's job, and a
         // write must fail (as `Transient`) rather than hang while Redis is down.
         let config = ConnectionManagerConfig::new()
             .set_number_of_retries(2)
             .set_connection_timeout(Some(Duration::from_secs(5)))
             .set_response_timeout(Some(Duration::from_secs(30)));
-        let connection =
-            ConnectionManager::new_with_config(client, config).await.map_err(|e| classify(&name, "connecting", &e))?;
+        let connection = ConnectionManager::new_with_config(client, config).await.map_err(|e| {
+            #[cfg(feature = "redis-tls")]
+            if let Some(tls) = crate::tls::rustls_error(&e) {
+                return DestinationError::Fatal { message: untrusted(&name, tls), source: Some(Box::new(e)) };
+            }
+            if url.starts_with("rediss://") && e.is_io_error() {
+                // A port that does not speak TLS closes the handshake.
+                let detail = std::error::Error::source(&e).map(ToString::to_string).unwrap_or_default();
+                return DestinationError::Transient {
+                    message: format!(
+                        "{name}: connecting over TLS failed ({detail}); check that the port in the `rediss://` URL is \
+                         the server's TLS port"
+                    ),
+                    source: Some(Box::new(e)),
+                };
+            }
+            classify(&name, "connecting", &e)
+        })?;
         Ok(Self { name, options, connection, script_sha: tokio::sync::OnceCell::new() })
     }
 
@@ -235,6 +308,79 @@ impl KeyTemplate {
             }
         }
         out
+    }
+}
+
+/// The client for `url`, with the options' certificates over `rediss://`.
+fn client(name: &str, url: &str, options: &RedisDestinationOptions) -> Result<redis::Client, DestinationError> {
+    let tls = url.starts_with("rediss://");
+    let certificates = options.root_certificates.is_some() || options.client_certificate.is_some();
+    if certificates && !tls {
+        return Err(DestinationError::fatal(format!(
+            "{name}: certificates are set but the URL is plain `redis://`; use `rediss://` to connect with TLS"
+        )));
+    }
+    if tls && !cfg!(feature = "redis-tls") {
+        return Err(DestinationError::fatal(format!(
+            "{name}: a `rediss://` URL needs TLS, and this build of rse-connectors has none: enable its `redis-tls` \
+             feature (`rse`'s `redis-tls`)"
+        )));
+    }
+    let unparsed =
+        |e: RedisError| DestinationError::fatal(format!("{name}: the connection URL does not parse: {:?}", e.kind()));
+    #[cfg(feature = "redis-tls")]
+    if tls {
+        // The redis crate builds its TLS setup from the process's rustls provider; ring
+        // unless the host installed another.
+        if rustls::crypto::CryptoProvider::get_default().is_none() {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
+        let load = |pem: &Pem, what: &str| match pem {
+            Pem::Bytes(b) => Ok(b.clone()),
+            Pem::File(path) => std::fs::read(path).map_err(|e| {
+                DestinationError::fatal(format!("{name}: cannot read the {what} file `{}`: {e}", path.display()))
+            }),
+        };
+        let root_cert = options.root_certificates.as_ref().map(|p| load(p, "root certificate")).transpose()?;
+        let client_tls = match &options.client_certificate {
+            Some((chain, key)) => Some(redis::ClientTlsConfig {
+                client_cert: load(chain, "client certificate")?,
+                client_key: load(key, "client key")?,
+            }),
+            None => None,
+        };
+        if root_cert.is_some() || client_tls.is_some() {
+            return redis::Client::build_with_tls(url, redis::TlsCertificates { client_tls, root_cert }).map_err(|e| {
+                DestinationError::fatal(format!(
+                    "{name}: the TLS certificates cannot be used ({:?}{}); give PEM certificates and an \
+                     unencrypted PEM key",
+                    e.kind(),
+                    e.detail().map(|d| format!(": {d}")).unwrap_or_default()
+                ))
+            });
+        }
+    }
+    redis::Client::open(url).map_err(unparsed)
+}
+
+/// The message for a handshake that failed on the server's certificate or ours.
+#[cfg(feature = "redis-tls")]
+fn untrusted(name: &str, e: &rustls::Error) -> String {
+    match e {
+        rustls::Error::InvalidCertificate(
+            rustls::CertificateError::NotValidForName | rustls::CertificateError::NotValidForNameContext { .. },
+        ) => format!(
+            "{name}: the server's TLS certificate is not issued for the host in the URL ({e}); connect by a name the \
+             certificate lists"
+        ),
+        rustls::Error::InvalidCertificate(_) => format!(
+            "{name}: the server's TLS certificate is not trusted ({e}): it is not signed by a CA rse trusts (the public \
+             CAs unless set otherwise); give the CA that signed it with \
+             `RedisDestinationOptions::with_root_certificates_file`"
+        ),
+        other => format!(
+            "{name}: the TLS handshake failed ({other}); check the server's TLS setup and the client certificate"
+        ),
     }
 }
 

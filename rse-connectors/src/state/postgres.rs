@@ -4,15 +4,16 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use rse_core::state::{Lease, RejectedEntry, SnapshotEntry, StateCommit, StateStore, SyncMeta};
 use rse_core::{Key, StateError, SyncReport};
+use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{NoTls, Row};
 
 use crate::destination::postgres::COPY_MIN_ROWS;
 use crate::destination::postgres::copy::{CopyRows, copy_in};
+use crate::postgres::PostgresConnectOptions;
+use crate::postgres::connect::{Connection, Unconnected, build_pool};
 
 use super::{
     DEFAULT_RUN_RETENTION, RunRecord, SyncSummary, entry_from, from_i64, from_json, last_per_key, meta_from,
@@ -93,7 +94,7 @@ const NOW_MS: &str = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint";
 /// ```
 #[derive(Clone)]
 pub struct PostgresStateStore {
-    pool: Pool,
+    connection: Connection,
     name: String,
     schema: String,
     sql: std::sync::Arc<Sql>,
@@ -312,38 +313,37 @@ type Client = deadpool_postgres::Object;
 type Fence = Result<i64, StateError>;
 
 impl PostgresStateStore {
-    /// Connects to `url` (`postgres://user@host:port/db`), creates `schema` and the state
-    /// tables when missing, and applies the migrations this rse knows.
+    /// Connects to `url` (`postgres://user@host:port/db?sslmode=verify-full`), creates
+    /// `schema` and the state tables when missing, and applies the migrations this rse
+    /// knows. The URL's TLS parameters are read as [`SslMode`](crate::postgres::SslMode)
+    /// says; [`connect_with`](Self::connect_with) takes TLS and timeout options besides.
     ///
     /// # Errors
-    /// [`StateError::Unavailable`] when the server cannot be reached;
-    /// [`StateError::Other`] when the role lacks a privilege (the message says which to
-    /// grant); [`StateError::Incompatible`] when the schema was migrated by a newer rse.
+    /// [`StateError::Unavailable`] when the server cannot be reached or does not answer
+    /// within the connect timeout;
+    /// [`StateError::Other`] when the URL or its TLS settings cannot work, or the server's
+    /// certificate is not trusted (the message says what to change), or the role lacks a
+    /// privilege (the message says which to grant); [`StateError::Incompatible`] when the
+    /// schema was migrated by a newer rse.
     pub async fn connect(url: &str, schema: &str) -> Result<Self, StateError> {
-        let config: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| StateError::Other {
-            message: format!(
-                "invalid PostgreSQL URL for the state store: {e}; expected postgres://user@host:port/database"
-            ),
-            source: Some(Box::new(e)),
+        Self::connect_with(url, schema, PostgresConnectOptions::new()).await
+    }
+
+    /// [`connect`](Self::connect) under `options`: TLS roots and client certificate, the
+    /// TLS mode over the URL's `sslmode`, the connect timeout and the wait for a free
+    /// connection (of 8).
+    ///
+    /// # Errors
+    /// As [`connect`](Self::connect).
+    pub async fn connect_with(url: &str, schema: &str, options: PostgresConnectOptions) -> Result<Self, StateError> {
+        let connection = build_pool(url, &options, 8).map_err(|e| StateError::Other {
+            message: format!("the state store's PostgreSQL connection: {}", e.message),
+            source: e.source,
         })?;
-        let hosts = config
-            .get_hosts()
-            .iter()
-            .map(|h| match h {
-                tokio_postgres::config::Host::Tcp(name) => name.clone(),
-                tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
-            })
-            .collect::<Vec<_>>()
-            .join(",");
-        let name = format!("postgres:{hosts}/{}/{schema}", config.get_dbname().unwrap_or_default());
-        let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
-        let pool = Pool::builder(manager).max_size(8).build().map_err(|e| StateError::Other {
-            message: format!("{name}: could not build the connection pool: {e}"),
-            source: Some(Box::new(e)),
-        })?;
+        let name = format!("postgres:{}/{}/{schema}", connection.hosts, connection.database);
         let quoted = quote_ident(schema);
         let store = Self {
-            pool,
+            connection,
             sql: std::sync::Arc::new(Sql::new(&quoted)),
             schema: schema.to_owned(),
             name,
@@ -370,14 +370,15 @@ impl PostgresStateStore {
     }
 
     async fn client(&self) -> Result<Client, StateError> {
-        self.pool.get().await.map_err(|e| match e {
-            deadpool_postgres::PoolError::Backend(e) => pg_error(&self.name, &self.schema, "connecting", e),
-            other => StateError::Unavailable {
-                message: format!(
-                    "cannot get a connection to {} ({other}); check that the server is up and reachable: the call can be retried",
-                    self.name
-                ),
-                source: Some(Box::new(other)),
+        self.connection.pool.get().await.map_err(|e| match self.connection.unconnected(e) {
+            Unconnected::Backend(e) => pg_error(&self.name, &self.schema, "connecting", e),
+            // Retrying does not change a certificate or the server's TLS setting.
+            Unconnected::Tls(message, e) => {
+                StateError::Other { message: format!("{}: {message}", self.name), source: Some(Box::new(e)) }
+            }
+            Unconnected::Transient(message) => StateError::Unavailable {
+                message: format!("{}: {message}; the call can be retried", self.name),
+                source: None,
             },
         })
     }
