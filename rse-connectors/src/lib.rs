@@ -3,6 +3,7 @@
 //! Each connector lives in its own module behind its own cargo feature. A destination
 //! writes only its I/O and classifies its errors; batching, retries, rate limiting and
 //! acknowledgement stay in the runner of [`rse_core`].
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub use rse_core::{Destination, DestinationError, StateError, StateStore};
 

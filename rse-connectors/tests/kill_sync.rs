@@ -34,7 +34,9 @@ use rse_core::testing::{service_url, unavailable, unique_id};
 use rse_core::*;
 
 const ROWS: i64 = 20_000;
-const LEASE_TTL: Duration = Duration::from_millis(500);
+// A second: short enough that a killed worker's lease lapses quickly, long enough that a
+// renewal delayed by a loaded machine does not fence a live one.
+const LEASE_TTL: Duration = Duration::from_secs(1);
 
 fn pg_url() -> String {
     service_url("RSE_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test")

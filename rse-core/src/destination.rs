@@ -7,6 +7,7 @@ use async_trait::async_trait;
 
 use crate::change::{ChangeBatch, ChangeOutcome, Op, WriteOutcome};
 use crate::error::{DestinationError, StateError};
+use crate::schema::Schema;
 use crate::state::{Lease, StateCommit, StateStore};
 
 /// A request quota: at most `requests` writes per `per`, with bursts of up to `burst`.
@@ -130,6 +131,34 @@ impl DestinationCapabilities {
 ///   change's idempotency key or an upsert), `InvalidBatch` is bisected, `Unauthorized` and
 ///   `Fatal` end the run.
 /// - Values never appear in error messages.
+///
+/// # Example
+/// The whole of a destination: its name, what it accepts, a check, and one outcome per
+/// change (see `examples/custom_destination.rs` for one with real I/O and the conformance
+/// suite):
+/// ```
+/// # use async_trait::async_trait;
+/// # use rse_core::*;
+/// struct Log;
+///
+/// #[async_trait]
+/// impl Destination for Log {
+///     fn name(&self) -> &str { "log" }
+///     fn capabilities(&self) -> DestinationCapabilities {
+///         DestinationCapabilities::new([Op::Insert, Op::Update]).with_max_batch_rows(500)
+///     }
+///     async fn check(&self) -> Result<(), DestinationError> { Ok(()) }
+///     async fn write(&self, batch: &ChangeBatch) -> Result<WriteOutcome, DestinationError> {
+///         let mut outcomes = WriteOutcomes::new(batch.len());
+///         for (i, change) in batch.changes.iter().enumerate() {
+///             // Keys print as a hash, never their values.
+///             println!("{} {}", change.op, change.key);
+///             outcomes.applied(i);
+///         }
+///         outcomes.finish(self.name())
+///     }
+/// }
+/// ```
 #[async_trait]
 pub trait Destination: Send + Sync {
     /// A short name for reports and errors, e.g. `http:crm-webhook`.
@@ -137,6 +166,19 @@ pub trait Destination: Send + Sync {
 
     /// What it accepts.
     fn capabilities(&self) -> DestinationCapabilities;
+
+    /// Checks, without any I/O, that the destination can take records of `schema` (the
+    /// sync's schema after transforms): a field its mapping or URL template names, a key it
+    /// needs. [`SyncBuilder::build`](crate::SyncBuilder::build) calls it, so a
+    /// misconfiguration fails before the first run, not at the first write. The default
+    /// accepts every schema.
+    ///
+    /// # Errors
+    /// A [`DestinationError`] (usually `Fatal`) naming the field and what to change.
+    fn check_schema(&self, schema: &Schema) -> Result<(), DestinationError> {
+        let _ = schema;
+        Ok(())
+    }
 
     /// Checks connectivity and credentials without writing.
     ///

@@ -350,6 +350,18 @@ pub enum ConfigError {
         /// The store given to the builder.
         given: String,
     },
+    /// The destination cannot take the sync's records (a mapping or template naming a
+    /// field the schema does not have, a type it cannot store).
+    #[error("sync `{sync_id}`: destination `{destination}` cannot take these records: {source}")]
+    Destination {
+        /// The sync.
+        sync_id: String,
+        /// The destination's name.
+        destination: String,
+        /// What is wrong, in the destination's words.
+        #[source]
+        source: DestinationError,
+    },
     /// The source could not describe its schema.
     #[error("sync `{sync_id}`: reading the source schema failed: {source}")]
     Source {

@@ -73,6 +73,9 @@ macro_rules! forward {
             fn transactional_state(&self) -> Option<&dyn TransactionalState> {
                 (**self).transactional_state()
             }
+            fn check_schema(&self, schema: &Schema) -> Result<(), DestinationError> {
+                (**self).check_schema(schema)
+            }
         }
 
         #[async_trait]

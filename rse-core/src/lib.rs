@@ -6,6 +6,7 @@
 //! acknowledged, and delivers exactly the changes — batched, paced to the destination's
 //! quota, retried with backoff, with a deterministic idempotency key per change — committing
 //! state only for acknowledged changes and keeping every refused record with its reason.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod change;
 pub mod config;

@@ -98,6 +98,28 @@ impl Default for ReadRequest {
 /// - A native type the source cannot map fails with [`SourceError::UnsupportedType`]
 ///   naming the column; a missing model or column with [`SourceError::NotFound`].
 /// - Errors never carry row values.
+///
+/// # Example
+/// A source over rows it already holds (a real one streams pages from its store):
+/// ```
+/// # use std::sync::Arc;
+/// # use async_trait::async_trait;
+/// # use rse_core::*;
+/// struct Fixed(Arc<Schema>, Vec<Record>);
+///
+/// #[async_trait]
+/// impl Source for Fixed {
+///     fn name(&self) -> &str { "fixed" }
+///     fn capabilities(&self) -> SourceCapabilities { SourceCapabilities::default() }
+///     async fn schema(&self) -> Result<Arc<Schema>, SourceError> { Ok(self.0.clone()) }
+///     async fn read(&self, request: ReadRequest) -> Result<RecordBatchStream<'_>, SourceError> {
+///         let batches: Vec<_> = self.1.chunks(request.batch_size.max(1))
+///             .map(|rows| Ok(RecordBatch::new(self.0.clone(), rows.to_vec())))
+///             .collect();
+///         Ok(Box::pin(futures::stream::iter(batches)))
+///     }
+/// }
+/// ```
 #[async_trait]
 pub trait Source: Send + Sync {
     /// A short name for reports and errors, e.g. `postgres:analytics.customers`.

@@ -180,6 +180,25 @@ pub struct Lease {
 /// - A second [`acquire_lease`](StateStore::acquire_lease) of a sync whose lease is held and
 ///   not expired fails at once with [`StateError::LeaseHeld`] naming the holder.
 /// - Syncs are independent: nothing written for one sync id is visible under another.
+///
+/// # Example
+/// What the runner does with a store, by hand: take the lease, commit what the destination
+/// acknowledged, read it back in key order.
+/// ```
+/// # use std::time::Duration;
+/// # use rse_core::{*, memory::MemoryStateStore};
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), StateError> {
+/// let store = MemoryStateStore::new();
+/// let lease = store.acquire_lease("crm", "worker-1", Duration::from_secs(60)).await?;
+/// assert!(matches!(store.acquire_lease("crm", "worker-2", Duration::from_secs(60)).await,
+///                  Err(StateError::LeaseHeld { .. })));
+/// let key = Key::from_values(&[Value::Int(7)]);
+/// let entry = SnapshotEntry { key: key.clone(), fingerprint: Some(Fingerprint(1)), version: 1, pending: None };
+/// store.commit(&lease, StateCommit { applied: vec![entry], ..StateCommit::default() }).await?;
+/// assert_eq!(store.scan("crm", None, 10).await?[0].key, key);
+/// store.release_lease(&lease).await?;
+/// # Ok(()) }
+/// ```
 #[async_trait]
 pub trait StateStore: Send + Sync {
     /// A short name for reports and errors, e.g. `sqlite:/var/lib/rse/state.db`.

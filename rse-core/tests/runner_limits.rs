@@ -60,9 +60,10 @@ async fn a_write_that_never_answers_times_out_and_the_next_run_delivers() {
     assert_eq!(w.destination.records(), by_key(&w.source.rows()));
 }
 
-/// A state store whose lease renewals never answer (a partitioned store, a stalled host).
+/// A state store whose lease renewals never answer (a partitioned store, a stalled host),
+/// or whose metadata takes long to read (a large state loading).
 #[derive(Clone)]
-struct StuckRenewals(MemoryStateStore);
+struct StuckRenewals(MemoryStateStore, Option<Duration>);
 
 #[async_trait]
 impl StateStore for StuckRenewals {
@@ -72,13 +73,19 @@ impl StateStore for StuckRenewals {
     async fn acquire_lease(&self, sync_id: &str, holder: &str, ttl: Duration) -> Result<Lease, StateError> {
         self.0.acquire_lease(sync_id, holder, ttl).await
     }
-    async fn renew_lease(&self, _lease: &Lease, _ttl: Duration) -> Result<Lease, StateError> {
-        std::future::pending().await
+    async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> Result<Lease, StateError> {
+        match self.1 {
+            None => std::future::pending().await,
+            Some(_) => self.0.renew_lease(lease, ttl).await,
+        }
     }
     async fn release_lease(&self, lease: &Lease) -> Result<(), StateError> {
         self.0.release_lease(lease).await
     }
     async fn meta(&self, sync_id: &str) -> Result<SyncMeta, StateError> {
+        if let Some(slow) = self.1 {
+            tokio::time::sleep(slow).await;
+        }
         self.0.meta(sync_id).await
     }
     async fn scan(&self, sync_id: &str, after: Option<&Key>, limit: usize) -> Result<Vec<SnapshotEntry>, StateError> {
@@ -114,7 +121,7 @@ async fn a_runner_that_cannot_renew_its_lease_sends_no_write_after_it_may_have_l
     let sync = Sync::builder("customers")
         .source(w.source.clone())
         .destination(faulty.clone())
-        .state(StuckRenewals(w.state.clone()))
+        .state(StuckRenewals(w.state.clone(), None))
         // Trusted for 24 s after it was taken: writes start at 0, 10 and 20 s.
         .options(opts().with_lease_ttl(Duration::from_secs(30)).with_max_concurrency(1))
         .build()
@@ -138,4 +145,21 @@ async fn the_rate_limit_wait_reported_is_the_wall_time_paused_not_the_sum_over_w
     let wall = started.elapsed();
     assert!(report.rate_limit_wait >= Duration::from_secs(29), "{:?}", report.rate_limit_wait);
     assert!(report.rate_limit_wait <= wall, "{:?} waited in a run of {wall:?}", report.rate_limit_wait);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_lease_is_renewed_while_a_run_prepares_so_a_slow_start_still_writes() {
+    let w = World::new(customers(30));
+    let sync = Sync::builder("customers")
+        .source(w.source.clone())
+        .destination(w.destination.clone())
+        // Preparing takes two lease lifetimes (a large snapshot loading).
+        .state(StuckRenewals(w.state.clone(), Some(Duration::from_secs(60))))
+        .options(opts().with_lease_ttl(Duration::from_secs(30)))
+        .build()
+        .await
+        .unwrap();
+    let report = sync.run().await.unwrap();
+    assert_eq!(report.status, RunStatus::Succeeded, "{report}");
+    assert_eq!(w.destination.records().len(), 30);
 }

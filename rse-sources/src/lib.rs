@@ -12,6 +12,7 @@
 //! | `parquet` | `parquet::ParquetSource` | Parquet files and directories of them (snappy; `parquet-zstd` adds zstd) |
 //!
 //! Every source streams: it holds a few batches at a time whatever the model's size.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub use rse_core::{Source, SourceError};
 

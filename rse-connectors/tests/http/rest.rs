@@ -163,6 +163,19 @@ async fn a_url_template_naming_a_missing_field_is_refused_naming_it() {
         }
     }
     assert!(api.lock().requests.is_empty());
+    // Building the sync already refuses it, before any run.
+    let dest = HttpDestination::new(
+        HttpDestinationConfig::new(api.url()).with_request(Op::Insert, HttpOpRequest::put("/customers/{customer_id}")),
+    )
+    .unwrap();
+    let built = Sync::builder("rest-misnamed")
+        .source(MemorySource::new(schema.clone(), vec![customer("x", "X", 1)]))
+        .destination(dest)
+        .state(MemoryStateStore::new())
+        .build()
+        .await;
+    let err = built.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(err.contains("customer_id"), "{err}");
     for (template, body) in [("/customers/{id", HttpBody::Record), ("/customers/{id}", HttpBody::RecordArray)] {
         let config = HttpDestinationConfig::new(api.url())
             .with_request(Op::Insert, HttpOpRequest::put(template).with_body(body));

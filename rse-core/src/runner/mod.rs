@@ -258,6 +258,11 @@ impl SyncBuilder {
             return Err(ConfigError::NoKey { sync_id, available: schema.field_names() });
         }
 
+        destination.check_schema(&schema).map_err(|source| ConfigError::Destination {
+            sync_id: sync_id.clone(),
+            destination: destination.name().to_owned(),
+            source,
+        })?;
         let dest_caps = destination.capabilities();
         for op in self.mode.ops() {
             if !dest_caps.supports(*op) {

@@ -148,6 +148,15 @@ pub struct SyncOptions {
     /// How many rejections the report samples.
     pub rejection_sample: usize,
     /// Lease time-to-live; the runner renews it at a third of this.
+    ///
+    /// Before each write the runner checks, on its monotonic clock, that it is still inside
+    /// its lease as last renewed (the instant the renewal was sent, plus this TTL, minus a
+    /// fifth of it), and writes nothing otherwise: a runner stalled past its lease (a long
+    /// pause, a suspended VM) does not land an old write over the next holder's. A stall
+    /// *between* that check and the write's arrival at the destination remains possible;
+    /// the PostgreSQL destination's version guard (an older change never overwrites a newer
+    /// one) and exactly-once destinations (the lease is checked inside the transaction that
+    /// writes the rows) close it.
     #[serde(with = "crate::config::duration")]
     pub lease_ttl: Duration,
     /// Who this runner is, as shown to a second runner of the same sync.

@@ -14,7 +14,7 @@ use super::lease::{LeaseDeadline, keep_lease};
 use super::outcome::{decide_status, fill_report, state_failure};
 use super::pace::{PauseGate, RateLimiter, WaitClock};
 use super::prior::PriorRejections;
-use super::produce::Producer;
+use super::produce::{Produced, Producer};
 use crate::diff::{Differ, HashDiff, MergeDiff};
 use crate::drift::SchemaSummary;
 use crate::error::Error;
@@ -48,65 +48,32 @@ async fn run_in_span(inner: &SyncInner, cancel: CancellationToken, span: tracing
     report.run_id = lease.as_ref().map_or(0, |l| l.token);
     span.record("run", report.run_id);
 
-    let prepared = prepare(inner, &mut report, lease.as_ref()).await;
-    let (prior, differ) = match prepared {
-        Ok(p) => p,
+    // The lease is renewed from now on, through the preparation too: loading a large
+    // snapshot can take longer than the lease lives.
+    let stop = cancel.child_token();
+    let done = CancellationToken::new();
+    let keep = async {
+        match &lease {
+            Some(lease) => {
+                let (state, ttl) = (inner.state.clone(), options.lease_ttl);
+                keep_lease(state, lease.clone(), ttl, deadline.clone(), stop.clone(), done.clone()).await
+            }
+            None => None,
+        }
+    };
+    let work = async {
+        let out = work(inner, &mut report, lease.as_ref(), &stop, &deadline, &waits).await;
+        done.cancel();
+        out
+    };
+    let (worked, lease_lost) = tokio::join!(work, keep);
+    let (produced, consumed) = match worked {
+        Ok(out) => out,
         Err(e) => {
             if let Some(lease) = &lease {
                 let _ = inner.state.release_lease(lease).await;
             }
             return Err(e);
-        }
-    };
-    info!(run = report.run_id, strategy = differ.strategy(), "Sync run started.");
-    let _ = inner.progress.send(ProgressEvent::Started { run_id: report.run_id });
-
-    let stop = cancel.child_token();
-    let prior = Arc::new(prior);
-    let run_schema = RunSchema::new(inner.schema.clone());
-    let (tx, rx) = mpsc::channel::<Vec<Outgoing>>(options.max_concurrency.max(1) * 2);
-    let expected = report.schema.clone().unwrap_or_else(|| SchemaSummary::of(&inner.schema));
-    let producer = Producer::new(
-        inner,
-        lease.clone(),
-        prior.clone(),
-        stop.clone(),
-        report.cursor_before.clone(),
-        expected,
-        run_schema.clone(),
-    );
-    let produce = producer.run(differ, tx);
-
-    let (consumed, produced, lease_lost) = match &lease {
-        Some(lease) => {
-            let done = CancellationToken::new();
-            let deliverer = Deliverer {
-                lease_deadline: deadline.clone(),
-                waits: waits.clone(),
-                ..deliverer(inner, lease.clone(), stop.clone(), prior.clone(), run_schema.clone())
-            };
-            let consume = consume(&deliverer, rx, inner);
-            let keep = keep_lease(
-                inner.state.clone(),
-                lease.clone(),
-                options.lease_ttl,
-                deadline.clone(),
-                stop.clone(),
-                done.clone(),
-            );
-            let ((produced, consumed), lease_lost) = tokio::join!(
-                async {
-                    let out = tokio::join!(produce, consume);
-                    done.cancel();
-                    out
-                },
-                keep
-            );
-            (consumed, produced, lease_lost)
-        }
-        None => {
-            drop(rx);
-            (Consumed::default(), produce.await, None)
         }
     };
 
@@ -169,6 +136,50 @@ async fn run_in_span(inner: &SyncInner, cancel: CancellationToken, span: tracing
     );
     let _ = inner.progress.send(ProgressEvent::Finished { status: report.status.clone() });
     Ok(report)
+}
+
+/// Prepares the run, then reads and delivers until both sides are done.
+async fn work(
+    inner: &SyncInner,
+    report: &mut SyncReport,
+    lease: Option<&Lease>,
+    stop: &CancellationToken,
+    deadline: &Arc<LeaseDeadline>,
+    waits: &Arc<WaitClock>,
+) -> Result<(Produced, Consumed), Error> {
+    let options = &inner.options;
+    let (prior, differ) = prepare(inner, report, lease).await?;
+    info!(run = report.run_id, strategy = differ.strategy(), "Sync run started.");
+    let _ = inner.progress.send(ProgressEvent::Started { run_id: report.run_id });
+
+    let prior = Arc::new(prior);
+    let run_schema = RunSchema::new(inner.schema.clone());
+    let (tx, rx) = mpsc::channel::<Vec<Outgoing>>(options.max_concurrency.max(1) * 2);
+    let expected = report.schema.clone().unwrap_or_else(|| SchemaSummary::of(&inner.schema));
+    let producer = Producer::new(
+        inner,
+        lease.cloned(),
+        prior.clone(),
+        stop.clone(),
+        report.cursor_before.clone(),
+        expected,
+        run_schema.clone(),
+    );
+    let produce = producer.run(differ, tx);
+    Ok(match lease {
+        Some(lease) => {
+            let deliverer = Deliverer {
+                lease_deadline: deadline.clone(),
+                waits: waits.clone(),
+                ..deliverer(inner, lease.clone(), stop.clone(), prior, run_schema)
+            };
+            tokio::join!(produce, consume(&deliverer, rx, inner))
+        }
+        None => {
+            drop(rx);
+            (produce.await, Consumed::default())
+        }
+    })
 }
 
 /// Reads what the run starts from: metadata, the rejected set and the snapshot's differ.

@@ -175,6 +175,10 @@ impl<D: Destination> Destination for FaultyDestination<D> {
         self.answer(plan, inner_out.outcomes).await
     }
 
+    fn check_schema(&self, schema: &crate::schema::Schema) -> Result<(), DestinationError> {
+        self.inner.check_schema(schema)
+    }
+
     fn transactional_state(&self) -> Option<&dyn TransactionalState> {
         self.inner.transactional_state().map(|_| self as &dyn TransactionalState)
     }

@@ -49,6 +49,23 @@ impl TransformOutput {
 ///   batch, as a rejection with a reason, or counted as filtered.
 /// - A rejection reason names fields and rules, never values.
 /// - It is deterministic: the same input gives the same output, or fingerprints churn.
+///
+/// # Example
+/// Built-ins chain on a sync; a closure covers the rest ([`FnTransform`](crate::transform::FnTransform)).
+/// A transform plans against its input schema and refuses, by name, a field it lacks:
+/// ```
+/// # use rse_core::*;
+/// # use rse_core::transform::{DropFields, HashPii};
+/// let input = Schema::new(
+///     vec![Field::required("id", DataType::Int), Field::new("email", DataType::String), Field::new("notes", DataType::String)],
+///     &["id"],
+/// ).unwrap().into_arc();
+/// let hashed = HashPii::email("email").output_schema(&input).unwrap();
+/// let slim = DropFields::new(["notes"]).output_schema(&hashed).unwrap();
+/// assert_eq!(slim.field_names(), "id, email");
+/// let err = DropFields::new(["phone"]).output_schema(&input).unwrap_err();
+/// assert!(err.to_string().contains("`phone`"));
+/// ```
 #[async_trait]
 pub trait Transform: Send + Sync {
     /// A short name for errors and reports.

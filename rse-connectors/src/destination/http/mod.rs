@@ -343,6 +343,10 @@ impl Destination for HttpDestination {
         &self.config.name
     }
 
+    fn check_schema(&self, schema: &Schema) -> Result<(), DestinationError> {
+        HttpDestination::check_schema(self, schema)
+    }
+
     fn capabilities(&self) -> DestinationCapabilities {
         let ops = Op::ALL.into_iter().filter(|op| self.plans[op_slot(*op)].is_some());
         let per_change = self.plans.iter().flatten().any(Plan::per_change);
