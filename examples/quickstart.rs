@@ -17,6 +17,8 @@ use rse::sources::sqlite::SqliteSource;
 use rse::transform::{DropFields, HashPii, Rename};
 use rse::{DataType, Mode, Sync, SyncOptions};
 use rusqlite::Connection;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::prelude::*;
 
 const FIRST_NAMES: [&str; 20] = [
     "ada",
@@ -105,8 +107,22 @@ fn change_warehouse(path: &Path) -> rusqlite::Result<()> {
     )
 }
 
+/// Logs to stderr at the level `RUST_LOG` asks for (default `warn`; e.g. `RUST_LOG=debug`),
+/// with the drivers' value-bearing targets capped at INFO whatever it says: rse's own logs
+/// carry no row values, and the cap keeps the drivers' from carrying them (tokio-postgres
+/// logs every statement's parameters at DEBUG).
+fn init_logging() -> Result<(), Box<dyn Error>> {
+    let wanted = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into());
+    let filter: Targets = format!("{wanted},{}", rse::connectors::log_filter::DRIVER_DIRECTIVES).parse()?;
+    tracing_subscriber::registry()
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_filter(filter))
+        .try_init()?;
+    Ok(())
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn Error>> {
+    init_logging()?;
     let dir = std::env::var_os("RSE_QUICKSTART_DIR").map_or_else(|| PathBuf::from("quickstart-data"), PathBuf::from);
     let (warehouse, app, state) = fresh_files(&dir)?;
     create_warehouse(&warehouse)?;

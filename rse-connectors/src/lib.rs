@@ -8,6 +8,7 @@
 pub use rse_core::{Destination, DestinationError, StateError, StateStore};
 
 pub mod destination;
+pub mod log_filter;
 pub use destination::Secret;
 #[cfg(feature = "http")]
 pub use destination::http::{

@@ -53,6 +53,67 @@ async fn passes_the_state_store_conformance_suite() {
     drop_schema(&admin, &schema).await;
 }
 
+#[test]
+fn refused_records_and_cursors_of_any_values_read_back_bit_for_bit() {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let Some(admin) = rt.block_on(admin()) else { return };
+    let schema = schema();
+    let store = rt.block_on(PostgresStateStore::connect(&url(), &schema)).unwrap();
+    state_common::values::check_values_round_trip(&rt, &store, "proptest-regressions/postgres_state_values.txt");
+    rt.block_on(drop_schema(&admin, &schema));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_of_version_2_is_migrated_and_its_refused_records_and_cursors_read() {
+    let Some(admin) = admin().await else { return };
+    let schema = schema();
+    drop(PostgresStateStore::connect(&url(), &schema).await.unwrap());
+    // The schema as an rse of version 2 left it: refused records and cursors as JSON, two of
+    // them NaN (stored as `null`).
+    admin
+        .batch_execute(&format!(
+            "ALTER TABLE \"{schema}\".rse_rejected DROP COLUMN record;
+             ALTER TABLE \"{schema}\".rse_syncs DROP COLUMN cursor_value;
+             DELETE FROM \"{schema}\".rse_migrations WHERE version = 3;"
+        ))
+        .await
+        .unwrap();
+    for (sync, key, entry, cursor) in state_common::old_rows() {
+        admin
+            .execute(
+                &format!(
+                    "INSERT INTO \"{schema}\".rse_syncs (sync_id, cursor, fingerprint_algorithm) VALUES ($1, $2, 'xxh3-128/v1')"
+                ),
+                &[&sync, &cursor],
+            )
+            .await
+            .unwrap();
+        admin
+            .execute(
+                &format!(
+                    "INSERT INTO \"{schema}\".rse_rejected (sync, key, stage, reason, attempts, last_rejected_at, entry)
+                     VALUES ((SELECT id FROM \"{schema}\".rse_syncs WHERE sync_id = $1), $2, 'destination', 'refused', 3,
+                     1700000100, $3)"
+                ),
+                &[&sync, &key.as_bytes(), &entry],
+            )
+            .await
+            .unwrap();
+    }
+    let store = PostgresStateStore::connect(&url(), &schema).await.unwrap();
+    state_common::check_old_format_read(&store).await;
+    // New writes go in the exact form, over the old rows.
+    let lease = store.acquire_lease("lost", "a", TTL).await.unwrap();
+    let nan = state_common::refusal(2, vec![Value::Float(f64::NAN)]);
+    let commit = StateCommit { rejected: vec![nan], cursor: Some(Value::Float(-0.0)), ..StateCommit::default() };
+    store.commit(&lease, commit).await.unwrap();
+    let got = store.rejected("lost", None, 10).await.unwrap();
+    assert!(matches!(got[0].record.as_ref().map(|r| &r.values[..]), Some([Value::Float(f)]) if f.is_nan()));
+    let cursor = store.meta("lost").await.unwrap().cursor;
+    assert!(matches!(cursor, Some(Value::Float(f)) if f.to_bits() == (-0.0f64).to_bits()), "{cursor:?}");
+    drop_schema(&admin, &schema).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconnecting_finds_everything() {
     let Some(admin) = admin().await else { return };

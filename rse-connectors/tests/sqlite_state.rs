@@ -38,6 +38,96 @@ async fn passes_the_state_store_conformance_suite() {
     cleanup(&path);
 }
 
+#[test]
+fn refused_records_and_cursors_of_any_values_read_back_bit_for_bit() {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let path = temp_path("state.db");
+    let store = rt.block_on(SqliteStateStore::open(&path)).unwrap();
+    state_common::values::check_values_round_trip(&rt, &store, "proptest-regressions/sqlite_state_values.txt");
+    cleanup(&path);
+}
+
+/// A state file as an rse of schema version 1 left it: no exact-value columns, refused
+/// records and cursors as JSON, two of them NaN (stored as `null`).
+fn write_version_1_file(path: &Path) {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.execute_batch(
+        "ALTER TABLE rse_rejected DROP COLUMN record; ALTER TABLE rse_syncs DROP COLUMN cursor_value;
+         PRAGMA user_version = 1;",
+    )
+    .unwrap();
+    for (sync, key, entry, cursor) in state_common::old_rows() {
+        conn.execute(
+            "INSERT INTO rse_syncs (sync_id, cursor, fingerprint_algorithm) VALUES (?1, ?2, 'xxh3-128/v1')",
+            rusqlite::params![sync, cursor],
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO rse_rejected (sync, key, stage, reason, attempts, last_rejected_at, entry)
+             VALUES ((SELECT id FROM rse_syncs WHERE sync_id = ?1), ?2, 'destination', 'refused', 3, 1700000100, ?3)",
+            rusqlite::params![sync, key.as_bytes(), entry],
+        )
+        .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_file_of_schema_version_1_is_migrated_and_its_refused_records_and_cursors_read() {
+    let path = temp_path("state.db");
+    drop(SqliteStateStore::open(&path).await.unwrap());
+    write_version_1_file(&path);
+    let store = SqliteStateStore::open(&path).await.unwrap();
+    state_common::check_old_format_read(&store).await;
+    // New writes go in the exact form, over the old rows.
+    let lease = store.acquire_lease("lost", "a", TTL).await.unwrap();
+    let nan = state_common::refusal(2, vec![Value::Float(f64::NAN)]);
+    let commit = StateCommit { rejected: vec![nan], cursor: Some(Value::Float(-0.0)), ..StateCommit::default() };
+    store.commit(&lease, commit).await.unwrap();
+    let got = store.rejected("lost", None, 10).await.unwrap();
+    assert!(matches!(got[0].record.as_ref().map(|r| &r.values[..]), Some([Value::Float(f)]) if f.is_nan()));
+    let cursor = store.meta("lost").await.unwrap().cursor;
+    assert!(matches!(cursor, Some(Value::Float(f)) if f.to_bits() == (-0.0f64).to_bits()), "{cursor:?}");
+    cleanup(&path);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_stored_record_or_cursor_is_refused_as_not_understood() {
+    let path = temp_path("state.db");
+    let store = SqliteStateStore::open(&path).await.unwrap();
+    let lease = store.acquire_lease("s", "a", TTL).await.unwrap();
+    let record = vec![Value::List(vec![Value::from("text"), Value::Float(1.5)]), Value::Int(7)];
+    let commit = StateCommit {
+        rejected: vec![state_common::refusal(1, record)],
+        cursor: Some(Value::from("cursor")),
+        ..StateCommit::default()
+    };
+    store.commit(&lease, commit).await.unwrap();
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let damage = |good: Vec<u8>| {
+        let mut damaged: Vec<Vec<u8>> = (0..good.len()).map(|cut| good[..cut].to_vec()).collect();
+        damaged.push([&good[..], &[0]].concat());
+        damaged.push([&[2], &good[1..]].concat());
+        damaged
+    };
+    let mut records = damage(conn.query_row("SELECT record FROM rse_rejected", [], |r| r.get(0)).unwrap());
+    // A count far beyond the bytes; nesting far beyond any record.
+    records.push(vec![1, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x7F]);
+    records.push([vec![1, 1], [0x0B, 1].repeat(100_000)].concat());
+    for bytes in &records {
+        conn.execute("UPDATE rse_rejected SET record = ?1", [bytes]).unwrap();
+        let error = store.rejected("s", None, 10).await.unwrap_err();
+        assert!(matches!(error, StateError::Incompatible { .. }), "{error:?}");
+        assert!(error.to_string().contains("a refused record"), "{error}");
+    }
+    for bytes in damage(conn.query_row("SELECT cursor_value FROM rse_syncs", [], |r| r.get(0)).unwrap()) {
+        conn.execute("UPDATE rse_syncs SET cursor_value = ?1", [bytes]).unwrap();
+        let error = store.meta("s").await.unwrap_err();
+        assert!(matches!(error, StateError::Incompatible { .. }), "{error:?}");
+        assert!(error.to_string().contains("the cursor"), "{error}");
+    }
+    cleanup(&path);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reopening_finds_everything() {
     let path = temp_path("state.db");

@@ -4,12 +4,17 @@
 //! (key → fingerprint, version, pending change) with keys as BLOB/bytea so that `ORDER BY
 //! key` is the key-byte order, the rejected set, and the run history. Each applies its own
 //! versioned migrations when opened and refuses a state written by a newer rse.
+//!
+//! Refused records and cursors are kept in an exact, tagged binary form (`codec.rs`): every
+//! value, NaN and infinities included, reads back bit for bit. Rows written before that form
+//! keep their JSON and are still read: a read fallback, not a data migration.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rse_core::state::{PendingChange, RejectedEntry, SnapshotEntry, SyncMeta};
 use rse_core::{Fingerprint, FingerprintAlgorithm, Key, Op, RejectionStage, StateError, SyncReport, Value};
 
+mod codec;
 #[cfg(feature = "postgres")]
 pub(crate) mod postgres;
 #[cfg(feature = "sqlite")]
@@ -162,16 +167,95 @@ pub(crate) fn from_json<T: serde::de::DeserializeOwned>(what: &str, text: &str) 
     serde_json::from_str(text).map_err(|e| corrupt(&format!("{what}: {e}")))
 }
 
-pub(crate) fn rejected_from_json(text: &str) -> Result<RejectedEntry, StateError> {
-    from_json("a rejected entry", text)
+/// A rejection as its stored columns: the entry as JSON without its record, and the record
+/// in the exact form of [`codec`] (`None` when it has none). `r` is left as it was.
+pub(crate) fn rejected_columns(r: &mut RejectedEntry) -> Result<(String, Option<Vec<u8>>), StateError> {
+    let record = r.record.take();
+    let bytes = record.as_ref().map(|rec| codec::encode_record("a refused record", rec)).transpose();
+    let json = to_json("a rejected entry", &*r);
+    r.record = record;
+    Ok((json?, bytes?))
 }
 
-/// The metadata of a sync from its stored columns.
-pub(crate) fn meta_from(algorithm: Option<&str>, cursor: Option<&str>) -> Result<SyncMeta, StateError> {
+/// A rejection from its stored columns (see [`rejected_columns`]).
+///
+/// A row written before the record had its own column has the record inside the JSON, and
+/// is read from there. Such a row holding a NaN or an infinite float has `null` in its place
+/// (JSON has no such numbers) and the value is lost: the entry is read without its record,
+/// so the rejection is kept and retried when the source returns the row again, rather than
+/// every later run failing on it.
+pub(crate) fn rejected_from(sync_id: &str, text: &str, record: Option<&[u8]>) -> Result<RejectedEntry, StateError> {
+    if let Some(bytes) = record {
+        let mut entry: RejectedEntry = from_json("a rejected entry", text)?;
+        entry.record = Some(codec::decode_record("a refused record", bytes)?);
+        return Ok(entry);
+    }
+    let error = match serde_json::from_str::<RejectedEntry>(text) {
+        Ok(entry) => return Ok(entry),
+        Err(e) => e,
+    };
+    let lost = || corrupt(&format!("a rejected entry: {error}"));
+    let mut json: serde_json::Value = serde_json::from_str(text).map_err(|_| lost())?;
+    let Some(fields) = json.as_object_mut() else { return Err(lost()) };
+    if !fields.get("record").is_some_and(holds_a_lost_float) {
+        return Err(lost());
+    }
+    fields.insert("record".into(), serde_json::Value::Null);
+    let entry: RejectedEntry = serde_json::from_value(json).map_err(|_| lost())?;
+    tracing::warn!(
+        sync = sync_id,
+        key = %entry.key,
+        "A refused record stored by an earlier rse held a NaN or infinite float, which it could not keep; the rejection is kept without its record and is retried when the source returns the row."
+    );
+    Ok(entry)
+}
+
+/// Whether old-format JSON of a value holds `{"Float": null}`: what serde wrote for a NaN or
+/// an infinite float.
+fn holds_a_lost_float(json: &serde_json::Value) -> bool {
+    use serde_json::Value as J;
+    match json {
+        J::Object(map) => map.iter().any(|(k, v)| (k == "Float" && v.is_null()) || holds_a_lost_float(v)),
+        J::Array(items) => items.iter().any(holds_a_lost_float),
+        _ => false,
+    }
+}
+
+/// A cursor in its stored form (see [`codec`]).
+pub(crate) fn cursor_bytes(cursor: &Value) -> Result<Vec<u8>, StateError> {
+    codec::encode_value("the cursor", cursor)
+}
+
+/// The metadata of a sync from its stored columns: the algorithm's name, and the cursor in
+/// the exact form (`cursor`) or, as written before it, in JSON (`old_cursor`).
+///
+/// An old JSON cursor that held a NaN or an infinite float reads `null` in its place and is
+/// lost: it is read as no cursor, so the next run reads the source in full (the diff still
+/// sends only what changed) instead of every run failing on it.
+pub(crate) fn meta_from(
+    sync_id: &str,
+    algorithm: Option<&str>,
+    cursor: Option<&[u8]>,
+    old_cursor: Option<&str>,
+) -> Result<SyncMeta, StateError> {
     let fingerprint_algorithm = algorithm
         .map(|a| a.parse::<FingerprintAlgorithm>().map_err(|e| corrupt(&format!("fingerprint algorithm: {e}"))))
         .transpose()?;
-    let cursor = cursor.map(|c| from_json::<Value>("the cursor", c)).transpose()?;
+    let cursor = match (cursor, old_cursor) {
+        (Some(bytes), _) => Some(codec::decode_value("the cursor", bytes)?),
+        (None, Some(text)) => match serde_json::from_str::<Value>(text) {
+            Ok(cursor) => Some(cursor),
+            Err(_) if serde_json::from_str(text).is_ok_and(|j| holds_a_lost_float(&j)) => {
+                tracing::warn!(
+                    sync = sync_id,
+                    "The cursor stored by an earlier rse was a NaN or infinite float, which it could not keep; the next run reads the source in full."
+                );
+                None
+            }
+            Err(e) => return Err(corrupt(&format!("the cursor: {e}"))),
+        },
+        (None, None) => None,
+    };
     Ok(SyncMeta { fingerprint_algorithm, cursor })
 }
 

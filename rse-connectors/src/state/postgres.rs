@@ -16,8 +16,8 @@ use crate::postgres::PostgresConnectOptions;
 use crate::postgres::connect::{Connection, Unconnected, build_pool};
 
 use super::{
-    DEFAULT_RUN_RETENTION, RunRecord, SyncSummary, entry_from, from_i64, from_json, last_per_key, meta_from,
-    pending_columns, rejected_from_json, stage_name, time_from_ms, to_i64, to_json, ttl_ms,
+    DEFAULT_RUN_RETENTION, RunRecord, SyncSummary, cursor_bytes, entry_from, from_i64, from_json, last_per_key,
+    meta_from, pending_columns, rejected_columns, rejected_from, stage_name, time_from_ms, to_i64, to_json, ttl_ms,
 };
 
 /// Versioned migrations, each run once per schema in order; `{s}` is the quoted schema.
@@ -67,6 +67,11 @@ const MIGRATIONS: &[&str] = &[
     // versions are pruned as pages are read) instead of leaving dead rows that every later
     // scan wades through until a vacuum.
     "ALTER TABLE {s}.rse_snapshot SET (fillfactor = 70);",
+    // 3: refused records and cursors in the exact binary form (`codec.rs`), which keeps NaN
+    // and infinities that JSON cannot. Rows written before keep the record inside `entry`
+    // and the cursor in `cursor`, and are read from there; new writes fill these columns.
+    "ALTER TABLE {s}.rse_rejected ADD COLUMN record bytea;
+    ALTER TABLE {s}.rse_syncs ADD COLUMN cursor_value bytea;",
 ];
 
 /// The database a connection is on: its name, the server's port and the time the server
@@ -162,15 +167,17 @@ impl Sql {
                 "UPDATE {s}.rse_syncs SET lease_holder = NULL, lease_token = NULL, lease_acquired_ms = NULL,
                  lease_expires_ms = NULL WHERE sync_id = $1 AND lease_token = $2"
             ),
-            meta: format!("SELECT fingerprint_algorithm, cursor FROM {s}.rse_syncs WHERE sync_id = $1"),
+            meta: format!("SELECT fingerprint_algorithm, cursor_value, cursor FROM {s}.rse_syncs WHERE sync_id = $1"),
             scan_first: format!("SELECT {cols} FROM {s}.rse_snapshot WHERE sync = {sync_of} ORDER BY key LIMIT $2"),
             scan_after: format!(
                 "SELECT {cols} FROM {s}.rse_snapshot WHERE sync = {sync_of} AND key > $3 ORDER BY key LIMIT $2"
             ),
             get: format!("SELECT {cols} FROM {s}.rse_snapshot WHERE sync = {sync_of} AND key = ANY($2)"),
-            rejected_first: format!("SELECT entry FROM {s}.rse_rejected WHERE sync = {sync_of} ORDER BY key LIMIT $2"),
+            rejected_first: format!(
+                "SELECT entry, record FROM {s}.rse_rejected WHERE sync = {sync_of} ORDER BY key LIMIT $2"
+            ),
             rejected_after: format!(
-                "SELECT entry FROM {s}.rse_rejected WHERE sync = {sync_of} AND key > $3 ORDER BY key LIMIT $2"
+                "SELECT entry, record FROM {s}.rse_rejected WHERE sync = {sync_of} AND key > $3 ORDER BY key LIMIT $2"
             ),
             intents: format!(
                 "INSERT INTO {s}.rse_snapshot AS t ({cols}, sync)
@@ -198,14 +205,16 @@ impl Sql {
             ),
             copy_snapshot: format!("COPY {s}.rse_snapshot (sync, {cols}) FROM STDIN (FORMAT binary)"),
             reject: format!(
-                "INSERT INTO {s}.rse_rejected (sync, key, stage, reason, attempts, last_rejected_at, entry)
-                 SELECT $1, k, st, r, a, l, e
-                 FROM unnest($2::bytea[], $3::text[], $4::text[], $5::integer[], $6::bigint[], $7::text[]) AS u(k, st, r, a, l, e)
+                "INSERT INTO {s}.rse_rejected (sync, key, stage, reason, attempts, last_rejected_at, entry, record)
+                 SELECT $1, k, st, r, a, l, e, rec
+                 FROM unnest($2::bytea[], $3::text[], $4::text[], $5::integer[], $6::bigint[], $7::text[], $8::bytea[])
+                    AS u(k, st, r, a, l, e, rec)
                  ON CONFLICT (sync, key) DO UPDATE SET stage = EXCLUDED.stage, reason = EXCLUDED.reason,
-                    attempts = EXCLUDED.attempts, last_rejected_at = EXCLUDED.last_rejected_at, entry = EXCLUDED.entry"
+                    attempts = EXCLUDED.attempts, last_rejected_at = EXCLUDED.last_rejected_at, entry = EXCLUDED.entry,
+                    record = EXCLUDED.record"
             ),
             forget: format!("DELETE FROM {s}.rse_snapshot WHERE sync = $1 AND key = ANY($2)"),
-            cursor: format!("UPDATE {s}.rse_syncs SET cursor = $2 WHERE id = $1"),
+            cursor: format!("UPDATE {s}.rse_syncs SET cursor_value = $2, cursor = NULL WHERE id = $1"),
             algorithm: format!("UPDATE {s}.rse_syncs SET fingerprint_algorithm = $2 WHERE id = $1"),
             run: format!(
                 "INSERT INTO {s}.rse_runs (sync, run_id, started_at_ms, status, report) VALUES ($1, $2, $3, $4, $5)
@@ -504,9 +513,10 @@ impl PostgresStateStore {
         new_keys: &HashSet<&[u8]>,
     ) -> Result<(), CommitInError> {
         // Encode first, so that a value that cannot be encoded writes nothing.
-        let rejected = last_per_key(commit.rejected, |r| &r.key);
-        let rejected_json = rejected.iter().map(|r| to_json("a rejected entry", r)).collect::<Result<Vec<_>, _>>()?;
-        let cursor = commit.cursor.as_ref().map(|c| to_json("the cursor", c)).transpose()?;
+        let mut rejected = last_per_key(commit.rejected, |r| &r.key);
+        let (rejected_json, records): (Vec<String>, Vec<Option<Vec<u8>>>) =
+            rejected.iter_mut().map(rejected_columns).collect::<Result<Vec<_>, _>>()?.into_iter().unzip();
+        let cursor = commit.cursor.as_ref().map(cursor_bytes).transpose()?;
         let intents = last_per_key(commit.intents, |(k, _)| k);
         let settled = last_per_key(commit.settled, |(k, _)| k);
         let applied = last_per_key(commit.applied, |e| &e.key);
@@ -586,7 +596,8 @@ impl PostgresStateStore {
             let reasons: Vec<&str> = rejected.iter().map(|r| r.reason.as_str()).collect();
             let attempts: Vec<i32> = rejected.iter().map(|r| i32::try_from(r.attempts).unwrap_or(i32::MAX)).collect();
             let last: Vec<i64> = rejected.iter().map(|r| to_i64(r.last_rejected_at)).collect();
-            let params: [&(dyn ToSql + Sync); 7] = [&id, &keys, &stages, &reasons, &attempts, &last, &rejected_json];
+            let params: [&(dyn ToSql + Sync); 8] =
+                [&id, &keys, &stages, &reasons, &attempts, &last, &rejected_json, &records];
             tx.execute(&tx.prepare_cached(&self.sql.reject).await.map_err(self.err("preparing a statement"))?, &params)
                 .await
                 .map_err(run("writing rejections"))?;
@@ -780,7 +791,12 @@ impl StateStore for PostgresStateStore {
             .await
             .map_err(self.err("reading the sync's metadata"))?;
         match row {
-            Some(row) => meta_from(row.get::<_, Option<&str>>(0), row.get::<_, Option<&str>>(1)),
+            Some(row) => meta_from(
+                sync_id,
+                row.get::<_, Option<&str>>(0),
+                row.get::<_, Option<&[u8]>>(1),
+                row.get::<_, Option<&str>>(2),
+            ),
             None => Ok(SyncMeta::default()),
         }
     }
@@ -816,7 +832,7 @@ impl StateStore for PostgresStateStore {
     ) -> Result<Vec<RejectedEntry>, StateError> {
         let (first, next) = (&self.sql.rejected_first, &self.sql.rejected_after);
         let rows = self.page(first, next, sync_id, after, limit, "listing rejected keys").await?;
-        rows.iter().map(|r| rejected_from_json(r.get(0))).collect()
+        rows.iter().map(|r| rejected_from(sync_id, r.get(0), r.get(1))).collect()
     }
 
     async fn commit(&self, lease: &Lease, commit: StateCommit) -> Result<(), StateError> {

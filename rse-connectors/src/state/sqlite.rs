@@ -10,12 +10,13 @@ use rse_core::{Key, StateError, SyncReport};
 use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior, params};
 
 use super::{
-    DEFAULT_RUN_RETENTION, RunRecord, SyncSummary, entry_from, from_i64, from_json, last_per_key, meta_from, now_ms,
-    pending_columns, rejected_from_json, stage_name, time_from_ms, to_i64, to_json, ttl_ms,
+    DEFAULT_RUN_RETENTION, RunRecord, SyncSummary, cursor_bytes, entry_from, from_i64, from_json, last_per_key,
+    meta_from, now_ms, pending_columns, rejected_columns, rejected_from, stage_name, time_from_ms, to_i64, to_json,
+    ttl_ms,
 };
 
 /// The schema version this rse writes; kept in `PRAGMA user_version`.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 /// Versioned migrations: entry `i` brings the schema from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -59,6 +60,11 @@ const MIGRATIONS: &[&str] = &[
         report TEXT NOT NULL,
         PRIMARY KEY (sync, run_id)
     ) WITHOUT ROWID;",
+    // 2: refused records and cursors in the exact binary form (`codec.rs`), which keeps NaN
+    // and infinities that JSON cannot. Rows written before keep the record inside `entry`
+    // and the cursor in `cursor`, and are read from there; new writes fill these columns.
+    "ALTER TABLE rse_rejected ADD COLUMN record BLOB;
+    ALTER TABLE rse_syncs ADD COLUMN cursor_value BLOB;",
 ];
 
 /// How long a call waits for another process's write to finish before giving up.
@@ -214,14 +220,22 @@ impl SqliteStateStore {
                 .map_err(|e| sqlite_error(&path, "switching to WAL mode", e))?;
             Self::migrate(&path, &mut writer)?;
         }
-        // A memory map and a larger page cache make a random lookup a B-tree walk in memory
-        // rather than a read call per page.
+        // Memory. A re-run's merge diff scans the whole snapshot, and every page of the file
+        // it touches stays resident while it is mapped or cached: with a 1 GiB map and 64 MiB
+        // caches, a scan of a 10 M-key state (414 MB) peaked at 408 MB resident. So the reader
+        // maps only the first 64 MiB — a state up to about 1.5 M keys is still read from
+        // memory, a lookup a B-tree walk without a read call per page — and reads past it
+        // through a 16 MiB page cache (the OS's file cache serves those reads; the 10 M-key
+        // scan takes the same 3.6–4.8 s either way, now peaking at 90 MB). The writer
+        // descends only to the keys a commit touches: a 16 MiB cache and no map. That bounds
+        // the state's share of resident memory near 64 + 2 × 16 MiB, whatever its size
+        // (`cargo bench --bench state_rss --features sqlite` measures it).
         writer
-            .execute_batch("PRAGMA synchronous = NORMAL; PRAGMA mmap_size = 1073741824; PRAGMA cache_size = -65536;")
+            .execute_batch("PRAGMA synchronous = NORMAL; PRAGMA mmap_size = 0; PRAGMA cache_size = -16384;")
             .map_err(|e| sqlite_error(&path, "configuring", e))?;
         let reader = connect("opening a reader")?;
         reader
-            .execute_batch("PRAGMA query_only = ON; PRAGMA mmap_size = 1073741824; PRAGMA cache_size = -65536;")
+            .execute_batch("PRAGMA query_only = ON; PRAGMA mmap_size = 67108864; PRAGMA cache_size = -16384;")
             .map_err(|e| sqlite_error(&path, "configuring a reader", e))?;
         Ok(Inner {
             name: format!("sqlite:{}", path.display()),
@@ -455,12 +469,14 @@ impl StateStore for SqliteStateStore {
     async fn meta(&self, sync_id: &str) -> Result<SyncMeta, StateError> {
         let sync_id = sync_id.to_owned();
         self.with_reader("reading the sync's metadata", move |conn| {
-            let row: Option<(Option<String>, Option<String>)> = conn
-                .prepare_cached("SELECT fingerprint_algorithm, cursor FROM rse_syncs WHERE sync_id = ?1")?
-                .query_row([&sync_id], |r| Ok((r.get(0)?, r.get(1)?)))
+            let row: Option<(Option<String>, Option<Vec<u8>>, Option<String>)> = conn
+                .prepare_cached("SELECT fingerprint_algorithm, cursor_value, cursor FROM rse_syncs WHERE sync_id = ?1")?
+                .query_row([&sync_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
                 .optional()?;
             Ok(match row {
-                Some((algorithm, cursor)) => meta_from(algorithm.as_deref(), cursor.as_deref()),
+                Some((algorithm, cursor, old)) => {
+                    meta_from(&sync_id, algorithm.as_deref(), cursor.as_deref(), old.as_deref())
+                }
                 None => Ok(SyncMeta::default()),
             })
         })
@@ -539,18 +555,20 @@ impl StateStore for SqliteStateStore {
         let after = after.map(|k| k.as_bytes().to_vec());
         let limit = to_i64(limit as u64);
         self.with_reader("listing rejected keys", move |conn| {
-            let sync = "SELECT entry FROM rse_rejected WHERE sync = (SELECT id FROM rse_syncs WHERE sync_id = ?1)";
+            let sync =
+                "SELECT entry, record FROM rse_rejected WHERE sync = (SELECT id FROM rse_syncs WHERE sync_id = ?1)";
+            let columns = |r: &rusqlite::Row<'_>| Ok((r.get::<_, String>(0)?, r.get::<_, Option<Vec<u8>>>(1)?));
             let rows = match after {
                 Some(after) => conn
                     .prepare_cached(&format!("{sync} AND key > ?3 ORDER BY key LIMIT ?2"))?
-                    .query_map(params![sync_id, limit, after], |r| r.get::<_, String>(0))?
+                    .query_map(params![sync_id, limit, after], columns)?
                     .collect::<Result<Vec<_>, _>>()?,
                 None => conn
                     .prepare_cached(&format!("{sync} ORDER BY key LIMIT ?2"))?
-                    .query_map(params![sync_id, limit], |r| r.get::<_, String>(0))?
+                    .query_map(params![sync_id, limit], columns)?
                     .collect::<Result<Vec<_>, _>>()?,
             };
-            Ok(rows.iter().map(|t| rejected_from_json(t)).collect())
+            Ok(rows.iter().map(|(entry, record)| rejected_from(&sync_id, entry, record.as_deref())).collect())
         })
         .await
     }
@@ -560,18 +578,20 @@ impl StateStore for SqliteStateStore {
         // Encode outside the transaction, so a value that cannot be encoded writes nothing.
         let rejected = last_per_key(commit.rejected, |r| &r.key)
             .into_iter()
-            .map(|r| {
+            .map(|mut r| {
+                let (entry, record) = rejected_columns(&mut r)?;
                 Ok((
                     r.key.as_bytes().to_vec(),
                     stage_name(r.stage),
                     r.reason.clone(),
                     r.attempts,
                     r.last_rejected_at,
-                    to_json("a rejected entry", &r)?,
+                    entry,
+                    record,
                 ))
             })
             .collect::<Result<Vec<_>, StateError>>()?;
-        let cursor = commit.cursor.as_ref().map(|c| to_json("the cursor", c)).transpose()?;
+        let cursor = commit.cursor.as_ref().map(cursor_bytes).transpose()?;
         let algorithm = commit.fingerprint_algorithm.map(|a| a.name());
         let StateCommit { intents, settled, applied, cleared_rejections, forgotten, .. } = commit;
         self.with_writer("committing state", move |tx| {
@@ -629,11 +649,11 @@ impl StateStore for SqliteStateStore {
             }
             if !rejected.is_empty() {
                 let mut stmt = tx.prepare_cached(
-                    "INSERT OR REPLACE INTO rse_rejected (sync, key, stage, reason, attempts, last_rejected_at, entry)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    "INSERT OR REPLACE INTO rse_rejected (sync, key, stage, reason, attempts, last_rejected_at, entry, record)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 )?;
-                for (key, stage, reason, attempts, last, entry) in &rejected {
-                    stmt.execute(params![id, key, stage, reason, attempts, to_i64(*last), entry])?;
+                for (key, stage, reason, attempts, last, entry, record) in &rejected {
+                    stmt.execute(params![id, key, stage, reason, attempts, to_i64(*last), entry, record])?;
                 }
             }
             if !cleared_rejections.is_empty() {
@@ -649,7 +669,8 @@ impl StateStore for SqliteStateStore {
                 }
             }
             if let Some(cursor) = &cursor {
-                tx.prepare_cached("UPDATE rse_syncs SET cursor = ?2 WHERE id = ?1")?.execute(params![id, cursor])?;
+                tx.prepare_cached("UPDATE rse_syncs SET cursor_value = ?2, cursor = NULL WHERE id = ?1")?
+                    .execute(params![id, cursor])?;
             }
             if let Some(algorithm) = algorithm {
                 tx.prepare_cached("UPDATE rse_syncs SET fingerprint_algorithm = ?2 WHERE id = ?1")?

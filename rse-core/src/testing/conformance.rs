@@ -28,6 +28,8 @@ use crate::schema::{Field, Schema};
 use crate::state::{Lease, PendingChange, RejectedEntry, RejectionStage, SnapshotEntry, StateCommit, StateStore};
 use crate::value::{DataType, Value};
 
+use super::exact::{identical, identical_records};
+
 /// A broken rule, named.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("conformance: {0}")]
@@ -382,7 +384,8 @@ fn report(sync_id: &str, run_id: u64, status: RunStatus) -> SyncReport {
 ///
 /// Leases (exclusive, fenced, expiring — this waits out a one-second lease), commits
 /// (snapshot entries, tombstones, rejections, cursor, fingerprint algorithm), key-ordered
-/// scans with paging, lookups, run history and isolation between syncs. Takes a few seconds.
+/// scans with paging, lookups, run history and isolation between syncs; refused records and
+/// cursors holding NaN, infinities and `-0.0` read back bit for bit. Takes a few seconds.
 ///
 /// # Errors
 /// A [`ConformanceError`] naming the first broken rule.
@@ -503,6 +506,26 @@ pub async fn check_state_store(store: &dyn StateStore) -> Result<(), Conformance
     let scanned = store.scan(&other_sync, None, 20_000).await.map_err(fail("scan"))?;
     ensure!(scanned.len() == 10_000, "large commit: scanned {} of 10,000", scanned.len());
     ensure!(scanned.windows(2).all(|w| w[0].key < w[1].key), "large scan out of order");
+
+    // Values that JSON cannot carry: a refused record and a cursor keep them bit for bit.
+    let odd = [f64::NAN, -f64::NAN, f64::from_bits(0x7FF0_0000_0000_0001), f64::INFINITY, f64::NEG_INFINITY, -0.0];
+    let mut values: Vec<Value> = odd.iter().map(|&f| Value::Float(f)).collect();
+    values.push(Value::List(vec![Value::Float(f64::NAN), Value::Null]));
+    let record = Record::new(values);
+    let refusal = RejectedEntry { record: Some(record.clone()), ..rejected(3, "not a number") };
+    let cursor = f64::from_bits(0xFFF8_0000_0000_0042);
+    let commit = StateCommit { rejected: vec![refusal], cursor: Some(Value::Float(cursor)), ..StateCommit::default() };
+    store.commit(&other_lease, commit).await.map_err(fail("commit of NaN and infinite floats"))?;
+    let listed = store.rejected(&other_sync, None, 10).await.map_err(fail("rejected, of records holding NaN"))?;
+    ensure!(
+        listed.len() == 1 && listed[0].record.as_ref().is_some_and(|r| identical_records(r, &record)),
+        "a refused record holding NaN, infinities and -0.0 did not round-trip bit for bit"
+    );
+    let meta = store.meta(&other_sync).await.map_err(fail("meta, of a NaN cursor"))?;
+    ensure!(
+        meta.cursor.as_ref().is_some_and(|c| identical(c, &Value::Float(cursor))),
+        "a NaN cursor did not round-trip bit for bit"
+    );
 
     // Run history.
     store.record_run(&lease, &report(&sync_id, lease.token, RunStatus::Running)).await.map_err(fail("record_run"))?;

@@ -6,6 +6,7 @@
 
 mod batch;
 mod conformance;
+mod exact;
 mod faults;
 mod source_suite;
 pub use source_suite::*;
@@ -15,6 +16,7 @@ pub use conformance::{
     ConformanceError, DestinationReadback, check_destination, check_state_store, check_transactional_state,
     conformance_schema, unique_id,
 };
+pub use exact::{identical, identical_json, identical_records};
 pub use faults::FaultyDestination;
 
 pub use crate::memory::{Delivery, MemoryDestination, MemorySource, MemoryStateStore};
