@@ -438,17 +438,20 @@ async fn a_hash_without_rse_s_list_loses_only_the_schema_s_null_fields() {
     let dest =
         RedisDestination::connect(&url(), RedisDestinationOptions::new(format!("{prefix}:{{id}}"))).await.unwrap();
     let schema = conformance_schema();
-    for (key, list) in [(format!("{prefix}:1"), None), (format!("{prefix}:2"), Some("not json ["))] {
+    // Key 1 has no list; keys 3 to 5 have lists spoiled by another writer.
+    let spoiled = [(3, Some("not json [")), (4, Some(r#"{"name": true}"#)), (5, Some("7"))];
+    let keys: Vec<i64> = [1].into_iter().chain(spoiled.iter().map(|(k, _)| *k)).collect();
+    for (key, list) in [(1, None)].into_iter().chain(spoiled) {
+        let key = format!("{prefix}:{key}");
         let mut fields = vec![("id", "1"), ("name", "old"), ("dropped", "old"), ("foreign", "kept")];
         if let Some(list) = list {
             fields.push((RSE_FIELDS, list));
         }
         let _: () = conn.hset_multiple(&key, &fields).await.unwrap();
     }
-    let out =
-        dest.write(&changes(&schema, vec![(Op::Update, row(1, None)), (Op::Update, row(2, None))])).await.unwrap();
-    assert_eq!(out, WriteOutcome::all_applied(2));
-    for key in [format!("{prefix}:1"), format!("{prefix}:2")] {
+    let out = dest.write(&changes(&schema, keys.iter().map(|k| (Op::Update, row(*k, None))).collect())).await.unwrap();
+    assert_eq!(out, WriteOutcome::all_applied(keys.len()));
+    for key in keys.iter().map(|k| format!("{prefix}:{k}")) {
         let hash: HashMap<String, String> = conn.hgetall(&key).await.unwrap();
         assert_eq!(field_names(&hash), ["active", "dropped", "foreign", "id", "score"], "{key}");
         assert_eq!(hash.get(RSE_FIELDS).map(String::as_str), Some(r#"["id","score","active"]"#), "{key}");

@@ -92,7 +92,7 @@ for i = first, #ARGV, 2 do
 end
 local listed = redis.call('HGET', key, ARGV[2])
 local before = nil
-if listed then
+if listed and string.find(listed, '^%s*%[') then
   local ok, names = pcall(cjson.decode, listed)
   if ok and type(names) == 'table' then
     before = names
