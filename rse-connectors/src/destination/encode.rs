@@ -18,10 +18,9 @@
 //! | list | array | its JSON text |
 
 //!
-//! Lists in a SQL destination's JSON column ([`sql_list_json`]) differ where a SQL column
-//! has its own text for a value: NaN and ±inf are `"NaN"`, `"Infinity"`, `"-Infinity"` and
-//! bytes `"\\x"` with lower-case hex, and dates and timestamps take the form the
-//! destination's own columns give them.
+//! Lists in a SQL destination's JSON column differ where a SQL column has its own text for
+//! a value ([`sql_float_json`], [`sql_bytes_text`]): NaN and ±inf are `"NaN"`, `"Infinity"`,
+//! `"-Infinity"` and bytes `"\\x"` with lower-case hex.
 
 // Each destination uses a part of this module; with only some features on, the rest is unused.
 #![cfg_attr(not(all(feature = "http", feature = "redis", feature = "nats", feature = "sqlite")), allow(dead_code))]
@@ -76,69 +75,36 @@ fn float_text(f: f64) -> String {
     }
 }
 
-/// How a SQL destination writes dates and timestamps inside a list: as its columns hold them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum SqlTemporal {
-    /// Days since 1970-01-01 and microseconds since the epoch, as numbers.
-    Numbers,
-    /// `"YYYY-MM-DD"` and RFC 3339 in UTC with microseconds, as strings.
-    Text,
+/// A float inside a list, as a SQL destination's JSON column holds it: a number, or for
+/// NaN and ±infinity, which JSON has no number for, PostgreSQL's text for them (`"NaN"`,
+/// `"Infinity"`, `"-Infinity"`; `::float8` reads it back).
+pub(crate) fn sql_float_json(f: f64) -> Json {
+    serde_json::Number::from_f64(f).map_or_else(
+        || {
+            let text = if f.is_nan() {
+                "NaN"
+            } else if f > 0.0 {
+                "Infinity"
+            } else {
+                "-Infinity"
+            };
+            Json::String(text.to_owned())
+        },
+        Json::Number,
+    )
 }
 
-/// A list as JSON for a SQL destination's JSON column, losing nothing.
-///
-/// A value JSON cannot hold is written as the text a SQL column gives it, so that a query
-/// can turn it back into the value: NaN and ±infinity as `"NaN"`, `"Infinity"`,
-/// `"-Infinity"` (PostgreSQL's `float8` text, read back by `::float8`), bytes as `"\\x"` and
-/// lower-case hex (PostgreSQL's `bytea` text, read back by `::bytea`, and in SQLite by
-/// `unhex(substr(v, 3))`). Decimals are strings (exact), JSON values are embedded, lists
-/// nest, and dates and timestamps follow `temporal`.
-pub(crate) fn sql_list_json(items: &[Value], temporal: SqlTemporal) -> Json {
-    Json::Array(
-        items
-            .iter()
-            .map(|v| match v {
-                Value::Bool(b) => Json::Bool(*b),
-                Value::Int(i) => Json::from(*i),
-                Value::Float(f) => serde_json::Number::from_f64(*f).map_or_else(
-                    || {
-                        let text = if f.is_nan() {
-                            "NaN"
-                        } else if *f > 0.0 {
-                            "Infinity"
-                        } else {
-                            "-Infinity"
-                        };
-                        Json::String(text.to_owned())
-                    },
-                    Json::Number,
-                ),
-                Value::Decimal(d) => Json::String(d.as_str().to_owned()),
-                Value::String(s) => Json::String(s.clone()),
-                Value::Bytes(b) => {
-                    let mut text = String::with_capacity(2 + 2 * b.len());
-                    text.push_str("\\x");
-                    for byte in b.iter() {
-                        text.push(char::from(b"0123456789abcdef"[usize::from(byte >> 4)]));
-                        text.push(char::from(b"0123456789abcdef"[usize::from(byte & 0xf)]));
-                    }
-                    Json::String(text)
-                }
-                Value::Date(d) => match temporal {
-                    SqlTemporal::Numbers => Json::from(*d),
-                    SqlTemporal::Text => Json::String(format_date(*d)),
-                },
-                Value::Timestamp(t) => match temporal {
-                    SqlTemporal::Numbers => Json::from(*t),
-                    SqlTemporal::Text => Json::String(format_timestamp(*t)),
-                },
-                Value::Json(j) => j.clone(),
-                Value::List(inner) => sql_list_json(inner, temporal),
-                // `Null` and any value type added later.
-                _ => Json::Null,
-            })
-            .collect(),
-    )
+/// Bytes inside a list, as a SQL destination's JSON column holds them: `\x` and lower-case
+/// hex, PostgreSQL's `bytea` text (`::bytea` reads it back; SQLite `unhex(substr(v, 3))`).
+pub(crate) fn sql_bytes_text(bytes: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut text = String::with_capacity(2 + 2 * bytes.len());
+    text.push_str("\\x");
+    for byte in bytes {
+        text.push(char::from(HEX[usize::from(byte >> 4)]));
+        text.push(char::from(HEX[usize::from(byte & 0xf)]));
+    }
+    text
 }
 
 /// A JSON object of the record's fields by name.

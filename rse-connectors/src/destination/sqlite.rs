@@ -50,7 +50,7 @@ use rse_core::{
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, DropBehavior, ErrorCode, TransactionBehavior, params_from_iter};
 
-use super::encode::{SqlTemporal, sql_list_json};
+use super::encode::{sql_bytes_text, sql_float_json};
 
 /// What kind of table a [`SqliteDestination`] writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -359,10 +359,36 @@ fn to_sql(value: &Value, t: &DataType) -> Option<SqlValue> {
         Value::Date(d) => SqlValue::Text(format_date(*d)),
         Value::Timestamp(t) => SqlValue::Text(format_timestamp(*t)),
         Value::Json(j) => SqlValue::Text(canonical_json(j)),
-        Value::List(items) => SqlValue::Text(canonical_json(&sql_list_json(items, SqlTemporal::Text))),
+        Value::List(items) => SqlValue::Text(canonical_json(&list_json(items))),
         // `Null` and any value type added later.
         _ => SqlValue::Null,
     })
+}
+
+/// A list as JSON, losing nothing: NaN, ±infinity and bytes as the PostgreSQL destination
+/// writes them inside lists (see the module docs), dates and timestamps as this
+/// destination's columns hold them.
+fn list_json(items: &[Value]) -> serde_json::Value {
+    use serde_json::Value as J;
+    J::Array(
+        items
+            .iter()
+            .map(|v| match v {
+                Value::Bool(b) => J::Bool(*b),
+                Value::Int(i) => J::from(*i),
+                Value::Float(f) => sql_float_json(*f),
+                Value::Decimal(d) => J::String(d.as_str().to_owned()),
+                Value::String(s) => J::String(s.clone()),
+                Value::Bytes(b) => J::String(sql_bytes_text(b)),
+                Value::Date(d) => J::String(format_date(*d)),
+                Value::Timestamp(t) => J::String(format_timestamp(*t)),
+                Value::Json(j) => j.clone(),
+                Value::List(inner) => list_json(inner),
+                // `Null` and any value type added later.
+                _ => J::Null,
+            })
+            .collect(),
+    )
 }
 
 /// The bindable rows of a batch; a value of the wrong type refuses its change before any SQL.
