@@ -88,6 +88,16 @@ fn changes(schema: &Arc<Schema>, items: Vec<(Op, Record)>) -> ChangeBatch {
     ChangeBatch { sync_id: "r".into(), schema: schema.clone(), changes }
 }
 
+/// The hash's field names, sorted, without the list of fields rse keeps in it.
+fn field_names(hash: &HashMap<String, String>) -> Vec<&str> {
+    let mut names: Vec<&str> = hash.keys().map(String::as_str).filter(|n| *n != RSE_FIELDS).collect();
+    names.sort_unstable();
+    names
+}
+
+/// The hash field in which rse lists the fields it wrote (see the module docs).
+const RSE_FIELDS: &str = "_rse_fields";
+
 fn row(id: i64, name: Option<&str>) -> Record {
     Record::new(vec![Value::Int(id), name.into(), Value::Float(0.25), Value::Bool(false)])
 }
@@ -129,15 +139,14 @@ async fn hashes_drop_null_fields_expire_and_go_on_delete() {
     let ttl: i64 = conn.ttl(format!("{prefix}:1")).await.unwrap();
     assert!(ttl > 200 && ttl <= 300, "ttl {ttl}");
 
-    // A field that became null leaves the hash, and so does a field someone else added: the
-    // hash holds exactly the record. The TTL is set again.
-    let _: () = conn.hset(format!("{prefix}:1"), "foreign", "dropped").await.unwrap();
+    // A field that became null leaves the hash; a field another writer added stays (rse
+    // never deletes what it did not write). The TTL is set again.
+    let _: () = conn.hset(format!("{prefix}:1"), "foreign", "kept").await.unwrap();
     let _: () = conn.persist(format!("{prefix}:1")).await.unwrap();
     dest.write(&changes(&schema, vec![(Op::Update, row(1, None))])).await.unwrap();
     let hash: HashMap<String, String> = conn.hgetall(format!("{prefix}:1")).await.unwrap();
-    let mut fields: Vec<&str> = hash.keys().map(String::as_str).collect();
-    fields.sort_unstable();
-    assert_eq!(fields, ["active", "id", "score"]);
+    assert_eq!(field_names(&hash), ["active", "foreign", "id", "score"]);
+    assert_eq!(hash.get("foreign").map(String::as_str), Some("kept"));
     let ttl: i64 = conn.ttl(format!("{prefix}:1")).await.unwrap();
     assert!(ttl > 200 && ttl <= 300, "ttl {ttl}");
 
@@ -316,7 +325,11 @@ async fn a_field_dropped_from_the_mapping_leaves_the_hash_on_the_next_write() {
     let hash: HashMap<String, String> = conn.hgetall(format!("{prefix}:1")).await.unwrap();
     assert_eq!(
         hash,
-        HashMap::from([("id".to_owned(), "1".to_owned()), ("tier".to_owned(), "silver".to_owned())]),
+        HashMap::from([
+            ("id".to_owned(), "1".to_owned()),
+            ("tier".to_owned(), "silver".to_owned()),
+            (RSE_FIELDS.to_owned(), r#"["id","tier"]"#.to_owned())
+        ]),
         "the hash keeps a field the record no longer has"
     );
     let ttl: i64 = conn.ttl(format!("{prefix}:1")).await.unwrap();
@@ -360,4 +373,106 @@ async fn a_template_separator_is_escaped_and_a_template_without_one_is_refused()
     let keys: Vec<String> = conn.keys(format!("{prefix}:*")).await.unwrap();
     assert_eq!(keys.len(), 2);
     clean(&mut conn, &prefix).await;
+}
+
+/// A hash rse shares with other writers: each write removes exactly the fields rse wrote
+/// before and no longer writes (dropped from the mapping, or now null), whatever their
+/// names, and leaves every other writer's field alone.
+#[tokio::test]
+async fn only_fields_rse_wrote_and_no_longer_writes_leave_a_shared_hash() {
+    let Some(mut conn) = connect().await else { return };
+    let prefix = unique_id("rse_shared");
+    let key = format!("{prefix}:1");
+    let dest =
+        RedisDestination::connect(&url(), RedisDestinationOptions::new(format!("{prefix}:{{id}}"))).await.unwrap();
+    // A field name with every character an encoding of the list could trip on.
+    let odd = "we\"ird, [name]\\ ü";
+    let schema = |fields: &[&str]| {
+        let mut all = vec![Field::required("id", DataType::Int)];
+        all.extend(fields.iter().map(|f| Field::new(*f, DataType::String)));
+        Schema::new(all, &["id"]).unwrap().into_arc()
+    };
+    let wide = schema(&["email", "tier", odd]);
+    let record = Record::new(vec![Value::Int(1), "ann@example.com".into(), "gold".into(), "x".into()]);
+    assert_eq!(dest.write(&changes(&wide, vec![(Op::Insert, record)])).await.unwrap(), WriteOutcome::all_applied(1));
+    // Another writer adds its own fields to the same hash.
+    let _: () = conn.hset(&key, "clicks", "7").await.unwrap();
+    let _: () = conn.hset(&key, "email_hint", "a…").await.unwrap();
+
+    // `email` becomes null: it leaves; the other writer's fields stay.
+    let record = Record::new(vec![Value::Int(1), Value::Null, "gold".into(), "x".into()]);
+    assert_eq!(dest.write(&changes(&wide, vec![(Op::Update, record)])).await.unwrap(), WriteOutcome::all_applied(1));
+    let hash: HashMap<String, String> = conn.hgetall(&key).await.unwrap();
+    assert_eq!(field_names(&hash), ["clicks", "email_hint", "id", "tier", odd]);
+
+    // The mapping drops `tier` and the odd field: they leave; the other writer's fields stay.
+    let narrow = schema(&["email"]);
+    let record = Record::new(vec![Value::Int(1), "ann@example.org".into()]);
+    assert_eq!(dest.write(&changes(&narrow, vec![(Op::Update, record)])).await.unwrap(), WriteOutcome::all_applied(1));
+    let hash: HashMap<String, String> = conn.hgetall(&key).await.unwrap();
+    assert_eq!(field_names(&hash), ["clicks", "email", "email_hint", "id"]);
+    assert_eq!(hash.get("clicks").map(String::as_str), Some("7"));
+
+    // The other writer now sets a field named like one rse no longer writes: it is theirs.
+    let _: () = conn.hset(&key, "tier", "theirs").await.unwrap();
+    let record = Record::new(vec![Value::Int(1), "ann@example.org".into()]);
+    dest.write(&changes(&narrow, vec![(Op::Update, record)])).await.unwrap();
+    let tier: Option<String> = conn.hget(&key, "tier").await.unwrap();
+    assert_eq!(tier.as_deref(), Some("theirs"));
+
+    // A delete removes the key, as it always did.
+    dest.write(&changes(&narrow, vec![(Op::Delete, Record::new(vec![Value::Int(1), Value::Null]))])).await.unwrap();
+    let exists: bool = conn.exists(&key).await.unwrap();
+    assert!(!exists);
+    clean(&mut conn, &prefix).await;
+}
+
+/// A hash written before rse listed its fields (or whose list another writer spoiled): rse
+/// cannot tell its own old fields from other writers', so it removes only the fields of
+/// the current schema that are null — as earlier versions did — and from then on keeps
+/// its list.
+#[tokio::test]
+async fn a_hash_without_rse_s_list_loses_only_the_schema_s_null_fields() {
+    let Some(mut conn) = connect().await else { return };
+    let prefix = unique_id("rse_legacy");
+    let dest =
+        RedisDestination::connect(&url(), RedisDestinationOptions::new(format!("{prefix}:{{id}}"))).await.unwrap();
+    let schema = conformance_schema();
+    // Key 1 has no list; keys 3 to 5 have lists spoiled by another writer.
+    let spoiled = [(3, Some("not json [")), (4, Some(r#"{"name": true}"#)), (5, Some("7"))];
+    let keys: Vec<i64> = [1].into_iter().chain(spoiled.iter().map(|(k, _)| *k)).collect();
+    for (key, list) in [(1, None)].into_iter().chain(spoiled) {
+        let key = format!("{prefix}:{key}");
+        let mut fields = vec![("id", "1"), ("name", "old"), ("dropped", "old"), ("foreign", "kept")];
+        if let Some(list) = list {
+            fields.push((RSE_FIELDS, list));
+        }
+        let _: () = conn.hset_multiple(&key, &fields).await.unwrap();
+    }
+    let out = dest.write(&changes(&schema, keys.iter().map(|k| (Op::Update, row(*k, None))).collect())).await.unwrap();
+    assert_eq!(out, WriteOutcome::all_applied(keys.len()));
+    for key in keys.iter().map(|k| format!("{prefix}:{k}")) {
+        let hash: HashMap<String, String> = conn.hgetall(&key).await.unwrap();
+        assert_eq!(field_names(&hash), ["active", "dropped", "foreign", "id", "score"], "{key}");
+        assert_eq!(hash.get(RSE_FIELDS).map(String::as_str), Some(r#"["id","score","active"]"#), "{key}");
+    }
+    clean(&mut conn, &prefix).await;
+}
+
+#[tokio::test]
+async fn a_schema_field_named_like_rse_s_list_is_refused() {
+    if connect().await.is_none() {
+        return;
+    }
+    let prefix = unique_id("rse_reserved");
+    let dest =
+        RedisDestination::connect(&url(), RedisDestinationOptions::new(format!("{prefix}:{{id}}"))).await.unwrap();
+    let schema =
+        Schema::new(vec![Field::required("id", DataType::Int), Field::new(RSE_FIELDS, DataType::String)], &["id"])
+            .unwrap()
+            .into_arc();
+    match dest.write(&changes(&schema, vec![(Op::Insert, Record::new(vec![Value::Int(1), "x".into()]))])).await {
+        Err(DestinationError::Fatal { message, .. }) => assert!(message.contains(RSE_FIELDS), "{message}"),
+        other => panic!("expected a configuration error naming `{RSE_FIELDS}`, got {other:?}"),
+    }
 }

@@ -272,6 +272,56 @@ async fn every_value_type_lands_in_its_stored_form() {
     assert_eq!(count(&path, table), 1);
 }
 
+/// NaN, ±infinity and bytes inside a list keep their values: the same texts as the
+/// PostgreSQL destination's lists, which SQLite's own functions turn back into values.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_finite_floats_and_bytes_in_lists_keep_their_values() {
+    let dir = TempDir::new();
+    let path = dir.file("lists.db");
+    let schema = Schema::new(
+        vec![
+            Field::required("id", DataType::Int),
+            Field::new("ratios", DataType::List(Box::new(DataType::Float))),
+            Field::new("blobs", DataType::List(Box::new(DataType::Bytes))),
+            Field::new("nested", DataType::List(Box::new(DataType::List(Box::new(DataType::Float))))),
+        ],
+        &["id"],
+    )
+    .unwrap()
+    .into_arc();
+    let record = Record::new(vec![
+        Value::Int(1),
+        Value::List(vec![
+            Value::Float(f64::NAN),
+            Value::Float(f64::INFINITY),
+            Value::Float(f64::NEG_INFINITY),
+            Value::Float(1.5),
+            Value::Null,
+        ]),
+        Value::List(vec![Value::Bytes(bytes::Bytes::from_static(b"\x00\x01\xff")), Value::Bytes(bytes::Bytes::new())]),
+        Value::List(vec![Value::List(vec![Value::Float(f64::NEG_INFINITY)])]),
+    ]);
+    let dest = SqliteDestination::open(&path, options("lists")).await.unwrap();
+    let out = dest.write(&changes(&schema, "lists", vec![(Op::Insert, record, 0)])).await.unwrap();
+    assert_eq!(out, WriteOutcome::all_applied(1));
+
+    let conn = Connection::open(&path).unwrap();
+    let stored: (String, String, String) = conn
+        .query_row("SELECT ratios, blobs, nested FROM lists", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap();
+    assert_eq!(
+        stored,
+        (
+            r#"["NaN","Infinity","-Infinity",1.5,null]"#.to_owned(),
+            r#"["\\x0001ff","\\x"]"#.to_owned(),
+            r#"[["-Infinity"]]"#.to_owned()
+        )
+    );
+    // SQLite gives the bytes back with `unhex`.
+    let blob: Vec<u8> = conn.query_row("SELECT unhex(substr(blobs ->> 0, 3)) FROM lists", [], |r| r.get(0)).unwrap();
+    assert_eq!(blob, [0, 1, 255]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mirror_sync_with_sqlite_state_sends_only_changes() {
     let dir = TempDir::new();

@@ -17,8 +17,13 @@
 //! | json | the document | its canonical text |
 //! | list | array | its JSON text |
 
+//!
+//! Lists in a SQL destination's JSON column differ where a SQL column has its own text for
+//! a value ([`sql_float_json`], [`sql_bytes_text`]): NaN and ±inf are `"NaN"`, `"Infinity"`,
+//! `"-Infinity"` and bytes `"\\x"` with lower-case hex.
+
 // Each destination uses a part of this module; with only some features on, the rest is unused.
-#![cfg_attr(not(all(feature = "http", feature = "redis", feature = "nats")), allow(dead_code))]
+#![cfg_attr(not(all(feature = "http", feature = "redis", feature = "nats", feature = "sqlite")), allow(dead_code))]
 
 use base64::Engine as _;
 use rse_core::{Schema, Value};
@@ -68,6 +73,38 @@ fn float_text(f: f64) -> String {
         // `Display` of f64 is the shortest text that parses back to the same float.
         f.to_string()
     }
+}
+
+/// A float inside a list, as a SQL destination's JSON column holds it: a number, or for
+/// NaN and ±infinity, which JSON has no number for, PostgreSQL's text for them (`"NaN"`,
+/// `"Infinity"`, `"-Infinity"`; `::float8` reads it back).
+pub(crate) fn sql_float_json(f: f64) -> Json {
+    serde_json::Number::from_f64(f).map_or_else(
+        || {
+            let text = if f.is_nan() {
+                "NaN"
+            } else if f > 0.0 {
+                "Infinity"
+            } else {
+                "-Infinity"
+            };
+            Json::String(text.to_owned())
+        },
+        Json::Number,
+    )
+}
+
+/// Bytes inside a list, as a SQL destination's JSON column holds them: `\x` and lower-case
+/// hex, PostgreSQL's `bytea` text (`::bytea` reads it back; SQLite `unhex(substr(v, 3))`).
+pub(crate) fn sql_bytes_text(bytes: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut text = String::with_capacity(2 + 2 * bytes.len());
+    text.push_str("\\x");
+    for byte in bytes {
+        text.push(char::from(HEX[usize::from(byte >> 4)]));
+        text.push(char::from(HEX[usize::from(byte & 0xf)]));
+    }
+    text
 }
 
 /// A JSON object of the record's fields by name.

@@ -3,7 +3,7 @@
 //! Each writes only its I/O and classifies its errors into [`rse_core::DestinationError`];
 //! batching, retries, rate limiting and acknowledgement stay in the runner.
 
-#[cfg(any(feature = "http", feature = "redis", feature = "nats"))]
+#[cfg(any(feature = "http", feature = "redis", feature = "nats", feature = "sqlite"))]
 pub(crate) mod encode;
 #[cfg(feature = "http")]
 pub mod http;

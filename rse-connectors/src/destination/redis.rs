@@ -4,16 +4,37 @@
 //! field per schema field in the text form of the `encode` module (decimals exact, bytes as
 //! base64, timestamps RFC 3339); a null value has no field.
 //!
-//! # A hash holds exactly its record
-//! An upsert replaces the whole hash: after it, the hash holds the record's non-null fields
-//! and nothing else — no field of an earlier mapping (a column dropped from the model must
-//! not leave its personal data behind), and no field another writer added. The replacement
-//! is one server-side script per key (`DEL`, `HSET`, and `EXPIRE` when a TTL is set, so the
-//! TTL is set again on every write), so a reader never sees the key missing or half
-//! written. A key that holds something other than a hash is refused (`WRONGTYPE`), not
-//! replaced. A delete is `DEL`. Every command of a batch goes in one pipelined round trip.
-//! (The script is Lua, run with `EVALSHA`: a server that forbids scripts refuses the writes
-//! with `NOPERM`, reported as [`DestinationError::Unauthorized`].)
+//! # rse removes only what it wrote
+//! A hash may be shared: another writer can keep its own fields under the same key. An
+//! upsert therefore never replaces the whole hash. It sets the record's non-null fields and
+//! removes exactly the fields rse wrote last time and no longer writes — a field dropped
+//! from the mapping (a column removed from the model must not leave its personal data
+//! behind) and a field whose value is now null — and leaves every other field alone, even
+//! one named like a field rse once wrote and no longer does.
+//!
+//! To know which fields it wrote, rse keeps their names in the hash itself, in the field
+//! `_rse_fields`, as a JSON array of strings in schema order (e.g. `["id","tier"]`). JSON
+//! because a field name may hold any character, so no delimiter would be unambiguous; the
+//! list lives in the hash rather than beside it so that it expires, moves (Redis Cluster
+//! slot) and is deleted with the hash, and readers that `HGETALL` the hash see it too. A
+//! schema with a field of that name is refused.
+//!
+//! A hash without a readable list — written by a version of rse before the list existed,
+//! or whose list another writer overwrote with something that is not a JSON array — cannot
+//! tell rse's old fields from other writers': the write removes only the current schema's
+//! fields that are null (as earlier versions did) and keeps everything else, including a
+//! field dropped from the mapping before this version. From that write on the hash has its
+//! list.
+//!
+//! Each upsert is one server-side script per key (read the list, `HDEL` what rse no longer
+//! writes, `HSET` the fields and the new list, and `EXPIRE` when a TTL is set, so the TTL is
+//! set again on every write; without a TTL the key's expiry is left as it is), so a reader
+//! never sees the hash half written. A key that holds something other than a hash is
+//! refused (`WRONGTYPE`), not replaced. A delete is `DEL` of the whole key, other writers'
+//! fields included: the hash exists for the record, and the record is gone. Every command
+//! of a batch goes in one pipelined round trip. (The script is Lua, run with `EVALSHA`: a
+//! server that forbids scripts refuses the writes with `NOPERM`, reported as
+//! [`DestinationError::Unauthorized`].)
 //!
 //! With [`RedisDestinationOptions::with_atomic`] (the default) the batch is wrapped in
 //! `MULTI`/`EXEC`: readers see all of it or none of it. Without it, each key's commands
@@ -55,22 +76,54 @@ use redis::{ErrorKind, RedisError, RetryMethod};
 use rse_core::{
     ChangeBatch, ChangeOutcome, Destination, DestinationCapabilities, DestinationError, Op, Schema, Value, WriteOutcome,
 };
+use serde_json::Value as Json;
 
 use super::encode::{TemplatePart, fill_template, parse_template, to_text};
 
-/// Replaces the hash at `KEYS[1]` by the field/value pairs `ARGV[2..]`, then sets its TTL
-/// to `ARGV[1]` seconds unless that is 0. One script, so the replacement is atomic without
-/// `MULTI`; it refuses a key of another type as `HSET` would, instead of deleting it.
-const REPLACE_HASH: &str = "local kind = redis.call('TYPE', KEYS[1]).ok
+/// The hash field listing the fields rse wrote last (see the module docs).
+const FIELDS_LIST: &str = "_rse_fields";
+
+/// Writes a record into the hash at `KEYS[1]`, removing only the fields rse wrote before
+/// and no longer writes. `ARGV`: the TTL in seconds (0: leave the expiry as it is), the
+/// name of the list field, the new list (JSON), the count `n` of the schema's null fields,
+/// those `n` names (removed instead when the hash has no readable list), then the
+/// field/value pairs. One script, so the write is atomic without `MULTI`; it refuses a key
+/// of another type as `HSET` would.
+const WRITE_HASH: &str = "local key = KEYS[1]
+local kind = redis.call('TYPE', key).ok
 if kind ~= 'none' and kind ~= 'hash' then
   return redis.error_reply('WRONGTYPE the key holds a ' .. kind .. ', not a hash')
 end
-redis.call('DEL', KEYS[1])
-for i = 2, #ARGV, 2 do
-  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+local first = 5 + tonumber(ARGV[4])
+local written = {}
+for i = first, #ARGV, 2 do
+  written[ARGV[i]] = true
 end
+local listed = redis.call('HGET', key, ARGV[2])
+local before = nil
+if listed and string.find(listed, '^%s*%[') then
+  local ok, names = pcall(cjson.decode, listed)
+  if ok and type(names) == 'table' then
+    before = names
+  end
+end
+if before then
+  for _, name in ipairs(before) do
+    if type(name) == 'string' and not written[name] and name ~= ARGV[2] then
+      redis.call('HDEL', key, name)
+    end
+  end
+elseif kind == 'hash' then
+  for i = 5, first - 1 do
+    redis.call('HDEL', key, ARGV[i])
+  end
+end
+for i = first, #ARGV, 2 do
+  redis.call('HSET', key, ARGV[i], ARGV[i + 1])
+end
+redis.call('HSET', key, ARGV[2], ARGV[3])
 if ARGV[1] ~= '0' then
-  redis.call('EXPIRE', KEYS[1], ARGV[1])
+  redis.call('EXPIRE', key, ARGV[1])
 end
 return 1
 ";
@@ -174,7 +227,7 @@ pub struct RedisDestination {
     name: String,
     options: RedisDestinationOptions,
     connection: ConnectionManager,
-    /// The SHA-1 of [`REPLACE_HASH`], as the server computed it when first loading it.
+    /// The SHA-1 of [`WRITE_HASH`], as the server computed it when first loading it.
     script_sha: tokio::sync::OnceCell<String>,
 }
 
@@ -228,11 +281,18 @@ impl RedisDestination {
     }
 
     fn template(&self, schema: &Schema) -> Result<KeyTemplate, DestinationError> {
+        if schema.fields().iter().any(|f| f.name == FIELDS_LIST) {
+            return Err(DestinationError::fatal(format!(
+                "{}: the schema has a field `{FIELDS_LIST}`, the name of the hash field in which rse lists the \
+                 fields it wrote; rename that field in the mapping",
+                self.name
+            )));
+        }
         KeyTemplate::parse(&self.options.key_template, schema)
             .map_err(|m| DestinationError::fatal(format!("{}: {m}", self.name)))
     }
 
-    /// The SHA-1 that `EVALSHA` names [`REPLACE_HASH`] by, asked of the server once.
+    /// The SHA-1 that `EVALSHA` names [`WRITE_HASH`] by, asked of the server once.
     async fn script_sha(&self) -> Result<&str, DestinationError> {
         let sha = self
             .script_sha
@@ -240,10 +300,10 @@ impl RedisDestination {
                 let mut conn = self.connection.clone();
                 redis::cmd("SCRIPT")
                     .arg("LOAD")
-                    .arg(REPLACE_HASH)
+                    .arg(WRITE_HASH)
                     .query_async::<String>(&mut conn)
                     .await
-                    .map_err(|e| classify(&self.name, "SCRIPT LOAD of the hash replacement", &e))
+                    .map_err(|e| classify(&self.name, "SCRIPT LOAD of the hash write", &e))
             })
             .await?;
         Ok(sha)
@@ -438,7 +498,7 @@ impl Destination for RedisDestination {
         let sha = self.script_sha().await?;
         // Loaded again with every batch (it is small): a restarted or flushed server has
         // forgotten it, and EVALSHA would fail.
-        pipe.cmd("SCRIPT").arg("LOAD").arg(REPLACE_HASH).ignore();
+        pipe.cmd("SCRIPT").arg("LOAD").arg(WRITE_HASH).ignore();
         // The change of each command, to map per-command results back.
         let mut owners: Vec<usize> = Vec::new();
         let ttl = self.options.ttl.map_or(0, |t| t.as_secs().max(1));
@@ -454,11 +514,19 @@ impl Destination for RedisDestination {
                     owners.push(i);
                 }
                 (_, Some(record)) => {
-                    let replace = pipe.cmd("EVALSHA").arg(sha).arg(1).arg(&key).arg(ttl);
+                    let mut set = Vec::with_capacity(record.values.len());
+                    let mut nulls = Vec::new();
                     for (f, v) in batch.schema.fields().iter().zip(&record.values) {
-                        if let Some(text) = to_text(v) {
-                            replace.arg(&f.name).arg(text);
+                        match to_text(v) {
+                            Some(text) => set.push((f.name.as_str(), text)),
+                            None => nulls.push(f.name.as_str()),
                         }
+                    }
+                    let list = Json::from(set.iter().map(|(name, _)| *name).collect::<Vec<_>>()).to_string();
+                    let write = pipe.cmd("EVALSHA").arg(sha).arg(1).arg(&key).arg(ttl);
+                    write.arg(FIELDS_LIST).arg(list).arg(nulls.len()).arg(&nulls);
+                    for (name, text) in set {
+                        write.arg(name).arg(text);
                     }
                     owners.push(i);
                 }

@@ -30,7 +30,8 @@
 //! | bytes | `BLOB` | blob |
 //! | date | `DATE` | text `YYYY-MM-DD` |
 //! | timestamp | `TIMESTAMP TEXT` | text, RFC 3339 in UTC with microseconds |
-//! | json, list | `JSON TEXT` | text, canonical JSON (keys sorted, no whitespace) |
+//! | json | `JSON TEXT` | text, canonical JSON (keys sorted, no whitespace) |
+//! | list | `JSON TEXT` | text, a canonical JSON array: booleans, numbers and strings as JSON; decimals, dates and timestamps as the texts above; NaN and ±inf as `"NaN"`, `"Infinity"`, `"-Infinity"`; bytes as `"\\x"` and lower-case hex (`unhex(substr(v, 3))` gives the blob back) |
 //!
 //! The declared types read back with their rse type through `rse_sources`' `SqliteSource`.
 
@@ -48,6 +49,8 @@ use rse_core::{
 };
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, DropBehavior, ErrorCode, TransactionBehavior, params_from_iter};
+
+use super::encode::{sql_bytes_text, sql_float_json};
 
 /// What kind of table a [`SqliteDestination`] writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -362,7 +365,9 @@ fn to_sql(value: &Value, t: &DataType) -> Option<SqlValue> {
     })
 }
 
-/// A list as JSON: its elements in the JSON forms the HTTP, Redis and NATS destinations use.
+/// A list as JSON, losing nothing: NaN, ±infinity and bytes as the PostgreSQL destination
+/// writes them inside lists (see the module docs), dates and timestamps as this
+/// destination's columns hold them.
 fn list_json(items: &[Value]) -> serde_json::Value {
     use serde_json::Value as J;
     J::Array(
@@ -371,14 +376,15 @@ fn list_json(items: &[Value]) -> serde_json::Value {
             .map(|v| match v {
                 Value::Bool(b) => J::Bool(*b),
                 Value::Int(i) => J::from(*i),
-                Value::Float(f) => serde_json::Number::from_f64(*f).map_or(J::Null, J::Number),
+                Value::Float(f) => sql_float_json(*f),
                 Value::Decimal(d) => J::String(d.as_str().to_owned()),
                 Value::String(s) => J::String(s.clone()),
-                Value::Bytes(b) => J::Array(b.iter().map(|&x| J::from(x)).collect()),
+                Value::Bytes(b) => J::String(sql_bytes_text(b)),
                 Value::Date(d) => J::String(format_date(*d)),
                 Value::Timestamp(t) => J::String(format_timestamp(*t)),
                 Value::Json(j) => j.clone(),
                 Value::List(inner) => list_json(inner),
+                // `Null` and any value type added later.
                 _ => J::Null,
             })
             .collect(),

@@ -206,7 +206,9 @@ async fn hook(State(inner): State<Arc<Mutex<Inner>>>, headers: HeaderMap, body: 
             if let Some(name) = refuse
                 && item.pointer("/record/name").and_then(Json::as_str) == Some(name.as_str())
             {
-                errors.push(json!({"index": index, "message": "name is not allowed"}));
+                // As receivers often do, the message repeats the refused value.
+                errors.push(json!({"index": index, "code": "not_allowed", "field": "name",
+                                   "message": format!("name {name} is not allowed")}));
                 continue;
             }
             let Some(key) = item.get("idempotency_key").and_then(Json::as_str) else { continue };

@@ -25,9 +25,14 @@ pub enum BodyShape {
 ///
 /// The JSON pointer (RFC 6901) locates an array of error objects; each names the position
 /// of its record in the request (`index_field`, 0-based) and why (`reason_field`). For
-/// example `{"errors": [{"index": 3, "message": "invalid email"}]}` with pointer `/errors`.
-/// With one change per request, an error object without an index refers to the one change
-/// sent.
+/// example `{"errors": [{"index": 3, "code": "invalid", "field": "email", "message":
+/// "invalid email"}]}` with pointer `/errors`. With one change per request, an error object
+/// without an index refers to the one change sent.
+///
+/// The rejection reason is `refused by the receiver (code=invalid, field=email)`: the error's
+/// codes and field names, as for a 4xx (see the module docs), never its message, which may
+/// repeat the refused value. The `reason_field` is read only with
+/// [`HttpDestinationConfig::with_response_excerpts`].
 ///
 /// An empty body, a missing pointer or `null` there mean "no errors". A body the
 /// destination cannot attribute — not JSON, an index that is not a whole number within the
@@ -229,6 +234,7 @@ pub struct HttpDestinationConfig {
     pub(super) max_batch_bytes: usize,
     pub(super) max_concurrency: usize,
     pub(super) record_errors: Option<RecordErrors>,
+    pub(super) response_excerpts: bool,
     pub(super) check_url: Option<String>,
 }
 
@@ -250,6 +256,7 @@ impl fmt::Debug for HttpDestinationConfig {
             .field("max_batch_rows", &self.max_batch_rows)
             .field("max_concurrency", &self.max_concurrency)
             .field("record_errors", &self.record_errors)
+            .field("response_excerpts", &self.response_excerpts)
             .finish_non_exhaustive()
     }
 }
@@ -314,6 +321,7 @@ impl HttpDestinationConfig {
             max_batch_bytes: 4 << 20,
             max_concurrency: 4,
             record_errors: None,
+            response_excerpts: false,
             check_url: None,
         }
     }
@@ -454,6 +462,21 @@ impl HttpDestinationConfig {
     /// Where a 2xx response lists refused records.
     pub fn with_record_errors(mut self, errors: RecordErrors) -> Self {
         self.record_errors = Some(errors);
+        self
+    }
+
+    /// Whether rejection reasons keep the receiver's own words (default `false`).
+    ///
+    /// Receivers often repeat the value they refuse ("`ann@example.com` is not a valid
+    /// email"), and reasons are stored in the state store and shown in reports, where rse
+    /// never puts a row's values. So by default a reason holds only the HTTP status and,
+    /// from a JSON answer, its error codes and the names of the fields at fault (see the
+    /// module docs). With excerpts on, a 4xx reason holds up to 300 characters of the
+    /// receiver's answer, and a record refused in a 2xx ([`RecordErrors`]) its
+    /// `reason_field`, as the receiver wrote them: turn it on only where the reports may
+    /// hold personal data.
+    pub fn with_response_excerpts(mut self, excerpts: bool) -> Self {
+        self.response_excerpts = excerpts;
         self
     }
 

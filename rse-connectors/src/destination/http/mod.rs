@@ -56,7 +56,23 @@
 //! | 429 | [`DestinationError::RateLimited`] with `Retry-After` (seconds or an HTTP date), bounded |
 //! | 408, 5xx, timeout, connection failure | [`DestinationError::Transient`] |
 //! | 401, 403 | [`DestinationError::Unauthorized`] |
-//! | other 4xx | rejected with the status and the receiver's reason: the change, or for an array [`DestinationError::InvalidBatch`] so the runner bisects down to the refused records |
+//! | other 4xx | rejected with the status and the receiver's error codes (below): the change, or for an array [`DestinationError::InvalidBatch`] so the runner bisects down to the refused records |
+//!
+//! # Rejection reasons hold codes, not the receiver's words
+//! Receivers often repeat the value they refuse in their answer, and reasons are stored in
+//! the state store and shown in reports, where a row's values never go. So a 4xx reason is
+//! the status, plus, when the body is JSON, the error codes and field names it holds:
+//! `HTTP 422 Unprocessable Entity (code=invalid_email, field=email)`. They are read from the
+//! body's top level, from an `error` object in it, and from each object of an `errors` array
+//! in either: the values of `code`, `error_code`, `errorCode` and `type` (a string or whole
+//! number) and of `error` when it is a string (`{"error": "invalid_request"}`), and the
+//! field names in `field`, `param`, `path` and JSON:API's `source.pointer`. A value is kept
+//! only when it looks like an identifier — at most 100 characters of letters, digits and
+//! `_ - . : / # [ ]` — so a sentence or an e-mail address in one of those places is dropped
+//! too; at most 10 are kept. Free text (`message`, `detail`, a plain-text body) is never
+//! kept. A record refused in a 2xx body is reasoned the same way from its error object (see
+//! [`RecordErrors`]). [`HttpDestinationConfig::with_response_excerpts`] keeps the
+//! receiver's words instead, for hosts that accept personal data in their reports.
 //!
 //! # What is guaranteed, whatever the receiver does
 //! - **No redirects.** A 3xx is not followed — a followed `POST` can become a body-less
@@ -73,8 +89,9 @@
 //!   represent, arrives at the runner as that maximum; a negative, NaN or unreadable value
 //!   as none (the runner's backoff applies). Nothing a receiver sends can panic the run.
 //! - **Bounded reads.** At most 8 MiB of a 2xx body is read for per-record errors, 4 KiB of
-//!   a 4xx body for its reason, 300 characters of which are kept. Per-record errors that
-//!   cannot be attributed fail the write (see [`RecordErrors`]) instead of being guessed.
+//!   a 4xx body for its reason, 300 characters of which are kept (codes or excerpt).
+//!   Per-record errors that cannot be attributed fail the write (see [`RecordErrors`])
+//!   instead of being guessed.
 //! - Error messages name the host, never a record's URL (it holds the key) or a value.
 
 mod config;
@@ -281,6 +298,7 @@ impl HttpDestination {
             name: &self.config.name,
             timeouts: &self.config.timeouts,
             record_errors: self.config.record_errors.as_ref(),
+            excerpts: self.config.response_excerpts,
         }
     }
 

@@ -23,6 +23,8 @@ pub(super) struct Reading<'a> {
     pub name: &'a str,
     pub timeouts: &'a HttpTimeouts,
     pub record_errors: Option<&'a RecordErrors>,
+    /// Whether reasons keep the receiver's own words (they may repeat a refused value).
+    pub excerpts: bool,
 }
 
 /// One request: where it went, how many changes it carried, and whether it deleted a
@@ -54,7 +56,7 @@ impl Reading<'_> {
             let (body, whole) =
                 read_capped(response, MAX_ERRORS_BODY).await.map_err(|e| self.transport(sent.url, e))?;
             let outcomes = if whole {
-                record_outcomes(errors, &body, n)
+                record_outcomes(errors, &body, n, self.excerpts)
             } else {
                 Err(format!("the answer is larger than {} MiB", MAX_ERRORS_BODY >> 20))
             };
@@ -88,12 +90,20 @@ impl Reading<'_> {
                 self.name
             )));
         }
-        // Another 4xx: the receiver refused what we sent. Its body says why, in its own
-        // words; it becomes the rejection reason (reports show it, logs never do).
+        // Another 4xx: the receiver refused what we sent. Its body says why, in words that
+        // may repeat the refused value: only its codes become the reason, unless the host
+        // asked for excerpts.
         let body = read_capped(response, MAX_REASON_BODY).await.map(|(b, _)| b).unwrap_or_default();
-        let text = truncate(String::from_utf8_lossy(&body).trim());
-        let message =
-            if text.is_empty() { format!("HTTP {code} {reason}") } else { format!("HTTP {code} {reason}: {text}") };
+        let status_text = format!("HTTP {code} {reason}");
+        let message = if self.excerpts {
+            let text = truncate(String::from_utf8_lossy(&body).trim());
+            if text.is_empty() { status_text } else { format!("{status_text}: {text}") }
+        } else {
+            match serde_json::from_slice::<Json>(&body).ok().map(|json| error_codes(&json)) {
+                Some(codes) if !codes.is_empty() => truncate(&format!("{status_text} ({codes})")),
+                _ => status_text,
+            }
+        };
         if n == 1 {
             Ok(vec![ChangeOutcome::rejected(message)])
         } else {
@@ -164,6 +174,69 @@ async fn read_capped(mut response: Response, cap: usize) -> Result<(Vec<u8>, boo
     Ok((body, true))
 }
 
+/// Keys whose values are error codes.
+const CODE_KEYS: [&str; 4] = ["code", "error_code", "errorCode", "type"];
+/// Keys whose values name the field at fault.
+const FIELD_KEYS: [&str; 3] = ["field", "param", "path"];
+/// The most codes and field names kept in one reason.
+const MAX_CODES: usize = 10;
+
+/// The error codes and field names in an error body, as `code=x, field=y`; empty when it
+/// has none. Read from the object itself, its `error` object, and the objects of an
+/// `errors` array in either (see the module docs); free text is never read.
+fn error_codes(json: &Json) -> String {
+    let mut found: Vec<(&str, String)> = Vec::new();
+    let mut add = |key: &'static str, value: &Json| {
+        let text = match value {
+            Json::String(s) => s.clone(),
+            Json::Number(n) if n.is_i64() || n.is_u64() => n.to_string(),
+            _ => return,
+        };
+        if found.len() < MAX_CODES
+            && looks_like_identifier(&text)
+            && !found.iter().any(|(k, v)| *k == key && *v == text)
+        {
+            found.push((key, text));
+        }
+    };
+    let mut read = |error: &Json| {
+        for key in CODE_KEYS {
+            if let Some(value) = error.get(key) {
+                add(key, value);
+            }
+        }
+        for key in FIELD_KEYS {
+            if let Some(value) = error.get(key) {
+                add("field", value);
+            }
+        }
+        if let Some(pointer) = error.pointer("/source/pointer") {
+            add("field", pointer);
+        }
+        // OAuth 2.0 and many APIs name the error's code in `error` itself.
+        if let Some(code @ Json::String(_)) = error.get("error") {
+            add("error", code);
+        }
+    };
+    // The most general first: the body, its `error` object, then their lists' entries.
+    let (tops, listed): (Vec<&Json>, &[Json]) = match json {
+        Json::Array(list) => (Vec::new(), list.as_slice()),
+        _ => (std::iter::once(json).chain(json.get("error").filter(|e| e.is_object())).collect(), &[]),
+    };
+    tops.iter().for_each(|error| read(error));
+    let lists = tops.iter().filter_map(|error| error.get("errors").and_then(Json::as_array));
+    for error in listed.iter().chain(lists.flatten()).take(MAX_CODES) {
+        read(error);
+    }
+    found.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", ")
+}
+
+/// Whether `text` looks like a code or a field name rather than a sentence or a value: at
+/// most 100 characters of ASCII letters, digits and `_ - . : / # [ ]`.
+fn looks_like_identifier(text: &str) -> bool {
+    !text.is_empty() && text.len() <= 100 && text.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.:/#[]".contains(&b))
+}
+
 fn truncate(text: &str) -> String {
     match text.char_indices().nth(MAX_REASON_CHARS) {
         Some((end, _)) => format!("{}…", &text[..end]),
@@ -201,7 +274,7 @@ pub fn parse_retry_after(value: &str, max: Duration) -> Option<Duration> {
 /// # Errors
 /// What makes the body unattributable: not JSON, an error whose index is not a whole
 /// number below `n`, or an error without an index in a request of several records.
-fn record_outcomes(errors: &RecordErrors, body: &[u8], n: usize) -> Result<Vec<ChangeOutcome>, String> {
+fn record_outcomes(errors: &RecordErrors, body: &[u8], n: usize, excerpts: bool) -> Result<Vec<ChangeOutcome>, String> {
     let mut outcomes = vec![ChangeOutcome::Applied; n];
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(outcomes);
@@ -234,13 +307,21 @@ fn record_outcomes(errors: &RecordErrors, body: &[u8], n: usize) -> Result<Vec<C
                 ));
             }
         };
-        let reason = match error.get(&errors.reason_field) {
-            Some(Json::String(s)) => s.clone(),
-            Some(other) => other.to_string(),
-            None => match error.as_str() {
-                Some(s) => s.to_owned(),
-                None => "refused by the receiver (no reason given)".to_owned(),
-            },
+        let reason = if excerpts {
+            match error.get(&errors.reason_field) {
+                Some(Json::String(s)) => s.clone(),
+                Some(other) => other.to_string(),
+                None => match error.as_str() {
+                    Some(s) => s.to_owned(),
+                    None => "refused by the receiver (no reason given)".to_owned(),
+                },
+            }
+        } else {
+            // The message may repeat the refused value: only the codes are kept.
+            match error_codes(error) {
+                codes if codes.is_empty() => "refused by the receiver (no error code given)".to_owned(),
+                codes => format!("refused by the receiver ({codes})"),
+            }
         };
         let reason = truncate(&reason);
         outcomes[index] = match &outcomes[index] {
