@@ -57,7 +57,7 @@ use rse::memory::MemoryStateStore;
 use rse::sources::Model;
 use rse::sources::sqlite::SqliteSource;
 use rse::testing::{service_url, unique_id};
-use rse::{RateLimit, ReadRequest, Source, Sync, SyncOptions};
+use rse::{RateLimit, ReadRequest, Source, SyncJob, SyncOptions};
 
 fn env_rows(var: &str, default: usize) -> usize {
     std::env::var(var).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -127,7 +127,7 @@ fn per_sec(rows: u64, d: Duration) -> f64 {
 }
 
 /// Runs `sync` once, prints its figure, returns the report and the time.
-async fn timed(label: &str, sync: &Sync, rows: usize) -> (rse::SyncReport, Duration) {
+async fn timed(label: &str, sync: &SyncJob, rows: usize) -> (rse::SyncReport, Duration) {
     let started = Instant::now();
     let report = sync.run().await.unwrap();
     let took = started.elapsed();
@@ -139,7 +139,7 @@ async fn timed(label: &str, sync: &Sync, rows: usize) -> (rse::SyncReport, Durat
     (report, took)
 }
 
-async fn sync_into(path: &Path, destination: impl rse::Destination + 'static) -> Sync {
+async fn sync_into(path: &Path, destination: impl rse::Destination + 'static) -> SyncJob {
     sync_with_state(path, destination, MemoryStateStore::new()).await
 }
 
@@ -147,8 +147,8 @@ async fn sync_with_state(
     path: &Path,
     destination: impl rse::Destination + 'static,
     state: impl rse::StateStore + 'static,
-) -> Sync {
-    Sync::builder(unique_id("bench"))
+) -> SyncJob {
+    SyncJob::builder(unique_id("bench"))
         .source(source(path))
         .destination(destination)
         .state(state)
@@ -331,7 +331,7 @@ async fn http(path: &Path, rows: usize) {
     // The first `rows` rows of the table, through a query model.
     let src =
         SqliteSource::new(path, Model::query(format!("SELECT * FROM customers WHERE id < {rows}"))).with_key(["id"]);
-    let sync = Sync::builder(unique_id("bench_http"))
+    let sync = SyncJob::builder(unique_id("bench_http"))
         .source(src)
         .destination(dest)
         .state(MemoryStateStore::new())

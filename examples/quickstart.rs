@@ -15,7 +15,7 @@ use rse::connectors::{SqliteDestination, SqliteDestinationOptions};
 use rse::sources::Model;
 use rse::sources::sqlite::SqliteSource;
 use rse::transform::{DropFields, HashPii, Rename};
-use rse::{DataType, Mode, Sync, SyncOptions};
+use rse::{DataType, Mode, SyncJob, SyncOptions};
 use rusqlite::Connection;
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::prelude::*;
@@ -127,7 +127,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let (warehouse, app, state) = fresh_files(&dir)?;
     create_warehouse(&warehouse)?;
 
-    let sync = Sync::builder("customers-to-app")
+    let sync = SyncJob::builder("customers-to-app")
         .source(
             SqliteSource::new(&warehouse, Model::table("customers"))
                 .with_key(["id"])

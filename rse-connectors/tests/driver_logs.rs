@@ -64,7 +64,7 @@ async fn write_and_capture(schema: &str, secret: &str) -> Vec<String> {
         .map(|i| Record::new(vec![Value::Int(i), Value::from(secret), Value::Float(0.5), Value::Bool(true)]))
         .collect();
     let options = PostgresDestinationOptions::new(unique_id("logged")).with_schema(schema).with_create_table(true);
-    let sync = Sync::builder(unique_id("logs"))
+    let sync = SyncJob::builder(unique_id("logs"))
         .source(MemorySource::new(conformance_schema(), rows))
         .destination(PostgresDestination::new(&url(), options).unwrap())
         .state(PostgresStateStore::connect(&url(), schema).await.unwrap())

@@ -261,7 +261,7 @@ async fn a_storm_of_failures_under_a_quota_delivers_every_row_once() {
     let schema = conformance_schema();
     let rows: Vec<Record> = (1..=400).map(|i| row(i, &format!("name {i}"))).collect();
     let source = MemorySource::new(schema.clone(), rows.clone());
-    let sync = Sync::builder("storm")
+    let sync = SyncJob::builder("storm")
         .source(source)
         .destination(dest)
         .state(MemoryStateStore::new())

@@ -81,7 +81,7 @@ impl Source for SqliteTable {
         Ok(self.schema.clone())
     }
 
-    async fn read(&self, request: ReadRequest) -> Result<RecordBatchStream<'_>, SourceError> {
+    async fn read(&self, request: ReadRequest) -> Result<RowBatchStream<'_>, SourceError> {
         let path = self.path.clone();
         let rows = tokio::task::spawn_blocking(move || -> rusqlite::Result<Vec<Record>> {
             let conn = rusqlite::Connection::open(path)?;
@@ -96,7 +96,7 @@ impl Source for SqliteTable {
         .map_err(|e| SourceError::Unavailable { message: e.to_string(), source: None })?;
         let schema = self.schema.clone();
         let batches: Vec<_> =
-            rows.chunks(request.batch_size.max(1)).map(|c| Ok(RecordBatch::new(schema.clone(), c.to_vec()))).collect();
+            rows.chunks(request.batch_size.max(1)).map(|c| Ok(RowBatch::new(schema.clone(), c.to_vec()))).collect();
         Ok(futures::stream::iter(batches).boxed())
     }
 }
@@ -208,7 +208,7 @@ async fn kill_worker() {
         .with_max_deletes(None)
         .with_holder(format!("pid {}", std::process::id()))
         .with_diff_strategy(if store_kind == "sqlite" { DiffStrategy::Merge } else { DiffStrategy::Hash });
-    let builder = Sync::builder("customers")
+    let builder = SyncJob::builder("customers")
         .source(SqliteTable { path: source, schema: schema() })
         .mode(Mode::Mirror)
         .options(options);

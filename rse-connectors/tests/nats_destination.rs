@@ -186,7 +186,7 @@ async fn the_runner_publishes_each_change_once() {
     let schema = conformance_schema();
     let source = MemorySource::new(schema.clone(), (1..=250).map(|i| row(i, "v1")).collect());
     let dest = NatsDestination::connect(&url(), world.options()).await.unwrap();
-    let sync = Sync::builder(unique_id("nats"))
+    let sync = SyncJob::builder(unique_id("nats"))
         .source(source.clone())
         .destination(dest)
         .state(MemoryStateStore::new())

@@ -291,7 +291,7 @@ async fn the_runner_mirrors_a_model_and_bisects_to_the_refused_row() {
     let rows: Vec<Record> = (1..=200).map(|i| row(i, &format!("n{i}"), i as f64)).collect();
     let source = MemorySource::new(schema.clone(), rows);
     let state = MemoryStateStore::new();
-    let sync = Sync::builder(unique_id("mirror"))
+    let sync = SyncJob::builder(unique_id("mirror"))
         .source(source.clone())
         .destination(dest)
         .state(state.clone())
@@ -373,7 +373,7 @@ async fn exactly_once_passes_both_conformance_suites_and_refuses_a_store_elsewhe
     tokio::spawn(connection);
     other.batch_execute(&format!("DROP SCHEMA \"{}\" CASCADE", db.schema)).await.unwrap();
     // The sync must be built with the store the destination commits into.
-    let err = Sync::builder("s")
+    let err = SyncJob::builder("s")
         .source(MemorySource::new(conformance_schema(), vec![]))
         .destination(db.dest(db.options("eo_state")).with_state_store(store.clone()))
         .state(MemoryStateStore::new())
@@ -393,7 +393,7 @@ async fn an_exactly_once_mirror_sync_keeps_table_and_state_equal() {
     dest.check().await.unwrap();
     let source = MemorySource::new(schema.clone(), (1..=200).map(|i| row(i, &format!("n{i}"), i as f64)).collect());
     let sync_id = unique_id("eo_mirror");
-    let sync = Sync::builder(sync_id.clone())
+    let sync = SyncJob::builder(sync_id.clone())
         .source(source.clone())
         .destination(dest)
         .state(store.clone())
@@ -483,7 +483,7 @@ async fn crashes_and_lost_acks_with_exactly_once_the_ledger_and_plain_upserts() 
         let faulty = FaultyDestination::new(Arc::new(dest));
         let sync_id = unique_id("crash");
         let build = |holder: &str| {
-            Sync::builder(sync_id.clone())
+            SyncJob::builder(sync_id.clone())
                 .source(MemorySource::new(schema.clone(), rows.clone()))
                 .destination(faulty.clone())
                 .state(store.clone())
@@ -768,7 +768,7 @@ async fn exactly_once_copies_new_rows_and_their_state_and_upserts_a_deleted_key_
     let dest = db.dest(db.options("eo_copy")).with_state_store(store.clone());
     let source = MemorySource::new(schema.clone(), (1..=300).map(|i| row(i, &format!("n{i}"), 1.0)).collect());
     let sync_id = unique_id("eo_copy");
-    let sync = Sync::builder(sync_id.clone())
+    let sync = SyncJob::builder(sync_id.clone())
         .source(source.clone())
         .destination(dest)
         .state(store.clone())

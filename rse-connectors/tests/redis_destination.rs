@@ -215,7 +215,7 @@ async fn the_runner_keeps_a_feature_cache_in_step_with_the_model() {
     let source = MemorySource::new(schema.clone(), (1..=300).map(|i| row(i, Some("v1"))).collect());
     let dest =
         RedisDestination::connect(&url(), RedisDestinationOptions::new(format!("{prefix}:{{id}}"))).await.unwrap();
-    let sync = Sync::builder(unique_id("redis"))
+    let sync = SyncJob::builder(unique_id("redis"))
         .source(source.clone())
         .destination(dest)
         .state(MemoryStateStore::new())

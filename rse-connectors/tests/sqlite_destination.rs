@@ -330,7 +330,7 @@ async fn a_mirror_sync_with_sqlite_state_sends_only_changes() {
     let source = MemorySource::new(schema.clone(), (1..=300).map(|i| row(i, &format!("n{i}"), i as f64)).collect());
     let sync_id = unique_id("mirror");
     let build = || async {
-        Sync::builder(sync_id.clone())
+        SyncJob::builder(sync_id.clone())
             .source(source.clone())
             .destination(SqliteDestination::open(&app, options("customers")).await.unwrap())
             .state(SqliteStateStore::open(dir.file("state.db")).await.unwrap())
@@ -380,7 +380,7 @@ async fn a_check_constraint_refuses_one_row_and_the_rest_is_applied() {
     rows[16] = row(17, "negative", -1.0);
     let source = MemorySource::new(schema.clone(), rows);
     let dest = SqliteDestination::open(&app, SqliteDestinationOptions::new("scores")).await.unwrap();
-    let sync = Sync::builder(unique_id("check"))
+    let sync = SyncJob::builder(unique_id("check"))
         .source(source.clone())
         .destination(dest)
         .state(SqliteStateStore::open(dir.file("state.db")).await.unwrap())

@@ -268,7 +268,7 @@ impl WriteOutcomes {
     /// The outcome of the write.
     ///
     /// # Errors
-    /// [`DestinationError::Fatal`] naming the destination and the unset positions: a
+    /// [`DestinationError::Fatal`](crate::DestinationError::Fatal) naming the destination and the unset positions: a
     /// connector bug, which must not pass for a delivery.
     pub fn finish(self, destination: &str) -> Result<WriteOutcome, crate::error::DestinationError> {
         let unset: Vec<usize> = self.unset().collect();

@@ -232,13 +232,13 @@ pub enum CommittedWriteError {
 ///
 /// The sync must be built with the state store this destination commits into: the builder
 /// compares [`state_store_name`](Self::state_store_name) with
-/// [`StateStore::name`](crate::StateStore::name) and refuses a mismatch.
+/// [`StateStore::name`] and refuses a mismatch.
 ///
 /// # Contract
 /// - `write_committing` applies the batch as [`Destination::write`] would, calls
 ///   `commit_for` exactly once with the outcomes (one per change, in order), and applies
 ///   the commit it returns in the same transaction, with the semantics of
-///   [`StateStore::commit`](crate::StateStore::commit) — including the lease check: when
+///   [`StateStore::commit`] — including the lease check: when
 ///   `lease` is no longer current the transaction is rolled back and the error is
 ///   [`CommittedWriteError::State`] with [`StateError::Fenced`].
 /// - On any error nothing of the batch or the commit is visible.
@@ -246,7 +246,7 @@ pub enum CommittedWriteError {
 ///   never arrived) applies the same rows and the same state again; both are idempotent.
 #[async_trait]
 pub trait TransactionalState: Send + Sync {
-    /// The [`StateStore::name`](crate::StateStore::name) of the store this destination
+    /// The [`StateStore::name`] of the store this destination
     /// commits into.
     fn state_store_name(&self) -> &str;
 

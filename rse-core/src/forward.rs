@@ -12,10 +12,10 @@ use crate::change::{ChangeBatch, WriteOutcome};
 use crate::destination::{Destination, DestinationCapabilities, TransactionalState};
 use crate::error::{DestinationError, SourceError, StateError, TransformError};
 use crate::key::Key;
-use crate::record::RecordBatch;
+use crate::record::RowBatch;
 use crate::report::SyncReport;
 use crate::schema::Schema;
-use crate::source::{ReadRequest, RecordBatchStream, Source, SourceCapabilities};
+use crate::source::{ReadRequest, RowBatchStream, Source, SourceCapabilities};
 use crate::state::{Lease, RejectedEntry, SnapshotEntry, StateCommit, StateStore, SyncMeta};
 use crate::transform::{Transform, TransformOutput};
 
@@ -33,7 +33,7 @@ macro_rules! forward {
             async fn schema(&self) -> Result<Arc<Schema>, SourceError> {
                 (**self).schema().await
             }
-            async fn read(&self, request: ReadRequest) -> Result<RecordBatchStream<'_>, SourceError> {
+            async fn read(&self, request: ReadRequest) -> Result<RowBatchStream<'_>, SourceError> {
                 (**self).read(request).await
             }
         }
@@ -47,7 +47,7 @@ macro_rules! forward {
             fn output_schema(&self, input: &Arc<Schema>) -> Result<Arc<Schema>, TransformError> {
                 (**self).output_schema(input)
             }
-            async fn apply(&self, batch: RecordBatch) -> Result<TransformOutput, TransformError> {
+            async fn apply(&self, batch: RowBatch) -> Result<TransformOutput, TransformError> {
                 (**self).apply(batch).await
             }
             fn keeps_key_values(&self, input: &Arc<Schema>) -> bool {

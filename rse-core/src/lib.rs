@@ -1,7 +1,7 @@
 //! The rse engine: data model, the four traits, the diff and idempotency engine, the runner.
 //!
 //! A host composes a sync from a [`Source`], a chain of [`Transform`]s, a [`Destination`]
-//! and a [`StateStore`], and runs it with [`Sync`]. Each run reads the model, fingerprints
+//! and a [`StateStore`], and runs it with [`SyncJob`]. Each run reads the model, fingerprints
 //! every record after transforms, diffs against the snapshot of what the destination
 //! acknowledged, and delivers exactly the changes — batched, paced to the destination's
 //! quota, retried with backoff, with a deterministic idempotency key per change — committing
@@ -41,13 +41,13 @@ pub use error::{
 };
 pub use fingerprint::{Fingerprint, FingerprintAlgorithm, Fingerprinter};
 pub use key::{Key, KeyHash};
-pub use record::{Record, RecordBatch, SourceRejection};
+pub use record::{Record, RowBatch, SourceRejection};
 pub use report::{
     Counts, FailureKind, OpCounts, ProgressEvent, RejectionSample, RunStatus, StageDurations, SyncReport,
 };
-pub use runner::{DEFAULT_MAX_DELETES, DiffStrategy, MaxDeletes, Mode, Sync, SyncBuilder, SyncOptions};
+pub use runner::{DEFAULT_MAX_DELETES, DiffStrategy, MaxDeletes, Mode, SyncBuilder, SyncJob, SyncOptions};
 pub use schema::{Field, Schema};
-pub use source::{ReadRequest, RecordBatchStream, Source, SourceCapabilities};
+pub use source::{ReadRequest, RowBatchStream, Source, SourceCapabilities};
 pub use state::{
     Lease, PendingChange, RejectedEntry, RejectionStage, SnapshotEntry, StateCommit, StateStore, SyncMeta,
 };

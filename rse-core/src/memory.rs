@@ -17,10 +17,10 @@ use crate::destination::{CommitFor, CommittedWriteError, Destination, Destinatio
 use crate::error::{DestinationError, SourceError, StateError};
 use crate::fingerprint::Fingerprint;
 use crate::key::Key;
-use crate::record::{Record, RecordBatch};
+use crate::record::{Record, RowBatch};
 use crate::report::SyncReport;
 use crate::schema::Schema;
-use crate::source::{ReadRequest, RecordBatchStream, Source, SourceCapabilities};
+use crate::source::{ReadRequest, RowBatchStream, Source, SourceCapabilities};
 use crate::state::{Lease, RejectedEntry, SnapshotEntry, StateCommit, StateStore, SyncMeta};
 
 /// Locks a mutex, recovering the data if a panicking thread poisoned it: every critical
@@ -108,7 +108,7 @@ impl Source for MemorySource {
         Ok(self.schema.clone())
     }
 
-    async fn read(&self, request: ReadRequest) -> Result<RecordBatchStream<'_>, SourceError> {
+    async fn read(&self, request: ReadRequest) -> Result<RowBatchStream<'_>, SourceError> {
         if request.order_by_key && !self.capabilities.ordered_by_key {
             return Err(SourceError::Unsupported(format!("source `{}` does not read in key order", self.name)));
         }
@@ -132,7 +132,7 @@ impl Source for MemorySource {
         let mut batches = Vec::with_capacity(rows.len() / size + 1);
         let mut rows = rows.into_iter().peekable();
         while rows.peek().is_some() {
-            batches.push(Ok(RecordBatch::new(schema.clone(), rows.by_ref().take(size).collect())));
+            batches.push(Ok(RowBatch::new(schema.clone(), rows.by_ref().take(size).collect())));
         }
         Ok(futures::stream::iter(batches).boxed())
     }

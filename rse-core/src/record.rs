@@ -72,10 +72,11 @@ impl From<Vec<Value>> for Record {
     }
 }
 
-/// Many records sharing one schema: the unit in which rows move.
+/// Many records sharing one schema: the unit in which rows move. (Not `RecordBatch`, which
+/// Arrow, beside which rse is often used, names its own columnar batch.)
 #[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct RecordBatch {
+pub struct RowBatch {
     /// The schema of every record.
     pub schema: Arc<Schema>,
     /// The records.
@@ -112,7 +113,7 @@ impl SourceRejection {
     }
 }
 
-impl RecordBatch {
+impl RowBatch {
     /// A batch of `records` under `schema`.
     pub fn new(schema: Arc<Schema>, records: Vec<Record>) -> Self {
         Self { schema, records, rejected: Vec::new() }

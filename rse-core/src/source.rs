@@ -6,12 +6,12 @@ use async_trait::async_trait;
 use futures::stream::BoxStream;
 
 use crate::error::SourceError;
-use crate::record::RecordBatch;
+use crate::record::RowBatch;
 use crate::schema::Schema;
 use crate::value::Value;
 
 /// A stream of batches read from a source.
-pub type RecordBatchStream<'a> = BoxStream<'a, Result<RecordBatch, SourceError>>;
+pub type RowBatchStream<'a> = BoxStream<'a, Result<RowBatch, SourceError>>;
 
 /// What a source can do.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -112,9 +112,9 @@ impl Default for ReadRequest {
 ///     fn name(&self) -> &str { "fixed" }
 ///     fn capabilities(&self) -> SourceCapabilities { SourceCapabilities::default() }
 ///     async fn schema(&self) -> Result<Arc<Schema>, SourceError> { Ok(self.0.clone()) }
-///     async fn read(&self, request: ReadRequest) -> Result<RecordBatchStream<'_>, SourceError> {
+///     async fn read(&self, request: ReadRequest) -> Result<RowBatchStream<'_>, SourceError> {
 ///         let batches: Vec<_> = self.1.chunks(request.batch_size.max(1))
-///             .map(|rows| Ok(RecordBatch::new(self.0.clone(), rows.to_vec())))
+///             .map(|rows| Ok(RowBatch::new(self.0.clone(), rows.to_vec())))
 ///             .collect();
 ///         Ok(Box::pin(futures::stream::iter(batches)))
 ///     }
@@ -141,5 +141,5 @@ pub trait Source: Send + Sync {
     /// # Errors
     /// As for [`schema`](Source::schema), either at once or as an item of the stream;
     /// [`SourceError::Unsupported`] when the request asks for key order the source cannot give.
-    async fn read(&self, request: ReadRequest) -> Result<RecordBatchStream<'_>, SourceError>;
+    async fn read(&self, request: ReadRequest) -> Result<RowBatchStream<'_>, SourceError>;
 }

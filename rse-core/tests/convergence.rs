@@ -171,7 +171,7 @@ async fn converge(case: Case) {
         .with_lease_ttl(ttl)
         .with_allow_empty_source(true)
         .with_diff_strategy(if case.merge { DiffStrategy::Merge } else { DiffStrategy::Hash });
-    let sync = Sync::builder("customers")
+    let sync = SyncJob::builder("customers")
         .source(source.clone())
         .destination(faulty.clone())
         .state(state.clone())

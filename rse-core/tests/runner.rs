@@ -352,7 +352,7 @@ async fn after_a_crash_the_next_run_sends_exactly_what_was_not_acknowledged() {
     let faulty = FaultyDestination::new(w.destination.clone());
     let ttl = Duration::from_secs(60);
     let build = |holder: &str| {
-        Sync::builder("customers")
+        SyncJob::builder("customers")
             .source(w.source.clone())
             .destination(faulty.clone())
             .state(w.state.clone())
@@ -393,7 +393,7 @@ async fn exactly_once_a_crash_leaves_rows_and_state_together_and_nothing_is_sent
     let w = World::exactly_once(customers(100));
     let faulty = FaultyDestination::new(w.destination.clone());
     let ttl = Duration::from_secs(60);
-    let sync = Sync::builder("customers")
+    let sync = SyncJob::builder("customers")
         .source(w.source.clone())
         .destination(faulty.clone())
         .state(w.state.clone())
@@ -489,7 +489,7 @@ async fn the_lease_is_renewed_while_a_run_goes_on() {
     let w = World::new(customers(40));
     let faulty = FaultyDestination::new(w.destination.clone());
     faulty.latency(Duration::from_secs(100));
-    let slow = Sync::builder("customers")
+    let slow = SyncJob::builder("customers")
         .source(w.source.clone())
         .destination(faulty.clone())
         .state(w.state.clone())
@@ -575,7 +575,7 @@ async fn incremental_reads_advance_the_cursor_only_past_final_outcomes() {
     let source = w.source.clone().with_capabilities(SourceCapabilities::default().with_cursor_field("updated_at"));
     let faulty = FaultyDestination::new(w.destination.clone());
     faulty.reject_key(key(2), "refused");
-    let sync = Sync::builder("customers")
+    let sync = SyncJob::builder("customers")
         .source(source.clone())
         .destination(faulty.clone())
         .state(w.state.clone())
@@ -634,7 +634,7 @@ async fn bad_configuration_fails_at_build_naming_the_setting() {
     let schema = customers_schema();
     let keyless = Schema::clone(&schema).with_key::<&str>(&[]).unwrap().into_arc();
     let build = |source: MemorySource, dest: MemoryDestination, mode: Mode, options: SyncOptions| {
-        Sync::builder("s")
+        SyncJob::builder("s")
             .source(source)
             .destination(dest)
             .state(MemoryStateStore::new())
@@ -661,7 +661,7 @@ async fn bad_configuration_fails_at_build_naming_the_setting() {
     .unwrap_err();
     assert!(err.to_string().contains("`batch_rows` must be greater than zero"), "{err}");
 
-    let err = Sync::builder("s")
+    let err = SyncJob::builder("s")
         .source(MemorySource::new(schema.clone(), vec![]))
         .destination(MemoryDestination::new())
         .state(MemoryStateStore::new())
@@ -677,7 +677,7 @@ async fn bad_configuration_fails_at_build_naming_the_setting() {
         .unwrap_err();
     assert!(err.to_string().contains("diff_strategy"), "{err}");
 
-    let err = Sync::builder("s")
+    let err = SyncJob::builder("s")
         .source(MemorySource::new(schema.clone(), vec![]))
         .transform(rse_core::transform::Rename::new([("mail", "email_address")]))
         .destination(MemoryDestination::new())
@@ -689,7 +689,7 @@ async fn bad_configuration_fails_at_build_naming_the_setting() {
 
     // An exactly-once destination must be given the store it commits into.
     let store = MemoryStateStore::new();
-    let err = Sync::builder("s")
+    let err = SyncJob::builder("s")
         .source(MemorySource::new(schema.clone(), vec![]))
         .destination(MemoryDestination::new().with_state_store(store.clone()))
         .state(MemoryStateStore::new())
@@ -699,7 +699,7 @@ async fn bad_configuration_fails_at_build_naming_the_setting() {
     assert!(matches!(err, ConfigError::StateStoreMismatch { .. }), "{err}");
     assert!(err.to_string().contains(store.name()) && err.to_string().contains("pass that same store"), "{err}");
 
-    let err = Sync::builder("s").source(MemorySource::new(schema, vec![])).build().await.unwrap_err();
+    let err = SyncJob::builder("s").source(MemorySource::new(schema, vec![])).build().await.unwrap_err();
     assert!(err.to_string().contains("no destination given"), "{err}");
 }
 

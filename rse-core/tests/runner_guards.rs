@@ -56,16 +56,16 @@ impl Source for ScriptedSource {
     async fn schema(&self) -> Result<Arc<Schema>, SourceError> {
         Ok(self.inner.lock().unwrap().schema.clone())
     }
-    async fn read(&self, _request: ReadRequest) -> Result<RecordBatchStream<'_>, SourceError> {
+    async fn read(&self, _request: ReadRequest) -> Result<RowBatchStream<'_>, SourceError> {
         let s = self.inner.lock().unwrap();
-        let mut batch = RecordBatch::new(s.schema.clone(), s.rows.clone());
+        let mut batch = RowBatch::new(s.schema.clone(), s.rows.clone());
         batch.rejected = s.rejected.clone();
         Ok(Box::pin(stream::iter(vec![Ok(batch)])))
     }
 }
 
-async fn mirror(source: impl Source + 'static, dest: &MemoryDestination, state: &MemoryStateStore) -> Sync {
-    Sync::builder("guarded")
+async fn mirror(source: impl Source + 'static, dest: &MemoryDestination, state: &MemoryStateStore) -> SyncJob {
+    SyncJob::builder("guarded")
         .source(source)
         .destination(dest.clone())
         .state(state.clone())
@@ -85,7 +85,7 @@ async fn auto_strategy_uses_the_hash_diff_when_a_transform_rewrites_key_values()
         Arc::new(Cast::new("id", DataType::String).with_cast("email", DataType::String)),
     ] {
         let w = World::new(customers(12));
-        let sync = Sync::builder("keys-rewritten")
+        let sync = SyncJob::builder("keys-rewritten")
             .source(w.source.clone())
             .transform(transform.clone())
             .destination(w.destination.clone())
@@ -103,7 +103,7 @@ async fn auto_strategy_uses_the_hash_diff_when_a_transform_rewrites_key_values()
     let schema = Schema::new(vec![Field::required("email", DataType::String)], &["email"]).unwrap().into_arc();
     let rows = (0..20).map(|i| Record::new(vec![format!("user{i:02}@example.com").into()])).collect();
     let dest = MemoryDestination::new();
-    let sync = Sync::builder("hashed-key")
+    let sync = SyncJob::builder("hashed-key")
         .source(MemorySource::new(schema, rows))
         .transform(HashPii::email("email"))
         .destination(dest.clone())
@@ -150,7 +150,7 @@ async fn mirror_empty_source_guard_counts_rows_that_survive_transforms_and_key_c
     let row = |id: i64, consent: bool| Record::new(vec![Value::Int(id), Value::Bool(consent)]);
     let source = ScriptedSource::new(schema.clone(), (1..=4).map(|i| row(i, true)).collect());
     let (dest, state) = (MemoryDestination::new(), MemoryStateStore::new());
-    let sync = Sync::builder("consented")
+    let sync = SyncJob::builder("consented")
         .source(source.clone())
         .transform(Filter::consent("consent"))
         .destination(dest.clone())
@@ -205,7 +205,7 @@ async fn incremental_a_refused_value_that_the_source_reverted_is_never_sent_late
     let faulty = FaultyDestination::new(w.destination.clone());
     // The destination does not receive `updated_at`: a row back to its old values is
     // unchanged for it, although the cursor moved.
-    let sync = Sync::builder("customers")
+    let sync = SyncJob::builder("customers")
         .source(incremental(&w))
         .transform(DropFields::new(["updated_at"]))
         .destination(faulty.clone())
@@ -240,7 +240,7 @@ async fn incremental_a_refused_value_that_the_source_reverted_is_never_sent_late
 async fn incremental_a_refused_record_superseded_at_the_source_is_replaced_by_the_newer_one() {
     let w = World::new(vec![customer_at(1, 0.1, 100)]);
     let faulty = FaultyDestination::new(w.destination.clone());
-    let sync = Sync::builder("customers")
+    let sync = SyncJob::builder("customers")
         .source(incremental(&w))
         .destination(faulty.clone())
         .state(w.state.clone())
@@ -333,8 +333,8 @@ async fn named_sync(
     dest: &NamedDestination,
     state: &MemoryStateStore,
     o: SyncOptions,
-) -> Sync {
-    Sync::builder("people")
+) -> SyncJob {
+    SyncJob::builder("people")
         .source(source.clone())
         .destination(dest.clone())
         .state(state.clone())
@@ -448,7 +448,7 @@ async fn incremental_a_refused_row_stays_refused_across_a_schema_change() {
     let faulty = FaultyDestination::new(w.destination.clone());
     faulty.reject_key(key(1), "refused");
     let build = |transforms: Vec<Arc<dyn Transform>>| {
-        let mut b = Sync::builder("customers")
+        let mut b = SyncJob::builder("customers")
             .source(incremental(&w))
             .destination(faulty.clone())
             .state(w.state.clone())
@@ -542,7 +542,7 @@ fn sync_options_read_from_configuration_refuse_unknown_fields_and_round_trip() {
 #[tokio::test]
 async fn an_exactly_once_destination_brings_its_state_store_to_the_builder() {
     let w = World::exactly_once(customers(5));
-    let sync = Sync::builder("customers")
+    let sync = SyncJob::builder("customers")
         .source(w.source.clone())
         .destination(w.destination.clone())
         .options(opts())
@@ -552,6 +552,6 @@ async fn an_exactly_once_destination_brings_its_state_store_to_the_builder() {
     assert_eq!(sync.run().await.unwrap().counts.applied.insert, 5);
     assert_eq!(w.state.snapshot("customers").len(), 5, "the state went to the destination's store");
     // Without a state store and without an exactly-once destination, the builder names it.
-    let err = Sync::builder("s").source(w.source.clone()).destination(MemoryDestination::new()).build().await;
+    let err = SyncJob::builder("s").source(w.source.clone()).destination(MemoryDestination::new()).build().await;
     assert!(err.unwrap_err().to_string().contains("state"));
 }

@@ -118,7 +118,7 @@ async fn a_runner_that_cannot_renew_its_lease_sends_no_write_after_it_may_have_l
     let w = World::new(customers(100));
     let faulty = FaultyDestination::new(w.destination.clone());
     faulty.latency(Duration::from_secs(10));
-    let sync = Sync::builder("customers")
+    let sync = SyncJob::builder("customers")
         .source(w.source.clone())
         .destination(faulty.clone())
         .state(StuckRenewals(w.state.clone(), None))
@@ -150,7 +150,7 @@ async fn the_rate_limit_wait_reported_is_the_wall_time_paused_not_the_sum_over_w
 #[tokio::test(start_paused = true)]
 async fn the_lease_is_renewed_while_a_run_prepares_so_a_slow_start_still_writes() {
     let w = World::new(customers(30));
-    let sync = Sync::builder("customers")
+    let sync = SyncJob::builder("customers")
         .source(w.source.clone())
         .destination(w.destination.clone())
         // Preparing takes two lease lifetimes (a large snapshot loading).

@@ -74,7 +74,7 @@ async fn no_value_appears_in_logs_or_errors() {
         .fail_write(1)
         .rate_limit_write(2, Some(Duration::from_secs(1)));
     let state = MemoryStateStore::new();
-    let sync = Sync::builder("telemetry")
+    let sync = SyncJob::builder("telemetry")
         .source(source.clone())
         .destination(faulty.clone())
         .state(state.clone())
@@ -105,7 +105,7 @@ async fn no_value_appears_in_logs_or_errors() {
     errors.push(Key::from_encoded(SECRETS[0].as_bytes()).unwrap_err().to_string());
     errors.push(format!("{key:?} {key}"));
     errors.push(
-        Sync::builder("telemetry")
+        SyncJob::builder("telemetry")
             .source(MemorySource::new(schema(), vec![row(1)]))
             .destination(MemoryDestination::new())
             .state(MemoryStateStore::new())

@@ -20,8 +20,8 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use rse_core::{
-    DataType, Field, ReadRequest, Record, RecordBatch, RecordBatchStream, Schema, Source, SourceCapabilities,
-    SourceError, SourceRejection, Value,
+    DataType, Field, ReadRequest, Record, RowBatch, RowBatchStream, Schema, Source, SourceCapabilities, SourceError,
+    SourceRejection, Value,
 };
 
 use crate::common::{Keys, OrderCheck, retain_from_cursor};
@@ -209,7 +209,7 @@ impl<'a> Batcher<'a> {
             .collect();
         self.reported += rejected.len();
         (records.is_empty() && rejected.is_empty())
-            || self.sender.send(RecordBatch::new(self.schema.clone(), records).with_rejected(rejected))
+            || self.sender.send(RowBatch::new(self.schema.clone(), records).with_rejected(rejected))
     }
 }
 
@@ -524,7 +524,7 @@ impl Source for CsvSource {
         tokio::task::spawn_blocking(move || this.resolve().map(|(schema, _)| schema)).await.map_err(stopped)?
     }
 
-    async fn read(&self, request: ReadRequest) -> Result<RecordBatchStream<'_>, SourceError> {
+    async fn read(&self, request: ReadRequest) -> Result<RowBatchStream<'_>, SourceError> {
         self.options.check_request(&request, &self.name)?;
         // Resolve first so a missing file or column fails the call itself.
         self.schema().await?;
@@ -746,7 +746,7 @@ impl Source for JsonLinesSource {
         tokio::task::spawn_blocking(move || this.resolve()).await.map_err(stopped)?
     }
 
-    async fn read(&self, request: ReadRequest) -> Result<RecordBatchStream<'_>, SourceError> {
+    async fn read(&self, request: ReadRequest) -> Result<RowBatchStream<'_>, SourceError> {
         self.options.check_request(&request, &self.name)?;
         self.schema().await?;
         let this = self.clone();

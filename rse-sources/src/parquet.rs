@@ -45,7 +45,7 @@ use arrow_array::{Array, ArrayRef};
 use arrow_schema::{DataType as ArrowType, Field as ArrowField, TimeUnit};
 use async_trait::async_trait;
 use rse_core::{
-    DataType, Decimal, Field, ReadRequest, Record, RecordBatch, RecordBatchStream, Schema, Source, SourceCapabilities,
+    DataType, Decimal, Field, ReadRequest, Record, RowBatch, RowBatchStream, Schema, Source, SourceCapabilities,
     SourceError, Value,
 };
 
@@ -255,7 +255,7 @@ impl ParquetSource {
                 if let Some((index, value)) = &cursor_index {
                     retain_from_cursor(&mut records, *index, value);
                 }
-                if !records.is_empty() && !sender.send(RecordBatch::new(schema.clone(), records)) {
+                if !records.is_empty() && !sender.send(RowBatch::new(schema.clone(), records)) {
                     return Ok(());
                 }
             }
@@ -572,7 +572,7 @@ impl Source for ParquetSource {
         })?
     }
 
-    async fn read(&self, request: ReadRequest) -> Result<RecordBatchStream<'_>, SourceError> {
+    async fn read(&self, request: ReadRequest) -> Result<RowBatchStream<'_>, SourceError> {
         if request.order_by_key && !self.capabilities().ordered_by_key {
             return Err(SourceError::Unsupported(format!(
                 "`{}` is not declared sorted by key; read it without key order (the runner's hash diff does)",

@@ -55,7 +55,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use rse_core::{
-    DataType, Decimal, Field, ReadRequest, Record, RecordBatch, RecordBatchStream, Schema, Source, SourceCapabilities,
+    DataType, Decimal, Field, ReadRequest, Record, RowBatch, RowBatchStream, Schema, Source, SourceCapabilities,
     SourceError, Value,
 };
 use tokio::sync::mpsc;
@@ -402,7 +402,7 @@ impl PostgresSource {
         request: ReadRequest,
         schema: Arc<Schema>,
         kinds: Vec<Kind>,
-        tx: &mpsc::Sender<Result<RecordBatch, SourceError>>,
+        tx: &mpsc::Sender<Result<RowBatch, SourceError>>,
     ) -> Result<(), SourceError> {
         let (sql, param) = self.read_sql(&request, &schema, &kinds)?;
         let transaction = client
@@ -435,7 +435,7 @@ impl PostgresSource {
                     records.push(decode_row(row, &kinds, &schema)?);
                 }
                 drop(rows);
-                if tx.send(Ok(RecordBatch::new(schema.clone(), records))).await.is_err() {
+                if tx.send(Ok(RowBatch::new(schema.clone(), records))).await.is_err() {
                     return Ok(());
                 }
             }
@@ -741,7 +741,7 @@ impl Source for PostgresSource {
         Ok(self.describe(&client).await?.0)
     }
 
-    async fn read(&self, request: ReadRequest) -> Result<RecordBatchStream<'_>, SourceError> {
+    async fn read(&self, request: ReadRequest) -> Result<RowBatchStream<'_>, SourceError> {
         let client = self.connect().await?;
         let (schema, kinds) = self.describe(&client).await?;
         // Check the request before streaming, so a bad one fails the call itself.

@@ -31,7 +31,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use rse_core::time::{parse_date, parse_timestamp};
 use rse_core::{
-    DataType, Decimal, Field, ReadRequest, Record, RecordBatch, RecordBatchStream, Schema, Source, SourceCapabilities,
+    DataType, Decimal, Field, ReadRequest, Record, RowBatch, RowBatchStream, Schema, Source, SourceCapabilities,
     SourceError, Value,
 };
 use rusqlite::types::ValueRef;
@@ -238,7 +238,7 @@ impl Reader {
                     retain_from_cursor(&mut records, *index, cursor);
                 }
                 let batch = std::mem::replace(&mut records, Vec::with_capacity(batch_size));
-                if !batch.is_empty() && !sender.send(RecordBatch::new(schema.clone(), batch)) {
+                if !batch.is_empty() && !sender.send(RowBatch::new(schema.clone(), batch)) {
                     return Ok(());
                 }
             }
@@ -247,7 +247,7 @@ impl Reader {
             retain_from_cursor(&mut records, *index, cursor);
         }
         if !records.is_empty() {
-            sender.send(RecordBatch::new(schema, records));
+            sender.send(RowBatch::new(schema, records));
         }
         Ok(())
     }
@@ -377,7 +377,7 @@ impl Source for SqliteSource {
         })?
     }
 
-    async fn read(&self, request: ReadRequest) -> Result<RecordBatchStream<'_>, SourceError> {
+    async fn read(&self, request: ReadRequest) -> Result<RowBatchStream<'_>, SourceError> {
         let reader = self.reader();
         // Describe first so a missing table or column fails the call itself.
         let schema_reader = self.reader();

@@ -5,7 +5,7 @@
 )]
 
 use futures::StreamExt;
-use rse_core::{RecordBatch, RecordBatchStream, SourceError};
+use rse_core::{RowBatch, RowBatchStream, SourceError};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -14,12 +14,12 @@ use tokio::task::JoinHandle;
 pub(crate) const IN_FLIGHT: usize = 2;
 
 /// The sending side given to a producer.
-pub(crate) struct BatchSender(mpsc::Sender<Result<RecordBatch, SourceError>>);
+pub(crate) struct BatchSender(mpsc::Sender<Result<RowBatch, SourceError>>);
 
 impl BatchSender {
     /// Sends a batch, waiting while the channel is full. `false` when the reader has gone
     /// away, so the producer should stop.
-    pub(crate) fn send(&self, batch: RecordBatch) -> bool {
+    pub(crate) fn send(&self, batch: RowBatch) -> bool {
         self.0.blocking_send(Ok(batch)).is_ok()
     }
 }
@@ -30,7 +30,7 @@ impl BatchSender {
 ///
 /// # Errors
 /// [`SourceError::Other`] when called outside a Tokio runtime.
-pub(crate) fn blocking_stream<F>(what: String, produce: F) -> Result<RecordBatchStream<'static>, SourceError>
+pub(crate) fn blocking_stream<F>(what: String, produce: F) -> Result<RowBatchStream<'static>, SourceError>
 where
     F: FnOnce(&BatchSender) -> Result<(), SourceError> + Send + 'static,
 {
@@ -52,9 +52,9 @@ where
 /// The stream of a channel fed by `handle`'s task; reports the task's panic, if any.
 pub(crate) fn channel_stream(
     what: String,
-    rx: mpsc::Receiver<Result<RecordBatch, SourceError>>,
+    rx: mpsc::Receiver<Result<RowBatch, SourceError>>,
     handle: JoinHandle<()>,
-) -> RecordBatchStream<'static> {
+) -> RowBatchStream<'static> {
     futures::stream::unfold((rx, Some(handle), what), |(mut rx, handle, what)| async move {
         if let Some(item) = rx.recv().await {
             return Some((item, (rx, handle, what)));

@@ -256,7 +256,7 @@ async fn rejected_lines_reach_the_run_report() {
     let typed = vec![Field::new("id", DataType::Int), Field::new("amount", DataType::Int)];
     let source = CsvSource::new(&file.0).with_schema(typed).with_key(["id"]).with_on_malformed(OnMalformed::Reject);
     let destination = MemoryDestination::new();
-    let sync = rse_core::Sync::builder("csv-rejections")
+    let sync = rse_core::SyncJob::builder("csv-rejections")
         .source(source)
         .destination(destination.clone())
         .state(MemoryStateStore::new())

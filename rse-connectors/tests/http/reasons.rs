@@ -98,7 +98,7 @@ async fn a_run_reports_the_receivers_code_for_a_refused_record_not_the_value_it_
     rx.lock().refuse_name = Some(ECHOED.into());
     let schema = conformance_schema();
     let source = MemorySource::new(schema.clone(), vec![row(1, "a"), row(2, ECHOED), row(3, "c")]);
-    let sync = Sync::builder("reasons")
+    let sync = SyncJob::builder("reasons")
         .source(source)
         .destination(destination(&rx, BodyShape::ArrayPerBatch, false))
         .state(MemoryStateStore::new())

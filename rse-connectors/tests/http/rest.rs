@@ -56,7 +56,7 @@ async fn a_mirror_sync_keeps_a_plain_rest_api_equal_to_the_source() {
         HttpDestinationConfig::new(api.url()).with_name("crm").with_rest_resource("/customers/{id}"),
     )
     .unwrap();
-    let sync = Sync::builder("rest-mirror")
+    let sync = SyncJob::builder("rest-mirror")
         .source(source.clone())
         .destination(dest)
         .state(MemoryStateStore::new())
@@ -168,7 +168,7 @@ async fn a_url_template_naming_a_missing_field_is_refused_naming_it() {
         HttpDestinationConfig::new(api.url()).with_request(Op::Insert, HttpOpRequest::put("/customers/{customer_id}")),
     )
     .unwrap();
-    let built = Sync::builder("rest-misnamed")
+    let built = SyncJob::builder("rest-misnamed")
         .source(MemorySource::new(schema.clone(), vec![customer("x", "X", 1)]))
         .destination(dest)
         .state(MemoryStateStore::new())

@@ -29,7 +29,7 @@ pub async fn run_once(state: impl StateStore + 'static, sync_id: &str, rows: i64
     let records = (0..rows)
         .map(|i| Record::new(vec![Value::Int(i), Value::from("n"), Value::Float(i as f64), Value::Bool(true)]))
         .collect();
-    let sync = Sync::builder(sync_id)
+    let sync = SyncJob::builder(sync_id)
         .source(MemorySource::new(conformance_schema(), records))
         .destination(MemoryDestination::new())
         .state(state)

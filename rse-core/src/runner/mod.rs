@@ -26,9 +26,10 @@ use crate::source::Source;
 use crate::state::StateStore;
 use crate::transform::Transform;
 
-/// A sync: one model delivered to one destination, with its state.
+/// A sync: one model delivered to one destination, with its state. (Named `SyncJob` so
+/// that `use rse::*` does not shadow the standard library's `Sync` marker trait.)
 ///
-/// Built with [`Sync::builder`]; each [`run`](Sync::run) reads the source, diffs against
+/// Built with [`SyncJob::builder`]; each [`run`](SyncJob::run) reads the source, diffs against
 /// what the destination acknowledged, delivers the changes and commits state per
 /// acknowledged batch.
 ///
@@ -39,7 +40,7 @@ use crate::transform::Transform;
 /// let schema = Schema::new(vec![Field::required("id", DataType::Int), Field::new("score", DataType::Float)], &["id"])?;
 /// let source = MemorySource::new(schema.into_arc(), vec![Record::new(vec![1.into(), 0.8.into()])]);
 /// let destination = MemoryDestination::new();
-/// let sync = Sync::builder("scores")
+/// let sync = SyncJob::builder("scores")
 ///     .source(source)
 ///     .destination(destination.clone())
 ///     .state(MemoryStateStore::new())
@@ -51,7 +52,7 @@ use crate::transform::Transform;
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]
-pub struct Sync {
+pub struct SyncJob {
     inner: Arc<SyncInner>,
 }
 
@@ -71,9 +72,9 @@ struct SyncInner {
     progress: broadcast::Sender<ProgressEvent>,
 }
 
-impl std::fmt::Debug for Sync {
+impl std::fmt::Debug for SyncJob {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sync")
+        f.debug_struct("SyncJob")
             .field("id", &self.inner.id)
             .field("source", &self.inner.source.name())
             .field("destination", &self.inner.destination.name())
@@ -83,7 +84,7 @@ impl std::fmt::Debug for Sync {
     }
 }
 
-impl Sync {
+impl SyncJob {
     /// Starts building the sync `id`. The id names the sync's state: two syncs with the
     /// same id share (and fight over) one snapshot.
     pub fn builder(id: impl Into<String>) -> SyncBuilder {
@@ -140,13 +141,13 @@ impl Sync {
     /// sends again whatever was not committed, under the same idempotency keys.
     ///
     /// # Errors
-    /// As for [`run`](Sync::run).
+    /// As for [`run`](SyncJob::run).
     pub async fn run_with_cancel(&self, cancel: CancellationToken) -> Result<SyncReport, Error> {
         run::run(&self.inner, cancel).await
     }
 }
 
-/// Builds a [`Sync`]; [`build`](SyncBuilder::build) checks the whole configuration.
+/// Builds a [`SyncJob`]; [`build`](SyncBuilder::build) checks the whole configuration.
 #[must_use = "a builder does nothing until built"]
 pub struct SyncBuilder {
     id: String,
@@ -217,7 +218,7 @@ impl SyncBuilder {
     /// size, a delete fraction outside 0–1, the merge strategy on a source that cannot
     /// read in key order, or an exactly-once destination that commits into another state
     /// store than the sync's.
-    pub async fn build(self) -> Result<Sync, ConfigError> {
+    pub async fn build(self) -> Result<SyncJob, ConfigError> {
         let sync_id = self.id.clone();
         let missing = |part| ConfigError::Missing { sync_id: sync_id.clone(), part };
         let source = self.source.ok_or_else(|| missing("source"))?;
@@ -323,7 +324,7 @@ impl SyncBuilder {
         };
 
         let (progress, _) = broadcast::channel(1024);
-        Ok(Sync {
+        Ok(SyncJob {
             inner: Arc::new(SyncInner {
                 id: sync_id.into(),
                 source,

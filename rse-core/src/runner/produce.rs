@@ -22,7 +22,7 @@ use crate::diff::{DiffOutput, Differ, Planned};
 use crate::drift::{SchemaDrift, SchemaSummary};
 use crate::error::unix_secs;
 use crate::key::Key;
-use crate::record::RecordBatch;
+use crate::record::RowBatch;
 use crate::report::{Counts, FailureKind, ProgressEvent, RejectionSample, StageDurations};
 use crate::schema::Schema;
 use crate::source::ReadRequest;
@@ -222,7 +222,7 @@ impl<'a> Producer<'a> {
         self.out
     }
 
-    fn track_cursor(&mut self, batch: &RecordBatch) {
+    fn track_cursor(&mut self, batch: &RowBatch) {
         let Some(i) = self.inner.cursor_index else { return };
         for record in &batch.records {
             if let Some(v) = record.get(i).filter(|v| !v.is_null())
@@ -235,7 +235,7 @@ impl<'a> Producer<'a> {
 
     /// Runs the transform chain; returns the batch for the diff and the keys of records
     /// refused on the way (they count as present). `None` when a transform failed.
-    async fn transform(&mut self, mut batch: RecordBatch) -> Option<(RecordBatch, Vec<Key>)> {
+    async fn transform(&mut self, mut batch: RowBatch) -> Option<(RowBatch, Vec<Key>)> {
         let t = Instant::now();
         let mut seen = Vec::new();
         let mut rejections = Vec::new();
@@ -298,7 +298,7 @@ impl<'a> Producer<'a> {
 
     /// Notes which earlier rejections the read returned: for those the source's current
     /// record decides, and the refused record kept in the state is stale.
-    fn note_read_back(&mut self, batch: &RecordBatch, refused: &[Key]) {
+    fn note_read_back(&mut self, batch: &RowBatch, refused: &[Key]) {
         if self.prior.is_empty() {
             return;
         }

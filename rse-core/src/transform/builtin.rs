@@ -29,7 +29,7 @@ mod tests {
 
     use super::common::test_support::{TestResult, schema};
     use super::*;
-    use crate::record::{Record, RecordBatch};
+    use crate::record::{Record, RowBatch};
     use crate::schema::{Field, Schema};
     use crate::transform::{Transform, TransformOutput};
     use crate::value::{DataType, Decimal, Value};
@@ -112,7 +112,7 @@ mod tests {
             customer("7", "short-phone@example.com", "555", "1", true),
         ];
         let total = records.len();
-        let mut batch = RecordBatch::new(customers()?, records);
+        let mut batch = RowBatch::new(customers()?, records);
         let (mut rejected, mut filtered) = (Vec::new(), 0);
         for t in &chain {
             let TransformOutput { batch: next, rejected: r, filtered: f } = t.apply(batch).await?;
@@ -234,7 +234,7 @@ mod tests {
             let records: Vec<Record> = records.into_iter().map(Record::new).collect();
             for transform in every_transform() {
                 let output_schema = transform.output_schema(&input).map_err(|e| TestCaseError::fail(e.to_string()))?;
-                let batch = RecordBatch::new(Arc::clone(&input), records.clone());
+                let batch = RowBatch::new(Arc::clone(&input), records.clone());
                 let out = runtime.block_on(transform.apply(batch)).map_err(|e| TestCaseError::fail(e.to_string()))?;
                 prop_assert_eq!(out.batch.len() + out.rejected.len() + out.filtered, records.len(), "{}", transform.name());
                 prop_assert_eq!(&out.batch.schema, &output_schema);
@@ -244,7 +244,7 @@ mod tests {
                 for rejection in &out.rejected {
                     prop_assert!(records.contains(&rejection.record), "{}: a rejection carries its record as received", transform.name());
                 }
-                let again = RecordBatch::new(Arc::clone(&input), records.clone());
+                let again = RowBatch::new(Arc::clone(&input), records.clone());
                 let second = runtime.block_on(transform.apply(again)).map_err(|e| TestCaseError::fail(e.to_string()))?;
                 prop_assert_eq!(&second.batch.records, &out.batch.records, "{} is deterministic", transform.name());
             }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::error::TransformError;
-use crate::record::{Record, RecordBatch};
+use crate::record::{Record, RowBatch};
 use crate::schema::Schema;
 
 mod builtin;
@@ -24,7 +24,7 @@ pub struct Rejection {
 #[derive(Debug, Clone)]
 pub struct TransformOutput {
     /// The records that passed, under the transform's output schema.
-    pub batch: RecordBatch,
+    pub batch: RowBatch,
     /// The records refused, under the input schema.
     pub rejected: Vec<Rejection>,
     /// How many records were left out on purpose (a suppression or consent filter). A
@@ -34,7 +34,7 @@ pub struct TransformOutput {
 
 impl TransformOutput {
     /// Every record passed.
-    pub fn passed(batch: RecordBatch) -> Self {
+    pub fn passed(batch: RowBatch) -> Self {
         Self { batch, rejected: Vec::new(), filtered: 0 }
     }
 }
@@ -51,7 +51,7 @@ impl TransformOutput {
 /// - It is deterministic: the same input gives the same output, or fingerprints churn.
 ///
 /// # Example
-/// Built-ins chain on a sync; a closure covers the rest ([`FnTransform`](crate::transform::FnTransform)).
+/// Built-ins chain on a sync; a closure covers the rest ([`FnTransform`]).
 /// A transform plans against its input schema and refuses, by name, a field it lacks:
 /// ```
 /// # use rse_core::*;
@@ -81,7 +81,7 @@ pub trait Transform: Send + Sync {
     ///
     /// # Errors
     /// [`TransformError::Failed`] when the whole batch cannot be transformed.
-    async fn apply(&self, batch: RecordBatch) -> Result<TransformOutput, TransformError>;
+    async fn apply(&self, batch: RowBatch) -> Result<TransformOutput, TransformError>;
 
     /// Whether `apply`, on batches of `input`, leaves every record's key values as they were
     /// (renaming a key column is fine; casting, hashing or masking one is not).

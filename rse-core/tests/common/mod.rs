@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use rse_core::memory::{MemoryDestination, MemorySource, MemoryStateStore};
-use rse_core::{DataType, Destination, Field, Key, Mode, Record, Schema, Sync, SyncBuilder, SyncOptions, Value};
+use rse_core::{DataType, Destination, Field, Key, Mode, Record, Schema, SyncBuilder, SyncJob, SyncOptions, Value};
 
 /// id (int key), email, churn_score, updated_at (timestamp micros).
 pub fn customers_schema() -> Arc<Schema> {
@@ -74,17 +74,17 @@ impl World {
         }
     }
 
-    pub async fn sync(&self, mode: Mode, options: SyncOptions) -> Sync {
+    pub async fn sync(&self, mode: Mode, options: SyncOptions) -> SyncJob {
         self.builder(self.destination.clone(), options).mode(mode).build().await.unwrap()
     }
 
     /// An upsert sync of this world's source and state into `destination`.
-    pub async fn sync_to(&self, destination: impl Destination + 'static, options: SyncOptions) -> Sync {
+    pub async fn sync_to(&self, destination: impl Destination + 'static, options: SyncOptions) -> SyncJob {
         self.builder(destination, options).build().await.unwrap()
     }
 
     fn builder(&self, destination: impl Destination + 'static, options: SyncOptions) -> SyncBuilder {
-        Sync::builder("customers")
+        SyncJob::builder("customers")
             .source(self.source.clone())
             .destination(destination)
             .state(self.state.clone())

@@ -6,7 +6,7 @@ use tracing::warn;
 
 use super::Producer;
 use crate::drift::{SchemaDrift, SchemaDriftPolicy, SchemaSummary, reordered_to};
-use crate::record::{Record, RecordBatch};
+use crate::record::{Record, RowBatch};
 use crate::report::FailureKind;
 use crate::schema::Schema;
 use crate::value::Value;
@@ -89,7 +89,7 @@ impl Producer<'_> {
 
     /// Puts a transformed batch's values in the delivered column order, when the read only
     /// reordered the columns.
-    pub(super) fn reorder(&self, batch: RecordBatch) -> RecordBatch {
+    pub(super) fn reorder(&self, batch: RowBatch) -> RowBatch {
         let Some((schema, from)) = &self.reorder else { return batch };
         let records = batch
             .records
@@ -100,6 +100,6 @@ impl Producer<'_> {
                 Record::new(from.iter().map(|&i| take(i)).collect())
             })
             .collect();
-        RecordBatch::new(schema.clone(), records)
+        RowBatch::new(schema.clone(), records)
     }
 }

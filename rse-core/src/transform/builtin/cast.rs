@@ -10,7 +10,7 @@ use super::common::{
     type_mismatch,
 };
 use crate::error::TransformError;
-use crate::record::{Record, RecordBatch};
+use crate::record::{Record, RowBatch};
 use crate::schema::Schema;
 use crate::time::{MICROS_PER_DAY, format_date, format_timestamp, parse_date, parse_timestamp};
 use crate::transform::{Transform, TransformOutput};
@@ -56,12 +56,12 @@ const NAME: &str = "cast";
 /// - A timestamp converts to the date it falls on in UTC; a date to its midnight UTC.
 ///
 /// ```
-/// # use rse_core::{DataType, Field, Record, RecordBatch, Schema, Transform, Value};
+/// # use rse_core::{DataType, Field, Record, RowBatch, Schema, Transform, Value};
 /// # use rse_core::transform::Cast;
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let input = Schema::new(vec![Field::required("id", DataType::String), Field::new("age", DataType::String)], &["id"])?.into_arc();
 /// let cast = Cast::new("age", DataType::Int).with_cast("id", DataType::Int);
-/// let batch = RecordBatch::new(input, vec![Record::new(vec!["1".into(), "42".into()]), Record::new(vec!["2".into(), "n/a".into()])]);
+/// let batch = RowBatch::new(input, vec![Record::new(vec!["1".into(), "42".into()]), Record::new(vec!["2".into(), "n/a".into()])]);
 /// let out = cast.apply(batch).await?;
 /// assert_eq!(out.batch.records, vec![Record::new(vec![Value::Int(1), Value::Int(42)])]);
 /// assert_eq!(out.rejected[0].reason, "field `age`: cannot cast string to int");
@@ -145,7 +145,7 @@ impl Transform for Cast {
         Ok(self.plan(input)?.output)
     }
 
-    async fn apply(&self, batch: RecordBatch) -> Result<TransformOutput, TransformError> {
+    async fn apply(&self, batch: RowBatch) -> Result<TransformOutput, TransformError> {
         let planned = self.cache.get_or_build(&batch.schema, |s| self.plan(s))?;
         Ok(run_records(&planned, batch, |steps, record| cast_record(steps, record)))
     }
@@ -313,7 +313,7 @@ mod tests {
         let input = Schema::new(vec![Field::required("id", DataType::Int), Field::new("v", from)], &["id"])
             .map_err(|e| schema_error(NAME, &e))?
             .into_arc();
-        let out = Cast::new("v", to).apply(RecordBatch::new(input, vec![Record::new(vec![1.into(), value])])).await?;
+        let out = Cast::new("v", to).apply(RowBatch::new(input, vec![Record::new(vec![1.into(), value])])).await?;
         Ok(out.batch.records.into_iter().next().and_then(|r| r.values.into_iter().nth(1)))
     }
 
@@ -391,7 +391,7 @@ mod tests {
             let input = schema(vec![Field::required("id", T::Int), Field::new("secret", from.clone())], &["id"])?;
             let record = Record::new(vec![Value::Int(1), value]);
             let out = Cast::new("secret", to.clone())
-                .apply(RecordBatch::new(input, vec![record.clone(), Record::new(vec![Value::Int(2), Value::Null])]))
+                .apply(RowBatch::new(input, vec![record.clone(), Record::new(vec![Value::Int(2), Value::Null])]))
                 .await?;
             assert_eq!(out.batch.len(), 1, "{label}: the other record passes");
             assert_eq!(out.rejected.len(), 1, "{label}");
@@ -408,7 +408,7 @@ mod tests {
             schema(vec![Field::required("id", DataType::String), Field::new("age", DataType::String)], &["id"])?;
         let record = Record::new(vec!["7".into(), "old".into()]);
         let cast = Cast::fields([("id", DataType::Int), ("age", DataType::Int)]);
-        let out = cast.apply(RecordBatch::new(input, vec![record.clone()])).await?;
+        let out = cast.apply(RowBatch::new(input, vec![record.clone()])).await?;
         assert!(out.batch.is_empty());
         assert_eq!(out.rejected.first().map(|r| &r.record), Some(&record));
         assert_eq!(
@@ -422,7 +422,7 @@ mod tests {
     async fn a_value_of_the_wrong_type_is_rejected_naming_types_only() -> TestResult {
         let input = schema(vec![Field::required("id", DataType::Int), Field::new("age", DataType::String)], &["id"])?;
         let out = Cast::new("age", DataType::Int)
-            .apply(RecordBatch::new(input, vec![Record::new(vec![1.into(), Value::Float(41.5)])]))
+            .apply(RowBatch::new(input, vec![Record::new(vec![1.into(), Value::Float(41.5)])]))
             .await?;
         let reason = out.rejected.first().map(|r| r.reason.clone()).unwrap_or_default();
         assert!(reason.starts_with("field `age`: expected string, found float"), "{reason}");

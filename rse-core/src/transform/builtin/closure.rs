@@ -7,7 +7,7 @@ use async_trait::async_trait;
 
 use super::common::{PlanCache, Planned, config_error, width_mismatch};
 use crate::error::TransformError;
-use crate::record::{Record, RecordBatch};
+use crate::record::{Record, RowBatch};
 use crate::schema::Schema;
 use crate::transform::{Rejection, Transform, TransformOutput};
 
@@ -37,7 +37,7 @@ type SchemaFn = dyn Fn(&Schema) -> Result<Schema, String> + Send + Sync;
 /// runtime, so it must not block.
 ///
 /// ```
-/// # use rse_core::{DataType, Field, Record, RecordBatch, Schema, Transform, Value};
+/// # use rse_core::{DataType, Field, Record, RowBatch, Schema, Transform, Value};
 /// # use rse_core::transform::FnTransform;
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let input = Schema::new(vec![Field::required("id", DataType::Int), Field::new("name", DataType::String)], &["id"])?.into_arc();
@@ -56,7 +56,7 @@ type SchemaFn = dyn Fn(&Schema) -> Result<Schema, String> + Send + Sync;
 ///     }
 ///     Ok(Some(out))
 /// });
-/// let batch = RecordBatch::new(input, vec![Record::new(vec![1.into(), "ada".into()]), Record::new(vec![2.into(), "test-bot".into()])]);
+/// let batch = RowBatch::new(input, vec![Record::new(vec![1.into(), "ada".into()]), Record::new(vec![2.into(), "test-bot".into()])]);
 /// let out = tidy.apply(batch).await?;
 /// assert_eq!(out.batch.records, vec![Record::new(vec![1.into(), "ADA".into()])]);
 /// assert_eq!(out.filtered, 1);
@@ -151,7 +151,7 @@ impl Transform for FnTransform {
         Ok(self.plan(input)?.output)
     }
 
-    async fn apply(&self, batch: RecordBatch) -> Result<TransformOutput, TransformError> {
+    async fn apply(&self, batch: RowBatch) -> Result<TransformOutput, TransformError> {
         let planned = self.cache.get_or_build(&batch.schema, |s| self.plan(s))?;
         let input = batch.schema;
         let mut passed = Vec::with_capacity(batch.records.len());
@@ -174,7 +174,7 @@ impl Transform for FnTransform {
                 Err(reason) => rejected.push(Rejection { record, reason }),
             }
         }
-        Ok(TransformOutput { batch: RecordBatch::new(Arc::clone(&planned.output), passed), rejected, filtered })
+        Ok(TransformOutput { batch: RowBatch::new(Arc::clone(&planned.output), passed), rejected, filtered })
     }
 }
 
@@ -210,7 +210,7 @@ mod tests {
 
     #[tokio::test]
     async fn passes_filters_and_rejects_as_the_closure_says() -> TestResult {
-        let out = FnTransform::new("double", doubling).apply(RecordBatch::new(input()?, records())).await?;
+        let out = FnTransform::new("double", doubling).apply(RowBatch::new(input()?, records())).await?;
         assert_eq!(
             out.batch.records,
             vec![Record::new(vec![Value::Int(1), Value::Int(20)]), Record::new(vec![Value::Int(4), Value::Int(80)])]
@@ -236,7 +236,7 @@ mod tests {
             let fields = vec![Field::required("id", DataType::Int), Field::new("n", DataType::String)];
             Schema::new(fields, &s.key_names().collect::<Vec<_>>()).map_err(|e| e.to_string())
         });
-        let out = to_text.apply(RecordBatch::new(input()?, records())).await?;
+        let out = to_text.apply(RowBatch::new(input()?, records())).await?;
         assert_eq!(out.batch.schema.field(1), Some(&Field::new("n", DataType::String)));
         assert_eq!(out.batch.records.first(), Some(&Record::new(vec![Value::Int(1), "#10".into()])));
 
@@ -247,7 +247,7 @@ mod tests {
             out.values.push("#".into());
             Ok(Some(out))
         });
-        let out = undeclared.apply(RecordBatch::new(input()?, records())).await?;
+        let out = undeclared.apply(RowBatch::new(input()?, records())).await?;
         assert_eq!(out.rejected.len(), 4);
         let reason = out.rejected.first().map(|r| r.reason.as_str()).unwrap_or_default();
         assert_eq!(reason, "field `n`: the transform produced a string value, but the output schema declares int");
@@ -258,7 +258,7 @@ mod tests {
             out.values.push(Value::Null);
             Ok(Some(out))
         });
-        match wider.apply(RecordBatch::new(input()?, records())).await {
+        match wider.apply(RowBatch::new(input()?, records())).await {
             Err(TransformError::Failed { transform, message }) => {
                 assert_eq!(transform, "to_text");
                 assert!(message.contains("record of 3 values, but the output schema has 2 fields"), "{message}");

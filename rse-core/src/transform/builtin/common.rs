@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::error::{SchemaError, TransformError};
-use crate::record::{Record, RecordBatch};
+use crate::record::{Record, RowBatch};
 use crate::schema::{Field, Schema};
 use crate::transform::{Rejection, TransformOutput};
 use crate::value::{DataType, Value};
@@ -88,7 +88,7 @@ pub(crate) enum Outcome {
 /// `each` sees it, so `each` may rely on every field index of the plan being present.
 pub(crate) fn run_records<P>(
     planned: &Planned<P>,
-    batch: RecordBatch,
+    batch: RowBatch,
     mut each: impl FnMut(&P, Record) -> Outcome,
 ) -> TransformOutput {
     let width = batch.schema.len();
@@ -106,7 +106,7 @@ pub(crate) fn run_records<P>(
             Outcome::Reject(record, reason) => rejected.push(Rejection { record, reason }),
         }
     }
-    TransformOutput { batch: RecordBatch::new(Arc::clone(&planned.output), passed), rejected, filtered }
+    TransformOutput { batch: RowBatch::new(Arc::clone(&planned.output), passed), rejected, filtered }
 }
 
 /// The reason for a record whose number of values differs from its schema's fields.

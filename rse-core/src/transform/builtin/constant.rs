@@ -6,7 +6,7 @@ use async_trait::async_trait;
 
 use super::common::{Outcome, PlanCache, Planned, build_schema, config_error, key_names, run_records};
 use crate::error::TransformError;
-use crate::record::RecordBatch;
+use crate::record::RowBatch;
 use crate::schema::{Field, Schema};
 use crate::transform::{Transform, TransformOutput};
 use crate::value::{DataType, Value};
@@ -126,7 +126,7 @@ impl Transform for Constant {
         Ok(self.plan(input)?.output)
     }
 
-    async fn apply(&self, batch: RecordBatch) -> Result<TransformOutput, TransformError> {
+    async fn apply(&self, batch: RowBatch) -> Result<TransformOutput, TransformError> {
         let planned = self.cache.get_or_build(&batch.schema, |s| self.plan(s))?;
         Ok(run_records(&planned, batch, |(), mut record| {
             record.values.push(self.value.clone());
@@ -145,7 +145,7 @@ mod tests {
     async fn adds_the_value_to_every_record() -> TestResult {
         let input = schema(vec![Field::required("id", DataType::Int)], &["id"])?;
         let out = Constant::new("source", "warehouse")
-            .apply(RecordBatch::new(input, vec![Record::new(vec![1.into()]), Record::new(vec![2.into()])]))
+            .apply(RowBatch::new(input, vec![Record::new(vec![1.into()]), Record::new(vec![2.into()])]))
             .await?;
         assert_eq!(out.batch.schema.field_names(), "id, source");
         assert_eq!(

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 
 use super::common::{Outcome, PlanCache, Planned, config_error, field_at, run_records, schema_error, type_mismatch};
 use crate::error::TransformError;
-use crate::record::{Record, RecordBatch};
+use crate::record::{Record, RowBatch};
 use crate::schema::Schema;
 use crate::transform::{Transform, TransformOutput};
 use crate::value::{DataType, Value};
@@ -42,11 +42,11 @@ enum Rule {
 /// (bool for consent, string for suppression).
 ///
 /// ```
-/// # use rse_core::{DataType, Field, Record, RecordBatch, Schema, Transform};
+/// # use rse_core::{DataType, Field, Record, RowBatch, Schema, Transform};
 /// # use rse_core::transform::Filter;
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let input = Schema::new(vec![Field::required("email", DataType::String)], &["email"])?.into_arc();
-/// let batch = RecordBatch::new(input, vec![Record::new(vec!["a@example.com".into()]), Record::new(vec!["B@example.com ".into()])]);
+/// let batch = RowBatch::new(input, vec![Record::new(vec!["a@example.com".into()]), Record::new(vec!["B@example.com ".into()])]);
 /// let out = Filter::suppress("email", ["b@example.com"]).apply(batch).await?;
 /// assert_eq!(out.batch.len(), 1);
 /// assert_eq!(out.filtered, 1);
@@ -130,7 +130,7 @@ impl Transform for Filter {
         Ok(self.plan(input)?.output)
     }
 
-    async fn apply(&self, batch: RecordBatch) -> Result<TransformOutput, TransformError> {
+    async fn apply(&self, batch: RowBatch) -> Result<TransformOutput, TransformError> {
         let planned = self.cache.get_or_build(&batch.schema, |s| self.plan(s))?;
         Ok(run_records(&planned, batch, |&index, record| self.filter_record(index, record)))
     }
@@ -169,7 +169,7 @@ mod tests {
             record(3, Value::Null, Value::Null),
             record(4, Value::Null, "yes".into()),
         ];
-        let out = Filter::consent("opted_in").apply(RecordBatch::new(input()?, records)).await?;
+        let out = Filter::consent("opted_in").apply(RowBatch::new(input()?, records)).await?;
         assert_eq!(ids(&out), vec![Value::Int(1)]);
         assert_eq!(out.filtered, 2);
         assert_eq!(out.rejected.len(), 1);
@@ -189,7 +189,7 @@ mod tests {
             record(4, "c@example.com".into(), Value::Null),
         ];
         let filter = Filter::suppress("email", [" b@example.com", "C@EXAMPLE.COM"]);
-        let out = filter.apply(RecordBatch::new(input()?, records)).await?;
+        let out = filter.apply(RowBatch::new(input()?, records)).await?;
         assert_eq!(ids(&out), vec![Value::Int(1), Value::Int(3)]);
         assert_eq!(out.filtered, 2);
         assert!(out.rejected.is_empty());

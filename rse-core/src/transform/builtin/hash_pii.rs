@@ -9,7 +9,7 @@ use super::common::{
     Outcome, PlanCache, Planned, build_schema, config_error, field_at, hex, run_records, schema_error, type_mismatch,
 };
 use crate::error::TransformError;
-use crate::record::{Record, RecordBatch};
+use crate::record::{Record, RowBatch};
 use crate::schema::{Field, Schema};
 use crate::transform::{Transform, TransformOutput};
 use crate::value::{DataType, Value};
@@ -58,12 +58,12 @@ enum PiiKind {
 /// digits.
 ///
 /// ```
-/// # use rse_core::{DataType, Field, Record, RecordBatch, Schema, Transform, Value};
+/// # use rse_core::{DataType, Field, Record, RowBatch, Schema, Transform, Value};
 /// # use rse_core::transform::HashPii;
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let input = Schema::new(vec![Field::required("id", DataType::Int), Field::new("email", DataType::String)], &["id"])?.into_arc();
 /// let hash = HashPii::email("email").with_output_field("email_sha256");
-/// let batch = RecordBatch::new(input, vec![Record::new(vec![1.into(), "  Jane.Doe@Example.com ".into()])]);
+/// let batch = RowBatch::new(input, vec![Record::new(vec![1.into(), "  Jane.Doe@Example.com ".into()])]);
 /// let out = hash.apply(batch).await?;
 /// assert_eq!(out.batch.schema.field_names(), "id, email_sha256");
 /// // SHA-256 of "jane.doe@example.com".
@@ -372,7 +372,7 @@ impl Transform for HashPii {
         Ok(self.plan(input)?.output)
     }
 
-    async fn apply(&self, batch: RecordBatch) -> Result<TransformOutput, TransformError> {
+    async fn apply(&self, batch: RowBatch) -> Result<TransformOutput, TransformError> {
         let planned = self.cache.get_or_build(&batch.schema, |s| self.plan(s))?;
         Ok(run_records(&planned, batch, |plan, record| self.hash_record(plan, record)))
     }
@@ -392,7 +392,7 @@ mod tests {
     async fn run(hash: HashPii, values: Vec<Value>) -> Result<TransformOutput, Box<dyn std::error::Error>> {
         let input = schema(vec![Field::required("id", DataType::Int), Field::new("pii", DataType::String)], &["id"])?;
         let records = values.into_iter().zip(1..).map(|(v, id)| Record::new(vec![Value::Int(id), v])).collect();
-        Ok(hash.apply(RecordBatch::new(input, records)).await?)
+        Ok(hash.apply(RowBatch::new(input, records)).await?)
     }
 
     fn hashes(out: &TransformOutput) -> Vec<Value> {
@@ -450,8 +450,7 @@ mod tests {
     async fn int_phone_fields_are_hashed() -> TestResult {
         let input = schema(vec![Field::required("id", DataType::Int), Field::new("phone", DataType::Int)], &["id"])?;
         let hash = HashPii::phone("phone").with_default_country_code("1");
-        let out =
-            hash.apply(RecordBatch::new(input, vec![Record::new(vec![1.into(), 4_155_552_671_i64.into()])])).await?;
+        let out = hash.apply(RowBatch::new(input, vec![Record::new(vec![1.into(), 4_155_552_671_i64.into()])])).await?;
         assert_eq!(out.batch.schema.field(1), Some(&Field::new("phone", DataType::String)));
         assert_eq!(hashes(&out), vec![sha256("+14155552671")]);
         Ok(())
@@ -482,7 +481,7 @@ mod tests {
         let input =
             schema(vec![Field::required("id", DataType::Int), Field::required("name", DataType::String)], &["id"])?;
         let out =
-            HashPii::text("name").apply(RecordBatch::new(input, vec![Record::new(vec![1.into(), " ".into()])])).await?;
+            HashPii::text("name").apply(RowBatch::new(input, vec![Record::new(vec![1.into(), " ".into()])])).await?;
         let reason = out.rejected.first().map(|r| r.reason.as_str()).unwrap_or_default();
         assert_eq!(reason, "field `name`: is blank, but the field is not nullable");
         Ok(())

@@ -9,7 +9,7 @@ use super::common::{
     type_mismatch,
 };
 use crate::error::TransformError;
-use crate::record::{Record, RecordBatch};
+use crate::record::{Record, RowBatch};
 use crate::schema::Schema;
 use crate::transform::{Transform, TransformOutput};
 use crate::value::{DataType, Value};
@@ -36,11 +36,11 @@ const REDACTED: &str = "REDACTED";
 /// string, or a key column: masking a key would merge distinct records into one.
 ///
 /// ```
-/// # use rse_core::{DataType, Field, Record, RecordBatch, Schema, Transform};
+/// # use rse_core::{DataType, Field, Record, RowBatch, Schema, Transform};
 /// # use rse_core::transform::Mask;
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let input = Schema::new(vec![Field::required("id", DataType::Int), Field::new("card", DataType::String)], &["id"])?.into_arc();
-/// let batch = RecordBatch::new(input, vec![Record::new(vec![1.into(), "4111111111111111".into()])]);
+/// let batch = RowBatch::new(input, vec![Record::new(vec![1.into(), "4111111111111111".into()])]);
 /// let out = Mask::keep_last("card", 4).apply(batch).await?;
 /// assert_eq!(out.batch.records[0].values[1].as_str(), Some("************1111"));
 /// # Ok(()) }
@@ -171,7 +171,7 @@ impl Transform for Mask {
         Ok(self.plan(input)?.output)
     }
 
-    async fn apply(&self, batch: RecordBatch) -> Result<TransformOutput, TransformError> {
+    async fn apply(&self, batch: RowBatch) -> Result<TransformOutput, TransformError> {
         let planned = self.cache.get_or_build(&batch.schema, |s| self.plan(s))?;
         Ok(run_records(&planned, batch, |&index, record| self.mask_record(index, record)))
     }
@@ -187,7 +187,7 @@ mod tests {
         let input =
             schema(vec![Field::required("id", DataType::Int), Field::required("card", DataType::String)], &["id"])?;
         let records = values.into_iter().zip(1..).map(|(v, id)| Record::new(vec![Value::Int(id), v])).collect();
-        let out = mask.apply(RecordBatch::new(input, records)).await?;
+        let out = mask.apply(RowBatch::new(input, records)).await?;
         Ok(out.batch.records.into_iter().filter_map(|r| r.values.into_iter().nth(1)).collect())
     }
 

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 
 use super::common::{Outcome, PlanCache, Planned, build_schema, config_error, run_records, schema_error};
 use crate::error::TransformError;
-use crate::record::RecordBatch;
+use crate::record::RowBatch;
 use crate::schema::Schema;
 use crate::transform::{Transform, TransformOutput};
 
@@ -103,7 +103,7 @@ impl Transform for Rename {
         Ok(self.plan(input)?.output)
     }
 
-    async fn apply(&self, batch: RecordBatch) -> Result<TransformOutput, TransformError> {
+    async fn apply(&self, batch: RowBatch) -> Result<TransformOutput, TransformError> {
         let planned = self.cache.get_or_build(&batch.schema, |s| self.plan(s))?;
         // Values stay where they are; only the schema changes.
         Ok(run_records(&planned, batch, |(), record| Outcome::Keep(record)))
@@ -136,7 +136,7 @@ mod tests {
     #[tokio::test]
     async fn renames_fields_and_key_columns() -> TestResult {
         let rename = Rename::new([("email_address", "email")]).with_rename("id", "customer_id");
-        let batch = RecordBatch::new(input()?, vec![record(1, "a@example.com"), record(2, "b@example.com")]);
+        let batch = RowBatch::new(input()?, vec![record(1, "a@example.com"), record(2, "b@example.com")]);
         let out = rename.apply(batch).await?;
         assert_eq!(out.batch.schema.field_names(), "customer_id, email, plan");
         assert_eq!(out.batch.schema.key_names().collect::<Vec<_>>(), ["customer_id"]);

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 
 use super::common::{Outcome, PlanCache, Planned, build_schema, config_error, key_names, run_records, schema_error};
 use crate::error::TransformError;
-use crate::record::{Record, RecordBatch};
+use crate::record::{Record, RowBatch};
 use crate::schema::{Field, Schema};
 use crate::transform::{Transform, TransformOutput};
 use crate::value::Value;
@@ -79,7 +79,7 @@ impl Transform for Select {
         Ok(self.plan(input)?.output)
     }
 
-    async fn apply(&self, batch: RecordBatch) -> Result<TransformOutput, TransformError> {
+    async fn apply(&self, batch: RowBatch) -> Result<TransformOutput, TransformError> {
         let planned = self.cache.get_or_build(&batch.schema, |s| self.plan(s))?;
         Ok(run_records(&planned, batch, |indices, record| pick(indices, record)))
     }
@@ -152,7 +152,7 @@ impl Transform for DropFields {
         Ok(self.plan(input)?.output)
     }
 
-    async fn apply(&self, batch: RecordBatch) -> Result<TransformOutput, TransformError> {
+    async fn apply(&self, batch: RowBatch) -> Result<TransformOutput, TransformError> {
         let planned = self.cache.get_or_build(&batch.schema, |s| self.plan(s))?;
         Ok(run_records(&planned, batch, |indices, record| pick(indices, record)))
     }
@@ -212,7 +212,7 @@ mod tests {
 
     #[tokio::test]
     async fn select_keeps_the_named_fields_in_order() -> TestResult {
-        let out = Select::new(["email", "id"]).apply(RecordBatch::new(input()?, vec![record(1), record(2)])).await?;
+        let out = Select::new(["email", "id"]).apply(RowBatch::new(input()?, vec![record(1), record(2)])).await?;
         assert_eq!(out.batch.schema.field_names(), "email, id");
         assert_eq!(out.batch.schema.key_names().collect::<Vec<_>>(), ["id"]);
         assert_eq!(
@@ -227,7 +227,7 @@ mod tests {
 
     #[tokio::test]
     async fn drop_removes_the_named_fields() -> TestResult {
-        let out = DropFields::new(["ssn"]).apply(RecordBatch::new(input()?, vec![record(1)])).await?;
+        let out = DropFields::new(["ssn"]).apply(RowBatch::new(input()?, vec![record(1)])).await?;
         assert_eq!(out.batch.schema.field_names(), "id, email");
         assert_eq!(out.batch.records, vec![Record::new(vec![Value::Int(1), "1@example.com".into()])]);
         Ok(())
@@ -256,7 +256,7 @@ mod tests {
     #[tokio::test]
     async fn a_record_of_the_wrong_width_is_rejected() -> TestResult {
         let short = Record::new(vec![Value::Int(3)]);
-        let out = Select::new(["id"]).apply(RecordBatch::new(input()?, vec![record(1), short.clone()])).await?;
+        let out = Select::new(["id"]).apply(RowBatch::new(input()?, vec![record(1), short.clone()])).await?;
         assert_eq!(out.batch.len(), 1);
         assert_eq!(out.rejected.len(), 1);
         assert_eq!(out.rejected.first().map(|r| &r.record), Some(&short));

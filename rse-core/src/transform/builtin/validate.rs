@@ -7,7 +7,7 @@ use regex::Regex;
 
 use super::common::{Outcome, PlanCache, Planned, config_error, field_at, run_records, schema_error, type_mismatch};
 use crate::error::TransformError;
-use crate::record::{Record, RecordBatch};
+use crate::record::{Record, RowBatch};
 use crate::schema::Schema;
 use crate::transform::{Transform, TransformOutput};
 use crate::value::{DataType, Decimal, Value, canonical_f64};
@@ -83,7 +83,7 @@ enum CheckKind {
 /// no values or with values the field's type does not accept.
 ///
 /// ```
-/// # use rse_core::{DataType, Field, Record, RecordBatch, Schema, Transform, Value};
+/// # use rse_core::{DataType, Field, Record, RowBatch, Schema, Transform, Value};
 /// # use rse_core::transform::Validate;
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let input = Schema::new(
@@ -92,7 +92,7 @@ enum CheckKind {
 /// )?
 /// .into_arc();
 /// let validate = Validate::new().required("email").pattern("email", "^[^@]+@[^@]+$").range("age", 0, 130);
-/// let batch = RecordBatch::new(input, vec![
+/// let batch = RowBatch::new(input, vec![
 ///     Record::new(vec![1.into(), "a@example.com".into(), 34.into()]),
 ///     Record::new(vec![2.into(), "nope".into(), Value::Int(-1)]),
 /// ]);
@@ -331,7 +331,7 @@ impl Transform for Validate {
         Ok(self.plan(input)?.output)
     }
 
-    async fn apply(&self, batch: RecordBatch) -> Result<TransformOutput, TransformError> {
+    async fn apply(&self, batch: RowBatch) -> Result<TransformOutput, TransformError> {
         let planned = self.cache.get_or_build(&batch.schema, |s| self.plan(s))?;
         Ok(run_records(&planned, batch, |checks, record| validate_record(checks, record)))
     }
@@ -362,7 +362,7 @@ mod tests {
 
     /// The rejection reason for a record, or `None` when it passes.
     async fn reason_for(validate: &Validate, record: Record) -> Result<Option<String>, Box<dyn std::error::Error>> {
-        let out = validate.apply(RecordBatch::new(input()?, vec![record])).await?;
+        let out = validate.apply(RowBatch::new(input()?, vec![record])).await?;
         assert_eq!(out.batch.len() + out.rejected.len(), 1);
         Ok(out.rejected.into_iter().next().map(|r| r.reason))
     }
