@@ -206,21 +206,13 @@ impl Deliverer {
                     result.bytes += change.estimated_size() as u64;
                     result.recovered += u64::from(self.prior.contains(&change.key));
                 }
-                Final::Rejected { reason } => {
+                Final::Rejected { reason } | Final::Superseded { reason } => {
                     rejected += 1;
-                    result.rejected.add(change.op, 1);
-                    if result.samples.len() < self.options.rejection_sample {
-                        result.samples.push(RejectionSample {
-                            key: change.key.redacted(),
-                            stage: RejectionStage::Destination,
-                            op: Some(change.op),
-                            reason: reason.clone(),
-                        });
+                    if matches!(done.outcome, Final::Superseded { .. }) {
+                        result.superseded += 1;
+                    } else {
+                        result.rejected.add(change.op, 1);
                     }
-                }
-                Final::Superseded { reason } => {
-                    rejected += 1;
-                    result.superseded += 1;
                     if result.samples.len() < self.options.rejection_sample {
                         result.samples.push(RejectionSample {
                             key: change.key.redacted(),
