@@ -163,3 +163,43 @@ async fn the_lease_is_renewed_while_a_run_prepares_so_a_slow_start_still_writes(
     assert_eq!(report.status, RunStatus::Succeeded, "{report}");
     assert_eq!(w.destination.records().len(), 30);
 }
+
+/// A source whose read never sends a batch (a query stuck on a dead connection).
+struct HungSource(std::sync::Arc<Schema>);
+
+#[async_trait]
+impl Source for HungSource {
+    fn name(&self) -> &str {
+        "hung"
+    }
+    fn capabilities(&self) -> SourceCapabilities {
+        SourceCapabilities::default()
+    }
+    async fn schema(&self) -> Result<std::sync::Arc<Schema>, SourceError> {
+        Ok(self.0.clone())
+    }
+    async fn read(&self, _request: ReadRequest) -> Result<RowBatchStream<'_>, SourceError> {
+        Ok(Box::pin(futures::stream::pending()))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_source_that_never_answers_ends_the_run_in_bounded_time_without_deletes() {
+    let w = World::new(customers(5));
+    w.sync(Mode::Mirror, opts()).await.run().await.unwrap();
+    let sync = SyncJob::builder("customers")
+        .source(HungSource(customers_schema()))
+        .destination(w.destination.clone())
+        .state(w.state.clone())
+        .mode(Mode::Mirror)
+        .options(opts().with_read_timeout(Duration::from_secs(30)).with_max_deletes(None))
+        .build()
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let report = sync.run().await.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(600));
+    let RunStatus::Failed { reason, kind: FailureKind::Source } = &report.status else { panic!("{report}") };
+    assert!(reason.contains("read timeout"), "{reason}");
+    assert_eq!(w.destination.records().len(), 5, "nothing deleted");
+}

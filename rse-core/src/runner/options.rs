@@ -176,6 +176,12 @@ pub struct SyncOptions {
     /// a hung socket cannot stall a run while its lease keeps renewing.
     #[serde(with = "crate::config::duration")]
     pub write_timeout: Duration,
+    /// The longest the source may take to send its next batch (a query's first page
+    /// included; default 30 minutes, for a warehouse sorting a large model). A source that
+    /// has not answered by then ends the run, with nothing deleted, rather than letting a
+    /// hung socket hold the lease forever.
+    #[serde(with = "crate::config::duration")]
+    pub read_timeout: Duration,
 }
 
 /// The default delete guard: at most half of the keys a sync delivered in one run, once a
@@ -206,6 +212,7 @@ impl Default for SyncOptions {
             schema_drift: SchemaDriftPolicy::Fail,
             max_rate_limit_wait: Duration::from_secs(300),
             write_timeout: Duration::from_secs(120),
+            read_timeout: Duration::from_secs(1_800),
         }
     }
 }
@@ -272,4 +279,6 @@ with! {
     with_max_rate_limit_wait: max_rate_limit_wait: Duration,
     /// Sets [`write_timeout`](Self::write_timeout).
     with_write_timeout: write_timeout: Duration,
+    /// Sets [`read_timeout`](Self::read_timeout).
+    with_read_timeout: read_timeout: Duration,
 }

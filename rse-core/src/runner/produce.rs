@@ -148,7 +148,22 @@ impl<'a> Producer<'a> {
                     self.flush(&tx).await;
                     continue;
                 }
-                next = stream.next() => next,
+                next = tokio::time::timeout(options.read_timeout, stream.next()) => match next {
+                    Ok(next) => next,
+                    Err(_) => {
+                        warn!(source = inner.source.name(), "The source sent no batch within the read timeout.");
+                        self.fail(
+                            FailureKind::Source,
+                            format!(
+                                "source `{}` sent no batch within the read timeout of {:?}; the run stopped \
+                                 without deletes (raise SyncOptions::read_timeout for a slow model)",
+                                inner.source.name(),
+                                options.read_timeout
+                            ),
+                        );
+                        break;
+                    }
+                },
             };
             self.out.stages.read += t.elapsed();
             let batch = match next {

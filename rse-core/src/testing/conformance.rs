@@ -342,6 +342,50 @@ pub async fn check_transactional_state(
     Ok(())
 }
 
+/// Scans follow the key byte order over keys of every kind: negative and huge integers,
+/// strings with NULs and astral characters, floats, composites, a null.
+async fn check_mixed_key_order(store: &dyn StateStore, ttl: Duration) -> Result<(), ConformanceError> {
+    let sync_id = unique_id("conformance_mixed");
+    let lease = store.acquire_lease(&sync_id, "runner-a", ttl).await.map_err(fail("lease of the mixed-key sync"))?;
+    let mut keys: Vec<Key> = Vec::new();
+    for i in [-1_000_000i64, -1, 0, 1, 255, 256, 1 << 40, i64::MIN, i64::MAX] {
+        keys.push(Key::from_values(&[Value::Int(i)]));
+        keys.push(Key::from_values(&[Value::from("a"), Value::Int(i)]));
+    }
+    for s in ["", "a", "a\u{0}", "a\u{0}b", "ab", "b", "é", "Z", "\u{10FFFF}"] {
+        keys.push(Key::from_values(&[Value::from(s)]));
+        keys.push(Key::from_values(&[Value::from(s), Value::from(s)]));
+    }
+    for f in [-1.5f64, -0.0, 0.5, 1e300, f64::NEG_INFINITY] {
+        keys.push(Key::from_values(&[Value::Float(f)]));
+    }
+    keys.push(Key::from_values(&[Value::Null]));
+    keys.sort();
+    keys.dedup();
+    let entries: Vec<SnapshotEntry> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| SnapshotEntry { key: k.clone(), fingerprint: fp(i as u128), version: 1, pending: None })
+        .collect();
+    let mut shuffled = entries.clone();
+    fastrand::shuffle(&mut shuffled);
+    let commit = StateCommit { applied: shuffled, ..StateCommit::default() };
+    store.commit(&lease, commit).await.map_err(fail("commit of mixed keys"))?;
+    let scanned = store.scan(&sync_id, None, 10_000).await.map_err(fail("scan of mixed keys"))?;
+    ensure!(scanned == entries, "a scan of mixed keys is not in key byte order (or lost entries)");
+    let mut walked = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.scan(&sync_id, after.as_ref(), 4).await.map_err(fail("paged scan of mixed keys"))?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.key.clone());
+        walked.extend(page);
+    }
+    ensure!(walked == entries, "pages of 4 of mixed keys skip, repeat or reorder entries");
+    store.release_lease(&lease).await.map_err(fail("release_lease"))?;
+    Ok(())
+}
+
 fn fp(n: u128) -> Option<Fingerprint> {
     Some(Fingerprint(n))
 }
@@ -411,6 +455,7 @@ pub async fn check_state_store(store: &dyn StateStore) -> Result<(), Conformance
     }
     let lease = store.renew_lease(&lease, ttl).await.map_err(fail("renew_lease"))?;
     let other_lease = store.acquire_lease(&other_sync, "runner-a", ttl).await.map_err(fail("lease of another sync"))?;
+    check_mixed_key_order(store, ttl).await?;
 
     // Commits and ordered scans.
     let ids = [5i64, -3, 42, 0, 17, 1_000_000, -77, 8];
