@@ -41,7 +41,9 @@ use async_nats::jetstream::ErrorCode;
 use async_nats::jetstream::context::{Context, PublishError, PublishErrorKind};
 use async_trait::async_trait;
 use bytes::Bytes;
-use rse_core::{ChangeBatch, ChangeOutcome, Destination, DestinationCapabilities, DestinationError, Op, WriteOutcome};
+use rse_core::{
+    ChangeBatch, ChangeOutcome, Destination, DestinationCapabilities, DestinationError, Op, WriteOutcome, WriteOutcomes,
+};
 use serde_json::Value as Json;
 
 use super::encode::{fill_template, key_object, parse_template, record_object};
@@ -300,11 +302,11 @@ impl Destination for NatsDestination {
         // when publishing, and that refusal is mapped to the change as well.
         let max_payload = self.client.server_info().max_payload;
         let sync_id = subject_token(&batch.sync_id);
-        let mut outcomes: Vec<Option<ChangeOutcome>> = vec![None; batch.changes.len()];
+        let mut outcomes = WriteOutcomes::new(batch.changes.len());
         let mut pending = Vec::with_capacity(batch.changes.len());
         for (i, change) in batch.changes.iter().enumerate() {
             let Ok(key_values) = change.key.decode() else {
-                outcomes[i] = Some(ChangeOutcome::rejected("key could not be decoded"));
+                outcomes.rejected(i, "key could not be decoded");
                 continue;
             };
             let subject = fill_template(&template, &sync_id, &key_values, subject_token);
@@ -317,12 +319,12 @@ impl Destination for NatsDestination {
                 (Some(record), _) => match serde_json::to_vec(&record_object(&batch.schema, &record.values)) {
                     Ok(body) => Bytes::from(body),
                     Err(_) => {
-                        outcomes[i] = Some(ChangeOutcome::rejected("record could not be encoded as JSON"));
+                        outcomes.rejected(i, "record could not be encoded as JSON");
                         continue;
                     }
                 },
                 (None, op) => {
-                    outcomes[i] = Some(ChangeOutcome::rejected(format!("{op} without a record")));
+                    outcomes.rejected(i, format!("{op} without a record"));
                     continue;
                 }
             };
@@ -330,13 +332,13 @@ impl Destination for NatsDestination {
             // The server would close the connection on a message over its limit; the client
             // refuses it before sending. Either way it is this change's refusal, not the batch's.
             if max_payload > 0 && size > max_payload {
-                outcomes[i] = Some(over_max_payload(size, max_payload));
+                outcomes.set(i, over_max_payload(size, max_payload));
                 continue;
             }
             match self.jetstream.publish_with_headers(subject, headers.map, payload).await {
                 Ok(ack) => pending.push((i, size, ack)),
                 Err(e) if e.kind() == PublishErrorKind::MaxPayloadExceeded => {
-                    outcomes[i] = Some(over_max_payload(size, self.client.max_payload()));
+                    outcomes.set(i, over_max_payload(size, self.client.max_payload()));
                 }
                 Err(e) => return Err(self.publish_error(e.kind())),
             }
@@ -347,18 +349,19 @@ impl Destination for NatsDestination {
                 .await;
         for (i, size, ack) in acks {
             match ack {
-                Ok(_) => outcomes[i] = Some(ChangeOutcome::Applied),
+                Ok(_) => outcomes.applied(i),
                 Err(e) if e.kind() == PublishErrorKind::MaxPayloadExceeded => {
-                    outcomes[i] = Some(over_max_payload(size, self.client.max_payload()));
+                    outcomes.set(i, over_max_payload(size, self.client.max_payload()));
                 }
                 Err(e) => match refused_for_size(&e, size) {
-                    Some(rejected) => outcomes[i] = Some(rejected),
+                    Some(rejected) => outcomes.set(i, rejected),
                     // Re-publishing the whole batch is safe: acknowledged messages are
                     // dropped as duplicates by their Nats-Msg-Id.
                     None => return Err(self.publish_error(e.kind())),
                 },
             }
         }
-        Ok(WriteOutcome { outcomes: outcomes.into_iter().map(|o| o.unwrap_or(ChangeOutcome::Applied)).collect() })
+        // Each change was refused above or answered by the stream, one by one.
+        outcomes.finish(&self.name)
     }
 }

@@ -74,7 +74,8 @@ use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{ErrorKind, RedisError, RetryMethod};
 use rse_core::{
-    ChangeBatch, ChangeOutcome, Destination, DestinationCapabilities, DestinationError, Op, Schema, Value, WriteOutcome,
+    ChangeBatch, ChangeOutcome, Destination, DestinationCapabilities, DestinationError, Op, Schema, Value,
+    WriteOutcome, WriteOutcomes,
 };
 use serde_json::Value as Json;
 
@@ -488,7 +489,7 @@ impl Destination for RedisDestination {
             return Ok(WriteOutcome::default());
         }
         let template = self.template(&batch.schema)?;
-        let mut outcomes: Vec<Option<ChangeOutcome>> = vec![None; batch.changes.len()];
+        let mut outcomes = WriteOutcomes::new(batch.changes.len());
         let mut pipe = redis::pipe();
         if self.options.atomic {
             pipe.atomic();
@@ -504,7 +505,7 @@ impl Destination for RedisDestination {
         let ttl = self.options.ttl.map_or(0, |t| t.as_secs().max(1));
         for (i, change) in batch.changes.iter().enumerate() {
             let Ok(key_values) = change.key.decode() else {
-                outcomes[i] = Some(ChangeOutcome::rejected("key could not be decoded"));
+                outcomes.rejected(i, "key could not be decoded");
                 continue;
             };
             let key = template.key(&batch.sync_id, &key_values);
@@ -530,30 +531,35 @@ impl Destination for RedisDestination {
                     }
                     owners.push(i);
                 }
-                (op, None) => outcomes[i] = Some(ChangeOutcome::rejected(format!("{op} without a record"))),
+                (op, None) => outcomes.rejected(i, format!("{op} without a record")),
             }
         }
         if owners.is_empty() {
-            return Ok(WriteOutcome {
-                outcomes: outcomes.into_iter().map(|o| o.unwrap_or(ChangeOutcome::Applied)).collect(),
-            });
+            // Every change was refused above; nothing to send.
+            return outcomes.finish(&self.name);
         }
         let mut conn = self.connection.clone();
         if self.options.atomic {
             pipe.query_async::<()>(&mut conn).await.map_err(|e| classify(&self.name, "MULTI/EXEC of the batch", &e))?;
+            // `EXEC` answered: the whole transaction, every command sent, is applied.
+            outcomes.rest_applied();
         } else {
             let results: Vec<redis::RedisResult<redis::Value>> =
                 pipe.query_async(&mut conn).await.map_err(|e| classify(&self.name, "pipeline of the batch", &e))?;
+            // One result per command sent, each standing for its change alone; a change
+            // without a result stays unset and fails the write rather than pass as applied.
             for (owner, result) in owners.iter().zip(results) {
-                if let Err(e) = result
-                    && outcomes[*owner].is_none()
-                {
-                    let retryable = !matches!(e.retry_method(), RetryMethod::NoRetry);
-                    let reason = format!("{:?}{}", e.kind(), e.code().map(|c| format!(" ({c})")).unwrap_or_default());
-                    outcomes[*owner] = Some(ChangeOutcome::Rejected { reason, retryable });
+                match result {
+                    Ok(_) => outcomes.applied(*owner),
+                    Err(e) => {
+                        let retryable = !matches!(e.retry_method(), RetryMethod::NoRetry);
+                        let reason =
+                            format!("{:?}{}", e.kind(), e.code().map(|c| format!(" ({c})")).unwrap_or_default());
+                        outcomes.set(*owner, ChangeOutcome::Rejected { reason, retryable });
+                    }
                 }
             }
         }
-        Ok(WriteOutcome { outcomes: outcomes.into_iter().map(|o| o.unwrap_or(ChangeOutcome::Applied)).collect() })
+        outcomes.finish(&self.name)
     }
 }

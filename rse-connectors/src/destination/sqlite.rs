@@ -44,8 +44,8 @@ use async_trait::async_trait;
 use rse_core::time::{format_date, format_timestamp_micros as format_timestamp};
 use rse_core::value::canonical_json;
 use rse_core::{
-    ChangeBatch, ChangeOutcome, DataType, Destination, DestinationCapabilities, DestinationError, Op, Schema, Value,
-    WriteOutcome,
+    ChangeBatch, DataType, Destination, DestinationCapabilities, DestinationError, Op, Schema, Value, WriteOutcome,
+    WriteOutcomes,
 };
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, DropBehavior, ErrorCode, TransactionBehavior, params_from_iter};
@@ -544,11 +544,11 @@ fn apply(
         .conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(|e| inner.classify("starting the transaction", e))?;
-    let mut outcomes = Vec::with_capacity(rows.len());
-    for row in rows {
+    let mut outcomes = WriteOutcomes::new(rows.len());
+    for (i, row) in rows.into_iter().enumerate() {
         let (sql, values) = match row {
             Row::Refused(reason) => {
-                outcomes.push(ChangeOutcome::rejected(reason));
+                outcomes.rejected(i, reason);
                 continue;
             }
             Row::Upsert(v) => (&statements.upsert, v),
@@ -564,21 +564,22 @@ fn apply(
             }
         });
         match done {
+            // Applied once the transaction commits below; nothing is answered before that.
             Ok(_) => {
                 sp.commit().map_err(|e| inner.classify("releasing a savepoint", e))?;
-                outcomes.push(ChangeOutcome::Applied);
+                outcomes.applied(i);
             }
             Err(Failure::Row(reason)) => {
                 sp.set_drop_behavior(DropBehavior::Rollback);
                 sp.finish().map_err(|e| inner.classify("rolling back a refused change", e))?;
-                outcomes.push(ChangeOutcome::rejected(format!("table {}: {reason}", quote(&inner.options.table))));
+                outcomes.rejected(i, format!("table {}: {reason}", quote(&inner.options.table)));
             }
             // Dropping the savepoint and the transaction rolls the whole batch back.
             Err(Failure::Batch(e)) => return Err(e),
         }
     }
     tx.commit().map_err(|e| inner.classify("committing", e))?;
-    Ok(WriteOutcome { outcomes })
+    outcomes.finish(&inner.name)
 }
 
 #[async_trait]

@@ -105,8 +105,8 @@ use async_trait::async_trait;
 use reqwest::Url;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use rse_core::{
-    Change, ChangeBatch, ChangeOutcome, Destination, DestinationCapabilities, DestinationError, Op, Schema,
-    WriteOutcome,
+    Change, ChangeBatch, Destination, DestinationCapabilities, DestinationError, Op, Schema, WriteOutcome,
+    WriteOutcomes,
 };
 
 pub use config::{BodyShape, HttpBody, HttpDestinationConfig, HttpOpRequest, HttpTimeouts, RecordErrors};
@@ -115,7 +115,7 @@ pub use request::sign;
 use request::{Slot, UrlTemplate, batch_idempotency_key, change_object};
 pub use reqwest::Method;
 pub use response::parse_retry_after;
-use response::{Reading, Sent, origin};
+use response::{Answer, Reading, Sent, origin};
 
 use crate::destination::Secret;
 
@@ -334,7 +334,7 @@ impl HttpDestination {
         body: Option<Vec<u8>>,
         idempotency_key: String,
         sent: &Sent<'_>,
-    ) -> Result<Vec<ChangeOutcome>, DestinationError> {
+    ) -> Result<Answer, DestinationError> {
         let mut request = self
             .client
             .request(plan.method.clone(), sent.url.clone())
@@ -411,15 +411,16 @@ impl Destination for HttpDestination {
         // A template naming a field the schema lacks fails before anything is sent.
         let slots = self.bind(&batch.schema)?;
         // A change the configuration cannot express is rejected; the others still go.
-        let mut outcomes: Vec<Option<ChangeOutcome>> = vec![None; batch.changes.len()];
+        let mut outcomes = WriteOutcomes::new(batch.changes.len());
         // Array requests, by group: the plan and the (position, object) of each change.
         let mut arrays: Vec<(&Plan, Vec<(usize, serde_json::Value)>)> = Vec::new();
         for (i, change) in batch.changes.iter().enumerate() {
             let slot = op_slot(change.op);
             let Some(plan) = &self.plans[slot] else {
-                outcomes[i] = Some(ChangeOutcome::rejected(
+                outcomes.rejected(
+                    i,
                     "deletes need the envelope (`with_envelope(true)`) or a request of their own (`with_request(Op::Delete, …)`)",
-                ));
+                );
                 continue;
             };
             if plan.per_change() {
@@ -428,9 +429,9 @@ impl Destination for HttpDestination {
                         let delete_by_url = change.op == Op::Delete && plan.template.is_some();
                         let sent = Sent { url: &url, changes: 1, delete_by_url };
                         let answer = self.send(plan, body, change.idempotency_key.to_string(), &sent).await?;
-                        outcomes[i] = answer.into_iter().next();
+                        record(&mut outcomes, &[i], answer);
                     }
-                    Err(reason) => outcomes[i] = Some(ChangeOutcome::rejected(reason)),
+                    Err(reason) => outcomes.rejected(i, reason),
                 }
                 continue;
             }
@@ -442,7 +443,7 @@ impl Destination for HttpDestination {
                         None => arrays.push((plan, vec![(i, object)])),
                     }
                 }
-                Err(reason) => outcomes[i] = Some(ChangeOutcome::rejected(reason)),
+                Err(reason) => outcomes.rejected(i, reason),
             }
         }
         for (plan, members) in arrays {
@@ -451,22 +452,37 @@ impl Destination for HttpDestination {
             let body = serde_json::to_vec(&objects)
                 .map_err(|e| config_error(format!("{}: encoding JSON: {e}", self.config.name)))?;
             let sent = Sent { url: &plan.url, changes: members.len(), delete_by_url: false };
-            let answers = self.send(plan, Some(body), key, &sent).await?;
-            for ((i, _), outcome) in members.iter().zip(answers) {
-                outcomes[*i] = Some(outcome);
+            let answer = self.send(plan, Some(body), key, &sent).await?;
+            let positions: Vec<usize> = members.iter().map(|(i, _)| *i).collect();
+            record(&mut outcomes, &positions, answer);
+        }
+        outcomes.finish(&self.config.name)
+    }
+}
+
+/// Sets the outcomes of the changes one request carried (`positions`: theirs in the batch,
+/// in the request's order) from the receiver's answer.
+fn record(outcomes: &mut WriteOutcomes, positions: &[usize], answer: Answer) {
+    match answer {
+        Answer::Refused(reason) => {
+            for &i in positions {
+                outcomes.rejected(i, reason.clone());
             }
         }
-        // Every change got an answer above; should one not, it is not counted as applied.
-        let outcomes = outcomes
-            .into_iter()
-            .map(|o| {
-                o.unwrap_or_else(|| ChangeOutcome::Rejected {
-                    reason: "the receiver's answer covered no outcome for this change".to_owned(),
-                    retryable: true,
-                })
-            })
-            .collect();
-        Ok(WriteOutcome { outcomes })
+        Answer::Taken { refused } => {
+            for (at, reason) in refused {
+                if let Some(&i) = positions.get(at) {
+                    outcomes.rejected(i, reason);
+                }
+            }
+            // The receiver took this request: the changes it did not refuse are applied.
+            // Only this request's: another one of the batch may still fail.
+            for &i in positions {
+                if !outcomes.is_set(i) {
+                    outcomes.applied(i);
+                }
+            }
+        }
     }
 }
 
