@@ -8,6 +8,8 @@
 pub use rse_core::{Destination, DestinationError, StateError, StateStore};
 
 pub mod destination;
+#[cfg(feature = "encode")]
+pub mod encode;
 pub mod log_filter;
 pub use destination::Secret;
 #[cfg(feature = "http")]

@@ -7,9 +7,9 @@
 //! - `Rse-Operation`: `insert`, `update`, `delete` or `append`;
 //! - `Rse-Key`: the key columns as a JSON object.
 //!
-//! The payload is the record as a JSON object (the `encode` module's mapping); a delete has
-//! an empty payload and `Rse-Operation: delete`. Every message of a batch is published
-//! before any acknowledgement is awaited, and a change counts as applied only once the
+//! The payload is the record as a JSON object ([`record_to_json`]); a delete has an empty
+//! payload and `Rse-Operation: delete`. Every message of a batch is published before any
+//! acknowledgement is awaited, and a change counts as applied only once the
 //! stream acknowledged it. Key values are percent-encoded into subject tokens (`.`, `*`,
 //! `>`, `%`, whitespace and control characters), so every key gets a valid subject.
 //!
@@ -46,7 +46,8 @@ use rse_core::{
 };
 use serde_json::Value as Json;
 
-use super::encode::{fill_template, key_object, parse_template, record_object};
+use super::template::{fill_template, parse_template};
+use crate::encode::{key_to_json, record_to_json};
 
 /// Options of a [`NatsDestination`].
 #[derive(Debug, Clone)]
@@ -311,12 +312,12 @@ impl Destination for NatsDestination {
             };
             let subject = fill_template(&template, &sync_id, &key_values, subject_token);
             let message_id = change.idempotency_key.to_string();
-            let key = Json::Object(key_object(&batch.schema, &key_values)).to_string();
+            let key = Json::Object(key_to_json(&batch.schema, &key_values)).to_string();
             let headers =
                 Headers::new([("Nats-Msg-Id", &message_id), ("Rse-Operation", change.op.as_str()), ("Rse-Key", &key)]);
             let payload = match (&change.record, change.op) {
                 (_, Op::Delete) => Bytes::new(),
-                (Some(record), _) => match serde_json::to_vec(&record_object(&batch.schema, &record.values)) {
+                (Some(record), _) => match serde_json::to_vec(&record_to_json(&batch.schema, record)) {
                     Ok(body) => Bytes::from(body),
                     Err(_) => {
                         outcomes.rejected(i, "record could not be encoded as JSON");

@@ -1,8 +1,8 @@
 //! `RedisDestination`: one hash per key for online serving (feature caches, personalisation).
 //!
 //! Each record becomes the hash at its key template (e.g. `features:{user_id}`), one hash
-//! field per schema field in the text form of the `encode` module (decimals exact, bytes as
-//! base64, timestamps RFC 3339); a null value has no field.
+//! field per schema field in its [`value_to_text`] form
+//! (decimals exact, bytes as base64, timestamps RFC 3339); a null value has no field.
 //!
 //! # rse removes only what it wrote
 //! A hash may be shared: another writer can keep its own fields under the same key. An
@@ -79,7 +79,8 @@ use rse_core::{
 };
 use serde_json::Value as Json;
 
-use super::encode::{TemplatePart, fill_template, parse_template, to_text};
+use super::template::{TemplatePart, fill_template, parse_template};
+use crate::encode::value_to_text;
 
 /// The hash field listing the fields rse wrote last (see the module docs).
 const FIELDS_LIST: &str = "_rse_fields";
@@ -518,7 +519,7 @@ impl Destination for RedisDestination {
                     let mut set = Vec::with_capacity(record.values.len());
                     let mut nulls = Vec::new();
                     for (f, v) in batch.schema.fields().iter().zip(&record.values) {
-                        match to_text(v) {
+                        match value_to_text(v) {
                             Some(text) => set.push((f.name.as_str(), text)),
                             None => nulls.push(f.name.as_str()),
                         }

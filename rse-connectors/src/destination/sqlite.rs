@@ -50,8 +50,6 @@ use rse_core::{
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, DropBehavior, ErrorCode, TransactionBehavior, params_from_iter};
 
-use super::encode::{sql_bytes_text, sql_float_json};
-
 /// What kind of table a [`SqliteDestination`] writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
@@ -389,6 +387,38 @@ fn list_json(items: &[Value]) -> serde_json::Value {
             })
             .collect(),
     )
+}
+
+/// A float inside a list: a number, or for NaN and ±infinity, which JSON has no number
+/// for, PostgreSQL's text for them (`"NaN"`, `"Infinity"`, `"-Infinity"`; `::float8` reads
+/// it back).
+fn sql_float_json(f: f64) -> serde_json::Value {
+    use serde_json::Value as Json;
+    serde_json::Number::from_f64(f).map_or_else(
+        || {
+            let text = if f.is_nan() {
+                "NaN"
+            } else if f > 0.0 {
+                "Infinity"
+            } else {
+                "-Infinity"
+            };
+            Json::String(text.to_owned())
+        },
+        Json::Number,
+    )
+}
+
+/// Bytes inside a list: `\x` and lower-case hex, PostgreSQL's `bytea` text (`::bytea` reads it back; SQLite `unhex(substr(v, 3))`).
+fn sql_bytes_text(bytes: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut text = String::with_capacity(2 + 2 * bytes.len());
+    text.push_str("\\x");
+    for byte in bytes {
+        text.push(char::from(HEX[usize::from(byte >> 4)]));
+        text.push(char::from(HEX[usize::from(byte & 0xf)]));
+    }
+    text
 }
 
 /// The bindable rows of a batch; a value of the wrong type refuses its change before any SQL.

@@ -10,8 +10,9 @@
 //!   `{"op": "insert", "idempotency_key": "<32 hex>", "key": {<key columns>}, "record": {<fields>}}`
 //!   (`record` is `null` for a delete); with the envelope off it is just the record's fields
 //!   and deletes need their own request. Fields are all of the schema's by name, or only
-//!   those mapped with [`HttpDestinationConfig::with_field`]. Values follow the table in the
-//!   `encode` module: decimals as strings, bytes as base64, timestamps as RFC 3339.
+//!   those mapped with [`HttpDestinationConfig::with_field`]. Values follow the table of
+//!   [`rse_connectors::encode`](crate::encode): decimals as strings, bytes as base64,
+//!   timestamps as RFC 3339.
 //!
 //! Any operation can instead have its own [`HttpOpRequest`]
 //! ([`with_request`](HttpDestinationConfig::with_request)): a method, a URL template such as
