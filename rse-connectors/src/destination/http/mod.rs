@@ -80,7 +80,10 @@
 //!   `GET`, and the 200 of the sign-in page it lands on would mark every change applied. It
 //!   ends the run as a configuration error naming the scheme and host it points to (never
 //!   its path or query, which may carry data) and asking to set the URL to the final address.
-//!   `check()` does not follow them either.
+//!   `check()` does not follow them either. A host's client given to
+//!   [`HttpDestination::from_client`] may follow them; an answer that comes from another URL
+//!   than the request went to fails the write the same way, and no change counts as
+//!   delivered.
 //! - **Timeouts on every call** ([`HttpTimeouts`]): connecting, TLS included (10 s), a whole
 //!   request up to the last byte of the answer (30 s), idle pooled connections (90 s). A
 //!   timeout is transient: the runner retries under the same idempotency keys, so a receiver
@@ -143,6 +146,8 @@ impl Plan {
 
 /// Delivers changes over HTTP; see the module docs for the request and the response.
 pub struct HttpDestination {
+    /// `http:<name>`, as reports show it.
+    name: String,
     config: HttpDestinationConfig,
     client: reqwest::Client,
     url: Url,
@@ -185,16 +190,50 @@ fn http_url(name: &str, what: &str, text: &str) -> Result<Url, DestinationError>
 }
 
 impl HttpDestination {
-    /// Builds the client and resolves each operation's request.
+    /// Builds the client from the configuration's timeouts and pool settings, and resolves
+    /// each operation's request. Nothing is sent until the first `check` or `write`.
     ///
     /// # Errors
     /// [`DestinationError::Fatal`] naming the setting at fault: an invalid URL or URL
     /// template, a header name or value, an array body sent to a URL that names a record,
     /// or a TLS setup failure.
     pub fn new(config: HttpDestinationConfig) -> Result<Self, DestinationError> {
-        let name = config.name.as_str();
+        let t = &config.timeouts;
+        let client = reqwest::Client::builder()
+            .timeout(t.request)
+            .connect_timeout(t.connect)
+            .pool_idle_timeout(t.pool_idle)
+            .pool_max_idle_per_host(config.pool_max_idle_per_host)
+            // See the module docs: a followed redirect can turn a write into a GET.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| DestinationError::Fatal {
+                message: format!("{}: building the HTTP client failed", config.display_name()),
+                source: Some(Box::new(e)),
+            })?;
+        Self::from_client(client, config)
+    }
+
+    /// Sends through `client`, one the host already holds (its connection pool, proxy, TLS
+    /// roots or client certificate), and resolves each operation's request.
+    ///
+    /// The client's own settings replace the configuration's connect timeout, pool
+    /// settings and redirect policy; the request timeout
+    /// ([`HttpTimeouts::request`]) is still set on every request. Redirects are still never
+    /// taken for a delivery: build the client with `redirect::Policy::none()`, since a
+    /// client that follows one has already sent the request on, but a write whose answer
+    /// comes from another URL than it was sent to fails as [`DestinationError::Fatal`]
+    /// (as a 3xx does), and none of its changes counts as delivered.
+    ///
+    /// # Errors
+    /// As [`new`](Self::new), but for building a client.
+    pub fn from_client(client: reqwest::Client, config: HttpDestinationConfig) -> Result<Self, DestinationError> {
+        let name = config.display_name();
+        let name = name.as_str();
         let url = http_url(name, "URL", &config.url)?;
-        let headers = header_map(name, &config.headers)?;
+        let bearer = config.bearer_token.as_ref().map(|token| Secret::new(format!("Bearer {}", token.expose())));
+        let all = config.headers.iter().cloned().chain(bearer.map(|b| ("Authorization".to_owned(), b)));
+        let headers = header_map(name, &all.collect::<Vec<_>>())?;
         let check_url = match config.check_url.as_deref() {
             // Relative to the destination's URL, like a request's URL template.
             Some(check) => {
@@ -219,20 +258,7 @@ impl HttpDestination {
                 }),
             };
         }
-        let t = &config.timeouts;
-        let client = reqwest::Client::builder()
-            .timeout(t.request)
-            .connect_timeout(t.connect)
-            .pool_idle_timeout(t.pool_idle)
-            .pool_max_idle_per_host(config.pool_max_idle_per_host)
-            // See the module docs: a followed redirect can turn a write into a GET.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| DestinationError::Fatal {
-                message: format!("{name}: building the HTTP client failed"),
-                source: Some(Box::new(e)),
-            })?;
-        Ok(Self { config, client, url, headers, plans, check_url })
+        Ok(Self { name: name.to_owned(), config, client, url, headers, plans, check_url })
     }
 
     fn plan(
@@ -286,8 +312,7 @@ impl HttpDestination {
         let mut slots: [Option<Vec<Slot>>; 4] = [None, None, None, None];
         for op in Op::ALL {
             if let Some(template) = self.plans[op_slot(op)].as_ref().and_then(|p| p.template.as_ref()) {
-                let bound =
-                    template.bind(schema, op).map_err(|m| config_error(format!("{}: {m}", self.config.name)))?;
+                let bound = template.bind(schema, op).map_err(|m| config_error(format!("{}: {m}", self.name)))?;
                 slots[op_slot(op)] = Some(bound);
             }
         }
@@ -296,7 +321,7 @@ impl HttpDestination {
 
     fn reading(&self) -> Reading<'_> {
         Reading {
-            name: &self.config.name,
+            name: &self.name,
             timeouts: &self.config.timeouts,
             record_errors: self.config.record_errors.as_ref(),
             excerpts: self.config.response_excerpts,
@@ -339,6 +364,8 @@ impl HttpDestination {
         let mut request = self
             .client
             .request(plan.method.clone(), sent.url.clone())
+            // Also set on the client `new` builds; a host's client may have none.
+            .timeout(self.config.timeouts.request)
             .headers(self.headers.clone())
             .headers(plan.headers.clone())
             .header("Idempotency-Key", idempotency_key);
@@ -359,7 +386,7 @@ impl HttpDestination {
 #[async_trait]
 impl Destination for HttpDestination {
     fn name(&self) -> &str {
-        &self.config.name
+        &self.name
     }
 
     fn check_schema(&self, schema: &Schema) -> Result<(), DestinationError> {
@@ -369,11 +396,11 @@ impl Destination for HttpDestination {
     fn capabilities(&self) -> DestinationCapabilities {
         let ops = Op::ALL.into_iter().filter(|op| self.plans[op_slot(*op)].is_some());
         let per_change = self.plans.iter().flatten().any(Plan::per_change);
-        let rows = if per_change { 1 } else { self.config.max_batch_rows };
+        let rows = if per_change { 1 } else { self.config.max_batch_rows.max(1) };
         DestinationCapabilities::new(ops)
             .with_max_batch_rows(rows)
-            .with_max_batch_bytes(self.config.max_batch_bytes)
-            .with_max_concurrency(self.config.max_concurrency)
+            .with_max_batch_bytes(self.config.max_batch_bytes.max(1))
+            .with_max_concurrency(self.config.max_concurrency.max(1))
             .with_idempotency_keys(true)
             .with_rate_limit(self.config.rate_limit)
     }
@@ -384,12 +411,16 @@ impl Destination for HttpDestination {
         let response = self
             .client
             .get(url.clone())
+            .timeout(self.config.timeouts.request)
             .headers(self.headers.clone())
             .send()
             .await
             .map_err(|e| reading.transport(url, e))?;
+        if let Some(followed) = reading.followed_redirect(&response, url) {
+            return Err(followed);
+        }
         let status = response.status();
-        let name = &self.config.name;
+        let name = &self.name;
         let at = origin(url);
         match status.as_u16() {
             200..=299 => Ok(()),
@@ -450,14 +481,14 @@ impl Destination for HttpDestination {
         for (plan, members) in arrays {
             let key = batch_idempotency_key(members.iter().map(|(i, _)| &batch.changes[*i].idempotency_key));
             let objects: Vec<&serde_json::Value> = members.iter().map(|(_, o)| o).collect();
-            let body = serde_json::to_vec(&objects)
-                .map_err(|e| config_error(format!("{}: encoding JSON: {e}", self.config.name)))?;
+            let body =
+                serde_json::to_vec(&objects).map_err(|e| config_error(format!("{}: encoding JSON: {e}", self.name)))?;
             let sent = Sent { url: &plan.url, changes: members.len(), delete_by_url: false };
             let answer = self.send(plan, Some(body), key, &sent).await?;
             let positions: Vec<usize> = members.iter().map(|(i, _)| *i).collect();
             record(&mut outcomes, &positions, answer);
         }
-        outcomes.finish(&self.config.name)
+        outcomes.finish(&self.name)
     }
 }
 

@@ -54,6 +54,9 @@ pub(super) struct Sent<'a> {
 impl Reading<'_> {
     /// What the answer says of the changes sent, or the class of the whole request's failure.
     pub(super) async fn classify(&self, response: Response, sent: &Sent<'_>) -> Result<Answer, DestinationError> {
+        if let Some(followed) = self.followed_redirect(&response, sent.url) {
+            return Err(followed);
+        }
         let status = response.status();
         let code = status.as_u16();
         let reason = status.canonical_reason().unwrap_or("");
@@ -133,6 +136,22 @@ impl Reading<'_> {
             "{}: HTTP {}{to}; redirects are not followed (a redirected write can lose its method and body, and the page it lands on says nothing about the changes): set the URL to the final address",
             self.name, status
         ))
+    }
+
+    /// A configuration error when the answer comes from another URL than `url`: a client
+    /// that follows redirects (a host's, given to `from_client`) answers from where it
+    /// landed, and that answer says nothing about the changes. Names the scheme and host only.
+    pub(super) fn followed_redirect(&self, response: &Response, url: &Url) -> Option<DestinationError> {
+        (response.url() != url).then(|| {
+            DestinationError::fatal(format!(
+                "{}: the HTTP client followed a redirect to `{}`; redirects are not taken for a delivery (a redirected \
+                 write can lose its method and body, and the page it lands on says nothing about the changes): set \
+                 the URL to the final address, and build the client given to `HttpDestination::from_client` with \
+                 `redirect::Policy::none()`",
+                self.name,
+                origin(response.url())
+            ))
+        })
     }
 
     /// The wait a 429 asks for, read defensively and bounded.
