@@ -44,21 +44,64 @@ use bytes::Bytes;
 use rse_core::{
     ChangeBatch, ChangeOutcome, Destination, DestinationCapabilities, DestinationError, Op, WriteOutcome, WriteOutcomes,
 };
+use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
 use super::template::{fill_template, parse_template};
 use crate::encode::{key_to_json, record_to_json};
 
-/// Options of a [`NatsDestination`].
-#[derive(Debug, Clone)]
+/// Options of a [`NatsDestination`], built with `with_*` methods from [`new`](Self::new)
+/// or read from a configuration file.
+///
+/// In a file only `subject_template` is required; every other field takes the default
+/// `new` gives it, an unknown field is refused, and `ack_timeout` reads as `"10s"`.
+///
+/// ```
+/// use rse_connectors::NatsDestinationOptions;
+/// let options: NatsDestinationOptions = serde_json::from_str(
+///     r#"{ "subject_template": "crm.contacts.{id}", "ack_timeout": "30s", "require_tls": true }"#,
+/// )?;
+/// assert_eq!(options, NatsDestinationOptions::new("crm.contacts.{id}")
+///     .with_ack_timeout(std::time::Duration::from_secs(30))
+///     .with_require_tls(true));
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct NatsDestinationOptions {
     subject_template: String,
+    #[serde(default = "default_max_batch_rows")]
     max_batch_rows: usize,
+    #[serde(default = "default_max_concurrency")]
     max_concurrency: usize,
+    #[serde(default = "default_ack_timeout", with = "rse_core::config::duration")]
     ack_timeout: Duration,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     root_certificates: Option<PathBuf>,
-    client_certificate: Option<(PathBuf, PathBuf)>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    client_certificate: Option<ClientCertificate>,
+    #[serde(default)]
     require_tls: bool,
+}
+
+/// The PEM files of a client certificate chain and its unencrypted key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClientCertificate {
+    chain: PathBuf,
+    key: PathBuf,
+}
+
+fn default_max_batch_rows() -> usize {
+    1_000
+}
+
+fn default_max_concurrency() -> usize {
+    4
+}
+
+fn default_ack_timeout() -> Duration {
+    Duration::from_secs(10)
 }
 
 impl NatsDestinationOptions {
@@ -68,9 +111,9 @@ impl NatsDestinationOptions {
     pub fn new(subject_template: impl Into<String>) -> Self {
         Self {
             subject_template: subject_template.into(),
-            max_batch_rows: 1_000,
-            max_concurrency: 4,
-            ack_timeout: Duration::from_secs(10),
+            max_batch_rows: default_max_batch_rows(),
+            max_concurrency: default_max_concurrency(),
+            ack_timeout: default_ack_timeout(),
             root_certificates: None,
             client_certificate: None,
             require_tls: false,
@@ -86,7 +129,7 @@ impl NatsDestinationOptions {
 
     /// Presents the client certificate in the PEM files `chain` and `key` (unencrypted).
     pub fn with_client_certificate(mut self, chain: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
-        self.client_certificate = Some((chain.into(), key.into()));
+        self.client_certificate = Some(ClientCertificate { chain: chain.into(), key: key.into() });
         self
     }
 
@@ -166,7 +209,7 @@ impl NatsDestination {
         if let Some(path) = &options.root_certificates {
             connect = connect.add_root_certificates(path.clone());
         }
-        if let Some((chain, key)) = &options.client_certificate {
+        if let Some(ClientCertificate { chain, key }) = &options.client_certificate {
             connect = connect.add_client_certificate(chain.clone(), key.clone());
         }
         let client = connect.connect(url).await.map_err(|e| {
@@ -193,12 +236,22 @@ impl NatsDestination {
                 _ => DestinationError::transient(message),
             }
         })?;
-        let mut jetstream = async_nats::jetstream::new(client.clone());
-        jetstream.set_timeout(options.ack_timeout);
-        Ok(Self { name, options, client, jetstream })
+        Ok(Self::from_client(client, options))
     }
 
-    /// Publishes to an existing JetStream context (a client the host already holds).
+    /// Publishes through `client`, a connection the host already holds, waiting
+    /// [`ack_timeout`](NatsDestinationOptions::with_ack_timeout) for each acknowledgement.
+    ///
+    /// The options' TLS settings are not used: the client is connected already, with its own.
+    pub fn from_client(client: async_nats::Client, options: NatsDestinationOptions) -> Self {
+        let mut jetstream = async_nats::jetstream::new(client.clone());
+        jetstream.set_timeout(options.ack_timeout);
+        Self::from_context(jetstream, client, options)
+    }
+
+    /// Publishes to an existing JetStream context (a JetStream domain or API prefix the host
+    /// chose) of `client`, as the context is configured: its own timeout, not the options'
+    /// `ack_timeout`. The options' TLS settings are not used either.
     pub fn from_context(jetstream: Context, client: async_nats::Client, options: NatsDestinationOptions) -> Self {
         Self { name: format!("nats:{}", options.subject_template), options, client, jetstream }
     }
@@ -268,8 +321,8 @@ impl Destination for NatsDestination {
 
     fn capabilities(&self) -> DestinationCapabilities {
         DestinationCapabilities::new(Op::ALL)
-            .with_max_batch_rows(self.options.max_batch_rows)
-            .with_max_concurrency(self.options.max_concurrency)
+            .with_max_batch_rows(self.options.max_batch_rows.max(1))
+            .with_max_concurrency(self.options.max_concurrency.max(1))
             .with_idempotency_keys(true)
     }
 

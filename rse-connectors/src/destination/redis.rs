@@ -77,6 +77,7 @@ use rse_core::{
     ChangeBatch, ChangeOutcome, Destination, DestinationCapabilities, DestinationError, Op, Schema, Value,
     WriteOutcome, WriteOutcomes,
 };
+use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
 use super::template::{TemplatePart, fill_template, parse_template};
@@ -130,21 +131,64 @@ end
 return 1
 ";
 
-/// Options of a [`RedisDestination`].
-#[derive(Debug, Clone)]
+/// Options of a [`RedisDestination`], built with `with_*` methods from [`new`](Self::new)
+/// or read from a configuration file.
+///
+/// In a file only `key_template` is required; every other field takes the default `new`
+/// gives it, an unknown field is refused, and the TTL reads as `"30s"`, `"1d"`.
+/// Certificates are PEM given inline or by file, `{"pem": "-----BEGIN …"}` or
+/// `{"file": "/etc/rse/ca.pem"}`; `Debug` never shows PEM contents.
+///
+/// ```
+/// use rse_connectors::RedisDestinationOptions;
+/// let options: RedisDestinationOptions = serde_json::from_str(
+///     r#"{
+///         "key_template": "features:{user_id}",
+///         "ttl": "1d",
+///         "client_certificate": { "chain": { "file": "/etc/rse/client.pem" }, "key": { "file": "/etc/rse/client.key" } }
+///     }"#,
+/// )?;
+/// assert_eq!(options, RedisDestinationOptions::new("features:{user_id}")
+///     .with_ttl(std::time::Duration::from_secs(86_400))
+///     .with_client_certificate_files("/etc/rse/client.pem", "/etc/rse/client.key"));
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RedisDestinationOptions {
     key_template: String,
+    #[serde(default, with = "crate::options::option_duration", skip_serializing_if = "Option::is_none")]
     ttl: Option<Duration>,
+    #[serde(default = "yes")]
     atomic: bool,
+    #[serde(default = "default_max_batch_rows")]
     max_batch_rows: usize,
+    #[serde(default = "default_max_concurrency")]
     max_concurrency: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     root_certificates: Option<Pem>,
-    client_certificate: Option<(Pem, Pem)>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    client_certificate: Option<ClientCertificate>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_max_batch_rows() -> usize {
+    1_000
+}
+
+fn default_max_concurrency() -> usize {
+    4
 }
 
 /// PEM data given in memory or by file; `Debug` shows no contents.
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
 enum Pem {
+    /// PEM text (it is ASCII).
+    #[serde(rename = "pem", with = "pem_text")]
     Bytes(Vec<u8>),
     File(PathBuf),
 }
@@ -156,6 +200,28 @@ impl fmt::Debug for Pem {
             Pem::File(p) => write!(f, "{}", p.display()),
         }
     }
+}
+
+/// PEM bytes as text in configuration.
+mod pem_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(pem: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        // PEM is ASCII; anything else in it is unusable either way.
+        s.serialize_str(&String::from_utf8_lossy(pem))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        Ok(String::deserialize(d)?.into_bytes())
+    }
+}
+
+/// A client certificate chain and its unencrypted private key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClientCertificate {
+    chain: Pem,
+    key: Pem,
 }
 
 impl RedisDestinationOptions {
@@ -170,8 +236,8 @@ impl RedisDestinationOptions {
             key_template: key_template.into(),
             ttl: None,
             atomic: true,
-            max_batch_rows: 1_000,
-            max_concurrency: 4,
+            max_batch_rows: default_max_batch_rows(),
+            max_concurrency: default_max_concurrency(),
             root_certificates: None,
             client_certificate: None,
         }
@@ -194,7 +260,16 @@ impl RedisDestinationOptions {
     /// Over `rediss://`, presents a client certificate: `chain` and its unencrypted
     /// private `key`, both PEM. The key never appears in `Debug`.
     pub fn with_client_certificate_pem(mut self, chain: impl Into<Vec<u8>>, key: impl Into<Vec<u8>>) -> Self {
-        self.client_certificate = Some((Pem::Bytes(chain.into()), Pem::Bytes(key.into())));
+        self.client_certificate =
+            Some(ClientCertificate { chain: Pem::Bytes(chain.into()), key: Pem::Bytes(key.into()) });
+        self
+    }
+
+    /// Over `rediss://`, presents the client certificate in the PEM files `chain` and `key`
+    /// (unencrypted), read when connecting.
+    pub fn with_client_certificate_files(mut self, chain: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        self.client_certificate =
+            Some(ClientCertificate { chain: Pem::File(chain.into()), key: Pem::File(key.into()) });
         self
     }
 
@@ -253,8 +328,41 @@ impl RedisDestination {
     /// `Unauthorized` when it refuses the password. The URL is not repeated in the error:
     /// it may hold a password.
     pub async fn connect(url: &str, options: RedisDestinationOptions) -> Result<Self, DestinationError> {
-        let name = format!("redis:{}", options.key_template);
+        let name = destination_name(&options);
         let client = client(&name, url, &options)?;
+        Self::manage(name, client, options).await
+    }
+
+    /// Connects through `client`, one the host built (its own TLS setup, a Unix socket, a
+    /// RESP3 protocol choice), with the destination's bounded reconnection: two attempts,
+    /// 5 s to connect, 30 s for an answer.
+    ///
+    /// The options' certificates are not used: the client's own TLS setup applies. A
+    /// client built for `rediss://` by the redis crate checks the server's certificate
+    /// unless it was built `#insecure`.
+    ///
+    /// # Errors
+    /// As [`connect`](Self::connect), but for parsing a URL.
+    pub async fn from_client(
+        client: redis::Client,
+        options: RedisDestinationOptions,
+    ) -> Result<Self, DestinationError> {
+        Self::manage(destination_name(&options), client, options).await
+    }
+
+    /// Writes through `connection`, a connection manager the host already shares, as it is
+    /// configured (its reconnection attempts and timeouts, not the destination's). Nothing
+    /// is sent until the first `check` or `write`.
+    pub fn from_connection_manager(connection: ConnectionManager, options: RedisDestinationOptions) -> Self {
+        Self { name: destination_name(&options), options, connection, script_sha: tokio::sync::OnceCell::new() }
+    }
+
+    async fn manage(
+        name: String,
+        client: redis::Client,
+        options: RedisDestinationOptions,
+    ) -> Result<Self, DestinationError> {
+        let tls = matches!(client.get_connection_info().addr(), redis::ConnectionAddr::TcpTls { .. });
         // Few reconnection attempts and bounded waits: retrying is the runner's job, and a
         // write must fail (as `Transient`) rather than hang while Redis is down.
         let config = ConnectionManagerConfig::new()
@@ -266,7 +374,7 @@ impl RedisDestination {
             if let Some(tls) = crate::tls::rustls_error(&e) {
                 return DestinationError::Fatal { message: untrusted(&name, tls), source: Some(Box::new(e)) };
             }
-            if url.starts_with("rediss://") && e.is_io_error() {
+            if tls && e.is_io_error() {
                 // A port that does not speak TLS closes the handshake.
                 let detail = std::error::Error::source(&e).map(ToString::to_string).unwrap_or_default();
                 return DestinationError::Transient {
@@ -373,6 +481,11 @@ impl KeyTemplate {
     }
 }
 
+/// `redis:<key template>`, as reports show it.
+fn destination_name(options: &RedisDestinationOptions) -> String {
+    format!("redis:{}", options.key_template)
+}
+
 /// The client for `url`, with the options' certificates over `rediss://`.
 fn client(name: &str, url: &str, options: &RedisDestinationOptions) -> Result<redis::Client, DestinationError> {
     let tls = url.starts_with("rediss://");
@@ -405,7 +518,7 @@ fn client(name: &str, url: &str, options: &RedisDestinationOptions) -> Result<re
         };
         let root_cert = options.root_certificates.as_ref().map(|p| load(p, "root certificate")).transpose()?;
         let client_tls = match &options.client_certificate {
-            Some((chain, key)) => Some(redis::ClientTlsConfig {
+            Some(ClientCertificate { chain, key }) => Some(redis::ClientTlsConfig {
                 client_cert: load(chain, "client certificate")?,
                 client_key: load(key, "client key")?,
             }),
@@ -472,8 +585,8 @@ impl Destination for RedisDestination {
 
     fn capabilities(&self) -> DestinationCapabilities {
         DestinationCapabilities::new([Op::Insert, Op::Update, Op::Delete])
-            .with_max_batch_rows(self.options.max_batch_rows)
-            .with_max_concurrency(self.options.max_concurrency)
+            .with_max_batch_rows(self.options.max_batch_rows.max(1))
+            .with_max_concurrency(self.options.max_concurrency.max(1))
             .with_transactional(self.options.atomic)
     }
 
