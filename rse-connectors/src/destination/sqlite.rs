@@ -49,9 +49,12 @@ use rse_core::{
 };
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, DropBehavior, ErrorCode, TransactionBehavior, params_from_iter};
+use serde::{Deserialize, Serialize};
 
-/// What kind of table a [`SqliteDestination`] writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// What kind of table a [`SqliteDestination`] writes; `"keyed"` or `"events"` in
+/// configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum SqliteTableKind {
     /// One row per key: upserts and deletes by the schema's key columns.
@@ -61,14 +64,39 @@ pub enum SqliteTableKind {
     Events,
 }
 
-/// Options of a [`SqliteDestination`].
-#[derive(Debug, Clone)]
+/// Options of a [`SqliteDestination`], built with `with_*` methods from [`new`](Self::new)
+/// or [`events`](Self::events), or read from a configuration file.
+///
+/// In a file only `table` is required; every other field takes the default `new` gives
+/// it, an unknown field is refused, and `busy_timeout` reads as `"5s"`.
+///
+/// ```
+/// use rse_connectors::{SqliteDestinationOptions, SqliteTableKind};
+/// let options: SqliteDestinationOptions =
+///     serde_json::from_str(r#"{ "table": "events", "kind": "events", "create_table": true }"#)?;
+/// assert_eq!(options, SqliteDestinationOptions::events("events").with_create_table(true));
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SqliteDestinationOptions {
     table: String,
+    #[serde(default)]
     kind: SqliteTableKind,
+    #[serde(default)]
     create_table: bool,
+    #[serde(default = "default_busy_timeout", with = "rse_core::config::duration")]
     busy_timeout: Duration,
+    #[serde(default = "default_max_batch_rows")]
     max_batch_rows: usize,
+}
+
+fn default_busy_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+fn default_max_batch_rows() -> usize {
+    5_000
 }
 
 impl SqliteDestinationOptions {
@@ -78,8 +106,8 @@ impl SqliteDestinationOptions {
             table: table.into(),
             kind: SqliteTableKind::Keyed,
             create_table: false,
-            busy_timeout: Duration::from_secs(5),
-            max_batch_rows: 5_000,
+            busy_timeout: default_busy_timeout(),
+            max_batch_rows: default_max_batch_rows(),
         }
     }
 
@@ -620,7 +648,7 @@ impl Destination for SqliteDestination {
 
     fn capabilities(&self) -> DestinationCapabilities {
         DestinationCapabilities::new(Op::ALL)
-            .with_max_batch_rows(self.inner.options.max_batch_rows)
+            .with_max_batch_rows(self.inner.options.max_batch_rows.max(1))
             .with_max_concurrency(1)
             .with_transactional(true)
             .with_idempotency_keys(self.inner.options.kind == SqliteTableKind::Events)
