@@ -8,7 +8,11 @@
 pub use rse_core::{Destination, DestinationError, StateError, StateStore};
 
 pub mod destination;
+#[cfg(feature = "encode")]
+pub mod encode;
 pub mod log_filter;
+#[cfg(feature = "redis")]
+mod options;
 pub use destination::Secret;
 #[cfg(feature = "http")]
 pub use destination::http::{

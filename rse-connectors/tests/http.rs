@@ -2,6 +2,9 @@
 #![cfg(feature = "http")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+/// The configuration as data; the host's own client.
+#[path = "http/as_data.rs"]
+mod as_data;
 #[path = "support/http_server.rs"]
 mod http_server;
 /// Rejection reasons that never carry what the receiver echoes.

@@ -289,3 +289,49 @@ async fn a_missing_stream_error_names_the_template_not_the_key_values() {
     assert!(display.contains(&template), "the error should name the subject template: {display}");
     world.drop().await;
 }
+
+/// Options are data a host keeps in its configuration files.
+#[test]
+fn options_round_trip_through_json_and_refuse_unknown_fields() {
+    let options = NatsDestinationOptions::new("crm.contacts.{id}")
+        .with_ack_timeout(Duration::from_millis(2_500))
+        .with_max_batch_rows(100)
+        .with_max_concurrency(1)
+        .with_root_certificates("/etc/rse/ca.pem")
+        .with_client_certificate("/etc/rse/client.pem", "/etc/rse/client.key")
+        .with_require_tls(true);
+    let json = serde_json::to_value(&options).unwrap();
+    assert_eq!(json["ack_timeout"], "2500ms", "{json}");
+    assert_eq!(
+        json["client_certificate"],
+        serde_json::json!({"chain": "/etc/rse/client.pem", "key": "/etc/rse/client.key"})
+    );
+    assert_eq!(serde_json::from_value::<NatsDestinationOptions>(json.clone()).unwrap(), options, "{json}");
+
+    let minimal: NatsDestinationOptions = serde_json::from_str(r#"{"subject_template": "a.{id}"}"#).unwrap();
+    assert_eq!(minimal, NatsDestinationOptions::new("a.{id}"));
+    for (text, unknown) in [
+        (r#"{"subject_template": "a.{id}", "ack_timout": "1s"}"#, "ack_timout"),
+        (
+            r#"{"subject_template": "a.{id}", "client_certificate": {"chain": "/c", "key": "/k", "password": "x"}}"#,
+            "password",
+        ),
+    ] {
+        let error = serde_json::from_str::<NatsDestinationOptions>(text).unwrap_err().to_string();
+        assert!(error.contains(&format!("unknown field `{unknown}`")), "{text}: {error}");
+    }
+    let error = serde_json::from_str::<NatsDestinationOptions>("{}").unwrap_err().to_string();
+    assert!(error.contains("missing field `subject_template`"), "{error}");
+}
+
+/// A host that already holds a NATS connection publishes through it.
+#[tokio::test]
+async fn a_hosts_own_client_passes_the_conformance_suite() {
+    let Some(world) = World::new().await else { return };
+    let client =
+        async_nats::ConnectOptions::new().connection_timeout(Duration::from_secs(5)).connect(url()).await.unwrap();
+    let readback = Readback { stream: world.stream.clone(), name: world.name.clone() };
+    let dest = NatsDestination::from_client(client, world.options());
+    check_destination(&dest, Some(&readback)).await.unwrap();
+    world.drop().await;
+}

@@ -476,3 +476,68 @@ async fn a_schema_field_named_like_rse_s_list_is_refused() {
         other => panic!("expected a configuration error naming `{RSE_FIELDS}`, got {other:?}"),
     }
 }
+
+/// Options are data a host keeps in its configuration files.
+#[test]
+fn options_round_trip_through_json_and_refuse_unknown_fields() {
+    let options = RedisDestinationOptions::new("features:{user_id}")
+        .with_ttl(Duration::from_secs(3_600))
+        .with_atomic(false)
+        .with_max_batch_rows(250)
+        .with_max_concurrency(2)
+        .with_root_certificates_file("/etc/rse/ca.pem")
+        .with_client_certificate_pem("-----BEGIN CERTIFICATE-----\n", "-----BEGIN PRIVATE KEY-----\nkey-999\n");
+    let json = serde_json::to_value(&options).unwrap();
+    assert_eq!(json["ttl"], "1h", "{json}");
+    assert_eq!(json["root_certificates"], serde_json::json!({"file": "/etc/rse/ca.pem"}));
+    assert_eq!(serde_json::from_value::<RedisDestinationOptions>(json.clone()).unwrap(), options, "{json}");
+
+    let minimal: RedisDestinationOptions = serde_json::from_str(r#"{"key_template": "f:{id}"}"#).unwrap();
+    assert_eq!(minimal, RedisDestinationOptions::new("f:{id}"));
+    for (text, unknown) in [
+        (r#"{"key_template": "f:{id}", "tll": "1h"}"#, "tll"),
+        (r#"{"key_template": "f:{id}", "root_certificates": {"path": "/ca.pem"}}"#, "path"),
+        (
+            r#"{"key_template": "f:{id}", "client_certificate": {"chain": {"file": "/c"}, "key": {"file": "/k"}, "pass": "x"}}"#,
+            "pass",
+        ),
+    ] {
+        let error = serde_json::from_str::<RedisDestinationOptions>(text).unwrap_err().to_string();
+        assert!(
+            error.contains(&format!("unknown field `{unknown}`"))
+                || error.contains(&format!("unknown variant `{unknown}`")),
+            "{text}: {error}"
+        );
+    }
+    let error = serde_json::from_str::<RedisDestinationOptions>(r#"{"ttl": "1h"}"#).unwrap_err().to_string();
+    assert!(error.contains("missing field `key_template`"), "{error}");
+}
+
+#[test]
+fn debug_of_options_shows_no_client_key() {
+    let options = RedisDestinationOptions::new("f:{id}")
+        .with_root_certificates_pem("-----BEGIN CERTIFICATE-----\nca-111\n")
+        .with_client_certificate_pem(
+            "-----BEGIN CERTIFICATE-----\ncert-222\n",
+            "-----BEGIN PRIVATE KEY-----\nkey-333\n",
+        );
+    let shown = format!("{options:?}");
+    for secret in ["ca-111", "cert-222", "key-333", "PRIVATE KEY"] {
+        assert!(!shown.contains(secret), "`{secret}` leaked into {shown}");
+    }
+}
+
+/// A host that already holds a Redis client or connection manager writes through it.
+#[tokio::test]
+async fn a_hosts_own_client_or_connection_manager_passes_the_conformance_suite() {
+    let Some(mut conn) = connect().await else { return };
+    let prefix = unique_id("rse_from_client");
+    let options = RedisDestinationOptions::new(format!("{prefix}:{{id}}"));
+    let readback = Readback { conn: conn.clone(), prefix: prefix.clone() };
+    let client = redis::Client::open(url().as_str()).unwrap();
+    let dest = RedisDestination::from_client(client, options.clone()).await.unwrap();
+    check_destination(&dest, Some(&readback)).await.unwrap();
+    let shared = RedisDestination::from_connection_manager(conn.clone(), options);
+    check_destination(&shared, Some(&readback)).await.unwrap();
+    clean(&mut conn, &prefix).await;
+}

@@ -453,3 +453,37 @@ async fn failures_are_classified_and_say_what_to_do() {
         other => panic!("a read-only file is fatal with a hint, got {other:?}"),
     }
 }
+
+/// The options are data: read from configuration, they open the table they describe.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn options_read_from_configuration_write_the_table_they_describe() {
+    let text =
+        r#"{"table": "log", "kind": "events", "create_table": true, "busy_timeout": "2s", "max_batch_rows": 100}"#;
+    let options: SqliteDestinationOptions = serde_json::from_str(text).unwrap();
+    let expected = SqliteDestinationOptions::events("log")
+        .with_create_table(true)
+        .with_busy_timeout(Duration::from_secs(2))
+        .with_max_batch_rows(100);
+    assert_eq!(options, expected);
+    let json = serde_json::to_value(&options).unwrap();
+    assert_eq!(json["busy_timeout"], "2s", "{json}");
+    assert_eq!(serde_json::from_value::<SqliteDestinationOptions>(json).unwrap(), options);
+    let minimal: SqliteDestinationOptions = serde_json::from_str(r#"{"table": "t"}"#).unwrap();
+    assert_eq!(minimal, SqliteDestinationOptions::new("t"));
+    for (text, refused) in [
+        (r#"{"table": "t", "create": true}"#, "unknown field `create`"),
+        (r#"{"table": "t", "kind": "ledger"}"#, "unknown variant `ledger`"),
+        (r#"{"kind": "events"}"#, "missing field `table`"),
+    ] {
+        let error = serde_json::from_str::<SqliteDestinationOptions>(text).unwrap_err().to_string();
+        assert!(error.contains(refused), "{text}: {error}");
+    }
+
+    let dir = TempDir::new();
+    let path = dir.file("app.db");
+    let dest = SqliteDestination::open(&path, options).await.unwrap();
+    let schema = conformance_schema();
+    let batch = changes(&schema, "cfg", vec![(Op::Insert, row(1, "a", 1.0), 0), (Op::Insert, row(1, "b", 2.0), 1)]);
+    assert_eq!(dest.write(&batch).await.unwrap(), WriteOutcome::all_applied(2));
+    assert_eq!(count(&path, "log"), 2, "an events table keeps both changes of one key");
+}

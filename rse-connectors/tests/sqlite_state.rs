@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 mod state_common;
 
-use rse_connectors::state::SqliteStateStore;
+use rse_connectors::state::{SqliteStateStore, SqliteStateStoreOptions};
 use rse_core::state::{Lease, PendingChange, RejectedEntry, SnapshotEntry, StateCommit};
 use rse_core::testing::unique_id;
 use rse_core::*;
@@ -272,6 +272,26 @@ async fn run_history_keeps_the_last_n_runs() {
     assert_eq!(runs.iter().map(|r| r.run_id).collect::<Vec<_>>(), vec![ids[4], ids[3], ids[2]]);
     assert_eq!(runs[0].counts.read, 5, "the newest run's report is not the last one recorded");
     assert_eq!(store.runs("hist", 2).await.unwrap().len(), 2);
+    cleanup(&path);
+}
+
+/// The store's options are data: read from configuration, they shape the store it opens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn options_read_from_configuration_set_the_run_retention() {
+    let options: SqliteStateStoreOptions =
+        serde_json::from_str(r#"{"run_retention": 2, "busy_timeout": "250ms"}"#).unwrap();
+    let json = serde_json::to_value(&options).unwrap();
+    assert_eq!(json, serde_json::json!({"run_retention": 2, "busy_timeout": "250ms"}));
+    assert_eq!(serde_json::from_value::<SqliteStateStoreOptions>(json).unwrap(), options);
+    let error = serde_json::from_str::<SqliteStateStoreOptions>(r#"{"run_retension": 2}"#).unwrap_err().to_string();
+    assert!(error.contains("unknown field `run_retension`"), "{error}");
+
+    let path = temp_path("state.db");
+    let store = SqliteStateStore::open_with(&path, options).await.unwrap();
+    for rows in 1..=3 {
+        run_once(store.clone(), "kept", rows).await;
+    }
+    assert_eq!(store.runs("kept", 10).await.unwrap().len(), 2);
     cleanup(&path);
 }
 

@@ -3,8 +3,6 @@
 //! Each writes only its I/O and classifies its errors into [`rse_core::DestinationError`];
 //! batching, retries, rate limiting and acknowledgement stay in the runner.
 
-#[cfg(any(feature = "http", feature = "redis", feature = "nats", feature = "sqlite"))]
-pub(crate) mod encode;
 #[cfg(feature = "http")]
 pub mod http;
 #[cfg(feature = "nats")]
@@ -16,5 +14,7 @@ pub mod redis;
 mod secret;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
+#[cfg(any(feature = "redis", feature = "nats"))]
+mod template;
 
 pub use secret::Secret;

@@ -7,9 +7,9 @@
 //! - `Rse-Operation`: `insert`, `update`, `delete` or `append`;
 //! - `Rse-Key`: the key columns as a JSON object.
 //!
-//! The payload is the record as a JSON object (the `encode` module's mapping); a delete has
-//! an empty payload and `Rse-Operation: delete`. Every message of a batch is published
-//! before any acknowledgement is awaited, and a change counts as applied only once the
+//! The payload is the record as a JSON object ([`record_to_json`]); a delete has an empty
+//! payload and `Rse-Operation: delete`. Every message of a batch is published before any
+//! acknowledgement is awaited, and a change counts as applied only once the
 //! stream acknowledged it. Key values are percent-encoded into subject tokens (`.`, `*`,
 //! `>`, `%`, whitespace and control characters), so every key gets a valid subject.
 //!
@@ -41,21 +41,67 @@ use async_nats::jetstream::ErrorCode;
 use async_nats::jetstream::context::{Context, PublishError, PublishErrorKind};
 use async_trait::async_trait;
 use bytes::Bytes;
-use rse_core::{ChangeBatch, ChangeOutcome, Destination, DestinationCapabilities, DestinationError, Op, WriteOutcome};
+use rse_core::{
+    ChangeBatch, ChangeOutcome, Destination, DestinationCapabilities, DestinationError, Op, WriteOutcome, WriteOutcomes,
+};
+use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
-use super::encode::{fill_template, key_object, parse_template, record_object};
+use super::template::{fill_template, parse_template};
+use crate::encode::{key_to_json, record_to_json};
 
-/// Options of a [`NatsDestination`].
-#[derive(Debug, Clone)]
+/// Options of a [`NatsDestination`], built with `with_*` methods from [`new`](Self::new)
+/// or read from a configuration file.
+///
+/// In a file only `subject_template` is required; every other field takes the default
+/// `new` gives it, an unknown field is refused, and `ack_timeout` reads as `"10s"`.
+///
+/// ```
+/// use rse_connectors::NatsDestinationOptions;
+/// let options: NatsDestinationOptions = serde_json::from_str(
+///     r#"{ "subject_template": "crm.contacts.{id}", "ack_timeout": "30s", "require_tls": true }"#,
+/// )?;
+/// assert_eq!(options, NatsDestinationOptions::new("crm.contacts.{id}")
+///     .with_ack_timeout(std::time::Duration::from_secs(30))
+///     .with_require_tls(true));
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct NatsDestinationOptions {
     subject_template: String,
+    #[serde(default = "default_max_batch_rows")]
     max_batch_rows: usize,
+    #[serde(default = "default_max_concurrency")]
     max_concurrency: usize,
+    #[serde(default = "default_ack_timeout", with = "rse_core::config::duration")]
     ack_timeout: Duration,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     root_certificates: Option<PathBuf>,
-    client_certificate: Option<(PathBuf, PathBuf)>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    client_certificate: Option<ClientCertificate>,
+    #[serde(default)]
     require_tls: bool,
+}
+
+/// The PEM files of a client certificate chain and its unencrypted key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClientCertificate {
+    chain: PathBuf,
+    key: PathBuf,
+}
+
+fn default_max_batch_rows() -> usize {
+    1_000
+}
+
+fn default_max_concurrency() -> usize {
+    4
+}
+
+fn default_ack_timeout() -> Duration {
+    Duration::from_secs(10)
 }
 
 impl NatsDestinationOptions {
@@ -65,9 +111,9 @@ impl NatsDestinationOptions {
     pub fn new(subject_template: impl Into<String>) -> Self {
         Self {
             subject_template: subject_template.into(),
-            max_batch_rows: 1_000,
-            max_concurrency: 4,
-            ack_timeout: Duration::from_secs(10),
+            max_batch_rows: default_max_batch_rows(),
+            max_concurrency: default_max_concurrency(),
+            ack_timeout: default_ack_timeout(),
             root_certificates: None,
             client_certificate: None,
             require_tls: false,
@@ -83,7 +129,7 @@ impl NatsDestinationOptions {
 
     /// Presents the client certificate in the PEM files `chain` and `key` (unencrypted).
     pub fn with_client_certificate(mut self, chain: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
-        self.client_certificate = Some((chain.into(), key.into()));
+        self.client_certificate = Some(ClientCertificate { chain: chain.into(), key: key.into() });
         self
     }
 
@@ -163,7 +209,7 @@ impl NatsDestination {
         if let Some(path) = &options.root_certificates {
             connect = connect.add_root_certificates(path.clone());
         }
-        if let Some((chain, key)) = &options.client_certificate {
+        if let Some(ClientCertificate { chain, key }) = &options.client_certificate {
             connect = connect.add_client_certificate(chain.clone(), key.clone());
         }
         let client = connect.connect(url).await.map_err(|e| {
@@ -190,12 +236,22 @@ impl NatsDestination {
                 _ => DestinationError::transient(message),
             }
         })?;
-        let mut jetstream = async_nats::jetstream::new(client.clone());
-        jetstream.set_timeout(options.ack_timeout);
-        Ok(Self { name, options, client, jetstream })
+        Ok(Self::from_client(client, options))
     }
 
-    /// Publishes to an existing JetStream context (a client the host already holds).
+    /// Publishes through `client`, a connection the host already holds, waiting
+    /// [`ack_timeout`](NatsDestinationOptions::with_ack_timeout) for each acknowledgement.
+    ///
+    /// The options' TLS settings are not used: the client is connected already, with its own.
+    pub fn from_client(client: async_nats::Client, options: NatsDestinationOptions) -> Self {
+        let mut jetstream = async_nats::jetstream::new(client.clone());
+        jetstream.set_timeout(options.ack_timeout);
+        Self::from_context(jetstream, client, options)
+    }
+
+    /// Publishes to an existing JetStream context (a JetStream domain or API prefix the host
+    /// chose) of `client`, as the context is configured: its own timeout, not the options'
+    /// `ack_timeout`. The options' TLS settings are not used either.
     pub fn from_context(jetstream: Context, client: async_nats::Client, options: NatsDestinationOptions) -> Self {
         Self { name: format!("nats:{}", options.subject_template), options, client, jetstream }
     }
@@ -265,8 +321,8 @@ impl Destination for NatsDestination {
 
     fn capabilities(&self) -> DestinationCapabilities {
         DestinationCapabilities::new(Op::ALL)
-            .with_max_batch_rows(self.options.max_batch_rows)
-            .with_max_concurrency(self.options.max_concurrency)
+            .with_max_batch_rows(self.options.max_batch_rows.max(1))
+            .with_max_concurrency(self.options.max_concurrency.max(1))
             .with_idempotency_keys(true)
     }
 
@@ -300,29 +356,29 @@ impl Destination for NatsDestination {
         // when publishing, and that refusal is mapped to the change as well.
         let max_payload = self.client.server_info().max_payload;
         let sync_id = subject_token(&batch.sync_id);
-        let mut outcomes: Vec<Option<ChangeOutcome>> = vec![None; batch.changes.len()];
+        let mut outcomes = WriteOutcomes::new(batch.changes.len());
         let mut pending = Vec::with_capacity(batch.changes.len());
         for (i, change) in batch.changes.iter().enumerate() {
             let Ok(key_values) = change.key.decode() else {
-                outcomes[i] = Some(ChangeOutcome::rejected("key could not be decoded"));
+                outcomes.rejected(i, "key could not be decoded");
                 continue;
             };
             let subject = fill_template(&template, &sync_id, &key_values, subject_token);
             let message_id = change.idempotency_key.to_string();
-            let key = Json::Object(key_object(&batch.schema, &key_values)).to_string();
+            let key = Json::Object(key_to_json(&batch.schema, &key_values)).to_string();
             let headers =
                 Headers::new([("Nats-Msg-Id", &message_id), ("Rse-Operation", change.op.as_str()), ("Rse-Key", &key)]);
             let payload = match (&change.record, change.op) {
                 (_, Op::Delete) => Bytes::new(),
-                (Some(record), _) => match serde_json::to_vec(&record_object(&batch.schema, &record.values)) {
+                (Some(record), _) => match serde_json::to_vec(&record_to_json(&batch.schema, record)) {
                     Ok(body) => Bytes::from(body),
                     Err(_) => {
-                        outcomes[i] = Some(ChangeOutcome::rejected("record could not be encoded as JSON"));
+                        outcomes.rejected(i, "record could not be encoded as JSON");
                         continue;
                     }
                 },
                 (None, op) => {
-                    outcomes[i] = Some(ChangeOutcome::rejected(format!("{op} without a record")));
+                    outcomes.rejected(i, format!("{op} without a record"));
                     continue;
                 }
             };
@@ -330,13 +386,13 @@ impl Destination for NatsDestination {
             // The server would close the connection on a message over its limit; the client
             // refuses it before sending. Either way it is this change's refusal, not the batch's.
             if max_payload > 0 && size > max_payload {
-                outcomes[i] = Some(over_max_payload(size, max_payload));
+                outcomes.set(i, over_max_payload(size, max_payload));
                 continue;
             }
             match self.jetstream.publish_with_headers(subject, headers.map, payload).await {
                 Ok(ack) => pending.push((i, size, ack)),
                 Err(e) if e.kind() == PublishErrorKind::MaxPayloadExceeded => {
-                    outcomes[i] = Some(over_max_payload(size, self.client.max_payload()));
+                    outcomes.set(i, over_max_payload(size, self.client.max_payload()));
                 }
                 Err(e) => return Err(self.publish_error(e.kind())),
             }
@@ -347,18 +403,19 @@ impl Destination for NatsDestination {
                 .await;
         for (i, size, ack) in acks {
             match ack {
-                Ok(_) => outcomes[i] = Some(ChangeOutcome::Applied),
+                Ok(_) => outcomes.applied(i),
                 Err(e) if e.kind() == PublishErrorKind::MaxPayloadExceeded => {
-                    outcomes[i] = Some(over_max_payload(size, self.client.max_payload()));
+                    outcomes.set(i, over_max_payload(size, self.client.max_payload()));
                 }
                 Err(e) => match refused_for_size(&e, size) {
-                    Some(rejected) => outcomes[i] = Some(rejected),
+                    Some(rejected) => outcomes.set(i, rejected),
                     // Re-publishing the whole batch is safe: acknowledged messages are
                     // dropped as duplicates by their Nats-Msg-Id.
                     None => return Err(self.publish_error(e.kind())),
                 },
             }
         }
-        Ok(WriteOutcome { outcomes: outcomes.into_iter().map(|o| o.unwrap_or(ChangeOutcome::Applied)).collect() })
+        // Each change was refused above or answered by the stream, one by one.
+        outcomes.finish(&self.name)
     }
 }

@@ -1,8 +1,8 @@
 //! `RedisDestination`: one hash per key for online serving (feature caches, personalisation).
 //!
 //! Each record becomes the hash at its key template (e.g. `features:{user_id}`), one hash
-//! field per schema field in the text form of the `encode` module (decimals exact, bytes as
-//! base64, timestamps RFC 3339); a null value has no field.
+//! field per schema field in its [`value_to_text`] form
+//! (decimals exact, bytes as base64, timestamps RFC 3339); a null value has no field.
 //!
 //! # rse removes only what it wrote
 //! A hash may be shared: another writer can keep its own fields under the same key. An
@@ -74,11 +74,14 @@ use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{ErrorKind, RedisError, RetryMethod};
 use rse_core::{
-    ChangeBatch, ChangeOutcome, Destination, DestinationCapabilities, DestinationError, Op, Schema, Value, WriteOutcome,
+    ChangeBatch, ChangeOutcome, Destination, DestinationCapabilities, DestinationError, Op, Schema, Value,
+    WriteOutcome, WriteOutcomes,
 };
+use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
-use super::encode::{TemplatePart, fill_template, parse_template, to_text};
+use super::template::{TemplatePart, fill_template, parse_template};
+use crate::encode::value_to_text;
 
 /// The hash field listing the fields rse wrote last (see the module docs).
 const FIELDS_LIST: &str = "_rse_fields";
@@ -128,21 +131,64 @@ end
 return 1
 ";
 
-/// Options of a [`RedisDestination`].
-#[derive(Debug, Clone)]
+/// Options of a [`RedisDestination`], built with `with_*` methods from [`new`](Self::new)
+/// or read from a configuration file.
+///
+/// In a file only `key_template` is required; every other field takes the default `new`
+/// gives it, an unknown field is refused, and the TTL reads as `"30s"`, `"1d"`.
+/// Certificates are PEM given inline or by file, `{"pem": "-----BEGIN …"}` or
+/// `{"file": "/etc/rse/ca.pem"}`; `Debug` never shows PEM contents.
+///
+/// ```
+/// use rse_connectors::RedisDestinationOptions;
+/// let options: RedisDestinationOptions = serde_json::from_str(
+///     r#"{
+///         "key_template": "features:{user_id}",
+///         "ttl": "1d",
+///         "client_certificate": { "chain": { "file": "/etc/rse/client.pem" }, "key": { "file": "/etc/rse/client.key" } }
+///     }"#,
+/// )?;
+/// assert_eq!(options, RedisDestinationOptions::new("features:{user_id}")
+///     .with_ttl(std::time::Duration::from_secs(86_400))
+///     .with_client_certificate_files("/etc/rse/client.pem", "/etc/rse/client.key"));
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RedisDestinationOptions {
     key_template: String,
+    #[serde(default, with = "crate::options::option_duration", skip_serializing_if = "Option::is_none")]
     ttl: Option<Duration>,
+    #[serde(default = "yes")]
     atomic: bool,
+    #[serde(default = "default_max_batch_rows")]
     max_batch_rows: usize,
+    #[serde(default = "default_max_concurrency")]
     max_concurrency: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     root_certificates: Option<Pem>,
-    client_certificate: Option<(Pem, Pem)>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    client_certificate: Option<ClientCertificate>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_max_batch_rows() -> usize {
+    1_000
+}
+
+fn default_max_concurrency() -> usize {
+    4
 }
 
 /// PEM data given in memory or by file; `Debug` shows no contents.
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
 enum Pem {
+    /// PEM text (it is ASCII).
+    #[serde(rename = "pem", with = "pem_text")]
     Bytes(Vec<u8>),
     File(PathBuf),
 }
@@ -154,6 +200,28 @@ impl fmt::Debug for Pem {
             Pem::File(p) => write!(f, "{}", p.display()),
         }
     }
+}
+
+/// PEM bytes as text in configuration.
+mod pem_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(pem: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        // PEM is ASCII; anything else in it is unusable either way.
+        s.serialize_str(&String::from_utf8_lossy(pem))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        Ok(String::deserialize(d)?.into_bytes())
+    }
+}
+
+/// A client certificate chain and its unencrypted private key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClientCertificate {
+    chain: Pem,
+    key: Pem,
 }
 
 impl RedisDestinationOptions {
@@ -168,8 +236,8 @@ impl RedisDestinationOptions {
             key_template: key_template.into(),
             ttl: None,
             atomic: true,
-            max_batch_rows: 1_000,
-            max_concurrency: 4,
+            max_batch_rows: default_max_batch_rows(),
+            max_concurrency: default_max_concurrency(),
             root_certificates: None,
             client_certificate: None,
         }
@@ -192,7 +260,16 @@ impl RedisDestinationOptions {
     /// Over `rediss://`, presents a client certificate: `chain` and its unencrypted
     /// private `key`, both PEM. The key never appears in `Debug`.
     pub fn with_client_certificate_pem(mut self, chain: impl Into<Vec<u8>>, key: impl Into<Vec<u8>>) -> Self {
-        self.client_certificate = Some((Pem::Bytes(chain.into()), Pem::Bytes(key.into())));
+        self.client_certificate =
+            Some(ClientCertificate { chain: Pem::Bytes(chain.into()), key: Pem::Bytes(key.into()) });
+        self
+    }
+
+    /// Over `rediss://`, presents the client certificate in the PEM files `chain` and `key`
+    /// (unencrypted), read when connecting.
+    pub fn with_client_certificate_files(mut self, chain: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        self.client_certificate =
+            Some(ClientCertificate { chain: Pem::File(chain.into()), key: Pem::File(key.into()) });
         self
     }
 
@@ -251,8 +328,41 @@ impl RedisDestination {
     /// `Unauthorized` when it refuses the password. The URL is not repeated in the error:
     /// it may hold a password.
     pub async fn connect(url: &str, options: RedisDestinationOptions) -> Result<Self, DestinationError> {
-        let name = format!("redis:{}", options.key_template);
+        let name = destination_name(&options);
         let client = client(&name, url, &options)?;
+        Self::manage(name, client, options).await
+    }
+
+    /// Connects through `client`, one the host built (its own TLS setup, a Unix socket, a
+    /// RESP3 protocol choice), with the destination's bounded reconnection: two attempts,
+    /// 5 s to connect, 30 s for an answer.
+    ///
+    /// The options' certificates are not used: the client's own TLS setup applies. A
+    /// client built for `rediss://` by the redis crate checks the server's certificate
+    /// unless it was built `#insecure`.
+    ///
+    /// # Errors
+    /// As [`connect`](Self::connect), but for parsing a URL.
+    pub async fn from_client(
+        client: redis::Client,
+        options: RedisDestinationOptions,
+    ) -> Result<Self, DestinationError> {
+        Self::manage(destination_name(&options), client, options).await
+    }
+
+    /// Writes through `connection`, a connection manager the host already shares, as it is
+    /// configured (its reconnection attempts and timeouts, not the destination's). Nothing
+    /// is sent until the first `check` or `write`.
+    pub fn from_connection_manager(connection: ConnectionManager, options: RedisDestinationOptions) -> Self {
+        Self { name: destination_name(&options), options, connection, script_sha: tokio::sync::OnceCell::new() }
+    }
+
+    async fn manage(
+        name: String,
+        client: redis::Client,
+        options: RedisDestinationOptions,
+    ) -> Result<Self, DestinationError> {
+        let tls = matches!(client.get_connection_info().addr(), redis::ConnectionAddr::TcpTls { .. });
         // Few reconnection attempts and bounded waits: retrying is the runner's job, and a
         // write must fail (as `Transient`) rather than hang while Redis is down.
         let config = ConnectionManagerConfig::new()
@@ -264,7 +374,7 @@ impl RedisDestination {
             if let Some(tls) = crate::tls::rustls_error(&e) {
                 return DestinationError::Fatal { message: untrusted(&name, tls), source: Some(Box::new(e)) };
             }
-            if url.starts_with("rediss://") && e.is_io_error() {
+            if tls && e.is_io_error() {
                 // A port that does not speak TLS closes the handshake.
                 let detail = std::error::Error::source(&e).map(ToString::to_string).unwrap_or_default();
                 return DestinationError::Transient {
@@ -371,6 +481,11 @@ impl KeyTemplate {
     }
 }
 
+/// `redis:<key template>`, as reports show it.
+fn destination_name(options: &RedisDestinationOptions) -> String {
+    format!("redis:{}", options.key_template)
+}
+
 /// The client for `url`, with the options' certificates over `rediss://`.
 fn client(name: &str, url: &str, options: &RedisDestinationOptions) -> Result<redis::Client, DestinationError> {
     let tls = url.starts_with("rediss://");
@@ -403,7 +518,7 @@ fn client(name: &str, url: &str, options: &RedisDestinationOptions) -> Result<re
         };
         let root_cert = options.root_certificates.as_ref().map(|p| load(p, "root certificate")).transpose()?;
         let client_tls = match &options.client_certificate {
-            Some((chain, key)) => Some(redis::ClientTlsConfig {
+            Some(ClientCertificate { chain, key }) => Some(redis::ClientTlsConfig {
                 client_cert: load(chain, "client certificate")?,
                 client_key: load(key, "client key")?,
             }),
@@ -470,8 +585,8 @@ impl Destination for RedisDestination {
 
     fn capabilities(&self) -> DestinationCapabilities {
         DestinationCapabilities::new([Op::Insert, Op::Update, Op::Delete])
-            .with_max_batch_rows(self.options.max_batch_rows)
-            .with_max_concurrency(self.options.max_concurrency)
+            .with_max_batch_rows(self.options.max_batch_rows.max(1))
+            .with_max_concurrency(self.options.max_concurrency.max(1))
             .with_transactional(self.options.atomic)
     }
 
@@ -488,7 +603,7 @@ impl Destination for RedisDestination {
             return Ok(WriteOutcome::default());
         }
         let template = self.template(&batch.schema)?;
-        let mut outcomes: Vec<Option<ChangeOutcome>> = vec![None; batch.changes.len()];
+        let mut outcomes = WriteOutcomes::new(batch.changes.len());
         let mut pipe = redis::pipe();
         if self.options.atomic {
             pipe.atomic();
@@ -504,7 +619,7 @@ impl Destination for RedisDestination {
         let ttl = self.options.ttl.map_or(0, |t| t.as_secs().max(1));
         for (i, change) in batch.changes.iter().enumerate() {
             let Ok(key_values) = change.key.decode() else {
-                outcomes[i] = Some(ChangeOutcome::rejected("key could not be decoded"));
+                outcomes.rejected(i, "key could not be decoded");
                 continue;
             };
             let key = template.key(&batch.sync_id, &key_values);
@@ -517,7 +632,7 @@ impl Destination for RedisDestination {
                     let mut set = Vec::with_capacity(record.values.len());
                     let mut nulls = Vec::new();
                     for (f, v) in batch.schema.fields().iter().zip(&record.values) {
-                        match to_text(v) {
+                        match value_to_text(v) {
                             Some(text) => set.push((f.name.as_str(), text)),
                             None => nulls.push(f.name.as_str()),
                         }
@@ -530,30 +645,35 @@ impl Destination for RedisDestination {
                     }
                     owners.push(i);
                 }
-                (op, None) => outcomes[i] = Some(ChangeOutcome::rejected(format!("{op} without a record"))),
+                (op, None) => outcomes.rejected(i, format!("{op} without a record")),
             }
         }
         if owners.is_empty() {
-            return Ok(WriteOutcome {
-                outcomes: outcomes.into_iter().map(|o| o.unwrap_or(ChangeOutcome::Applied)).collect(),
-            });
+            // Every change was refused above; nothing to send.
+            return outcomes.finish(&self.name);
         }
         let mut conn = self.connection.clone();
         if self.options.atomic {
             pipe.query_async::<()>(&mut conn).await.map_err(|e| classify(&self.name, "MULTI/EXEC of the batch", &e))?;
+            // `EXEC` answered: the whole transaction, every command sent, is applied.
+            outcomes.rest_applied();
         } else {
             let results: Vec<redis::RedisResult<redis::Value>> =
                 pipe.query_async(&mut conn).await.map_err(|e| classify(&self.name, "pipeline of the batch", &e))?;
+            // One result per command sent, each standing for its change alone; a change
+            // without a result stays unset and fails the write rather than pass as applied.
             for (owner, result) in owners.iter().zip(results) {
-                if let Err(e) = result
-                    && outcomes[*owner].is_none()
-                {
-                    let retryable = !matches!(e.retry_method(), RetryMethod::NoRetry);
-                    let reason = format!("{:?}{}", e.kind(), e.code().map(|c| format!(" ({c})")).unwrap_or_default());
-                    outcomes[*owner] = Some(ChangeOutcome::Rejected { reason, retryable });
+                match result {
+                    Ok(_) => outcomes.applied(*owner),
+                    Err(e) => {
+                        let retryable = !matches!(e.retry_method(), RetryMethod::NoRetry);
+                        let reason =
+                            format!("{:?}{}", e.kind(), e.code().map(|c| format!(" ({c})")).unwrap_or_default());
+                        outcomes.set(*owner, ChangeOutcome::Rejected { reason, retryable });
+                    }
                 }
             }
         }
-        Ok(WriteOutcome { outcomes: outcomes.into_iter().map(|o| o.unwrap_or(ChangeOutcome::Applied)).collect() })
+        outcomes.finish(&self.name)
     }
 }

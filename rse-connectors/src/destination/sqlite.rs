@@ -44,16 +44,17 @@ use async_trait::async_trait;
 use rse_core::time::{format_date, format_timestamp_micros as format_timestamp};
 use rse_core::value::canonical_json;
 use rse_core::{
-    ChangeBatch, ChangeOutcome, DataType, Destination, DestinationCapabilities, DestinationError, Op, Schema, Value,
-    WriteOutcome,
+    ChangeBatch, DataType, Destination, DestinationCapabilities, DestinationError, Op, Schema, Value, WriteOutcome,
+    WriteOutcomes,
 };
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, DropBehavior, ErrorCode, TransactionBehavior, params_from_iter};
+use serde::{Deserialize, Serialize};
 
-use super::encode::{sql_bytes_text, sql_float_json};
-
-/// What kind of table a [`SqliteDestination`] writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// What kind of table a [`SqliteDestination`] writes; `"keyed"` or `"events"` in
+/// configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum SqliteTableKind {
     /// One row per key: upserts and deletes by the schema's key columns.
@@ -63,14 +64,39 @@ pub enum SqliteTableKind {
     Events,
 }
 
-/// Options of a [`SqliteDestination`].
-#[derive(Debug, Clone)]
+/// Options of a [`SqliteDestination`], built with `with_*` methods from [`new`](Self::new)
+/// or [`events`](Self::events), or read from a configuration file.
+///
+/// In a file only `table` is required; every other field takes the default `new` gives
+/// it, an unknown field is refused, and `busy_timeout` reads as `"5s"`.
+///
+/// ```
+/// use rse_connectors::{SqliteDestinationOptions, SqliteTableKind};
+/// let options: SqliteDestinationOptions =
+///     serde_json::from_str(r#"{ "table": "events", "kind": "events", "create_table": true }"#)?;
+/// assert_eq!(options, SqliteDestinationOptions::events("events").with_create_table(true));
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SqliteDestinationOptions {
     table: String,
+    #[serde(default)]
     kind: SqliteTableKind,
+    #[serde(default)]
     create_table: bool,
+    #[serde(default = "default_busy_timeout", with = "rse_core::config::duration")]
     busy_timeout: Duration,
+    #[serde(default = "default_max_batch_rows")]
     max_batch_rows: usize,
+}
+
+fn default_busy_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+fn default_max_batch_rows() -> usize {
+    5_000
 }
 
 impl SqliteDestinationOptions {
@@ -80,8 +106,8 @@ impl SqliteDestinationOptions {
             table: table.into(),
             kind: SqliteTableKind::Keyed,
             create_table: false,
-            busy_timeout: Duration::from_secs(5),
-            max_batch_rows: 5_000,
+            busy_timeout: default_busy_timeout(),
+            max_batch_rows: default_max_batch_rows(),
         }
     }
 
@@ -391,6 +417,38 @@ fn list_json(items: &[Value]) -> serde_json::Value {
     )
 }
 
+/// A float inside a list: a number, or for NaN and ±infinity, which JSON has no number
+/// for, PostgreSQL's text for them (`"NaN"`, `"Infinity"`, `"-Infinity"`; `::float8` reads
+/// it back).
+fn sql_float_json(f: f64) -> serde_json::Value {
+    use serde_json::Value as Json;
+    serde_json::Number::from_f64(f).map_or_else(
+        || {
+            let text = if f.is_nan() {
+                "NaN"
+            } else if f > 0.0 {
+                "Infinity"
+            } else {
+                "-Infinity"
+            };
+            Json::String(text.to_owned())
+        },
+        Json::Number,
+    )
+}
+
+/// Bytes inside a list: `\x` and lower-case hex, PostgreSQL's `bytea` text (`::bytea` reads it back; SQLite `unhex(substr(v, 3))`).
+fn sql_bytes_text(bytes: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut text = String::with_capacity(2 + 2 * bytes.len());
+    text.push_str("\\x");
+    for byte in bytes {
+        text.push(char::from(HEX[usize::from(byte >> 4)]));
+        text.push(char::from(HEX[usize::from(byte & 0xf)]));
+    }
+    text
+}
+
 /// The bindable rows of a batch; a value of the wrong type refuses its change before any SQL.
 fn rows(kind: SqliteTableKind, batch: &ChangeBatch) -> Vec<Row> {
     let schema = &batch.schema;
@@ -544,11 +602,11 @@ fn apply(
         .conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(|e| inner.classify("starting the transaction", e))?;
-    let mut outcomes = Vec::with_capacity(rows.len());
-    for row in rows {
+    let mut outcomes = WriteOutcomes::new(rows.len());
+    for (i, row) in rows.into_iter().enumerate() {
         let (sql, values) = match row {
             Row::Refused(reason) => {
-                outcomes.push(ChangeOutcome::rejected(reason));
+                outcomes.rejected(i, reason);
                 continue;
             }
             Row::Upsert(v) => (&statements.upsert, v),
@@ -564,21 +622,22 @@ fn apply(
             }
         });
         match done {
+            // Applied once the transaction commits below; nothing is answered before that.
             Ok(_) => {
                 sp.commit().map_err(|e| inner.classify("releasing a savepoint", e))?;
-                outcomes.push(ChangeOutcome::Applied);
+                outcomes.applied(i);
             }
             Err(Failure::Row(reason)) => {
                 sp.set_drop_behavior(DropBehavior::Rollback);
                 sp.finish().map_err(|e| inner.classify("rolling back a refused change", e))?;
-                outcomes.push(ChangeOutcome::rejected(format!("table {}: {reason}", quote(&inner.options.table))));
+                outcomes.rejected(i, format!("table {}: {reason}", quote(&inner.options.table)));
             }
             // Dropping the savepoint and the transaction rolls the whole batch back.
             Err(Failure::Batch(e)) => return Err(e),
         }
     }
     tx.commit().map_err(|e| inner.classify("committing", e))?;
-    Ok(WriteOutcome { outcomes })
+    outcomes.finish(&inner.name)
 }
 
 #[async_trait]
@@ -589,7 +648,7 @@ impl Destination for SqliteDestination {
 
     fn capabilities(&self) -> DestinationCapabilities {
         DestinationCapabilities::new(Op::ALL)
-            .with_max_batch_rows(self.inner.options.max_batch_rows)
+            .with_max_batch_rows(self.inner.options.max_batch_rows.max(1))
             .with_max_concurrency(1)
             .with_transactional(true)
             .with_idempotency_keys(self.inner.options.kind == SqliteTableKind::Events)

@@ -23,7 +23,7 @@ mod sqlite;
 #[cfg(feature = "postgres")]
 pub use postgres::PostgresStateStore;
 #[cfg(feature = "sqlite")]
-pub use sqlite::SqliteStateStore;
+pub use sqlite::{SqliteStateStore, SqliteStateStoreOptions};
 
 /// How many runs of each sync a store keeps unless told otherwise.
 pub const DEFAULT_RUN_RETENTION: usize = 100;

@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use rse_core::state::{Lease, RejectedEntry, SnapshotEntry, StateCommit, StateStore, SyncMeta};
 use rse_core::{Key, StateError, SyncReport};
 use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior, params};
+use serde::{Deserialize, Serialize};
 
 use super::{
     DEFAULT_RUN_RETENTION, RunRecord, SyncSummary, cursor_bytes, entry_from, from_i64, from_json, last_per_key,
@@ -67,8 +68,47 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE rse_syncs ADD COLUMN cursor_value BLOB;",
 ];
 
-/// How long a call waits for another process's write to finish before giving up.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Options of a [`SqliteStateStore`], for [`SqliteStateStore::open_with`]; read from a
+/// configuration file, every field is optional, an unknown one is refused and
+/// `busy_timeout` reads as `"10s"`.
+///
+/// ```
+/// use rse_connectors::state::SqliteStateStoreOptions;
+/// let options: SqliteStateStoreOptions = serde_json::from_str(r#"{ "run_retention": 20 }"#)?;
+/// assert_eq!(options, SqliteStateStoreOptions::default().with_run_retention(20));
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct SqliteStateStoreOptions {
+    /// How many runs of each sync the history keeps (default 100; at least 1).
+    pub run_retention: usize,
+    /// How long a call waits for another process's write lock before failing with
+    /// [`StateError::Unavailable`] (default 10 s).
+    #[serde(with = "rse_core::config::duration")]
+    pub busy_timeout: Duration,
+}
+
+impl Default for SqliteStateStoreOptions {
+    fn default() -> Self {
+        Self { run_retention: DEFAULT_RUN_RETENTION, busy_timeout: Duration::from_secs(10) }
+    }
+}
+
+impl SqliteStateStoreOptions {
+    /// Keeps only the last `n` runs of each sync.
+    pub fn with_run_retention(mut self, n: usize) -> Self {
+        self.run_retention = n;
+        self
+    }
+
+    /// How long a call waits for another process's write lock.
+    pub fn with_busy_timeout(mut self, timeout: Duration) -> Self {
+        self.busy_timeout = timeout;
+        self
+    }
+}
 
 fn lock(m: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -193,17 +233,27 @@ impl SqliteStateStore {
     /// state file; [`StateError::Other`] when it cannot be opened or written (read-only,
     /// missing directory), [`StateError::Unavailable`] when another process keeps it locked.
     pub async fn open(path: impl AsRef<Path>) -> Result<Self, StateError> {
-        let path = path.as_ref().to_path_buf();
-        let inner = tokio::task::spawn_blocking(move || Self::open_blocking(path)).await.map_err(|e| {
-            StateError::Other { message: format!("opening the state file panicked: {e}"), source: None }
-        })??;
-        Ok(Self { inner: Arc::new(inner), run_retention: DEFAULT_RUN_RETENTION })
+        Self::open_with(path, SqliteStateStoreOptions::default()).await
     }
 
-    fn open_blocking(path: PathBuf) -> Result<Inner, StateError> {
+    /// Opens the state file at `path` as [`open`](Self::open) does, with `options`.
+    ///
+    /// # Errors
+    /// As [`open`](Self::open).
+    pub async fn open_with(path: impl AsRef<Path>, options: SqliteStateStoreOptions) -> Result<Self, StateError> {
+        let path = path.as_ref().to_path_buf();
+        let busy_timeout = options.busy_timeout;
+        let inner =
+            tokio::task::spawn_blocking(move || Self::open_blocking(path, busy_timeout)).await.map_err(|e| {
+                StateError::Other { message: format!("opening the state file panicked: {e}"), source: None }
+            })??;
+        Ok(Self { inner: Arc::new(inner), run_retention: options.run_retention.max(1) })
+    }
+
+    fn open_blocking(path: PathBuf, busy_timeout: Duration) -> Result<Inner, StateError> {
         let connect = |doing: &str| -> Result<Connection, StateError> {
             let conn = Connection::open(&path).map_err(|e| sqlite_error(&path, doing, e))?;
-            conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| sqlite_error(&path, doing, e))?;
+            conn.busy_timeout(busy_timeout).map_err(|e| sqlite_error(&path, doing, e))?;
             Ok(conn)
         };
         let mut writer = connect("opening")?;

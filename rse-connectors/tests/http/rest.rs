@@ -199,7 +199,7 @@ fn per_operation_requests_read_from_configuration_data() {
     );
     assert_eq!(serde_json::from_value::<HttpOpRequest>(text).unwrap(), request);
     assert!(!format!("{request:?}").contains("k-1"), "the header value stays out of Debug");
-    let timeouts: HttpTimeouts = serde_json::from_value(json!({"connect": {"secs": 2, "nanos": 0}})).unwrap();
+    let timeouts: HttpTimeouts = serde_json::from_value(json!({"connect": "2s"})).unwrap();
     assert_eq!(timeouts.connect, Duration::from_secs(2));
     assert_eq!(timeouts.request, HttpTimeouts::default().request);
 }

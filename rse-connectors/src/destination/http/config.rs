@@ -10,8 +10,9 @@ use serde::{Deserialize, Serialize};
 use crate::destination::Secret;
 
 /// How changes are laid out in request bodies by default (see [`HttpBody`] for the choices
-/// of one operation).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// of one operation). Written `"object_per_change"` or `"array_per_batch"` in configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum BodyShape {
     /// One request per change; the body is one JSON object. The destination declares
     /// batches of one change, so the runner's rate limit counts requests exactly.
@@ -39,20 +40,34 @@ pub enum BodyShape {
 /// request, no index in a request of several — fails the write as
 /// [`DestinationError::Fatal`](rse_core::DestinationError::Fatal) naming the pointer: the
 /// records are neither marked applied nor refused on a guess.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// In configuration: `{"pointer": "/errors"}`, with `index_field` (default `"index"`) and
+/// `reason_field` (default `"message"`) when the receiver names them otherwise.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RecordErrors {
     /// The JSON pointer to the array of errors, e.g. `/errors`.
     pub pointer: String,
     /// The field of an error holding the record's 0-based index.
+    #[serde(default = "default_index_field")]
     pub index_field: String,
     /// The field of an error holding the reason.
+    #[serde(default = "default_reason_field")]
     pub reason_field: String,
+}
+
+fn default_index_field() -> String {
+    "index".into()
+}
+
+fn default_reason_field() -> String {
+    "message".into()
 }
 
 impl RecordErrors {
     /// Errors at `pointer`, with `index` and `message` fields.
     pub fn at(pointer: impl Into<String>) -> Self {
-        Self { pointer: pointer.into(), index_field: "index".into(), reason_field: "message".into() }
+        Self { pointer: pointer.into(), index_field: default_index_field(), reason_field: default_reason_field() }
     }
 
     /// Sets the names of the index and reason fields.
@@ -114,8 +129,12 @@ impl HttpBody {
 /// A template with a placeholder sends one request per change. A change whose value would
 /// fill a whole path segment with nothing, `.` or `..` (which would address another
 /// resource), or whose value is null, is rejected with a reason naming the field.
+///
+/// In configuration every field is optional (`POST`, the destination's URL, the plain
+/// record, no headers) and an unknown one is refused:
+/// `{"method": "PUT", "url": "/customers/{id}", "headers": [["X-Api-Key", {"env": "CRM_KEY"}]]}`.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct HttpOpRequest {
     /// The HTTP method.
@@ -126,8 +145,8 @@ pub struct HttpOpRequest {
     /// What the body holds.
     pub body: HttpBody,
     /// Headers sent with this operation's requests, after the destination's own; values are
-    /// kept as [`Secret`]s.
-    #[serde(with = "secret_headers")]
+    /// kept as [`Secret`]s (in configuration `[name, value]` pairs, a value inline or by
+    /// reference).
     pub headers: Vec<(String, Secret)>,
 }
 
@@ -189,18 +208,25 @@ impl HttpOpRequest {
 }
 
 /// How long each part of a call may take, and the longest `Retry-After` taken as asked.
+///
+/// In configuration durations read as `"10s"`, `"500ms"`, `"1d"` (see
+/// [`rse_core::config`]); every field is optional.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct HttpTimeouts {
     /// Resolving and connecting, TLS included (default 10 s).
+    #[serde(with = "rse_core::config::duration")]
     pub connect: Duration,
     /// One whole request, from connecting to the last byte of the answer (default 30 s).
+    #[serde(with = "rse_core::config::duration")]
     pub request: Duration,
     /// How long an idle connection stays in the pool (default 90 s).
+    #[serde(with = "rse_core::config::duration")]
     pub pool_idle: Duration,
     /// The longest wait a `Retry-After` can ask for (default one day); a longer one, or one
     /// too large to represent, arrives at the runner as this.
+    #[serde(with = "rse_core::config::duration")]
     pub max_retry_after: Duration,
 }
 
@@ -215,49 +241,123 @@ impl Default for HttpTimeouts {
     }
 }
 
-/// The configuration of an [`HttpDestination`](super::HttpDestination).
-#[derive(Clone)]
+/// The configuration of an [`HttpDestination`](super::HttpDestination), built with `with_*`
+/// methods from [`new`](Self::new) or read from a configuration file.
+///
+/// In a file only `url` is required; every other field takes the default `new` gives it,
+/// an unknown field is refused, durations read as `"30s"` and secrets (`headers` values,
+/// `bearer_token`, `signing_secret`) inline or by reference (see [`Secret`]):
+///
+/// ```
+/// use rse_connectors::{HttpDestination, HttpDestinationConfig};
+/// let config: HttpDestinationConfig = serde_json::from_str(
+///     r#"{
+///         "url": "https://crm.example.com/api/",
+///         "name": "crm",
+///         "bearer_token": "t0ken",
+///         "requests": { "insert": { "method": "PUT", "url": "customers/{id}" } },
+///         "timeouts": { "request": "10s" },
+///         "rate_limit": { "requests": 90, "per": "10s" }
+///     }"#,
+/// )?;
+/// assert!(!format!("{config:?}").contains("t0ken"));
+/// let crm = HttpDestination::new(config)?;
+/// # drop(crm);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct HttpDestinationConfig {
-    pub(super) name: String,
+    /// Shown in reports as `http:<name>`; `http` without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) name: Option<String>,
+    #[serde(default = "default_method", with = "method_text")]
     pub(super) method: Method,
     pub(super) url: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(super) headers: Vec<(String, Secret)>,
+    /// Sent as `Authorization: Bearer <token>` after `headers`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) bearer_token: Option<Secret>,
+    #[serde(default)]
     pub(super) shape: BodyShape,
+    /// `[target, source]` pairs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(super) fields: Vec<(String, String)>,
+    #[serde(default = "yes")]
     pub(super) envelope: bool,
+    #[serde(default, with = "op_requests", skip_serializing_if = "op_requests::is_empty")]
     pub(super) requests: [Option<HttpOpRequest>; 4],
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) signing_secret: Option<Secret>,
+    #[serde(default)]
     pub(super) timeouts: HttpTimeouts,
+    #[serde(default = "default_pool_max_idle_per_host")]
     pub(super) pool_max_idle_per_host: usize,
+    #[serde(default, with = "rate_limit", skip_serializing_if = "Option::is_none")]
     pub(super) rate_limit: Option<RateLimit>,
+    #[serde(default = "default_max_batch_rows")]
     pub(super) max_batch_rows: usize,
+    #[serde(default = "default_max_batch_bytes")]
     pub(super) max_batch_bytes: usize,
+    #[serde(default = "default_max_concurrency")]
     pub(super) max_concurrency: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) record_errors: Option<RecordErrors>,
+    #[serde(default)]
     pub(super) response_excerpts: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) check_url: Option<String>,
+}
+
+fn default_method() -> Method {
+    Method::POST
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_pool_max_idle_per_host() -> usize {
+    32
+}
+
+fn default_max_batch_rows() -> usize {
+    500
+}
+
+fn default_max_batch_bytes() -> usize {
+    4 << 20
+}
+
+fn default_max_concurrency() -> usize {
+    4
 }
 
 impl fmt::Debug for HttpDestinationConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Header values may be credentials and the URL may carry a token: names only.
+        // Header values may be credentials and a URL may carry a token: names only.
         f.debug_struct("HttpDestinationConfig")
             .field("name", &self.name)
             .field("method", &self.method)
             .field("url", &redact_url(&self.url))
             .field("headers", &self.headers.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>())
+            .field("bearer_token", &self.bearer_token)
             .field("shape", &self.shape)
             .field("fields", &self.fields)
             .field("envelope", &self.envelope)
             .field("requests", &self.requests)
             .field("signing_secret", &self.signing_secret)
             .field("timeouts", &self.timeouts)
+            .field("pool_max_idle_per_host", &self.pool_max_idle_per_host)
             .field("rate_limit", &self.rate_limit)
             .field("max_batch_rows", &self.max_batch_rows)
+            .field("max_batch_bytes", &self.max_batch_bytes)
             .field("max_concurrency", &self.max_concurrency)
             .field("record_errors", &self.record_errors)
             .field("response_excerpts", &self.response_excerpts)
-            .finish_non_exhaustive()
+            .field("check_url", &self.check_url.as_deref().map(redact_template))
+            .finish()
     }
 }
 
@@ -305,21 +405,22 @@ impl HttpDestinationConfig {
     /// no signature, no rate limit.
     pub fn new(url: impl Into<String>) -> Self {
         Self {
-            name: "http".into(),
-            method: Method::POST,
+            name: None,
+            method: default_method(),
             url: url.into(),
             headers: Vec::new(),
+            bearer_token: None,
             shape: BodyShape::default(),
             fields: Vec::new(),
             envelope: true,
             requests: [None, None, None, None],
             signing_secret: None,
             timeouts: HttpTimeouts::default(),
-            pool_max_idle_per_host: 32,
+            pool_max_idle_per_host: default_pool_max_idle_per_host(),
             rate_limit: None,
-            max_batch_rows: 500,
-            max_batch_bytes: 4 << 20,
-            max_concurrency: 4,
+            max_batch_rows: default_max_batch_rows(),
+            max_batch_bytes: default_max_batch_bytes(),
+            max_concurrency: default_max_concurrency(),
             record_errors: None,
             response_excerpts: false,
             check_url: None,
@@ -328,8 +429,16 @@ impl HttpDestinationConfig {
 
     /// The name shown in reports (`http:<name>`).
     pub fn with_name(mut self, name: impl Into<String>) -> Self {
-        self.name = format!("http:{}", name.into());
+        self.name = Some(name.into());
         self
+    }
+
+    /// The destination's name in reports and messages: `http:<name>`, or `http`.
+    pub(super) fn display_name(&self) -> String {
+        match &self.name {
+            Some(name) => format!("http:{name}"),
+            None => "http".to_owned(),
+        }
     }
 
     /// The HTTP method of operations without their own request (default `POST`).
@@ -344,10 +453,11 @@ impl HttpDestinationConfig {
         self
     }
 
-    /// Adds `Authorization: Bearer <token>`.
-    pub fn with_bearer_token(self, token: impl Into<Secret>) -> Self {
-        let token = token.into();
-        self.with_header("Authorization", Secret::new(format!("Bearer {}", token.expose())))
+    /// Sends `Authorization: Bearer <token>` with every request (after the headers of
+    /// [`with_header`](Self::with_header)).
+    pub fn with_bearer_token(mut self, token: impl Into<Secret>) -> Self {
+        self.bearer_token = Some(token.into());
+        self
     }
 
     /// The body shape of operations without their own request (default
@@ -505,22 +615,77 @@ mod method_text {
     }
 }
 
-/// Headers as a list of `[name, value]` pairs; the values are secrets only in memory.
-mod secret_headers {
-    use serde::{Deserialize, Deserializer, Serializer, ser::SerializeSeq as _};
+/// Operations' own requests as an object by operation: `{"insert": {…}, "delete": {…}}`.
+mod op_requests {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-    use crate::destination::Secret;
+    use super::HttpOpRequest;
 
-    pub(super) fn serialize<S: Serializer>(headers: &[(String, Secret)], s: S) -> Result<S::Ok, S::Error> {
-        let mut seq = s.serialize_seq(Some(headers.len()))?;
-        for (name, value) in headers {
-            seq.serialize_element(&(name, value.expose()))?;
-        }
-        seq.end()
+    #[derive(Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct ByOp<T> {
+        #[serde(default = "none", skip_serializing_if = "Option::is_none")]
+        insert: Option<T>,
+        #[serde(default = "none", skip_serializing_if = "Option::is_none")]
+        update: Option<T>,
+        #[serde(default = "none", skip_serializing_if = "Option::is_none")]
+        delete: Option<T>,
+        #[serde(default = "none", skip_serializing_if = "Option::is_none")]
+        append: Option<T>,
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(String, Secret)>, D::Error> {
-        let pairs = Vec::<(String, String)>::deserialize(d)?;
-        Ok(pairs.into_iter().map(|(name, value)| (name, Secret::new(value))).collect())
+    fn none<T>() -> Option<T> {
+        None
+    }
+
+    // Slots in the order of `op_slot`.
+    pub(super) fn is_empty(requests: &[Option<HttpOpRequest>; 4]) -> bool {
+        requests.iter().all(Option::is_none)
+    }
+
+    pub(super) fn serialize<S: Serializer>(requests: &[Option<HttpOpRequest>; 4], s: S) -> Result<S::Ok, S::Error> {
+        let [insert, update, delete, append] = requests.each_ref();
+        ByOp { insert: insert.as_ref(), update: update.as_ref(), delete: delete.as_ref(), append: append.as_ref() }
+            .serialize(s)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[Option<HttpOpRequest>; 4], D::Error> {
+        let by_op = ByOp::<HttpOpRequest>::deserialize(d)?;
+        Ok([by_op.insert, by_op.update, by_op.delete, by_op.append])
+    }
+}
+
+/// A rate limit as `{"requests": 90, "per": "10s", "burst": 1}` (`per` one second and
+/// `burst` one unless given).
+mod rate_limit {
+    use std::time::Duration;
+
+    use rse_core::RateLimit;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Quota {
+        requests: u32,
+        #[serde(default = "one_second", with = "rse_core::config::duration")]
+        per: Duration,
+        #[serde(default = "one")]
+        burst: u32,
+    }
+
+    fn one_second() -> Duration {
+        Duration::from_secs(1)
+    }
+
+    fn one() -> u32 {
+        1
+    }
+
+    pub(super) fn serialize<S: Serializer>(limit: &Option<RateLimit>, s: S) -> Result<S::Ok, S::Error> {
+        limit.map(|l| Quota { requests: l.requests, per: l.per, burst: l.burst }).serialize(s)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<RateLimit>, D::Error> {
+        Ok(Option::<Quota>::deserialize(d)?.map(|q| RateLimit { requests: q.requests, per: q.per, burst: q.burst }))
     }
 }

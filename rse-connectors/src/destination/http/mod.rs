@@ -10,8 +10,9 @@
 //!   `{"op": "insert", "idempotency_key": "<32 hex>", "key": {<key columns>}, "record": {<fields>}}`
 //!   (`record` is `null` for a delete); with the envelope off it is just the record's fields
 //!   and deletes need their own request. Fields are all of the schema's by name, or only
-//!   those mapped with [`HttpDestinationConfig::with_field`]. Values follow the table in the
-//!   `encode` module: decimals as strings, bytes as base64, timestamps as RFC 3339.
+//!   those mapped with [`HttpDestinationConfig::with_field`]. Values follow the table of
+//!   [`rse_connectors::encode`](crate::encode): decimals as strings, bytes as base64,
+//!   timestamps as RFC 3339.
 //!
 //! Any operation can instead have its own [`HttpOpRequest`]
 //! ([`with_request`](HttpDestinationConfig::with_request)): a method, a URL template such as
@@ -79,7 +80,10 @@
 //!   `GET`, and the 200 of the sign-in page it lands on would mark every change applied. It
 //!   ends the run as a configuration error naming the scheme and host it points to (never
 //!   its path or query, which may carry data) and asking to set the URL to the final address.
-//!   `check()` does not follow them either.
+//!   `check()` does not follow them either. A host's client given to
+//!   [`HttpDestination::from_client`] may follow them; an answer that comes from another URL
+//!   than the request went to fails the write the same way, and no change counts as
+//!   delivered.
 //! - **Timeouts on every call** ([`HttpTimeouts`]): connecting, TLS included (10 s), a whole
 //!   request up to the last byte of the answer (30 s), idle pooled connections (90 s). A
 //!   timeout is transient: the runner retries under the same idempotency keys, so a receiver
@@ -105,8 +109,8 @@ use async_trait::async_trait;
 use reqwest::Url;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use rse_core::{
-    Change, ChangeBatch, ChangeOutcome, Destination, DestinationCapabilities, DestinationError, Op, Schema,
-    WriteOutcome,
+    Change, ChangeBatch, Destination, DestinationCapabilities, DestinationError, Op, Schema, WriteOutcome,
+    WriteOutcomes,
 };
 
 pub use config::{BodyShape, HttpBody, HttpDestinationConfig, HttpOpRequest, HttpTimeouts, RecordErrors};
@@ -115,7 +119,7 @@ pub use request::sign;
 use request::{Slot, UrlTemplate, batch_idempotency_key, change_object};
 pub use reqwest::Method;
 pub use response::parse_retry_after;
-use response::{Reading, Sent, origin};
+use response::{Answer, Reading, Sent, origin};
 
 use crate::destination::Secret;
 
@@ -142,6 +146,8 @@ impl Plan {
 
 /// Delivers changes over HTTP; see the module docs for the request and the response.
 pub struct HttpDestination {
+    /// `http:<name>`, as reports show it.
+    name: String,
     config: HttpDestinationConfig,
     client: reqwest::Client,
     url: Url,
@@ -184,16 +190,50 @@ fn http_url(name: &str, what: &str, text: &str) -> Result<Url, DestinationError>
 }
 
 impl HttpDestination {
-    /// Builds the client and resolves each operation's request.
+    /// Builds the client from the configuration's timeouts and pool settings, and resolves
+    /// each operation's request. Nothing is sent until the first `check` or `write`.
     ///
     /// # Errors
     /// [`DestinationError::Fatal`] naming the setting at fault: an invalid URL or URL
     /// template, a header name or value, an array body sent to a URL that names a record,
     /// or a TLS setup failure.
     pub fn new(config: HttpDestinationConfig) -> Result<Self, DestinationError> {
-        let name = config.name.as_str();
+        let t = &config.timeouts;
+        let client = reqwest::Client::builder()
+            .timeout(t.request)
+            .connect_timeout(t.connect)
+            .pool_idle_timeout(t.pool_idle)
+            .pool_max_idle_per_host(config.pool_max_idle_per_host)
+            // See the module docs: a followed redirect can turn a write into a GET.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| DestinationError::Fatal {
+                message: format!("{}: building the HTTP client failed", config.display_name()),
+                source: Some(Box::new(e)),
+            })?;
+        Self::from_client(client, config)
+    }
+
+    /// Sends through `client`, one the host already holds (its connection pool, proxy, TLS
+    /// roots or client certificate), and resolves each operation's request.
+    ///
+    /// The client's own settings replace the configuration's connect timeout, pool
+    /// settings and redirect policy; the request timeout
+    /// ([`HttpTimeouts::request`]) is still set on every request. Redirects are still never
+    /// taken for a delivery: build the client with `redirect::Policy::none()`, since a
+    /// client that follows one has already sent the request on, but a write whose answer
+    /// comes from another URL than it was sent to fails as [`DestinationError::Fatal`]
+    /// (as a 3xx does), and none of its changes counts as delivered.
+    ///
+    /// # Errors
+    /// As [`new`](Self::new), but for building a client.
+    pub fn from_client(client: reqwest::Client, config: HttpDestinationConfig) -> Result<Self, DestinationError> {
+        let name = config.display_name();
+        let name = name.as_str();
         let url = http_url(name, "URL", &config.url)?;
-        let headers = header_map(name, &config.headers)?;
+        let bearer = config.bearer_token.as_ref().map(|token| Secret::new(format!("Bearer {}", token.expose())));
+        let all = config.headers.iter().cloned().chain(bearer.map(|b| ("Authorization".to_owned(), b)));
+        let headers = header_map(name, &all.collect::<Vec<_>>())?;
         let check_url = match config.check_url.as_deref() {
             // Relative to the destination's URL, like a request's URL template.
             Some(check) => {
@@ -218,20 +258,7 @@ impl HttpDestination {
                 }),
             };
         }
-        let t = &config.timeouts;
-        let client = reqwest::Client::builder()
-            .timeout(t.request)
-            .connect_timeout(t.connect)
-            .pool_idle_timeout(t.pool_idle)
-            .pool_max_idle_per_host(config.pool_max_idle_per_host)
-            // See the module docs: a followed redirect can turn a write into a GET.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| DestinationError::Fatal {
-                message: format!("{name}: building the HTTP client failed"),
-                source: Some(Box::new(e)),
-            })?;
-        Ok(Self { config, client, url, headers, plans, check_url })
+        Ok(Self { name: name.to_owned(), config, client, url, headers, plans, check_url })
     }
 
     fn plan(
@@ -285,8 +312,7 @@ impl HttpDestination {
         let mut slots: [Option<Vec<Slot>>; 4] = [None, None, None, None];
         for op in Op::ALL {
             if let Some(template) = self.plans[op_slot(op)].as_ref().and_then(|p| p.template.as_ref()) {
-                let bound =
-                    template.bind(schema, op).map_err(|m| config_error(format!("{}: {m}", self.config.name)))?;
+                let bound = template.bind(schema, op).map_err(|m| config_error(format!("{}: {m}", self.name)))?;
                 slots[op_slot(op)] = Some(bound);
             }
         }
@@ -295,7 +321,7 @@ impl HttpDestination {
 
     fn reading(&self) -> Reading<'_> {
         Reading {
-            name: &self.config.name,
+            name: &self.name,
             timeouts: &self.config.timeouts,
             record_errors: self.config.record_errors.as_ref(),
             excerpts: self.config.response_excerpts,
@@ -334,10 +360,12 @@ impl HttpDestination {
         body: Option<Vec<u8>>,
         idempotency_key: String,
         sent: &Sent<'_>,
-    ) -> Result<Vec<ChangeOutcome>, DestinationError> {
+    ) -> Result<Answer, DestinationError> {
         let mut request = self
             .client
             .request(plan.method.clone(), sent.url.clone())
+            // Also set on the client `new` builds; a host's client may have none.
+            .timeout(self.config.timeouts.request)
             .headers(self.headers.clone())
             .headers(plan.headers.clone())
             .header("Idempotency-Key", idempotency_key);
@@ -358,7 +386,7 @@ impl HttpDestination {
 #[async_trait]
 impl Destination for HttpDestination {
     fn name(&self) -> &str {
-        &self.config.name
+        &self.name
     }
 
     fn check_schema(&self, schema: &Schema) -> Result<(), DestinationError> {
@@ -368,11 +396,11 @@ impl Destination for HttpDestination {
     fn capabilities(&self) -> DestinationCapabilities {
         let ops = Op::ALL.into_iter().filter(|op| self.plans[op_slot(*op)].is_some());
         let per_change = self.plans.iter().flatten().any(Plan::per_change);
-        let rows = if per_change { 1 } else { self.config.max_batch_rows };
+        let rows = if per_change { 1 } else { self.config.max_batch_rows.max(1) };
         DestinationCapabilities::new(ops)
             .with_max_batch_rows(rows)
-            .with_max_batch_bytes(self.config.max_batch_bytes)
-            .with_max_concurrency(self.config.max_concurrency)
+            .with_max_batch_bytes(self.config.max_batch_bytes.max(1))
+            .with_max_concurrency(self.config.max_concurrency.max(1))
             .with_idempotency_keys(true)
             .with_rate_limit(self.config.rate_limit)
     }
@@ -383,12 +411,16 @@ impl Destination for HttpDestination {
         let response = self
             .client
             .get(url.clone())
+            .timeout(self.config.timeouts.request)
             .headers(self.headers.clone())
             .send()
             .await
             .map_err(|e| reading.transport(url, e))?;
+        if let Some(followed) = reading.followed_redirect(&response, url) {
+            return Err(followed);
+        }
         let status = response.status();
-        let name = &self.config.name;
+        let name = &self.name;
         let at = origin(url);
         match status.as_u16() {
             200..=299 => Ok(()),
@@ -411,15 +443,16 @@ impl Destination for HttpDestination {
         // A template naming a field the schema lacks fails before anything is sent.
         let slots = self.bind(&batch.schema)?;
         // A change the configuration cannot express is rejected; the others still go.
-        let mut outcomes: Vec<Option<ChangeOutcome>> = vec![None; batch.changes.len()];
+        let mut outcomes = WriteOutcomes::new(batch.changes.len());
         // Array requests, by group: the plan and the (position, object) of each change.
         let mut arrays: Vec<(&Plan, Vec<(usize, serde_json::Value)>)> = Vec::new();
         for (i, change) in batch.changes.iter().enumerate() {
             let slot = op_slot(change.op);
             let Some(plan) = &self.plans[slot] else {
-                outcomes[i] = Some(ChangeOutcome::rejected(
+                outcomes.rejected(
+                    i,
                     "deletes need the envelope (`with_envelope(true)`) or a request of their own (`with_request(Op::Delete, …)`)",
-                ));
+                );
                 continue;
             };
             if plan.per_change() {
@@ -428,9 +461,9 @@ impl Destination for HttpDestination {
                         let delete_by_url = change.op == Op::Delete && plan.template.is_some();
                         let sent = Sent { url: &url, changes: 1, delete_by_url };
                         let answer = self.send(plan, body, change.idempotency_key.to_string(), &sent).await?;
-                        outcomes[i] = answer.into_iter().next();
+                        record(&mut outcomes, &[i], answer);
                     }
-                    Err(reason) => outcomes[i] = Some(ChangeOutcome::rejected(reason)),
+                    Err(reason) => outcomes.rejected(i, reason),
                 }
                 continue;
             }
@@ -442,31 +475,46 @@ impl Destination for HttpDestination {
                         None => arrays.push((plan, vec![(i, object)])),
                     }
                 }
-                Err(reason) => outcomes[i] = Some(ChangeOutcome::rejected(reason)),
+                Err(reason) => outcomes.rejected(i, reason),
             }
         }
         for (plan, members) in arrays {
             let key = batch_idempotency_key(members.iter().map(|(i, _)| &batch.changes[*i].idempotency_key));
             let objects: Vec<&serde_json::Value> = members.iter().map(|(_, o)| o).collect();
-            let body = serde_json::to_vec(&objects)
-                .map_err(|e| config_error(format!("{}: encoding JSON: {e}", self.config.name)))?;
+            let body =
+                serde_json::to_vec(&objects).map_err(|e| config_error(format!("{}: encoding JSON: {e}", self.name)))?;
             let sent = Sent { url: &plan.url, changes: members.len(), delete_by_url: false };
-            let answers = self.send(plan, Some(body), key, &sent).await?;
-            for ((i, _), outcome) in members.iter().zip(answers) {
-                outcomes[*i] = Some(outcome);
+            let answer = self.send(plan, Some(body), key, &sent).await?;
+            let positions: Vec<usize> = members.iter().map(|(i, _)| *i).collect();
+            record(&mut outcomes, &positions, answer);
+        }
+        outcomes.finish(&self.name)
+    }
+}
+
+/// Sets the outcomes of the changes one request carried (`positions`: theirs in the batch,
+/// in the request's order) from the receiver's answer.
+fn record(outcomes: &mut WriteOutcomes, positions: &[usize], answer: Answer) {
+    match answer {
+        Answer::Refused(reason) => {
+            for &i in positions {
+                outcomes.rejected(i, reason.clone());
             }
         }
-        // Every change got an answer above; should one not, it is not counted as applied.
-        let outcomes = outcomes
-            .into_iter()
-            .map(|o| {
-                o.unwrap_or_else(|| ChangeOutcome::Rejected {
-                    reason: "the receiver's answer covered no outcome for this change".to_owned(),
-                    retryable: true,
-                })
-            })
-            .collect();
-        Ok(WriteOutcome { outcomes })
+        Answer::Taken { refused } => {
+            for (at, reason) in refused {
+                if let Some(&i) = positions.get(at) {
+                    outcomes.rejected(i, reason);
+                }
+            }
+            // The receiver took this request: the changes it did not refuse are applied.
+            // Only this request's: another one of the batch may still fail.
+            for &i in positions {
+                if !outcomes.is_set(i) {
+                    outcomes.applied(i);
+                }
+            }
+        }
     }
 }
 

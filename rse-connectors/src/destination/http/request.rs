@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 
 use super::config::{HttpBody, redact_template};
 use crate::destination::Secret;
-use crate::destination::encode::{key_object, to_json, to_text};
+use crate::encode::{key_to_json, value_to_json, value_to_text};
 
 /// One piece of a URL template.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -169,7 +169,7 @@ impl UrlTemplate {
                         Some(pos) => key_values.get(pos),
                         None => change.record.as_ref().and_then(|r| r.values.get(slot.field)),
                     };
-                    let text = value.and_then(to_text).ok_or_else(|| {
+                    let text = value.and_then(value_to_text).ok_or_else(|| {
                         format!("`{}` is null, and the URL template `{}` needs its value", slot.name, self.shown())
                     })?;
                     encode_segment(&text, &mut out);
@@ -230,7 +230,7 @@ pub(super) fn change_object(
             let mut obj = Map::new();
             if fields.is_empty() {
                 for (f, v) in schema.fields().iter().zip(&r.values) {
-                    obj.insert(f.name.clone(), to_json(v));
+                    obj.insert(f.name.clone(), value_to_json(v));
                 }
             } else {
                 for (target, source) in fields {
@@ -240,7 +240,7 @@ pub(super) fn change_object(
                             schema.field_names()
                         )
                     })?;
-                    obj.insert(target.clone(), r.values.get(i).map_or(Json::Null, to_json));
+                    obj.insert(target.clone(), r.values.get(i).map_or(Json::Null, value_to_json));
                 }
             }
             Json::Object(obj)
@@ -253,7 +253,7 @@ pub(super) fn change_object(
                 .zip(&key)
                 .map(|(name, v)| {
                     let target = fields.iter().find(|(_, s)| s == name).map_or(name, |(t, _)| t.as_str());
-                    (target.to_owned(), to_json(v))
+                    (target.to_owned(), value_to_json(v))
                 })
                 .collect();
             Json::Object(obj)
@@ -266,7 +266,7 @@ pub(super) fn change_object(
     let mut obj = Map::new();
     obj.insert("op".into(), Json::String(change.op.as_str().to_owned()));
     obj.insert("idempotency_key".into(), Json::String(change.idempotency_key.to_string()));
-    obj.insert("key".into(), Json::Object(key_object(schema, &key()?)));
+    obj.insert("key".into(), Json::Object(key_to_json(schema, &key()?)));
     obj.insert("record".into(), record);
     Ok(Some(Json::Object(obj)))
 }

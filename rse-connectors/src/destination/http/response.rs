@@ -4,7 +4,7 @@ use std::time::{Duration, SystemTime};
 
 use reqwest::header::{LOCATION, RETRY_AFTER};
 use reqwest::{Response, Url};
-use rse_core::{ChangeOutcome, DestinationError};
+use rse_core::DestinationError;
 use serde_json::Value as Json;
 
 use super::config::{HttpTimeouts, RecordErrors};
@@ -27,6 +27,22 @@ pub(super) struct Reading<'a> {
     pub excerpts: bool,
 }
 
+/// What the receiver said of the changes of one request it answered.
+///
+/// An answer never stands for a change by default: the writer sets each change's outcome
+/// from it, and a change it does not cover stays unset (and fails the write loudly).
+#[derive(Debug)]
+pub(super) enum Answer {
+    /// It took the request (a 2xx, or a 404 to a delete by URL): every change of it is
+    /// applied except those listed, by position in the request, with the reason.
+    Taken {
+        /// The refused changes' positions in the request, each once, and why.
+        refused: Vec<(usize, String)>,
+    },
+    /// It refused the request's one change (a 4xx other than 401, 403, 408 and 429).
+    Refused(String),
+}
+
 /// One request: where it went, how many changes it carried, and whether it deleted a
 /// record named by its URL (so that a 404 means the record is already gone).
 pub(super) struct Sent<'a> {
@@ -36,12 +52,11 @@ pub(super) struct Sent<'a> {
 }
 
 impl Reading<'_> {
-    /// One outcome per change sent, or the class of the whole request's failure.
-    pub(super) async fn classify(
-        &self,
-        response: Response,
-        sent: &Sent<'_>,
-    ) -> Result<Vec<ChangeOutcome>, DestinationError> {
+    /// What the answer says of the changes sent, or the class of the whole request's failure.
+    pub(super) async fn classify(&self, response: Response, sent: &Sent<'_>) -> Result<Answer, DestinationError> {
+        if let Some(followed) = self.followed_redirect(&response, sent.url) {
+            return Err(followed);
+        }
         let status = response.status();
         let code = status.as_u16();
         let reason = status.canonical_reason().unwrap_or("");
@@ -51,16 +66,16 @@ impl Reading<'_> {
                 // Read the body so the connection can be reused; failing to read it after a 2xx
                 // changes nothing: the receiver accepted the request.
                 let _ = read_capped(response, MAX_DRAINED_BODY).await;
-                return Ok(vec![ChangeOutcome::Applied; n]);
+                return Ok(Answer::Taken { refused: Vec::new() });
             };
             let (body, whole) =
                 read_capped(response, MAX_ERRORS_BODY).await.map_err(|e| self.transport(sent.url, e))?;
-            let outcomes = if whole {
-                record_outcomes(errors, &body, n, self.excerpts)
+            let refused = if whole {
+                refused_records(errors, &body, n, self.excerpts)
             } else {
                 Err(format!("the answer is larger than {} MiB", MAX_ERRORS_BODY >> 20))
             };
-            return outcomes.map_err(|problem| {
+            return refused.map(|refused| Answer::Taken { refused }).map_err(|problem| {
                 DestinationError::fatal(format!(
                     "{}: HTTP {code} {reason}, but its per-record errors at `{}` cannot be read: {problem}; check `with_record_errors` against what the receiver answers",
                     self.name, errors.pointer
@@ -71,7 +86,7 @@ impl Reading<'_> {
             return Err(self.redirect(&response, sent.url));
         }
         if code == 404 && sent.delete_by_url {
-            return Ok(vec![ChangeOutcome::Applied; n]);
+            return Ok(Answer::Taken { refused: Vec::new() });
         }
         if code == 429 {
             return Err(DestinationError::RateLimited { retry_after: self.retry_after(&response) });
@@ -104,11 +119,7 @@ impl Reading<'_> {
                 _ => status_text,
             }
         };
-        if n == 1 {
-            Ok(vec![ChangeOutcome::rejected(message)])
-        } else {
-            Err(DestinationError::InvalidBatch { message })
-        }
+        if n == 1 { Ok(Answer::Refused(message)) } else { Err(DestinationError::InvalidBatch { message }) }
     }
 
     /// A 3xx: a configuration error naming where it points (scheme and host only: its
@@ -125,6 +136,22 @@ impl Reading<'_> {
             "{}: HTTP {}{to}; redirects are not followed (a redirected write can lose its method and body, and the page it lands on says nothing about the changes): set the URL to the final address",
             self.name, status
         ))
+    }
+
+    /// A configuration error when the answer comes from another URL than `url`: a client
+    /// that follows redirects (a host's, given to `from_client`) answers from where it
+    /// landed, and that answer says nothing about the changes. Names the scheme and host only.
+    pub(super) fn followed_redirect(&self, response: &Response, url: &Url) -> Option<DestinationError> {
+        (response.url() != url).then(|| {
+            DestinationError::fatal(format!(
+                "{}: the HTTP client followed a redirect to `{}`; redirects are not taken for a delivery (a redirected \
+                 write can lose its method and body, and the page it lands on says nothing about the changes): set \
+                 the URL to the final address, and build the client given to `HttpDestination::from_client` with \
+                 `redirect::Policy::none()`",
+                self.name,
+                origin(response.url())
+            ))
+        })
     }
 
     /// The wait a 429 asks for, read defensively and bounded.
@@ -269,24 +296,31 @@ pub fn parse_retry_after(value: &str, max: Duration) -> Option<Duration> {
     Some(at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO).min(max))
 }
 
-/// One outcome per record from a 2xx body that may list refused ones.
+/// The records a 2xx body lists as refused: their positions in the request (each once,
+/// in order) and why.
 ///
 /// # Errors
 /// What makes the body unattributable: not JSON, an error whose index is not a whole
 /// number below `n`, or an error without an index in a request of several records.
-fn record_outcomes(errors: &RecordErrors, body: &[u8], n: usize, excerpts: bool) -> Result<Vec<ChangeOutcome>, String> {
-    let mut outcomes = vec![ChangeOutcome::Applied; n];
+fn refused_records(
+    errors: &RecordErrors,
+    body: &[u8],
+    n: usize,
+    excerpts: bool,
+) -> Result<Vec<(usize, String)>, String> {
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(outcomes);
+        return Ok(Vec::new());
     }
     let json: Json = serde_json::from_slice(body).map_err(|e| {
         format!("the body ({} bytes) is not JSON (line {}, column {})", body.len(), e.line(), e.column())
     })?;
     let list = match json.pointer(&errors.pointer) {
         Some(Json::Array(list)) => list.as_slice(),
-        Some(Json::Null) | None => return Ok(outcomes),
+        Some(Json::Null) | None => return Ok(Vec::new()),
         Some(single) => std::slice::from_ref(single),
     };
+    // One reason per refused record; several errors for one record are joined.
+    let mut reasons: Vec<Option<String>> = vec![None; n];
     for (position, error) in list.iter().enumerate() {
         let index = match error.get(&errors.index_field) {
             Some(value) => match value.as_u64().and_then(|i| usize::try_from(i).ok()) {
@@ -324,14 +358,14 @@ fn record_outcomes(errors: &RecordErrors, body: &[u8], n: usize, excerpts: bool)
             }
         };
         let reason = truncate(&reason);
-        outcomes[index] = match &outcomes[index] {
-            ChangeOutcome::Rejected { reason: first, .. } => {
-                ChangeOutcome::rejected(truncate(&format!("{first}; {reason}")))
-            }
-            _ => ChangeOutcome::rejected(reason),
-        };
+        if let Some(slot) = reasons.get_mut(index) {
+            *slot = Some(match slot.take() {
+                Some(first) => truncate(&format!("{first}; {reason}")),
+                None => reason,
+            });
+        }
     }
-    Ok(outcomes)
+    Ok(reasons.into_iter().enumerate().filter_map(|(i, reason)| Some((i, reason?))).collect())
 }
 
 #[cfg(test)]
