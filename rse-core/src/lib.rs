@@ -30,6 +30,9 @@ pub mod time;
 pub mod transform;
 pub mod value;
 
+/// The attribute the four traits are declared with, re-exported so that an implementation
+/// needs no dependency of its own: `#[rse_core::async_trait]`.
+pub use async_trait::async_trait;
 pub use change::{Change, ChangeBatch, ChangeOutcome, IdempotencyKey, Op, WriteOutcome, WriteOutcomes};
 pub use destination::{
     CommitFor, CommittedWriteError, Destination, DestinationCapabilities, RateLimit, TransactionalState,
