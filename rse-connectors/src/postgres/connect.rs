@@ -50,9 +50,9 @@ impl fmt::Debug for Pem {
 }
 
 /// How to connect to PostgreSQL, beyond the URL: timeouts and TLS. Shared by
-/// [`PostgresDestination`](crate::destination::postgres::PostgresDestination) (through
-/// [`PostgresDestinationOptions::with_connect_options`](crate::destination::postgres::PostgresDestinationOptions::with_connect_options))
-/// and [`PostgresStateStore::connect_with`](crate::state::PostgresStateStore::connect_with).
+/// [`PostgresDestination`](crate::postgres::PostgresDestination) (through
+/// [`PostgresDestinationOptions::with_connect_options`](crate::postgres::PostgresDestinationOptions::with_connect_options))
+/// and [`PostgresStateStore::connect_with`](crate::postgres::PostgresStateStore::connect_with).
 ///
 /// What is set here wins over the same setting in the URL.
 ///
