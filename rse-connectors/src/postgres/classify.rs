@@ -3,6 +3,12 @@
 //! [`Kind::of`] says what a failure means (the server is gone, a conflict with another
 //! session, refused data, a missing table, …); [`destination_error`] and [`state_error`] turn
 //! that one reading into each caller's error type, with a message that says what to do.
+//!
+//! A server error can quote the row: its DETAIL (`Key (email)=(ada@example.com) already
+//! exists`, `Failing row contains (…)`), its CONTEXT, and the primary message of a data
+//! exception (`invalid input syntax for type integer: "…"`). Only the primary message and
+//! the SQLSTATE are kept, with what a data exception quotes cut out; the driver's error,
+//! whose `Display` and `Debug` show the DETAIL, is never kept as a cause.
 
 use rse_core::{BoxError, DestinationError, StateError};
 use tokio_postgres::error::SqlState;
@@ -95,12 +101,15 @@ impl Failure {
     pub(crate) fn of(e: tokio_postgres::Error) -> Failure {
         match e.as_db_error() {
             None => Failure { kind: Kind::Connection, code: None, message: e.to_string(), source: Box::new(e) },
-            Some(db) => Failure {
-                kind: Kind::of(Some(db.code())),
-                code: Some(db.code().code().to_owned()),
-                message: db.message().to_owned(),
-                source: Box::new(e),
-            },
+            Some(db) => {
+                let server = ServerError { code: db.code().code().to_owned(), message: shown_message(db) };
+                Failure {
+                    kind: Kind::of(Some(db.code())),
+                    code: Some(server.code.clone()),
+                    message: server.message.clone(),
+                    source: Box::new(server),
+                }
+            }
         }
     }
 
@@ -181,6 +190,43 @@ impl Failure {
             }
         }
     }
+}
+
+/// What the server said, as far as it may be shown: the SQLSTATE and the primary message,
+/// without the DETAIL, HINT and CONTEXT that can quote the row.
+#[derive(Debug)]
+struct ServerError {
+    code: String,
+    message: String,
+}
+
+impl std::fmt::Display for ServerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (SQLSTATE {})", self.message, self.code)
+    }
+}
+
+impl std::error::Error for ServerError {}
+
+/// The server's primary message, without the input a data exception (class 22) quotes:
+/// PostgreSQL puts it in double quotes (`value "…" is out of range`) or after a colon
+/// (`invalid input syntax for type integer: "…"`). Other classes name objects, not values.
+fn shown_message(db: &tokio_postgres::error::DbError) -> String {
+    let message = db.message();
+    if !db.code().code().starts_with("22") {
+        return message.to_owned();
+    }
+    let before_input = message.split_once(": ").map_or(message, |(head, _)| head);
+    let mut shown = String::with_capacity(before_input.len());
+    for (i, part) in before_input.split('"').enumerate() {
+        // Odd parts are inside quotes.
+        if i % 2 == 1 {
+            shown.push_str("\"…\"");
+        } else {
+            shown.push_str(part);
+        }
+    }
+    shown
 }
 
 /// The destination `name`'s error for `e`, met while `doing`.
@@ -326,6 +372,65 @@ mod tests {
         }
         for kind in [Kind::MayPass, Kind::Unauthorized, Kind::Data, Kind::Other] {
             assert!(matches!(s(kind, "23505"), StateError::Other { .. }), "{kind:?}");
+        }
+    }
+
+    /// `e`'s `Display` and `Debug`, and its causes': everything a host may print.
+    fn shown(e: &(dyn std::error::Error + 'static)) -> String {
+        let mut text = format!("{e} {e:?}");
+        let mut cause = e.source();
+        while let Some(c) = cause {
+            text.push_str(&format!(" {c} {c:?}"));
+            cause = c.source();
+        }
+        text
+    }
+
+    /// Errors whose DETAIL or message quotes the row: a unique key, a check constraint's
+    /// failing row, the text a cast refused.
+    async fn refusals(client: &tokio_postgres::Client) -> Vec<(&'static str, tokio_postgres::Error)> {
+        let mut errors = Vec::new();
+        for (code, sql) in [
+            ("23505", "INSERT INTO people VALUES ('ada@example.com', 1)"),
+            ("23514", "INSERT INTO people VALUES ('bob@example.com', -1)"),
+            ("22P02", "SELECT 'ada@example.com'::text::int"),
+        ] {
+            let e = client.batch_execute(sql).await.unwrap_err();
+            let said = e.as_db_error().map(|d| format!("{d}")).unwrap_or_default();
+            assert!(said.contains("@example.com"), "the server no longer quotes the row: {said}");
+            errors.push((code, e));
+        }
+        errors
+    }
+
+    #[tokio::test]
+    async fn errors_never_show_the_row_values_a_server_quotes() {
+        let url = rse_core::testing::service_url("RSE_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test");
+        let client = match tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
+            Ok((client, connection)) => {
+                tokio::spawn(connection);
+                client
+            }
+            Err(e) => return rse_core::testing::unavailable("PostgreSQL", &url, e),
+        };
+        client
+            .batch_execute(
+                "CREATE TEMP TABLE people (email text UNIQUE, age int CHECK (age >= 0));
+                 INSERT INTO people VALUES ('ada@example.com', 36)",
+            )
+            .await
+            .unwrap();
+        for (code, e) in refusals(&client).await {
+            let error = state_error("postgres:h/db/s", "rse_state", "committing state", e);
+            let text = shown(&error);
+            assert!(!text.contains("example.com"), "{code}: the state store's error shows a row value: {text}");
+            assert!(text.contains(code), "{code}: the state store's error does not name the SQLSTATE: {text}");
+        }
+        for (code, e) in refusals(&client).await {
+            let error = destination_error("postgres:public.people", "upserting rows", e);
+            let text = shown(&error);
+            assert!(!text.contains("example.com"), "{code}: the destination's error shows a row value: {text}");
+            assert!(matches!(error, DestinationError::InvalidBatch { .. }), "{code}: {error:?}");
         }
     }
 }
