@@ -1,7 +1,7 @@
 //! Encoding a batch: the inserts into a binary COPY, the other changes into the bound
 //! columns of the upsert and the delete; values that do not fit are rejected here.
 
-use rse_core::{Change, ChangeBatch, ChangeOutcome, Op, Schema, Value};
+use rse_core::{Change, ChangeBatch, Op, Schema, Value, WriteOutcomes};
 
 use super::PostgresDestination;
 use super::bind::Column;
@@ -23,7 +23,7 @@ impl PostgresDestination {
         &self,
         statements: &Statements,
         batch: &'a ChangeBatch,
-        outcomes: &mut [Option<ChangeOutcome>],
+        outcomes: &mut WriteOutcomes,
         positions: &[usize],
         copy: bool,
     ) -> Encoded<'a> {
@@ -64,7 +64,7 @@ impl PostgresDestination {
         statements: &Statements,
         schema: &Schema,
         changes: &[&'a Change],
-        outcomes: &mut [Option<ChangeOutcome>],
+        outcomes: &mut WriteOutcomes,
         positions: &[usize],
     ) -> (Vec<Column<'a>>, Vec<Column<'a>>) {
         let n = changes.len();
@@ -79,7 +79,7 @@ impl PostgresDestination {
             match (&change.record, change.op) {
                 (_, Op::Delete) => {
                     let Ok(key) = change.key.decode() else {
-                        outcomes[pos] = Some(ChangeOutcome::rejected("key could not be decoded"));
+                        outcomes.rejected(pos, "key could not be decoded");
                         continue;
                     };
                     let ok = delete.iter_mut().zip(&key).all(|(c, v)| c.push_owned(v)) && key.len() == delete.len();
@@ -88,7 +88,7 @@ impl PostgresDestination {
                         delete_versions.push(version);
                     } else {
                         delete.iter_mut().for_each(|c| c.truncate(dels));
-                        outcomes[pos] = Some(ChangeOutcome::rejected("key does not fit the table's key columns"));
+                        outcomes.rejected(pos, "key does not fit the table's key columns");
                     }
                 }
                 (Some(record), _) => {
@@ -109,14 +109,14 @@ impl PostgresDestination {
                             let field =
                                 schema.field(i).map(|f| (f.name.as_str(), f.data_type.to_string())).unwrap_or_default();
                             let got = record.values.get(i).map_or("nothing", Value::type_name);
-                            outcomes[pos] = Some(ChangeOutcome::rejected(format!(
-                                "field `{}` is {} but the record holds a {got}",
-                                field.0, field.1
-                            )));
+                            outcomes.rejected(
+                                pos,
+                                format!("field `{}` is {} but the record holds a {got}", field.0, field.1),
+                            );
                         }
                     }
                 }
-                (None, op) => outcomes[pos] = Some(ChangeOutcome::rejected(format!("{op} without a record"))),
+                (None, op) => outcomes.rejected(pos, format!("{op} without a record")),
             }
         }
         if self.options.guard() {

@@ -1,7 +1,7 @@
 //! The version guard's answer: which changes the guard held back because their row holds a
 //! newer version.
 
-use rse_core::{ChangeBatch, ChangeOutcome, DestinationError};
+use rse_core::{ChangeBatch, ChangeOutcome, DestinationError, WriteOutcomes};
 use tokio_postgres::types::ToSql;
 
 use super::PostgresDestination;
@@ -17,9 +17,9 @@ impl PostgresDestination {
         sql: &str,
         statements: &Statements,
         batch: &ChangeBatch,
-        outcomes: &mut [Option<ChangeOutcome>],
+        outcomes: &mut WriteOutcomes,
     ) -> Result<(), DestinationError> {
-        let written: Vec<usize> = (0..batch.changes.len()).filter(|&i| outcomes[i].is_none()).collect();
+        let written: Vec<usize> = outcomes.unset().collect();
         let n = written.len();
         let mut keys: Vec<Column<'_>> = statements.key_binds.iter().map(|(_, b)| Column::new(*b, n)).collect();
         let mut versions = Vec::with_capacity(n);
@@ -42,11 +42,10 @@ impl PostgresDestination {
         let rows = tx.query(&statement, &params).await.map_err(|e| self.classify(e, "finding superseded rows"))?;
         for row in rows {
             let (Ok(position), Ok(held)) = (row.try_get::<_, i64>(0), row.try_get::<_, i64>(1)) else { continue };
-            let Some(slot) = usize::try_from(position).ok().and_then(|p| outcomes.get_mut(p)) else { continue };
-            let version = batch.changes.get(position as usize).map_or(0, |c| c.version);
-            *slot = Some(ChangeOutcome::Superseded {
-                reason: format!("the table's row holds version {held}, newer than this change's {version}"),
-            });
+            let Ok(i) = usize::try_from(position) else { continue };
+            let Some(change) = batch.changes.get(i) else { continue };
+            let reason = format!("the table's row holds version {held}, newer than this change's {}", change.version);
+            outcomes.set(i, ChangeOutcome::Superseded { reason });
         }
         Ok(())
     }

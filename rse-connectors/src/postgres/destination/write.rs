@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use deadpool_postgres::Transaction;
 use rse_core::{
     ChangeBatch, ChangeOutcome, CommitFor, CommittedWriteError, DestinationError, Lease, StateStore, WriteOutcome,
+    WriteOutcomes,
 };
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
@@ -113,7 +114,7 @@ impl PostgresDestination {
             self.prepare(&batch.schema).await?;
         }
         let statements = self.statements(&batch.schema);
-        let mut outcomes: Vec<Option<ChangeOutcome>> = vec![None; batch.changes.len()];
+        let mut outcomes = WriteOutcomes::new(batch.changes.len());
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(|e| self.classify(e, "beginning a transaction"))?;
 
@@ -125,14 +126,14 @@ impl PostgresDestination {
             // Record the valid changes first, in one statement that also says which are new:
             // a key whose recorded idempotency key is this change's is left alone and not
             // returned, so the change is answered `Applied` without touching its row.
-            let valid: Vec<usize> = all.iter().copied().filter(|&i| outcomes[i].is_none()).collect();
+            let valid: Vec<usize> = all.iter().copied().filter(|&i| !outcomes.is_set(i)).collect();
             let fresh = self.record(&tx, batch, &valid).await?;
             if fresh.len() < valid.len() {
                 let todo: Vec<usize> =
                     valid.iter().copied().filter(|&i| fresh.contains(batch.changes[i].key.as_bytes())).collect();
                 for &i in &valid {
                     if !fresh.contains(batch.changes[i].key.as_bytes()) {
-                        outcomes[i] = Some(ChangeOutcome::Applied);
+                        outcomes.applied(i);
                     }
                 }
                 encoded = self.encode(&statements, batch, &mut outcomes, &todo, copy_rows);
@@ -166,13 +167,20 @@ impl PostgresDestination {
         if skipped && let Some(sql) = &statements.superseded {
             self.mark_superseded(&tx, sql, &statements, batch, &mut outcomes).await?;
         }
-        let outcomes: Vec<ChangeOutcome> = outcomes.into_iter().map(|o| o.unwrap_or(ChangeOutcome::Applied)).collect();
-        if let Some((commit, with)) = with_rows
-            && let WithRows::WriteAgain = with.commit_in(self, &tx, batch, commit, &outcomes).await?
-        {
+        let Some((commit, with)) = with_rows else {
+            tx.commit().await.map_err(|e| self.classify(e, "committing"))?;
+            // Every change not refused or superseded above was written by the transaction.
+            outcomes.rest_applied();
+            return Ok(Attempt::Written(outcomes.finish(&self.name)?));
+        };
+        // Exactly-once: the state records as applied every change not refused or superseded,
+        // in this transaction, so they are applied exactly when it commits.
+        outcomes.rest_applied();
+        let written = outcomes.finish(&self.name)?;
+        if let WithRows::WriteAgain = with.commit_in(self, &tx, batch, commit, &written.outcomes).await? {
             return Ok(Attempt::Again);
         }
         tx.commit().await.map_err(|e| self.classify(e, "committing"))?;
-        Ok(Attempt::Written(WriteOutcome { outcomes }))
+        Ok(Attempt::Written(written))
     }
 }
