@@ -1,8 +1,6 @@
 //! Connection setup shared by the PostgreSQL destination and state store: the connection
 //! string, TLS, and the pool with its timeouts.
 
-use std::fmt;
-use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -10,6 +8,9 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod
 use rse_core::BoxError;
 
 pub use super::mode::SslMode;
+#[cfg(feature = "postgres-tls")]
+use super::options::Pem;
+pub use super::options::PostgresConnectOptions;
 use super::params::{self, SslParams};
 
 /// How long connecting (TCP, TLS and authentication together) may take when neither the
@@ -17,162 +18,6 @@ use super::params::{self, SslParams};
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a caller waits for a free connection of the pool by default.
 pub const DEFAULT_POOL_WAIT_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// PEM data given in memory or by file.
-#[derive(Clone)]
-#[cfg_attr(not(feature = "postgres-tls"), allow(dead_code))]
-enum Pem {
-    Bytes(Vec<u8>),
-    File(PathBuf),
-}
-
-#[cfg_attr(not(feature = "postgres-tls"), allow(dead_code))]
-impl Pem {
-    fn load(&self, what: &str) -> Result<(Vec<u8>, String), SetupError> {
-        match self {
-            Pem::Bytes(b) => Ok((b.clone(), format!("the {what} given in memory"))),
-            Pem::File(path) => {
-                let bytes = std::fs::read(path)
-                    .map_err(|e| SetupError::new(format!("cannot read the {what} file `{}`: {e}", path.display())))?;
-                Ok((bytes, format!("the {what} file `{}`", path.display())))
-            }
-        }
-    }
-}
-
-impl fmt::Debug for Pem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Pem::Bytes(b) => write!(f, "<{} bytes of PEM>", b.len()),
-            Pem::File(p) => write!(f, "{}", p.display()),
-        }
-    }
-}
-
-/// How to connect to PostgreSQL, beyond the URL: timeouts and TLS. Shared by
-/// [`PostgresDestination`](crate::postgres::PostgresDestination) (through
-/// [`PostgresDestinationOptions::with_connect_options`](crate::postgres::PostgresDestinationOptions::with_connect_options))
-/// and [`PostgresStateStore::connect_with`](crate::postgres::PostgresStateStore::connect_with).
-///
-/// What is set here wins over the same setting in the URL.
-///
-/// # Trusted roots
-/// A certificate is checked (under `require`, `verify-ca`, `verify-full`; see [`SslMode`])
-/// against, in this order of precedence:
-/// - [`with_root_certificates_pem`](Self::with_root_certificates_pem) or
-///   [`with_root_certificates_file`](Self::with_root_certificates_file);
-/// - `sslrootcert=<file>` in the URL (PEM), or `sslrootcert=system` for the operating
-///   system's store;
-/// - otherwise Mozilla's list of public CAs, compiled in (the `webpki-roots` crate), which
-///   holds the CAs of providers that use public certificates but not the private CAs some
-///   managed services sign with (download theirs and name it in `sslrootcert`).
-///
-/// Unlike libpq, rse does not read `~/.postgresql/root.crt`.
-///
-/// # Client certificates
-/// [`with_client_certificate_pem`](Self::with_client_certificate_pem),
-/// [`with_client_certificate_files`](Self::with_client_certificate_files), or
-/// `sslcert=<file>&sslkey=<file>` in the URL: a PEM chain and an unencrypted PEM key.
-///
-/// ```no_run
-/// use std::time::Duration;
-/// use rse_connectors::postgres::{PostgresConnectOptions, SslMode};
-///
-/// let options = PostgresConnectOptions::new()
-///     .with_ssl_mode(SslMode::VerifyFull)
-///     .with_root_certificates_file("/etc/rse/db-ca.pem")
-///     .with_connect_timeout(Duration::from_secs(5));
-/// ```
-#[derive(Clone, Debug)]
-pub struct PostgresConnectOptions {
-    connect_timeout: Option<Duration>,
-    pool_wait_timeout: Duration,
-    ssl_mode: Option<SslMode>,
-    root_certificates: Option<Pem>,
-    client_certificate: Option<(Pem, Pem)>,
-    accept_invalid_certificates: bool,
-}
-
-impl Default for PostgresConnectOptions {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl PostgresConnectOptions {
-    /// The defaults: the URL's `sslmode` (else `prefer`), a connect timeout of the URL's
-    /// `connect_timeout` or [`DEFAULT_CONNECT_TIMEOUT`], a pool wait of
-    /// [`DEFAULT_POOL_WAIT_TIMEOUT`].
-    pub fn new() -> Self {
-        Self {
-            connect_timeout: None,
-            pool_wait_timeout: DEFAULT_POOL_WAIT_TIMEOUT,
-            ssl_mode: None,
-            root_certificates: None,
-            client_certificate: None,
-            accept_invalid_certificates: false,
-        }
-    }
-
-    /// How long opening one connection may take, TCP, TLS and authentication together
-    /// (default: the URL's `connect_timeout`, else 10 s). A server that accepts and never
-    /// answers fails after this long instead of hanging.
-    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = Some(timeout);
-        self
-    }
-
-    /// How long a caller waits for a free connection when all of the pool's are in use
-    /// (default 30 s).
-    pub fn with_pool_wait_timeout(mut self, timeout: Duration) -> Self {
-        self.pool_wait_timeout = timeout;
-        self
-    }
-
-    /// The TLS mode, over the URL's `sslmode` (see [`SslMode`]).
-    pub fn with_ssl_mode(mut self, mode: SslMode) -> Self {
-        self.ssl_mode = Some(mode);
-        self
-    }
-
-    /// Trusts only the CA certificates in `pem` (one or more `-----BEGIN CERTIFICATE-----`
-    /// blocks), over the URL's `sslrootcert`.
-    pub fn with_root_certificates_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
-        self.root_certificates = Some(Pem::Bytes(pem.into()));
-        self
-    }
-
-    /// Trusts only the CA certificates in the PEM file at `path` (read when the pool is
-    /// built), over the URL's `sslrootcert`.
-    pub fn with_root_certificates_file(mut self, path: impl Into<PathBuf>) -> Self {
-        self.root_certificates = Some(Pem::File(path.into()));
-        self
-    }
-
-    /// Presents a client certificate: `chain` (PEM, the client's certificate first) and its
-    /// unencrypted private `key` (PEM: PKCS#8, PKCS#1 or SEC1), over the URL's
-    /// `sslcert`/`sslkey`. The key never appears in `Debug`.
-    pub fn with_client_certificate_pem(mut self, chain: impl Into<Vec<u8>>, key: impl Into<Vec<u8>>) -> Self {
-        self.client_certificate = Some((Pem::Bytes(chain.into()), Pem::Bytes(key.into())));
-        self
-    }
-
-    /// Presents the client certificate in the PEM files `chain` and `key` (read when the
-    /// pool is built), over the URL's `sslcert`/`sslkey`.
-    pub fn with_client_certificate_files(mut self, chain: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
-        self.client_certificate = Some((Pem::File(chain.into()), Pem::File(key.into())));
-        self
-    }
-
-    /// Under `sslmode=require`, encrypts without checking the server's certificate at all
-    /// (libpq's `require` without a root file). Anyone in the network path can then pose as
-    /// the server and read every row: use it only for a server whose CA you cannot get, and
-    /// prefer giving that CA. Refused with `verify-ca` and `verify-full`. Default off.
-    pub fn with_danger_accept_invalid_certificates(mut self, accept: bool) -> Self {
-        self.accept_invalid_certificates = accept;
-        self
-    }
-}
 
 /// A connection setting that cannot work: the message says which and what to do.
 #[derive(Debug)]
@@ -308,7 +153,7 @@ fn manager(
         (None, None) => Roots::Public,
     };
     let client = match (&options.client_certificate, ssl.cert.as_deref(), ssl.key.as_deref()) {
-        (Some((chain, key)), _, _) => Some((chain.load("client certificate")?.0, key.load("client key")?.0)),
+        (Some(given), _, _) => Some((given.chain.load("client certificate")?.0, given.key.load("client key")?.0)),
         (None, Some(chain), Some(key)) => Some((
             Pem::File(chain.into()).load("client certificate (sslcert)")?.0,
             Pem::File(key.into()).load("client key (sslkey)")?.0,

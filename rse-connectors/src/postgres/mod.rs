@@ -18,6 +18,7 @@ mod copy;
 mod destination;
 mod exactly_once;
 mod mode;
+mod options;
 mod params;
 mod sql;
 mod state;

@@ -141,10 +141,11 @@ impl PostgresDestination {
     /// verify the server, its certificate and the credentials.
     ///
     /// # Errors
-    /// [`DestinationError::Fatal`] when the URL does not parse, names an unknown `sslmode`,
-    /// or a certificate file cannot be read or used (the URL itself is not repeated: it may
-    /// hold a password).
+    /// [`DestinationError::Fatal`] when the options name no table, the URL does not parse,
+    /// names an unknown `sslmode`, or a certificate file cannot be read or used (the URL
+    /// itself is not repeated: it may hold a password).
     pub fn new(url: &str, options: PostgresDestinationOptions) -> Result<Self, DestinationError> {
+        let options = options.checked().map_err(|e| DestinationError::fatal(format!("postgres destination: {e}")))?;
         let connection = build_pool(url, &options.connect, options.pool_size).map_err(|e| DestinationError::Fatal {
             message: format!("postgres destination: {}", e.message),
             source: e.source,

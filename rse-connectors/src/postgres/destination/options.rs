@@ -1,35 +1,50 @@
-//! The options of a PostgreSQL destination.
+//! The options of a PostgreSQL destination, as data (serde) with a builder over it.
 
 use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
 
 use crate::postgres::PostgresConnectOptions;
 
 /// Options of a [`PostgresDestination`](super::PostgresDestination).
-#[derive(Debug, Clone)]
+///
+/// They read from and write to a configuration file (serde): every field but `table` has a
+/// default, an unknown field is refused, durations read as `"2m"` or `"500ms"`.
+///
+/// ```
+/// use rse_connectors::PostgresDestinationOptions;
+///
+/// let options: PostgresDestinationOptions = serde_json::from_str(
+///     r#"{"table": "customers", "schema": "crm", "version_guard": true, "write_timeout": "30s",
+///         "connect": {"ssl_mode": "verify-full"}}"#,
+/// )?;
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct PostgresDestinationOptions {
     pub(super) schema: String,
     pub(super) table: String,
     pub(super) create_table: bool,
     pub(super) version_guard: bool,
+    #[serde(rename = "idempotency_ledger")]
     pub(super) ledger: bool,
     pub(super) ledger_table: String,
     pub(super) pool_size: usize,
     pub(super) max_batch_rows: usize,
     pub(super) copy_inserts: bool,
     pub(super) connect: PostgresConnectOptions,
+    #[serde(with = "rse_core::config::duration")]
     pub(super) write_timeout: Duration,
 }
 
-/// How long one write may take by default before it fails as
-/// [`DestinationError::Transient`](rse_core::DestinationError::Transient).
-pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(120);
-
-impl PostgresDestinationOptions {
-    /// Writes into `table` of schema `public`.
-    pub fn new(table: impl Into<String>) -> Self {
+/// The defaults, without a table: name one ([`new`](PostgresDestinationOptions::new), or
+/// `table` in a configuration).
+impl Default for PostgresDestinationOptions {
+    fn default() -> Self {
         Self {
             schema: "public".into(),
-            table: table.into(),
+            table: String::new(),
             create_table: false,
             version_guard: false,
             ledger: false,
@@ -40,6 +55,17 @@ impl PostgresDestinationOptions {
             connect: PostgresConnectOptions::new(),
             write_timeout: DEFAULT_WRITE_TIMEOUT,
         }
+    }
+}
+
+/// How long one write may take by default before it fails as
+/// [`DestinationError::Transient`](rse_core::DestinationError::Transient).
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(120);
+
+impl PostgresDestinationOptions {
+    /// Writes into `table` of schema `public`.
+    pub fn new(table: impl Into<String>) -> Self {
+        Self { table: table.into(), ..Self::default() }
     }
 
     /// How to connect: TLS (roots, client certificate, the mode over the URL's
@@ -116,5 +142,19 @@ impl PostgresDestinationOptions {
 
     pub(super) fn guard(&self) -> bool {
         self.version_guard
+    }
+
+    /// The options as the destination uses them: a table named, counts of at least 1 (as
+    /// the builder keeps them; a configuration may say 0).
+    ///
+    /// # Errors
+    /// What to set when no table is named.
+    pub(super) fn checked(mut self) -> Result<Self, String> {
+        if self.table.is_empty() {
+            return Err("the options name no table: set `table` (`PostgresDestinationOptions::new(\"…\")`)".into());
+        }
+        self.pool_size = self.pool_size.max(1);
+        self.max_batch_rows = self.max_batch_rows.max(1);
+        Ok(self)
     }
 }
