@@ -113,3 +113,24 @@ fn debug_shows_no_password_key_or_certificate() {
         assert!(shown.contains("customers"), "{shown}");
     }
 }
+
+#[test]
+fn state_store_options_read_from_json_and_a_schema_name_alone_is_options() {
+    use rse_connectors::state::PostgresStateStoreOptions;
+    let text = json!({"schema": "crm_sync", "run_retention": 30, "pool_size": 2, "connect": {"ssl_mode": "require"}});
+    let read: PostgresStateStoreOptions = serde_json::from_value(text).unwrap();
+    let built = PostgresStateStoreOptions::new("crm_sync")
+        .with_run_retention(30)
+        .with_pool_size(2)
+        .with_connect_options(PostgresConnectOptions::new().with_ssl_mode(SslMode::Require));
+    let written = serde_json::to_value(&read).unwrap();
+    assert_eq!(written, serde_json::to_value(&built).unwrap());
+    let again: PostgresStateStoreOptions = serde_json::from_value(written.clone()).unwrap();
+    assert_eq!(serde_json::to_value(&again).unwrap(), written);
+    let named: PostgresStateStoreOptions = "crm_sync".into();
+    assert_eq!(serde_json::to_value(named).unwrap()["schema"], "crm_sync");
+    let defaults: PostgresStateStoreOptions = serde_json::from_value(json!({})).unwrap();
+    assert_eq!(serde_json::to_value(defaults).unwrap()["schema"], "rse_state");
+    let error = serde_json::from_value::<PostgresStateStoreOptions>(json!({"retention": 3})).unwrap_err();
+    assert!(error.to_string().contains("`retention`"), "{error}");
+}

@@ -38,7 +38,8 @@ pub(crate) struct Connection {
     pub(crate) pool: Pool,
     /// `host:port/database`, for messages (never the user or password).
     pub(crate) target: String,
-    pub(crate) ssl_mode: SslMode,
+    /// The TLS mode, unknown for a host's own pool.
+    pub(crate) ssl_mode: Option<SslMode>,
     pub(crate) connect_timeout: Duration,
     pub(crate) wait_timeout: Duration,
     /// The host name a certificate must carry under `verify-full`.
@@ -113,7 +114,7 @@ pub(crate) fn build_pool(
     Ok(Connection {
         pool,
         target,
-        ssl_mode: mode,
+        ssl_mode: Some(mode),
         connect_timeout,
         wait_timeout: options.pool_wait_timeout,
         host,
@@ -214,7 +215,47 @@ pub(crate) enum Unconnected {
     Backend(tokio_postgres::Error),
 }
 
+/// The server a connection is on, for messages: its address (or a socket), port and database.
+const SERVER: &str = "SELECT coalesce(host(inet_server_addr()), 'a local socket'), coalesce(inet_server_port(), 0), \
+     current_database()::text";
+
 impl Connection {
+    /// A host's own pool. A pool does not say where it connects, so the server is asked (its
+    /// address, port and database, for messages and names); that is the first connection.
+    ///
+    /// # Errors
+    /// Why no connection could be had, or the question failed.
+    pub(crate) async fn adopt(pool: Pool) -> Result<Connection, Unconnected> {
+        let timeouts = pool.timeouts();
+        let mut connection = Connection {
+            pool,
+            target: "the host's connection pool".to_owned(),
+            ssl_mode: None,
+            // A timeout the pool does not have never fires: the values are for messages.
+            connect_timeout: timeouts.create.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
+            wait_timeout: timeouts.wait.unwrap_or(DEFAULT_POOL_WAIT_TIMEOUT),
+            host: String::new(),
+            hosts: String::new(),
+            database: String::new(),
+        };
+        let client = connection.pool.get().await.map_err(|e| connection.unconnected(e))?;
+        let row = client.query_one(SERVER, &[]).await.map_err(Unconnected::Backend)?;
+        let host: String = row.try_get(0).map_err(Unconnected::Backend)?;
+        let port: i32 = row.try_get(1).map_err(Unconnected::Backend)?;
+        let database: String = row.try_get(2).map_err(Unconnected::Backend)?;
+        drop(client);
+        connection.target = format!("{host}:{port}/{database}");
+        connection.hosts = host.clone();
+        connection.host = host;
+        connection.database = database;
+        Ok(connection)
+    }
+
+    /// The TLS mode, as messages name it.
+    fn mode_text(&self) -> String {
+        self.ssl_mode.map_or_else(|| "the pool's TLS settings".to_owned(), |mode| format!("sslmode={mode}"))
+    }
+
     /// Explains a failure to get a connection from the pool.
     pub(crate) fn unconnected(&self, e: PoolError) -> Unconnected {
         match e {
@@ -242,9 +283,10 @@ impl Connection {
         let text = with_causes(e);
         if text.contains("server does not support TLS") {
             return Some(format!(
-                "{} does not offer TLS, and sslmode={} refuses plaintext: turn on `ssl` on the server, or connect to one \
+                "{} does not offer TLS, and {} refuses plaintext: turn on `ssl` on the server, or connect to one \
                  that has it (only on a network you trust, sslmode=prefer or disable accept plaintext)",
-                self.target, self.ssl_mode
+                self.target,
+                self.mode_text()
             ));
         }
         #[cfg(feature = "postgres-tls")]
@@ -282,7 +324,7 @@ impl Connection {
                 "the TLS certificate of {target} is not trusted ({e}): it is not signed by a CA rse trusts (public CAs \
                  unless sslrootcert says otherwise); give the CA that signed it with `sslrootcert=/path/to/ca.pem` in \
                  the URL or `PostgresConnectOptions::with_root_certificates_file`{}",
-                if self.ssl_mode == SslMode::Require {
+                if self.ssl_mode == Some(SslMode::Require) {
                     " (unlike libpq's, rse's sslmode=require checks the certificate's chain)"
                 } else {
                     ""
@@ -299,7 +341,7 @@ impl Connection {
                  sslcert/sslkey or `PostgresConnectOptions::with_client_certificate_files`, signed by a CA the server \
                  trusts"
             ),
-            other => format!("the TLS handshake with {target} failed ({other}) under sslmode={}", self.ssl_mode),
+            other => format!("the TLS handshake with {target} failed ({other}) under {}", self.mode_text()),
         }
     }
 }

@@ -29,4 +29,4 @@ mod types;
 pub use connect::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_POOL_WAIT_TIMEOUT, PostgresConnectOptions, SslMode};
 pub use copy::COPY_MIN_ROWS;
 pub use destination::{DEFAULT_WRITE_TIMEOUT, PostgresDestination, PostgresDestinationOptions};
-pub use state::PostgresStateStore;
+pub use state::{DEFAULT_STATE_SCHEMA, PostgresStateStore, PostgresStateStoreOptions};

@@ -106,7 +106,8 @@ mod optional_duration {
 /// How to connect to PostgreSQL, beyond the URL: timeouts and TLS. Shared by
 /// [`PostgresDestination`](crate::postgres::PostgresDestination) (through
 /// [`PostgresDestinationOptions::with_connect_options`](crate::postgres::PostgresDestinationOptions::with_connect_options))
-/// and [`PostgresStateStore::connect_with`](crate::postgres::PostgresStateStore::connect_with).
+/// and [`PostgresStateStore`](crate::postgres::PostgresStateStore) (through
+/// [`PostgresStateStoreOptions::with_connect_options`](crate::postgres::PostgresStateStoreOptions::with_connect_options)).
 ///
 /// What is set here wins over the same setting in the URL.
 ///

@@ -20,7 +20,7 @@ mod codec;
 mod sqlite;
 
 #[cfg(feature = "postgres")]
-pub use crate::postgres::PostgresStateStore;
+pub use crate::postgres::{PostgresStateStore, PostgresStateStoreOptions};
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStateStore;
 

@@ -151,7 +151,43 @@ impl PostgresDestination {
             source: e.source,
         })?;
         let name = format!("postgres:{}.{}", options.schema, options.table);
-        Ok(Self {
+        Ok(Self::assemble(name, connection, options))
+    }
+
+    /// [`new`](Self::new), then [`check`](Destination::check): connects now, so a wrong
+    /// host, certificate or password fails here rather than at the first write.
+    ///
+    /// # Errors
+    /// As [`new`](Self::new) and [`check`](Destination::check).
+    pub async fn connect(url: &str, options: PostgresDestinationOptions) -> Result<Self, DestinationError> {
+        let destination = Self::new(url, options)?;
+        destination.check().await?;
+        Ok(destination)
+    }
+
+    /// A destination writing through the host's own pool (`deadpool-postgres` 0.14). The
+    /// pool has its own connection settings, so the options' connect options do not apply,
+    /// and at most the pool's size (and the options' pool size) of writes run at once. It
+    /// connects once, to learn the server's address for messages. A write past its timeout
+    /// closes the pool's idle connections, as with a pool of its own.
+    ///
+    /// # Errors
+    /// [`DestinationError::Fatal`] when the options name no table; otherwise as
+    /// [`check`](Destination::check).
+    pub async fn from_pool(
+        pool: deadpool_postgres::Pool,
+        options: PostgresDestinationOptions,
+    ) -> Result<Self, DestinationError> {
+        let mut options =
+            options.checked().map_err(|e| DestinationError::fatal(format!("postgres destination: {e}")))?;
+        options.pool_size = options.pool_size.min(pool.status().max_size).max(1);
+        let name = format!("postgres:{}.{}", options.schema, options.table);
+        let connection = Connection::adopt(pool).await.map_err(|e| destination_unconnected(&name, e))?;
+        Ok(Self::assemble(name, connection, options))
+    }
+
+    fn assemble(name: String, connection: Connection, options: PostgresDestinationOptions) -> Self {
+        Self {
             name,
             connection,
             options,
@@ -160,7 +196,7 @@ impl PostgresDestination {
             columns: Mutex::new(TableColumns::default()),
             copy_conflicted: AtomicBool::new(false),
             with_rows: None,
-        })
+        }
     }
 
     /// Commits `with` in each batch's transaction, after the rows (exactly-once).

@@ -16,16 +16,17 @@ use crate::postgres::PostgresConnectOptions;
 use crate::postgres::classify::{state_error, state_unconnected};
 use crate::postgres::connect::{Connection, build_pool};
 use crate::postgres::sql::DATABASE_IDENTITY;
-use crate::state::DEFAULT_RUN_RETENTION;
 
 mod commit;
 mod lease;
+mod options;
 mod read;
 mod runs;
 mod schema;
 mod statements;
 
 pub(crate) use commit::CommitInError;
+pub use options::{DEFAULT_STATE_SCHEMA, PostgresStateStoreOptions};
 use statements::Sql;
 
 /// The state of any number of syncs in the tables of one PostgreSQL schema.
@@ -37,8 +38,13 @@ use statements::Sql;
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), rse_core::StateError> {
-/// use rse_connectors::state::PostgresStateStore;
+/// use rse_connectors::state::{PostgresStateStore, PostgresStateStoreOptions};
 /// let state = PostgresStateStore::connect("postgres://rse@db/warehouse", "rse_state").await?;
+/// let kept_short = PostgresStateStore::connect(
+///     "postgres://rse@db/warehouse",
+///     PostgresStateStoreOptions::new("rse_state").with_run_retention(10),
+/// )
+/// .await?;
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]
@@ -59,10 +65,12 @@ impl std::fmt::Debug for PostgresStateStore {
 type Client = deadpool_postgres::Object;
 
 impl PostgresStateStore {
-    /// Connects to `url` (`postgres://user@host:port/db?sslmode=verify-full`), creates
-    /// `schema` and the state tables when missing, and applies the migrations this rse
-    /// knows. The URL's TLS parameters are read as [`SslMode`](crate::postgres::SslMode)
-    /// says; [`connect_with`](Self::connect_with) takes TLS and timeout options besides.
+    /// Connects to `url` (`postgres://user@host:port/db?sslmode=verify-full`), creates the
+    /// options' schema and the state tables when missing, and applies the migrations this
+    /// rse knows. The URL's TLS parameters are read as [`SslMode`](crate::postgres::SslMode)
+    /// says. `options` may be a schema name alone (`"rse_state"`), or
+    /// [`PostgresStateStoreOptions`] with the run retention, the pool size and the
+    /// [`PostgresConnectOptions`] (TLS and timeouts).
     ///
     /// # Errors
     /// [`StateError::Unavailable`] when the server cannot be reached or does not answer
@@ -71,29 +79,52 @@ impl PostgresStateStore {
     /// certificate is not trusted (the message says what to change), or the role lacks a
     /// privilege (the message says which to grant); [`StateError::Incompatible`] when the
     /// schema was migrated by a newer rse.
-    pub async fn connect(url: &str, schema: &str) -> Result<Self, StateError> {
-        Self::connect_with(url, schema, PostgresConnectOptions::new()).await
+    pub async fn connect(url: &str, options: impl Into<PostgresStateStoreOptions>) -> Result<Self, StateError> {
+        let options = Self::checked(options.into())?;
+        let connection = build_pool(url, &options.connect, options.pool_size).map_err(|e| StateError::Other {
+            message: format!("the state store's PostgreSQL connection: {}", e.message),
+            source: e.source,
+        })?;
+        Self::open(connection, options).await
     }
 
-    /// [`connect`](Self::connect) under `options`: TLS roots and client certificate, the
-    /// TLS mode over the URL's `sslmode`, the connect timeout and the wait for a free
-    /// connection (of 8).
+    /// [`connect`](Self::connect) with the tables in `schema`, under `options`.
     ///
     /// # Errors
     /// As [`connect`](Self::connect).
     pub async fn connect_with(url: &str, schema: &str, options: PostgresConnectOptions) -> Result<Self, StateError> {
-        let connection = build_pool(url, &options, 8).map_err(|e| StateError::Other {
-            message: format!("the state store's PostgreSQL connection: {}", e.message),
-            source: e.source,
-        })?;
+        Self::connect(url, PostgresStateStoreOptions::new(schema).with_connect_options(options)).await
+    }
+
+    /// A store on the host's own pool: [`connect`](Self::connect) without building a pool.
+    /// The options' pool size and connect options do not apply (the pool has its own); it
+    /// connects once to learn the server's address for messages, then migrates.
+    ///
+    /// # Errors
+    /// As [`connect`](Self::connect).
+    pub async fn from_pool(
+        pool: deadpool_postgres::Pool,
+        options: impl Into<PostgresStateStoreOptions>,
+    ) -> Result<Self, StateError> {
+        let options = Self::checked(options.into())?;
+        let connection = Connection::adopt(pool)
+            .await
+            .map_err(|e| state_unconnected("the state store's PostgreSQL connection pool", &options.schema, e))?;
+        Self::open(connection, options).await
+    }
+
+    fn checked(options: PostgresStateStoreOptions) -> Result<PostgresStateStoreOptions, StateError> {
+        options
+            .checked()
+            .map_err(|e| StateError::Other { message: format!("the PostgreSQL state store: {e}"), source: None })
+    }
+
+    /// The store on `connection`, its schema migrated.
+    async fn open(connection: Connection, options: PostgresStateStoreOptions) -> Result<Self, StateError> {
+        let schema = options.schema;
         let name = format!("postgres:{}/{}/{schema}", connection.hosts, connection.database);
-        let store = Self {
-            connection,
-            sql: Arc::new(Sql::new(schema)),
-            schema: schema.to_owned(),
-            name,
-            run_retention: DEFAULT_RUN_RETENTION,
-        };
+        let store =
+            Self { connection, sql: Arc::new(Sql::new(&schema)), schema, name, run_retention: options.run_retention };
         store.migrate().await?;
         Ok(store)
     }
