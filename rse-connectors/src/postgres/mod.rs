@@ -2,9 +2,9 @@
 //!
 //! - Shared, below both: connection setup (`connect.rs`: the URL, including the `sslmode`,
 //!   `sslrootcert`, `sslcert` and `sslkey` parameters tokio-postgres does not read, TLS and
-//!   the pool with its timeouts), one classification of the server's errors
-//!   (`classify.rs`), identifier quoting (`sql.rs`), the type mapping (`types.rs`) and the
-//!   binary COPY encoder (`copy.rs`). [`PostgresDestination`] and [`PostgresStateStore`]
+//!   the pool with its timeouts; `options.rs`: what the URL does not say), one
+//!   classification of the server's errors (`classify.rs`), identifier quoting (`sql.rs`),
+//!   the type mapping (`types.rs`) and the binary COPY encoder (`copy.rs`). [`PostgresDestination`] and [`PostgresStateStore`]
 //!   connect through the same code, so they understand the same URLs and
 //!   [`PostgresConnectOptions`] the same way; see [`SslMode`] for what each TLS mode checks.
 //! - `destination/`: [`PostgresDestination`], split by role.
