@@ -20,8 +20,6 @@ pub use destination::http::{
 };
 #[cfg(feature = "nats")]
 pub use destination::nats::{NatsDestination, NatsDestinationOptions};
-#[cfg(feature = "postgres")]
-pub use destination::postgres::{PostgresDestination, PostgresDestinationOptions};
 #[cfg(feature = "redis")]
 pub use destination::redis::{RedisDestination, RedisDestinationOptions};
 #[cfg(feature = "sqlite")]
@@ -30,7 +28,7 @@ pub use destination::sqlite::{SqliteDestination, SqliteDestinationOptions, Sqlit
 #[cfg(feature = "postgres")]
 pub mod postgres;
 #[cfg(feature = "postgres")]
-pub use postgres::{PostgresConnectOptions, SslMode};
+pub use postgres::{PostgresConnectOptions, PostgresDestination, PostgresDestinationOptions, SslMode};
 
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub mod state;

@@ -196,3 +196,78 @@ async fn waiting_past_the_pool_wait_for_a_busy_connection_fails_as_transient() {
     tokio::time::timeout(GUARD, blocked).await.expect("the blocked write hung").unwrap().unwrap();
     admin.batch_execute(&format!("DROP SCHEMA \"{schema}\" CASCADE")).await.unwrap();
 }
+
+/// A host that already owns a `deadpool-postgres` pool hands it to both: a sync runs
+/// exactly-once through it, at most as many writes at once as the pool has connections.
+#[tokio::test]
+async fn a_destination_and_a_state_store_on_the_hosts_own_pool_sync_exactly_once() {
+    use rse_connectors::state::PostgresStateStoreOptions;
+    use rse_core::memory::MemorySource;
+    let Some(admin) = admin().await else { return };
+    let schema = unique_id("rse_host_pool");
+    let config: tokio_postgres::Config = url().parse().unwrap();
+    let manager = deadpool_postgres::Manager::new(config, NoTls);
+    let pool = deadpool_postgres::Pool::builder(manager).max_size(2).build().unwrap();
+
+    let store = PostgresStateStore::from_pool(pool.clone(), PostgresStateStoreOptions::new(&schema)).await.unwrap();
+    assert!(store.name().ends_with(&format!("/test/{schema}")), "{}", store.name());
+    let options = PostgresDestinationOptions::new("people").with_schema(&schema).with_create_table(true);
+    let dest = PostgresDestination::from_pool(pool, options).await.unwrap().with_state_store(store.clone());
+    assert_eq!(dest.capabilities().max_concurrency, 2);
+
+    let rows: Vec<Record> = (1..=100).map(|i| Record::new(vec![Value::Int(i), Value::from(format!("n{i}"))])).collect();
+    let sync_id = unique_id("host_pool");
+    let sync = SyncJob::builder(sync_id.clone())
+        .source(MemorySource::new(table_schema(), rows))
+        .destination(dest)
+        .state(store.clone())
+        .build()
+        .await
+        .unwrap();
+    let report = sync.run().await.unwrap();
+    assert_eq!(report.counts.applied.insert, 100, "{report}");
+    let count: i64 = admin.query_one(&format!("SELECT count(*) FROM \"{schema}\".people"), &[]).await.unwrap().get(0);
+    assert_eq!(count, 100);
+    assert_eq!(store.scan(&sync_id, None, 1_000).await.unwrap().len(), 100);
+    admin.batch_execute(&format!("DROP SCHEMA \"{schema}\" CASCADE")).await.unwrap();
+}
+
+/// `connect` fails at once where `new` would fail only at the first write.
+#[tokio::test]
+async fn connect_checks_the_server_where_new_waits_for_the_first_write() {
+    let Some(_admin) = admin().await else { return };
+    let closed = "postgres://postgres@127.0.0.1:1/test";
+    assert!(PostgresDestination::new(closed, PostgresDestinationOptions::new("t")).is_ok());
+    match PostgresDestination::connect(closed, PostgresDestinationOptions::new("t")).await {
+        Err(DestinationError::Transient { .. }) => {}
+        other => panic!("connecting to a closed port must fail as transient, got {other:?}"),
+    }
+    PostgresDestination::connect(&url(), PostgresDestinationOptions::new("t")).await.unwrap();
+}
+
+/// The store's options, given whole: the schema and the run retention.
+#[tokio::test]
+async fn a_state_store_keeps_the_runs_its_options_say() {
+    use rse_connectors::state::PostgresStateStoreOptions;
+    let Some(admin) = admin().await else { return };
+    let schema = unique_id("rse_state_options");
+    let options = PostgresStateStoreOptions::new(&schema)
+        .with_run_retention(2)
+        .with_connect_options(PostgresConnectOptions::new().with_connect_timeout(Duration::from_secs(5)));
+    let store = PostgresStateStore::connect(&url(), options).await.unwrap();
+    assert_eq!(store.schema(), schema);
+    let sync = SyncJob::builder("s")
+        .source(rse_core::memory::MemorySource::new(table_schema(), vec![]))
+        .destination(rse_core::memory::MemoryDestination::new())
+        .state(store.clone())
+        .build()
+        .await
+        .unwrap();
+    let mut ran = Vec::new();
+    for _ in 0..3 {
+        ran.push(sync.run().await.unwrap().run_id);
+    }
+    let kept: Vec<u64> = store.list_runs("s", 10).await.unwrap().iter().map(|r| r.run_id).collect();
+    assert_eq!(kept, vec![ran[2], ran[1]]);
+    admin.batch_execute(&format!("DROP SCHEMA \"{schema}\" CASCADE")).await.unwrap();
+}

@@ -7,8 +7,12 @@
 pub mod http;
 #[cfg(feature = "nats")]
 pub mod nats;
+/// The PostgreSQL destination, at its former path; it lives in [`crate::postgres`] with the
+/// state store and the connection setup they share.
 #[cfg(feature = "postgres")]
-pub mod postgres;
+pub mod postgres {
+    pub use crate::postgres::{COPY_MIN_ROWS, DEFAULT_WRITE_TIMEOUT, PostgresDestination, PostgresDestinationOptions};
+}
 #[cfg(feature = "redis")]
 pub mod redis;
 mod secret;

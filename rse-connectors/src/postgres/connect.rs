@@ -1,8 +1,6 @@
 //! Connection setup shared by the PostgreSQL destination and state store: the connection
 //! string, TLS, and the pool with its timeouts.
 
-use std::fmt;
-use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -10,6 +8,9 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod
 use rse_core::BoxError;
 
 pub use super::mode::SslMode;
+#[cfg(feature = "postgres-tls")]
+use super::options::Pem;
+pub use super::options::PostgresConnectOptions;
 use super::params::{self, SslParams};
 
 /// How long connecting (TCP, TLS and authentication together) may take when neither the
@@ -17,162 +18,6 @@ use super::params::{self, SslParams};
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a caller waits for a free connection of the pool by default.
 pub const DEFAULT_POOL_WAIT_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// PEM data given in memory or by file.
-#[derive(Clone)]
-#[cfg_attr(not(feature = "postgres-tls"), allow(dead_code))]
-enum Pem {
-    Bytes(Vec<u8>),
-    File(PathBuf),
-}
-
-#[cfg_attr(not(feature = "postgres-tls"), allow(dead_code))]
-impl Pem {
-    fn load(&self, what: &str) -> Result<(Vec<u8>, String), SetupError> {
-        match self {
-            Pem::Bytes(b) => Ok((b.clone(), format!("the {what} given in memory"))),
-            Pem::File(path) => {
-                let bytes = std::fs::read(path)
-                    .map_err(|e| SetupError::new(format!("cannot read the {what} file `{}`: {e}", path.display())))?;
-                Ok((bytes, format!("the {what} file `{}`", path.display())))
-            }
-        }
-    }
-}
-
-impl fmt::Debug for Pem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Pem::Bytes(b) => write!(f, "<{} bytes of PEM>", b.len()),
-            Pem::File(p) => write!(f, "{}", p.display()),
-        }
-    }
-}
-
-/// How to connect to PostgreSQL, beyond the URL: timeouts and TLS. Shared by
-/// [`PostgresDestination`](crate::destination::postgres::PostgresDestination) (through
-/// [`PostgresDestinationOptions::with_connect_options`](crate::destination::postgres::PostgresDestinationOptions::with_connect_options))
-/// and [`PostgresStateStore::connect_with`](crate::state::PostgresStateStore::connect_with).
-///
-/// What is set here wins over the same setting in the URL.
-///
-/// # Trusted roots
-/// A certificate is checked (under `require`, `verify-ca`, `verify-full`; see [`SslMode`])
-/// against, in this order of precedence:
-/// - [`with_root_certificates_pem`](Self::with_root_certificates_pem) or
-///   [`with_root_certificates_file`](Self::with_root_certificates_file);
-/// - `sslrootcert=<file>` in the URL (PEM), or `sslrootcert=system` for the operating
-///   system's store;
-/// - otherwise Mozilla's list of public CAs, compiled in (the `webpki-roots` crate), which
-///   holds the CAs of providers that use public certificates but not the private CAs some
-///   managed services sign with (download theirs and name it in `sslrootcert`).
-///
-/// Unlike libpq, rse does not read `~/.postgresql/root.crt`.
-///
-/// # Client certificates
-/// [`with_client_certificate_pem`](Self::with_client_certificate_pem),
-/// [`with_client_certificate_files`](Self::with_client_certificate_files), or
-/// `sslcert=<file>&sslkey=<file>` in the URL: a PEM chain and an unencrypted PEM key.
-///
-/// ```no_run
-/// use std::time::Duration;
-/// use rse_connectors::postgres::{PostgresConnectOptions, SslMode};
-///
-/// let options = PostgresConnectOptions::new()
-///     .with_ssl_mode(SslMode::VerifyFull)
-///     .with_root_certificates_file("/etc/rse/db-ca.pem")
-///     .with_connect_timeout(Duration::from_secs(5));
-/// ```
-#[derive(Clone, Debug)]
-pub struct PostgresConnectOptions {
-    connect_timeout: Option<Duration>,
-    pool_wait_timeout: Duration,
-    ssl_mode: Option<SslMode>,
-    root_certificates: Option<Pem>,
-    client_certificate: Option<(Pem, Pem)>,
-    accept_invalid_certificates: bool,
-}
-
-impl Default for PostgresConnectOptions {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl PostgresConnectOptions {
-    /// The defaults: the URL's `sslmode` (else `prefer`), a connect timeout of the URL's
-    /// `connect_timeout` or [`DEFAULT_CONNECT_TIMEOUT`], a pool wait of
-    /// [`DEFAULT_POOL_WAIT_TIMEOUT`].
-    pub fn new() -> Self {
-        Self {
-            connect_timeout: None,
-            pool_wait_timeout: DEFAULT_POOL_WAIT_TIMEOUT,
-            ssl_mode: None,
-            root_certificates: None,
-            client_certificate: None,
-            accept_invalid_certificates: false,
-        }
-    }
-
-    /// How long opening one connection may take, TCP, TLS and authentication together
-    /// (default: the URL's `connect_timeout`, else 10 s). A server that accepts and never
-    /// answers fails after this long instead of hanging.
-    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = Some(timeout);
-        self
-    }
-
-    /// How long a caller waits for a free connection when all of the pool's are in use
-    /// (default 30 s).
-    pub fn with_pool_wait_timeout(mut self, timeout: Duration) -> Self {
-        self.pool_wait_timeout = timeout;
-        self
-    }
-
-    /// The TLS mode, over the URL's `sslmode` (see [`SslMode`]).
-    pub fn with_ssl_mode(mut self, mode: SslMode) -> Self {
-        self.ssl_mode = Some(mode);
-        self
-    }
-
-    /// Trusts only the CA certificates in `pem` (one or more `-----BEGIN CERTIFICATE-----`
-    /// blocks), over the URL's `sslrootcert`.
-    pub fn with_root_certificates_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
-        self.root_certificates = Some(Pem::Bytes(pem.into()));
-        self
-    }
-
-    /// Trusts only the CA certificates in the PEM file at `path` (read when the pool is
-    /// built), over the URL's `sslrootcert`.
-    pub fn with_root_certificates_file(mut self, path: impl Into<PathBuf>) -> Self {
-        self.root_certificates = Some(Pem::File(path.into()));
-        self
-    }
-
-    /// Presents a client certificate: `chain` (PEM, the client's certificate first) and its
-    /// unencrypted private `key` (PEM: PKCS#8, PKCS#1 or SEC1), over the URL's
-    /// `sslcert`/`sslkey`. The key never appears in `Debug`.
-    pub fn with_client_certificate_pem(mut self, chain: impl Into<Vec<u8>>, key: impl Into<Vec<u8>>) -> Self {
-        self.client_certificate = Some((Pem::Bytes(chain.into()), Pem::Bytes(key.into())));
-        self
-    }
-
-    /// Presents the client certificate in the PEM files `chain` and `key` (read when the
-    /// pool is built), over the URL's `sslcert`/`sslkey`.
-    pub fn with_client_certificate_files(mut self, chain: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
-        self.client_certificate = Some((Pem::File(chain.into()), Pem::File(key.into())));
-        self
-    }
-
-    /// Under `sslmode=require`, encrypts without checking the server's certificate at all
-    /// (libpq's `require` without a root file). Anyone in the network path can then pose as
-    /// the server and read every row: use it only for a server whose CA you cannot get, and
-    /// prefer giving that CA. Refused with `verify-ca` and `verify-full`. Default off.
-    pub fn with_danger_accept_invalid_certificates(mut self, accept: bool) -> Self {
-        self.accept_invalid_certificates = accept;
-        self
-    }
-}
 
 /// A connection setting that cannot work: the message says which and what to do.
 #[derive(Debug)]
@@ -193,7 +38,8 @@ pub(crate) struct Connection {
     pub(crate) pool: Pool,
     /// `host:port/database`, for messages (never the user or password).
     pub(crate) target: String,
-    pub(crate) ssl_mode: SslMode,
+    /// The TLS mode, unknown for a host's own pool.
+    pub(crate) ssl_mode: Option<SslMode>,
     pub(crate) connect_timeout: Duration,
     pub(crate) wait_timeout: Duration,
     /// The host name a certificate must carry under `verify-full`.
@@ -268,7 +114,7 @@ pub(crate) fn build_pool(
     Ok(Connection {
         pool,
         target,
-        ssl_mode: mode,
+        ssl_mode: Some(mode),
         connect_timeout,
         wait_timeout: options.pool_wait_timeout,
         host,
@@ -308,7 +154,7 @@ fn manager(
         (None, None) => Roots::Public,
     };
     let client = match (&options.client_certificate, ssl.cert.as_deref(), ssl.key.as_deref()) {
-        (Some((chain, key)), _, _) => Some((chain.load("client certificate")?.0, key.load("client key")?.0)),
+        (Some(given), _, _) => Some((given.chain.load("client certificate")?.0, given.key.load("client key")?.0)),
         (None, Some(chain), Some(key)) => Some((
             Pem::File(chain.into()).load("client certificate (sslcert)")?.0,
             Pem::File(key.into()).load("client key (sslkey)")?.0,
@@ -369,7 +215,47 @@ pub(crate) enum Unconnected {
     Backend(tokio_postgres::Error),
 }
 
+/// The server a connection is on, for messages: its address (or a socket), port and database.
+const SERVER: &str = "SELECT coalesce(host(inet_server_addr()), 'a local socket'), coalesce(inet_server_port(), 0), \
+     current_database()::text";
+
 impl Connection {
+    /// A host's own pool. A pool does not say where it connects, so the server is asked (its
+    /// address, port and database, for messages and names); that is the first connection.
+    ///
+    /// # Errors
+    /// Why no connection could be had, or the question failed.
+    pub(crate) async fn adopt(pool: Pool) -> Result<Connection, Unconnected> {
+        let timeouts = pool.timeouts();
+        let mut connection = Connection {
+            pool,
+            target: "the host's connection pool".to_owned(),
+            ssl_mode: None,
+            // A timeout the pool does not have never fires: the values are for messages.
+            connect_timeout: timeouts.create.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
+            wait_timeout: timeouts.wait.unwrap_or(DEFAULT_POOL_WAIT_TIMEOUT),
+            host: String::new(),
+            hosts: String::new(),
+            database: String::new(),
+        };
+        let client = connection.pool.get().await.map_err(|e| connection.unconnected(e))?;
+        let row = client.query_one(SERVER, &[]).await.map_err(Unconnected::Backend)?;
+        let host: String = row.try_get(0).map_err(Unconnected::Backend)?;
+        let port: i32 = row.try_get(1).map_err(Unconnected::Backend)?;
+        let database: String = row.try_get(2).map_err(Unconnected::Backend)?;
+        drop(client);
+        connection.target = format!("{host}:{port}/{database}");
+        connection.hosts = host.clone();
+        connection.host = host;
+        connection.database = database;
+        Ok(connection)
+    }
+
+    /// The TLS mode, as messages name it.
+    fn mode_text(&self) -> String {
+        self.ssl_mode.map_or_else(|| "the pool's TLS settings".to_owned(), |mode| format!("sslmode={mode}"))
+    }
+
     /// Explains a failure to get a connection from the pool.
     pub(crate) fn unconnected(&self, e: PoolError) -> Unconnected {
         match e {
@@ -397,9 +283,10 @@ impl Connection {
         let text = with_causes(e);
         if text.contains("server does not support TLS") {
             return Some(format!(
-                "{} does not offer TLS, and sslmode={} refuses plaintext: turn on `ssl` on the server, or connect to one \
+                "{} does not offer TLS, and {} refuses plaintext: turn on `ssl` on the server, or connect to one \
                  that has it (only on a network you trust, sslmode=prefer or disable accept plaintext)",
-                self.target, self.ssl_mode
+                self.target,
+                self.mode_text()
             ));
         }
         #[cfg(feature = "postgres-tls")]
@@ -437,7 +324,7 @@ impl Connection {
                 "the TLS certificate of {target} is not trusted ({e}): it is not signed by a CA rse trusts (public CAs \
                  unless sslrootcert says otherwise); give the CA that signed it with `sslrootcert=/path/to/ca.pem` in \
                  the URL or `PostgresConnectOptions::with_root_certificates_file`{}",
-                if self.ssl_mode == SslMode::Require {
+                if self.ssl_mode == Some(SslMode::Require) {
                     " (unlike libpq's, rse's sslmode=require checks the certificate's chain)"
                 } else {
                     ""
@@ -454,7 +341,7 @@ impl Connection {
                  sslcert/sslkey or `PostgresConnectOptions::with_client_certificate_files`, signed by a CA the server \
                  trusts"
             ),
-            other => format!("the TLS handshake with {target} failed ({other}) under sslmode={}", self.ssl_mode),
+            other => format!("the TLS handshake with {target} failed ({other}) under {}", self.mode_text()),
         }
     }
 }

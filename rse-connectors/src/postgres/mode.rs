@@ -66,6 +66,20 @@ impl fmt::Display for SslMode {
     }
 }
 
+/// In a configuration file: the name in a connection URL (`"verify-full"`).
+impl serde::Serialize for SslMode {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for SslMode {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        name.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 impl FromStr for SslMode {
     type Err = String;
 

@@ -1,4 +1,5 @@
-//! Durable state stores: SQLite (one file, the embedded default) and PostgreSQL.
+//! Durable state stores: SQLite (one file, the embedded default) and PostgreSQL (which lives
+//! in [`crate::postgres`]; the helpers here are shared by both).
 //!
 //! Both keep the same tables: one row per sync (its metadata and its lease), the snapshot
 //! (key → fingerprint, version, pending change) with keys as BLOB/bytea so that `ORDER BY
@@ -15,13 +16,11 @@ use rse_core::state::{PendingChange, RejectedEntry, SnapshotEntry, SyncMeta};
 use rse_core::{Fingerprint, FingerprintAlgorithm, Key, Op, RejectionStage, StateError, SyncReport, Value};
 
 mod codec;
-#[cfg(feature = "postgres")]
-pub(crate) mod postgres;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
 #[cfg(feature = "postgres")]
-pub use postgres::PostgresStateStore;
+pub use crate::postgres::{PostgresStateStore, PostgresStateStoreOptions};
 #[cfg(feature = "sqlite")]
 pub use sqlite::{SqliteStateStore, SqliteStateStoreOptions};
 

@@ -1,19 +1,26 @@
-//! The binary COPY of a batch's inserts.
+//! The binary COPY encoder: rows in PostgreSQL's `COPY … FROM STDIN (FORMAT binary)` form.
 //!
-//! A change the runner plans as an insert (a key new to the sync) is written with
-//! `COPY … FROM STDIN (FORMAT binary)` instead of the upsert: the server stores the rows
-//! with its bulk insert and no speculative insertion per row, about twice the rows per
-//! second of `INSERT … ON CONFLICT` on the same table. A key new to the sync may still be
-//! in the table (a row someone else wrote); the COPY then fails with a unique violation,
-//! the transaction is rolled back and the batch is written again by the upsert.
+//! The destination writes a batch's inserts (keys new to the sync) by COPY instead of the
+//! upsert: the server stores the rows with its bulk insert and no speculative insertion per
+//! row, about twice the rows per second of `INSERT … ON CONFLICT` on the same table. The
+//! state store writes the snapshot rows of those keys the same way under exactly-once. A key
+//! new to the sync may still be in the table (a row someone else wrote); the COPY then fails
+//! with a unique violation, the transaction is rolled back and the batch is written again by
+//! the upsert.
 //!
-//! The binary format must match each column's type exactly, so the COPY is used only for a
-//! plain table (no rules) whose columns have the types the destination creates (see
+//! The binary format must match each column's type exactly, so the destination uses the COPY
+//! only for a plain table (no rules) whose columns have the types it creates (see
 //! [`column_takes`]); any other table is written by the upsert alone.
 
 use bytes::{BufMut, BytesMut};
 use rse_core::{DataType, Value};
-use tokio_postgres::error::SqlState;
+
+use super::types::list_json;
+
+/// A batch's inserts (and, under exactly-once, their snapshot rows) go by COPY when there
+/// are at least this many: below it, the COPY's extra statement costs more than the upsert
+/// saves.
+pub const COPY_MIN_ROWS: usize = 64;
 
 /// The signature, flags and header extension length that open a binary COPY stream.
 const HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
@@ -25,7 +32,7 @@ const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
 
 /// The PostgreSQL type a field is written as in the binary COPY.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum CopyType {
+pub(crate) enum CopyType {
     Bool,
     Int8,
     Float8,
@@ -39,7 +46,7 @@ pub(super) enum CopyType {
 
 impl CopyType {
     /// The type a field of `t` is written as: the column type the destination creates.
-    pub(super) fn of(t: &DataType) -> CopyType {
+    pub(crate) fn of(t: &DataType) -> CopyType {
         match t {
             DataType::Bool => CopyType::Bool,
             DataType::Int => CopyType::Int8,
@@ -57,7 +64,7 @@ impl CopyType {
 /// Whether a column of `column_type` (as `format_type` names it) reads the binary form of
 /// `created`, the type the destination creates for the field (`pg_type`). A type modifier is
 /// fine where the server applies it on receipt (`varchar(n)`, `numeric(p, s)`).
-pub(super) fn column_takes(created: &str, column_type: &str) -> bool {
+pub(crate) fn column_takes(created: &str, column_type: &str) -> bool {
     column_type == created
         || (created == "text" && column_type.starts_with("character varying"))
         || (created == "numeric" && column_type.starts_with("numeric("))
@@ -87,7 +94,7 @@ impl CopyRows {
     /// the version guard, the version. `false`, with nothing appended, when a value does not
     /// have its field's type or is outside what the binary form holds: the row then goes by
     /// the upsert, which rejects it with its reason or lets the server judge it.
-    pub(super) fn push<'v>(
+    pub(crate) fn push<'v>(
         &mut self,
         types: &[CopyType],
         values: impl Iterator<Item = &'v Value>,
@@ -178,7 +185,7 @@ fn field(buf: &mut BytesMut, ty: CopyType, value: &Value) -> bool {
         }
         (CopyType::Numeric, Value::Decimal(d)) => return numeric(buf, d.as_str()),
         (CopyType::Jsonb, Value::Json(j)) => return jsonb(buf, j),
-        (CopyType::Jsonb, Value::List(items)) => return jsonb(buf, &super::list_json(items)),
+        (CopyType::Jsonb, Value::List(items)) => return jsonb(buf, &list_json(items)),
         _ => return false,
     }
     true
@@ -253,14 +260,6 @@ fn numeric(buf: &mut BytesMut, text: &str) -> bool {
         buf.put_i16(group(g));
     }
     true
-}
-
-/// Whether a COPY refused with `code` is worth writing again by the upsert: a key already
-/// in the table (the upsert updates it), or a table or value the binary COPY cannot take
-/// although the checks before it passed (the upsert's casts may).
-pub(crate) fn upsert_would_do(code: &SqlState) -> bool {
-    [SqlState::UNIQUE_VIOLATION, SqlState::FEATURE_NOT_SUPPORTED, SqlState::INVALID_BINARY_REPRESENTATION]
-        .contains(code)
 }
 
 /// Sends `rows`, a whole binary COPY stream, by the COPY statement `sql` (prepared once per
