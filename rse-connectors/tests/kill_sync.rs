@@ -484,6 +484,15 @@ async fn survives_sigkill(store_kind: &'static str) {
 /// fingerprints, and nothing is pending.
 async fn state_equals_table(world: &World, admin: &tokio_postgres::Client) {
     let s = &world.schema;
+    // A COMMIT the killed worker sent just before the kill may still be landing on the
+    // server. Each exactly-once commit holds the sync's state row locked until it ends, so
+    // taking that lock waits for any such commit; after it, nothing more can land.
+    admin
+        .batch_execute(&format!(
+            "BEGIN; SELECT 1 FROM \"{s}\".rse_syncs WHERE sync_id = 'customers' FOR UPDATE; COMMIT;"
+        ))
+        .await
+        .unwrap();
     let mut fingerprinter = Fingerprinter::new(FingerprintAlgorithm::default(), &schema());
     let table: BTreeMap<Key, Fingerprint> = admin
         .query(&format!("SELECT id, name, score FROM \"{s}\".dest"), &[])
