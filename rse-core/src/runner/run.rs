@@ -169,9 +169,20 @@ async fn work(
     Ok(match lease {
         Some(lease) => {
             let deliverer = Deliverer {
+                sync_id: inner.id.clone(),
+                schema: run_schema,
+                destination: inner.destination.clone(),
+                state: inner.state.clone(),
+                lease: lease.clone(),
+                limiter: RateLimiter::new(inner.destination.capabilities().rate_limit),
+                pause: PauseGate::default(),
+                options: inner.options.clone(),
+                algorithm: inner.options.fingerprint_algorithm,
+                stop: stop.clone(),
+                prior,
+                progress: inner.progress.clone(),
                 lease_deadline: deadline.clone(),
                 waits: waits.clone(),
-                ..deliverer(inner, lease.clone(), stop.clone(), prior, run_schema)
             };
             tokio::join!(produce, consume(&deliverer, rx, inner))
         }
@@ -237,29 +248,4 @@ async fn prepare(
         Box::new(diff.with_unchanged(options.full_resync))
     };
     Ok((prior, differ))
-}
-
-fn deliverer(
-    inner: &SyncInner,
-    lease: Lease,
-    stop: CancellationToken,
-    prior: Arc<PriorRejections>,
-    schema: RunSchema,
-) -> Deliverer {
-    Deliverer {
-        sync_id: inner.id.clone(),
-        schema,
-        destination: inner.destination.clone(),
-        state: inner.state.clone(),
-        lease,
-        limiter: RateLimiter::new(inner.destination.capabilities().rate_limit),
-        pause: PauseGate::default(),
-        options: inner.options.clone(),
-        algorithm: inner.options.fingerprint_algorithm,
-        stop,
-        prior,
-        progress: inner.progress.clone(),
-        lease_deadline: Arc::new(LeaseDeadline::new(Instant::now(), inner.options.lease_ttl)),
-        waits: Arc::default(),
-    }
 }
