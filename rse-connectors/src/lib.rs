@@ -13,6 +13,8 @@ pub mod encode;
 pub mod log_filter;
 #[cfg(feature = "redis")]
 mod options;
+#[cfg(feature = "saas")]
+pub mod saas;
 pub use destination::Secret;
 #[cfg(feature = "http")]
 pub use destination::http::{
