@@ -269,7 +269,7 @@ impl SaasAuth {
         }
     }
 
-    /// How many times the token endpoint has been asked (0 for a static token or key).
+    /// How many token fetches have ended, well or not (0 for a static token or key).
     pub fn token_fetches(&self) -> u64 {
         match &*self.inner {
             Inner::Static(_) => 0,

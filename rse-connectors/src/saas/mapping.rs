@@ -6,7 +6,7 @@
 //! | `Null` | `""`: clears the property | `null`: clears the field |
 //! | `Bool` | `"true"` / `"false"` | `true` / `false` |
 //! | `Int` | `"42"` | `42` |
-//! | `Float` | plain decimal, never an exponent: `"0.1"`, `"1000000000000000000000"`; NaN and ±∞ refused | a number (`0.1`, `1e21`); NaN and ±∞ refused |
+//! | `Float` | plain decimal, never an exponent: `"0.1"`, `"1000000000000000000000"`; NaN and ±∞ refused | a number (`0.1`, `1e+21`); NaN and ±∞ refused |
 //! | `Decimal` | the exact decimal, `"12.5"` | a number when a JSON reader gets it back exactly (an integer of up to 19 digits, or a decimal a float holds exactly); else refused, never rounded |
 //! | `String` | as is | as is |
 //! | `Date` | `"2024-03-01"` | `"2024-03-01"` |

@@ -5,7 +5,7 @@
 //! |---|---|
 //! | credentials: a static token, an API key header, OAuth 2.0 refresh-token and JWT-bearer grants, refreshed once for all writers | [`SaasAuthConfig`], [`SaasAuth`] ([`auth`], [`oauth`], [`jwt`]) |
 //! | an HTTP client: rustls, timeouts, gzip, no redirects, `User-Agent: rse/<version>`; requests that retry once after a 401 with a refreshed token; answers read with a size cap | [`SaasClient`], [`SaasRequest`], [`SaasResponse`] ([`client`]) |
-//! | what a failed answer means to the runner, with a hook for the vendor | [`Classifier`], [`Failure`], [`default_classification`] ([`classify`]) |
+//! | what a failed answer means to the runner, with a hook for the vendor | [`Classifier`], [`Failure`], [`default_classification`] ([`classify`](mod@classify)) |
 //! | per-item answers to outcomes, by position or by key, refusing what cannot be attributed | [`SentItems`], [`KeyedItems`], [`ItemResult`] ([`partial`]) |
 //! | waiting for an asynchronous job | [`poll_until`], [`PollOptions`] ([`poll`]) |
 //! | fields to vendor properties, values in the vendor's style | [`FieldMap`], [`ValueStyle`] ([`mapping`]) |

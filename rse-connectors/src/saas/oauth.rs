@@ -117,7 +117,7 @@ impl OAuthRefreshConfig {
 pub struct AccessToken {
     token: Secret,
     generation: u64,
-    /// The fetch attempt that produced it.
+    /// The number of the fetch that produced it, counted as fetches end.
     attempt: u64,
     received: Instant,
     lifetime: Option<Duration>,
@@ -249,8 +249,8 @@ pub(super) struct TokenSource {
     margin: Duration,
     current: RwLock<Option<Arc<AccessToken>>>,
     flight: tokio::sync::Mutex<Flight>,
-    /// Fetches started; read without the lock to tell a failure that happened while a
-    /// writer waited from one that happened before.
+    /// Fetches ended; read without the lock to tell a failure that ended while a writer
+    /// waited (it shares it) from one that ended before it asked (it tries again).
     attempts: AtomicU64,
 }
 
@@ -312,7 +312,7 @@ impl TokenSource {
         }
     }
 
-    /// How many times the token endpoint was asked.
+    /// How many times the token endpoint answered (or failed to).
     pub(super) fn fetches(&self) -> u64 {
         self.attempts.load(Ordering::Relaxed)
     }
@@ -330,13 +330,13 @@ impl TokenSource {
         if let Some(token) = self.fresh() {
             return Ok(token);
         }
-        let started_before = self.attempts.load(Ordering::Acquire);
+        let ended_before = self.attempts.load(Ordering::Acquire);
         let mut flight = self.flight.lock().await;
         if let Some(token) = self.fresh() {
             return Ok(token);
         }
         if let Some((attempt, failed)) = &flight.last_failure
-            && *attempt > started_before
+            && *attempt > ended_before
         {
             return Err(failed.error());
         }
@@ -361,9 +361,9 @@ impl TokenSource {
     }
 
     async fn fetch(&self, flight: &mut Flight) -> Result<Arc<AccessToken>, DestinationError> {
-        let attempt = self.attempts.fetch_add(1, Ordering::AcqRel) + 1;
         let started = Instant::now();
         let fetched = self.request(flight).await;
+        let attempt = self.attempts.fetch_add(1, Ordering::AcqRel) + 1;
         let grant = self.grant.name();
         match fetched {
             Ok(answer) => {

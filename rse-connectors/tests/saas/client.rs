@@ -1,0 +1,90 @@
+//! The kit's HTTP client against the in-process API.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use rse_connectors::DestinationError;
+use rse_connectors::saas::{DefaultClassifier, SaasAuthConfig, SaasClient, SaasClientOptions, SaasRequest, USER_AGENT};
+use serde_json::Value as Json;
+
+use crate::oauth_server::OAuthServer;
+
+fn client(options: SaasClientOptions) -> SaasClient {
+    SaasClient::new("vendor:test", &SaasAuthConfig::Bearer { token: "pat-0000".into() }, options).unwrap()
+}
+
+#[tokio::test]
+async fn requests_say_who_sends_them_and_take_gzip() {
+    let server = OAuthServer::start().await;
+    let client = client(SaasClientOptions::default());
+    let answer = client.send(&SaasRequest::get(server.url("/api/whoami"))).await.unwrap();
+    assert_eq!(answer.status().as_u16(), 401);
+    {
+        let s = server.lock();
+        assert_eq!(s.user_agents, [USER_AGENT]);
+        assert_eq!(USER_AGENT, concat!("rse/", env!("CARGO_PKG_VERSION")));
+        assert!(s.accept_encodings[0].contains("gzip"), "{:?}", s.accept_encodings);
+    }
+    let answer = client.send(&SaasRequest::get(server.url("/api/gzip"))).await.unwrap();
+    let body: Json = answer.json("the gzip answer").unwrap();
+    assert_eq!(body, serde_json::json!({"compressed": true}));
+}
+
+#[tokio::test]
+async fn redirects_are_not_followed() {
+    let server = OAuthServer::start().await;
+    let answer = client(SaasClientOptions::default()).send(&SaasRequest::get(server.url("/api/moved"))).await.unwrap();
+    assert_eq!(answer.status().as_u16(), 302);
+    let error = answer.error(&DefaultClassifier);
+    let message = error.to_string();
+    assert!(matches!(error, DestinationError::Fatal { .. }), "{error:?}");
+    assert!(message.contains("vendor:test: HTTP 302 Found"), "{message}");
+    assert!(!message.contains("session"), "{message}");
+}
+
+#[tokio::test]
+async fn answers_are_read_up_to_the_cap_and_parsed_without_repeating_values() {
+    let server = OAuthServer::start().await;
+    let client = client(SaasClientOptions::default().with_max_body_bytes(1000));
+    let big = client.send(&SaasRequest::get(server.url("/api/big"))).await.unwrap();
+    assert!(!big.is_complete() && big.body().len() == 1000);
+    let error = big.json::<Vec<u64>>("the big answer").unwrap_err().to_string();
+    assert!(error.contains("the big answer is larger than 1000 bytes; raise `max_body_bytes`"), "{error}");
+    let whole = client.send(&SaasRequest::get(server.url("/api/big")).with_max_body_bytes(1 << 20)).await.unwrap();
+    assert_eq!(whole.json::<Vec<u64>>("the big answer").unwrap().len(), 5001);
+
+    // A 401 body whose message repeats an address, read as the wrong shape.
+    let refused = client.send(&SaasRequest::get(server.url("/api/whoami"))).await.unwrap();
+    let error = refused.json::<Vec<HashMap<String, u64>>>("the whoami answer").unwrap_err().to_string();
+    assert!(error.contains("the whoami answer is not the JSON expected (HTTP 401, at line 1, column"), "{error}");
+    assert!(!error.contains("ada@") && !error.contains("Session"), "{error}");
+}
+
+#[tokio::test]
+async fn no_answer_is_transient_and_names_the_host_only() {
+    let server = OAuthServer::start().await;
+    let client = client(SaasClientOptions::default().with_request_timeout(Duration::from_millis(200)));
+    let error = client.send(&SaasRequest::get(server.url("/api/slow?email=ada%40example.com"))).await.unwrap_err();
+    let message = error.to_string();
+    assert!(matches!(error, DestinationError::Transient { .. }), "{error:?}");
+    assert!(message.contains(&format!("vendor:test: no answer from {} in time", server.base())), "{message}");
+    assert!(!message.contains("slow") && !message.contains("ada"), "{message}");
+
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = closed.local_addr().unwrap();
+    drop(closed);
+    let url = reqwest::Url::parse(&format!("http://{addr}/api")).unwrap();
+    let error = client.send(&SaasRequest::get(url)).await.unwrap_err();
+    assert!(matches!(error, DestinationError::Transient { .. }), "{error:?}");
+    assert!(error.to_string().contains("could not connect"), "{error}");
+}
+
+#[test]
+fn options_are_data() {
+    let options: SaasClientOptions =
+        serde_json::from_str(r#"{"request_timeout": "2m", "max_body_bytes": 1048576}"#).unwrap();
+    assert_eq!(options.request_timeout, Duration::from_secs(120));
+    assert_eq!(options.connect_timeout, Duration::from_secs(10));
+    let unknown = serde_json::from_str::<SaasClientOptions>(r#"{"request_timout": "2m"}"#).unwrap_err();
+    assert!(unknown.to_string().contains("unknown field `request_timout`"), "{unknown}");
+}
