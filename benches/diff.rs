@@ -86,7 +86,7 @@ fn older(record: &Record) -> Record {
 }
 
 fn entry(key: Key, fingerprint: Fingerprint) -> SnapshotEntry {
-    SnapshotEntry { key, fingerprint: Some(fingerprint), version: 1, pending: None }
+    SnapshotEntry { key, fingerprint: Some(fingerprint), version: 1, pending: None, memo: None }
 }
 
 struct Table {

@@ -36,7 +36,7 @@ fn key(i: i64) -> Key {
 
 fn entry(i: i64, version: u64) -> SnapshotEntry {
     let fp = u128::from(version).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (i as u128).wrapping_mul(0xD6E8_FEB8_6659_FD93);
-    SnapshotEntry { key: key(i), fingerprint: Some(Fingerprint(fp)), version, pending: None }
+    SnapshotEntry { key: key(i), fingerprint: Some(Fingerprint(fp)), version, pending: None, memo: None }
 }
 
 async fn fill(store: &dyn StateStore, lease: &Lease, n: i64) {

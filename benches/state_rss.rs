@@ -45,6 +45,7 @@ fn entry(i: i64) -> SnapshotEntry {
         fingerprint: Some(Fingerprint(fp)),
         version: 1,
         pending: None,
+        memo: None,
     }
 }
 

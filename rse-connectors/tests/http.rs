@@ -65,7 +65,15 @@ fn batch_of(schema: &Arc<Schema>, changes: Vec<(Op, Record)>) -> ChangeBatch {
             let key = record.key(schema).unwrap();
             let fingerprint = fp.fingerprint(&record);
             let idempotency_key = IdempotencyKey::derive("t", &key, op, fingerprint, 0);
-            Change { op, key, record: (op != Op::Delete).then_some(record), fingerprint, version: 0, idempotency_key }
+            Change {
+                op,
+                key,
+                record: (op != Op::Delete).then_some(record),
+                fingerprint,
+                version: 0,
+                idempotency_key,
+                memo: None,
+            }
         })
         .collect();
     ChangeBatch { sync_id: "t".into(), schema: schema.clone(), changes }

@@ -53,7 +53,8 @@ fn batch(schema: &Arc<Schema>, id: i64) -> ChangeBatch {
     let key = record.key(schema).unwrap();
     let fingerprint = Fingerprinter::new(FingerprintAlgorithm::default(), schema).fingerprint(&record);
     let idempotency_key = IdempotencyKey::derive("s", &key, Op::Insert, fingerprint, 1);
-    let change = Change { op: Op::Insert, key, record: Some(record), fingerprint, version: 1, idempotency_key };
+    let change =
+        Change { op: Op::Insert, key, record: Some(record), fingerprint, version: 1, idempotency_key, memo: None };
     ChangeBatch { sync_id: "s".into(), schema: schema.clone(), changes: vec![change] }
 }
 

@@ -361,7 +361,7 @@ async fn exactly_once_passes_both_conformance_suites_and_refuses_a_store_elsewhe
     let dest = db.dest(db.options("eo_elsewhere")).with_state_store(elsewhere.clone());
     let lease = elsewhere.acquire_lease("x", "test", Duration::from_secs(5)).await.unwrap();
     let batch = changes(&conformance_schema(), "x", vec![(Op::Insert, row(1, "a", 1.0), 0)]);
-    let commit_for = |_: &[ChangeOutcome]| StateCommit::default();
+    let commit_for = |_: &WriteOutcome| StateCommit::default();
     match dest.write_committing(&batch, &lease, &commit_for).await {
         Err(CommittedWriteError::Destination(DestinationError::Fatal { message, .. })) => {
             assert!(message.contains("same database"), "{message}")

@@ -74,7 +74,8 @@ async fn a_schema_of_version_2_is_migrated_and_its_refused_records_and_cursors_r
         .batch_execute(&format!(
             "ALTER TABLE \"{schema}\".rse_rejected DROP COLUMN record;
              ALTER TABLE \"{schema}\".rse_syncs DROP COLUMN cursor_value;
-             DELETE FROM \"{schema}\".rse_migrations WHERE version = 3;"
+             ALTER TABLE \"{schema}\".rse_snapshot DROP COLUMN memo;
+             DELETE FROM \"{schema}\".rse_migrations WHERE version >= 3;"
         ))
         .await
         .unwrap();
@@ -111,6 +112,33 @@ async fn a_schema_of_version_2_is_migrated_and_its_refused_records_and_cursors_r
     assert!(matches!(got[0].record.as_ref().map(|r| &r.values[..]), Some([Value::Float(f)]) if f.is_nan()));
     let cursor = store.meta("lost").await.unwrap().cursor;
     assert!(matches!(cursor, Some(Value::Float(f)) if f.to_bits() == (-0.0f64).to_bits()), "{cursor:?}");
+    drop_schema(&admin, &schema).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_of_version_3_is_migrated_and_its_entries_read_without_memos() {
+    let Some(admin) = admin().await else { return };
+    let schema = schema();
+    let store = PostgresStateStore::connect(&url(), &schema).await.unwrap();
+    let lease = store.acquire_lease("crm", "a", TTL).await.unwrap();
+    let entries: Vec<_> = (1..=3).map(|i| state_common::entry(i, 1)).collect();
+    store.commit(&lease, StateCommit { applied: entries.clone(), ..StateCommit::default() }).await.unwrap();
+    store.release_lease(&lease).await.unwrap();
+    drop(store);
+    // The schema as an rse of version 3 left it: no memo column.
+    admin
+        .batch_execute(&format!(
+            "ALTER TABLE \"{schema}\".rse_snapshot DROP COLUMN memo;
+             DELETE FROM \"{schema}\".rse_migrations WHERE version = 4;"
+        ))
+        .await
+        .unwrap();
+    let store = PostgresStateStore::connect(&url(), &schema).await.unwrap();
+    assert_eq!(store.scan("crm", None, 10).await.unwrap(), entries);
+    let lease = store.acquire_lease("crm", "b", TTL).await.unwrap();
+    let with_memo = SnapshotEntry { memo: Some(Memo::text("5101").unwrap()), ..state_common::entry(2, 2) };
+    store.commit(&lease, StateCommit { applied: vec![with_memo.clone()], ..StateCommit::default() }).await.unwrap();
+    assert_eq!(store.get("crm", std::slice::from_ref(&with_memo.key)).await.unwrap(), vec![Some(with_memo)]);
     drop_schema(&admin, &schema).await;
 }
 
@@ -156,7 +184,7 @@ async fn reconnecting_finds_everything() {
     assert_eq!(
         store.get("orders", &[key(500), key(3), key(10_000)]).await.unwrap(),
         vec![
-            Some(SnapshotEntry { key: key(500), fingerprint: None, version: 0, pending: Some(pending) }),
+            Some(SnapshotEntry { key: key(500), fingerprint: None, version: 0, pending: Some(pending), memo: None }),
             Some(SnapshotEntry { pending: Some(pending), ..entry(3, 1) }),
             None
         ]

@@ -82,7 +82,15 @@ fn changes(schema: &Arc<Schema>, items: Vec<(Op, Record)>) -> ChangeBatch {
             let key = record.key(schema).unwrap();
             let fingerprint = fp.fingerprint(&record);
             let idempotency_key = IdempotencyKey::derive("r", &key, op, fingerprint, 0);
-            Change { op, key, record: (op != Op::Delete).then_some(record), fingerprint, version: 0, idempotency_key }
+            Change {
+                op,
+                key,
+                record: (op != Op::Delete).then_some(record),
+                fingerprint,
+                version: 0,
+                idempotency_key,
+                memo: None,
+            }
         })
         .collect();
     ChangeBatch { sync_id: "r".into(), schema: schema.clone(), changes }

@@ -44,7 +44,8 @@ fn batch(prefix: &str) -> ChangeBatch {
     let key = record.key(&schema).unwrap();
     let fingerprint = Fingerprinter::new(FingerprintAlgorithm::default(), &schema).fingerprint(&record);
     let idempotency_key = IdempotencyKey::derive(prefix, &key, Op::Insert, fingerprint, 1);
-    let change = Change { op: Op::Insert, key, record: Some(record), fingerprint, version: 1, idempotency_key };
+    let change =
+        Change { op: Op::Insert, key, record: Some(record), fingerprint, version: 1, idempotency_key, memo: None };
     ChangeBatch { sync_id: prefix.into(), schema, changes: vec![change] }
 }
 

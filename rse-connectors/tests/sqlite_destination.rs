@@ -79,7 +79,15 @@ fn changes(schema: &Arc<Schema>, sync_id: &str, items: Vec<(Op, Record, u64)>) -
             let key = record.key(schema).unwrap();
             let fingerprint = fp.fingerprint(&record);
             let idempotency_key = IdempotencyKey::derive(sync_id, &key, op, fingerprint, version);
-            Change { op, key, record: (op != Op::Delete).then_some(record), fingerprint, version, idempotency_key }
+            Change {
+                op,
+                key,
+                record: (op != Op::Delete).then_some(record),
+                fingerprint,
+                version,
+                idempotency_key,
+                memo: None,
+            }
         })
         .collect();
     ChangeBatch { sync_id: sync_id.into(), schema: schema.clone(), changes }

@@ -53,7 +53,7 @@ fn write_version_1_file(path: &Path) {
     let conn = rusqlite::Connection::open(path).unwrap();
     conn.execute_batch(
         "ALTER TABLE rse_rejected DROP COLUMN record; ALTER TABLE rse_syncs DROP COLUMN cursor_value;
-         PRAGMA user_version = 1;",
+         ALTER TABLE rse_snapshot DROP COLUMN memo; PRAGMA user_version = 1;",
     )
     .unwrap();
     for (sync, key, entry, cursor) in state_common::old_rows() {
@@ -87,6 +87,28 @@ async fn a_state_file_of_schema_version_1_is_migrated_and_its_refused_records_an
     assert!(matches!(got[0].record.as_ref().map(|r| &r.values[..]), Some([Value::Float(f)]) if f.is_nan()));
     let cursor = store.meta("lost").await.unwrap().cursor;
     assert!(matches!(cursor, Some(Value::Float(f)) if f.to_bits() == (-0.0f64).to_bits()), "{cursor:?}");
+    cleanup(&path);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_file_of_schema_version_2_is_migrated_and_its_entries_read_without_memos() {
+    let path = temp_path("state.db");
+    let store = SqliteStateStore::open(&path).await.unwrap();
+    let lease = store.acquire_lease("crm", "a", TTL).await.unwrap();
+    let entries: Vec<_> = (1..=3).map(|i| state_common::entry(i, 1)).collect();
+    store.commit(&lease, StateCommit { applied: entries.clone(), ..StateCommit::default() }).await.unwrap();
+    store.release_lease(&lease).await.unwrap();
+    drop(store);
+    // The file as an rse of schema version 2 left it: no memo column.
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch("ALTER TABLE rse_snapshot DROP COLUMN memo; PRAGMA user_version = 2;").unwrap();
+    drop(conn);
+    let store = SqliteStateStore::open(&path).await.unwrap();
+    assert_eq!(store.scan("crm", None, 10).await.unwrap(), entries);
+    let lease = store.acquire_lease("crm", "b", TTL).await.unwrap();
+    let with_memo = SnapshotEntry { memo: Some(Memo::text("5101").unwrap()), ..state_common::entry(2, 2) };
+    store.commit(&lease, StateCommit { applied: vec![with_memo.clone()], ..StateCommit::default() }).await.unwrap();
+    assert_eq!(store.get("crm", std::slice::from_ref(&with_memo.key)).await.unwrap(), vec![Some(with_memo)]);
     cleanup(&path);
 }
 
@@ -170,7 +192,7 @@ async fn reopening_finds_everything() {
         store.get("orders", &[key(3), key(500)]).await.unwrap(),
         vec![
             Some(SnapshotEntry { pending: Some(pending), ..entry(3, 1) }),
-            Some(SnapshotEntry { key: key(500), fingerprint: None, version: 0, pending: Some(pending) })
+            Some(SnapshotEntry { key: key(500), fingerprint: None, version: 0, pending: Some(pending), memo: None })
         ]
     );
     assert_eq!(store.rejected("orders", None, 10).await.unwrap(), vec![rejection]);

@@ -3,9 +3,12 @@
 use std::fmt;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::destination::QuotaFeedback;
+use crate::error::DestinationError;
 use crate::fingerprint::Fingerprint;
 use crate::key::Key;
 use crate::record::Record;
@@ -98,6 +101,129 @@ impl fmt::Debug for IdempotencyKey {
     }
 }
 
+/// A small value a destination keeps per key across runs: the record id a CRM assigned
+/// (HubSpot archives and Salesforce deletes by it), the identifiers last sent to an audience
+/// (to remove them when they change).
+///
+/// A destination hands a memo back with an applied change ([`Receipt::with_memo`]); the
+/// state keeps it with the key's snapshot entry, under the same commit rules as the
+/// fingerprint, and the runner hands it back in [`Change::memo`] with the key's later
+/// changes. It is never derived again from the source. At most [`Memo::MAX_LEN`] bytes.
+///
+/// ```
+/// # use rse_core::Memo;
+/// let id = Memo::text("0031U00001abcdeQAA").unwrap();
+/// assert_eq!(id.as_str(), Some("0031U00001abcdeQAA"));
+/// assert!(Memo::new(vec![0u8; Memo::MAX_LEN + 1]).is_err());
+/// ```
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Memo(Bytes);
+
+impl Memo {
+    /// The most bytes a memo may hold: it is stored with every key's snapshot entry.
+    pub const MAX_LEN: usize = 4096;
+
+    /// A memo of these bytes.
+    ///
+    /// # Errors
+    /// [`DestinationError::Fatal`] when longer than [`Memo::MAX_LEN`]: a connector bug.
+    pub fn new(bytes: impl Into<Bytes>) -> Result<Self, DestinationError> {
+        let bytes = bytes.into();
+        if bytes.len() > Self::MAX_LEN {
+            return Err(DestinationError::fatal(format!(
+                "a memo of {} bytes is longer than the {} bytes the state keeps per key; keep only what a later \
+                 change of the key needs (a record id, digests)",
+                bytes.len(),
+                Self::MAX_LEN
+            )));
+        }
+        Ok(Memo(bytes))
+    }
+
+    /// A memo of this text.
+    ///
+    /// # Errors
+    /// As [`Memo::new`].
+    pub fn text(text: &str) -> Result<Self, DestinationError> {
+        Self::new(Bytes::copy_from_slice(text.as_bytes()))
+    }
+
+    /// Its bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// Its text, when it is UTF-8.
+    pub fn as_str(&self) -> Option<&str> {
+        std::str::from_utf8(&self.0).ok()
+    }
+
+    /// A memo read back from a state store, trusted to be within the limit it was written under.
+    pub fn from_stored(bytes: impl Into<Bytes>) -> Self {
+        Memo(bytes.into())
+    }
+}
+
+impl fmt::Debug for Memo {
+    // A memo holds identifiers (record ids, digests), not row values, but it is still data
+    // of the destination's: show its size only.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Memo({} bytes)", self.0.len())
+    }
+}
+
+/// What the destination did with an applied change, where the vendor says so.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Effect {
+    /// The destination created the record.
+    Created,
+    /// The destination changed a record it held.
+    Updated,
+    /// The destination held the record as sent already and changed nothing.
+    Unchanged,
+}
+
+/// What a destination hands back with an applied change: what it did, and a memo for the
+/// key's later changes.
+///
+/// ```
+/// # use rse_core::{Effect, Memo, Receipt};
+/// let receipt = Receipt::created().with_memo(Memo::text("5101").unwrap());
+/// assert_eq!(receipt.effect, Some(Effect::Created));
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Receipt {
+    /// What the destination did, if it says.
+    pub effect: Option<Effect>,
+    /// The memo to keep for the key; `None` keeps the key's memo as it was (an applied
+    /// delete clears it).
+    pub memo: Option<Memo>,
+}
+
+impl Receipt {
+    /// The record was created.
+    pub fn created() -> Self {
+        Self { effect: Some(Effect::Created), memo: None }
+    }
+
+    /// The record was updated.
+    pub fn updated() -> Self {
+        Self { effect: Some(Effect::Updated), memo: None }
+    }
+
+    /// The record was already as sent.
+    pub fn unchanged() -> Self {
+        Self { effect: Some(Effect::Unchanged), memo: None }
+    }
+
+    /// Keeps `memo` for the key.
+    pub fn with_memo(mut self, memo: Memo) -> Self {
+        self.memo = Some(memo);
+        self
+    }
+}
+
 /// One change for the destination.
 #[derive(Debug, Clone)]
 pub struct Change {
@@ -113,6 +239,10 @@ pub struct Change {
     pub version: u64,
     /// The change's deterministic idempotency key.
     pub idempotency_key: IdempotencyKey,
+    /// The memo the key's last applied change left with the state (the record id a CRM
+    /// assigned, the identifiers last sent): `None` for a key never applied, or when the
+    /// destination keeps no memos (see [`DestinationCapabilities::keeps_memos`](crate::DestinationCapabilities)).
+    pub memo: Option<Memo>,
 }
 
 impl Change {
@@ -176,16 +306,35 @@ impl ChangeOutcome {
 }
 
 /// The destination's answer for a batch: one outcome per change, in the batch's order.
+///
+/// Built with [`WriteOutcomes`] (or [`WriteOutcome::all_applied`]), so a new field never
+/// breaks a connector.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct WriteOutcome {
     /// One outcome per change of the batch, in order.
     pub outcomes: Vec<ChangeOutcome>,
+    /// What the destination handed back with applied changes: empty, or one per change in
+    /// order (ignored for a change not applied).
+    pub receipts: Vec<Receipt>,
+    /// The quota the destination reported with this answer, which the runner paces to.
+    pub quota: Option<QuotaFeedback>,
 }
 
 impl WriteOutcome {
     /// Every one of `n` changes applied.
     pub fn all_applied(n: usize) -> Self {
-        Self { outcomes: vec![ChangeOutcome::Applied; n] }
+        Self::from_outcomes(vec![ChangeOutcome::Applied; n])
+    }
+
+    /// These outcomes, with no receipts and no quota.
+    pub fn from_outcomes(outcomes: Vec<ChangeOutcome>) -> Self {
+        Self { outcomes, receipts: Vec::new(), quota: None }
+    }
+
+    /// The receipt of change `i`, if the destination gave one.
+    pub fn receipt(&self, i: usize) -> Option<&Receipt> {
+        self.receipts.get(i)
     }
 }
 
@@ -212,12 +361,14 @@ impl WriteOutcome {
 #[derive(Debug, Clone, Default)]
 pub struct WriteOutcomes {
     slots: Vec<Option<ChangeOutcome>>,
+    receipts: Vec<Receipt>,
+    quota: Option<QuotaFeedback>,
 }
 
 impl WriteOutcomes {
     /// `n` unset slots, one per change of the batch.
     pub fn new(n: usize) -> Self {
-        Self { slots: vec![None; n] }
+        Self { slots: vec![None; n], receipts: Vec::new(), quota: None }
     }
 
     /// The number of slots.
@@ -240,6 +391,23 @@ impl WriteOutcomes {
     /// Change `i` was applied.
     pub fn applied(&mut self, i: usize) {
         self.set(i, ChangeOutcome::Applied);
+    }
+
+    /// Change `i` was applied, and the destination handed back `receipt` (what it did, a
+    /// memo for the key's later changes).
+    pub fn applied_with(&mut self, i: usize, receipt: Receipt) {
+        if i < self.slots.len() {
+            if self.receipts.is_empty() {
+                self.receipts = vec![Receipt::default(); self.slots.len()];
+            }
+            self.receipts[i] = receipt;
+        }
+        self.set(i, ChangeOutcome::Applied);
+    }
+
+    /// Records the quota the destination reported with this answer (the runner paces to it).
+    pub fn set_quota(&mut self, quota: QuotaFeedback) {
+        self.quota = Some(quota);
     }
 
     /// Change `i` was refused for good, for `reason` (the destination's words, never values).
@@ -268,7 +436,7 @@ impl WriteOutcomes {
     /// The outcome of the write.
     ///
     /// # Errors
-    /// [`DestinationError::Fatal`](crate::DestinationError::Fatal) naming the destination and the unset positions: a
+    /// [`DestinationError::Fatal`] naming the destination and the unset positions: a
     /// connector bug, which must not pass for a delivery.
     pub fn finish(self, destination: &str) -> Result<WriteOutcome, crate::error::DestinationError> {
         let unset: Vec<usize> = self.unset().collect();
@@ -283,6 +451,10 @@ impl WriteOutcomes {
                 if unset.len() > 10 { ", …" } else { "" }
             )));
         }
-        Ok(WriteOutcome { outcomes: self.slots.into_iter().flatten().collect() })
+        Ok(WriteOutcome {
+            outcomes: self.slots.into_iter().flatten().collect(),
+            receipts: self.receipts,
+            quota: self.quota,
+        })
     }
 }

@@ -4,6 +4,36 @@
 //! configuration file. A duration there reads `"200ms"`, `"30s"`, `"5m"`, `"2h"`, `"1d"`
 //! or a plain number of seconds (`1.5`); it is written back in the largest whole unit.
 
+/// `#[serde(with = "rse_core::config::duration_opt", default)]` for an optional
+/// [`Duration`](std::time::Duration) field: absent or `null` is `None`, otherwise as
+/// [`duration`].
+pub mod duration_opt {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Writes `Some(d)` as [`duration::serialize`](super::duration::serialize) does, `None` as null.
+    ///
+    /// # Errors
+    /// Only the serializer's own.
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, serializer: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => super::duration::serialize(d, serializer),
+            None => serializer.serialize_none(),
+        }
+    }
+
+    /// Reads null as `None`, anything else as [`duration::deserialize`](super::duration::deserialize) does.
+    ///
+    /// # Errors
+    /// As [`duration::deserialize`](super::duration::deserialize).
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
+        #[derive(Deserialize)]
+        struct Wrapped(#[serde(with = "super::duration")] Duration);
+        Ok(Option::<Wrapped>::deserialize(deserializer)?.map(|Wrapped(d)| d))
+    }
+}
+
 /// `#[serde(with = "rse_core::config::duration")]` for a [`Duration`](std::time::Duration)
 /// field.
 pub mod duration {

@@ -4,8 +4,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
 
-use crate::change::{ChangeBatch, ChangeOutcome, Op, WriteOutcome};
+use crate::change::{ChangeBatch, Op, WriteOutcome};
 use crate::error::{DestinationError, StateError};
 use crate::schema::Schema;
 use crate::state::{Lease, StateCommit, StateStore};
@@ -34,6 +35,43 @@ impl RateLimit {
     }
 }
 
+/// The quota a destination reported with an answer (from headers such as
+/// `X-HubSpot-RateLimit-*` or `Sforce-Limit-Info`), which the runner paces to: it does not
+/// send into a window it knows is spent, and ends the run when the daily allowance is
+/// (less what [`SyncOptions::quota_reserve`](crate::SyncOptions) leaves for other
+/// integrations).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuotaFeedback {
+    /// The short window (requests per ten seconds, per minute), if reported.
+    pub window: Option<QuotaWindow>,
+    /// The daily allowance, if reported.
+    pub daily: Option<QuotaWindow>,
+}
+
+/// One quota window as the destination reported it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuotaWindow {
+    /// Requests left in the window.
+    pub remaining: u64,
+    /// The window's allowance, if reported.
+    pub limit: Option<u64>,
+    /// When the window resets, from the answer; for a rolling window, its length.
+    #[serde(with = "crate::config::duration_opt", default)]
+    pub resets_in: Option<Duration>,
+}
+
+impl QuotaWindow {
+    /// `remaining` of `limit` left, resetting in `resets_in`.
+    pub fn new(remaining: u64, limit: Option<u64>, resets_in: Option<Duration>) -> Self {
+        Self { remaining, limit, resets_in }
+    }
+
+    /// The share of the allowance used, when the limit is known.
+    pub fn used_fraction(&self) -> Option<f64> {
+        self.limit.filter(|&l| l > 0).map(|l| l.saturating_sub(self.remaining) as f64 / l as f64)
+    }
+}
+
 /// What a destination accepts; the runner shapes batches, concurrency and pacing to fit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -53,6 +91,10 @@ pub struct DestinationCapabilities {
     pub honours_idempotency_keys: bool,
     /// Whether a write is applied all-or-nothing.
     pub transactional: bool,
+    /// Whether it hands back memos ([`Receipt::with_memo`](crate::Receipt::with_memo)) and
+    /// needs them on later changes: the runner then reads each batch's memos from the
+    /// state before the write and fills [`Change::memo`](crate::Change::memo).
+    pub keeps_memos: bool,
 }
 
 impl DestinationCapabilities {
@@ -66,6 +108,7 @@ impl DestinationCapabilities {
             max_concurrency: 4,
             honours_idempotency_keys: false,
             transactional: false,
+            keeps_memos: false,
         }
     }
 
@@ -109,6 +152,12 @@ impl DestinationCapabilities {
         self.transactional = transactional;
         self
     }
+
+    /// Declares that memos are handed back and needed on later changes.
+    pub fn with_memos(mut self, keeps: bool) -> Self {
+        self.keeps_memos = keeps;
+        self
+    }
 }
 
 /// An operational tool that changes are delivered to: a CRM, an ad platform, a cache, a
@@ -128,8 +177,11 @@ impl DestinationCapabilities {
 ///   the batch is still applied.
 /// - An `Err` means the batch as a whole failed, and its variant says what the runner does:
 ///   `Transient` and `RateLimited` are retried (so a write must be safe to repeat: use the
-///   change's idempotency key or an upsert), `InvalidBatch` is bisected, `Unauthorized` and
-///   `Fatal` end the run.
+///   change's idempotency key or an upsert), `InvalidBatch` is bisected, `QuotaExhausted`
+///   ends the run cleanly until the allowance resets, `Unauthorized` and `Fatal` end the run.
+/// - An applied change may come with a [`Receipt`](crate::Receipt) (created or updated, a
+///   memo for the key's later changes), and the answer with the quota the destination
+///   reported; both through [`WriteOutcomes`](crate::WriteOutcomes).
 /// - Values never appear in error messages.
 ///
 /// # Example
@@ -202,8 +254,8 @@ pub trait Destination: Send + Sync {
 }
 
 /// The state commit a transactional write records with its rows, built by the runner from
-/// the write's outcomes (one per change of the batch, in order).
-pub type CommitFor<'a> = dyn Fn(&[ChangeOutcome]) -> StateCommit + Send + Sync + 'a;
+/// the write's answer (one outcome per change of the batch, in order, and any receipts).
+pub type CommitFor<'a> = dyn Fn(&WriteOutcome) -> StateCommit + Send + Sync + 'a;
 
 /// Why a write that commits the sync's state with its rows failed.
 #[derive(Debug, thiserror::Error)]

@@ -171,6 +171,18 @@ pub enum DestinationError {
         /// How long the destination asked us to wait.
         retry_after: Option<Duration>,
     },
+    /// An allowance the destination counts over a long period (a daily API quota) is used
+    /// up. Retrying before it resets only burns what other integrations of the account have
+    /// left, so the run ends cleanly as
+    /// [`RunStatus::QuotaExhausted`](crate::RunStatus::QuotaExhausted): what was
+    /// acknowledged is committed and every unsent change goes next run.
+    #[error("destination quota exhausted: {message}{}", .resets_in.map(|d| format!("; it resets in {}s", d.as_secs())).unwrap_or_default())]
+    QuotaExhausted {
+        /// Which allowance, in the destination's words (never values).
+        message: String,
+        /// When it resets, from now, if the destination says.
+        resets_in: Option<Duration>,
+    },
     /// Credentials are missing, wrong or expired. Ends the run.
     #[error("destination refused our credentials: {message}")]
     Unauthorized {

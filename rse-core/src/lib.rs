@@ -33,9 +33,12 @@ pub mod value;
 /// The attribute the four traits are declared with, re-exported so that an implementation
 /// needs no dependency of its own: `#[rse_core::async_trait]`.
 pub use async_trait::async_trait;
-pub use change::{Change, ChangeBatch, ChangeOutcome, IdempotencyKey, Op, WriteOutcome, WriteOutcomes};
+pub use change::{
+    Change, ChangeBatch, ChangeOutcome, Effect, IdempotencyKey, Memo, Op, Receipt, WriteOutcome, WriteOutcomes,
+};
 pub use destination::{
-    CommitFor, CommittedWriteError, Destination, DestinationCapabilities, RateLimit, TransactionalState,
+    CommitFor, CommittedWriteError, Destination, DestinationCapabilities, QuotaFeedback, QuotaWindow, RateLimit,
+    TransactionalState,
 };
 pub use drift::{SchemaDrift, SchemaDriftPolicy, SchemaSummary};
 pub use error::{
@@ -46,7 +49,7 @@ pub use fingerprint::{Fingerprint, FingerprintAlgorithm, Fingerprinter};
 pub use key::{Key, KeyHash};
 pub use record::{Record, RowBatch, SourceRejection};
 pub use report::{
-    Counts, FailureKind, OpCounts, ProgressEvent, RejectionSample, RunStatus, StageDurations, SyncReport,
+    Counts, EffectCounts, FailureKind, OpCounts, ProgressEvent, RejectionSample, RunStatus, StageDurations, SyncReport,
 };
 pub use runner::{DEFAULT_MAX_DELETES, DiffStrategy, MaxDeletes, Mode, SyncBuilder, SyncJob, SyncOptions};
 pub use schema::{Field, Schema};

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use futures::StreamExt;
 
-use crate::change::{ChangeBatch, ChangeOutcome, IdempotencyKey, Op, WriteOutcome};
+use crate::change::{Change, ChangeBatch, ChangeOutcome, IdempotencyKey, Memo, Op, Receipt, WriteOutcome};
 use crate::destination::{CommitFor, CommittedWriteError, Destination, DestinationCapabilities, TransactionalState};
 use crate::error::{DestinationError, SourceError, StateError};
 use crate::fingerprint::Fingerprint;
@@ -153,11 +153,16 @@ pub struct Delivery {
     pub version: u64,
     /// `false` when it was dropped as a duplicate of an applied idempotency key.
     pub applied: bool,
+    /// The memo the change carried (the record id, for a destination that keeps memos).
+    pub memo: Option<Memo>,
 }
 
 #[derive(Default)]
 struct DestinationData {
     rows: BTreeMap<Key, (Record, Fingerprint)>,
+    /// Record ids, for a destination that keeps memos.
+    ids: BTreeMap<Key, String>,
+    next_id: u64,
     events: Vec<(Key, Record)>,
     applied_keys: HashSet<IdempotencyKey>,
     log: Vec<Delivery>,
@@ -169,6 +174,12 @@ struct DestinationData {
 ///
 /// `Insert` of an existing key overwrites it, `Update` of a missing key is rejected with
 /// "record not found", `Delete` of a missing key is applied, `Append` adds an event.
+///
+/// With capabilities that [keep memos](DestinationCapabilities::with_memos) it behaves as a
+/// CRM does: a record gets an id when created (`rec-1`, `rec-2`, …), every applied insert or
+/// update hands it back as the memo with `created`/`updated`, and a delete removes the
+/// record only by the id in the change's memo — a delete without one (a record this sync
+/// has no id of) changes nothing, and one with another record's id is refused.
 ///
 /// With [`with_state_store`](Self::with_state_store) it is exactly-once: it offers
 /// [`TransactionalState`], applying each batch and the sync's state commit into that
@@ -197,6 +208,7 @@ impl Default for MemoryDestination {
 #[derive(Default)]
 struct Undo {
     rows: Vec<(Key, Option<(Record, Fingerprint)>)>,
+    ids: Vec<(Key, Option<String>)>,
     events: usize,
     log: usize,
     applied_keys: Vec<IdempotencyKey>,
@@ -208,6 +220,12 @@ impl Undo {
             match before {
                 Some(row) => data.rows.insert(key, row),
                 None => data.rows.remove(&key),
+            };
+        }
+        for (key, before) in self.ids.into_iter().rev() {
+            match before {
+                Some(id) => data.ids.insert(key, id),
+                None => data.ids.remove(&key),
             };
         }
         data.events.truncate(self.events);
@@ -268,21 +286,108 @@ impl MemoryDestination {
         lock(&self.data).writes
     }
 
+    /// The record ids assigned, by key (a destination that keeps memos).
+    pub fn record_ids(&self) -> BTreeMap<Key, String> {
+        lock(&self.data).ids.clone()
+    }
+
     /// Puts a record in place as if written by someone else (for `Update` mode tests).
     pub fn seed(&self, key: Key, record: Record) {
         lock(&self.data).rows.insert(key, (record, Fingerprint(0)));
     }
 
     /// Applies `batch` to `data`, noting in `undo` how to take it back.
-    fn apply(&self, data: &mut DestinationData, batch: &ChangeBatch, undo: &mut Undo) -> Vec<ChangeOutcome> {
+    fn apply(&self, data: &mut DestinationData, batch: &ChangeBatch, undo: &mut Undo) -> WriteOutcome {
         let honour = self.capabilities.honours_idempotency_keys;
+        let memos = self.capabilities.keeps_memos;
         data.writes += 1;
         undo.events = data.events.len();
         undo.log = data.log.len();
         let mut outcomes = Vec::with_capacity(batch.changes.len());
+        let mut receipts = Vec::with_capacity(if memos { batch.changes.len() } else { 0 });
         for change in &batch.changes {
             let duplicate = honour && data.applied_keys.contains(&change.idempotency_key);
-            let outcome = if duplicate {
+            let (outcome, receipt) = if memos && !duplicate && self.capabilities.supports(change.op) {
+                Self::apply_by_id(data, change, undo)
+            } else if memos && duplicate {
+                // A re-sent change that landed before: acknowledged again with the record's id,
+                // as an upsert answers, so the id reaches the state even when the first
+                // answer was lost.
+                let memo = data.ids.get(&change.key).and_then(|id| Memo::text(id).ok());
+                (ChangeOutcome::Applied, Receipt { memo, ..Receipt::unchanged() })
+            } else {
+                (self.apply_one(data, change, duplicate, undo), Receipt::default())
+            };
+            let applied = !duplicate && outcome == ChangeOutcome::Applied;
+            if applied && data.applied_keys.insert(change.idempotency_key) {
+                undo.applied_keys.push(change.idempotency_key);
+            }
+            data.log.push(Delivery {
+                idempotency_key: change.idempotency_key,
+                key: change.key.clone(),
+                op: change.op,
+                fingerprint: change.fingerprint,
+                version: change.version,
+                applied,
+                memo: change.memo.clone(),
+            });
+            outcomes.push(outcome);
+            if memos {
+                receipts.push(receipt);
+            }
+        }
+        let mut written = WriteOutcome::from_outcomes(outcomes);
+        written.receipts = receipts;
+        written
+    }
+
+    /// A change to a destination that keeps memos: records are known by the id it assigned.
+    fn apply_by_id(data: &mut DestinationData, change: &Change, undo: &mut Undo) -> (ChangeOutcome, Receipt) {
+        let id_memo = |id: &str| Memo::text(id).ok();
+        match (change.op, &change.record) {
+            (Op::Delete, _) => {
+                let Some(memo) = &change.memo else {
+                    // No id: not a record this sync is known to have written.
+                    return (ChangeOutcome::Applied, Receipt::default());
+                };
+                match data.ids.get(&change.key) {
+                    Some(id) if memo.as_str() == Some(id.as_str()) => {
+                        undo.rows.push((change.key.clone(), data.rows.remove(&change.key)));
+                        undo.ids.push((change.key.clone(), data.ids.remove(&change.key)));
+                        (ChangeOutcome::Applied, Receipt::default())
+                    }
+                    // Deleted already (a re-sent delete).
+                    None => (ChangeOutcome::Applied, Receipt::default()),
+                    Some(_) => (ChangeOutcome::rejected("the memo names another record's id"), Receipt::default()),
+                }
+            }
+            (Op::Insert | Op::Update, Some(record)) => {
+                let before = data.rows.insert(change.key.clone(), (record.clone(), change.fingerprint));
+                undo.rows.push((change.key.clone(), before));
+                match data.ids.get(&change.key) {
+                    Some(id) => (ChangeOutcome::Applied, Receipt { memo: id_memo(id), ..Receipt::updated() }),
+                    None => {
+                        data.next_id += 1;
+                        let id = format!("rec-{}", data.next_id);
+                        let memo = id_memo(&id);
+                        undo.ids.push((change.key.clone(), data.ids.insert(change.key.clone(), id)));
+                        (ChangeOutcome::Applied, Receipt { memo, ..Receipt::created() })
+                    }
+                }
+            }
+            (op, _) => (ChangeOutcome::rejected(format!("{op} is not supported by record id")), Receipt::default()),
+        }
+    }
+
+    fn apply_one(
+        &self,
+        data: &mut DestinationData,
+        change: &Change,
+        duplicate: bool,
+        undo: &mut Undo,
+    ) -> ChangeOutcome {
+        {
+            if duplicate {
                 ChangeOutcome::Applied
             } else if !self.capabilities.supports(change.op) {
                 ChangeOutcome::rejected(format!("operation {} not supported", change.op))
@@ -307,22 +412,8 @@ impl MemoryDestination {
                     }
                     (_, None) => ChangeOutcome::rejected(format!("{} without a record", change.op)),
                 }
-            };
-            let applied = !duplicate && outcome == ChangeOutcome::Applied;
-            if applied && data.applied_keys.insert(change.idempotency_key) {
-                undo.applied_keys.push(change.idempotency_key);
             }
-            data.log.push(Delivery {
-                idempotency_key: change.idempotency_key,
-                key: change.key.clone(),
-                op: change.op,
-                fingerprint: change.fingerprint,
-                version: change.version,
-                applied,
-            });
-            outcomes.push(outcome);
         }
-        outcomes
     }
 }
 
@@ -341,8 +432,7 @@ impl Destination for MemoryDestination {
     }
 
     async fn write(&self, batch: &ChangeBatch) -> Result<WriteOutcome, DestinationError> {
-        let outcomes = self.apply(&mut lock(&self.data), batch, &mut Undo::default());
-        Ok(WriteOutcome { outcomes })
+        Ok(self.apply(&mut lock(&self.data), batch, &mut Undo::default()))
     }
 
     fn transactional_state(&self) -> Option<&dyn TransactionalState> {
@@ -372,12 +462,12 @@ impl TransactionalState for MemoryDestination {
         // Both under the destination's lock: no one sees the rows without their state.
         let mut data = lock(&self.data);
         let mut undo = Undo::default();
-        let outcomes = self.apply(&mut data, batch, &mut undo);
-        if let Err(error) = store.commit_now(lease, commit_for(&outcomes)) {
+        let written = self.apply(&mut data, batch, &mut undo);
+        if let Err(error) = store.commit_now(lease, commit_for(&written)) {
             undo.roll_back(&mut data);
             return Err(error.into());
         }
-        Ok(WriteOutcome { outcomes })
+        Ok(written)
     }
 }
 
@@ -462,8 +552,13 @@ impl MemoryStateStore {
                 match data.snapshot.get_mut(&key) {
                     Some(entry) => entry.pending = Some(pending),
                     None => {
-                        let entry =
-                            SnapshotEntry { key: key.clone(), fingerprint: None, version: 0, pending: Some(pending) };
+                        let entry = SnapshotEntry {
+                            key: key.clone(),
+                            fingerprint: None,
+                            version: 0,
+                            pending: Some(pending),
+                            memo: None,
+                        };
                         data.snapshot.insert(key, entry);
                     }
                 }

@@ -51,6 +51,36 @@ impl OpCounts {
     }
 }
 
+/// What the destination said it did with applied changes, where it says (a CRM's
+/// created-or-updated flag); changes it said nothing about are in none of these.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EffectCounts {
+    /// Records the destination created.
+    pub created: u64,
+    /// Records the destination changed.
+    pub updated: u64,
+    /// Records the destination already held as sent.
+    pub unchanged: u64,
+}
+
+impl EffectCounts {
+    /// Counts one `effect`.
+    pub fn add(&mut self, effect: crate::change::Effect) {
+        match effect {
+            crate::change::Effect::Created => self.created += 1,
+            crate::change::Effect::Updated => self.updated += 1,
+            crate::change::Effect::Unchanged => self.unchanged += 1,
+        }
+    }
+
+    /// Adds another set of counts.
+    pub fn merge(&mut self, other: EffectCounts) {
+        self.created += other.created;
+        self.updated += other.updated;
+        self.unchanged += other.unchanged;
+    }
+}
+
 /// What happened to the records and changes of a run.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counts {
@@ -86,6 +116,10 @@ pub struct Counts {
     pub undelivered: u64,
     /// Rejections from earlier runs that this run delivered or cleared.
     pub recovered: u64,
+    /// Of the applied changes, what the destination said it did (created, updated,
+    /// unchanged), where it says.
+    #[serde(default)]
+    pub destination: EffectCounts,
 }
 
 /// Time spent per stage. Stages overlap (reading goes on while batches are delivered).
@@ -135,6 +169,16 @@ pub enum RunStatus {
         retry_after: std::time::Duration,
         /// When it may be tried again (milliseconds since the Unix epoch).
         retry_at_ms: u64,
+    },
+    /// An allowance the destination counts over a long period (a daily API quota) is spent,
+    /// or down to the share [`SyncOptions::quota_reserve`](crate::SyncOptions) leaves for
+    /// other integrations; what was acknowledged is committed and every unsent change goes
+    /// next run.
+    QuotaExhausted {
+        /// Which allowance, in the destination's words.
+        reason: String,
+        /// When it resets (milliseconds since the Unix epoch), if the destination says.
+        resets_at_ms: Option<u64>,
     },
     /// The run failed; what was acknowledged is committed.
     Failed {
@@ -244,6 +288,9 @@ pub struct SyncReport {
     /// How the columns read differed from those last delivered, when they did.
     #[serde(default)]
     pub schema_drift: Option<SchemaDrift>,
+    /// The quota the destination last reported in the run, if it reports one.
+    #[serde(default)]
+    pub quota: Option<crate::destination::QuotaFeedback>,
 }
 
 impl SyncReport {
@@ -273,6 +320,7 @@ impl SyncReport {
             withheld_reason: None,
             schema: None,
             schema_drift: None,
+            quota: None,
         }
     }
 }
@@ -323,6 +371,14 @@ impl std::fmt::Display for RunStatus {
             RunStatus::RateLimited { retry_after, .. } => {
                 write!(f, "rate limited: the destination asked to wait {retry_after:?}; unsent changes go next run")
             }
+            RunStatus::QuotaExhausted { reason, resets_at_ms } => {
+                write!(f, "quota exhausted: {reason}")?;
+                if let Some(at) = resets_at_ms {
+                    let micros = i64::try_from(*at).unwrap_or(i64::MAX / 1000).saturating_mul(1000);
+                    write!(f, "; it resets at {}", crate::time::format_timestamp(micros))?;
+                }
+                f.write_str("; unsent changes go next run")
+            }
             RunStatus::Failed { reason, .. } => write!(f, "failed: {reason}"),
             RunStatus::Running => f.write_str("running"),
         }
@@ -365,6 +421,10 @@ impl std::fmt::Display for SyncReport {
         }
         if c.undelivered > 0 {
             write!(f, "\n  {} changes not delivered (sent next run)", c.undelivered)?;
+        }
+        let d = &c.destination;
+        if d.created + d.updated + d.unchanged > 0 {
+            write!(f, "\n  destination: {} created, {} updated, {} unchanged", d.created, d.updated, d.unchanged)?;
         }
         if c.superseded > 0 {
             write!(f, "\n  {} changes superseded by a newer version at the destination", c.superseded)?;

@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::change::Op;
+use crate::change::{Memo, Op};
 use crate::error::StateError;
 use crate::fingerprint::{Fingerprint, FingerprintAlgorithm};
 use crate::key::Key;
@@ -30,6 +30,11 @@ pub struct SnapshotEntry {
     /// since) or deletes it.
     #[serde(default)]
     pub pending: Option<PendingChange>,
+    /// The memo the destination handed back with the key's last applied change (a record
+    /// id, the identifiers last sent), handed back with the key's later changes. `None` for
+    /// destinations that keep none, and after an applied delete.
+    #[serde(default)]
+    pub memo: Option<Memo>,
 }
 
 /// A change that was sent and not (yet) acknowledged.
@@ -122,8 +127,8 @@ pub struct StateCommit {
     /// goes back to what it was before. An entry left with no fingerprint, no version and
     /// nothing pending is removed.
     pub settled: Vec<(Key, Option<PendingChange>)>,
-    /// Snapshot entries to write (a tombstone for a delete); each also clears the key's
-    /// rejection.
+    /// Snapshot entries to write (a tombstone for a delete), memo included; each also clears
+    /// the key's rejection.
     pub applied: Vec<SnapshotEntry>,
     /// Rejections to write, replacing any earlier one of the same key.
     pub rejected: Vec<RejectedEntry>,
@@ -193,7 +198,7 @@ pub struct Lease {
 /// assert!(matches!(store.acquire_lease("crm", "worker-2", Duration::from_secs(60)).await,
 ///                  Err(StateError::LeaseHeld { .. })));
 /// let key = Key::from_values(&[Value::Int(7)]);
-/// let entry = SnapshotEntry { key: key.clone(), fingerprint: Some(Fingerprint(1)), version: 1, pending: None };
+/// let entry = SnapshotEntry { key: key.clone(), fingerprint: Some(Fingerprint(1)), version: 1, pending: None, memo: None };
 /// store.commit(&lease, StateCommit { applied: vec![entry], ..StateCommit::default() }).await?;
 /// assert_eq!(store.scan("crm", None, 10).await?[0].key, key);
 /// store.release_lease(&lease).await?;

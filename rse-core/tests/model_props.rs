@@ -659,7 +659,7 @@ fn diff_schema() -> Schema {
 
 /// A snapshot entry with nothing pending: the one place the test builds a `SnapshotEntry`.
 fn entry(key: Key, fingerprint: Option<Fingerprint>, version: u64) -> SnapshotEntry {
-    SnapshotEntry { key, fingerprint, version, pending: None }
+    SnapshotEntry { key, fingerprint, version, pending: None, memo: None }
 }
 
 fn int_key(k: i64) -> Key {

@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use async_trait::async_trait;
 use deadpool_postgres::Transaction;
 use rse_core::{
-    ChangeBatch, ChangeOutcome, CommitFor, CommittedWriteError, Destination, DestinationError, Lease, Op, StateError,
-    StateStore,
+    ChangeBatch, CommitFor, CommittedWriteError, Destination, DestinationError, Lease, Op, StateError, StateStore,
+    WriteOutcome,
 };
 use tracing::debug;
 
@@ -81,7 +81,7 @@ impl CommitWithRows for ExactlyOnce {
         tx: &Transaction<'_>,
         batch: &ChangeBatch,
         (lease, commit_for): (&Lease, &CommitFor<'_>),
-        outcomes: &[ChangeOutcome],
+        written: &WriteOutcome,
     ) -> Result<WithRows, CommittedWriteError> {
         // Keys new to the sync have no snapshot row (but a deleted key's tombstone, which
         // the COPY finds): their snapshot rows go by COPY too.
@@ -92,7 +92,7 @@ impl CommitWithRows for ExactlyOnce {
             HashSet::new()
         };
         // After the rows: the fence locks the sync's state row until the commit.
-        match self.store.commit_in(tx, lease, commit_for(outcomes), &new_keys).await {
+        match self.store.commit_in(tx, lease, commit_for(written), &new_keys).await {
             Ok(()) => Ok(WithRows::Committed),
             Err(CommitInError::SnapshotConflict) => {
                 debug!(

@@ -97,6 +97,7 @@ pub(crate) fn entry_from(
     fingerprint: Option<&[u8]>,
     version: i64,
     pending: (Option<i64>, Option<&[u8]>, Option<i64>),
+    memo: Option<&[u8]>,
 ) -> Result<SnapshotEntry, StateError> {
     let pending = match pending {
         (Some(op), Some(fp), Some(version)) => Some(PendingChange {
@@ -112,6 +113,7 @@ pub(crate) fn entry_from(
         fingerprint: fingerprint.map(fingerprint_from).transpose()?,
         version: from_i64(version),
         pending,
+        memo: memo.map(|m| rse_core::Memo::from_stored(bytes::Bytes::copy_from_slice(m))),
     })
 }
 

@@ -17,7 +17,7 @@ use super::{
 };
 
 /// The schema version this rse writes; kept in `PRAGMA user_version`.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 /// Versioned migrations: entry `i` brings the schema from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -66,6 +66,8 @@ const MIGRATIONS: &[&str] = &[
     // and the cursor in `cursor`, and are read from there; new writes fill these columns.
     "ALTER TABLE rse_rejected ADD COLUMN record BLOB;
     ALTER TABLE rse_syncs ADD COLUMN cursor_value BLOB;",
+    // 3: the memo a destination keeps per key (a CRM's record id); none for entries written before.
+    "ALTER TABLE rse_snapshot ADD COLUMN memo BLOB;",
 ];
 
 /// Options of a [`SqliteStateStore`], for [`SqliteStateStore::open_with`]; read from a
@@ -214,14 +216,14 @@ fn check_fence(conn: &Connection, lease: &Lease) -> Result<Result<i64, StateErro
     })
 }
 
-type Row = (Vec<u8>, Option<Vec<u8>>, i64, Option<i64>, Option<Vec<u8>>, Option<i64>);
+type Row = (Vec<u8>, Option<Vec<u8>>, i64, Option<i64>, Option<Vec<u8>>, Option<i64>, Option<Vec<u8>>);
 
 fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
-    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
 }
 
 fn to_entry(row: &Row) -> Result<SnapshotEntry, StateError> {
-    entry_from(&row.0, row.1.as_deref(), row.2, (row.3, row.4.as_deref(), row.5))
+    entry_from(&row.0, row.1.as_deref(), row.2, (row.3, row.4.as_deref(), row.5), row.6.as_deref())
 }
 
 impl SqliteStateStore {
@@ -541,7 +543,7 @@ impl StateStore for SqliteStateStore {
             // Two statements: `?2 IS NULL OR key > ?2` would keep SQLite from seeking the
             // index to `after`, and every page would walk the snapshot from its start.
             let cols =
-                "SELECT key, fingerprint, version, pending_op, pending_fingerprint, pending_version FROM rse_snapshot";
+                "SELECT key, fingerprint, version, pending_op, pending_fingerprint, pending_version, memo FROM rse_snapshot";
             let sync = "sync = (SELECT id FROM rse_syncs WHERE sync_id = ?1)";
             let (mut stmt, after) = match after {
                 Some(after) => (
@@ -559,7 +561,8 @@ impl StateStore for SqliteStateStore {
                 let key = r.get_ref(0)?.as_blob()?;
                 let fp = r.get_ref(1)?.as_blob_or_null()?;
                 let pending_fp = r.get_ref(4)?.as_blob_or_null()?;
-                match entry_from(key, fp, r.get(2)?, (r.get(3)?, pending_fp, r.get(5)?)) {
+                let memo = r.get_ref(6)?.as_blob_or_null()?;
+                match entry_from(key, fp, r.get(2)?, (r.get(3)?, pending_fp, r.get(5)?), memo) {
                     Ok(entry) => out.push(entry),
                     Err(e) => return Ok(Err(e)),
                 }
@@ -579,7 +582,7 @@ impl StateStore for SqliteStateStore {
                 .optional()?;
             let Some(id) = id else { return Ok(Ok(vec![None; keys.len()])) };
             let mut stmt = conn.prepare_cached(
-                "SELECT key, fingerprint, version, pending_op, pending_fingerprint, pending_version FROM rse_snapshot
+                "SELECT key, fingerprint, version, pending_op, pending_fingerprint, pending_version, memo FROM rse_snapshot
                  WHERE sync = ?1 AND key = ?2",
             )?;
             let mut out = Vec::with_capacity(keys.len());
@@ -680,8 +683,8 @@ impl StateStore for SqliteStateStore {
                 let mut clear = tx.prepare_cached("DELETE FROM rse_rejected WHERE sync = ?1 AND key = ?2")?;
                 let mut write = tx.prepare_cached(
                     "INSERT OR REPLACE INTO rse_snapshot
-                     (sync, key, fingerprint, version, pending_op, pending_fingerprint, pending_version)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                     (sync, key, fingerprint, version, pending_op, pending_fingerprint, pending_version, memo)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 )?;
                 for entry in &applied {
                     let (op, fp, version) = pending_columns(entry.pending.as_ref());
@@ -693,7 +696,8 @@ impl StateStore for SqliteStateStore {
                         to_i64(entry.version),
                         op,
                         fp,
-                        version
+                        version,
+                        entry.memo.as_ref().map(|m| m.as_bytes())
                     ])?;
                 }
             }

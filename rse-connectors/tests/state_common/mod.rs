@@ -20,6 +20,7 @@ pub fn entry(i: i64, version: u64) -> SnapshotEntry {
         fingerprint: Some(Fingerprint(u128::from(version) << 64 | i as u128)),
         version,
         pending: None,
+        memo: None,
     }
 }
 

@@ -354,7 +354,7 @@ impl Differ for HashDiff {
             .map(|s| {
                 let key = s.key.to_key();
                 let pending = if s.has(PENDING) { self.pending.get(&key).copied() } else { None };
-                SnapshotEntry { key, fingerprint: s.fingerprint(), version: s.version, pending }
+                SnapshotEntry { key, fingerprint: s.fingerprint(), version: s.version, pending, memo: None }
             })
             .collect();
         deletes.sort_by(|a, b| a.key.cmp(&b.key));

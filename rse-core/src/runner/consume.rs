@@ -21,6 +21,10 @@ pub(super) struct Consumed {
     pub(super) fatal: Option<(FailureKind, String)>,
     /// The longest wait a destination asked for beyond the sync's limit.
     pub(super) rate_limited: Option<Duration>,
+    /// A long-period allowance was spent: why, and when it resets.
+    pub(super) quota_exhausted: Option<(String, Option<Duration>)>,
+    /// The quota the destination last reported.
+    pub(super) quota: Option<crate::destination::QuotaFeedback>,
 }
 
 /// Delivers batches with bounded concurrency; opens the circuit after repeated failure.
@@ -61,6 +65,10 @@ pub(super) async fn consume(
                         out.rate_limited = Some(longest);
                         deliverer.stop.cancel();
                     }
+                    Some(BatchFailure::QuotaExhausted { reason, resets_in }) => {
+                        out.quota_exhausted.get_or_insert_with(|| (reason.clone(), *resets_in));
+                        deliverer.stop.cancel();
+                    }
                     Some(BatchFailure::LeaseLapsed) => {
                         out.fatal.get_or_insert_with(|| {
                             (
@@ -96,6 +104,7 @@ fn merge_batch(totals: &mut BatchResult, b: BatchResult) {
         totals.applied.add(op, b.applied.get(op));
         totals.rejected.add(op, b.rejected.get(op));
     }
+    totals.effects.merge(b.effects);
     totals.undelivered += b.undelivered;
     totals.superseded += b.superseded;
     totals.recovered += b.recovered;

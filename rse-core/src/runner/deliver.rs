@@ -13,13 +13,14 @@ use tracing::{debug, warn};
 use super::lease::LeaseDeadline;
 use super::pace::{PauseGate, RateLimiter, WaitClock, backoff};
 use super::prior::PriorRejections;
+use super::quota::{Gate, QuotaGate};
 use crate::SyncOptions;
-use crate::change::{Change, ChangeBatch, ChangeOutcome, Op};
+use crate::change::{Change, ChangeBatch, ChangeOutcome, Memo, Op, Receipt, WriteOutcome};
 use crate::destination::{CommittedWriteError, Destination};
 use crate::error::{DestinationError, StateError, unix_secs};
 use crate::fingerprint::FingerprintAlgorithm;
 use crate::key::Key;
-use crate::report::{FailureKind, OpCounts, ProgressEvent, RejectionSample};
+use crate::report::{EffectCounts, FailureKind, OpCounts, ProgressEvent, RejectionSample};
 use crate::schema::Schema;
 use crate::state::{Lease, PendingChange, RejectedEntry, RejectionStage, SnapshotEntry, StateCommit, StateStore};
 
@@ -34,6 +35,8 @@ pub(crate) enum BatchFailure {
     Commit(StateError),
     /// The destination asked to wait longer than the sync allows.
     RateLimited(Duration),
+    /// A long-period allowance (daily) is spent, or down to the reserve.
+    QuotaExhausted { reason: String, resets_in: Option<Duration> },
     /// The lease could not be renewed in time: nothing more is written.
     LeaseLapsed,
 }
@@ -42,6 +45,8 @@ pub(crate) enum BatchFailure {
 #[derive(Debug, Default)]
 pub(crate) struct BatchResult {
     pub applied: OpCounts,
+    /// What the destination said it did with applied changes.
+    pub effects: EffectCounts,
     pub rejected: OpCounts,
     pub undelivered: u64,
     pub superseded: u64,
@@ -58,7 +63,7 @@ pub(crate) struct BatchResult {
 }
 
 enum Final {
-    Applied,
+    Applied(Receipt),
     Rejected {
         reason: String,
     },
@@ -76,8 +81,18 @@ enum WriteFailure {
     /// An exactly-once write's state commit was refused.
     Commit(StateError),
     RateLimited(Duration),
+    QuotaExhausted {
+        reason: String,
+        resets_in: Option<Duration>,
+    },
     LeaseLapsed,
     Stopped,
+}
+
+/// How a change's delivery ended, for the state: applied (with the memo to keep), or refused.
+enum Settled<'a> {
+    Applied(Option<&'a Memo>),
+    Refused(std::borrow::Cow<'a, str>),
 }
 
 /// The schema a run's changes are sent under, shared by the reading and delivering sides.
@@ -119,12 +134,13 @@ impl Done {
         Done { change, outcome: Final::Undelivered, committed: false }
     }
 
-    /// The change and its final outcome for the state: `None` applied, `Some(reason)`
-    /// refused; nothing when undelivered.
-    fn outcome(&self) -> Option<(&Change, Option<&str>)> {
+    /// The change and how it settled for the state; nothing when undelivered.
+    fn outcome(&self) -> Option<(&Change, Settled<'_>)> {
         match &self.outcome {
-            Final::Applied => Some((&self.change, None)),
-            Final::Rejected { reason } | Final::Superseded { reason } => Some((&self.change, Some(reason.as_str()))),
+            Final::Applied(receipt) => Some((&self.change, Settled::Applied(receipt.memo.as_ref()))),
+            Final::Rejected { reason } | Final::Superseded { reason } => {
+                Some((&self.change, Settled::Refused(reason.as_str().into())))
+            }
             Final::Undelivered => None,
         }
     }
@@ -160,6 +176,10 @@ pub(crate) struct Deliverer {
     pub lease_deadline: Arc<LeaseDeadline>,
     /// The wall time writes waited on rate limits.
     pub waits: Arc<WaitClock>,
+    /// Pacing to the quota the destination reports.
+    pub quota: QuotaGate,
+    /// Whether the destination keeps memos (read from the state before each write).
+    pub keeps_memos: bool,
 }
 
 impl Deliverer {
@@ -171,6 +191,15 @@ impl Deliverer {
         let mut priors = Priors::with_capacity(outgoing.len());
         let mut changes = Vec::with_capacity(outgoing.len());
         let mut intents = StateCommit::default();
+        let mut outgoing = outgoing;
+        if self.keeps_memos
+            && let Err(error) = self.fill_memos(&mut outgoing).await
+        {
+            warn!(sync = %self.sync_id, %error, "Reading the batch's memos failed; not sending it.");
+            result.undelivered = outgoing.len() as u64;
+            result.failure = Some(BatchFailure::Commit(error));
+            return result;
+        }
         for Outgoing { change, prior } in outgoing {
             if !transactional {
                 let pending = PendingChange { op: change.op, fingerprint: change.fingerprint, version: change.version };
@@ -200,9 +229,12 @@ impl Deliverer {
         for done in &finals {
             let change = &done.change;
             match &done.outcome {
-                Final::Applied => {
+                Final::Applied(receipt) => {
                     applied += 1;
                     result.applied.add(change.op, 1);
+                    if let Some(effect) = receipt.effect {
+                        result.effects.add(effect);
+                    }
                     result.bytes += change.estimated_size() as u64;
                     result.recovered += u64::from(self.prior.contains(&change.key));
                 }
@@ -242,22 +274,47 @@ impl Deliverer {
         result
     }
 
-    /// The state commit recording final outcomes: `None` applied, `Some(reason)` refused.
-    fn commit_of<'c, S: AsRef<str>>(
+    /// Fills each change's memo from the state, for a destination that keeps memos. A key
+    /// never planned before (an insert on version 0 with nothing pending) has none.
+    async fn fill_memos(&self, outgoing: &mut [Outgoing]) -> Result<(), StateError> {
+        let known: Vec<usize> = (0..outgoing.len())
+            .filter(|&i| {
+                let o = &outgoing[i];
+                o.change.version > 0 || o.prior.is_some() || o.change.op != Op::Insert
+            })
+            .collect();
+        if known.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<Key> = known.iter().map(|&i| outgoing[i].change.key.clone()).collect();
+        let entries = self.state.get(&self.sync_id, &keys).await?;
+        for (i, entry) in known.into_iter().zip(entries) {
+            outgoing[i].change.memo = entry.and_then(|e| e.memo);
+        }
+        Ok(())
+    }
+
+    /// The state commit recording how changes settled.
+    fn commit_of<'c>(
         &self,
-        finals: impl IntoIterator<Item = (&'c Change, Option<S>)>,
+        finals: impl IntoIterator<Item = (&'c Change, Settled<'c>)>,
         priors: &Priors,
         now: u64,
     ) -> StateCommit {
         let mut commit = StateCommit { fingerprint_algorithm: Some(self.algorithm), ..StateCommit::default() };
-        for (change, refused) in finals {
-            match refused {
-                None => {
+        for (change, settled) in finals {
+            match settled {
+                Settled::Applied(memo) => {
                     let fingerprint = (change.op != Op::Delete).then_some(change.fingerprint);
                     let (key, version) = (change.key.clone(), change.version + 1);
-                    commit.applied.push(SnapshotEntry { key, fingerprint, version, pending: None });
+                    // A new memo replaces the key's; none keeps it; a delete clears it.
+                    let memo = match change.op {
+                        Op::Delete => memo.cloned(),
+                        _ => memo.or(change.memo.as_ref()).cloned(),
+                    };
+                    commit.applied.push(SnapshotEntry { key, fingerprint, version, pending: None, memo });
                 }
-                Some(reason) => {
+                Settled::Refused(reason) => {
                     let (attempts, first_rejected_at) = self.prior.carried(&change.key, now, |p| {
                         p.stage == RejectionStage::Destination
                             && p.fingerprint == Some(change.fingerprint)
@@ -303,10 +360,12 @@ impl Deliverer {
                 let (changes, written) = self.write_with_retries(pending, rejection_rounds, priors, result).await;
                 pending = Vec::new();
                 match written {
-                    Ok((outcomes, committed)) => {
-                        for (change, outcome) in changes.into_iter().zip(outcomes) {
+                    Ok((written, committed)) => {
+                        let mut receipts = written.receipts.into_iter();
+                        for (change, outcome) in changes.into_iter().zip(written.outcomes) {
+                            let receipt = receipts.next().unwrap_or_default();
                             let outcome = match outcome {
-                                ChangeOutcome::Applied => Final::Applied,
+                                ChangeOutcome::Applied => Final::Applied(receipt),
                                 outcome if self.retry_rejection(&outcome, rejection_rounds) => {
                                     pending.push(change);
                                     continue;
@@ -357,6 +416,10 @@ impl Deliverer {
                         result.failure = Some(BatchFailure::RateLimited(retry_after));
                         done.extend(changes.into_iter().map(Done::undelivered));
                     }
+                    Err(WriteFailure::QuotaExhausted { reason, resets_in }) => {
+                        result.failure = Some(BatchFailure::QuotaExhausted { reason, resets_in });
+                        done.extend(changes.into_iter().map(Done::undelivered));
+                    }
                     Err(WriteFailure::LeaseLapsed) => {
                         result.failure = Some(BatchFailure::LeaseLapsed);
                         done.extend(changes.into_iter().map(Done::undelivered));
@@ -384,7 +447,7 @@ impl Deliverer {
         round: u32,
         priors: &Priors,
         result: &mut BatchResult,
-    ) -> (Vec<Change>, Result<(Vec<ChangeOutcome>, bool), WriteFailure>) {
+    ) -> (Vec<Change>, Result<(WriteOutcome, bool), WriteFailure>) {
         let batch = ChangeBatch { sync_id: self.sync_id.clone(), schema: self.schema.get(), changes };
         let mut transient = 0u32;
         let mut limited = 0u32;
@@ -403,9 +466,31 @@ impl Deliverer {
                     () = self.stop.cancelled() => break Err(WriteFailure::Stopped),
                 }
             }
+            match self.quota.check() {
+                Gate::Go => {}
+                Gate::WaitUntil(at) => {
+                    let wait = at.saturating_duration_since(Instant::now());
+                    if wait > self.options.max_rate_limit_wait {
+                        break Err(WriteFailure::RateLimited(wait));
+                    }
+                    debug!(sync = %self.sync_id, wait_ms = wait.as_millis() as u64, "The destination's quota window is spent; waiting for it to reset.");
+                    result.rate_limit_waits += 1;
+                    tokio::select! {
+                        () = tokio::time::sleep_until(at) => {}
+                        () = self.stop.cancelled() => break Err(WriteFailure::Stopped),
+                    }
+                    self.waits.record(waiting, Instant::now());
+                    continue;
+                }
+                Gate::Exhausted { reason, resets_in } => {
+                    warn!(sync = %self.sync_id, %reason, "The destination's allowance is spent; ending the run.");
+                    break Err(WriteFailure::QuotaExhausted { reason, resets_in });
+                }
+            }
             self.waits.record(waiting, Instant::now());
             // Prove the lease by the local clock right before writing (see `lease`).
             if !self.lease_deadline.holds() {
+                self.quota.done(None);
                 warn!(sync = %self.sync_id, "The lease may have lapsed; not writing.");
                 break Err(WriteFailure::LeaseLapsed);
             }
@@ -424,15 +509,21 @@ impl Deliverer {
                 },
                 Some(transactional) => {
                     let now = unix_secs(std::time::SystemTime::now());
-                    let commit_for = |outcomes: &[ChangeOutcome]| {
-                        let finals = batch.changes.iter().zip(outcomes).filter_map(|(change, outcome)| match outcome {
-                            ChangeOutcome::Applied => Some((change, None)),
-                            outcome if self.retry_rejection(outcome, round) => None,
-                            ChangeOutcome::Rejected { reason, .. } => Some((change, Some(reason.clone()))),
-                            ChangeOutcome::Superseded { reason } => {
-                                Some((change, Some(format!("superseded: {reason}"))))
-                            }
-                        });
+                    let commit_for = |written: &WriteOutcome| {
+                        let finals = batch.changes.iter().zip(&written.outcomes).enumerate().filter_map(
+                            |(i, (change, outcome))| match outcome {
+                                ChangeOutcome::Applied => {
+                                    Some((change, Settled::Applied(written.receipt(i).and_then(|r| r.memo.as_ref()))))
+                                }
+                                outcome if self.retry_rejection(outcome, round) => None,
+                                ChangeOutcome::Rejected { reason, .. } => {
+                                    Some((change, Settled::Refused(reason.as_str().into())))
+                                }
+                                ChangeOutcome::Superseded { reason } => {
+                                    Some((change, Settled::Refused(format!("superseded: {reason}").into())))
+                                }
+                            },
+                        );
                         self.commit_of(finals, priors, now)
                     };
                     match tokio::time::timeout(
@@ -446,6 +537,11 @@ impl Deliverer {
                     }
                 }
             };
+            let reported = match &written {
+                Ok(out) => out.quota,
+                Err(_) => None,
+            };
+            self.quota.done(reported);
             let written = match written {
                 Ok(out) => Ok(out),
                 Err(CommittedWriteError::Destination(error)) => Err(error),
@@ -455,17 +551,21 @@ impl Deliverer {
                 }
             };
             match written {
-                Ok(out) if out.outcomes.len() == batch.changes.len() => {
+                Ok(out)
+                    if out.outcomes.len() == batch.changes.len()
+                        && (out.receipts.is_empty() || out.receipts.len() == batch.changes.len()) =>
+                {
                     result.writes += 1;
-                    break Ok((out.outcomes, transactional.is_some()));
+                    break Ok((out, transactional.is_some()));
                 }
                 Ok(out) => {
                     break Err(WriteFailure::Fatal(
                         FailureKind::Destination,
                         format!(
-                            "destination `{}` answered {} outcomes for a batch of {} changes; a destination must answer one per change",
+                            "destination `{}` answered {} outcomes and {} receipts for a batch of {} changes; a destination must answer one per change",
                             self.destination.name(),
                             out.outcomes.len(),
+                            out.receipts.len(),
                             batch.changes.len()
                         ),
                     ));
@@ -510,6 +610,10 @@ impl Deliverer {
                     let _ = self.progress.send(ProgressEvent::Retrying { attempt: limited + 1, delay });
                 }
                 Err(DestinationError::InvalidBatch { message }) => break Err(WriteFailure::Invalid(message)),
+                Err(DestinationError::QuotaExhausted { message, resets_in }) => {
+                    warn!(sync = %self.sync_id, reason = %message, "The destination's allowance is spent; ending the run.");
+                    break Err(WriteFailure::QuotaExhausted { reason: message, resets_in });
+                }
                 Err(error) => {
                     warn!(sync = %self.sync_id, %error, "Destination failed for good.");
                     let kind = match error {

@@ -9,6 +9,7 @@ mod pace;
 mod plan;
 mod prior;
 mod produce;
+mod quota;
 mod run;
 
 use std::sync::Arc;
@@ -365,6 +366,17 @@ fn check_options(sync_id: &str, o: &SyncOptions) -> Result<(), ConfigError> {
         && !(0.0..=1.0).contains(&f)
     {
         return Err(invalid(sync_id, "max_deletes", format!("fraction must be within 0.0–1.0, got {f}")));
+    }
+    if !(0.0..1.0).contains(&o.quota_reserve) {
+        return Err(invalid(
+            sync_id,
+            "quota_reserve",
+            format!(
+                "is {}; it is the share of a reported allowance left for other integrations, from 0 (none) to below 1 \
+                 (0.2 leaves a fifth)",
+                o.quota_reserve
+            ),
+        ));
     }
     Ok(())
 }

@@ -182,6 +182,12 @@ pub struct SyncOptions {
     /// hung socket hold the lease forever.
     #[serde(with = "crate::config::duration")]
     pub read_timeout: Duration,
+    /// The share of each allowance a destination reports ([`QuotaFeedback`](crate::QuotaFeedback))
+    /// this sync leaves for other integrations of the account, from 0 (use it all, the
+    /// default) to below 1: at `0.2` a run stops when a fifth of the daily allowance is
+    /// left, as [`RunStatus::QuotaExhausted`](crate::RunStatus::QuotaExhausted), and waits
+    /// for the window to reset when a fifth of a short window is left.
+    pub quota_reserve: f64,
 }
 
 /// The default delete guard: at most half of the keys a sync delivered in one run, once a
@@ -213,6 +219,7 @@ impl Default for SyncOptions {
             max_rate_limit_wait: Duration::from_secs(300),
             write_timeout: Duration::from_secs(120),
             read_timeout: Duration::from_secs(1_800),
+            quota_reserve: 0.0,
         }
     }
 }
@@ -275,6 +282,8 @@ with! {
     with_read_batch_size: read_batch_size: usize,
     /// Sets [`schema_drift`](Self::schema_drift).
     with_schema_drift: schema_drift: SchemaDriftPolicy,
+    /// Sets [`quota_reserve`](Self::quota_reserve).
+    with_quota_reserve: quota_reserve: f64,
     /// Sets [`max_rate_limit_wait`](Self::max_rate_limit_wait).
     with_max_rate_limit_wait: max_rate_limit_wait: Duration,
     /// Sets [`write_timeout`](Self::write_timeout).

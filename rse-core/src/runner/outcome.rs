@@ -15,6 +15,12 @@ pub(super) fn decide_status(p: &Produced, c: &Consumed, lease_lost: Option<Strin
     if let Some((kind, reason)) = &p.state_error {
         return RunStatus::Failed { reason: format!("state commit failed: {reason}"), kind: *kind };
     }
+    if let Some((reason, resets_in)) = &c.quota_exhausted {
+        let resets_at_ms = resets_in.and_then(|d| std::time::SystemTime::now().checked_add(d)).map(|at| {
+            at.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        });
+        return RunStatus::QuotaExhausted { reason: reason.clone(), resets_at_ms };
+    }
     if let Some(retry_after) = c.rate_limited {
         let at = std::time::SystemTime::now().checked_add(retry_after).unwrap_or(std::time::SystemTime::now());
         let retry_at_ms = at.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
@@ -61,9 +67,11 @@ pub(super) fn fill_report(report: &mut SyncReport, p: &Produced, c: &Consumed, s
         undelivered: p.counts.undelivered + c.totals.undelivered,
         recovered: c.totals.recovered,
         superseded: c.totals.superseded,
+        destination: c.totals.effects,
         ..p.counts.clone()
     };
     report.retries = c.totals.retries;
+    report.quota = c.quota;
     report.rate_limit_waits = c.totals.rate_limit_waits;
     report.batches = c.totals.writes;
     report.bytes = c.totals.bytes;

@@ -110,7 +110,7 @@ pub(super) fn change(
     version: u64,
 ) -> Change {
     let idempotency_key = IdempotencyKey::derive(sync_id, &key, op, fingerprint, version);
-    Change { op, key, record, fingerprint, version, idempotency_key }
+    Change { op, key, record, fingerprint, version, idempotency_key, memo: None }
 }
 
 #[cfg(test)]
@@ -144,7 +144,7 @@ mod tests {
     #[test]
     fn deletes_go_with_the_version_they_may_have_been_sent_on() {
         let key = Key::from_values(&[crate::Value::Int(1)]);
-        let live = SnapshotEntry { key: key.clone(), fingerprint: Some(F), version: 3, pending: None };
+        let live = SnapshotEntry { key: key.clone(), fingerprint: Some(F), version: 3, pending: None, memo: None };
         assert_eq!(delete_of(&live), (F, 3));
         let pending_delete = PendingChange { op: Op::Delete, fingerprint: F, version: 3 };
         assert_eq!(delete_of(&SnapshotEntry { pending: Some(pending_delete), ..live.clone() }), (F, 3));

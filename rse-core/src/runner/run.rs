@@ -15,6 +15,7 @@ use super::outcome::{decide_status, fill_report, state_failure};
 use super::pace::{PauseGate, RateLimiter, WaitClock};
 use super::prior::PriorRejections;
 use super::produce::{Produced, Producer};
+use super::quota::QuotaGate;
 use crate::diff::{Differ, HashDiff, MergeDiff};
 use crate::drift::SchemaSummary;
 use crate::error::Error;
@@ -183,8 +184,12 @@ async fn work(
                 progress: inner.progress.clone(),
                 lease_deadline: deadline.clone(),
                 waits: waits.clone(),
+                quota: QuotaGate::new(inner.options.quota_reserve),
+                keeps_memos: inner.destination.capabilities().keeps_memos,
             };
-            tokio::join!(produce, consume(&deliverer, rx, inner))
+            let (produced, mut consumed) = tokio::join!(produce, consume(&deliverer, rx, inner));
+            consumed.quota = deliverer.quota.last();
+            (produced, consumed)
         }
         None => {
             drop(rx);

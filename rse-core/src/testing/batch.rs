@@ -69,7 +69,16 @@ impl ChangeBatchBuilder {
         let fingerprint = self.fingerprinter.fingerprint(&record);
         let idempotency_key = IdempotencyKey::derive(&self.sync_id, &key, op, fingerprint, version);
         let record = (op != Op::Delete).then_some(record);
-        self.changes.push(Change { op, key, record, fingerprint, version, idempotency_key });
+        self.changes.push(Change { op, key, record, fingerprint, version, idempotency_key, memo: None });
+        self
+    }
+
+    /// Gives the last change added the memo its key's last applied change left (as the
+    /// runner does for a destination that [keeps memos](crate::DestinationCapabilities::keeps_memos)).
+    pub fn with_memo(mut self, memo: crate::change::Memo) -> Self {
+        if let Some(last) = self.changes.last_mut() {
+            last.memo = Some(memo);
+        }
         self
     }
 

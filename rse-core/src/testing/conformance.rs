@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 
 use super::batch::ChangeBatchBuilder;
-use crate::change::{Change, ChangeBatch, ChangeOutcome, Op};
+use crate::change::{Change, ChangeBatch, ChangeOutcome, Memo, Op, WriteOutcome};
 use crate::destination::{CommittedWriteError, Destination, TransactionalState};
 use crate::error::{BoxError, StateError};
 use crate::fingerprint::{Fingerprint, FingerprintAlgorithm};
@@ -198,7 +198,8 @@ pub async fn check_destination(
 
 /// The state commit recording `outcomes` of `batch`: applied changes as snapshot entries,
 /// refusals as rejections.
-fn commit_of(batch: &ChangeBatch, outcomes: &[ChangeOutcome]) -> StateCommit {
+fn commit_of(batch: &ChangeBatch, written: &WriteOutcome) -> StateCommit {
+    let outcomes = &written.outcomes;
     let mut commit =
         StateCommit { fingerprint_algorithm: Some(FingerprintAlgorithm::default()), ..StateCommit::default() };
     for (change, outcome) in batch.changes.iter().zip(outcomes) {
@@ -208,6 +209,7 @@ fn commit_of(batch: &ChangeBatch, outcomes: &[ChangeOutcome]) -> StateCommit {
                 fingerprint: (change.op != Op::Delete).then_some(change.fingerprint),
                 version: change.version + 1,
                 pending: None,
+                memo: None,
             }),
             ChangeOutcome::Rejected { reason, .. } | ChangeOutcome::Superseded { reason } => {
                 commit.rejected.push(RejectedEntry {
@@ -236,9 +238,9 @@ async fn write_committing(
     lease: &Lease,
 ) -> (Result<Vec<ChangeOutcome>, CommittedWriteError>, usize) {
     let calls = AtomicUsize::new(0);
-    let commit_for = |outcomes: &[ChangeOutcome]| {
+    let commit_for = |written: &WriteOutcome| {
         calls.fetch_add(1, Ordering::Relaxed);
-        commit_of(batch, outcomes)
+        commit_of(batch, written)
     };
     let written = dest.write_committing(batch, lease, &commit_for).await.map(|out| out.outcomes);
     (written, calls.load(Ordering::Relaxed))
@@ -334,7 +336,7 @@ pub async fn check_transactional_state(
     // An empty batch still commits what the runner asks.
     let empty = batch(&sync_id, &schema, Vec::new());
     let refusal = rejected(BASE + 9, "refused before sending");
-    let commit_for = |_: &[ChangeOutcome]| StateCommit { rejected: vec![refusal.clone()], ..StateCommit::default() };
+    let commit_for = |_: &WriteOutcome| StateCommit { rejected: vec![refusal.clone()], ..StateCommit::default() };
     tx.write_committing(&empty, &current, &commit_for).await.map_err(fail("write_committing of an empty batch"))?;
     let listed = store.rejected(&sync_id, None, 10).await.map_err(fail("rejected"))?;
     ensure!(listed.iter().any(|r| r.key == key(BASE + 9)), "the state commit of an empty batch was not applied");
@@ -365,7 +367,13 @@ async fn check_mixed_key_order(store: &dyn StateStore, ttl: Duration) -> Result<
     let entries: Vec<SnapshotEntry> = keys
         .iter()
         .enumerate()
-        .map(|(i, k)| SnapshotEntry { key: k.clone(), fingerprint: fp(i as u128), version: 1, pending: None })
+        .map(|(i, k)| SnapshotEntry {
+            key: k.clone(),
+            fingerprint: fp(i as u128),
+            version: 1,
+            pending: None,
+            memo: None,
+        })
         .collect();
     let mut shuffled = entries.clone();
     fastrand::shuffle(&mut shuffled);
@@ -396,7 +404,7 @@ fn key(i: i64) -> Key {
 
 fn entry(i: i64, version: u64) -> SnapshotEntry {
     let fingerprint = fp((i as i128).unsigned_abs() * 31 + u128::from(version));
-    SnapshotEntry { key: key(i), fingerprint, version, pending: None }
+    SnapshotEntry { key: key(i), fingerprint, version, pending: None, memo: None }
 }
 
 fn rejected(i: i64, reason: &str) -> RejectedEntry {
@@ -422,6 +430,58 @@ fn report(sync_id: &str, run_id: u64, status: RunStatus) -> SyncReport {
     r.status = status;
     r.counts.read = run_id * 10;
     r
+}
+
+/// Memos round-trip with their entries: what `applied` writes (binary included), kept by
+/// a later intent or settling of the key, replaced or cleared only by a later applied entry.
+async fn check_memos(store: &dyn StateStore, lease: &Lease) -> Result<(), ConformanceError> {
+    let sync_id = &lease.sync_id;
+    let text = Memo::text("0031U00001abcdeQAA").map_err(fail("memo"))?;
+    let binary = Memo::new(vec![0u8, 255, 7, 0, 128]).map_err(fail("memo"))?;
+    let long = Memo::new(vec![b'x'; Memo::MAX_LEN]).map_err(fail("memo"))?;
+    let with = |i, memo: &Memo| SnapshotEntry { memo: Some(memo.clone()), ..entry(i, 1) };
+    let commit = StateCommit {
+        applied: vec![with(501, &text), with(502, &binary), with(503, &long), entry(504, 1)],
+        ..StateCommit::default()
+    };
+    store.commit(lease, commit).await.map_err(fail("commit of entries with memos"))?;
+    let keys = [key(501), key(502), key(503), key(504)];
+    let got = store.get(sync_id, &keys).await.map_err(fail("get"))?;
+    let memos: Vec<Option<Memo>> = got.iter().map(|e| e.as_ref().and_then(|e| e.memo.clone())).collect();
+    ensure!(
+        memos == vec![Some(text.clone()), Some(binary.clone()), Some(long.clone()), None],
+        "memos did not round-trip through get (text, binary, {} bytes, none): {memos:?}",
+        Memo::MAX_LEN
+    );
+    let scanned = store.scan(sync_id, Some(&key(500)), 4).await.map_err(fail("scan"))?;
+    ensure!(
+        scanned.iter().find(|e| e.key == key(502)).and_then(|e| e.memo.clone()) == Some(binary.clone()),
+        "a memo did not round-trip through scan"
+    );
+    // An intent and then settling it leave the memo as it was.
+    let pending = PendingChange { op: Op::Delete, fingerprint: Fingerprint(1), version: 1 };
+    store
+        .commit(lease, StateCommit { intents: vec![(key(501), pending)], ..StateCommit::default() })
+        .await
+        .map_err(fail("commit of an intent"))?;
+    let got = store.get(sync_id, &[key(501)]).await.map_err(fail("get"))?;
+    ensure!(got[0].as_ref().and_then(|e| e.memo.clone()) == Some(text.clone()), "an intent on a key dropped its memo");
+    store
+        .commit(lease, StateCommit { settled: vec![(key(501), None)], ..StateCommit::default() })
+        .await
+        .map_err(fail("commit settling"))?;
+    let got = store.get(sync_id, &[key(501)]).await.map_err(fail("get"))?;
+    ensure!(got[0] == Some(with(501, &text)), "settling an intent changed the entry or its memo: {got:?}");
+    // A later applied entry replaces the memo; a tombstone without one clears it.
+    let tombstone = SnapshotEntry { fingerprint: None, ..entry(501, 2) };
+    let commit = StateCommit { applied: vec![tombstone.clone(), with(502, &text)], ..StateCommit::default() };
+    store.commit(lease, commit).await.map_err(fail("commit replacing memos"))?;
+    let got = store.get(sync_id, &[key(501), key(502)]).await.map_err(fail("get"))?;
+    ensure!(
+        got == vec![Some(tombstone), Some(with(502, &text))],
+        "an applied entry did not replace (or clear) the key's memo: {got:?}"
+    );
+    Ok(())
 }
 
 /// Checks a state store against the `StateStore` contract, under fresh sync ids.
@@ -491,7 +551,7 @@ pub async fn check_state_store(store: &dyn StateStore) -> Result<(), Conformance
     ensure!(store.scan(&other_sync, None, 10).await.map_err(fail("scan"))?.is_empty(), "syncs are not isolated");
 
     // Tombstones, rejections and their clearing.
-    let tombstone = SnapshotEntry { key: key(5), fingerprint: None, version: 2, pending: None };
+    let tombstone = SnapshotEntry { key: key(5), fingerprint: None, version: 2, pending: None, memo: None };
     let commit = StateCommit {
         applied: vec![tombstone.clone(), entry(17, 2)],
         rejected: vec![rejected(42, "invalid email"), rejected(99, "quota"), rejected(17, "stale")],
@@ -525,7 +585,7 @@ pub async fn check_state_store(store: &dyn StateStore) -> Result<(), Conformance
     let got = store.get(&sync_id, &[key(77), key(42)]).await.map_err(fail("get"))?;
     ensure!(
         got == vec![
-            Some(SnapshotEntry { key: key(77), fingerprint: None, version: 0, pending: Some(pending(0)) }),
+            Some(SnapshotEntry { key: key(77), fingerprint: None, version: 0, pending: Some(pending(0)), memo: None }),
             Some(SnapshotEntry { pending: Some(pending(2)), ..entry(42, 2) })
         ],
         "intents were not recorded as pending changes (creating unknown keys at version 0): {got:?}"
@@ -541,6 +601,7 @@ pub async fn check_state_store(store: &dyn StateStore) -> Result<(), Conformance
         got == vec![Some(entry(42, 3)), Some(entry(-3, 1)), None],
         "an applied entry or `settled` did not clear the pending change (an entry that was only an intent must go): {got:?}"
     );
+    check_memos(store, &lease).await?;
     let commit = StateCommit { forgotten: vec![key(8)], ..StateCommit::default() };
     store.commit(&lease, commit).await.map_err(fail("commit forgetting"))?;
     ensure!(store.get(&sync_id, &[key(8)]).await.map_err(fail("get"))? == vec![None], "forgotten key still present");

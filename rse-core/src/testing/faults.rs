@@ -172,7 +172,7 @@ impl<D: Destination> Destination for FaultyDestination<D> {
         let plan = self.plan(batch, true).await?;
         let sub = plan.sub_batch(batch);
         let inner_out = if sub.changes.is_empty() { WriteOutcome::default() } else { self.inner.write(&sub).await? };
-        self.answer(plan, inner_out.outcomes).await
+        self.answer(plan, inner_out).await
     }
 
     fn check_schema(&self, schema: &crate::schema::Schema) -> Result<(), DestinationError> {
@@ -204,16 +204,27 @@ impl Plan {
         }
     }
 
-    /// The outcomes of the whole batch, given the inner destination's for the changes it got.
-    fn merge(&self, inner: &[ChangeOutcome]) -> Vec<ChangeOutcome> {
+    /// The answer for the whole batch, given the inner destination's for the changes it got
+    /// (its receipts and quota carried over).
+    fn merge(&self, inner: &WriteOutcome) -> WriteOutcome {
         let mut outcomes = self.outcomes.clone();
-        for (&i, outcome) in self.pass.iter().zip(inner) {
+        for (&i, outcome) in self.pass.iter().zip(&inner.outcomes) {
             outcomes[i] = Some(outcome.clone());
         }
-        outcomes
-            .into_iter()
-            .map(|o| o.unwrap_or_else(|| ChangeOutcome::rejected("destination answered no outcome")))
-            .collect()
+        let mut merged = WriteOutcome::from_outcomes(
+            outcomes
+                .into_iter()
+                .map(|o| o.unwrap_or_else(|| ChangeOutcome::rejected("destination answered no outcome")))
+                .collect(),
+        );
+        if !inner.receipts.is_empty() {
+            merged.receipts = vec![crate::change::Receipt::default(); merged.outcomes.len()];
+            for (&i, receipt) in self.pass.iter().zip(&inner.receipts) {
+                merged.receipts[i] = receipt.clone();
+            }
+        }
+        merged.quota = inner.quota;
+        merged
     }
 }
 
@@ -269,8 +280,8 @@ impl<D: Destination> FaultyDestination<D> {
     }
 
     /// Counts what the inner destination applied, crashes or fails as planned, and answers.
-    async fn answer(&self, plan: Plan, inner: Vec<ChangeOutcome>) -> Result<WriteOutcome, DestinationError> {
-        let applied = inner.iter().filter(|o| **o == ChangeOutcome::Applied).count() as u64;
+    async fn answer(&self, plan: Plan, inner: WriteOutcome) -> Result<WriteOutcome, DestinationError> {
+        let applied = inner.outcomes.iter().filter(|o| **o == ChangeOutcome::Applied).count() as u64;
         {
             let mut f = self.faults();
             f.applied += applied;
@@ -288,7 +299,7 @@ impl<D: Destination> FaultyDestination<D> {
             let call = plan.call;
             return Err(DestinationError::transient(format!("injected timeout after write {call} was applied")));
         }
-        Ok(WriteOutcome { outcomes: plan.merge(&inner) })
+        Ok(plan.merge(&inner))
     }
 }
 
@@ -317,8 +328,8 @@ impl<D: Destination> TransactionalState for FaultyDestination<D> {
         let plan = self.plan(batch, false).await?;
         let sub = plan.sub_batch(batch);
         // The runner's commit covers the whole batch: the injected outcomes and the inner's.
-        let merged = |inner: &[ChangeOutcome]| commit_for(&plan.merge(inner));
+        let merged = |inner: &WriteOutcome| commit_for(&plan.merge(inner));
         let inner_out = inner.write_committing(&sub, lease, &merged).await?;
-        Ok(self.answer(plan, inner_out.outcomes).await?)
+        Ok(self.answer(plan, inner_out).await?)
     }
 }

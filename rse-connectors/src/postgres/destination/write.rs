@@ -7,8 +7,7 @@ use std::sync::atomic::Ordering;
 use async_trait::async_trait;
 use deadpool_postgres::Transaction;
 use rse_core::{
-    ChangeBatch, ChangeOutcome, CommitFor, CommittedWriteError, DestinationError, Lease, StateStore, WriteOutcome,
-    WriteOutcomes,
+    ChangeBatch, CommitFor, CommittedWriteError, DestinationError, Lease, StateStore, WriteOutcome, WriteOutcomes,
 };
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
@@ -34,14 +33,14 @@ pub(crate) trait CommitWithRows: Send + Sync {
     async fn check(&self, destination: &PostgresDestination) -> Result<(), CommittedWriteError>;
 
     /// Commits, in `tx` after the rows of `batch` and before the commit, the state `commit`
-    /// builds from `outcomes`.
+    /// builds from the write's answer.
     async fn commit_in(
         &self,
         destination: &PostgresDestination,
         tx: &Transaction<'_>,
         batch: &ChangeBatch,
         commit: (&Lease, &CommitFor<'_>),
-        outcomes: &[ChangeOutcome],
+        written: &WriteOutcome,
     ) -> Result<WithRows, CommittedWriteError>;
 }
 
@@ -177,7 +176,7 @@ impl PostgresDestination {
         // in this transaction, so they are applied exactly when it commits.
         outcomes.rest_applied();
         let written = outcomes.finish(&self.name)?;
-        if let WithRows::WriteAgain = with.commit_in(self, &tx, batch, commit, &written.outcomes).await? {
+        if let WithRows::WriteAgain = with.commit_in(self, &tx, batch, commit, &written).await? {
             return Ok(Attempt::Again);
         }
         tx.commit().await.map_err(|e| self.classify(e, "committing"))?;

@@ -131,8 +131,9 @@ impl PostgresStateStore {
             let versions: Vec<i64> = applied.iter().map(|e| to_i64(e.version)).collect();
             let cols: Vec<_> = applied.iter().map(|e| pending_columns(e.pending.as_ref())).collect();
             let (ops, fps, pending_versions) = split(&cols);
-            let params: [&(dyn ToSql + Sync); 7] =
-                [&id, &keys, &fingerprints, &versions, &ops, &fps, &pending_versions];
+            let memos: Vec<Option<&[u8]>> = applied.iter().map(|e| e.memo.as_ref().map(|m| m.as_bytes())).collect();
+            let params: [&(dyn ToSql + Sync); 8] =
+                [&id, &keys, &fingerprints, &versions, &ops, &fps, &pending_versions, &memos];
             tx.execute(&tx.prepare_cached(&self.sql.apply).await.map_err(self.err("preparing a statement"))?, &params)
                 .await
                 .map_err(run("writing applied entries"))?;
@@ -193,7 +194,7 @@ type PendingArrays<'a> = (Vec<Option<i16>>, Vec<Option<&'a [u8]>>, Vec<Option<i6
 fn snapshot_copy(id: i64, entries: &[SnapshotEntry]) -> Option<bytes::Bytes> {
     let mut rows = CopyRows::with_capacity(entries.len() * 96);
     for e in entries {
-        rows.row(7);
+        rows.row(8);
         rows.int8(id);
         if !rows.bytea(e.key.as_bytes()) {
             return None;
@@ -218,6 +219,14 @@ fn snapshot_copy(id: i64, entries: &[SnapshotEntry]) -> Option<bytes::Bytes> {
         }
         match version {
             Some(v) => rows.int8(v),
+            None => rows.null(),
+        }
+        match &e.memo {
+            Some(m) => {
+                if !rows.bytea(m.as_bytes()) {
+                    return None;
+                }
+            }
             None => rows.null(),
         }
     }

@@ -17,7 +17,8 @@ fn entry_of(row: &Row) -> Result<SnapshotEntry, StateError> {
     let op: Option<i16> = row.get(3);
     let pending_fp: Option<&[u8]> = row.get(4);
     let pending_version: Option<i64> = row.get(5);
-    entry_from(key, fingerprint, version, (op.map(i64::from), pending_fp, pending_version))
+    let memo: Option<&[u8]> = row.get(6);
+    entry_from(key, fingerprint, version, (op.map(i64::from), pending_fp, pending_version), memo)
 }
 
 impl PostgresStateStore {

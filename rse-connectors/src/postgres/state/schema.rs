@@ -57,6 +57,8 @@ const MIGRATIONS: &[&str] = &[
     // and the cursor in `cursor`, and are read from there; new writes fill these columns.
     "ALTER TABLE {s}.rse_rejected ADD COLUMN record bytea;
     ALTER TABLE {s}.rse_syncs ADD COLUMN cursor_value bytea;",
+    // 4: the memo a destination keeps per key (a CRM's record id); none for rows written before.
+    "ALTER TABLE {s}.rse_snapshot ADD COLUMN memo bytea;",
 ];
 
 impl PostgresStateStore {

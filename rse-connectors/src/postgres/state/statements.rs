@@ -40,7 +40,7 @@ impl Sql {
     /// The statements for the tables in `schema`.
     pub(super) fn new(schema: &str) -> Self {
         let s = &quote_ident(schema);
-        let cols = "key, fingerprint, version, pending_op, pending_fingerprint, pending_version";
+        let cols = "key, fingerprint, version, pending_op, pending_fingerprint, pending_version, memo";
         let sync_of = format!("(SELECT id FROM {s}.rse_syncs WHERE sync_id = $1)");
         Self {
             fence: format!("SELECT id, lease_token, last_token FROM {s}.rse_syncs WHERE sync_id = $1 FOR UPDATE"),
@@ -72,7 +72,7 @@ impl Sql {
             ),
             intents: format!(
                 "INSERT INTO {s}.rse_snapshot AS t ({cols}, sync)
-                 SELECT k, NULL, 0, o, f, v, $1 FROM unnest($2::bytea[], $3::smallint[], $4::bytea[], $5::bigint[]) AS u(k, o, f, v)
+                 SELECT k, NULL, 0, o, f, v, NULL, $1 FROM unnest($2::bytea[], $3::smallint[], $4::bytea[], $5::bigint[]) AS u(k, o, f, v)
                  ON CONFLICT (sync, key) DO UPDATE SET pending_op = EXCLUDED.pending_op,
                     pending_fingerprint = EXCLUDED.pending_fingerprint, pending_version = EXCLUDED.pending_version"
             ),
@@ -88,11 +88,12 @@ impl Sql {
             clear_by_keys: format!("DELETE FROM {s}.rse_rejected WHERE sync = $1 AND key = ANY($2)"),
             apply: format!(
                 "INSERT INTO {s}.rse_snapshot AS t ({cols}, sync)
-                 SELECT k, fp, ver, o, f, v, $1
-                 FROM unnest($2::bytea[], $3::bytea[], $4::bigint[], $5::smallint[], $6::bytea[], $7::bigint[]) AS u(k, fp, ver, o, f, v)
+                 SELECT k, fp, ver, o, f, v, m, $1
+                 FROM unnest($2::bytea[], $3::bytea[], $4::bigint[], $5::smallint[], $6::bytea[], $7::bigint[], $8::bytea[])
+                    AS u(k, fp, ver, o, f, v, m)
                  ON CONFLICT (sync, key) DO UPDATE SET fingerprint = EXCLUDED.fingerprint, version = EXCLUDED.version,
                     pending_op = EXCLUDED.pending_op, pending_fingerprint = EXCLUDED.pending_fingerprint,
-                    pending_version = EXCLUDED.pending_version"
+                    pending_version = EXCLUDED.pending_version, memo = EXCLUDED.memo"
             ),
             copy_snapshot: format!("COPY {s}.rse_snapshot (sync, {cols}) FROM STDIN (FORMAT binary)"),
             reject: format!(
