@@ -39,7 +39,8 @@ use serde::{Deserialize, Serialize};
 
 use super::classify::origin;
 use super::jwt::{JwtBearerConfig, JwtSigner};
-use super::oauth::{AccessToken, Grant, OAuthRefreshConfig, TokenSource, token_url};
+use super::oauth::{AccessToken, OAuthRefreshConfig, TokenSource, token_url};
+use super::token_endpoint::Grant;
 use crate::destination::Secret;
 
 /// A SaaS destination's credentials as configuration data; see the module docs.

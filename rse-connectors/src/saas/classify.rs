@@ -211,18 +211,14 @@ pub fn default_classification(failure: &Failure<'_>) -> DestinationError {
     }
 }
 
-/// An allowance (a daily API quota) is used up: the run ends cleanly and every unsent
-/// change waits for the next run. `resets_in` is when the allowance resets, when the vendor
-/// says.
+/// [`DestinationError::QuotaExhausted`]: an allowance (a daily API quota) is used up; the
+/// run ends cleanly as `RunStatus::QuotaExhausted` and every unsent change waits for the
+/// next run. `resets_in` is when the allowance resets, when the vendor says.
 ///
 /// A window that resets within seconds or minutes is a rate limit instead
 /// ([`DestinationError::RateLimited`]): the runner waits it out.
 pub fn quota_exhausted(message: impl Into<String>, resets_in: Option<Duration>) -> DestinationError {
-    // Until the engine names the class itself, an allowance reads as a rate limit whose
-    // wait is the time to the reset: the runner waits when the wait is short and ends the
-    // run when it is longer than the sync allows.
-    let _ = message.into();
-    DestinationError::RateLimited { retry_after: resets_in }
+    DestinationError::QuotaExhausted { message: message.into(), resets_in }
 }
 
 /// A request that got no answer: a timeout, a refused or dropped connection, a body cut
@@ -409,7 +405,7 @@ mod tests {
         let secondly = Failure::new("v", StatusCode::TOO_MANY_REQUESTS, &none, br#"{"policyName":"SECONDLY"}"#);
         assert!(matches!(
             classify(&daily, &Daily),
-            DestinationError::RateLimited { retry_after: Some(d) } if d == Duration::from_secs(3600)
+            DestinationError::QuotaExhausted { resets_in: Some(d), .. } if d == Duration::from_secs(3600)
         ));
         assert!(matches!(classify(&secondly, &Daily), DestinationError::RateLimited { retry_after: None }));
     }

@@ -60,6 +60,7 @@ pub mod mapping;
 pub mod oauth;
 pub mod partial;
 pub mod poll;
+mod token_endpoint;
 
 pub use auth::{Credential, SaasAuth, SaasAuthConfig};
 pub use classify::{

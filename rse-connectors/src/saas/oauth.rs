@@ -31,21 +31,17 @@
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use reqwest::Url;
-use reqwest::header::{ACCEPT, HeaderValue};
 use rse_core::DestinationError;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json};
 use tracing::debug;
 
-use super::classify::{Failure, looks_like_identifier, origin, transport_error};
-use super::jwt::JwtSigner;
+use super::classify::origin;
+use super::token_endpoint::{Endpoint, Grant};
 use crate::destination::Secret;
-
-/// The most of a token endpoint's answer that is read.
-const MAX_TOKEN_BODY: usize = 64 << 10;
 
 pub(super) fn default_margin() -> Duration {
     Duration::from_secs(60)
@@ -186,26 +182,12 @@ impl AccessToken {
     }
 }
 
-/// How the next token is obtained.
-pub(super) enum Grant {
-    Refresh { client_id: String, client_secret: Secret, scope: Option<String> },
-    Jwt(Box<JwtSigner>),
-}
-
-impl Grant {
-    fn name(&self) -> &'static str {
-        match self {
-            Grant::Refresh { .. } => "oauth_refresh",
-            Grant::Jwt(_) => "jwt_bearer",
-        }
-    }
-}
-
 /// A failed fetch, kept to hand to the writers that waited for it.
 #[derive(Clone)]
 enum Failed {
     Unauthorized(String),
     RateLimited(Option<Duration>),
+    Quota(String, Option<Duration>),
     Transient(String),
     Fatal(String),
 }
@@ -215,6 +197,7 @@ impl Failed {
         match error {
             DestinationError::Unauthorized { message } => Failed::Unauthorized(message.clone()),
             DestinationError::RateLimited { retry_after } => Failed::RateLimited(*retry_after),
+            DestinationError::QuotaExhausted { message, resets_in } => Failed::Quota(message.clone(), *resets_in),
             DestinationError::Transient { message, .. } => Failed::Transient(message.clone()),
             other => Failed::Fatal(match other {
                 DestinationError::Fatal { message, .. } | DestinationError::InvalidBatch { message } => message.clone(),
@@ -227,6 +210,7 @@ impl Failed {
         match self.clone() {
             Failed::Unauthorized(message) => DestinationError::Unauthorized { message },
             Failed::RateLimited(retry_after) => DestinationError::RateLimited { retry_after },
+            Failed::Quota(message, resets_in) => DestinationError::QuotaExhausted { message, resets_in },
             Failed::Transient(message) => DestinationError::transient(message),
             Failed::Fatal(message) => DestinationError::fatal(message),
         }
@@ -362,7 +346,8 @@ impl TokenSource {
 
     async fn fetch(&self, flight: &mut Flight) -> Result<Arc<AccessToken>, DestinationError> {
         let started = Instant::now();
-        let fetched = self.request(flight).await;
+        let endpoint = Endpoint { grant: &self.grant, url: &self.token_url, http: &self.http };
+        let fetched = endpoint.request(flight.refresh_token.as_ref()).await;
         let attempt = self.attempts.fetch_add(1, Ordering::AcqRel) + 1;
         let grant = self.grant.name();
         match fetched {
@@ -398,144 +383,4 @@ impl TokenSource {
             }
         }
     }
-
-    async fn request(&self, flight: &Flight) -> Result<Answer, DestinationError> {
-        let mut form: Vec<(&str, &str)> = Vec::with_capacity(5);
-        let assertion;
-        match &self.grant {
-            Grant::Refresh { client_id, client_secret, scope } => {
-                form.push(("grant_type", "refresh_token"));
-                if let Some(refresh_token) = &flight.refresh_token {
-                    form.push(("refresh_token", refresh_token.expose()));
-                }
-                form.push(("client_id", client_id));
-                form.push(("client_secret", client_secret.expose()));
-                if let Some(scope) = scope {
-                    form.push(("scope", scope));
-                }
-            }
-            Grant::Jwt(signer) => {
-                assertion = signer.assertion(SystemTime::now())?;
-                form.push(("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"));
-                form.push(("assertion", assertion.expose()));
-            }
-        }
-        let grant = self.grant.name();
-        let request = self
-            .http
-            .post(self.token_url.clone())
-            .header(ACCEPT, HeaderValue::from_static("application/json"))
-            .form(&form);
-        let mut response = request
-            .send()
-            .await
-            .map_err(|e| transport_error(&format!("{grant} token endpoint"), &self.token_url, e))?;
-        let status = response.status();
-        let headers = std::mem::take(response.headers_mut());
-        let (body, complete) = super::client::read_capped(response, MAX_TOKEN_BODY)
-            .await
-            .map_err(|e| transport_error(&format!("{grant} token endpoint"), &self.token_url, e))?;
-        if status.is_success() {
-            if !complete {
-                return Err(self.not_a_token("is larger than 64 KiB"));
-            }
-            return self.answer(&body);
-        }
-        Err(self.refused(&Failure::new(grant, status, &headers, &body)))
-    }
-
-    fn not_a_token(&self, problem: &str) -> DestinationError {
-        DestinationError::fatal(format!(
-            "{}: the answer of the token endpoint {} {problem}; check `token_url`",
-            self.grant.name(),
-            origin(&self.token_url)
-        ))
-    }
-
-    fn answer(&self, body: &[u8]) -> Result<Answer, DestinationError> {
-        let Ok(Json::Object(mut fields)) = serde_json::from_slice::<Json>(body) else {
-            return Err(self.not_a_token("is not a JSON object"));
-        };
-        let token = match fields.remove("access_token") {
-            Some(Json::String(token)) if !token.is_empty() => Secret::new(token),
-            _ => return Err(self.not_a_token("has no `access_token`")),
-        };
-        if let Some(kind) = fields.get("token_type").and_then(Json::as_str)
-            && !kind.eq_ignore_ascii_case("bearer")
-        {
-            let kind = if looks_like_identifier(kind) { kind } else { "?" };
-            return Err(self.not_a_token(&format!("holds a `{kind}` token, not a bearer token")));
-        }
-        let lifetime = match fields.get("expires_in") {
-            Some(Json::Number(n)) => n.as_f64(),
-            Some(Json::String(s)) => s.trim().parse::<f64>().ok(),
-            _ => None,
-        }
-        .filter(|secs| secs.is_finite() && *secs > 0.0)
-        .map(|secs| Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX));
-        let refresh_token = match fields.remove("refresh_token") {
-            Some(Json::String(t)) if !t.is_empty() => Some(Secret::new(t)),
-            _ => None,
-        };
-        // A credential of its own; nothing here needs it.
-        fields.remove("id_token");
-        let text = |fields: &mut Map<String, Json>, name: &str| match fields.remove(name) {
-            Some(Json::String(s)) => Some(s),
-            _ => None,
-        };
-        let instance_url = text(&mut fields, "instance_url");
-        let scope = text(&mut fields, "scope");
-        Ok(Answer { token, lifetime, refresh_token, instance_url, scope, extra: fields })
-    }
-
-    /// What a token endpoint's refusal means (see the module docs).
-    fn refused(&self, failure: &Failure<'_>) -> DestinationError {
-        let grant = self.grant.name();
-        let at = origin(&self.token_url);
-        let status = failure.status();
-        let code = failure
-            .json()
-            .and_then(|j| j.get("error"))
-            .and_then(Json::as_str)
-            .filter(|c| looks_like_identifier(c))
-            .unwrap_or("");
-        let said = if code.is_empty() {
-            format!("{grant}: the token endpoint {at} answered {}", failure.status_text())
-        } else {
-            format!("{grant}: the token endpoint {at} answered {} `{code}`", failure.status_text())
-        };
-        let unauthorized = |what: &str| DestinationError::Unauthorized { message: format!("{said}; {what}") };
-        let jwt = matches!(self.grant, Grant::Jwt(_));
-        match (status.as_u16(), code) {
-            (400 | 401, "invalid_grant") if jwt => unauthorized(
-                "the assertion was refused: check `username`, that the user is pre-authorized for the connected app, that the app's certificate matches `private_key`, and `audience` (the login URL)",
-            ),
-            (400 | 401, "invalid_grant") => unauthorized(
-                "the refresh token is expired, revoked or of another app: authorize the app again and set `refresh_token`",
-            ),
-            (400 | 401, "invalid_client" | "unauthorized_client") if jwt => {
-                unauthorized("check `client_id` (the connected app's consumer key) and that the app allows this flow")
-            }
-            (400 | 401, "invalid_client" | "unauthorized_client") | (401 | 403, _) => {
-                unauthorized("check `client_id` and `client_secret`")
-            }
-            (429, _) => DestinationError::RateLimited { retry_after: failure.retry_after() },
-            (408 | 500..=599, _) => DestinationError::transient(said),
-            (400..=499, _) => DestinationError::fatal(format!("{said}; check the grant's settings and `token_url`")),
-            (300..=399, _) => DestinationError::fatal(format!(
-                "{said}; redirects are not followed: set `token_url` to the final address"
-            )),
-            _ => DestinationError::fatal(format!("{said}; check `token_url`")),
-        }
-    }
-}
-
-/// A token endpoint's successful answer.
-struct Answer {
-    token: Secret,
-    lifetime: Option<Duration>,
-    refresh_token: Option<Secret>,
-    instance_url: Option<String>,
-    scope: Option<String>,
-    extra: Map<String, Json>,
 }

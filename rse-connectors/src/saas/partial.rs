@@ -44,7 +44,7 @@
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 
-use rse_core::{ChangeOutcome, DestinationError, WriteOutcomes};
+use rse_core::{ChangeOutcome, DestinationError, Receipt, WriteOutcomes};
 
 /// What the vendor said of one item of a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +52,9 @@ use rse_core::{ChangeOutcome, DestinationError, WriteOutcomes};
 pub enum ItemResult {
     /// Applied.
     Applied,
+    /// Applied, with what the vendor said it did (created, updated) and a memo to keep for
+    /// the key (the vendor's record id).
+    AppliedWith(Receipt),
     /// Refused, for `reason` (the vendor's codes, never values); `retryable` when the same
     /// change may succeed later (a lock, a row being updated by another process).
     Rejected {
@@ -76,6 +79,7 @@ impl ItemResult {
     fn set(self, outcomes: &mut WriteOutcomes, position: usize) {
         match self {
             ItemResult::Applied => outcomes.applied(position),
+            ItemResult::AppliedWith(receipt) => outcomes.applied_with(position, receipt),
             ItemResult::Rejected { reason, retryable } => {
                 outcomes.set(position, ChangeOutcome::Rejected { reason, retryable });
             }

@@ -4,7 +4,10 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use rse_connectors::DestinationError;
-use rse_connectors::saas::{DefaultClassifier, SaasAuthConfig, SaasClient, SaasClientOptions, SaasRequest, USER_AGENT};
+use rse_connectors::saas::{
+    Classifier, DefaultClassifier, Failure, SaasAuthConfig, SaasClient, SaasClientOptions, SaasRequest, USER_AGENT,
+    quota_exhausted,
+};
 use serde_json::Value as Json;
 
 use crate::oauth_server::OAuthServer;
@@ -77,6 +80,47 @@ async fn no_answer_is_transient_and_names_the_host_only() {
     let error = client.send(&SaasRequest::get(url)).await.unwrap_err();
     assert!(matches!(error, DestinationError::Transient { .. }), "{error:?}");
     assert!(error.to_string().contains("could not connect"), "{error}");
+}
+
+/// HubSpot's 429s (saas-contracts §1): `policyName` `DAILY` is the day's allowance,
+/// `TEN_SECONDLY_ROLLING` a window.
+struct HubSpotLike;
+
+impl Classifier for HubSpotLike {
+    fn classify(&self, failure: &Failure<'_>) -> Option<DestinationError> {
+        let daily = failure.status().as_u16() == 429 && failure.json()?.get("policyName")?.as_str()? == "DAILY";
+        daily.then(|| quota_exhausted(format!("{}: the daily API allowance is used up", failure.describe()), None))
+    }
+}
+
+#[tokio::test]
+async fn a_vendor_classifier_overrides_the_default_for_what_it_knows() {
+    let server = OAuthServer::start().await;
+    let body = |policy: &str| {
+        format!(
+            r#"{{"status":"error","message":"You have reached your {policy} limit.","errorType":"RATE_LIMIT","policyName":"{policy}"}}"#
+        )
+    };
+    {
+        let mut s = server.lock();
+        s.script.push_back((429, vec![], body("DAILY")));
+        s.script.push_back((429, vec![("retry-after", "3".to_owned())], body("TEN_SECONDLY_ROLLING")));
+        s.script.push_back((503, vec![], String::new()));
+    }
+    let client = client(SaasClientOptions::default());
+    let mut errors = Vec::new();
+    for _ in 0..3 {
+        let answer = client.send(&SaasRequest::get(server.url("/api/scripted"))).await.unwrap();
+        errors.push(answer.success_or(&HubSpotLike).unwrap_err());
+    }
+    assert!(
+        matches!(&errors[0], DestinationError::QuotaExhausted { message, resets_in: None }
+        if message.contains("HTTP 429 Too Many Requests (errorType=RATE_LIMIT, policyName=DAILY)")),
+        "{:?}",
+        errors[0]
+    );
+    assert!(matches!(errors[1], DestinationError::RateLimited { retry_after: Some(d) } if d == Duration::from_secs(3)));
+    assert!(matches!(errors[2], DestinationError::Transient { .. }));
 }
 
 #[test]

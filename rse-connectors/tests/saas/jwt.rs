@@ -127,6 +127,35 @@ async fn another_key_is_refused_and_named_as_what_to_check() {
 }
 
 #[tokio::test]
+async fn a_configuration_names_the_key_file() {
+    let dir = TempDir::new();
+    tokio::task::spawn_blocking({
+        let dir = dir.0.clone();
+        move || keypair(&dir, "app")
+    })
+    .await
+    .unwrap();
+    let server = server_for(&dir.0).await;
+    let key = dir.0.join("app.pem");
+    let text = format!(
+        r#"{{"type": "jwt_bearer", "token_url": "{}", "client_id": "3MVG9-consumer-key",
+            "username": "integration@acme.example", "private_key": {{"file": "{}"}}, "assertion_lifetime": "2m"}}"#,
+        server.token_url(),
+        key.display()
+    );
+    let auth: SaasAuthConfig = serde_json::from_str(&text).unwrap();
+    assert_eq!(format!("{auth:?}").matches("***").count(), 1, "{auth:?}");
+    // Written back, the key is the same reference, not its contents.
+    assert!(
+        serde_json::to_string(&auth).unwrap().contains(&format!(r#""private_key":{{"file":"{}"}}"#, key.display()))
+    );
+    let client = SaasClient::new("salesforce:test", &auth, SaasClientOptions::default()).unwrap();
+    assert!(client.auth().credential().await.is_ok());
+    let claims = &server.lock().claims[0];
+    assert_eq!(claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap(), 120);
+}
+
+#[tokio::test]
 async fn a_key_in_an_environment_style_single_line_is_read() {
     let dir = TempDir::new();
     tokio::task::spawn_blocking({

@@ -10,14 +10,19 @@ use rse_connectors::DestinationError;
 use rse_connectors::saas::{
     BatchIdentities, ItemResult, KeyedItems, PollOptions, PollOutcome, Probe, SentItems, poll_until,
 };
-use rse_core::{ChangeOutcome, Key, Value, WriteOutcomes};
+use rse_core::{ChangeOutcome, Effect, Key, Memo, Receipt, Value, WriteOutcomes};
 use serde_json::{Value as Json, json};
 use tokio_util::sync::CancellationToken;
 
-/// A Salesforce UpsertResult read into an item result.
+/// A Salesforce UpsertResult read into an item result: created or updated, the record id
+/// kept as the key's memo.
 fn upsert_result(result: &Json) -> ItemResult {
     if result["success"] == true {
-        ItemResult::Applied
+        let receipt = if result["created"] == true { Receipt::created() } else { Receipt::updated() };
+        match result["id"].as_str() {
+            Some(id) => ItemResult::AppliedWith(receipt.with_memo(Memo::text(id).unwrap())),
+            None => ItemResult::Applied,
+        }
     } else {
         ItemResult::rejected(format!("refused ({})", rse_connectors::saas::error_codes(&result["errors"])))
     }
@@ -42,6 +47,9 @@ fn results_by_position_fill_the_batch_and_a_short_answer_fills_nothing() {
         ChangeOutcome::rejected("refused (statusCode=FIELD_CUSTOM_VALIDATION_EXCEPTION, field=Email)")
     );
     assert_eq!(outcome.outcomes[3], ChangeOutcome::Applied);
+    assert_eq!(outcome.receipts[0].effect, Some(Effect::Updated));
+    assert_eq!(outcome.receipts[3].effect, Some(Effect::Created));
+    assert_eq!(outcome.receipts[3].memo.as_ref().and_then(Memo::as_str), Some("003B"));
 
     // Two results for three records: nothing is attributed, and the batch cannot finish.
     let mut outcomes = WriteOutcomes::new(4);

@@ -8,7 +8,7 @@
 //! /work/shared/contracts/saas-contracts.md §2).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -34,6 +34,9 @@ pub struct JwtCheck {
     pub username: String,
     pub audience: String,
 }
+
+/// A scripted answer: status, headers, body.
+pub type Scripted = (u16, Vec<(&'static str, String)>, String);
 
 /// The server's state, shared with the test.
 #[derive(Default)]
@@ -67,6 +70,8 @@ pub struct Inner {
     pub api_refuses_all: bool,
     pub api_calls: u64,
     pub api_unauthorized: u64,
+    /// The next answers of `/api/scripted`: status, headers, body.
+    pub script: VecDeque<Scripted>,
     /// `User-Agent` and `Accept-Encoding` of API calls.
     pub user_agents: Vec<String>,
     pub accept_encodings: Vec<String>,
@@ -98,6 +103,7 @@ impl OAuthServer {
             .route("/oauth/token", post(token))
             .route("/api/whoami", get(api).post(api))
             .route("/api/gzip", get(gzipped))
+            .route("/api/scripted", get(scripted).post(scripted))
             .route(
                 "/api/moved",
                 get(|| async { (StatusCode::FOUND, [("location", "/login?session=s3")]).into_response() }),
@@ -311,6 +317,18 @@ async fn api(State(inner): State<Arc<Mutex<Inner>>>, headers: HeaderMap) -> Resp
             )
         }
     }
+}
+
+/// The next scripted answer (404 when none is left).
+async fn scripted(State(inner): State<Arc<Mutex<Inner>>>) -> Response {
+    let Some((status, headers, body)) = inner.lock().unwrap().script.pop_front() else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let mut response = (StatusCode::from_u16(status).unwrap(), body).into_response();
+    for (name, value) in headers {
+        response.headers_mut().insert(name, axum::http::HeaderValue::from_str(&value).unwrap());
+    }
+    response
 }
 
 /// A gzip-encoded JSON answer (one stored deflate block, RFC 1951 §3.2.4; RFC 1952).
