@@ -1,0 +1,81 @@
+//! The HubSpot contract file, compiled once per test binary: the validators of its `x-roots`,
+//! plus the archive request, which the file does not describe.
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use jsonschema::{Registry, Validator};
+use serde_json::{Value as Json, json};
+
+/// `x-roots` entry of a batch upsert request.
+pub const REQUEST: &str = "BatchUpsertRequest";
+/// `x-roots` entry of a 200 answer without errors.
+pub const RESPONSE_200: &str = "BatchUpsertResponse200";
+/// `x-roots` entry of a 207 answer, and of a 2026-09 200 answer that carries `errors[]`.
+pub const RESPONSE_WITH_ERRORS: &str = "BatchUpsertResponseWithErrors";
+/// `x-roots` entry of any other non-2xx answer.
+pub const ERROR: &str = "ErrorResponse";
+/// `x-roots` entry of a 429 answer.
+pub const RATE_LIMIT: &str = "RateLimitResponse429";
+/// Not in the contract file: `POST .../batch/archive`, `{"inputs":[{"id":"<record id>"}]}`,
+/// shaped after HubSpot's "Archive a batch of objects by ID" reference (saas-contracts.md §1,
+/// source HS29) and the SDK model `BatchInputSimplePublicObjectId`.
+pub const ARCHIVE_REQUEST: &str = "ArchiveRequest (rse, from HubSpot's docs)";
+
+/// Where the contract file is read from: `../shared/contracts/` beside the project root.
+pub fn schema_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/contracts/hubspot/crm-batch-upsert.schema.json")
+}
+
+pub struct Contract {
+    validators: HashMap<&'static str, Validator>,
+}
+
+impl Contract {
+    /// The compiled contract, shared by every server of the test binary.
+    pub fn get() -> &'static Contract {
+        static CONTRACT: OnceLock<Contract> = OnceLock::new();
+        CONTRACT.get_or_init(Contract::load)
+    }
+
+    fn load() -> Contract {
+        let path = schema_path();
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("read the HubSpot contract at {}: {e}", path.display()));
+        let doc: Json = serde_json::from_str(&text).expect("the HubSpot contract is JSON");
+        let roots = doc["x-roots"].as_object().expect("the contract lists its x-roots").clone();
+        let canonical = path.canonicalize().expect("the contract path resolves");
+        let uri = format!("file://{}", canonical.display());
+        let registry = Registry::new().add(&uri, doc).expect("a file URI").prepare().expect("the contract resolves");
+        let mut validators = HashMap::new();
+        for name in [REQUEST, RESPONSE_200, RESPONSE_WITH_ERRORS, ERROR, RATE_LIMIT] {
+            let fragment = roots[name].as_str().unwrap_or_else(|| panic!("x-roots names {name}"));
+            let root = json!({ "$ref": format!("{uri}{fragment}") });
+            let validator = jsonschema::options()
+                .should_validate_formats(true)
+                .with_registry(&registry)
+                .build(&root)
+                .unwrap_or_else(|e| panic!("compile x-root {name}: {e}"));
+            validators.insert(name, validator);
+        }
+        let archive = json!({
+            "type": "object",
+            "required": ["inputs"],
+            "additionalProperties": false,
+            "properties": {"inputs": {"type": "array", "items": {
+                "type": "object", "required": ["id"], "additionalProperties": false,
+                "properties": {"id": {"type": "string"}}
+            }}}
+        });
+        validators.insert(ARCHIVE_REQUEST, jsonschema::validator_for(&archive).expect("the archive schema compiles"));
+        Contract { validators }
+    }
+
+    /// The violations of `body` against `root`, each as "`/pointer`: message"; empty when valid.
+    pub fn check(&self, root: &str, body: &Json) -> Vec<String> {
+        let Some(validator) = self.validators.get(root) else {
+            return vec![format!("no validator for root {root}")];
+        };
+        validator.iter_errors(body).map(|e| format!("`{}`: {e}", e.instance_path())).collect()
+    }
+}
