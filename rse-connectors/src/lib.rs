@@ -20,6 +20,8 @@ pub use destination::Secret;
 pub use destination::http::{
     BodyShape, HttpBody, HttpDestination, HttpDestinationConfig, HttpOpRequest, HttpTimeouts, RecordErrors,
 };
+#[cfg(feature = "hubspot")]
+pub use destination::hubspot::{self as hubspot, HubSpotDestination, HubSpotDestinationConfig};
 #[cfg(feature = "nats")]
 pub use destination::nats::{NatsDestination, NatsDestinationOptions};
 #[cfg(feature = "redis")]

@@ -5,6 +5,8 @@
 
 #[cfg(feature = "http")]
 pub mod http;
+#[cfg(feature = "hubspot")]
+pub mod hubspot;
 #[cfg(feature = "nats")]
 pub mod nats;
 /// The PostgreSQL destination, at its former path; it lives in [`crate::postgres`] with the

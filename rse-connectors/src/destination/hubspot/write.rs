@@ -1,0 +1,209 @@
+//! One batch: its upserts in one `batch/upsert` call by the id property, its deletes in
+//! one `batch/archive` call by record id, and each change's outcome from the answers.
+
+use std::collections::HashMap;
+use std::time::SystemTime;
+
+use reqwest::Method;
+use rse_core::{ChangeBatch, DestinationError, Memo, Op, QuotaFeedback, Receipt, WriteOutcome, WriteOutcomes};
+use serde_json::{Map, Value as Json, json};
+
+use super::HubSpotDestination;
+use super::classify::input_reason;
+use super::quota::feedback;
+use crate::saas::{BatchIdentities, BoundFieldMap, ItemResult, KeyedItems, SaasRequest, SaasResponse};
+
+/// The upsert inputs of one batch and how to find each one's change in the answer.
+#[derive(Default)]
+struct Upserts {
+    inputs: Vec<Json>,
+    /// `objectWriteTraceId` → batch position, for the answer's accounting.
+    sent: KeyedItems,
+    /// `objectWriteTraceId` → the values the input carried (kept out of reasons).
+    values: HashMap<String, Vec<String>>,
+    /// id value → `objectWriteTraceId`, for an answer that does not echo the trace id.
+    by_id: HashMap<String, String>,
+}
+
+/// The archive inputs of one batch: record ids, each once, with the changes asking for it.
+#[derive(Default)]
+struct Archives {
+    ids: Vec<String>,
+    positions: Vec<usize>,
+}
+
+impl HubSpotDestination {
+    pub(super) async fn write_batch(&self, batch: &ChangeBatch) -> Result<WriteOutcome, DestinationError> {
+        let mut outcomes = WriteOutcomes::new(batch.len());
+        if batch.is_empty() {
+            return outcomes.finish(&self.name);
+        }
+        let fields = self.bound(&batch.schema)?;
+        let mut upserts = Upserts::default();
+        let mut archives = Archives::default();
+        let mut seen = BatchIdentities::new(format!("HubSpot `{}` record", self.config.object), &self.id_property);
+        for (i, change) in batch.changes.iter().enumerate() {
+            if change.op == Op::Delete {
+                match change.memo.as_ref().map(|m| m.as_str().filter(|id| is_record_id(id))) {
+                    // A key this sync holds no record id for was never confirmed written by
+                    // it: nothing of it is known to be in HubSpot, and archiving by a guess
+                    // (the id property's value, a search) could remove a record someone
+                    // else created. Nothing to do.
+                    None => outcomes.applied(i),
+                    Some(Some(id)) => {
+                        if !archives.ids.iter().any(|known| known == id) {
+                            archives.ids.push(id.to_owned());
+                        }
+                        archives.positions.push(i);
+                    }
+                    Some(None) => outcomes.rejected(
+                        i,
+                        "the key's memo is not a HubSpot record id (it was written by another destination or version); \
+                         not archiving by a guess: archive the record in HubSpot if it should go, then clear the key's state",
+                    ),
+                }
+                continue;
+            }
+            let Some(record) = &change.record else {
+                outcomes.rejected(i, format!("a {} change without a record; this is a bug in the runner", change.op));
+                continue;
+            };
+            match self.input(&fields, record) {
+                Ok((id, properties)) => {
+                    if !seen.claim_or_reject(&mut outcomes, i, &change.key, &id) {
+                        continue;
+                    }
+                    let trace = change.idempotency_key.to_string();
+                    if let Err(first) = upserts.sent.insert(trace.clone(), i) {
+                        outcomes.rejected(i, format!("the change at batch position {first} has the same idempotency key; this is a bug in the runner"));
+                        continue;
+                    }
+                    let values = properties.values().filter_map(Json::as_str).map(str::to_owned).collect();
+                    upserts.values.insert(trace.clone(), values);
+                    upserts.by_id.insert(id.clone(), trace.clone());
+                    upserts.inputs.push(json!({
+                        "idProperty": self.id_property,
+                        "id": id,
+                        "properties": properties,
+                        "objectWriteTraceId": trace,
+                    }));
+                }
+                Err(reason) => outcomes.rejected(i, reason),
+            }
+        }
+
+        let mut quota = None;
+        if !upserts.inputs.is_empty() {
+            let body = json!({ "inputs": std::mem::take(&mut upserts.inputs) });
+            let request = SaasRequest::json(Method::POST, self.urls.upsert.clone(), &body)?;
+            let answer = self.client.send(&request).await?.success_or(&self.classifier)?;
+            quota = self.quota(&answer).or(quota);
+            let answer: Json = answer.json("the batch upsert answer")?;
+            self.record_upserts(&answer, &upserts, &mut outcomes)?;
+        }
+        if !archives.ids.is_empty() {
+            let inputs: Vec<Json> = archives.ids.iter().map(|id| json!({ "id": id })).collect();
+            let request = SaasRequest::json(Method::POST, self.urls.archive.clone(), &json!({ "inputs": inputs }))?;
+            let answer = self.client.send(&request).await?.success_or(&self.classifier)?;
+            quota = self.quota(&answer).or(quota);
+            // HubSpot answers 204 for the whole batch; an id already archived or unknown is
+            // no error, so a repeated archive is safe.
+            for &i in &archives.positions {
+                outcomes.applied(i);
+            }
+        }
+        if let Some(quota) = quota {
+            outcomes.set_quota(quota);
+        }
+        outcomes.finish(&self.name)
+    }
+
+    /// The input for `record`: its id value (normalized) and its properties.
+    fn input(&self, fields: &BoundFieldMap, record: &rse_core::Record) -> Result<(String, Map<String, Json>), String> {
+        let mut properties = fields.properties(record)?;
+        let raw = properties.get(&self.id_property).and_then(Json::as_str).unwrap_or_default();
+        let id = if self.lowercase_id { raw.trim().to_lowercase() } else { raw.to_owned() };
+        if id.is_empty() {
+            return Err(format!(
+                "field `{}` (HubSpot property `{}`, which finds the record) is empty; HubSpot needs a value to match or create the record",
+                self.id_field, self.id_property
+            ));
+        }
+        properties.insert(self.id_property.clone(), Json::String(id.clone()));
+        Ok((id, properties))
+    }
+
+    fn quota(&self, answer: &SaasResponse) -> Option<QuotaFeedback> {
+        feedback(answer.headers(), self.config.account_utc_offset, SystemTime::now())
+    }
+
+    /// Sets each sent change's outcome from a batch upsert answer: a 200, a 207 with
+    /// `errors`, or a 2026-09 200 with `errors` and `numErrors`.
+    fn record_upserts(
+        &self,
+        answer: &Json,
+        upserts: &Upserts,
+        outcomes: &mut WriteOutcomes,
+    ) -> Result<(), DestinationError> {
+        let Some(results) = answer.get("results").and_then(Json::as_array) else {
+            return Err(DestinationError::fatal(format!(
+                "{}: the batch upsert answer has no `results`; check that the API version `{}` is one this connector supports",
+                self.name, self.config.api_version
+            )));
+        };
+        let errors = answer.get("errors").and_then(Json::as_array).map(Vec::as_slice).unwrap_or_default();
+        let mut items: Vec<(String, ItemResult)> = Vec::with_capacity(results.len() + errors.len());
+        for result in results {
+            let trace = text(result.get("objectWriteTraceId")).map(str::to_owned).or_else(|| {
+                let id = result.get("properties").and_then(|p| text(p.get(&self.id_property)))?;
+                self.trace_of(upserts, id)
+            });
+            let mut receipt = match result.get("new").and_then(Json::as_bool) {
+                Some(true) => Receipt::created(),
+                Some(false) => Receipt::updated(),
+                None => Receipt::default(),
+            };
+            if let Some(id) = text(result.get("id")).filter(|id| is_record_id(id)) {
+                receipt = receipt.with_memo(Memo::text(id)?);
+            }
+            items.push((trace.unwrap_or_default(), ItemResult::AppliedWith(receipt)));
+        }
+        for error in errors {
+            let context = error.get("context");
+            let listed = |name: &str| -> Vec<&str> {
+                let list = context.and_then(|c| c.get(name)).and_then(Json::as_array);
+                list.into_iter().flatten().filter_map(Json::as_str).collect()
+            };
+            let mut traces: Vec<String> = listed("objectWriteTraceId").into_iter().map(str::to_owned).collect();
+            if traces.is_empty() {
+                traces = listed("ids").into_iter().filter_map(|id| self.trace_of(upserts, id)).collect();
+            }
+            if traces.is_empty() {
+                // Unattributable: the accounting below refuses the answer.
+                items.push((String::new(), ItemResult::rejected("")));
+            }
+            for trace in traces {
+                let values = upserts.values.get(&trace).map(Vec::as_slice).unwrap_or_default();
+                let sent: Vec<&str> = values.iter().map(String::as_str).collect();
+                let (reason, retryable) = input_reason(error, &sent);
+                let result = if retryable { ItemResult::retryable(reason) } else { ItemResult::rejected(reason) };
+                items.push((trace, result));
+            }
+        }
+        upserts.sent.record(&self.name, outcomes, items)
+    }
+
+    fn trace_of(&self, upserts: &Upserts, id: &str) -> Option<String> {
+        let found = upserts.by_id.get(id);
+        found.or_else(|| upserts.by_id.get(&id.trim().to_lowercase())).cloned()
+    }
+}
+
+fn text(value: Option<&Json>) -> Option<&str> {
+    value.and_then(Json::as_str)
+}
+
+/// Whether `id` looks like a HubSpot record id (digits).
+fn is_record_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 32 && id.bytes().all(|b| b.is_ascii_digit())
+}

@@ -1,0 +1,170 @@
+//! SIGKILL mid-run, repeated: a sync of a few thousand contacts into the contract server,
+//! its source edited between runs, killed at random moments and restarted on a durable
+//! state (SQLite). At the end HubSpot holds every contact with its latest values, each
+//! created exactly once (a write whose answer was lost is matched by e-mail when sent
+//! again), and the state holds each contact's record id.
+//!
+//! The server runs in this test's process on a TCP port; the worker is this test binary
+//! run again (`kill_worker`, selected by `RSE_HS_KILL_URL`), so each kill is a real process
+//! death mid-request. Edits change and add rows, never remove them: a delete of a key whose
+//! creation's answer a kill lost finds no record id and (by design, see the destination's
+//! docs) archives nothing, which would leave that record behind and make the end state
+//! depend on where the kills landed. `RSE_KILLS` sets the kills (default 10).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rse_connectors::HubSpotDestination;
+use rse_connectors::hubspot::BurstLimit;
+use rse_connectors::state::SqliteStateStore;
+use rse_core::memory::MemorySource;
+use rse_core::testing::unique_id;
+use rse_core::*;
+
+use super::common::*;
+
+const ROWS: i64 = 3_000;
+const LEASE_TTL: Duration = Duration::from_secs(1);
+
+/// The source at `generation`: a hundred more rows each time, and a tenth of the rows
+/// renamed (and renamed back the generation after).
+fn rows(generation: u32) -> Vec<Record> {
+    let n = ROWS + 100 * i64::from(generation);
+    let renamed = i64::from(generation % 10);
+    (1..=n)
+        .map(|id| {
+            let name = if id % 10 == renamed { format!("Gen{generation}") } else { format!("Contact{id}") };
+            contact_named(id, &name)
+        })
+        .collect()
+}
+
+/// The worker: runs the sync of `RSE_HS_KILL_GEN` to the end, waiting out a killed
+/// runner's lease, and prints what it planned. Run as a normal test it returns at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_worker() {
+    let Ok(url) = std::env::var("RSE_HS_KILL_URL") else { return };
+    let state = std::env::var("RSE_HS_KILL_STATE").unwrap();
+    let generation: u32 = std::env::var("RSE_HS_KILL_GEN").unwrap().parse().unwrap();
+    // The server has no burst limit here: the kills land in a run, not in a wait.
+    let config = config_at(url).with_rate_limit(BurstLimit::per_ten_seconds(100_000));
+    let options =
+        options().with_max_concurrency(2).with_lease_ttl(LEASE_TTL).with_holder(format!("pid {}", std::process::id()));
+    let sync = SyncJob::builder("customers")
+        .source(MemorySource::new(schema(), rows(generation)))
+        .destination(HubSpotDestination::new(config).unwrap())
+        .state(SqliteStateStore::open(&state).await.unwrap())
+        .mode(Mode::Upsert)
+        .options(options)
+        .build()
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let report = loop {
+        match sync.run().await {
+            Ok(report) => break report,
+            Err(Error::State(StateError::LeaseHeld { .. })) if started.elapsed() < Duration::from_secs(20) => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("the run failed: {e}"),
+        }
+    };
+    assert_eq!(report.status, RunStatus::Succeeded, "{report}");
+    println!("RESULT planned={}", report.counts.planned.total());
+}
+
+fn spawn(url: &str, state: &Path, generation: u32) -> std::process::Child {
+    Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "kill::kill_worker", "--nocapture", "--test-threads", "1"])
+        .env("RSE_HS_KILL_URL", url)
+        .env("RSE_HS_KILL_STATE", state)
+        .env("RSE_HS_KILL_GEN", generation.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Runs the worker to the end; returns how many changes it planned.
+fn run_to_end(url: &str, state: &Path, generation: u32) -> u64 {
+    let out = spawn(url, state, generation).wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "worker failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    stdout.split("RESULT planned=").nth(1).and_then(|t| t.split_whitespace().next()).unwrap().parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_run_loses_nothing_and_creates_each_contact_once() {
+    let hs = server().await;
+    hs.set_window(None);
+    hs.set_daily(None);
+    hs.lock().keep_bodies = false;
+    // A call takes a little while, as HubSpot's do: kills land mid-request.
+    hs.set_latency(Duration::from_millis(15));
+    let url = hs.base_url();
+    let dir: PathBuf = std::env::temp_dir().join(unique_id("rse_hubspot_kill"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let state = dir.join("state.db");
+
+    let kills_wanted: u32 = std::env::var("RSE_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(10);
+    let (mut kills, mut completed, mut generation) = (0u32, 0u32, 0u32);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut typical = Duration::from_millis(1_500);
+    while kills < kills_wanted && Instant::now() < deadline && generation < 100 {
+        generation += 1;
+        let spawned = Instant::now();
+        let mut child = spawn(&url, &state, generation);
+        let delay = Duration::from_millis(fastrand::u64(50..typical.as_millis().max(100) as u64));
+        tokio::time::sleep(delay).await;
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap(); // SIGKILL
+        }
+        let out = tokio::task::spawn_blocking(move || child.wait_with_output()).await.unwrap().unwrap();
+        if out.status.code().is_none() {
+            kills += 1;
+        } else {
+            assert!(out.status.success(), "worker failed:\n{}", String::from_utf8_lossy(&out.stderr));
+            completed += 1;
+            typical = spawned.elapsed();
+        }
+    }
+    assert!(kills >= kills_wanted.min(5), "only {kills} kills in the time allowed ({completed} runs completed)");
+
+    // The kills stop: one run converges, the next has nothing to do.
+    let (url2, state2) = (url.clone(), state.clone());
+    tokio::task::spawn_blocking(move || run_to_end(&url2, &state2, generation)).await.unwrap();
+    let (url2, state2) = (url.clone(), state.clone());
+    let planned = tokio::task::spawn_blocking(move || run_to_end(&url2, &state2, generation)).await.unwrap();
+    assert_eq!(planned, 0, "a run after convergence planned changes");
+
+    // HubSpot holds every contact with its latest values, each created once.
+    let expected = rows(generation);
+    for record in &expected {
+        assert_holds(&hs, record);
+    }
+    assert_eq!(hs.live("contacts").len(), expected.len());
+    let creations = hs.creations("contacts");
+    assert_eq!(creations.len(), expected.len());
+    assert!(creations.values().all(|n| *n == 1), "a contact was created twice");
+
+    // The state holds each contact's record id.
+    let store = SqliteStateStore::open(&state).await.unwrap();
+    let mut after: Option<Key> = None;
+    let mut seen = 0;
+    loop {
+        let page = store.scan("customers", after.as_ref(), 1_000).await.unwrap();
+        let Some(last) = page.last() else { break };
+        after = Some(last.key.clone());
+        for entry in page {
+            let id = entry.key.decode().unwrap()[0].as_i64().unwrap();
+            let memo = entry.memo.as_ref().and_then(Memo::as_str).map(str::to_owned);
+            assert_eq!(memo, held(&hs, id).map(|r| r.id.to_string()), "contact {id}'s record id");
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, expected.len());
+    hs.assert_no_violations();
+    let _ = std::fs::remove_dir_all(&dir);
+    println!("{kills} kills, {completed} runs completed before a kill, {generation} generations");
+}
