@@ -96,6 +96,24 @@ async fn each_version_s_partial_failure_refuses_only_its_inputs_and_never_repeat
 }
 
 #[tokio::test]
+async fn an_answer_that_does_not_echo_trace_ids_is_matched_by_the_id_value() {
+    for version in [ApiVersion::V2026_09, ApiVersion::V2026_03] {
+        let hs = server().await;
+        hs.lock().crm.echo_traces = false;
+        hs.set_rule(|input| (input.id == "user3@example.com").then(|| "Refused".to_owned()));
+        let destination = destination(&hs, version);
+        let out = destination.write(&inserts(contacts(1..=4))).await.unwrap();
+        assert!(matches!(out.outcomes[2], ChangeOutcome::Rejected { .. }), "{version}: {:?}", out.outcomes);
+        for i in [0, 1, 3] {
+            let id = held(&hs, i as i64 + 1).unwrap().id.to_string();
+            let memo = out.receipt(i).and_then(|r| r.memo.as_ref()).and_then(Memo::as_str).map(str::to_owned);
+            assert_eq!(memo, Some(id), "{version}: contact {} matched by its e-mail", i + 1);
+        }
+        hs.assert_no_violations();
+    }
+}
+
+#[tokio::test]
 async fn two_rows_for_one_contact_in_a_batch_send_the_first_only() {
     let hs = server().await;
     let destination = destination(&hs, ApiVersion::V2026_03);

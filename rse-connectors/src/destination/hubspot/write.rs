@@ -6,6 +6,7 @@ use std::time::SystemTime;
 
 use reqwest::Method;
 use rse_core::{ChangeBatch, DestinationError, Memo, Op, QuotaFeedback, Receipt, WriteOutcome, WriteOutcomes};
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json, json};
 
 use super::HubSpotDestination;
@@ -13,16 +14,49 @@ use super::classify::input_reason;
 use super::quota::feedback;
 use crate::saas::{BatchIdentities, BoundFieldMap, ItemResult, KeyedItems, SaasRequest, SaasResponse};
 
+/// One input of a batch upsert.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Input<'a> {
+    id_property: &'a str,
+    id: String,
+    properties: Map<String, Json>,
+    object_write_trace_id: String,
+}
+
+/// A batch upsert's body, serialized straight from the inputs.
+#[derive(Serialize)]
+struct Inputs<'a> {
+    inputs: &'a [Input<'a>],
+}
+
 /// The upsert inputs of one batch and how to find each one's change in the answer.
 #[derive(Default)]
-struct Upserts {
-    inputs: Vec<Json>,
+struct Upserts<'a> {
+    inputs: Vec<Input<'a>>,
     /// `objectWriteTraceId` → batch position, for the answer's accounting.
     sent: KeyedItems,
-    /// `objectWriteTraceId` → the values the input carried (kept out of reasons).
-    values: HashMap<String, Vec<String>>,
-    /// id value → `objectWriteTraceId`, for an answer that does not echo the trace id.
-    by_id: HashMap<String, String>,
+    /// `objectWriteTraceId` → the input, whose values are kept out of reasons.
+    by_trace: HashMap<String, usize>,
+    /// id value → the input, for an answer that does not echo the trace id.
+    by_id: HashMap<String, usize>,
+}
+
+/// A batch upsert answer, as far as the outcomes need it: the results' echoed properties
+/// are skipped unread.
+#[derive(Deserialize)]
+struct UpsertAnswer {
+    results: Option<Vec<UpsertResult>>,
+    #[serde(default)]
+    errors: Vec<Json>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct UpsertResult {
+    id: Option<String>,
+    new: Option<bool>,
+    object_write_trace_id: Option<String>,
 }
 
 /// The archive inputs of one batch: record ids, each once, with the changes asking for it.
@@ -78,15 +112,15 @@ impl HubSpotDestination {
                         outcomes.rejected(i, format!("the change at batch position {first} has the same idempotency key; this is a bug in the runner"));
                         continue;
                     }
-                    let values = properties.values().filter_map(Json::as_str).map(str::to_owned).collect();
-                    upserts.values.insert(trace.clone(), values);
-                    upserts.by_id.insert(id.clone(), trace.clone());
-                    upserts.inputs.push(json!({
-                        "idProperty": self.id_property,
-                        "id": id,
-                        "properties": properties,
-                        "objectWriteTraceId": trace,
-                    }));
+                    let n = upserts.inputs.len();
+                    upserts.by_trace.insert(trace.clone(), n);
+                    upserts.by_id.insert(id.clone(), n);
+                    upserts.inputs.push(Input {
+                        id_property: &self.id_property,
+                        id,
+                        properties,
+                        object_write_trace_id: trace,
+                    });
                 }
                 Err(reason) => outcomes.rejected(i, reason),
             }
@@ -94,11 +128,10 @@ impl HubSpotDestination {
 
         let mut quota = None;
         if !upserts.inputs.is_empty() {
-            let body = json!({ "inputs": std::mem::take(&mut upserts.inputs) });
+            let body = Inputs { inputs: &upserts.inputs };
             let request = SaasRequest::json(Method::POST, self.urls.upsert.clone(), &body)?;
             let answer = self.client.send(&request).await?.success_or(&self.classifier)?;
             quota = self.quota(&answer).or(quota);
-            let answer: Json = answer.json("the batch upsert answer")?;
             self.record_upserts(&answer, &upserts, &mut outcomes)?;
         }
         if !archives.ids.is_empty() {
@@ -141,34 +174,40 @@ impl HubSpotDestination {
     /// `errors`, or a 2026-09 200 with `errors` and `numErrors`.
     fn record_upserts(
         &self,
-        answer: &Json,
-        upserts: &Upserts,
+        answer: &SaasResponse,
+        upserts: &Upserts<'_>,
         outcomes: &mut WriteOutcomes,
     ) -> Result<(), DestinationError> {
-        let Some(results) = answer.get("results").and_then(Json::as_array) else {
+        let parsed: UpsertAnswer = answer.json("the batch upsert answer")?;
+        let Some(results) = parsed.results else {
             return Err(DestinationError::fatal(format!(
                 "{}: the batch upsert answer has no `results`; check that the API version `{}` is one this connector supports",
                 self.name, self.config.api_version
             )));
         };
-        let errors = answer.get("errors").and_then(Json::as_array).map(Vec::as_slice).unwrap_or_default();
-        let mut items: Vec<(String, ItemResult)> = Vec::with_capacity(results.len() + errors.len());
-        for result in results {
-            let trace = text(result.get("objectWriteTraceId")).map(str::to_owned).or_else(|| {
-                let id = result.get("properties").and_then(|p| text(p.get(&self.id_property)))?;
-                self.trace_of(upserts, id)
+        // A result without its trace id is found by its id property's value, from the
+        // properties the answer echoes (read only then: they are most of the answer).
+        let echoed: Option<Json> = match results.iter().any(|r| r.object_write_trace_id.is_none()) {
+            true => Some(answer.json("the batch upsert answer")?),
+            false => None,
+        };
+        let mut items: Vec<(String, ItemResult)> = Vec::with_capacity(results.len() + parsed.errors.len());
+        for (n, result) in results.into_iter().enumerate() {
+            let trace = result.object_write_trace_id.or_else(|| {
+                let properties = echoed.as_ref()?.get("results")?.get(n)?.get("properties")?;
+                self.trace_of(upserts, text(properties.get(&self.id_property))?)
             });
-            let mut receipt = match result.get("new").and_then(Json::as_bool) {
+            let mut receipt = match result.new {
                 Some(true) => Receipt::created(),
                 Some(false) => Receipt::updated(),
                 None => Receipt::default(),
             };
-            if let Some(id) = text(result.get("id")).filter(|id| is_record_id(id)) {
-                receipt = receipt.with_memo(Memo::text(id)?);
+            if let Some(id) = result.id.filter(|id| is_record_id(id)) {
+                receipt = receipt.with_memo(Memo::text(&id)?);
             }
             items.push((trace.unwrap_or_default(), ItemResult::AppliedWith(receipt)));
         }
-        for error in errors {
+        for error in &parsed.errors {
             let context = error.get("context");
             let listed = |name: &str| -> Vec<&str> {
                 let list = context.and_then(|c| c.get(name)).and_then(Json::as_array);
@@ -183,8 +222,9 @@ impl HubSpotDestination {
                 items.push((String::new(), ItemResult::rejected("")));
             }
             for trace in traces {
-                let values = upserts.values.get(&trace).map(Vec::as_slice).unwrap_or_default();
-                let sent: Vec<&str> = values.iter().map(String::as_str).collect();
+                let input = upserts.by_trace.get(&trace).and_then(|&n| upserts.inputs.get(n));
+                let sent: Vec<&str> =
+                    input.map(|i| i.properties.values().filter_map(Json::as_str).collect()).unwrap_or_default();
                 let (reason, retryable) = input_reason(error, &sent);
                 let result = if retryable { ItemResult::retryable(reason) } else { ItemResult::rejected(reason) };
                 items.push((trace, result));
@@ -193,9 +233,9 @@ impl HubSpotDestination {
         upserts.sent.record(&self.name, outcomes, items)
     }
 
-    fn trace_of(&self, upserts: &Upserts, id: &str) -> Option<String> {
-        let found = upserts.by_id.get(id);
-        found.or_else(|| upserts.by_id.get(&id.trim().to_lowercase())).cloned()
+    fn trace_of(&self, upserts: &Upserts<'_>, id: &str) -> Option<String> {
+        let found = upserts.by_id.get(id).or_else(|| upserts.by_id.get(&id.trim().to_lowercase()));
+        found.and_then(|&n| upserts.inputs.get(n)).map(|input| input.object_write_trace_id.clone())
     }
 }
 

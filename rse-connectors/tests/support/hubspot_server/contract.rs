@@ -22,9 +22,13 @@ pub const RATE_LIMIT: &str = "RateLimitResponse429";
 /// source HS29) and the SDK model `BatchInputSimplePublicObjectId`.
 pub const ARCHIVE_REQUEST: &str = "ArchiveRequest (rse, from HubSpot's docs)";
 
-/// Where the contract file is read from: `../shared/contracts/` beside the project root.
+/// Where the contract file is read from: `../shared/contracts/` beside the project root,
+/// the first ancestor of the crate compiling this (rse-connectors for its tests, the root
+/// for the benches) that holds `Cargo.lock`.
 pub fn schema_path() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/contracts/hubspot/crm-batch-upsert.schema.json")
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let root = manifest.ancestors().find(|dir| dir.join("Cargo.lock").is_file()).unwrap_or(&manifest);
+    root.join("../shared/contracts/hubspot/crm-batch-upsert.schema.json")
 }
 
 pub struct Contract {

@@ -275,6 +275,8 @@ fn plan(obj: &ObjectType, rule: Option<&Rule>, input: &Json) -> Result<Plan, Inp
 pub struct Crm {
     pub types: Vec<ObjectType>,
     pub rule: Option<Rule>,
+    /// Whether answers echo each input's `objectWriteTraceId` (on by default).
+    pub echo_traces: bool,
     next_id: u64,
 }
 
@@ -291,7 +293,7 @@ impl Default for Crm {
             "0-2",
             [PropertyDef::unique("external_id"), PropertyDef::text("name"), PropertyDef::text("domain")],
         );
-        Crm { types: vec![contacts, companies], rule: None, next_id: 5101 }
+        Crm { types: vec![contacts, companies], rule: None, echo_traces: true, next_id: 5101 }
     }
 }
 
@@ -356,7 +358,9 @@ impl Crm {
 
         let mut results = Vec::new();
         let mut errors = Vec::new();
-        for ((plan, trace), input) in plans.into_iter().zip(&traces).zip(&inputs) {
+        // An answer that names inputs by their ids only (the trace ids not echoed).
+        let echoed: Vec<Option<&str>> = traces.iter().map(|t| t.filter(|_| self.echo_traces)).collect();
+        for ((plan, trace), input) in plans.into_iter().zip(&echoed).zip(&inputs) {
             match plan {
                 Ok(plan) => {
                     let (rid, created) = self.apply(object, plan);
