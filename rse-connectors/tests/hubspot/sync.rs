@@ -227,3 +227,17 @@ async fn a_run_paced_to_a_100_per_10_s_account_gets_no_429() {
     assert_eq!(report.quota.and_then(|q| q.window).and_then(|w| w.limit), Some(100));
     hs.assert_no_violations();
 }
+
+#[tokio::test]
+async fn a_batch_hubspot_refuses_whole_is_bisected_until_it_fits() {
+    let hs = server().await;
+    // An account that takes fewer inputs per call than the destination sends.
+    hs.set_batch_limit(30);
+    let w = World::new(contacts(1..=200), destination(&hs, ApiVersion::V2026_03), Mode::Upsert, options()).await;
+    let report = w.run().await;
+    assert_eq!(report.status, RunStatus::Succeeded, "{report}");
+    assert_eq!((report.counts.applied.insert, report.counts.rejected.total()), (200, 0), "{report}");
+    assert_eq!(report.counts.destination.created, 200);
+    assert_eq!(hs.live("contacts").len(), 200);
+    hs.assert_no_violations();
+}

@@ -45,7 +45,8 @@
 //! window is spent and ends the run as `QuotaExhausted` when the day's allowance is (less
 //! [`quota_reserve`](rse_core::SyncOptions::quota_reserve)). A 429 for the rolling window
 //! waits for the window; a 429 `DAILY` ends the run cleanly, every unsent change kept.
-//! A batch holding both upserts and deletes makes two calls.
+//! A batch holding both upserts and deletes makes two calls (upserts first); when the second
+//! fails, the whole batch is sent again, which both calls are safe to repeat.
 //!
 //! # Authentication
 //! A private-app token (`{"type": "bearer", "token": {"env": "HUBSPOT_TOKEN"}}`) or an
