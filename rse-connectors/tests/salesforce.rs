@@ -14,6 +14,19 @@
 
 #[path = "support/salesforce_server/mod.rs"]
 mod salesforce_server;
+/// The contacts model, the destination and a sync into the org, shared by the tests below.
+#[path = "salesforce/world.rs"]
+mod world;
+
+/// The destination conformance suite, by Collections and by Bulk.
+#[path = "salesforce/conformance.rs"]
+mod conformance;
+/// Whole syncs through the runner.
+#[path = "salesforce/sync.rs"]
+mod sync;
+/// One write at a time: Collections, deletes by memo, classification, the allowance.
+#[path = "salesforce/writes.rs"]
+mod writes;
 /// Its Bulk API 2.0 jobs, driven with plain HTTP.
 #[path = "salesforce/server_bulk.rs"]
 mod server_bulk;

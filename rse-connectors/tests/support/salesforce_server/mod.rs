@@ -183,10 +183,11 @@ pub enum Fault {
 }
 
 /// A fault waiting for the next request whose `METHOD path` contains `matcher` (any request
-/// when `None`).
+/// when `None`), after letting `skip` such requests through.
 #[derive(Debug, Clone)]
 pub struct Scripted {
     pub matcher: Option<String>,
+    pub skip: u32,
     pub fault: Fault,
 }
 
@@ -389,12 +390,18 @@ impl SalesforceServer {
 
     /// Answers the next REST request with `fault`.
     pub fn push_fault(&self, fault: Fault) {
-        self.lock().script.push_back(Scripted { matcher: None, fault });
+        self.lock().script.push_back(Scripted { matcher: None, skip: 0, fault });
     }
 
     /// Answers the next REST request whose `METHOD path` contains `matcher` with `fault`.
     pub fn fault_on(&self, matcher: &str, fault: Fault) {
-        self.lock().script.push_back(Scripted { matcher: Some(matcher.to_owned()), fault });
+        self.fault_on_nth(matcher, 1, fault);
+    }
+
+    /// Answers the `n`-th next REST request whose `METHOD path` contains `matcher` with `fault`.
+    pub fn fault_on_nth(&self, matcher: &str, n: u32, fault: Fault) {
+        let skip = n.saturating_sub(1);
+        self.lock().script.push_back(Scripted { matcher: Some(matcher.to_owned()), skip, fault });
     }
 
     /// Switches a validation rule on (`None` lifts it).
