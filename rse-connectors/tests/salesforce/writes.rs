@@ -69,7 +69,11 @@ async fn refused_records_carry_codes_and_fields_never_the_values_salesforce_repe
     }));
     let mut bad_email = contact(2, 1.0);
     bad_email.values[2] = Value::from("no-at-sign-secret");
-    let out = w.destination.write(&batch([(Op::Insert, contact(1, 1.0)), (Op::Insert, bad_email), (Op::Insert, contact(5, 1.0))])).await.unwrap();
+    let out = w
+        .destination
+        .write(&batch([(Op::Insert, contact(1, 1.0)), (Op::Insert, bad_email), (Op::Insert, contact(5, 1.0))]))
+        .await
+        .unwrap();
     assert_eq!(out.outcomes[0], ChangeOutcome::Applied);
     assert_eq!(
         out.outcomes[1],
@@ -111,7 +115,9 @@ async fn deletes_go_by_the_memo_and_a_key_without_one_is_left_alone() {
     assert_eq!(w.server.requests_matching("DELETE "), deletes_before);
 
     let out = w.destination.write(&delete(3, Some(Memo::text("not an id").unwrap())).build()).await.unwrap();
-    assert!(matches!(&out.outcomes[0], ChangeOutcome::Rejected { reason, retryable: false } if reason.contains("not a Salesforce record id")));
+    assert!(
+        matches!(&out.outcomes[0], ChangeOutcome::Rejected { reason, retryable: false } if reason.contains("not a Salesforce record id"))
+    );
 }
 
 #[tokio::test]
@@ -122,7 +128,9 @@ async fn each_failure_of_the_org_means_what_the_runner_should_do() {
     assert!(matches!(w.destination.write(&one).await, Err(DestinationError::Transient { .. })));
     w.server.push_fault(Fault::ConcurrentLimit);
     let limited = w.destination.write(&one).await;
-    assert!(matches!(limited, Err(DestinationError::RateLimited { retry_after: Some(d) }) if d == Duration::from_secs(2)));
+    assert!(
+        matches!(limited, Err(DestinationError::RateLimited { retry_after: Some(d) }) if d == Duration::from_secs(2))
+    );
     w.server.push_fault(Fault::Answer {
         status: 400,
         body: r#"[{"message":"bad ada@example.com","errorCode":"MALFORMED_REQUEST"}]"#.into(),
@@ -131,15 +139,23 @@ async fn each_failure_of_the_org_means_what_the_runner_should_do() {
     assert!(fatal.contains("errorCode=MALFORMED_REQUEST") && !fatal.contains("ada@"), "{fatal}");
 
     // A value that does not fit its field fails the whole request: the runner bisects.
-    let typed = SalesforceDestination::new(config(&w.server).with_fields(Default::default()).with_field("name", "Score__c")).unwrap();
+    let typed =
+        SalesforceDestination::new(config(&w.server).with_fields(Default::default()).with_field("name", "Score__c"))
+            .unwrap();
     let error = typed.write(&inserts(7..=7)).await.unwrap_err();
-    assert!(matches!(&error, DestinationError::InvalidBatch { message } if message.contains("JSON_PARSER_ERROR")), "{error}");
+    assert!(
+        matches!(&error, DestinationError::InvalidBatch { message } if message.contains("JSON_PARSER_ERROR")),
+        "{error}"
+    );
     assert!(!error.to_string().contains("Person 7"), "{error}");
 
     // The daily allowance: used up, the run ends cleanly.
     w.server.set_daily_allowance(100, 100);
     let error = w.destination.write(&one).await.unwrap_err();
-    assert!(matches!(&error, DestinationError::QuotaExhausted { resets_in: None, message } if message.contains("TotalRequests")), "{error}");
+    assert!(
+        matches!(&error, DestinationError::QuotaExhausted { resets_in: None, message } if message.contains("TotalRequests")),
+        "{error}"
+    );
 }
 
 #[tokio::test]

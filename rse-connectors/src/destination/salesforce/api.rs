@@ -38,9 +38,8 @@ impl Api {
                 self.client.name()
             )));
         };
-        let mut base = Url::parse(&instance).map_err(|_| {
-            DestinationError::fatal(format!("{}: the instance URL is not a URL", self.client.name()))
-        })?;
+        let mut base = Url::parse(&instance)
+            .map_err(|_| DestinationError::fatal(format!("{}: the instance URL is not a URL", self.client.name())))?;
         if !base.path().ends_with('/') {
             let path = format!("{}/", base.path());
             base.set_path(&path);
@@ -72,14 +71,22 @@ impl Api {
     }
 
     /// Sends `request`; the answer, whatever its status, after noting its limit header.
-    pub(super) async fn send(&self, request: &SaasRequest, usage: &mut Usage) -> Result<SaasResponse, DestinationError> {
+    pub(super) async fn send(
+        &self,
+        request: &SaasRequest,
+        usage: &mut Usage,
+    ) -> Result<SaasResponse, DestinationError> {
         let response = self.client.send(request).await?;
         usage.observe(&response);
         Ok(response)
     }
 
     /// Sends `request`; a non-2xx answer as its error.
-    pub(super) async fn call(&self, request: &SaasRequest, usage: &mut Usage) -> Result<SaasResponse, DestinationError> {
+    pub(super) async fn call(
+        &self,
+        request: &SaasRequest,
+        usage: &mut Usage,
+    ) -> Result<SaasResponse, DestinationError> {
         self.send(request, usage).await?.success_or(&SalesforceClassifier)
     }
 

@@ -109,7 +109,9 @@ impl Write<'_> {
         let mut cells = Vec::with_capacity(header.len());
         let mut line = Vec::new();
         for upsert in upserts {
-            let Some(record) = self.batch.changes.get(upsert.position).and_then(|c| c.record.as_ref()) else { continue };
+            let Some(record) = self.batch.changes.get(upsert.position).and_then(|c| c.record.as_ref()) else {
+                continue;
+            };
             cells.clear();
             cells.push(upsert.text.clone());
             if let Err(reason) = self.shape.csv_cells(record, &mut cells) {

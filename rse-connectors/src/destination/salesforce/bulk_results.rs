@@ -66,9 +66,8 @@ impl Write<'_> {
     ) -> Result<(), DestinationError> {
         let Read { info, cap, header, .. } = *read;
         let url = self.api.data_url(&self.session, &format!("jobs/ingest/{}/{}", info.id, which.path()))?;
-        let request = SaasRequest::get(url)
-            .with_header(ACCEPT, HeaderValue::from_static("text/csv"))
-            .with_max_body_bytes(cap);
+        let request =
+            SaasRequest::get(url).with_header(ACCEPT, HeaderValue::from_static("text/csv")).with_max_body_bytes(cap);
         let answer = self.api.call(&request, &mut self.usage).await?;
         if !answer.is_complete() {
             return Err(DestinationError::fatal(format!(
@@ -86,7 +85,8 @@ impl Write<'_> {
                 info.id
             ))
         };
-        let mut reader = csv::ReaderBuilder::new().has_headers(true).flexible(false).from_reader(answer.body().as_ref());
+        let mut reader =
+            csv::ReaderBuilder::new().has_headers(true).flexible(false).from_reader(answer.body().as_ref());
         let columns = reader.headers().map_err(|_| unreadable(0))?.clone();
         let at = |name: &str| columns.iter().position(|c| c.eq_ignore_ascii_case(name));
         let external_id = at(&self.shape.external_id_field).ok_or_else(|| unreadable(0))?;

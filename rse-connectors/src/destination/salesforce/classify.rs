@@ -163,7 +163,10 @@ mod tests {
                 "INVALID_TYPE_ON_FIELD_IN_RECORD:Score__c: value not of required type: 12345:Score__c --",
                 "Salesforce refused the record (INVALID_TYPE_ON_FIELD_IN_RECORD; fields: Score__c)",
             ),
-            ("FIELD_CUSTOM_VALIDATION_EXCEPTION:Blocked: 12345 --", "Salesforce refused the record (FIELD_CUSTOM_VALIDATION_EXCEPTION)"),
+            (
+                "FIELD_CUSTOM_VALIDATION_EXCEPTION:Blocked: 12345 --",
+                "Salesforce refused the record (FIELD_CUSTOM_VALIDATION_EXCEPTION)",
+            ),
             ("a sentence without a code", "Salesforce refused the record (no error code)"),
         ];
         for (cell, reason) in cases {

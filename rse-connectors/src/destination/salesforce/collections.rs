@@ -128,7 +128,8 @@ impl Write<'_> {
                 )));
             }
             for ((_, positions), result) in chunk.iter().zip(&results) {
-                let gone = !result.success && result.codes().next().is_some() && result.codes().all(|c| GONE.contains(&c));
+                let gone =
+                    !result.success && result.codes().next().is_some() && result.codes().all(|c| GONE.contains(&c));
                 let outcome = match result.refusal() {
                     _ if result.success || gone => ChangeOutcome::Applied,
                     ItemResult::Rejected { reason, retryable } => ChangeOutcome::Rejected { reason, retryable },

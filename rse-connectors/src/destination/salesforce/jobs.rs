@@ -123,7 +123,9 @@ async fn abort(client: &SaasClient, url: &Url, id: &str) {
     };
     match client.send(&request).await {
         Ok(answer) if answer.is_success() => debug!(destination = %client.name(), job = %id, "Aborted a Bulk job."),
-        Ok(answer) => debug!(destination = %client.name(), job = %id, status = answer.status().as_u16(), "A Bulk job could not be aborted."),
+        Ok(answer) => {
+            debug!(destination = %client.name(), job = %id, status = answer.status().as_u16(), "A Bulk job could not be aborted.")
+        }
         Err(error) => debug!(destination = %client.name(), job = %id, %error, "A Bulk job could not be aborted."),
     }
 }

@@ -51,7 +51,10 @@ impl Usage {
     /// The daily allowance as the runner paces to it.
     pub(super) fn quota(&self) -> Option<QuotaFeedback> {
         let (used, limit) = self.seen?;
-        Some(QuotaFeedback { window: None, daily: Some(QuotaWindow::new(limit.saturating_sub(used), Some(limit), None)) })
+        Some(QuotaFeedback {
+            window: None,
+            daily: Some(QuotaWindow::new(limit.saturating_sub(used), Some(limit), None)),
+        })
     }
 }
 

@@ -185,13 +185,7 @@ impl SalesforceDestination {
 
     fn shape(&self, schema: &Schema) -> Result<Shape, DestinationError> {
         let config = &self.config;
-        Shape::bind(
-            &config.fields,
-            config.external_id_source.as_deref(),
-            &config.external_id_field,
-            schema,
-            &self.name,
-        )
+        Shape::bind(&config.fields, config.external_id_source.as_deref(), &config.external_id_field, schema, &self.name)
     }
 }
 

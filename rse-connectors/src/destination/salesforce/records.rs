@@ -55,14 +55,19 @@ impl Shape {
                 }
             },
         };
-        let field = schema.field(index).ok_or_else(|| fatal("the external id source is not in the schema".to_owned()))?;
+        let field =
+            schema.field(index).ok_or_else(|| fatal("the external id source is not in the schema".to_owned()))?;
         if !matches!(field.data_type, DataType::String | DataType::Int) {
             return Err(fatal(format!(
                 "field `{}` (the external id, `{external_id_field}`) is of type {}; an external id is text or an integer: cast it in the model",
                 field.name, field.data_type
             )));
         }
-        Ok(Self { fields: bound, external_id: (index, field.name.clone()), external_id_field: external_id_field.to_owned() })
+        Ok(Self {
+            fields: bound,
+            external_id: (index, field.name.clone()),
+            external_id_field: external_id_field.to_owned(),
+        })
     }
 
     /// The external id of `record`: its value as JSON and as the text Salesforce matches.

@@ -511,7 +511,9 @@ fn results(org: &Mutex<Org>, id: &str, which: Results) -> Response {
         return bad("INVALIDJOBSTATE", &format!("Job {id} is {}; results come once it has finished", job.state.name()));
     }
     let (mut header, rows) = match which {
-        Results::Successful if lean => (vec!["sf__Id".to_owned(), "sf__Created".to_owned()], std::mem::take(&mut job.successful)),
+        Results::Successful if lean => {
+            (vec!["sf__Id".to_owned(), "sf__Created".to_owned()], std::mem::take(&mut job.successful))
+        }
         Results::Successful => (vec!["sf__Id".to_owned(), "sf__Created".to_owned()], job.successful.clone()),
         Results::Failed => (vec!["sf__Id".to_owned(), "sf__Error".to_owned()], job.failed.clone()),
         Results::Unprocessed => (Vec::new(), job.unprocessed.clone()),
