@@ -18,7 +18,7 @@ use crate::saas::{KeyedItems, PollOutcome, Probe, SaasRequest, poll_until};
 
 /// One job's share of the batch.
 pub(super) struct Part {
-    pub(super) csv: Vec<u8>,
+    pub(super) csv: Bytes,
     pub(super) rows: usize,
     pub(super) items: KeyedItems,
 }
@@ -103,7 +103,7 @@ impl Write<'_> {
         let cap = self.bulk.max_upload_bytes;
         let mut head = Vec::new();
         push_csv_line(&mut head, header);
-        let fresh = || Part { csv: head.clone(), rows: 0, items: KeyedItems::new() };
+        let fresh = || (head.clone(), 0usize, KeyedItems::new());
         let mut parts = Vec::new();
         let mut part = fresh();
         let mut cells = Vec::with_capacity(header.len());
@@ -127,20 +127,20 @@ impl Write<'_> {
                 );
                 continue;
             }
-            if part.rows > 0 && part.csv.len() + line.len() > cap {
+            if part.1 > 0 && part.0.len() + line.len() > cap {
                 parts.push(std::mem::replace(&mut part, fresh()));
             }
-            if part.items.insert(upsert.text.clone(), upsert.position).is_err() {
+            if part.2.insert(upsert.text.clone(), upsert.position).is_err() {
                 self.outcomes.rejected(upsert.position, "another change of this batch has the same external id");
                 continue;
             }
-            part.csv.extend_from_slice(&line);
-            part.rows += 1;
+            part.0.extend_from_slice(&line);
+            part.1 += 1;
         }
-        if part.rows > 0 {
+        if part.1 > 0 {
             parts.push(part);
         }
-        parts
+        parts.into_iter().map(|(csv, rows, items)| Part { csv: Bytes::from(csv), rows, items }).collect()
     }
 
     /// Creates a job for `part`, uploads its CSV and closes it.
@@ -170,7 +170,7 @@ impl Write<'_> {
             _ => self.api.data_url(&self.session, &format!("jobs/ingest/{}/batches", job.id))?,
         };
         let request = SaasRequest::new(Method::PUT, upload)
-            .with_body("text/csv", Bytes::copy_from_slice(&part.csv))
+            .with_body("text/csv", part.csv.clone())
             .with_timeout(self.bulk.upload_timeout);
         self.api.call(&request, &mut self.usage).await?;
         let close = SaasRequest::json(Method::PATCH, job.url().clone(), &json!({ "state": "UploadComplete" }))?;

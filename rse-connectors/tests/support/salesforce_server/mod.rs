@@ -16,7 +16,7 @@
 //!
 //! Where the documentation is silent the server picks one plausible answer and says so at the
 //! place it does (search for "not documented").
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(dead_code, unused_imports, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod auth;
 pub mod bulk;
