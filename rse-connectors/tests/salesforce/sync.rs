@@ -23,7 +23,9 @@ const UPSERT: &str = "PATCH /services/data/v66.0/composite/sobjects/Contact/Rse_
 #[tokio::test]
 async fn records_a_validation_rule_refuses_are_kept_retried_and_delivered_once_it_is_lifted() {
     let w = World::new(contacts(1..=500)).await;
-    let refuses = |r: &Map<String, Json>| r.get(EXT).and_then(Json::as_i64).is_some_and(|i| i % 100 == 42);
+    let refuses = |r: &Map<String, Json>| {
+        r.get(EXT).and_then(Json::as_str).and_then(|id| id.parse::<i64>().ok()).is_some_and(|i| i % 100 == 42)
+    };
     w.server.set_validation(Some(ValidationRule {
         field: "Email".into(),
         message: "p42@example.com may not be imported".into(),

@@ -1,22 +1,6 @@
 //! What Salesforce's answers mean to the runner: a whole request's failure
-//! ([`SalesforceClassifier`], over the kit's defaults), one record's refusal, a Bulk job's end.
-//!
-//! | answer | class |
-//! |---|---|
-//! | 401 `INVALID_SESSION_ID` | the kit's client fetches a new token and sends once more; refused again, [`DestinationError::Unauthorized`] |
-//! | 403 `REQUEST_LIMIT_EXCEEDED` "TotalRequests" | [`DestinationError::QuotaExhausted`]: the org's daily allowance is spent; the run ends cleanly |
-//! | 403 `REQUEST_LIMIT_EXCEEDED` "ConcurrentRequests" (or any other limit) | [`DestinationError::RateLimited`], retried after two seconds |
-//! | other 403 | [`DestinationError::Unauthorized`]: the user lacks a permission |
-//! | 400 `JSON_PARSER_ERROR` | [`DestinationError::InvalidBatch`]: a value does not fit its field's type, and one record fails the whole request; the runner bisects the batch down to it |
-//! | other 400 | [`DestinationError::Fatal`] with the error code: the request is malformed (a connector or configuration problem) |
-//! | 404 | [`DestinationError::Fatal`]: the object, the external id field or the API version is wrong |
-//! | 500, 502, 503, 504, timeouts | [`DestinationError::Transient`] |
-//! | a record's `success: false` | that change rejected with the record's `statusCode`s and `fields` (`UNABLE_TO_LOCK_ROW` retryable) |
-//!
-//! Salesforce's messages repeat values (`invalid email address: ada@…`, a validation rule's
-//! own text, a duplicate external id): no message ever goes into an error or a rejection
-//! reason, only error codes and field names (a Bulk result's fields only when they are
-//! columns of the job).
+//! (`SalesforceClassifier`, over the kit's defaults), one record's refusal, a Bulk job's end;
+//! the table is in the module docs of `destination::salesforce`.
 
 use std::time::Duration;
 

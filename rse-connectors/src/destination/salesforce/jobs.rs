@@ -184,10 +184,10 @@ async fn abort_stale(
         for job in page.records {
             let ours = job.state == "Open"
                 && job.operation.as_deref() == Some("upsert")
-                && job.object.as_deref() == Some(object)
+                && job.object.as_deref().is_some_and(|o| o.eq_ignore_ascii_case(object))
                 && job.external_id_field_name.as_deref().is_some_and(|f| f.eq_ignore_ascii_case(external_id_field))
                 && job.created_by_id.as_deref().is_some_and(same_user);
-            if ours && !job.id.is_empty() {
+            if ours && !job.id.is_empty() && job.id.bytes().all(|b| b.is_ascii_alphanumeric()) {
                 let mut stale = OpenJob::new(api, session, job.id)?;
                 stale.abort().await;
                 aborted += 1;

@@ -1,12 +1,7 @@
 //! The org's daily API allowance as every REST answer reports it, `Sforce-Limit-Info:
-//! api-usage=<used>/<limit>`, turned into the quota feedback the runner paces to.
-//!
-//! Salesforce counts API requests over a rolling 24 hours: nothing resets at one moment, a
-//! request made 24 hours ago stops counting and frees its share. So the daily window is
-//! reported with `resets_in: None` (unknown), and a run that stops on it
-//! ([`RunStatus::QuotaExhausted`](rse_core::RunStatus::QuotaExhausted)) says no reset time:
-//! the next scheduled run finds out how much has freed. The figure is approximate (the org
-//! recounts it asynchronously), so the runner's `quota_reserve` is the margin to keep.
+//! api-usage=<used>/<limit>`, turned into the quota feedback the runner paces to. Salesforce
+//! counts a rolling 24 hours, so the window has no reset time (see the module docs of
+//! `destination::salesforce`); the figure is approximate (the org recounts it asynchronously).
 
 use rse_core::{QuotaFeedback, QuotaWindow};
 

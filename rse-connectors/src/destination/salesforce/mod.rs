@@ -33,7 +33,8 @@
 //!
 //! # Mapping
 //! [`SalesforceDestinationConfig::fields`] maps model fields to sObject fields (API names);
-//! the external id comes from the key (or `external_id_source`). Values are written in the
+//! the external id comes from the key (or `external_id_source`), sent as text (an integer as
+//! its digits), as Bulk CSV sends it too. Values are written in the
 //! [`ValueStyle::Salesforce`](crate::saas::ValueStyle) style: booleans and numbers as JSON
 //! booleans and numbers, decimals as numbers only when exact (else the record is refused,
 //! never rounded), dates `2024-03-01`, datetimes `2024-05-01T12:00:00.000Z` (UTC,
@@ -53,15 +54,31 @@
 //! one that processed nothing fails the write (`Transient`, or `Fatal` when Salesforce
 //! refused the job's data).
 //!
-//! # Limits
-//! Failures are classified as the [`classify`] module's table says: the org's daily
-//! allowance spent (403 `REQUEST_LIMIT_EXCEEDED` TotalRequests) ends the run cleanly as
-//! `QuotaExhausted`; too many concurrent requests is a short rate limit; 5xx is transient;
-//! a malformed request is fatal with its error code. Every answer's `Sforce-Limit-Info`
-//! goes to the runner as the daily quota ([`limits`]), so a run stops before the allowance is
-//! spent when `SyncOptions::quota_reserve` asks it to leave a share to other integrations.
-//! (The runner counts one request per write; a write makes one per 200 records, or five
-//! and more for a Bulk job, so a run can go a few requests past the reserve.)
+//! # Errors and limits
+//! | answer | what the runner does |
+//! |---|---|
+//! | 401 `INVALID_SESSION_ID` | nothing: the kit's client fetches a new token (one fetch for all writers) and sends once more; refused again, `Unauthorized` ends the run |
+//! | 403 `REQUEST_LIMIT_EXCEEDED` "TotalRequests" | `QuotaExhausted`: the org's daily allowance is spent; the run ends cleanly, the rest goes next run |
+//! | 403 `REQUEST_LIMIT_EXCEEDED` "ConcurrentRequests" (or another limit) | `RateLimited`: waits two seconds and sends again |
+//! | other 403 | `Unauthorized`: the user lacks a permission |
+//! | 400 `JSON_PARSER_ERROR` | `InvalidBatch`: a value does not fit its field's type and fails the whole request; the runner bisects the batch down to the record |
+//! | other 400 | `Fatal`, naming the error code: a malformed request |
+//! | 404 | `Fatal`: the object, the external id field or the API version is wrong |
+//! | 500, 502, 503, 504, a timeout | `Transient`: sent again |
+//! | a record's `success: false` | that change rejected with its `statusCode`s and `fields` (`UNABLE_TO_LOCK_ROW` retryable) |
+//!
+//! Salesforce's messages repeat values (`invalid email address: ada@…`, a validation rule's
+//! own text, a duplicate external id): no message goes into an error or a rejection reason,
+//! only error codes and field names (a Bulk result's fields only when they are columns the
+//! job was sent).
+//!
+//! Every answer's `Sforce-Limit-Info: api-usage=<used>/<limit>` goes to the runner as the
+//! daily quota, so a run stops before the allowance is spent when `SyncOptions::quota_reserve`
+//! asks it to leave a share to other integrations. Salesforce counts API requests over a
+//! rolling 24 hours: nothing resets at one moment, so the quota is reported without a reset
+//! time and a run that stops on it says none; the next scheduled run finds out how much has
+//! freed. (The runner counts one request per write; a write makes one per 200 records, or
+//! five and more for a Bulk job, so a run can go a few requests past the reserve.)
 //!
 //! # Crash safety
 //! A process killed in the middle of a Bulk write can leave its job `Open` (created, perhaps
@@ -83,10 +100,10 @@ mod api;
 mod bulk;
 mod bulk_results;
 mod check;
-pub mod classify;
+mod classify;
 mod collections;
 mod jobs;
-pub mod limits;
+mod limits;
 mod records;
 mod write;
 

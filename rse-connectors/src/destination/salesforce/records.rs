@@ -70,17 +70,18 @@ impl Shape {
         })
     }
 
-    /// The external id of `record`: its value as JSON and as the text Salesforce matches.
-    fn external_id(&self, record: &Record) -> Result<(Json, String), String> {
+    /// The external id of `record`, as text (an integer as its digits): what Salesforce
+    /// matches, and what a Bulk result file names the row by.
+    fn external_id(&self, record: &Record) -> Result<String, String> {
         let (index, name) = &self.external_id;
         let what = format!("field `{name}` (the external id, `{}`)", self.external_id_field);
         match record.values.get(*index) {
-            Some(Value::Int(i)) => Ok((Json::from(*i), i.to_string())),
+            Some(Value::Int(i)) => Ok(i.to_string()),
             Some(Value::String(s)) if s.trim().is_empty() => Err(format!("{what} is empty")),
             Some(Value::String(s)) if s.chars().count() > MAX_EXTERNAL_ID => {
                 Err(format!("{what} is longer than the {MAX_EXTERNAL_ID} characters an external id holds"))
             }
-            Some(Value::String(s)) => Ok((Json::String(s.clone()), s.clone())),
+            Some(Value::String(s)) => Ok(s.clone()),
             Some(Value::Null) | None => Err(format!("{what} is null")),
             Some(other) => Err(format!("{what} is a {}, not text or an integer", other.type_name())),
         }
@@ -92,7 +93,7 @@ impl Shape {
         let properties = self.fields.properties(record)?;
         let mut out = Map::with_capacity(properties.len() + 2);
         out.insert("attributes".to_owned(), serde_json::json!({ "type": object }));
-        out.insert(self.external_id_field.clone(), upsert.external_id.clone());
+        out.insert(self.external_id_field.clone(), Json::String(upsert.text.clone()));
         out.extend(properties);
         Ok(Json::Object(out))
     }
@@ -136,9 +137,7 @@ fn csv_cell(json: Json) -> String {
 pub(super) struct Upsert {
     /// Its position in the batch.
     pub(super) position: usize,
-    /// The external id as sent in JSON.
-    pub(super) external_id: Json,
-    /// The external id as Salesforce matches it (and a Bulk result names it).
+    /// The external id, as sent (text in JSON and in CSV alike).
     pub(super) text: String,
 }
 
@@ -173,11 +172,11 @@ impl Plan {
                     ),
                 },
                 (Op::Insert | Op::Update, Some(record)) => match shape.external_id(record) {
-                    Ok((external_id, text)) => {
+                    Ok(text) => {
                         // Text external ids match regardless of case unless the field is
                         // case-sensitive: treat `A-1` and `a-1` as one record.
                         if seen.claim_or_reject(outcomes, i, &change.key, &text.to_lowercase()) {
-                            plan.upserts.push(Upsert { position: i, external_id, text });
+                            plan.upserts.push(Upsert { position: i, text });
                         }
                     }
                     Err(reason) => outcomes.rejected(i, reason),
