@@ -20,6 +20,7 @@
 
 pub mod auth;
 pub mod bulk;
+pub mod bulk_results;
 pub mod collections;
 mod gate;
 pub mod ids;
@@ -338,12 +339,12 @@ impl SalesforceServer {
             .route("/services/data/{version}/jobs/ingest", post(bulk::create).get(bulk::list))
             .route("/services/data/{version}/jobs/ingest/{id}", get(bulk::info).patch(bulk::close).delete(bulk::remove))
             .route("/services/data/{version}/jobs/ingest/{id}/batches", put(bulk::upload))
-            .route("/services/data/{version}/jobs/ingest/{id}/successfulResults", get(bulk::successful))
-            .route("/services/data/{version}/jobs/ingest/{id}/successfulResults/", get(bulk::successful))
-            .route("/services/data/{version}/jobs/ingest/{id}/failedResults", get(bulk::failed))
-            .route("/services/data/{version}/jobs/ingest/{id}/failedResults/", get(bulk::failed))
-            .route("/services/data/{version}/jobs/ingest/{id}/unprocessedrecords", get(bulk::unprocessed))
-            .route("/services/data/{version}/jobs/ingest/{id}/unprocessedrecords/", get(bulk::unprocessed))
+            .route("/services/data/{version}/jobs/ingest/{id}/successfulResults", get(bulk_results::successful))
+            .route("/services/data/{version}/jobs/ingest/{id}/successfulResults/", get(bulk_results::successful))
+            .route("/services/data/{version}/jobs/ingest/{id}/failedResults", get(bulk_results::failed))
+            .route("/services/data/{version}/jobs/ingest/{id}/failedResults/", get(bulk_results::failed))
+            .route("/services/data/{version}/jobs/ingest/{id}/unprocessedrecords", get(bulk_results::unprocessed))
+            .route("/services/data/{version}/jobs/ingest/{id}/unprocessedrecords/", get(bulk_results::unprocessed))
             .layer(axum::middleware::from_fn_with_state(org.clone(), gate::gate));
         let app = rest
             .route("/services/oauth2/token", post(auth::token))
