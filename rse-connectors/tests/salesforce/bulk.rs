@@ -13,7 +13,7 @@ use reqwest::Method;
 use rse_connectors::saas::PollOptions;
 use rse_connectors::{Destination, DestinationError, SalesforceBulkOptions};
 use rse_core::testing::ChangeBatchBuilder;
-use rse_core::{ChangeBatch, ChangeOutcome, EffectCounts, FailureKind, Mode, Op, RunStatus, Value};
+use rse_core::{ChangeBatch, ChangeOutcome, EffectCounts, FailureKind, Mode, Op, RunStatus, SyncOptions, Value};
 use serde_json::{Value as Json, json};
 
 use crate::salesforce_server::bulk::JobState;
@@ -27,6 +27,11 @@ const COLLECTIONS: &str = "PATCH /services/data/v66.0/composite/sobjects";
 
 fn bulk_from(records: usize) -> SalesforceBulkOptions {
     SalesforceBulkOptions::default().with_min_records(records).with_poll(fast_poll())
+}
+
+/// Runner options sending `rows` changes a batch, never a partial one before the model ends.
+fn whole(rows: usize) -> SyncOptions {
+    options().with_batch_rows(rows).with_linger(Duration::from_secs(5))
 }
 
 fn upserts(ids: std::ops::RangeInclusive<i64>, score: f64) -> ChangeBatch {
@@ -44,7 +49,7 @@ async fn a_large_batch_goes_by_one_job_and_its_shuffled_results_are_matched_by_e
         rows[i].values[2] = Value::String(format!("no-at-sign-{i}"));
     }
     let w = World::new(rows).await;
-    let sync = w.sync(Mode::Upsert, options().with_batch_rows(2_500)).await;
+    let sync = w.sync(Mode::Upsert, whole(2_500)).await;
     let first = sync.run().await.unwrap();
     assert_eq!(first.status, RunStatus::CompletedWithRejections, "{first}");
     assert_eq!((first.counts.applied.insert, first.counts.rejected.insert), (2_490, 10));
@@ -97,7 +102,7 @@ async fn a_job_that_fails_part_way_answers_what_it_processed_and_the_rest_goes_a
     let w = World::new(contacts(1..=2_500)).await;
     w.server.lock().bulk.fail_next =
         Some(FailJob { after_rows: 1_000, message: "InternalServerError : the job ran out of retries".into() });
-    let report = w.sync(Mode::Upsert, options().with_batch_rows(2_500)).await.run().await.unwrap();
+    let report = w.sync(Mode::Upsert, whole(2_500)).await.run().await.unwrap();
     assert_eq!(report.status, RunStatus::Succeeded, "{report}");
     assert_eq!(report.counts.destination.created, 2_500, "{report}");
     // The 1,500 rows the job did not process went again, by Collections (fewer than 2,000).
@@ -110,7 +115,7 @@ async fn a_job_that_fails_part_way_answers_what_it_processed_and_the_rest_goes_a
 async fn a_job_that_fails_before_processing_is_sent_again_unless_its_data_was_refused() {
     let w = World::new(contacts(1..=2_000)).await;
     w.server.lock().bulk.fail_next = Some(FailJob { after_rows: 0, message: "InternalServerError : try again".into() });
-    let report = w.sync(Mode::Upsert, options().with_batch_rows(2_000)).await.run().await.unwrap();
+    let report = w.sync(Mode::Upsert, whole(2_000)).await.run().await.unwrap();
     assert_eq!(report.status, RunStatus::Succeeded, "{report}");
     assert_eq!((report.retries, w.server.requests_matching(CREATE_JOB)), (1, 2));
     w.assert_org_equals_source();
@@ -118,7 +123,7 @@ async fn a_job_that_fails_before_processing_is_sent_again_unless_its_data_was_re
     let w = World::new(contacts(1..=2_000)).await;
     w.server.lock().bulk.fail_next =
         Some(FailJob { after_rows: 0, message: "InvalidBatch : Field name not found : Secret_Field__c".into() });
-    let report = w.sync(Mode::Upsert, options().with_batch_rows(2_000)).await.run().await.unwrap();
+    let report = w.sync(Mode::Upsert, whole(2_000)).await.run().await.unwrap();
     let RunStatus::Failed { reason, kind } = &report.status else { panic!("{report}") };
     assert_eq!(*kind, FailureKind::Destination);
     assert!(reason.contains("ended Failed (InvalidBatch)") && !reason.contains("Secret_Field"), "{reason}");
@@ -127,7 +132,7 @@ async fn a_job_that_fails_before_processing_is_sent_again_unless_its_data_was_re
 #[tokio::test]
 async fn a_batch_whose_csv_passes_the_upload_cap_goes_as_several_jobs() {
     let w = World::with(contacts(1..=2_500), |c| c.with_bulk(bulk_from(2_000).with_max_upload_bytes(20_000))).await;
-    let report = w.sync(Mode::Upsert, options().with_batch_rows(2_500)).await.run().await.unwrap();
+    let report = w.sync(Mode::Upsert, whole(2_500)).await.run().await.unwrap();
     assert_eq!(report.status, RunStatus::Succeeded, "{report}");
     // About 112 kB of CSV, rows of 36 to 46 bytes: six or seven jobs of at most 20,000 bytes.
     let jobs = w.server.requests_matching(CREATE_JOB);
@@ -162,7 +167,7 @@ async fn jobs_a_killed_process_left_open_are_aborted_by_the_next_bulk_write_and_
     // Not this destination's: another operation, another object.
     let delete = open_job(&session, "Contact", "delete").await;
     let lead = open_job(&session, "Lead", "upsert").await;
-    let sync = w.sync(Mode::Upsert, options().with_batch_rows(2_000)).await;
+    let sync = w.sync(Mode::Upsert, whole(2_000)).await;
     assert_eq!(sync.run().await.unwrap().status, RunStatus::Succeeded);
     let state = |id: &str| w.server.lock().jobs[id].state;
     assert_eq!((state(&left), state(&delete), state(&lead)), (JobState::Aborted, JobState::Open, JobState::Open));

@@ -10,6 +10,7 @@
 //! Integration"; saas-contracts.md §2.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use rse_core::{EffectCounts, Mode, RunStatus, Value};
 use serde_json::{Map, Value as Json};
@@ -77,7 +78,8 @@ async fn a_daily_allowance_spent_mid_run_ends_it_cleanly_and_the_next_run_finish
     let w = World::new(contacts(1..=1_000)).await;
     // Four requests left today; each batch of 100 takes one.
     w.server.set_daily_allowance(100, 96);
-    let sync = w.sync(Mode::Upsert, options().with_max_concurrency(1)).await;
+    // Full batches only (a long linger), so that requests count batches exactly.
+    let sync = w.sync(Mode::Upsert, options().with_max_concurrency(1).with_linger(Duration::from_secs(5))).await;
     let first = sync.run().await.unwrap();
     assert!(matches!(&first.status, RunStatus::QuotaExhausted { resets_at_ms: None, .. }), "{first}");
     assert_eq!(first.counts.applied.insert, 400, "{first}");
@@ -98,7 +100,11 @@ async fn a_daily_allowance_spent_mid_run_ends_it_cleanly_and_the_next_run_finish
 async fn the_reserve_leaves_a_share_of_the_allowance_to_other_integrations() {
     let w = World::new(contacts(1..=1_000)).await;
     w.server.set_daily_allowance(40, 0);
-    let options = options().with_batch_rows(10).with_max_concurrency(1).with_quota_reserve(0.5);
+    let options = options()
+        .with_batch_rows(10)
+        .with_max_concurrency(1)
+        .with_quota_reserve(0.5)
+        .with_linger(Duration::from_secs(5));
     let report = w.sync(Mode::Upsert, options).await.run().await.unwrap();
     assert!(matches!(report.status, RunStatus::QuotaExhausted { .. }), "{report}");
     assert_eq!(w.server.lock().api_used, 20, "half of the 40 requests left to others");
@@ -144,7 +150,8 @@ async fn one_record_per_external_id_through_lost_acknowledgements() {
     // Salesforce applies the first and third requests but the answers are lost.
     w.server.fault_on(UPSERT, Fault::LoseAck);
     w.server.fault_on_nth(UPSERT, 2, Fault::LoseAck);
-    let report = w.sync(Mode::Upsert, options().with_max_concurrency(1)).await.run().await.unwrap();
+    let options = options().with_max_concurrency(1).with_linger(Duration::from_secs(5));
+    let report = w.sync(Mode::Upsert, options).await.run().await.unwrap();
     assert_eq!(report.status, RunStatus::Succeeded, "{report}");
     assert_eq!(report.counts.applied.insert, 300);
     assert!(report.retries >= 2, "{report}");
