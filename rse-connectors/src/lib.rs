@@ -24,6 +24,8 @@ pub use destination::http::{
 pub use destination::nats::{NatsDestination, NatsDestinationOptions};
 #[cfg(feature = "redis")]
 pub use destination::redis::{RedisDestination, RedisDestinationOptions};
+#[cfg(feature = "salesforce")]
+pub use destination::salesforce::{SalesforceBulkOptions, SalesforceDestination, SalesforceDestinationConfig};
 #[cfg(feature = "sqlite")]
 pub use destination::sqlite::{SqliteDestination, SqliteDestinationOptions, SqliteTableKind};
 
