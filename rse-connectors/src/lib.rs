@@ -26,6 +26,8 @@ pub use destination::hubspot::{self as hubspot, HubSpotDestination, HubSpotDesti
 pub use destination::nats::{NatsDestination, NatsDestinationOptions};
 #[cfg(feature = "redis")]
 pub use destination::redis::{RedisDestination, RedisDestinationOptions};
+#[cfg(feature = "salesforce")]
+pub use destination::salesforce::{SalesforceBulkOptions, SalesforceDestination, SalesforceDestinationConfig};
 #[cfg(feature = "sqlite")]
 pub use destination::sqlite::{SqliteDestination, SqliteDestinationOptions, SqliteTableKind};
 

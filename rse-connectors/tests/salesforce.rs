@@ -14,9 +14,32 @@
 
 #[path = "support/salesforce_server/mod.rs"]
 mod salesforce_server;
+/// The contacts model, the destination and a sync into the org, shared by the tests below.
+#[path = "salesforce/world.rs"]
+mod world;
+
+/// Large batches through Bulk API 2.0 jobs.
+#[path = "salesforce/bulk.rs"]
+mod bulk;
+/// The configuration, the schema and the org's describe, checked before sending.
+#[path = "salesforce/checks.rs"]
+mod checks;
+/// The destination conformance suite, by Collections and by Bulk.
+#[path = "salesforce/conformance.rs"]
+mod conformance;
+/// SIGKILL at random moments, with the state in SQLite.
+#[cfg(feature = "sqlite")]
+#[path = "salesforce/kill.rs"]
+mod kill;
 /// Its Bulk API 2.0 jobs, driven with plain HTTP.
 #[path = "salesforce/server_bulk.rs"]
 mod server_bulk;
 /// The org itself, driven with plain HTTP: what it accepts, refuses and reports.
 #[path = "salesforce/server_smoke.rs"]
 mod server_smoke;
+/// Whole syncs through the runner.
+#[path = "salesforce/sync.rs"]
+mod sync;
+/// One write at a time: Collections, deletes by memo, classification, the allowance.
+#[path = "salesforce/writes.rs"]
+mod writes;

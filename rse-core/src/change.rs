@@ -242,6 +242,11 @@ pub struct Change {
     /// The memo the key's last applied change left with the state (the record id a CRM
     /// assigned, the identifiers last sent): `None` for a key never applied, or when the
     /// destination keeps no memos (see [`DestinationCapabilities::keeps_memos`](crate::DestinationCapabilities)).
+    ///
+    /// A delete (or update) can come without one for a record that exists: the change that
+    /// created it was sent, and the process died before its answer was committed. A
+    /// destination that can find the record by the key (an external id, a unique property
+    /// mapped from the key) does so; one that cannot says so in its documentation.
     pub memo: Option<Memo>,
 }
 

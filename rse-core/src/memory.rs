@@ -346,19 +346,26 @@ impl MemoryDestination {
         let id_memo = |id: &str| Memo::text(id).ok();
         match (change.op, &change.record) {
             (Op::Delete, _) => {
-                let Some(memo) = &change.memo else {
-                    // No id: not a record this sync is known to have written.
-                    return (ChangeOutcome::Applied, Receipt::default());
-                };
-                match data.ids.get(&change.key) {
-                    Some(id) if memo.as_str() == Some(id.as_str()) => {
+                match (data.ids.get(&change.key), &change.memo) {
+                    // No memo: the change that created the record was never acknowledged
+                    // (its answer was lost). The record is found by its key, as a CRM
+                    // finds one by the external id it was upserted under.
+                    (Some(_), None) => {
+                        undo.rows.push((change.key.clone(), data.rows.remove(&change.key)));
+                        undo.ids.push((change.key.clone(), data.ids.remove(&change.key)));
+                        (ChangeOutcome::Applied, Receipt::default())
+                    }
+                    (None, None) => (ChangeOutcome::Applied, Receipt::default()),
+                    (Some(id), Some(memo)) if memo.as_str() == Some(id.as_str()) => {
                         undo.rows.push((change.key.clone(), data.rows.remove(&change.key)));
                         undo.ids.push((change.key.clone(), data.ids.remove(&change.key)));
                         (ChangeOutcome::Applied, Receipt::default())
                     }
                     // Deleted already (a re-sent delete).
-                    None => (ChangeOutcome::Applied, Receipt::default()),
-                    Some(_) => (ChangeOutcome::rejected("the memo names another record's id"), Receipt::default()),
+                    (None, Some(_)) => (ChangeOutcome::Applied, Receipt::default()),
+                    (Some(_), Some(_)) => {
+                        (ChangeOutcome::rejected("the memo names another record's id"), Receipt::default())
+                    }
                 }
             }
             (Op::Insert | Op::Update, Some(record)) => {

@@ -44,6 +44,8 @@ struct Case {
     merge: bool,
     /// The destination commits the state with its rows (exactly-once).
     exactly_once: bool,
+    /// The destination assigns record ids and deletes by them, as a CRM does (memos).
+    memos: bool,
 }
 
 fn edit() -> impl Strategy<Value = Edit> {
@@ -77,14 +79,16 @@ fn case() -> impl Strategy<Value = Case> {
         1usize..4,
         any::<bool>(),
         any::<bool>(),
+        any::<bool>(),
     )
-        .prop_map(|(initial, runs, batch_rows, concurrency, merge, exactly_once)| Case {
+        .prop_map(|(initial, runs, batch_rows, concurrency, merge, exactly_once, memos)| Case {
             initial,
             runs,
             batch_rows,
             concurrency,
             merge,
             exactly_once,
+            memos,
         })
 }
 
@@ -152,15 +156,25 @@ fn state_equals_the_destination(state: &MemoryStateStore, dest: &MemoryDestinati
     assert_eq!(live, dest.fingerprints(), "the state and the destination's rows disagree");
 }
 
+/// With memos: every key the destination holds has its record id as the state's memo, and
+/// no other key has one.
+fn every_record_id_is_in_the_state(state: &MemoryStateStore, dest: &MemoryDestination) {
+    let memos: BTreeMap<Key, String> =
+        state.snapshot("customers").into_iter().filter_map(|e| Some((e.key, e.memo?.as_str()?.to_owned()))).collect();
+    assert_eq!(memos, dest.record_ids(), "the state's memos and the destination's record ids disagree");
+}
+
 async fn converge(case: Case) {
     let mut table = case.initial.clone();
     let source = MemorySource::new(customers_schema(), rows(&table));
     let state = MemoryStateStore::new();
-    let dest = if case.exactly_once {
-        MemoryDestination::new().with_state_store(state.clone())
+    let dest = if case.memos {
+        MemoryDestination::new()
+            .with_capabilities(DestinationCapabilities::new(Op::ALL).with_idempotency_keys(true).with_memos(true))
     } else {
         MemoryDestination::new()
     };
+    let dest = if case.exactly_once { dest.with_state_store(state.clone()) } else { dest };
     let faulty = FaultyDestination::new(dest.clone());
     let ttl = Duration::from_secs(60);
     let options = SyncOptions::default()
@@ -238,6 +252,9 @@ async fn converge(case: Case) {
     let ambiguous =
         !case.exactly_once && case.runs.iter().any(|(_, f)| f.crash_after.is_some() || !f.after_apply.is_empty());
     nothing_was_applied_twice(&dest, ambiguous);
+    if case.memos {
+        every_record_id_is_in_the_state(&state, &dest);
+    }
     let again = sync.run().await.unwrap();
     assert_eq!(again.counts.planned.total(), 0, "a run after convergence planned changes");
 }

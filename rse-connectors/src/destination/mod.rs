@@ -17,6 +17,8 @@ pub mod postgres {
 }
 #[cfg(feature = "redis")]
 pub mod redis;
+#[cfg(feature = "salesforce")]
+pub mod salesforce;
 mod secret;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;

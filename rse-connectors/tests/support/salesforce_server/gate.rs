@@ -99,7 +99,14 @@ fn admit(s: &mut Org, req: &Request, line: &str) -> Admission {
         None => {}
     }
     let at = s.script.iter().position(|f| f.matcher.as_deref().is_none_or(|m| line.contains(m)));
-    if let Some(fault) = at.and_then(|i| s.script.remove(i)) {
+    let due = match at {
+        Some(i) if s.script[i].skip > 0 => {
+            s.script[i].skip -= 1;
+            None
+        }
+        other => other,
+    };
+    if let Some(fault) = due.and_then(|i| s.script.remove(i)) {
         return match fault.fault {
             Fault::Unavailable => Admission::Refuse(sf_error(
                 StatusCode::SERVICE_UNAVAILABLE,

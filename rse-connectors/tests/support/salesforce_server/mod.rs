@@ -16,10 +16,11 @@
 //!
 //! Where the documentation is silent the server picks one plausible answer and says so at the
 //! place it does (search for "not documented").
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(dead_code, unused_imports, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod auth;
 pub mod bulk;
+pub mod bulk_results;
 pub mod collections;
 mod gate;
 pub mod ids;
@@ -183,10 +184,11 @@ pub enum Fault {
 }
 
 /// A fault waiting for the next request whose `METHOD path` contains `matcher` (any request
-/// when `None`).
+/// when `None`), after letting `skip` such requests through.
 #[derive(Debug, Clone)]
 pub struct Scripted {
     pub matcher: Option<String>,
+    pub skip: u32,
     pub fault: Fault,
 }
 
@@ -337,12 +339,12 @@ impl SalesforceServer {
             .route("/services/data/{version}/jobs/ingest", post(bulk::create).get(bulk::list))
             .route("/services/data/{version}/jobs/ingest/{id}", get(bulk::info).patch(bulk::close).delete(bulk::remove))
             .route("/services/data/{version}/jobs/ingest/{id}/batches", put(bulk::upload))
-            .route("/services/data/{version}/jobs/ingest/{id}/successfulResults", get(bulk::successful))
-            .route("/services/data/{version}/jobs/ingest/{id}/successfulResults/", get(bulk::successful))
-            .route("/services/data/{version}/jobs/ingest/{id}/failedResults", get(bulk::failed))
-            .route("/services/data/{version}/jobs/ingest/{id}/failedResults/", get(bulk::failed))
-            .route("/services/data/{version}/jobs/ingest/{id}/unprocessedrecords", get(bulk::unprocessed))
-            .route("/services/data/{version}/jobs/ingest/{id}/unprocessedrecords/", get(bulk::unprocessed))
+            .route("/services/data/{version}/jobs/ingest/{id}/successfulResults", get(bulk_results::successful))
+            .route("/services/data/{version}/jobs/ingest/{id}/successfulResults/", get(bulk_results::successful))
+            .route("/services/data/{version}/jobs/ingest/{id}/failedResults", get(bulk_results::failed))
+            .route("/services/data/{version}/jobs/ingest/{id}/failedResults/", get(bulk_results::failed))
+            .route("/services/data/{version}/jobs/ingest/{id}/unprocessedrecords", get(bulk_results::unprocessed))
+            .route("/services/data/{version}/jobs/ingest/{id}/unprocessedrecords/", get(bulk_results::unprocessed))
             .layer(axum::middleware::from_fn_with_state(org.clone(), gate::gate));
         let app = rest
             .route("/services/oauth2/token", post(auth::token))
@@ -389,12 +391,18 @@ impl SalesforceServer {
 
     /// Answers the next REST request with `fault`.
     pub fn push_fault(&self, fault: Fault) {
-        self.lock().script.push_back(Scripted { matcher: None, fault });
+        self.lock().script.push_back(Scripted { matcher: None, skip: 0, fault });
     }
 
     /// Answers the next REST request whose `METHOD path` contains `matcher` with `fault`.
     pub fn fault_on(&self, matcher: &str, fault: Fault) {
-        self.lock().script.push_back(Scripted { matcher: Some(matcher.to_owned()), fault });
+        self.fault_on_nth(matcher, 1, fault);
+    }
+
+    /// Answers the `n`-th next REST request whose `METHOD path` contains `matcher` with `fault`.
+    pub fn fault_on_nth(&self, matcher: &str, n: u32, fault: Fault) {
+        let skip = n.saturating_sub(1);
+        self.lock().script.push_back(Scripted { matcher: Some(matcher.to_owned()), skip, fault });
     }
 
     /// Switches a validation rule on (`None` lifts it).

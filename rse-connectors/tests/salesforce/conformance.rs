@@ -1,0 +1,127 @@
+//! The destination conformance suite (`rse_core::testing::check_destination`) against the
+//! in-process org, by sObject Collections and by Bulk API 2.0, with the records read back
+//! from the org.
+//!
+//! What does not fit a CRM: the suite builds its batches itself, without the runner, so its
+//! deletes carry no memo; a Salesforce delete goes by the record id the key's memo holds, and
+//! without one deletes nothing (by design: it never deletes a record this sync has no id
+//! for). So the suite runs through `WithMemos`, which keeps each key's memo from the write's
+//! receipts and hands it back with the key's next change, as the runner does with the state.
+//! Everything else — inserts of keys already held, a batch written twice, updates, deletes of
+//! missing keys, a full batch — holds as for any destination. The records are read back by
+//! external id.
+//!
+//! Follows the REST API Developer Guide ("Upsert Records Using sObject Collections", "Delete
+//! Records Using sObject Collections") and the Bulk API 2.0 Developer Guide; saas-contracts.md §2.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use rse_connectors::{Destination, DestinationError, SalesforceBulkOptions, SalesforceDestination};
+use rse_core::error::BoxError;
+use rse_core::testing::{DestinationReadback, check_destination};
+use rse_core::{
+    ChangeBatch, ChangeOutcome, DestinationCapabilities, Key, Memo, Op, Record, Schema, Value, WriteOutcome,
+};
+use serde_json::Value as Json;
+
+use crate::salesforce_server::SalesforceServer;
+use crate::world::{EXT, fast_poll, jwt};
+
+/// Hands each change the memo its key's last applied change left, as the runner does.
+struct WithMemos<D> {
+    inner: D,
+    memos: Mutex<HashMap<Key, Memo>>,
+}
+
+#[async_trait]
+impl<D: Destination> Destination for WithMemos<D> {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn capabilities(&self) -> DestinationCapabilities {
+        self.inner.capabilities()
+    }
+
+    fn check_schema(&self, schema: &Schema) -> Result<(), DestinationError> {
+        self.inner.check_schema(schema)
+    }
+
+    async fn check(&self) -> Result<(), DestinationError> {
+        self.inner.check().await
+    }
+
+    async fn write(&self, batch: &ChangeBatch) -> Result<WriteOutcome, DestinationError> {
+        let mut batch = batch.clone();
+        {
+            let memos = self.memos.lock().unwrap();
+            for change in &mut batch.changes {
+                change.memo = memos.get(&change.key).cloned();
+            }
+        }
+        let out = self.inner.write(&batch).await?;
+        let mut memos = self.memos.lock().unwrap();
+        for (i, (change, outcome)) in batch.changes.iter().zip(&out.outcomes).enumerate() {
+            match (outcome, change.op) {
+                (ChangeOutcome::Applied, Op::Delete) => {
+                    memos.remove(&change.key);
+                }
+                (ChangeOutcome::Applied, _) => {
+                    if let Some(memo) = out.receipt(i).and_then(|r| r.memo.clone()) {
+                        memos.insert(change.key.clone(), memo);
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The contact with the key's external id, as a record of the conformance schema.
+struct Readback(SalesforceServer);
+
+#[async_trait]
+impl DestinationReadback for Readback {
+    async fn get(&self, _: &Schema, key: &Key) -> Result<Option<Record>, BoxError> {
+        let id = key.decode()?[0].as_i64().ok_or("the conformance key is an integer")?;
+        let org = self.0.lock();
+        let Some(held) = org.record_by_ext("Contact", EXT, &id.to_string()) else { return Ok(None) };
+        let field = |name: &str| held.fields.get(name).cloned().unwrap_or(Json::Null);
+        Ok(Some(Record::new(vec![
+            Value::Int(id),
+            field("LastName").as_str().map_or(Value::Null, Value::from),
+            field("Score__c").as_f64().map_or(Value::Null, Value::Float),
+            field("Active__c").as_bool().map_or(Value::Null, Value::Bool),
+        ])))
+    }
+}
+
+async fn suite(bulk: SalesforceBulkOptions) -> SalesforceServer {
+    let server = SalesforceServer::start().await;
+    let config = rse_connectors::SalesforceDestinationConfig::new(jwt(&server), "Contact", EXT)
+        .with_field("name", "LastName")
+        .with_field("score", "Score__c")
+        .with_field("active", "Active__c")
+        .with_bulk(bulk.with_poll(fast_poll()));
+    let dest: Box<dyn Destination> = Box::new(SalesforceDestination::new(config).unwrap());
+    let dest = WithMemos { inner: dest, memos: Mutex::new(HashMap::new()) };
+    check_destination(&dest, Some(&Readback(server.clone()))).await.unwrap();
+    server
+}
+
+#[tokio::test]
+async fn the_destination_suite_holds_through_collections() {
+    let server = suite(SalesforceBulkOptions::default()).await;
+    assert_eq!(server.requests_matching("/jobs/ingest"), 0, "no batch of the suite reaches 2,000 upserts");
+    assert!(server.requests_matching("DELETE /services/data/v66.0/composite/sobjects") >= 1);
+}
+
+#[tokio::test]
+async fn the_destination_suite_holds_through_bulk() {
+    let server = suite(SalesforceBulkOptions::default().with_min_records(1)).await;
+    assert!(server.requests_matching("POST /services/data/v66.0/jobs/ingest") >= 4, "every upsert by Bulk");
+    assert_eq!(server.requests_matching("PATCH /services/data/v66.0/composite"), 0);
+}
