@@ -348,7 +348,10 @@ async fn a_record_is_read_by_its_external_id() {
     let found = session.get(&path("Rse_Ext_Id__c", "r-1")).await;
     assert_eq!(found.status, 200, "{}", found.text);
     let body = found.json();
-    assert_eq!(body["attributes"], json!({"type": "Contact", "url": format!("/services/data/{V}/sobjects/Contact/{id1}")}));
+    assert_eq!(
+        body["attributes"],
+        json!({"type": "Contact", "url": format!("/services/data/{V}/sobjects/Contact/{id1}")})
+    );
     assert_eq!((&body["Id"], &body["LastName"], &body["Rse_Ext_Id__c"]), (&json!(id1), &json!("Ada"), &json!("r-1")));
 
     let none = json!([{"errorCode": "NOT_FOUND", "message": "The requested resource does not exist"}]);
@@ -367,7 +370,8 @@ async fn a_record_is_read_by_its_external_id() {
     let mut urls: Vec<String> =
         several.json().as_array().unwrap().iter().map(|u| u.as_str().unwrap().to_owned()).collect();
     urls.sort();
-    let mut want: Vec<String> = [id2, copy.as_str()].iter().map(|id| format!("/services/data/{V}/sobjects/Contact/{id}")).collect();
+    let mut want: Vec<String> =
+        [id2, copy.as_str()].iter().map(|id| format!("/services/data/{V}/sobjects/Contact/{id}")).collect();
     want.sort();
     assert_eq!(urls, want);
     assert_eq!(server.lock().ext_lookups, 5);
