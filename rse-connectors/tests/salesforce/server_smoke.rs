@@ -339,6 +339,45 @@ async fn delete_reports_each_id_in_order() {
 }
 
 #[tokio::test]
+async fn a_record_is_read_by_its_external_id() {
+    let server = SalesforceServer::start().await;
+    let session = login(&server).await;
+    let made = session.upsert(vec![contact("r-1", "Ada"), contact("r-2", "Bob")], false).await.json();
+    let (id1, id2) = (made[0]["id"].as_str().unwrap(), made[1]["id"].as_str().unwrap());
+    let path = |field: &str, value: &str| format!("/services/data/{V}/sobjects/Contact/{field}/{value}");
+    let found = session.get(&path("Rse_Ext_Id__c", "r-1")).await;
+    assert_eq!(found.status, 200, "{}", found.text);
+    let body = found.json();
+    assert_eq!(
+        body["attributes"],
+        json!({"type": "Contact", "url": format!("/services/data/{V}/sobjects/Contact/{id1}")})
+    );
+    assert_eq!((&body["Id"], &body["LastName"], &body["Rse_Ext_Id__c"]), (&json!(id1), &json!("Ada"), &json!("r-1")));
+
+    let none = json!([{"errorCode": "NOT_FOUND", "message": "The requested resource does not exist"}]);
+    let unknown = session.get(&path("Rse_Ext_Id__c", "r-3")).await;
+    assert_eq!((unknown.status, unknown.json()), (404, none.clone()));
+    session.delete(&[id1], false).await;
+    let deleted = session.get(&path("Rse_Ext_Id__c", "r-1")).await;
+    assert_eq!((deleted.status, deleted.json()), (404, none));
+    let not_external = session.get(&path("Email", "r-2")).await;
+    assert_eq!((not_external.status, not_external.error_code()), (404, "NOT_FOUND".to_owned()));
+
+    // Two records holding one value: 300 and the records' URLs.
+    let copy = server.lock().duplicate(id2);
+    let several = session.get(&path("Rse_Ext_Id__c", "r-2")).await;
+    assert_eq!(several.status, 300, "{}", several.text);
+    let mut urls: Vec<String> =
+        several.json().as_array().unwrap().iter().map(|u| u.as_str().unwrap().to_owned()).collect();
+    urls.sort();
+    let mut want: Vec<String> =
+        [id2, copy.as_str()].iter().map(|id| format!("/services/data/{V}/sobjects/Contact/{id}")).collect();
+    want.sort();
+    assert_eq!(urls, want);
+    assert_eq!(server.lock().ext_lookups, 5);
+}
+
+#[tokio::test]
 async fn describe_names_the_fields_a_connector_checks() {
     let server = SalesforceServer::start().await;
     let session = login(&server).await;

@@ -1,13 +1,14 @@
 //! Whole syncs through the runner (`SyncJob`) into the org: refusals by a validation rule kept
 //! and delivered once it is lifted, a session expiring mid-run, the daily allowance spent
-//! mid-run and the share left to others, `Mirror` deleting only what it wrote, and exactly one
-//! record created per external id through lost acknowledgements and duplicate identities.
+//! mid-run and the share left to others, `Mirror` deleting only what it wrote (a record whose
+//! creation was never acknowledged included), and exactly one record created per external id
+//! through lost acknowledgements and duplicate identities.
 //!
 //! Follows the REST API Developer Guide ("Upsert Records Using sObject Collections", "Delete
-//! Records Using sObject Collections", "Status Codes and Error Responses": 401
-//! `INVALID_SESSION_ID`, 403 `REQUEST_LIMIT_EXCEEDED`), "API Request Limits and Allocations"
-//! (`Sforce-Limit-Info`), Salesforce Help "OAuth 2.0 JWT Bearer Flow for Server-to-Server
-//! Integration"; saas-contracts.md §2.
+//! Records Using sObject Collections", "Get Records Using sObject Rows by External ID",
+//! "Status Codes and Error Responses": 401 `INVALID_SESSION_ID`, 403 `REQUEST_LIMIT_EXCEEDED`),
+//! "API Request Limits and Allocations" (`Sforce-Limit-Info`), Salesforce Help "OAuth 2.0 JWT
+//! Bearer Flow for Server-to-Server Integration"; saas-contracts.md §2.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -142,6 +143,37 @@ async fn mirror_deletes_only_what_this_sync_wrote_and_the_guard_holds_back_a_mas
     assert!(matches!(report.status, RunStatus::DeletesWithheld { .. }), "{report}");
     assert_eq!((report.counts.withheld, report.counts.applied.delete), (80, 0));
     assert_eq!(w.held().len(), 91);
+}
+
+#[tokio::test]
+async fn a_record_whose_creation_was_never_acknowledged_is_deleted_once_its_row_leaves_the_model() {
+    let w = World::new(contacts(1..=100)).await;
+    // One request left today: the upsert of the 100 contacts lands, its answer is lost, and
+    // the retry finds the allowance spent. The run ends with none of them acknowledged.
+    w.server.set_daily_allowance(1, 0);
+    w.server.fault_on(UPSERT, Fault::LoseAck);
+    let sync = w.sync(Mode::Mirror, options().with_linger(Duration::from_secs(5))).await;
+    let first = sync.run().await.unwrap();
+    assert!(matches!(first.status, RunStatus::QuotaExhausted { .. }), "{first}");
+    assert_eq!(first.counts.applied.insert, 0, "{first}");
+    assert_eq!(w.held().len(), 100, "Salesforce created them all");
+    assert_eq!((w.memo(3), w.memo(7)), (None, None), "the state holds no record id");
+
+    // Two rows leave the model before a run sends their upserts again.
+    let (three, seven) = (w.record_id(3).unwrap(), w.record_id(7).unwrap());
+    w.source.remove(&key(3));
+    w.source.remove(&key(7));
+    w.server.set_daily_allowance(100_000, 0);
+    let second = sync.run().await.unwrap();
+    assert_eq!(second.status, RunStatus::Succeeded, "{second}");
+    assert_eq!((second.counts.applied.delete, second.counts.applied.insert), (2, 98), "{second}");
+    assert_eq!(w.server.lock().ext_lookups, 2, "the two keys without a record id, looked up by external id");
+    {
+        let org = w.server.lock();
+        assert!(org.deleted.contains(&three) && org.deleted.contains(&seven), "deleted by the ids found");
+    }
+    w.assert_org_equals_source();
+    assert_eq!(sync.run().await.unwrap().counts.planned.total(), 0);
 }
 
 #[tokio::test]

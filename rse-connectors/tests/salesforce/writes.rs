@@ -1,10 +1,11 @@
 //! One write at a time through sObject Collections: upserts by external id with record ids as
-//! memos, 200 records a request, per-record refusals without values, deletes by memo, what
-//! each failure of the org means, the daily allowance reported, a request failing after
-//! others were acknowledged.
+//! memos, 200 records a request, per-record refusals without values, deletes by memo or by the
+//! external id the key gives, what each failure of the org means, the daily allowance
+//! reported, a request failing after others were acknowledged.
 //!
 //! Follows the REST API Developer Guide, "Upsert Records Using sObject Collections" (200
-//! records, results in order, `created`), "Delete Records Using sObject Collections", "Status
+//! records, results in order, `created`), "Delete Records Using sObject Collections", "Get
+//! Records Using sObject Rows by External ID" (200, 404 `NOT_FOUND`, 300), "Status
 //! Codes and Error Responses" (400 malformed, 401, 403 `REQUEST_LIMIT_EXCEEDED`, 503), and
 //! "API Request Limits and Allocations" (`Sforce-Limit-Info`); saas-contracts.md §2.
 
@@ -19,6 +20,7 @@ use crate::salesforce_server::{Fault, SalesforceServer, ValidationRule};
 use crate::world::{EXT, World, config, contact, schema};
 
 const UPSERT: &str = "PATCH /services/data/v66.0/composite/sobjects/Contact/Rse_Ext_Id__c";
+const LOOKUP: &str = "GET /services/data/v66.0/sobjects/Contact/Rse_Ext_Id__c/";
 
 fn batch(changes: impl IntoIterator<Item = (Op, Record)>) -> ChangeBatch {
     changes.into_iter().fold(ChangeBatchBuilder::new(&schema(), "writes"), |b, (op, r)| b.change(op, r)).build()
@@ -88,36 +90,108 @@ async fn refused_records_carry_codes_and_fields_never_the_values_salesforce_repe
     assert_eq!(w.held().len(), 1);
 }
 
+/// A delete of key `id`, with `memo` when given.
+fn delete(b: ChangeBatchBuilder, id: i64, memo: Option<Memo>) -> ChangeBatchBuilder {
+    let b = b.change(Op::Delete, contact(id, 1.0));
+    match memo {
+        Some(m) => b.with_memo(m),
+        None => b,
+    }
+}
+
+fn deletes() -> ChangeBatchBuilder {
+    ChangeBatchBuilder::new(&schema(), "writes")
+}
+
 #[tokio::test]
-async fn deletes_go_by_the_memo_and_a_key_without_one_is_left_alone() {
+async fn deletes_go_by_the_memo() {
     let w = World::new(Vec::new()).await;
-    w.destination.write(&inserts(1..=4)).await.unwrap();
-    let id = |i| Memo::text(&w.record_id(i).unwrap()).unwrap();
-    let delete = |i: i64, memo: Option<Memo>| {
-        let b = ChangeBatchBuilder::new(&schema(), "writes").change(Op::Delete, contact(i, 1.0));
-        match memo {
-            Some(m) => b.with_memo(m),
-            None => b,
-        }
-    };
-    let by_memo = delete(1, Some(id(1))).build();
+    w.destination.write(&inserts(1..=2)).await.unwrap();
+    let by_memo = delete(deletes(), 1, Some(Memo::text(&w.record_id(1).unwrap()).unwrap())).build();
     let out = w.destination.write(&by_memo).await.unwrap();
     assert_eq!(out.outcomes, vec![ChangeOutcome::Applied]);
     assert!(w.record_id(1).is_none(), "deleted by its id");
     // Deleted already (by someone, or by this write whose answer was lost): done.
     assert_eq!(w.destination.write(&by_memo).await.unwrap().outcomes, vec![ChangeOutcome::Applied]);
+    assert_eq!(w.server.lock().ext_lookups, 0, "a memo needs no lookup");
 
-    // No memo: this sync holds no id for the key, so nothing is deleted and nothing sent.
-    let deletes_before = w.server.requests_matching("DELETE ");
-    let out = w.destination.write(&delete(2, None).build()).await.unwrap();
-    assert_eq!(out.outcomes, vec![ChangeOutcome::Applied]);
-    assert!(w.record_id(2).is_some());
-    assert_eq!(w.server.requests_matching("DELETE "), deletes_before);
-
-    let out = w.destination.write(&delete(3, Some(Memo::text("not an id").unwrap())).build()).await.unwrap();
+    let out = w.destination.write(&delete(deletes(), 2, Some(Memo::text("not an id").unwrap())).build()).await.unwrap();
     assert!(
         matches!(&out.outcomes[0], ChangeOutcome::Rejected { reason, retryable: false } if reason.contains("not a Salesforce record id"))
     );
+    assert!(w.record_id(2).is_some());
+}
+
+#[tokio::test]
+async fn a_delete_without_a_memo_finds_the_record_by_the_external_id_the_key_gives() {
+    let w = World::new(Vec::new()).await;
+    // Contacts 1 to 4 exist; this sync holds the record id of 3 only (the answers of the
+    // others were lost, say).
+    w.destination.write(&inserts(1..=4)).await.unwrap();
+    let (two, three) = (w.record_id(2).unwrap(), w.record_id(3).unwrap());
+    let batch = delete(deletes(), 2, None);
+    let batch = delete(batch, 3, Some(Memo::text(&three).unwrap()));
+    // 99 was never created (its upsert refused, say): nothing to delete.
+    let batch = delete(batch, 99, None).build();
+    let out = w.destination.write(&batch).await.unwrap();
+    assert_eq!(out.outcomes, vec![ChangeOutcome::Applied; 3]);
+    {
+        let org = w.server.lock();
+        assert!(org.deleted.contains(&two) && org.deleted.contains(&three), "2 found by external id, 3 by its memo");
+        assert_eq!(org.ext_lookups, 2, "one lookup per key without a memo");
+    }
+    assert_eq!(w.server.requests_matching(LOOKUP), 2);
+    assert_eq!(
+        w.server.requests_matching("DELETE /services/data/v66.0/composite/sobjects?ids="),
+        1,
+        "one request for both"
+    );
+    assert_eq!(w.held().keys().collect::<Vec<_>>(), ["1", "4"]);
+
+    // Two records hold the key's external id (the field is not unique): which one this sync
+    // wrote is unknown, so neither is deleted.
+    let four = w.record_id(4).unwrap();
+    let copy = w.server.lock().duplicate(&four);
+    let out = w.destination.write(&delete(deletes(), 4, None).build()).await.unwrap();
+    assert!(
+        matches!(&out.outcomes[0], ChangeOutcome::Rejected { reason, retryable: false }
+            if reason.contains("several Salesforce records") && reason.contains("Rse_Ext_Id__c")),
+        "{:?}",
+        out.outcomes
+    );
+    let org = w.server.lock();
+    assert!(org.records.contains_key(&four) && org.records.contains_key(&copy));
+}
+
+#[tokio::test]
+async fn a_lookup_the_org_fails_fails_the_write_and_nothing_is_recorded_as_deleted() {
+    let w = World::new(Vec::new()).await;
+    w.destination.write(&inserts(1..=2)).await.unwrap();
+    w.server.fault_on(LOOKUP, Fault::Unavailable);
+    let batch = delete(delete(deletes(), 1, None), 2, None).build();
+    assert!(matches!(w.destination.write(&batch).await, Err(DestinationError::Transient { .. })));
+    assert_eq!(w.held().len(), 2);
+    assert_eq!(w.destination.write(&batch).await.unwrap().outcomes, vec![ChangeOutcome::Applied; 2]);
+    assert!(w.held().is_empty());
+}
+
+#[tokio::test]
+async fn a_delete_without_a_memo_is_applied_without_a_request_when_the_external_id_is_another_field() {
+    // The external id comes from the row, and a delete carries only the key.
+    let w = World::with(Vec::new(), |c| c.with_external_id_source("email")).await;
+    w.destination.write(&inserts(1..=1)).await.unwrap();
+    let before = w.server.lock().requests.len();
+    let out = w.destination.write(&delete(deletes(), 1, None).build()).await.unwrap();
+    assert_eq!(out.outcomes, vec![ChangeOutcome::Applied]);
+    assert_eq!(w.server.lock().requests.len(), before, "nothing sent");
+    assert_eq!(w.held().len(), 1, "the record stays");
+
+    // `external_id_source` naming the key itself: the key gives the external id.
+    let w = World::with(Vec::new(), |c| c.with_external_id_source("id")).await;
+    w.destination.write(&inserts(1..=1)).await.unwrap();
+    let out = w.destination.write(&delete(deletes(), 1, None).build()).await.unwrap();
+    assert_eq!(out.outcomes, vec![ChangeOutcome::Applied]);
+    assert!(w.held().is_empty(), "found by external id and deleted");
 }
 
 #[tokio::test]

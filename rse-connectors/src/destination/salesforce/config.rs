@@ -171,6 +171,11 @@ pub struct SalesforceDestinationConfig {
     pub external_id_field: String,
     /// The model field whose value goes into `external_id_field` (text or integer); by
     /// default the sync key, which must then be a single field.
+    ///
+    /// With a field other than the key, a `Mirror` delete of a key this sync holds no record
+    /// id for (its upsert's answer was lost) cannot find the record (a delete carries the key,
+    /// not the field): it is answered as applied, with a warning, and the record stays. With
+    /// the key, the record is found by its external id and deleted (see the module docs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external_id_source: Option<String>,
     /// The model fields written, each to a field of the sObject (API names).
@@ -233,7 +238,8 @@ impl SalesforceDestinationConfig {
         self
     }
 
-    /// The model field holding the external id (instead of the key).
+    /// The model field holding the external id (instead of the key); see
+    /// [`external_id_source`](Self::external_id_source) for what it means for deletes.
     pub fn with_external_id_source(mut self, field: impl Into<String>) -> Self {
         self.external_id_source = Some(field.into());
         self

@@ -1,10 +1,10 @@
 //! `SalesforceDestination`: records upserted into one sObject by an external id field,
 //! through sObject Collections or, for large batches, Bulk API 2.0; deletes by the record
-//! ids this sync kept.
+//! ids this sync kept, or found by the external id the key gives.
 //!
 //! Written from the Salesforce REST API Developer Guide ("Upsert Records Using sObject
-//! Collections", "Delete Records Using sObject Collections", "sObject Describe", "Status
-//! Codes and Error Responses"), the Bulk API 2.0 Developer Guide ("Create a Job", "Upload Job
+//! Collections", "Delete Records Using sObject Collections", "Get Records Using sObject Rows
+//! by External ID", "sObject Describe", "Status Codes and Error Responses"), the Bulk API 2.0 Developer Guide ("Create a Job", "Upload Job
 //! Data", "Close or Abort a Job", "Get Job Info", "Get All Jobs", the three result
 //! resources), "API Request Limits and Allocations" and Salesforce Help ("OAuth 2.0 JWT
 //! Bearer Flow for Server-to-Server Integration", "OAuth 2.0 Refresh Token Flow").
@@ -15,20 +15,32 @@
 //! | insert or update, fewer than `bulk.min_records` (2,000) in the batch | `PATCH /services/data/v66.0/composite/sobjects/{object}/{external_id_field}`, 200 records a request, `allOrNone: false` |
 //! | insert or update, at least `bulk.min_records` | one Bulk API 2.0 upsert job (several when the CSV passes 100 MB) |
 //! | delete, the key's memo holds a record id | `DELETE /services/data/v66.0/composite/sobjects?ids=…`, 200 ids a request |
-//! | delete, no memo | none: applied as it is (below) |
+//! | delete, no memo, the external id is the key | `GET /services/data/v66.0/sobjects/{object}/{external_id_field}/{value}` (four at a time), then the record found is deleted by id with the others |
+//! | delete, no memo, the external id from `external_id_source` | none: applied as it is, with a warning (below) |
 //!
 //! Every upsert goes **by external id**: sending one again finds the record it created, so a
 //! retry or a run after a crash never creates a second record for a key. Each applied upsert
 //! hands back the record's id as the key's memo (kept by the state with the key) and whether
 //! Salesforce created or updated it (the report's `counts.destination`).
 //!
-//! **Deletes go by the memo, and only by it.** A `Mirror` sync deletes what it wrote: the
-//! record whose id its own upsert received. A key this sync holds no id for — a key deleted
-//! before any upsert of it was acknowledged, or a state from before memos — is answered as
-//! applied without a request: the destination never deletes a record this sync has no id
-//! for, and never looks one up by external id (another integration may own it). So a record
-//! created by a write whose acknowledgement a crash lost, whose row then leaves the model
-//! before a run sends the upsert again, stays in Salesforce. A record already gone
+//! **Deletes go by the memo, or else by the key's external id.** A `Mirror` sync deletes
+//! what it wrote: the record whose id its own upsert received, kept as the key's memo. A
+//! key this sync holds no id for is one whose upsert was sent but never acknowledged:
+//! Salesforce may have created the record and the process died (or the answer was lost)
+//! before the id was committed, and the key then left the model before a run sent the
+//! upsert again (or it was delivered before the state kept memos). The runner plans deletes
+//! only for keys this sync delivered or sent a change for, so a record holding such a key's
+//! external id is one this sync's upsert wrote (created, or took over by external id). When
+//! the external id is the key (`external_id_source` unset, or naming the key's single
+//! field), the record is read by it, one request per key, and deleted by its id with the
+//! batch's other deletes: 404 `NOT_FOUND` (no record holds it; the upsert never landed)
+//! answers the delete as applied; 300 (several records hold it, the field not being unique)
+//! refuses the delete, as which one this sync wrote is unknown. A value Salesforce cannot
+//! take in a URL path (it answers 404 for some that end like a file name, e.g. `.inc`; `.`
+//! and `..` are refused here) is not found that way. When the external id comes from
+//! `external_id_source`, a delete carries only the key, not the field: the record cannot be
+//! found, the delete is answered as applied without a request and a warning is logged (with
+//! the key hashed); the record stays in Salesforce. A record already gone
 //! (`ENTITY_IS_DELETED`, `INVALID_CROSS_REFERENCE_KEY`) counts as deleted.
 //!
 //! # Mapping
@@ -104,6 +116,7 @@ mod classify;
 mod collections;
 mod jobs;
 mod limits;
+mod lookup;
 mod records;
 mod write;
 
@@ -241,7 +254,7 @@ impl Destination for SalesforceDestination {
         let mut outcomes = WriteOutcomes::new(batch.len());
         let shape = self.shape(&batch.schema)?;
         let plan = Plan::of(&shape, batch, &mut outcomes, &self.config.object);
-        if plan.deletes.is_empty() && plan.upserts.is_empty() {
+        if plan.deletes.is_empty() && plan.lookups.is_empty() && plan.upserts.is_empty() {
             return outcomes.finish(&self.name);
         }
         let mut write = Write {
@@ -256,7 +269,7 @@ impl Destination for SalesforceDestination {
             usage: Default::default(),
             acknowledged: 0,
         };
-        let sent = write.send(&plan).await;
+        let sent = write.send(plan).await;
         write.finish(sent)
     }
 }

@@ -1,9 +1,10 @@
 //! Changes as Salesforce records: the external id of each upsert, the record id of each
-//! delete (from the key's memo), and the record's fields as JSON (Collections) or CSV cells
-//! (Bulk).
+//! delete (from the key's memo, or else looked up by the external id the key gives), and the
+//! record's fields as JSON (Collections) or CSV cells (Bulk).
 
-use rse_core::{ChangeBatch, DataType, DestinationError, Op, Record, Schema, Value, WriteOutcomes};
+use rse_core::{ChangeBatch, DataType, DestinationError, Key, Op, Record, Schema, Value, WriteOutcomes};
 use serde_json::{Map, Value as Json};
+use tracing::{debug, warn};
 
 use super::api::record_id;
 use crate::saas::{BatchIdentities, BoundFieldMap, FieldMap, ValueStyle};
@@ -17,6 +18,9 @@ pub(super) struct Shape {
     pub(super) fields: BoundFieldMap,
     /// The position and name of the model field holding the external id.
     external_id: (usize, String),
+    /// Whether that field is the sync key (its only field), so that a delete, which carries
+    /// the key and no record, still has the external id.
+    from_key: bool,
     /// The sObject field it goes into.
     pub(super) external_id_field: String,
 }
@@ -65,6 +69,7 @@ impl Shape {
         }
         Ok(Self {
             fields: bound,
+            from_key: schema.key_indices() == [index],
             external_id: (index, field.name.clone()),
             external_id_field: external_id_field.to_owned(),
         })
@@ -73,9 +78,27 @@ impl Shape {
     /// The external id of `record`, as text (an integer as its digits): what Salesforce
     /// matches, and what a Bulk result file names the row by.
     fn external_id(&self, record: &Record) -> Result<String, String> {
-        let (index, name) = &self.external_id;
+        self.external_id_text(record.values.get(self.external_id.0))
+    }
+
+    /// The external id the key gives, when the external id is the key: `None` when it comes
+    /// from another field (`external_id_source`), an error when the key's value is not one
+    /// (an upsert of the key was refused for the same reason).
+    fn key_external_id(&self, key: &Key) -> Option<Result<String, String>> {
+        if !self.from_key {
+            return None;
+        }
+        Some(match key.decode() {
+            Ok(values) => self.external_id_text(values.first()),
+            Err(_) => Err("the key cannot be decoded".to_owned()),
+        })
+    }
+
+    /// The external id `value` makes, as text.
+    fn external_id_text(&self, value: Option<&Value>) -> Result<String, String> {
+        let name = &self.external_id.1;
         let what = format!("field `{name}` (the external id, `{}`)", self.external_id_field);
-        match record.values.get(*index) {
+        match value {
             Some(Value::Int(i)) => Ok(i.to_string()),
             Some(Value::String(s)) if s.trim().is_empty() => Err(format!("{what} is empty")),
             Some(Value::String(s)) if s.chars().count() > MAX_EXTERNAL_ID => {
@@ -141,30 +164,74 @@ pub(super) struct Upsert {
     pub(super) text: String,
 }
 
+/// A delete without a memo, whose record is looked up by the external id its key gives.
+#[derive(Debug, Clone)]
+pub(super) struct Lookup {
+    /// Its position in the batch.
+    pub(super) position: usize,
+    /// The external id, as an upsert of the key sent it.
+    pub(super) text: String,
+}
+
+/// Record ids to delete, each with the batch positions whose record it is.
+pub(super) type Deletes = Vec<(String, Vec<usize>)>;
+
+/// Adds `position` to the delete of record `id`.
+pub(super) fn add_delete(deletes: &mut Deletes, id: &str, position: usize) {
+    match deletes.iter_mut().find(|(d, _)| d == id) {
+        Some((_, positions)) => positions.push(position),
+        None => deletes.push((id.to_owned(), vec![position])),
+    }
+}
+
 /// What a batch asks of Salesforce.
 #[derive(Debug, Default)]
 pub(super) struct Plan {
-    /// Record ids to delete, each with the batch positions whose memo names it.
-    pub(super) deletes: Vec<(String, Vec<usize>)>,
+    /// Record ids to delete (from the keys' memos), each with the batch positions whose memo
+    /// names it.
+    pub(super) deletes: Deletes,
+    /// Deletes without a memo, to look up by external id first.
+    pub(super) lookups: Vec<Lookup>,
     /// Changes to upsert.
     pub(super) upserts: Vec<Upsert>,
 }
 
 impl Plan {
-    /// Sorts the batch's changes into deletes and upserts. Sets the outcome of those that
-    /// need no request: a delete of a key this sync holds no record id for (applied, see the
-    /// module docs), and changes refused before sending (no external id, a duplicate one).
+    /// Sorts the batch's changes into deletes, lookups and upserts. Sets the outcome of those
+    /// that need no request: a delete without a memo whose key gives no external id (applied,
+    /// see the module docs), and changes refused before sending (no external id, a duplicate
+    /// one).
     pub(super) fn of(shape: &Shape, batch: &ChangeBatch, outcomes: &mut WriteOutcomes, object: &str) -> Self {
         let mut plan = Plan::default();
         let mut seen = BatchIdentities::new(format!("Salesforce {object}"), shape.external_id_field.clone());
         for (i, change) in batch.changes.iter().enumerate() {
             match (change.op, &change.record) {
                 (Op::Delete, _) => match change.memo.as_ref().map(|m| m.as_str()) {
-                    None => outcomes.applied(i),
-                    Some(Some(id)) if record_id(id) => match plan.deletes.iter_mut().find(|(d, _)| d == id) {
-                        Some((_, positions)) => positions.push(i),
-                        None => plan.deletes.push((id.to_owned(), vec![i])),
+                    None => match shape.key_external_id(&change.key) {
+                        Some(Ok(text)) => plan.lookups.push(Lookup { position: i, text }),
+                        Some(Err(problem)) => {
+                            // An upsert of this key was refused for the same reason: no
+                            // record holds it.
+                            debug!(
+                                object,
+                                key = %change.key,
+                                %problem,
+                                "A delete whose key gives no external id; nothing to delete."
+                            );
+                            outcomes.applied(i);
+                        }
+                        None => {
+                            warn!(
+                                object,
+                                key = %change.key,
+                                external_id_field = %shape.external_id_field,
+                                "A delete of a key this sync holds no record id for, with the external id taken from a model field \
+                                 (`external_id_source`) that a delete does not carry: the record cannot be found, and is left in Salesforce."
+                            );
+                            outcomes.applied(i);
+                        }
                     },
+                    Some(Some(id)) if record_id(id) => add_delete(&mut plan.deletes, id, i),
                     Some(_) => outcomes.rejected(
                         i,
                         "the memo this sync kept for the key is not a Salesforce record id, so the record cannot be deleted; \

@@ -1,6 +1,6 @@
-//! One write: deletes by record id, then upserts by sObject Collections or, for a large
-//! batch, Bulk API 2.0; and what is answered when a later request fails after earlier ones
-//! were acknowledged.
+//! One write: deletes by record id (those without one looked up by external id first), then
+//! upserts by sObject Collections or, for a large batch, Bulk API 2.0; and what is answered
+//! when a later request fails after earlier ones were acknowledged.
 
 use rse_core::{ChangeBatch, ChangeOutcome, DestinationError, WriteOutcome, WriteOutcomes};
 use tracing::debug;
@@ -29,17 +29,21 @@ pub(super) struct Write<'a> {
 
 impl Write<'_> {
     /// Sends what `plan` asks.
-    pub(super) async fn send(&mut self, plan: &Plan) -> Result<(), DestinationError> {
-        if !plan.deletes.is_empty() {
-            self.delete(&plan.deletes).await?;
+    pub(super) async fn send(&mut self, plan: Plan) -> Result<(), DestinationError> {
+        let Plan { mut deletes, lookups, upserts } = plan;
+        if !lookups.is_empty() {
+            self.look_up(&lookups, &mut deletes).await?;
         }
-        if plan.upserts.is_empty() {
+        if !deletes.is_empty() {
+            self.delete(&deletes).await?;
+        }
+        if upserts.is_empty() {
             return Ok(());
         }
-        if self.bulk.enabled && plan.upserts.len() >= self.bulk.min_records {
-            self.upsert_bulk(&plan.upserts).await
+        if self.bulk.enabled && upserts.len() >= self.bulk.min_records {
+            self.upsert_bulk(&upserts).await
         } else {
-            self.upsert_collections(&plan.upserts).await
+            self.upsert_collections(&upserts).await
         }
     }
 

@@ -22,10 +22,13 @@ pub const RATE_LIMIT: &str = "RateLimitResponse429";
 /// source HS29) and the SDK model `BatchInputSimplePublicObjectId`.
 pub const ARCHIVE_REQUEST: &str = "ArchiveRequest (rse, from HubSpot's docs)";
 
-/// Where the contract file is read from: `../shared/contracts/` beside the project root,
-/// the first ancestor of the crate compiling this (rse-connectors for its tests, the root
-/// for the benches) that holds `Cargo.lock`.
+/// Where the contract file is read from: the directory `RSE_CONTRACTS` names, else
+/// `../shared/contracts/` beside the project root, the first ancestor of the crate compiling
+/// this (rse-connectors for its tests, the root for the benches) that holds `Cargo.lock`.
 pub fn schema_path() -> PathBuf {
+    if let Some(dir) = std::env::var_os("RSE_CONTRACTS") {
+        return PathBuf::from(dir).join("hubspot/crm-batch-upsert.schema.json");
+    }
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let root = manifest.ancestors().find(|dir| dir.join("Cargo.lock").is_file()).unwrap_or(&manifest);
     root.join("../shared/contracts/hubspot/crm-batch-upsert.schema.json")
@@ -44,8 +47,13 @@ impl Contract {
 
     fn load() -> Contract {
         let path = schema_path();
-        let text = std::fs::read_to_string(&path)
-            .unwrap_or_else(|e| panic!("read the HubSpot contract at {}: {e}", path.display()));
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+            panic!(
+                "read the HubSpot contract at {}: {e}; the vendor contracts live beside the project \
+                     (../shared/contracts), or set RSE_CONTRACTS to their directory",
+                path.display()
+            )
+        });
         let doc: Json = serde_json::from_str(&text).expect("the HubSpot contract is JSON");
         let roots = doc["x-roots"].as_object().expect("the contract lists its x-roots").clone();
         let canonical = path.canonicalize().expect("the contract path resolves");

@@ -4,7 +4,8 @@
 //! There is no vendor schema for these endpoints (see
 //! `../shared/contracts/salesforce/SOURCE.md`); the server follows Salesforce's documentation:
 //! - Salesforce REST API Developer Guide: "Upsert Records Using sObject Collections", "Delete
-//!   Records Using sObject Collections", "sObject Describe", "Limits", "Status Codes and Error
+//!   Records Using sObject Collections", "Get Records Using sObject Rows by External ID",
+//!   "sObject Describe", "Limits", "Status Codes and Error
 //!   Responses", "allOrNone Parameters in Composite and Collections Requests";
 //! - Bulk API 2.0 and Bulk API Developer Guide: "Create a Job", "Upload Job Data", "Close or
 //!   Abort a Job", "Get Job Info", "Get All Jobs", "Delete a Job", "Get Job Successful Record
@@ -25,6 +26,7 @@ pub mod collections;
 mod gate;
 pub mod ids;
 pub mod records;
+pub mod rows;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -247,6 +249,8 @@ pub struct Org {
     pub ext_index: HashMap<(String, String, String), String>,
     /// Records created through each `(sObject, external id field, value)`.
     pub creations: HashMap<(String, String, String), u32>,
+    /// Records read by external id (`GET /sobjects/{SObject}/{field}/{value}`) and handled.
+    pub ext_lookups: u64,
     pub validation: Option<ValidationRule>,
     pub(crate) next_id: u64,
     // -- Bulk API 2.0 --
@@ -289,6 +293,7 @@ impl Org {
             deleted: HashSet::new(),
             ext_index: HashMap::new(),
             creations: HashMap::new(),
+            ext_lookups: 0,
             validation: None,
             next_id: 0,
             jobs: BTreeMap::new(),
@@ -334,6 +339,7 @@ impl SalesforceServer {
         let rest = Router::new()
             .route("/services/data/{version}/limits", get(collections::limits))
             .route("/services/data/{version}/sobjects/{sobject}/describe", get(collections::describe))
+            .route("/services/data/{version}/sobjects/{sobject}/{field}/{value}", get(rows::by_external_id))
             .route("/services/data/{version}/composite/sobjects", delete(collections::delete))
             .route("/services/data/{version}/composite/sobjects/{sobject}/{field}", patch(collections::upsert))
             .route("/services/data/{version}/jobs/ingest", post(bulk::create).get(bulk::list))
