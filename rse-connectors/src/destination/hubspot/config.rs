@@ -234,14 +234,17 @@ pub struct HubSpotDestinationConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lowercase_id: Option<bool>,
     /// A property with unique values that the destination writes with every upsert,
-    /// holding the sync key's value as text (`"42"`; a key of several columns as a JSON
-    /// array of their texts, `["eu","42"]`). Optional: it lets a Mirror delete find the
-    /// record of a key whose write's answer was lost (see the [module docs](super#deletes-mirror-mode)),
-    /// when the id property is not itself mapped from the key. Create it in HubSpot as a
-    /// single-line text property with "Require unique values for this property" on
-    /// (Settings → Properties → Create property; or `POST /crm/properties/{version}/{object}`
-    /// with `"type": "string", "fieldType": "text", "hasUniqueValue": true`), e.g.
-    /// `rse_sync_key`, one per sync writing the object, and leave it out of `fields`.
+    /// holding the sync key's value as text (`"42"`; a key of several columns as the JSON
+    /// array of their texts, `["eu","42"]`). Optional. It lets a Mirror delete find the
+    /// record of a key whose write's answer was lost, when no key column is mapped to the
+    /// id property; without it such a delete is applied without a call, and may leave the
+    /// record behind (see the [module docs](super#deletes-mirror-mode)).
+    ///
+    /// Create it in HubSpot as a single-line text property with "Require unique values for
+    /// this property" on (Settings → Properties → Create property; or `POST
+    /// /crm/properties/{version}/{object}` with its `name`, `label`, `groupName` and
+    /// `"type": "string", "fieldType": "text", "hasUniqueValue": true`), e.g.
+    /// `rse_sync_key`: one per sync writing the object, and not in `fields`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_property: Option<String>,
     /// The API version (default `2026-03`).
