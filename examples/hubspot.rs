@@ -38,6 +38,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for property in ["plan_tier", "signup_date", "vip"] {
         hubspot.add_property("contacts", hubspot_server::PropertyDef::text(property));
     }
+    // A unique text property the sync writes its key to (see the README's "Mirror deletes").
+    hubspot.add_property("contacts", hubspot_server::PropertyDef::unique("rse_sync_key"));
     hubspot.set_rule(|input| (input.id == "customer7@example.com").then(|| "Blocked by a rule".to_owned()));
 
     let config: HubSpotDestinationConfig = serde_json::from_value(serde_json::json!({
@@ -51,10 +53,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             {"field": "signed_up", "property": "signup_date"},
             {"field": "vip", "property": "vip"}
         ],
+        "key_property": "rse_sync_key",
         "rate_limit": {"requests": 190, "per": "10s"}
     }))?;
     let contacts = HubSpotDestination::new(config)?;
-    contacts.check().await?; // the token, and every mapped property exists and takes writes
+    contacts.check().await?; // the token, and every property exists and takes writes
 
     let schema = Schema::new(
         vec![

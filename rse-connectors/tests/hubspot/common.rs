@@ -6,14 +6,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rse_connectors::hubspot::{ApiVersion, BurstLimit};
+use rse_connectors::saas::SaasAuthConfig;
 use rse_connectors::{HubSpotDestination, HubSpotDestinationConfig};
 use rse_core::memory::{MemorySource, MemoryStateStore};
 use rse_core::*;
 
 use crate::hubspot_server::{HubSpot, PropertyDef, StoredRecord, TOKEN};
 
+/// The unique property the destination writes the sync key to, when configured.
+pub const KEY_PROPERTY: &str = "rse_sync_key";
+
 /// A contract server whose contacts also have `plan_tier`, `signup_date`, `last_seen`,
-/// `vip` and `score`.
+/// `vip`, `score` and the unique [`KEY_PROPERTY`].
 pub async fn server() -> HubSpot {
     let hs = HubSpot::start().await;
     for def in [
@@ -22,6 +26,7 @@ pub async fn server() -> HubSpot {
         PropertyDef::text("last_seen"),
         PropertyDef::boolean("vip"),
         PropertyDef::number("score"),
+        PropertyDef::unique(KEY_PROPERTY),
     ] {
         hs.add_property("contacts", def);
     }
@@ -100,6 +105,33 @@ pub fn config_at(base_url: String) -> HubSpotDestinationConfig {
         .with_field("vip", "vip")
         .with_field("score", "score")
         .with_rate_limit(BurstLimit::per_ten_seconds(190))
+}
+
+/// The model's rows as companies of `hs`, matched by `external_id`, which is mapped from
+/// the key column `id`.
+pub fn companies_config(hs: &HubSpot) -> HubSpotDestinationConfig {
+    HubSpotDestinationConfig::new("companies", SaasAuthConfig::Bearer { token: TOKEN.into() })
+        .with_base_url(hs.base_url())
+        .with_id_property("external_id")
+        .with_field("id", "external_id")
+        .with_field("first_name", "name")
+        .with_rate_limit(BurstLimit::per_ten_seconds(190))
+}
+
+/// The company of key `id`.
+pub fn company(hs: &HubSpot, id: i64) -> Option<StoredRecord> {
+    hs.record("companies", "external_id", &id.to_string())
+}
+
+/// The record ids archived, in order.
+pub fn archived(hs: &HubSpot) -> Vec<u64> {
+    hs.lock().archived.iter().map(|(_, id)| *id).collect()
+}
+
+/// The last body sent to an endpoint whose path ends with `suffix`.
+pub fn last_body(hs: &HubSpot, suffix: &str) -> serde_json::Value {
+    let bodies = hs.lock().bodies.clone();
+    bodies.into_iter().rev().find(|(path, _)| path.ends_with(suffix)).map(|(_, body)| body).unwrap()
 }
 
 pub fn destination(hs: &HubSpot, version: ApiVersion) -> HubSpotDestination {

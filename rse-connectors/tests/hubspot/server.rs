@@ -277,6 +277,71 @@ async fn archive_by_record_id_then_upsert_creates_again() {
     assert_eq!(hs.violations().len(), 1, "an archive body breaking the documented shape is recorded");
 }
 
+async fn read(hs: &HubSpot, version: &str, object: &str, body: Json) -> Answer {
+    let path = match version {
+        "v3" => format!("/crm/v3/objects/{object}/batch/read"),
+        v => format!("/crm/objects/{v}/{object}/batch/read"),
+    };
+    send(hs, reqwest::Method::POST, &path, Some(TOKEN), Some(body)).await
+}
+
+#[tokio::test]
+async fn batch_read_finds_records_by_id_or_unique_value_and_names_the_missing_by_version() {
+    let hs = HubSpot::start().await;
+    let a = upsert(
+        &hs,
+        "2026-03",
+        "contacts",
+        json!([contact("a@example.com", "A", None), contact("b@example.com", "B", None)]),
+    )
+    .await;
+    let (a_id, b_id) = (a.body["results"][0]["id"].clone(), a.body["results"][1]["id"].clone());
+    let by_email = json!({"idProperty": "email", "inputs": [{"id": "a@example.com"}, {"id": "nobody@example.com"}],
+                          "properties": ["email", "firstname"], "propertiesWithHistory": []});
+    for version in ["2026-03", "v3", "2026-09"] {
+        let a = read(&hs, version, "contacts", by_email.clone()).await;
+        let results = a.body["results"].as_array().unwrap();
+        assert_eq!(results.len(), 1, "{version}: {}", a.body);
+        assert_eq!(results[0]["id"], a_id);
+        assert_eq!(results[0]["archived"], false);
+        assert_eq!(results[0]["properties"]["firstname"], "A");
+        assert_eq!(results[0]["properties"]["hs_object_id"], a_id, "{version}: returned unasked");
+        if version == "2026-09" {
+            assert_eq!(a.status, 200, "{version}: the value not found is simply absent");
+            assert!(a.body.get("errors").is_none());
+        } else {
+            assert_eq!(a.status, 207, "{version}");
+            assert_eq!(a.body["numErrors"], 1);
+            assert_eq!(a.body["errors"][0]["category"], "OBJECT_NOT_FOUND");
+            assert_eq!(a.body["errors"][0]["context"]["ids"], json!(["nobody@example.com"]));
+        }
+    }
+    assert_eq!(hs.calls("read"), 3);
+
+    // Without idProperty the ids are record ids; an archived record is not read.
+    let archive = "/crm/objects/2026-03/contacts/batch/archive";
+    let gone = json!({"inputs": [{"id": b_id}]});
+    assert_eq!(send(&hs, reqwest::Method::POST, archive, Some(TOKEN), Some(gone)).await.status, 204);
+    let by_id = json!({"inputs": [{"id": a_id}, {"id": b_id}], "properties": [], "propertiesWithHistory": []});
+    let a = read(&hs, "2026-09", "contacts", by_id).await;
+    assert_eq!(a.body["results"].as_array().unwrap().len(), 1, "{}", a.body);
+    assert_eq!(a.body["results"][0]["id"], a_id);
+    let by_b = json!({"idProperty": "email", "inputs": [{"id": "b@example.com"}], "properties": [], "propertiesWithHistory": []});
+    assert_eq!(read(&hs, "2026-09", "contacts", by_b).await.body["results"], json!([]));
+
+    // Reading by a property without unique values is refused; so is a body the docs do not allow.
+    let by_name =
+        json!({"idProperty": "firstname", "inputs": [{"id": "A"}], "properties": [], "propertiesWithHistory": []});
+    let a = read(&hs, "2026-03", "contacts", by_name).await;
+    assert_eq!((a.status, a.body["category"].as_str()), (400, Some("VALIDATION_ERROR")));
+    assert!(hs.violations().is_empty(), "a refusal HubSpot would answer is no violation");
+    let a = read(&hs, "2026-03", "contacts", json!({"idProperty": "email", "inputs": [{"id": "a@example.com"}]})).await;
+    assert_eq!(a.status, 400);
+    let violations = hs.violations();
+    assert_eq!(violations.len(), 2, "{violations:?}");
+    assert!(violations.iter().all(|v| v.contains("BatchReadRequest")), "{violations:?}");
+}
+
 #[tokio::test]
 async fn properties_listing_custom_objects_and_faults() {
     let hs = HubSpot::start().await;
@@ -328,4 +393,20 @@ fn the_contract_catches_answers_hubspot_would_not_send() {
     assert!(!c.check(RESPONSE_200, &with_errors).is_empty(), "errors[] needs the with-errors root");
     assert!(!c.check(RESPONSE_WITH_ERRORS, &with_errors).is_empty(), "a StandardError needs context, errors, links");
     assert!(!c.check(RATE_LIMIT, &json!({"status": "error", "message": "m", "correlationId": "c"})).is_empty());
+
+    use hubspot_server::contract::READ_RESPONSE;
+    let record = json!({"id": "1", "properties": {"email": "a@example.com"}, "archived": false,
+                        "createdAt": "2026-01-01T00:00:00.000Z", "updatedAt": "2026-01-01T00:00:00.000Z"});
+    let mut read = ok.clone();
+    read["results"] = json!([record]);
+    assert!(c.check(READ_RESPONSE, &read).is_empty());
+    let mut bad = read.clone();
+    bad["results"][0].as_object_mut().unwrap().remove("archived");
+    bad["errors"] = json!([{"status": "error", "category": "OBJECT_NOT_FOUND", "message": "m"}]);
+    let problems = c.check(READ_RESPONSE, &bad);
+    assert_eq!(
+        problems.len(),
+        5,
+        "`archived`, `numErrors`, and the StandardError's `context`, `errors`, `links`: {problems:?}"
+    );
 }

@@ -1,5 +1,5 @@
 //! Full syncs into the contract server: refusals kept with HubSpot's reason and retried,
-//! Mirror deletes by record id, tokens that expire mid-run, a daily allowance spent
+//! Mirror deletes by record id (and of records whose creation's answer was lost), tokens that expire mid-run, a daily allowance spent
 //! mid-run, and pacing to the burst limit.
 
 use std::time::{Duration, Instant};
@@ -11,7 +11,7 @@ use rse_core::*;
 use serde_json::json;
 
 use super::common::*;
-use crate::hubspot_server::{OAuthApp, Policy, TOKEN, Version};
+use crate::hubspot_server::{Fault, OAuthApp, Policy, TOKEN, Version};
 
 /// The number in `user<n>@example.com`.
 fn number(email: &str) -> i64 {
@@ -122,6 +122,53 @@ async fn mirror_archives_only_what_this_sync_wrote_and_the_delete_guard_holds() 
     assert_eq!(report.counts.destination.created, 1, "{report}");
     assert_ne!(w.memo(45).unwrap().parse::<u64>().unwrap(), ids[4]);
     hs.assert_no_violations();
+}
+
+#[tokio::test]
+async fn a_record_whose_creation_answer_was_lost_is_archived_when_its_key_leaves_the_model() {
+    // The record found by the id property mapped from the key (companies by `external_id`),
+    // and by the key property (contacts by e-mail, the key in `rse_sync_key`).
+    for by_key_property in [false, true] {
+        let hs = server().await;
+        let (config, object, property) = match by_key_property {
+            false => (companies_config(&hs), "companies", "external_id"),
+            true => (config(&hs).with_key_property(KEY_PROPERTY), "contacts", KEY_PROPERTY),
+        };
+        let options = options().with_max_attempts(2).with_initial_backoff(Duration::from_millis(5));
+        let w = World::new(contacts(1..=5), HubSpotDestination::new(config).unwrap(), Mode::Mirror, options).await;
+        // Each attempt of the first write lands, and its answer is lost on the way back.
+        hs.inject(Fault::LoseAck, 2);
+        let report = w.run().await;
+        assert_eq!(report.counts.undelivered, 5, "{object}: {report}");
+        assert_eq!(hs.live(object).len(), 5, "{object}: created, never acknowledged");
+        assert_eq!(w.memo(1), None, "{object}: no record id kept");
+
+        // Two customers leave the model before a run sends their rows again.
+        for id in [1, 2] {
+            w.source.remove(&key(id));
+        }
+        let report = w.run().await;
+        assert_eq!(report.status, RunStatus::Succeeded, "{object}: {report}");
+        assert_eq!(report.counts.applied.delete, 2, "{object}: {report}");
+        assert_eq!(hs.calls("archive"), 1, "{object}");
+
+        // HubSpot holds the model: the three left, each created once, nothing else.
+        let mut live: Vec<String> = hs.live(object).iter().map(|r| r.properties[property].clone()).collect();
+        live.sort();
+        assert_eq!(live, ["3", "4", "5"], "{object}");
+        assert!(hs.creations(object).values().all(|n| *n == 1), "{object}");
+        if by_key_property {
+            for record in w.source.rows() {
+                assert_holds(&hs, &record);
+            }
+        }
+        for id in 3..=5 {
+            let held = hs.record(object, property, &id.to_string()).map(|r| r.id.to_string());
+            assert_eq!(w.memo(id), held, "{object}: the record id kept once an answer came");
+        }
+        assert_eq!(w.run().await.counts.planned.total(), 0, "{object}");
+        hs.assert_no_violations();
+    }
 }
 
 #[tokio::test]

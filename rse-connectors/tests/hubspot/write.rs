@@ -11,7 +11,7 @@ use rse_core::*;
 use serde_json::Value as Json;
 
 use super::common::*;
-use crate::hubspot_server::{Policy, TOKEN};
+use crate::hubspot_server::{Policy, PropertyDef, TOKEN};
 
 fn batch(changes: Vec<(Op, Record)>) -> ChangeBatch {
     changes.into_iter().fold(ChangeBatchBuilder::new(&schema(), "write"), |b, (op, r)| b.change(op, r)).build()
@@ -160,7 +160,8 @@ async fn deletes_archive_by_the_kept_record_id_and_never_by_a_guess() {
     let memo = |i: usize| out.receipt(i).and_then(|r| r.memo.clone()).unwrap();
     let requests = hs.lock().requests;
 
-    // Keys without a record id: applied, and nothing is sent at all.
+    // Keys without a record id, which nothing else identifies (the e-mail is not the key, and
+    // no key property is configured): applied, and nothing is sent at all.
     let gone = batch(vec![(Op::Delete, contact(1)), (Op::Delete, contact(9))]);
     let out2 = destination.write(&gone).await.unwrap();
     assert!(out2.outcomes.iter().all(|o| *o == ChangeOutcome::Applied));
@@ -189,6 +190,106 @@ async fn deletes_archive_by_the_kept_record_id_and_never_by_a_guess() {
     // A repeated archive (a lost answer) is no error.
     let again = ChangeBatchBuilder::new(&schema(), "write").change(Op::Delete, contact(1)).with_memo(memo(0)).build();
     assert_eq!(destination.write(&again).await.unwrap().outcomes, vec![ChangeOutcome::Applied]);
+    hs.assert_no_violations();
+}
+
+#[tokio::test]
+async fn a_delete_without_a_memo_finds_the_record_by_the_id_property_mapped_from_the_key() {
+    for version in VERSIONS {
+        let hs = server().await;
+        let destination = HubSpotDestination::new(companies_config(&hs).with_api_version(version)).unwrap();
+        destination.write(&inserts(contacts(1..=3))).await.unwrap();
+        let first = company(&hs, 1).unwrap().id;
+
+        // Key 1 was created but its record id never kept (the answer was lost); key 9 never
+        // reached HubSpot.
+        let gone = batch(vec![(Op::Delete, contact(1)), (Op::Delete, contact(9))]);
+        let out = destination.write(&gone).await.unwrap();
+        assert_eq!(out.outcomes, vec![ChangeOutcome::Applied; 2], "{version}");
+        assert_eq!((hs.calls("read"), hs.calls("archive")), (1, 1), "{version}");
+        let read = last_body(&hs, "/companies/batch/read");
+        assert_eq!(read["idProperty"], "external_id", "{version}");
+        assert_eq!(read["inputs"], serde_json::json!([{"id": "1"}, {"id": "9"}]), "{version}");
+        assert_eq!(archived(&hs), vec![first], "{version}: the record found, by its id");
+        assert!(company(&hs, 1).is_none() && company(&hs, 2).is_some() && company(&hs, 3).is_some(), "{version}");
+
+        // Nothing found (archived already): applied, nothing archived.
+        let out = destination.write(&batch(vec![(Op::Delete, contact(1))])).await.unwrap();
+        assert_eq!(out.outcomes, vec![ChangeOutcome::Applied], "{version}");
+        assert_eq!((hs.calls("read"), hs.calls("archive")), (2, 1), "{version}: no archive call for nothing");
+        assert_eq!(hs.live("companies").len(), 2, "{version}");
+        assert!(out.quota.is_some(), "{version}: the read's quota headers are reported");
+        hs.assert_no_violations();
+    }
+}
+
+#[tokio::test]
+async fn a_delete_without_a_memo_finds_the_record_by_the_key_property() {
+    let hs = server().await;
+    let destination = HubSpotDestination::new(config(&hs).with_key_property(KEY_PROPERTY)).unwrap();
+    destination.check().await.unwrap();
+    destination.write(&inserts(contacts(1..=3))).await.unwrap();
+    let upsert = last_body(&hs, "/contacts/batch/upsert");
+    assert_eq!(upsert["inputs"][1]["properties"][KEY_PROPERTY], "2", "every upsert writes the key");
+    for id in 1..=3 {
+        assert_eq!(held(&hs, id).unwrap().properties[KEY_PROPERTY], id.to_string());
+    }
+    let second = held(&hs, 2).unwrap().id;
+
+    let out = destination.write(&batch(vec![(Op::Delete, contact(2)), (Op::Delete, contact(9))])).await.unwrap();
+    assert_eq!(out.outcomes, vec![ChangeOutcome::Applied; 2]);
+    let read = last_body(&hs, "/contacts/batch/read");
+    assert_eq!(read["idProperty"], KEY_PROPERTY);
+    assert_eq!(read["inputs"], serde_json::json!([{"id": "2"}, {"id": "9"}]));
+    assert_eq!(archived(&hs), vec![second]);
+    assert!(held(&hs, 2).is_none() && held(&hs, 1).is_some());
+
+    // Not found: applied, nothing archived.
+    let out = destination.write(&batch(vec![(Op::Delete, contact(7))])).await.unwrap();
+    assert_eq!(out.outcomes, vec![ChangeOutcome::Applied]);
+    assert_eq!((hs.calls("read"), hs.calls("archive")), (2, 1));
+
+    // A row whose e-mail address changes would make a second record holding its key: refused.
+    let mut moved = contact(1);
+    moved.values[1] = Value::from("Moved@Example.com");
+    let out = destination.write(&batch(vec![(Op::Update, moved)])).await.unwrap();
+    let (reason, _) = rejection(&out.outcomes[0]);
+    assert!(reason.starts_with("HubSpot refused it (category=CONFLICT)"), "{reason}");
+    assert!(hs.record("contacts", "email", "moved@example.com").is_none());
+
+    // Without the key property nothing identifies the record: applied without a call, and
+    // the record stays.
+    let requests = hs.lock().requests;
+    let plain = super::common::destination(&hs, ApiVersion::V2026_03);
+    assert_eq!(
+        plain.write(&batch(vec![(Op::Delete, contact(3))])).await.unwrap().outcomes,
+        vec![ChangeOutcome::Applied]
+    );
+    assert_eq!(hs.lock().requests, requests);
+    assert!(held(&hs, 3).is_some());
+    hs.assert_no_violations();
+}
+
+#[tokio::test]
+async fn a_record_an_upsert_of_the_same_batch_wrote_is_not_archived() {
+    let hs = server().await;
+    let destination = destination(&hs, ApiVersion::V2026_03);
+    let out = destination.write(&inserts(vec![contact(1)])).await.unwrap();
+    let memo = out.receipt(0).and_then(|r| r.memo.clone()).unwrap();
+    // Customer 1 leaves; customer 2 arrives with customer 1's e-mail address: the upsert
+    // finds customer 1's contact, which is now customer 2's.
+    let mut heir = contact_named(2, "Heir");
+    heir.values[1] = Value::String(email(1));
+    let both = ChangeBatchBuilder::new(&schema(), "write")
+        .change(Op::Delete, contact(1))
+        .with_memo(memo.clone())
+        .change(Op::Insert, heir)
+        .build();
+    let out = destination.write(&both).await.unwrap();
+    assert_eq!(out.outcomes, vec![ChangeOutcome::Applied; 2]);
+    assert_eq!(out.receipt(1).and_then(|r| r.memo.clone()), Some(memo), "the same record");
+    assert_eq!(hs.calls("archive"), 0, "the record now holds customer 2");
+    assert_eq!(held(&hs, 1).unwrap().properties["firstname"], "Heir");
     hs.assert_no_violations();
 }
 
@@ -250,6 +351,18 @@ async fn check_names_what_is_wrong() {
     let error = HubSpotDestination::new(by_name).unwrap().check().await.unwrap_err().to_string();
     assert!(error.contains("the id property `name` does not hold unique values"), "{error}");
 
+    hs.add_property("contacts", PropertyDef { read_only: true, ..PropertyDef::unique("rse_locked") });
+    for (key_property, expected) in [
+        ("rse_nowhere", "the key property `rse_nowhere` does not exist on `contacts`"),
+        ("lastname", "the key property `lastname` does not hold unique values"),
+        ("rse_locked", "the key property `rse_locked` is read-only or calculated"),
+    ] {
+        let config = config(&hs).with_key_property(key_property);
+        let error = HubSpotDestination::new(config).unwrap().check().await.unwrap_err().to_string();
+        assert!(error.contains(expected), "{error}");
+        assert!(error.contains("single-line text property") && error.contains("unique values"), "{error}");
+    }
+
     let mut unknown = config(&hs).with_name("crm").with_id_property("email");
     unknown.object = "2-999".into();
     let error = HubSpotDestination::new(unknown).unwrap().check().await.unwrap_err().to_string();
@@ -288,6 +401,8 @@ async fn misconfigurations_are_named_before_anything_is_sent() {
         (config(&hs).with_max_batch_rows(101), "1 to 100 inputs"),
         (config(&hs).with_base_url("api.hubapi.com"), "`base_url` is not an http(s) URL"),
         (with_object(config(&hs), "contacts/../x"), "`object` is `contacts/../x`"),
+        (config(&hs).with_key_property("email"), "`key_property` is the id property `email`"),
+        (config(&hs).with_key_property("plan_tier"), "`key_property` `plan_tier` is also mapped from field `plan`"),
     ];
     for (config, expected) in problems {
         let error = HubSpotDestination::new(config).unwrap_err().to_string();

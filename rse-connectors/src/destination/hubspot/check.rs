@@ -1,5 +1,6 @@
-//! `check()`: the token works for this object, and every mapped property exists and takes
-//! writes, from the object's property definitions.
+//! `check()`: the token works for this object, and every mapped property (and the key
+//! property, when one is configured) exists and takes writes, from the object's property
+//! definitions.
 //!
 //! Follows HubSpot's "Properties API" reference (`GET /crm/properties/{version}/{objectType}`,
 //! legacy `GET /crm/v3/properties/{objectType}`): each definition's `name`,
@@ -58,6 +59,18 @@ impl HubSpotDestination {
                 self.id_property
             )),
             Some(_) => {}
+        }
+        if let Some(key_property) = &self.config.key_property {
+            let create = "it must be a single-line text property with unique values that the destination writes (HubSpot: Settings → Properties → Create property, field type single-line text, \"Require unique values for this property\" on)";
+            let problem = match definitions.get(key_property.as_str()) {
+                None => Some(format!("does not exist on `{}`", self.config.object)),
+                Some(d) if !d.unique => Some("does not hold unique values".to_owned()),
+                Some(d) if !d.writable => Some("is read-only or calculated".to_owned()),
+                Some(_) => None,
+            };
+            if let Some(problem) = problem {
+                problems.push(format!("the key property `{key_property}` {problem}: {create}"));
+            }
         }
         let (mut missing, mut read_only) = (Vec::new(), Vec::new());
         for mapping in self.config.fields.iter() {

@@ -233,6 +233,20 @@ pub struct HubSpotDestinationConfig {
     /// Default: on for `email`, off otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lowercase_id: Option<bool>,
+    /// A property with unique values that the destination writes with every upsert,
+    /// holding the sync key's value as text (`"42"`; a key of several columns as the JSON
+    /// array of their texts, `["eu","42"]`). Optional. It lets a Mirror delete find the
+    /// record of a key whose write's answer was lost, when no key column is mapped to the
+    /// id property; without it such a delete is applied without a call, and may leave the
+    /// record behind (see the [module docs](super#deletes-mirror-mode)).
+    ///
+    /// Create it in HubSpot as a single-line text property with "Require unique values for
+    /// this property" on (Settings → Properties → Create property; or `POST
+    /// /crm/properties/{version}/{object}` with its `name`, `label`, `groupName` and
+    /// `"type": "string", "fieldType": "text", "hasUniqueValue": true`), e.g.
+    /// `rse_sync_key`: one per sync writing the object, and not in `fields`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_property: Option<String>,
     /// The API version (default `2026-03`).
     #[serde(default)]
     pub api_version: ApiVersion,
@@ -281,6 +295,7 @@ impl HubSpotDestinationConfig {
             fields: FieldMap::new(),
             id_property: None,
             lowercase_id: None,
+            key_property: None,
             api_version: ApiVersion::default(),
             base_url: default_base_url(),
             name: None,
@@ -318,6 +333,13 @@ impl HubSpotDestinationConfig {
     /// Whether the id value is trimmed and lower-cased.
     pub fn with_lowercase_id(mut self, lowercase: bool) -> Self {
         self.lowercase_id = Some(lowercase);
+        self
+    }
+
+    /// Writes the sync key's value to the unique property `property` with every upsert, so
+    /// that a delete can find the record by it (see [`key_property`](Self::key_property)).
+    pub fn with_key_property(mut self, property: impl Into<String>) -> Self {
+        self.key_property = Some(property.into());
         self
     }
 
@@ -413,6 +435,23 @@ impl HubSpotDestinationConfig {
             return fail(format!(
                 "no field is mapped to the id property `{id_property}`; map the field holding it, e.g. {{\"field\": \"{id_property}\", \"property\": \"{id_property}\"}}"
             ));
+        }
+        if let Some(key_property) = &self.key_property {
+            if !path_safe(key_property) {
+                return fail(format!(
+                    "`key_property` is `{key_property}`; write the internal name of a property with unique values, e.g. `rse_sync_key`"
+                ));
+            }
+            if key_property == id_property {
+                return fail(format!(
+                    "`key_property` is the id property `{id_property}`; name another property with unique values (e.g. `rse_sync_key`), or leave `key_property` unset"
+                ));
+            }
+            if let Some(field) = field_of(&self.fields, key_property) {
+                return fail(format!(
+                    "`key_property` `{key_property}` is also mapped from field `{field}`; the destination writes the sync key to it, so remove it from `fields`"
+                ));
+            }
         }
         if self.max_batch_rows == 0 || self.max_batch_rows > MAX_BATCH_INPUTS {
             return fail(format!(

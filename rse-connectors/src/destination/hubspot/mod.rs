@@ -30,10 +30,35 @@
 //!
 //! # Deletes (Mirror mode)
 //! A delete archives the record by the id kept in its key's memo, in one `batch/archive`
-//! call per batch. A key without a memo was never confirmed written by this sync — it
-//! never reached HubSpot, or its write's answer was lost — so its delete is applied
-//! without a call: archiving by a guess (the e-mail address, a search) could remove a
-//! record someone else created. Only records this sync created or updated are archived.
+//! call per batch.
+//!
+//! A key can have no memo while its record exists: its write landed, the process died (or
+//! the answer was lost) before the acknowledgement carrying the record id was committed,
+//! and the key left the model before a run sent its row again. The runner plans deletes
+//! only for keys this sync delivered or sent a change for, so a record found under the
+//! key's own identity was written (created, or overwritten by an upsert) by this sync. Such
+//! deletes find their records in one `POST …/batch/read` call per batch, then go with the
+//! batch's other archives:
+//! 1. by the id property, when a key column is mapped to it (a unique `customer_id` mapped
+//!    from the key column `customer_id`; contacts keyed by their e-mail address);
+//! 2. else by the [`key_property`](HubSpotDestinationConfig::key_property), when one is
+//!    configured: a unique text property the destination writes with every upsert,
+//!    holding the key's value;
+//! 3. else nothing identifies the record from the key: the delete is applied without a
+//!    call, with a warning naming the key's hash. **This is the one case where a Mirror
+//!    sync may leave a record behind** (say contacts matched by e-mail, keyed by a customer
+//!    id): configure a `key_property` to close it.
+//!
+//! A value no record holds is nothing to archive. Nothing is archived by a guess (an
+//! e-mail address that is not the key, a search), which could remove a record someone
+//! else created; nor is a record an upsert of the same batch wrote, which belongs to that
+//! upsert's key now. Finding records needs the object's read scope (e.g.
+//! `crm.objects.contacts.read`) besides its write scope.
+//!
+//! With a key property, a row whose id property's value changes (a new e-mail address) is
+//! refused by HubSpot: upserting by the new value would create a second record holding the
+//! key, which the record of the old value holds. (Without one, the new value makes a new
+//! record, and the old one stays behind.)
 //!
 //! # Quota
 //! The runner paces calls to the account's burst limit ([`BurstLimit`], e.g. 190 per 10 s):
@@ -45,8 +70,9 @@
 //! window is spent and ends the run as `QuotaExhausted` when the day's allowance is (less
 //! [`quota_reserve`](rse_core::SyncOptions::quota_reserve)). A 429 for the rolling window
 //! waits for the window; a 429 `DAILY` ends the run cleanly, every unsent change kept.
-//! A batch holding both upserts and deletes makes two calls (upserts first); when the second
-//! fails, the whole batch is sent again, which both calls are safe to repeat.
+//! A batch holding both upserts and deletes makes two or three calls (upserts, then the
+//! records of deletes without a record id read, then archives); when a later one fails,
+//! the whole batch is sent again, which every call is safe to repeat.
 //!
 //! # Authentication
 //! A private-app token (`{"type": "bearer", "token": {"env": "HUBSPOT_TOKEN"}}`) or an
@@ -71,13 +97,14 @@
 //! ```
 //!
 //! Follows /work/shared/contracts/saas-contracts.md §1 and HubSpot's "CRM objects" (batch
-//! upsert, batch archive), "Properties", "API usage guidelines and limits" and "OAuth"
+//! upsert, batch read by unique property value, batch archive), "Properties", "API usage guidelines and limits" and "OAuth"
 //! documentation.
 
 mod check;
 pub mod classify;
 pub mod config;
 mod quota;
+mod resolve;
 mod write;
 
 use std::sync::{Arc, Mutex, PoisonError};
@@ -100,6 +127,7 @@ const BURST: u32 = 2;
 #[derive(Debug, Clone)]
 struct Urls {
     upsert: Url,
+    read: Url,
     archive: Url,
     properties: Url,
 }
@@ -160,6 +188,7 @@ impl HubSpotDestination {
         let join = |path: &str| base.join(path).map_err(|_| bad_url());
         let urls = Urls {
             upsert: join(&format!("{objects}/batch/upsert"))?,
+            read: join(&format!("{objects}/batch/read"))?,
             archive: join(&format!("{objects}/batch/archive"))?,
             properties: join(&config.api_version.properties_path(&config.object))?,
         };
@@ -233,9 +262,10 @@ impl Destination for HubSpotDestination {
     }
 
     /// Reads the object's property definitions: the token is accepted (a missing scope is
-    /// named), the id property exists and holds unique values, and every mapped property
-    /// exists and takes writes (those that do not are named). A missing write scope shows
-    /// at the first write, which names it.
+    /// named), the id property exists and holds unique values, the key property (when one
+    /// is configured) exists, takes writes and holds unique values, and every mapped
+    /// property exists and takes writes (those that do not are named). A missing write or
+    /// read scope shows at the first call that needs it, which names it.
     async fn check(&self) -> Result<(), DestinationError> {
         self.check_properties().await
     }

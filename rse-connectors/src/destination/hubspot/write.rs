@@ -1,17 +1,20 @@
 //! One batch: its upserts in one `batch/upsert` call by the id property, its deletes in
-//! one `batch/archive` call by record id, and each change's outcome from the answers.
+//! one `batch/archive` call by record id (those without one found first by a `batch/read`,
+//! [`resolve`](super::resolve)), and each change's outcome from the answers.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::SystemTime;
 
 use reqwest::Method;
 use rse_core::{ChangeBatch, DestinationError, Memo, Op, QuotaFeedback, Receipt, WriteOutcome, WriteOutcomes};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json, json};
+use tracing::warn;
 
 use super::HubSpotDestination;
 use super::classify::input_reason;
 use super::quota::feedback;
+use super::resolve::{Finder, Lookups, key_text};
 use crate::saas::{BatchIdentities, BoundFieldMap, ItemResult, KeyedItems, SaasRequest, SaasResponse};
 
 /// One input of a batch upsert.
@@ -75,15 +78,29 @@ impl HubSpotDestination {
         let fields = self.bound(&batch.schema)?;
         let mut upserts = Upserts::default();
         let mut archives = Archives::default();
+        let finder = self.finder(&batch.schema);
+        let mut lookups = Lookups::default();
         let mut seen = BatchIdentities::new(format!("HubSpot `{}` record", self.config.object), &self.id_property);
         for (i, change) in batch.changes.iter().enumerate() {
             if change.op == Op::Delete {
                 match change.memo.as_ref().map(|m| m.as_str().filter(|id| is_record_id(id))) {
-                    // A key this sync holds no record id for was never confirmed written by
-                    // it: nothing of it is known to be in HubSpot, and archiving by a guess
-                    // (the id property's value, a search) could remove a record someone
-                    // else created. Nothing to do.
-                    None => outcomes.applied(i),
+                    // No record id kept: the key's write may have landed with its answer
+                    // lost. The runner deletes only keys this sync sent a change for, so a
+                    // record found under the key's own identity (the id property mapped
+                    // from it, the key property) is one this sync wrote.
+                    None => match self.lookup_value(finder, &change.key) {
+                        Ok(Some(value)) => lookups.add(i, value),
+                        Ok(None) if finder == Finder::Nothing => {
+                            warn!(
+                                destination = %self.name,
+                                key = %change.key.redacted(),
+                                "Delete without a record id applied without a call: nothing identifies its record from the key; set `key_property` so that it can be found."
+                            );
+                            outcomes.applied(i);
+                        }
+                        Ok(None) => outcomes.applied(i),
+                        Err(reason) => outcomes.rejected(i, reason),
+                    },
                     Some(Some(id)) => {
                         if !archives.ids.iter().any(|known| known == id) {
                             archives.ids.push(id.to_owned());
@@ -102,7 +119,7 @@ impl HubSpotDestination {
                 outcomes.rejected(i, format!("a {} change without a record; this is a bug in the runner", change.op));
                 continue;
             };
-            match self.input(&fields, record) {
+            match self.input(&fields, record, &change.key) {
                 Ok((id, properties)) => {
                     if !seen.claim_or_reject(&mut outcomes, i, &change.key, &id) {
                         continue;
@@ -127,23 +144,38 @@ impl HubSpotDestination {
         }
 
         let mut quota = None;
+        let mut written = HashSet::new();
         if !upserts.inputs.is_empty() {
             let body = Inputs { inputs: &upserts.inputs };
             let request = SaasRequest::json(Method::POST, self.urls.upsert.clone(), &body)?;
             let answer = self.client.send(&request).await?.success_or(&self.classifier)?;
             quota = self.quota(&answer).or(quota);
-            self.record_upserts(&answer, &upserts, &mut outcomes)?;
+            written = self.record_upserts(&answer, &upserts, &mut outcomes)?;
         }
+        if !lookups.values.is_empty() {
+            let found = self.find(self.lookup_property(finder), &lookups, &mut outcomes).await?;
+            quota = self.quota(&found.answer).or(quota);
+            for id in found.ids {
+                if !archives.ids.contains(&id) {
+                    archives.ids.push(id);
+                }
+            }
+            let open = lookups.positions.iter().map(|(i, _)| *i).filter(|&i| !outcomes.is_set(i));
+            archives.positions.extend(open);
+        }
+        // A record an upsert of this batch just wrote belongs to that change's key now (a
+        // key that left and another that arrived with its e-mail address): it stays.
+        archives.ids.retain(|id| !written.contains(id));
         if !archives.ids.is_empty() {
             let inputs: Vec<Json> = archives.ids.iter().map(|id| json!({ "id": id })).collect();
             let request = SaasRequest::json(Method::POST, self.urls.archive.clone(), &json!({ "inputs": inputs }))?;
             let answer = self.client.send(&request).await?.success_or(&self.classifier)?;
             quota = self.quota(&answer).or(quota);
-            // HubSpot answers 204 for the whole batch; an id already archived or unknown is
-            // no error, so a repeated archive is safe.
-            for &i in &archives.positions {
-                outcomes.applied(i);
-            }
+        }
+        // HubSpot answers 204 for the whole batch; an id already archived or unknown is no
+        // error, so a repeated archive is safe.
+        for &i in &archives.positions {
+            outcomes.applied(i);
         }
         if let Some(quota) = quota {
             outcomes.set_quota(quota);
@@ -151,9 +183,19 @@ impl HubSpotDestination {
         outcomes.finish(&self.name)
     }
 
-    /// The input for `record`: its id value (normalized) and its properties.
-    fn input(&self, fields: &BoundFieldMap, record: &rse_core::Record) -> Result<(String, Map<String, Json>), String> {
+    /// The input for `record` of `key`: its id value (normalized) and its properties, with
+    /// the key's text in the key property when one is configured.
+    fn input(
+        &self,
+        fields: &BoundFieldMap,
+        record: &rse_core::Record,
+        key: &rse_core::Key,
+    ) -> Result<(String, Map<String, Json>), String> {
         let mut properties = fields.properties(record)?;
+        if let Some(key_property) = &self.config.key_property {
+            let text = key_text(key).map_err(|problem| format!("HubSpot property `{key_property}`: {problem}"))?;
+            properties.insert(key_property.clone(), Json::String(text));
+        }
         let raw = properties.get(&self.id_property).and_then(Json::as_str).unwrap_or_default();
         let id = if self.lowercase_id { raw.trim().to_lowercase() } else { raw.to_owned() };
         if id.is_empty() {
@@ -171,13 +213,14 @@ impl HubSpotDestination {
     }
 
     /// Sets each sent change's outcome from a batch upsert answer: a 200, a 207 with
-    /// `errors`, or a 2026-09 200 with `errors` and `numErrors`.
+    /// `errors`, or a 2026-09 200 with `errors` and `numErrors`; returns the ids of the
+    /// records written.
     fn record_upserts(
         &self,
         answer: &SaasResponse,
         upserts: &Upserts<'_>,
         outcomes: &mut WriteOutcomes,
-    ) -> Result<(), DestinationError> {
+    ) -> Result<HashSet<String>, DestinationError> {
         let parsed: UpsertAnswer = answer.json("the batch upsert answer")?;
         let Some(results) = parsed.results else {
             return Err(DestinationError::fatal(format!(
@@ -192,6 +235,7 @@ impl HubSpotDestination {
             false => None,
         };
         let mut items: Vec<(String, ItemResult)> = Vec::with_capacity(results.len() + parsed.errors.len());
+        let mut written = HashSet::with_capacity(results.len());
         for (n, result) in results.into_iter().enumerate() {
             let trace = result.object_write_trace_id.or_else(|| {
                 let properties = echoed.as_ref()?.get("results")?.get(n)?.get("properties")?;
@@ -204,6 +248,7 @@ impl HubSpotDestination {
             };
             if let Some(id) = result.id.filter(|id| is_record_id(id)) {
                 receipt = receipt.with_memo(Memo::text(&id)?);
+                written.insert(id);
             }
             items.push((trace.unwrap_or_default(), ItemResult::AppliedWith(receipt)));
         }
@@ -230,7 +275,8 @@ impl HubSpotDestination {
                 items.push((trace, result));
             }
         }
-        upserts.sent.record(&self.name, outcomes, items)
+        upserts.sent.record(&self.name, outcomes, items)?;
+        Ok(written)
     }
 
     fn trace_of(&self, upserts: &Upserts<'_>, id: &str) -> Option<String> {
@@ -244,6 +290,6 @@ fn text(value: Option<&Json>) -> Option<&str> {
 }
 
 /// Whether `id` looks like a HubSpot record id (digits).
-fn is_record_id(id: &str) -> bool {
+pub(super) fn is_record_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 32 && id.bytes().all(|b| b.is_ascii_digit())
 }

@@ -1,5 +1,7 @@
 //! The HubSpot contract file, compiled once per test binary: the validators of its `x-roots`,
-//! plus the archive request, which the file does not describe.
+//! plus the archive request and the batch read's request and answer, which the file does not
+//! describe (the file covers batch upsert only): those are this server's own rules, written
+//! from HubSpot's documentation, and say so in their root names.
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -21,6 +23,15 @@ pub const RATE_LIMIT: &str = "RateLimitResponse429";
 /// shaped after HubSpot's "Archive a batch of objects by ID" reference (saas-contracts.md §1,
 /// source HS29) and the SDK model `BatchInputSimplePublicObjectId`.
 pub const ARCHIVE_REQUEST: &str = "ArchiveRequest (rse, from HubSpot's docs)";
+/// Not in the contract file: `POST .../batch/read`, shaped after HubSpot's "Retrieve records by
+/// ID or unique property value" (batch read) reference and the SDK model
+/// `BatchReadInputSimplePublicObjectId`: `inputs` (`[{"id"}]`), `properties` and
+/// `propertiesWithHistory` required, `idProperty` optional.
+pub const READ_REQUEST: &str = "BatchReadRequest (rse, from HubSpot's docs)";
+/// Not in the contract file: a batch read's 200 or 207 answer, after the SDK model
+/// `BatchResponseSimplePublicObject(WithErrors)`; its `status` and `errors[]` items are the
+/// contract file's `BatchStatus` and `StandardError`.
+pub const READ_RESPONSE: &str = "BatchReadResponse (rse, from HubSpot's docs)";
 
 /// Where the contract file is read from: the directory `RSE_CONTRACTS` names, else
 /// `../shared/contracts/` beside the project root, the first ancestor of the crate compiling
@@ -80,6 +91,51 @@ impl Contract {
             }}}
         });
         validators.insert(ARCHIVE_REQUEST, jsonschema::validator_for(&archive).expect("the archive schema compiles"));
+        let strings = json!({"type": "array", "items": {"type": "string"}});
+        let read = json!({
+            "type": "object",
+            "required": ["inputs", "properties", "propertiesWithHistory"],
+            "additionalProperties": false,
+            "properties": {
+                "inputs": {"type": "array", "items": {
+                    "type": "object", "required": ["id"], "additionalProperties": false,
+                    "properties": {"id": {"type": "string", "minLength": 1}}
+                }},
+                "properties": strings,
+                "propertiesWithHistory": strings,
+                "idProperty": {"type": "string", "minLength": 1}
+            }
+        });
+        validators.insert(READ_REQUEST, jsonschema::validator_for(&read).expect("the read schema compiles"));
+        let time = json!({"type": "string", "format": "date-time"});
+        let read_answer = json!({
+            "type": "object",
+            "required": ["status", "results", "startedAt", "completedAt"],
+            "dependentRequired": {"errors": ["numErrors"]},
+            "properties": {
+                "status": {"$ref": format!("{uri}#/$defs/BatchStatus")},
+                "results": {"type": "array", "items": {
+                    "type": "object",
+                    "required": ["id", "properties", "createdAt", "updatedAt", "archived"],
+                    "properties": {
+                        "id": {"type": "string"},
+                        "properties": {"type": "object", "additionalProperties": {"type": ["string", "null"]}},
+                        "createdAt": time, "updatedAt": time, "archivedAt": time,
+                        "archived": {"type": "boolean"}
+                    }
+                }},
+                "requestedAt": time, "startedAt": time, "completedAt": time,
+                "numErrors": {"type": "integer", "minimum": 1},
+                "errors": {"type": "array", "items": {"$ref": format!("{uri}#/$defs/StandardError")}},
+                "links": {"type": "object"}
+            }
+        });
+        let validator = jsonschema::options()
+            .should_validate_formats(true)
+            .with_registry(&registry)
+            .build(&read_answer)
+            .expect("the read answer's schema compiles");
+        validators.insert(READ_RESPONSE, validator);
         Contract { validators }
     }
 

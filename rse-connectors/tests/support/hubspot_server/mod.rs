@@ -1,11 +1,12 @@
-//! An in-process HubSpot for tests and benches: CRM objects batch upsert and archive, the
-//! properties listing and the OAuth token endpoint, answering as HubSpot documents, with
+//! An in-process HubSpot for tests and benches: CRM objects batch upsert, read and archive,
+//! the properties listing and the OAuth token endpoint, answering as HubSpot documents, with
 //! every request body and every response body checked against the contract.
 //!
 //! Follows /work/shared/contracts/hubspot/crm-batch-upsert.schema.json (its `x-roots`) and
 //! SOURCE.md beside it; /work/shared/contracts/saas-contracts.md §1 (HubSpot) and §8 (what a
-//! contract server enforces). Where the schema says nothing (archive, properties, OAuth,
-//! rate limits) each module names the HubSpot documentation it follows.
+//! contract server enforces). Where the schema says nothing (archive, batch read, properties,
+//! OAuth, rate limits) each module names the HubSpot documentation it follows, and the bodies
+//! of archive and batch read are checked by this server's own rules ([`contract`]).
 //!
 //! A test ends with [`HubSpot::assert_no_violations`]: a request that breaks the contract is
 //! recorded there (and answered 400, so it cannot pass unnoticed), and so is an answer of
@@ -16,6 +17,7 @@ pub mod auth;
 pub mod contract;
 pub mod crm;
 pub mod limits;
+pub mod read;
 pub mod wire;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -52,6 +54,7 @@ pub enum Fault {
 enum Route {
     Upsert(Version, String),
     Archive(Version, String),
+    Read(Version, String),
     Properties(String),
     Token,
 }
@@ -66,6 +69,7 @@ fn route(method: &Method, path: &str) -> Option<Route> {
     let write = |version: Version, object: &str, op: &str| match op {
         "upsert" => Some(Route::Upsert(version, object.to_owned())),
         "archive" => Some(Route::Archive(version, object.to_owned())),
+        "read" => Some(Route::Read(version, object.to_owned())),
         _ => None,
     };
     match (method.as_str(), segs.as_slice()) {
@@ -93,9 +97,9 @@ pub struct Inner {
     pub violations: Vec<String>,
     /// Every request, whatever its answer.
     pub requests: u64,
-    /// Admitted CRM calls by endpoint (`upsert`, `archive`, `properties`), and `token`.
+    /// Admitted CRM calls by endpoint (`upsert`, `read`, `archive`, `properties`), and `token`.
     pub calls: BTreeMap<&'static str, u64>,
-    /// The bodies of upsert and archive calls, with their paths, when `keep_bodies`.
+    /// The bodies of upsert, read and archive calls, with their paths, when `keep_bodies`.
     pub keep_bodies: bool,
     pub bodies: Vec<(String, Json)>,
     /// Records archived, by object type name.
@@ -186,6 +190,24 @@ impl Inner {
                     Ok(b) => {
                         let (reply, archived) = self.crm.archive(&object, &b, self.batch_limit);
                         self.archived.extend(archived.into_iter().map(|id| (object.clone(), id)));
+                        if self.keep_bodies {
+                            self.bodies.push((uri.path().to_owned(), b));
+                        }
+                        reply
+                    }
+                }
+            }
+            Route::Read(version, object) => {
+                *self.calls.entry("read").or_default() += 1;
+                // The contract file covers upsert only: a read body is checked by this
+                // server's rules, written from HubSpot's batch read reference (read.rs).
+                match self
+                    .json_body(headers, body, &what)
+                    .and_then(|b| self.checked(contract::READ_REQUEST, &b, &what).map(|()| b))
+                {
+                    Err(reply) => reply,
+                    Ok(b) => {
+                        let reply = self.crm.read(version, &object, &b, self.batch_limit);
                         if self.keep_bodies {
                             self.bodies.push((uri.path().to_owned(), b));
                         }
