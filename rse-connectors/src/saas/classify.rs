@@ -246,8 +246,7 @@ pub fn transport_error(destination: &str, url: &reqwest::Url, error: reqwest::Er
 /// `scheme://host[:port]` of `url`: where it goes, without the path and query that may
 /// carry keys or tokens.
 pub fn origin(url: &reqwest::Url) -> String {
-    let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
-    format!("{}://{}{port}", url.scheme(), url.host_str().unwrap_or(""))
+    crate::destination::http::origin(url)
 }
 
 /// Keys whose values are vendor error codes or categories, as they appear in HubSpot,
@@ -266,8 +265,6 @@ const CODE_KEYS: [&str; 10] = [
 ];
 /// Keys whose values name the field at fault (a string or a list of strings).
 const FIELD_KEYS: [&str; 4] = ["field", "fields", "param", "path"];
-/// The most codes kept.
-const MAX_CODES: usize = 10;
 
 /// The error codes and field names in a vendor's error body, as `errorCode=X, field=Y`;
 /// empty when it has none.
@@ -291,50 +288,10 @@ const MAX_CODES: usize = 10;
 /// assert_eq!(error_codes(&hubspot), "category=VALIDATION_ERROR");
 /// ```
 pub fn error_codes(json: &Json) -> String {
-    let mut found: Vec<(&'static str, String)> = Vec::new();
-    let mut add = |key: &'static str, value: &Json| {
-        let text = match value {
-            Json::String(s) => s.clone(),
-            Json::Number(n) if n.is_i64() || n.is_u64() => n.to_string(),
-            _ => return,
-        };
-        if found.len() < MAX_CODES
-            && looks_like_identifier(&text)
-            && !found.iter().any(|(k, v)| *k == key && *v == text)
-        {
-            found.push((key, text));
-        }
-    };
-    let mut read = |error: &Json| {
-        for key in CODE_KEYS {
-            if let Some(value) = error.get(key) {
-                add(key, value);
-            }
-        }
-        for key in FIELD_KEYS {
-            match error.get(key) {
-                Some(Json::Array(names)) => names.iter().for_each(|name| add("field", name)),
-                Some(value) => add("field", value),
-                None => {}
-            }
-        }
-    };
-    let (tops, listed): (Vec<&Json>, &[Json]) = match json {
-        Json::Array(list) => (Vec::new(), list.as_slice()),
-        _ => (std::iter::once(json).chain(json.get("error").filter(|e| e.is_object())).collect(), &[]),
-    };
-    tops.iter().for_each(|error| read(error));
-    let lists = tops.iter().filter_map(|error| error.get("errors").and_then(Json::as_array));
-    for error in listed.iter().chain(lists.flatten()).take(MAX_CODES) {
-        read(error);
-    }
-    found.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", ")
+    crate::destination::http::error_codes_in(json, &CODE_KEYS, &FIELD_KEYS)
 }
 
-/// Whether `text` looks like a code or a field name rather than a sentence or a value.
-pub(crate) fn looks_like_identifier(text: &str) -> bool {
-    !text.is_empty() && text.len() <= 100 && text.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.:/#[]".contains(&b))
-}
+pub(crate) use crate::destination::http::looks_like_identifier;
 
 #[cfg(test)]
 mod tests {

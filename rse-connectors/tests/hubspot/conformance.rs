@@ -3,66 +3,20 @@
 //!
 //! The suite writes changes without memos, as a first run would. A CRM archives by the
 //! record id a key's earlier write answered, which the runner keeps and hands back
-//! (`Change::memo`); so the suite runs through [`AsRunner`], which keeps memos as the
+//! (`Change::memo`); so the suite runs through [`KeepMemos`](rse_core::testing::KeepMemos), which keeps memos as the
 //! runner does. Without it (the second test) the suite's deletes find no record id, and
 //! find their records by `external_id` instead, which is mapped from the key.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use rse_connectors::hubspot::ApiVersion;
 use rse_connectors::{HubSpotDestination, HubSpotDestinationConfig};
-use rse_core::testing::{DestinationReadback, check_destination};
+use rse_core::testing::{DestinationReadback, KeepMemos, check_destination};
 use rse_core::*;
 
 use super::common::VERSIONS;
 use crate::hubspot_server::{HubSpot, PropertyDef, TOKEN};
-
-/// A destination wrapped to keep memos per key as the runner does: a receipt's memo is
-/// stored, an applied delete clears it, and each change is handed its key's memo.
-struct AsRunner<D> {
-    inner: D,
-    memos: Mutex<HashMap<Key, Memo>>,
-}
-
-#[async_trait]
-impl<D: Destination> Destination for AsRunner<D> {
-    fn name(&self) -> &str {
-        self.inner.name()
-    }
-    fn capabilities(&self) -> DestinationCapabilities {
-        self.inner.capabilities()
-    }
-    fn check_schema(&self, schema: &Schema) -> Result<(), DestinationError> {
-        self.inner.check_schema(schema)
-    }
-    async fn check(&self) -> Result<(), DestinationError> {
-        self.inner.check().await
-    }
-    async fn write(&self, batch: &ChangeBatch) -> Result<WriteOutcome, DestinationError> {
-        let mut batch = batch.clone();
-        {
-            let memos = self.memos.lock().unwrap();
-            for change in &mut batch.changes {
-                change.memo = memos.get(&change.key).cloned();
-            }
-        }
-        let out = self.inner.write(&batch).await?;
-        let mut memos = self.memos.lock().unwrap();
-        for (i, change) in batch.changes.iter().enumerate() {
-            if out.outcomes[i] != ChangeOutcome::Applied {
-                continue;
-            }
-            if change.op == Op::Delete {
-                memos.remove(&change.key);
-            } else if let Some(memo) = out.receipt(i).and_then(|r| r.memo.clone()) {
-                memos.insert(change.key.clone(), memo);
-            }
-        }
-        Ok(out)
-    }
-}
 
 /// The conformance records as companies (`id` → the unique `external_id`).
 struct Companies(HubSpot);
@@ -104,7 +58,7 @@ async fn companies(version: ApiVersion) -> (HubSpot, HubSpotDestination) {
 async fn the_destination_passes_the_conformance_suite_in_every_version() {
     for version in VERSIONS {
         let (hs, destination) = companies(version).await;
-        let destination = AsRunner { inner: destination, memos: Mutex::default() };
+        let destination = KeepMemos::new(destination);
         let readback = Companies(hs.clone());
         check_destination(&destination, Some(&readback)).await.unwrap_or_else(|e| panic!("{version}: {e}"));
         // Deletes archived by the record ids the writes answered, never by a guess.
@@ -122,7 +76,7 @@ async fn the_destination_passes_the_conformance_suite_in_every_version() {
 #[tokio::test]
 async fn through_box_and_arc_dyn_too() {
     let (hs, destination) = companies(ApiVersion::V2026_03).await;
-    let boxed: Box<dyn Destination> = Box::new(AsRunner { inner: destination, memos: Mutex::default() });
+    let boxed: Box<dyn Destination> = Box::new(KeepMemos::new(destination));
     check_destination(boxed.as_ref(), None).await.unwrap();
     let (hs2, destination) = companies(ApiVersion::V3).await;
     let shared: Arc<dyn Destination> = Arc::new(destination);

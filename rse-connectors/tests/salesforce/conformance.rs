@@ -5,7 +5,7 @@
 //! The suite builds its batches itself, without the runner, so its deletes carry no memo: a
 //! Salesforce delete then looks the record up by the external id the key gives. The runner
 //! hands a key's memo (the record id) back with its later changes, and deletes go by it; so
-//! the suite runs through `WithMemos` as well, which keeps each key's memo from the write's
+//! the suite runs through `KeepMemos` as well, which keeps each key's memo from the write's
 //! receipts and hands it back with the key's next change, as the runner does with the state.
 //! Inserts of keys already held, a batch written twice, updates, deletes of missing keys, a
 //! full batch hold as for any destination. The records are read back by external id.
@@ -13,71 +13,15 @@
 //! Follows the REST API Developer Guide ("Upsert Records Using sObject Collections", "Delete
 //! Records Using sObject Collections") and the Bulk API 2.0 Developer Guide; saas-contracts.md §2.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-
 use async_trait::async_trait;
-use rse_connectors::{Destination, DestinationError, SalesforceBulkOptions, SalesforceDestination};
+use rse_connectors::{Destination, SalesforceBulkOptions, SalesforceDestination};
 use rse_core::error::BoxError;
-use rse_core::testing::{DestinationReadback, check_destination};
-use rse_core::{
-    ChangeBatch, ChangeOutcome, DestinationCapabilities, Key, Memo, Op, Record, Schema, Value, WriteOutcome,
-};
+use rse_core::testing::{DestinationReadback, KeepMemos, check_destination};
+use rse_core::{Key, Record, Schema, Value};
 use serde_json::Value as Json;
 
 use crate::salesforce_server::SalesforceServer;
 use crate::world::{EXT, fast_poll, jwt};
-
-/// Hands each change the memo its key's last applied change left, as the runner does.
-struct WithMemos<D> {
-    inner: D,
-    memos: Mutex<HashMap<Key, Memo>>,
-}
-
-#[async_trait]
-impl<D: Destination> Destination for WithMemos<D> {
-    fn name(&self) -> &str {
-        self.inner.name()
-    }
-
-    fn capabilities(&self) -> DestinationCapabilities {
-        self.inner.capabilities()
-    }
-
-    fn check_schema(&self, schema: &Schema) -> Result<(), DestinationError> {
-        self.inner.check_schema(schema)
-    }
-
-    async fn check(&self) -> Result<(), DestinationError> {
-        self.inner.check().await
-    }
-
-    async fn write(&self, batch: &ChangeBatch) -> Result<WriteOutcome, DestinationError> {
-        let mut batch = batch.clone();
-        {
-            let memos = self.memos.lock().unwrap();
-            for change in &mut batch.changes {
-                change.memo = memos.get(&change.key).cloned();
-            }
-        }
-        let out = self.inner.write(&batch).await?;
-        let mut memos = self.memos.lock().unwrap();
-        for (i, (change, outcome)) in batch.changes.iter().zip(&out.outcomes).enumerate() {
-            match (outcome, change.op) {
-                (ChangeOutcome::Applied, Op::Delete) => {
-                    memos.remove(&change.key);
-                }
-                (ChangeOutcome::Applied, _) => {
-                    if let Some(memo) = out.receipt(i).and_then(|r| r.memo.clone()) {
-                        memos.insert(change.key.clone(), memo);
-                    }
-                }
-                _ => {}
-            }
-        }
-        Ok(out)
-    }
-}
 
 /// The contact with the key's external id, as a record of the conformance schema.
 struct Readback(SalesforceServer);
@@ -107,7 +51,7 @@ async fn suite(bulk: SalesforceBulkOptions, memos: bool) -> SalesforceServer {
         .with_bulk(bulk.with_poll(fast_poll()));
     let dest: Box<dyn Destination> = Box::new(SalesforceDestination::new(config).unwrap());
     if memos {
-        let dest = WithMemos { inner: dest, memos: Mutex::new(HashMap::new()) };
+        let dest = KeepMemos::new(dest);
         check_destination(&dest, Some(&Readback(server.clone()))).await.unwrap();
     } else {
         check_destination(&dest, Some(&Readback(server.clone()))).await.unwrap();

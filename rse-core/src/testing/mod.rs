@@ -8,6 +8,7 @@ mod batch;
 mod conformance;
 mod exact;
 mod faults;
+mod memos;
 mod source_suite;
 pub use source_suite::*;
 
@@ -18,6 +19,7 @@ pub use conformance::{
 };
 pub use exact::{identical, identical_json, identical_records};
 pub use faults::FaultyDestination;
+pub use memos::KeepMemos;
 
 pub use crate::memory::{Delivery, MemoryDestination, MemorySource, MemoryStateStore};
 

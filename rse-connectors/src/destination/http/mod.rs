@@ -119,7 +119,8 @@ pub use request::sign;
 use request::{Slot, UrlTemplate, batch_idempotency_key, change_object};
 pub use reqwest::Method;
 pub use response::parse_retry_after;
-use response::{Answer, Reading, Sent, origin};
+use response::{Answer, Reading, Sent};
+pub(crate) use response::{error_codes_in, looks_like_identifier, origin};
 
 use crate::destination::Secret;
 

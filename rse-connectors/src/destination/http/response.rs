@@ -182,7 +182,7 @@ impl Reading<'_> {
 
 /// `scheme://host[:port]` of `url`: where it goes, without the path and query that may
 /// carry data.
-pub(super) fn origin(url: &Url) -> String {
+pub(crate) fn origin(url: &Url) -> String {
     let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
     format!("{}://{}{port}", url.scheme(), url.host_str().unwrap_or(""))
 }
@@ -212,6 +212,12 @@ const MAX_CODES: usize = 10;
 /// has none. Read from the object itself, its `error` object, and the objects of an
 /// `errors` array in either (see the module docs); free text is never read.
 fn error_codes(json: &Json) -> String {
+    error_codes_in(json, &CODE_KEYS, &FIELD_KEYS)
+}
+
+/// [`error_codes`] with the keys that hold codes and field names (a field key may hold one
+/// name or a list of them): the SaaS kit reads a wider set of vendors' keys the same way.
+pub(crate) fn error_codes_in(json: &Json, code_keys: &[&'static str], field_keys: &[&'static str]) -> String {
     let mut found: Vec<(&str, String)> = Vec::new();
     let mut add = |key: &'static str, value: &Json| {
         let text = match value {
@@ -227,14 +233,16 @@ fn error_codes(json: &Json) -> String {
         }
     };
     let mut read = |error: &Json| {
-        for key in CODE_KEYS {
+        for &key in code_keys {
             if let Some(value) = error.get(key) {
                 add(key, value);
             }
         }
-        for key in FIELD_KEYS {
-            if let Some(value) = error.get(key) {
-                add("field", value);
+        for &key in field_keys {
+            match error.get(key) {
+                Some(Json::Array(names)) => names.iter().for_each(|name| add("field", name)),
+                Some(value) => add("field", value),
+                None => {}
             }
         }
         if let Some(pointer) = error.pointer("/source/pointer") {
@@ -260,7 +268,7 @@ fn error_codes(json: &Json) -> String {
 
 /// Whether `text` looks like a code or a field name rather than a sentence or a value: at
 /// most 100 characters of ASCII letters, digits and `_ - . : / # [ ]`.
-fn looks_like_identifier(text: &str) -> bool {
+pub(crate) fn looks_like_identifier(text: &str) -> bool {
     !text.is_empty() && text.len() <= 100 && text.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.:/#[]".contains(&b))
 }
 
