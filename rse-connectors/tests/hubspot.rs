@@ -8,12 +8,15 @@
 #[path = "support/hubspot_server/mod.rs"]
 mod hubspot_server;
 
+/// SIGKILL mid-run, repeated: nothing lost, one record created per key.
+#[cfg(feature = "sqlite")]
+#[path = "support/child_run.rs"]
+mod child_run;
 #[path = "hubspot/common.rs"]
 mod common;
 /// The destination conformance suite, with the memos the runner would hand back.
 #[path = "hubspot/conformance.rs"]
 mod conformance;
-/// SIGKILL mid-run, repeated: nothing lost, one record created per key.
 #[cfg(feature = "sqlite")]
 #[path = "hubspot/kill.rs"]
 mod kill;

@@ -19,6 +19,9 @@
 #![cfg(all(feature = "sqlite", feature = "postgres"))]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "support/child_run.rs"]
+mod child_run;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -226,18 +229,7 @@ async fn kill_worker() {
         }
     };
     let sync = builder.build().await.unwrap();
-    let started = Instant::now();
-    let report = loop {
-        match sync.run().await {
-            Ok(report) => break report,
-            Err(Error::State(StateError::LeaseHeld { .. })) if started.elapsed() < Duration::from_secs(20) => {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Err(e) => panic!("the run failed: {e}"),
-        }
-    };
-    assert_eq!(report.status, RunStatus::Succeeded, "{report:?}");
-    println!("RESULT planned={}", report.counts.planned.total());
+    crate::child_run::run_after_the_lease_lapses(&sync).await;
 }
 
 fn create_source(path: &Path) {

@@ -24,10 +24,13 @@ mod bulk;
 /// The configuration, the schema and the org's describe, checked before sending.
 #[path = "salesforce/checks.rs"]
 mod checks;
+/// SIGKILL at random moments, with the state in SQLite.
+#[cfg(feature = "sqlite")]
+#[path = "support/child_run.rs"]
+mod child_run;
 /// The destination conformance suite, by Collections and by Bulk.
 #[path = "salesforce/conformance.rs"]
 mod conformance;
-/// SIGKILL at random moments, with the state in SQLite.
 #[cfg(feature = "sqlite")]
 #[path = "salesforce/kill.rs"]
 mod kill;

@@ -69,18 +69,7 @@ async fn kill_worker() {
         .build()
         .await
         .unwrap();
-    let started = Instant::now();
-    let report = loop {
-        match sync.run().await {
-            Ok(report) => break report,
-            Err(Error::State(StateError::LeaseHeld { .. })) if started.elapsed() < Duration::from_secs(20) => {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Err(e) => panic!("the run failed: {e}"),
-        }
-    };
-    assert_eq!(report.status, RunStatus::Succeeded, "{report}");
-    println!("RESULT planned={}", report.counts.planned.total());
+    crate::child_run::run_after_the_lease_lapses(&sync).await;
 }
 
 fn spawn(url: &str, state: &Path, generation: u32) -> std::process::Child {

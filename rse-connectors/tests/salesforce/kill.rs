@@ -28,7 +28,7 @@ use rse_connectors::state::SqliteStateStore;
 use rse_connectors::{SalesforceBulkOptions, SalesforceDestination, SalesforceDestinationConfig, Secret};
 use rse_core::memory::MemorySource;
 use rse_core::testing::unique_id;
-use rse_core::{Error, Mode, Record, RunStatus, StateError, SyncJob, SyncOptions, Value};
+use rse_core::{Mode, Record, SyncJob, SyncOptions, Value};
 use serde_json::Value as Json;
 
 use crate::salesforce_server::{SalesforceServer, test_key};
@@ -88,18 +88,7 @@ async fn worker() {
         .build()
         .await
         .unwrap();
-    let started = Instant::now();
-    let report = loop {
-        match sync.run().await {
-            Ok(report) => break report,
-            Err(Error::State(StateError::LeaseHeld { .. })) if started.elapsed() < Duration::from_secs(20) => {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Err(e) => panic!("the run failed: {e}"),
-        }
-    };
-    assert_eq!(report.status, RunStatus::Succeeded, "{report:?}");
-    println!("RESULT planned={}", report.counts.planned.total());
+    crate::child_run::run_after_the_lease_lapses(&sync).await;
 }
 
 struct Parent {
