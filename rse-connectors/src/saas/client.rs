@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
-use reqwest::{Method, Response, StatusCode, Url};
+use reqwest::{Method, StatusCode, Url};
 use rse_core::DestinationError;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -25,6 +25,7 @@ use tracing::debug;
 
 use super::auth::{SaasAuth, SaasAuthConfig};
 use super::classify::{Classifier, DEFAULT_MAX_RETRY_AFTER, Failure, classify, origin, transport_error};
+use crate::destination::http::read_capped;
 
 /// `User-Agent` of every request: `rse/<version>`.
 pub const USER_AGENT: &str = concat!("rse/", env!("CARGO_PKG_VERSION"));
@@ -477,18 +478,4 @@ fn prefix(name: &str, error: DestinationError) -> DestinationError {
         }
         other => other,
     }
-}
-
-/// Reads at most `cap` bytes of the body; the flag says whether that was all of it.
-pub(super) async fn read_capped(mut response: Response, cap: usize) -> Result<(Vec<u8>, bool), reqwest::Error> {
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await? {
-        let room = cap.saturating_sub(body.len());
-        if chunk.len() > room {
-            body.extend_from_slice(&chunk[..room]);
-            return Ok((body, false));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok((body, true))
 }

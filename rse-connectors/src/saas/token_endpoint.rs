@@ -78,7 +78,7 @@ impl Endpoint<'_> {
             request.send().await.map_err(|e| transport_error(&format!("{grant} token endpoint"), self.url, e))?;
         let status = response.status();
         let headers = std::mem::take(response.headers_mut());
-        let (body, complete) = super::client::read_capped(response, MAX_TOKEN_BODY)
+        let (body, complete) = crate::destination::http::read_capped(response, MAX_TOKEN_BODY)
             .await
             .map_err(|e| transport_error(&format!("{grant} token endpoint"), self.url, e))?;
         if status.is_success() {

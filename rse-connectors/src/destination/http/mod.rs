@@ -120,7 +120,7 @@ use request::{Slot, UrlTemplate, batch_idempotency_key, change_object};
 pub use reqwest::Method;
 pub use response::parse_retry_after;
 use response::{Answer, Reading, Sent};
-pub(crate) use response::{error_codes_in, looks_like_identifier, origin};
+pub(crate) use response::{error_codes_in, looks_like_identifier, origin, read_capped};
 
 use crate::destination::Secret;
 

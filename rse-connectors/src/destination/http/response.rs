@@ -188,7 +188,7 @@ pub(crate) fn origin(url: &Url) -> String {
 }
 
 /// Reads at most `cap` bytes of the body; the flag says whether that was all of it.
-async fn read_capped(mut response: Response, cap: usize) -> Result<(Vec<u8>, bool), reqwest::Error> {
+pub(crate) async fn read_capped(mut response: Response, cap: usize) -> Result<(Vec<u8>, bool), reqwest::Error> {
     let mut body = Vec::new();
     while let Some(chunk) = response.chunk().await? {
         let room = cap.saturating_sub(body.len());
