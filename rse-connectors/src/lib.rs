@@ -7,6 +7,8 @@
 
 pub use rse_core::{Destination, DestinationError, StateError, StateStore};
 
+#[cfg(feature = "audience")]
+pub mod audience;
 pub mod destination;
 #[cfg(feature = "encode")]
 pub mod encode;

@@ -1,0 +1,141 @@
+//! Ad audiences: a sync's rows are the members of one audience on an ad platform (Google
+//! Customer Match, Meta Custom Audiences), identified by personal data hashed the way each
+//! platform matches it.
+//!
+//! - [`IdentifierKind`]: what a column holds (an email address, a phone number, a postal
+//!   code…).
+//! - [`Normalizer`]: one per platform, because the platforms disagree (Google wants phone
+//!   numbers in E.164 *with* `+`, Meta digits only; Google's Data Manager API drops dots and
+//!   `+tags` from Gmail addresses). Each turns a raw value into the exact form the platform
+//!   hashes, and hashes it (SHA-256, lowercase hex when printed). A value that already is a
+//!   SHA-256 digest (64 hex characters) is recognised and passed through, never hashed twice;
+//!   identifiers the platform wants in clear (Meta `MADID`, `EXTERN_ID`, Google's mobile
+//!   ids, country and postal codes) are passed through unhashed.
+
+mod normalize;
+
+
+
+/// What an audience column holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum IdentifierKind {
+    /// An email address.
+    Email,
+    /// A phone number.
+    Phone,
+    /// A first (given) name.
+    FirstName,
+    /// A last (family) name.
+    LastName,
+    /// A city.
+    City,
+    /// A state, province or region.
+    Region,
+    /// A postal code.
+    PostalCode,
+    /// A country (ISO 3166-1 alpha-2, or a name the normaliser knows).
+    Country,
+    /// A date of birth (`YYYY-MM-DD`).
+    DateOfBirth,
+    /// A gender (`m`/`f`, or a word starting with either).
+    Gender,
+    /// A mobile advertising id (IDFA / AAID), sent unhashed.
+    MobileId,
+    /// The advertiser's own id for the person, sent unhashed.
+    ExternalId,
+}
+
+impl IdentifierKind {
+    /// Every kind, in a fixed order.
+    pub const ALL: [IdentifierKind; 12] = [
+        IdentifierKind::Email,
+        IdentifierKind::Phone,
+        IdentifierKind::FirstName,
+        IdentifierKind::LastName,
+        IdentifierKind::City,
+        IdentifierKind::Region,
+        IdentifierKind::PostalCode,
+        IdentifierKind::Country,
+        IdentifierKind::DateOfBirth,
+        IdentifierKind::Gender,
+        IdentifierKind::MobileId,
+        IdentifierKind::ExternalId,
+    ];
+
+    /// The kind's name in errors and configuration (`email`, `phone`, `first_name`…).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IdentifierKind::Email => "email",
+            IdentifierKind::Phone => "phone",
+            IdentifierKind::FirstName => "first_name",
+            IdentifierKind::LastName => "last_name",
+            IdentifierKind::City => "city",
+            IdentifierKind::Region => "region",
+            IdentifierKind::PostalCode => "postal_code",
+            IdentifierKind::Country => "country",
+            IdentifierKind::DateOfBirth => "date_of_birth",
+            IdentifierKind::Gender => "gender",
+            IdentifierKind::MobileId => "mobile_id",
+            IdentifierKind::ExternalId => "external_id",
+        }
+    }
+}
+
+impl std::fmt::Display for IdentifierKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One identifier in the form a platform receives it.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Normalized {
+    /// A SHA-256 digest of the normalised value (or a digest the source already held).
+    Hashed([u8; 32]),
+    /// A value sent in clear (a country or postal code, a mobile or external id), normalised.
+    Plain(String),
+}
+
+impl std::fmt::Debug for Normalized {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the value: a plain identifier is personal data.
+        match self {
+            Normalized::Hashed(_) => f.write_str("Hashed(..)"),
+            Normalized::Plain(value) => write!(f, "Plain({} bytes)", value.len()),
+        }
+    }
+}
+
+/// Why a value cannot be used as an identifier. Never carries the value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{kind}: {reason}")]
+pub struct InvalidIdentifier {
+    /// The kind of identifier.
+    pub kind: IdentifierKind,
+    /// What is wrong and what is expected, without the value.
+    pub reason: String,
+}
+
+/// Facts from the rest of a row that a value's normal form depends on.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RowContext<'a> {
+    /// The row's country (ISO 3166-1 alpha-2, any case), if the row has one: a phone
+    /// number without a country code takes its calling code.
+    pub country: Option<&'a str>,
+}
+
+/// Turns raw values into the identifiers one platform matches.
+pub trait Normalizer: Send + Sync {
+    /// The platform's name, for errors and logs.
+    fn platform(&self) -> &'static str;
+
+    /// Normalises and (where the platform wants it) hashes `raw`. An empty or blank value
+    /// is `Ok(None)`: the row simply lacks that identifier.
+    fn normalize(
+        &self,
+        kind: IdentifierKind,
+        raw: &str,
+        row: &RowContext<'_>,
+    ) -> Result<Option<Normalized>, InvalidIdentifier>;
+}
