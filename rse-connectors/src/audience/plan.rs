@@ -179,22 +179,36 @@ impl AudiencePlan {
 
     /// The batch's answer once every request went through: refused changes with their
     /// reasons, the rest applied with their memos; and the audience figures of what was
-    /// applied.
+    /// applied ([`report`](Self::report)). A destination with figures of its own merges
+    /// them into `report()` and sets the sum with `WriteOutcomes::set_audience`.
     pub fn outcomes(&self, batch: &ChangeBatch) -> WriteOutcomes {
         let mut outcomes = WriteOutcomes::new(batch.len());
-        let mut report = AudienceReport::default();
         for (i, (change, step)) in batch.changes.iter().zip(&self.changes).enumerate() {
             if let Some(reason) = step.refused.as_ref().or(step.platform_refused.as_ref()) {
-                report.no_identifier += u64::from(step.refused.is_some());
                 outcomes.rejected(i, reason.clone());
                 continue;
             }
-            report.withheld_no_consent += u64::from(step.withheld);
             match (&step.memo, change.op) {
                 (Some(memo), op) if op != Op::Delete => {
                     outcomes.applied_with(i, Receipt::updated().with_memo(memo.clone()))
                 }
                 _ => outcomes.applied(i),
+            }
+        }
+        outcomes.set_audience(self.report());
+        outcomes
+    }
+
+    /// The audience figures of the batch: members and identifiers added and removed (of
+    /// changes not refused), members withheld for consent, rows without a usable identifier,
+    /// and a note on values left out of their members.
+    pub fn report(&self) -> AudienceReport {
+        let mut report = AudienceReport::default();
+        for step in &self.changes {
+            if step.refused.is_some() {
+                report.no_identifier += 1;
+            } else if step.platform_refused.is_none() {
+                report.withheld_no_consent += u64::from(step.withheld);
             }
         }
         for member in self.removes.iter().filter(|m| !self.is_refused(m.change)) {
@@ -213,8 +227,7 @@ impl AudiencePlan {
                 reasons.join("; ")
             ));
         }
-        outcomes.set_audience(report);
-        outcomes
+        report
     }
 
     /// [`outcomes`](Self::outcomes), finished for `destination`.
