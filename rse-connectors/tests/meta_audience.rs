@@ -1,0 +1,17 @@
+//! The Meta Custom Audiences destination against an in-process Graph API that follows Meta's
+//! documentation (no machine-readable description of these endpoints exists): the Marketing
+//! API references "Custom Audience Users", "Custom Audience Usersreplace" and "Custom
+//! Audience Session", the guide "Customer File Custom Audiences" (sessions, multi-key
+//! matching, hashing and normalisation, the Replace Users API), "Marketing API: Rate
+//! limiting", "Graph API: Rate limiting" and "Graph API: Handling errors", as summarised in
+//! /work/shared/contracts/saas-contracts.md §4, §8 and §9. Each test ends with
+//! `assert_no_violations()`.
+#![cfg(feature = "meta")]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "support/meta_server/mod.rs"]
+mod meta_server;
+
+/// The contract server itself, driven with plain HTTP.
+#[path = "meta_audience/server.rs"]
+mod server;
