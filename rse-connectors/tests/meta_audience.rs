@@ -12,6 +12,15 @@
 #[path = "support/meta_server/mod.rs"]
 mod meta_server;
 
+#[path = "meta_audience/common.rs"]
+mod common;
+/// The destination conformance suite, with the memos the runner would hand back.
+#[path = "meta_audience/conformance.rs"]
+mod conformance;
 /// The contract server itself, driven with plain HTTP.
 #[path = "meta_audience/server.rs"]
 mod server;
+/// Syncs: identifier changes, consent, Meta's invalid rows, throttling, quota, tokens, the
+/// full refresh's replace, the match rate.
+#[path = "meta_audience/sync.rs"]
+mod sync;
