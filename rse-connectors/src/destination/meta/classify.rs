@@ -166,7 +166,9 @@ impl Classifier for MetaClassifier {
             (2650, _) => DestinationError::fatal(format!(
                 "{at}; audience {audience} refuses this upload: it must be a customer-list audience filled with multi-key data (this destination always sends a schema of several keys)"
             )),
-            (100, _) => DestinationError::InvalidBatch { message: format!("{at}; Meta refused a parameter of the call") },
+            (100, _) => {
+                DestinationError::InvalidBatch { message: format!("{at}; Meta refused a parameter of the call") }
+            }
             _ => return None,
         })
     }
@@ -190,7 +192,8 @@ mod tests {
     }
 
     fn error(code: u64, sub: Option<u64>) -> String {
-        let mut e = serde_json::json!({"error": {"message": "(#1) ada@example.com", "type": "OAuthException", "code": code}});
+        let mut e =
+            serde_json::json!({"error": {"message": "(#1) ada@example.com", "type": "OAuthException", "code": code}});
         if let Some(s) = sub {
             e["error"]["error_subcode"] = s.into();
         }
@@ -218,7 +221,10 @@ mod tests {
         assert!(matches!(class(&error(2, None), None), DestinationError::Transient { .. }));
         assert!(matches!(class(&error(2650, Some(REPLACE_IN_PROGRESS)), None), DestinationError::RateLimited { .. }));
         let restricted = class(&error(100, Some(RESTRICTED)), None).to_string();
-        assert!(restricted.contains("Audience Manager") && restricted.contains("error_subcode=1713230"), "{restricted}");
+        assert!(
+            restricted.contains("Audience Manager") && restricted.contains("error_subcode=1713230"),
+            "{restricted}"
+        );
         assert!(!restricted.contains("ada@"), "no vendor text: {restricted}");
     }
 

@@ -276,7 +276,8 @@ impl Destination for MetaAudienceDestination {
         url.query_pairs_mut().append_pair("fields", "id,name,operation_status");
         let answer = self.client.send(&SaasRequest::get(url)).await?.success_or(&self.classifier)?;
         let json: Json = answer.json("the audience")?;
-        let status = json.pointer("/operation_status/code").and_then(|c| c.as_u64().or_else(|| c.as_str()?.parse().ok()));
+        let status =
+            json.pointer("/operation_status/code").and_then(|c| c.as_u64().or_else(|| c.as_str()?.parse().ok()));
         if status == Some(471) {
             return Err(DestinationError::fatal(format!(
                 "{}: audience {} is restricted (operation_status 471; Meta answers membership changes with code 100, subcode {RESTRICTED}): someone must resolve the restriction in Audience Manager, or create a new audience",

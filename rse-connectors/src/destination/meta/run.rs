@@ -123,7 +123,9 @@ impl MetaAudienceDestination {
             && !state.removed_after_last_add
         {
             let param = SessionParam { last: true, ..session.param() };
-            if let Err(error) = self.upload(super::Edge::Add, &last.schema, std::slice::from_ref(&last.row), Some(param)).await {
+            if let Err(error) =
+                self.upload(super::Edge::Add, &last.schema, std::slice::from_ref(&last.row), Some(param)).await
+            {
                 debug!(destination = %self.name, %error, "Could not mark the add session's last batch; Meta closes it after 90 minutes.");
             }
         }
@@ -207,9 +209,11 @@ impl MetaAudienceDestination {
                 .append_pair("fields", "session_id,num_received,num_matched,num_invalid_entries,stage,progress");
             let answer = self.client.send(&SaasRequest::get(url)).await?.success_or(&self.classifier)?;
             let json: Json = answer.json("the sessions edge")?;
-            let Some(entry) = json.get("data").and_then(Json::as_array).and_then(|d| {
-                d.iter().find(|e| e.get("session_id").and_then(number).is_some_and(|s| s == *id as u64))
-            }) else {
+            let Some(entry) = json
+                .get("data")
+                .and_then(Json::as_array)
+                .and_then(|d| d.iter().find(|e| e.get("session_id").and_then(number).is_some_and(|s| s == *id as u64)))
+            else {
                 settled = false;
                 continue;
             };
@@ -221,7 +225,12 @@ impl MetaAudienceDestination {
             settled &= done;
         }
         Ok((received > 0).then(|| {
-            MatchRate::counted(matched.min(received), received, "Meta upload sessions (num_matched / num_received)", settled)
+            MatchRate::counted(
+                matched.min(received),
+                received,
+                "Meta upload sessions (num_matched / num_received)",
+                settled,
+            )
         }))
     }
 }

@@ -12,8 +12,23 @@ use sha2::{Digest, Sha256};
 pub(super) type Cells = Vec<(&'static str, String)>;
 
 /// The order of Meta's multi-key schema keys in every request.
-pub(super) const KEY_ORDER: [&str; 15] =
-    ["EXTERN_ID", "EMAIL", "PHONE", "FN", "LN", "FI", "GEN", "DOBY", "DOBM", "DOBD", "CT", "ST", "ZIP", "COUNTRY", "MADID"];
+pub(super) const KEY_ORDER: [&str; 15] = [
+    "EXTERN_ID",
+    "EMAIL",
+    "PHONE",
+    "FN",
+    "LN",
+    "FI",
+    "GEN",
+    "DOBY",
+    "DOBM",
+    "DOBD",
+    "CT",
+    "ST",
+    "ZIP",
+    "COUNTRY",
+    "MADID",
+];
 
 /// The schema of a request carrying `members`: every key any of them has, in
 /// [`KEY_ORDER`]. Meta takes the keys a member lacks as blanks.
@@ -133,7 +148,8 @@ impl Answer {
 /// run of digits or hex long enough to be an identifier (or a digest), nor an `@`.
 fn reason_text(reason: &str) -> String {
     let long_token = reason.split(|c: char| !c.is_ascii_alphanumeric()).any(|t| {
-        t.len() >= 16 && t.bytes().all(|b| b.is_ascii_hexdigit()) || t.len() >= 7 && t.bytes().all(|b| b.is_ascii_digit())
+        t.len() >= 16 && t.bytes().all(|b| b.is_ascii_hexdigit())
+            || t.len() >= 7 && t.bytes().all(|b| b.is_ascii_digit())
     });
     if reason.is_empty() || reason.len() > 80 || reason.contains('@') || long_token {
         "unspecified".to_owned()

@@ -122,7 +122,13 @@ impl MetaAudienceDestination {
                 let stale = r.add.as_ref().is_none_or(|s| s.opened.elapsed() >= SESSION_ROTATION);
                 if stale {
                     let generation = r.add_sessions.len().to_string();
-                    let id = wire::session_id(&[&r.sync_id, &r.run_id.to_string(), &self.config.audience_id, "add", &generation]);
+                    let id = wire::session_id(&[
+                        &r.sync_id,
+                        &r.run_id.to_string(),
+                        &self.config.audience_id,
+                        "add",
+                        &generation,
+                    ]);
                     r.add = Some(Session::new(id));
                     r.add_sessions.push(id);
                 }
