@@ -12,11 +12,18 @@
 #[path = "support/meta_server/mod.rs"]
 mod meta_server;
 
+/// SIGKILL mid-run, repeated: the audience equals the segment at the end.
+#[cfg(feature = "sqlite")]
+#[path = "support/child_run.rs"]
+mod child_run;
 #[path = "meta_audience/common.rs"]
 mod common;
 /// The destination conformance suite, with the memos the runner would hand back.
 #[path = "meta_audience/conformance.rs"]
 mod conformance;
+#[cfg(feature = "sqlite")]
+#[path = "meta_audience/kill.rs"]
+mod kill;
 /// The contract server itself, driven with plain HTTP.
 #[path = "meta_audience/server.rs"]
 mod server;
