@@ -6,7 +6,7 @@
 //! Each member is one row of a multi-key `payload` (`{"schema": ["EXTERN_ID", "EMAIL",
 //! "PHONE", …], "data": [[…], …]}`): every identifier the
 //! [`AudienceFields`](crate::audience::AudienceFields) map from the row, normalised the way
-//! Meta matches it ([`MetaNormalizer`](crate::audience::MetaNormalizer): e-mail trimmed and
+//! Meta matches it ([`crate::audience::MetaNormalizer`]: e-mail trimmed and
 //! lower-cased, phone digits only with the country code and no `+`, names and cities
 //! lower-case letters, a date of birth as `DOBY`, `DOBM`, `DOBD`) and SHA-256 hashed, except
 //! `MADID` and `EXTERN_ID`, which Meta takes in clear. The schema of a call holds the keys its
@@ -177,7 +177,7 @@ impl MetaAudienceDestination {
         };
         Ok(Self {
             classifier: MetaClassifier { audience_id: config.audience_id.clone() },
-            normalizer: MetaNormalizer::default(),
+            normalizer: MetaNormalizer,
             name,
             client,
             urls,
