@@ -31,3 +31,6 @@ mod server;
 /// full refresh's replace, the match rate.
 #[path = "meta_audience/sync.rs"]
 mod sync;
+/// One write at a time: whole-call refusals bisected, the replace session's end.
+#[path = "meta_audience/write.rs"]
+mod write;

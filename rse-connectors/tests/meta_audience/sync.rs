@@ -184,14 +184,12 @@ async fn a_full_refresh_replaces_the_audience_through_usersreplace() {
     let config = config(&meta).with_replace_on_full_resync(true);
     let world = World::new(rows.clone(), MetaAudienceDestination::new(config.clone()).unwrap(), options()).await;
     world.run().await;
-    // Someone else's upload: the replace drops it.
-    meta.lock()
-        .audiences
-        .by_id
-        .get_mut(AUDIENCE)
-        .unwrap()
-        .members
-        .insert(("EMAIL".into(), sha("stranger@example.com")));
+    // Someone else's upload, and ten people who left (a full resync plans no deletes): the
+    // replace drops them.
+    let stranger = ("EMAIL".to_owned(), sha("stranger@example.com"));
+    meta.lock().audiences.by_id.get_mut(AUDIENCE).unwrap().members.insert(stranger);
+    let rows = people(1..=70);
+    world.source.set_rows(rows.clone());
     let job = SyncJob::builder("audience")
         .source(world.source.clone())
         .destination(MetaAudienceDestination::new(config).unwrap())
@@ -208,6 +206,10 @@ async fn a_full_refresh_replaces_the_audience_through_usersreplace() {
     let state = meta.audience_state(AUDIENCE);
     assert_eq!((state.replaced, state.replacing), (1, None));
     assert!(meta.calls("replace") >= 4, "the members in batches of one session, then its last batch");
+    // An ordinary run after it keeps the audience as it is.
+    let report = world.run().await;
+    assert!(matches!(report.status, RunStatus::Succeeded), "{report}");
+    assert_eq!(meta.audience(AUDIENCE), expected(&rows));
     meta.assert_no_violations();
 }
 
