@@ -23,6 +23,7 @@
 pub mod audience;
 pub mod auth;
 pub mod limits;
+pub mod payload;
 pub mod wire;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
