@@ -35,7 +35,7 @@ impl SchemaFile {
         static FILES: OnceLock<Mutex<HashMap<&'static str, &'static SchemaFile>>> = OnceLock::new();
         let files = FILES.get_or_init(Default::default);
         let mut files = files.lock().unwrap();
-        *files.entry(relative).or_insert_with(|| Box::leak(Box::new(SchemaFile::load(relative))))
+        files.entry(relative).or_insert_with(|| Box::leak(Box::new(SchemaFile::load(relative))))
     }
 
     fn load(relative: &str) -> SchemaFile {

@@ -1,0 +1,16 @@
+//! The Google Ads destination (Customer Match through `OfflineUserDataJobService`) against an
+//! in-process Google Ads API that checks every request and every answer against the contract
+//! (/work/shared/contracts/google/jsonschema/googleads_v25_offline_user_data_job.schema.json)
+//! and behaves as saas-contracts.md §3a and Google's documentation say; each test ends with
+//! `assert_no_violations()`.
+#![cfg(feature = "google")]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "support/contracts.rs"]
+mod contracts;
+#[path = "support/google_ads_server/mod.rs"]
+mod google_ads_server;
+
+/// The contract server itself, driven with plain HTTP.
+#[path = "google_ads/server.rs"]
+mod server;
