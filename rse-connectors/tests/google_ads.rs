@@ -11,6 +11,11 @@ mod contracts;
 #[path = "support/google_ads_server/mod.rs"]
 mod google_ads_server;
 
+#[path = "google_ads/common.rs"]
+mod common;
+/// The destination conformance suite, with the memos the runner would hand back.
+#[path = "google_ads/conformance.rs"]
+mod conformance;
 /// The contract server itself, driven with plain HTTP.
 #[path = "google_ads/server.rs"]
 mod server;

@@ -25,8 +25,8 @@ mod plan;
 
 pub use fields::{AudienceFields, BoundAudienceFields, Consent, text_of};
 pub use member::MemberIds;
-pub use plan::{AudiencePlan, ChangePlan, PlannedMember, intent_memo, memo_ids, plan_batch};
 pub use normalize::{GoogleAdsNormalizer, GoogleDataManagerNormalizer, MetaNormalizer};
+pub use plan::{AudiencePlan, ChangePlan, PlannedMember, intent_memo, memo_ids, plan_batch};
 
 /// What an audience column holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

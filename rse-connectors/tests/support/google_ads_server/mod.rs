@@ -29,7 +29,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::Response;
-pub use jobs::{Job, Status, UserList};
+pub use jobs::{Job, Op, Status, UserList};
 use serde_json::{Value as Json, json};
 use tokio::time::Instant;
 use wire::{Reply, Root};
