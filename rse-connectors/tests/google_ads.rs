@@ -19,3 +19,6 @@ mod conformance;
 /// The contract server itself, driven with plain HTTP.
 #[path = "google_ads/server.rs"]
 mod server;
+/// Full syncs: exact hash sets, refusals, lost answers, consent, full refresh, quotas.
+#[path = "google_ads/sync.rs"]
+mod sync;
