@@ -11,11 +11,18 @@ mod contracts;
 #[path = "support/google_ads_server/mod.rs"]
 mod google_ads_server;
 
+/// SIGKILL mid-run, repeated: the list equals the segment.
+#[cfg(feature = "sqlite")]
+#[path = "support/child_run.rs"]
+mod child_run;
 #[path = "google_ads/common.rs"]
 mod common;
 /// The destination conformance suite, with the memos the runner would hand back.
 #[path = "google_ads/conformance.rs"]
 mod conformance;
+#[cfg(feature = "sqlite")]
+#[path = "google_ads/kill.rs"]
+mod kill;
 /// The contract server itself, driven with plain HTTP.
 #[path = "google_ads/server.rs"]
 mod server;

@@ -122,6 +122,8 @@ pub struct Inner {
     pub bodies: Vec<(String, Json)>,
     /// Faults answered.
     pub faults_answered: u64,
+    /// Added before every answer.
+    pub latency: std::time::Duration,
 }
 
 impl Inner {
@@ -298,6 +300,7 @@ impl GoogleAds {
             calls: BTreeMap::new(),
             bodies: Vec::new(),
             faults_answered: 0,
+            latency: std::time::Duration::ZERO,
         }));
         let _ = wire::schema();
         let app = Router::new().fallback(handle).with_state(inner.clone());
@@ -402,6 +405,11 @@ impl GoogleAds {
         s.limits.retry_delay = retry_delay;
     }
 
+    /// Each answer takes at least `latency` (so a kill can land mid-request).
+    pub fn set_latency(&self, latency: std::time::Duration) {
+        self.lock().latency = latency;
+    }
+
     pub fn inject(&self, endpoint: Endpoint, fault: Fault, times: usize) {
         self.lock().faults.entry(endpoint).or_default().extend(std::iter::repeat_n(fault, times));
     }
@@ -481,6 +489,10 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let latency = inner.lock().unwrap().latency;
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
     let now = Instant::now();
     let mut s = inner.lock().unwrap();
     s.requests += 1;
