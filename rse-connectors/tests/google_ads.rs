@@ -11,6 +11,9 @@ mod contracts;
 #[path = "support/google_ads_server/mod.rs"]
 mod google_ads_server;
 
+/// Credentials, manager accounts, another writer's job.
+#[path = "google_ads/auth.rs"]
+mod auth;
 /// SIGKILL mid-run, repeated: the list equals the segment.
 #[cfg(feature = "sqlite")]
 #[path = "support/child_run.rs"]

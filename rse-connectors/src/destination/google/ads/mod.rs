@@ -8,7 +8,7 @@
 //! the Data Manager API destination.
 //!
 //! # What is sent
-//! Each write plans its batch with the audience module ([`plan_batch`]): identifiers
+//! Each write plans its batch with the audience module ([`plan_batch`](crate::audience::plan_batch)): identifiers
 //! normalised and hashed as the Google Ads API matches them ([`GoogleAdsNormalizer`]), the
 //! identifiers a member no longer has (an old e-mail address; all of them for a deleted row
 //! or withdrawn consent) to remove, and every current identifier of the rest to add. It
@@ -26,7 +26,10 @@
 //! code and the field at fault (never a value) and sent again on later runs; the rest of
 //! the batch is applied once its jobs SUCCEED, each change with the member's identifiers as
 //! its memo (what a later change or delete removes). A member withheld for lack of consent
-//! is not sent and is counted. The match-rate range of the adds' job
+//! is not sent and is counted. Before a change is sent, the runner records with its intent
+//! every identifier the member may be left holding (those last sent and those about to be,
+//! [`intent_memo`](rse_core::Destination::intent_memo)), so a write whose answer a crash lost
+//! still leaves a memo the member's later removal reads. The match-rate range of the adds' job
 //! (`operationMetadata.matchRateRange`) is the report's match rate.
 //!
 //! # Repeats
