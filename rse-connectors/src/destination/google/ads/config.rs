@@ -23,25 +23,29 @@ pub const MAX_IDENTIFIERS_PER_MEMBER: usize = 20;
 /// with `with_*` methods from [`new`](Self::new) or read from a configuration file.
 ///
 /// `auth`, `developer_token`, `customer_id`, `user_list` and `audience` are required; an
-/// unknown field is refused; durations read as `"10m"`; secrets are inline or by reference
-/// (`{"env": "GOOGLE_ADS_DEVELOPER_TOKEN"}`). `Debug` shows no secret.
+/// unknown field is refused; durations read as `"100s"`; secrets are inline or by reference
+/// (`{"env": "GOOGLE_ADS_DEVELOPER_TOKEN"}`, `{"file": "/run/secrets/sa.pem"}`). `Debug`
+/// shows no secret. A service account signs in with `{"type": "jwt_bearer", "token_url":
+/// "https://oauth2.googleapis.com/token", "audience": "https://oauth2.googleapis.com/token",
+/// "scope": "https://www.googleapis.com/auth/adwords", "client_id": <its e-mail>, "username":
+/// <its e-mail>, "private_key": {"file": …}}`.
 ///
 /// ```
 /// use rse_connectors::google::ads::GoogleAdsConfig;
 /// let config: GoogleAdsConfig = serde_json::from_str(r#"{
-///     "auth": {"type": "jwt_bearer", "token_url": "https://oauth2.googleapis.com/token",
-///              "client_id": "rse@project.iam.gserviceaccount.com", "username": "ads@example.com",
-///              "audience": "https://oauth2.googleapis.com/token",
-///              "scope": "https://www.googleapis.com/auth/adwords",
-///              "private_key": {"file": "/run/secrets/sa.pem"}},
-///     "developer_token": {"env": "GOOGLE_ADS_DEVELOPER_TOKEN"},
+///     "auth": {"type": "oauth_refresh", "token_url": "https://oauth2.googleapis.com/token",
+///              "client_id": "123.apps.googleusercontent.com", "client_secret": "s3cret",
+///              "refresh_token": "1//r3fresh", "scope": "https://www.googleapis.com/auth/adwords"},
+///     "developer_token": "d3v-t0ken",
 ///     "customer_id": "123-456-7890",
 ///     "login_customer_id": "9876543210",
 ///     "user_list": "customers/1234567890/userLists/7777777777",
 ///     "audience": {"email": "email", "phone": "phone", "ad_user_data_consent": "consent"},
-///     "job_wait": "30m"
+///     "job_wait": "100s"
 /// }"#)?;
-/// assert_eq!(config.customer_id, "123-456-7890");
+/// assert_eq!(config.user_list_resource().ok().as_deref(), Some("customers/1234567890/userLists/7777777777"));
+/// let shown = format!("{config:?}");
+/// assert!(!shown.contains("s3cret") && !shown.contains("d3v-t0ken") && !shown.contains("r3fresh"));
 /// # Ok::<(), serde_json::Error>(())
 /// ```
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -69,9 +73,11 @@ pub struct GoogleAdsConfig {
     /// most 100,000).
     #[serde(default = "default_identifiers_per_request")]
     pub identifiers_per_request: usize,
-    /// How long a write waits for a job to finish (default 10 minutes). A job still
-    /// running then fails the write as transient; the batch's next attempt finds the job by
-    /// its external id and waits again. Google can take hours on a large list.
+    /// How long a write waits for a job to finish (default 100 s, within the runner's
+    /// default `write_timeout` of 120 s; keep it below the sync's `write_timeout`). A job
+    /// still running then fails the write as transient; the batch's next attempt finds the
+    /// job by its external id and waits again, and a run that ends first leaves it to the
+    /// next run. Google can take hours on a large list: raise both for one.
     #[serde(default = "default_job_wait", with = "rse_core::config::duration")]
     pub job_wait: Duration,
     /// The first pause between polls of a job (default 2 s; pauses double up to 30 s).
@@ -104,7 +110,7 @@ fn default_identifiers_per_request() -> usize {
     10_000
 }
 fn default_job_wait() -> Duration {
-    Duration::from_secs(600)
+    Duration::from_secs(100)
 }
 fn default_poll_interval() -> Duration {
     Duration::from_secs(2)

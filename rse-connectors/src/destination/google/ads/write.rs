@@ -152,7 +152,6 @@ fn collect(result: &JobResult, built: &Built, refused: &mut BTreeMap<usize, Stri
         if let Some(change) = built.changes.get(*op) {
             refused.entry(*change).or_insert_with(|| reason.clone());
             report.count_reason(code.clone(), 1);
-            report.platform_invalid += 1;
         }
     }
 }
