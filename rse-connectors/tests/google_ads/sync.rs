@@ -280,3 +280,21 @@ async fn check_reads_the_list_and_writes_nothing() {
     assert_eq!(ga.calls("search"), 3, "a refused token is answered before the search is counted");
     ga.assert_no_violations();
 }
+
+#[tokio::test]
+async fn a_job_s_operations_go_in_requests_of_at_most_identifiers_per_request() {
+    let ga = GoogleAds::start().await;
+    // The server refuses (and records) a request over 25 identifiers.
+    ga.set_identifiers_per_request(25);
+    let segment = members(1..=100);
+    let identifiers: usize = segment.iter().map(|m| m.keys().len()).sum();
+    let destination = GoogleAdsDestination::new(config(&ga).with_identifiers_per_request(25)).unwrap();
+    let world = World::new(&segment, destination, options()).await;
+    let report = world.run().await;
+    assert_eq!(report.status, RunStatus::Succeeded, "{report}");
+    assert_eq!(held(&ga), expected(&segment));
+    let jobs = ga.jobs();
+    assert_eq!(jobs.len(), 1, "one job for the batch");
+    assert!(ga.calls("addOperations") as usize >= identifiers.div_ceil(25), "{identifiers} identifiers");
+    ga.assert_no_violations();
+}

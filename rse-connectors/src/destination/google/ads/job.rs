@@ -182,7 +182,7 @@ async fn add_all(
     let mut identifiers = 0;
     for (i, (operation, size)) in spec.operations.iter().zip(&spec.sizes).enumerate() {
         let full =
-            requests.last().is_none_or(|(_, ops)| ops.is_empty() || identifiers + size > pace.identifiers_per_request);
+            requests.last().is_none_or(|(_, ops)| !ops.is_empty() && identifiers + size > pace.identifiers_per_request);
         if full {
             requests.push((i, Vec::new()));
             identifiers = 0;

@@ -183,7 +183,7 @@ impl GoogleAdsDestination {
         PollOptions::new(self.config.job_wait).with_intervals(min, MAX_POLL_INTERVAL.max(min))
     }
 
-    fn take_replace(&self) -> bool {
+    fn replace_pending(&self) -> bool {
         *self.replace_pending.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -240,7 +240,7 @@ impl Destination for GoogleAdsDestination {
     /// A full refresh whose run sent no member still empties the list, when every change
     /// was delivered.
     async fn finish_run(&self, run: &RunInfo, end: &RunEnd) -> Result<DestinationRunReport, DestinationError> {
-        if !self.take_replace() {
+        if !self.replace_pending() {
             return Ok(DestinationRunReport::default());
         }
         self.replace_done();

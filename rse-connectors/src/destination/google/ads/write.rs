@@ -99,7 +99,7 @@ impl GoogleAdsDestination {
             collect(&result, &removes, &mut refused, &mut extra);
         }
         let adds = self.build(batch, &plan.adds, JobKind::Create, &mut unsendable);
-        let remove_all = self.take_replace();
+        let remove_all = self.replace_pending();
         if !adds.operations.is_empty() {
             let result = self.run_job(batch, JobKind::Create, &adds, remove_all).await?;
             collect(&result, &adds, &mut refused, &mut extra);
