@@ -15,10 +15,11 @@ use std::sync::Arc;
 
 use serde_json::{Value as Json, json};
 
+use super::identifiers;
 use super::limits::Limits;
 use super::wire::{FAILURE_TYPE, METADATA_TYPE, Reply, error, error_at, request_id};
 
-/// A rule for one identifier (its key, see [`key`]): `Some((family, code))` refuses the
+/// A rule for one identifier (its key, see [`identifiers::key`]): `Some((family, code))` refuses the
 /// operation holding it with that `GoogleAdsError` code.
 pub type Rule = Arc<dyn Fn(&str) -> Option<(&'static str, &'static str)> + Send + Sync>;
 
@@ -77,46 +78,6 @@ pub struct UserList {
     pub id: String,
     pub name: String,
     pub members: BTreeSet<String>,
-}
-
-/// The key of one identifier, as the list holds it: `email:<hex>`, `phone:<hex>`,
-/// `address:<first hex>:<last hex>:<country>:<postal>`, `mobile:<id>`, `user_id:<id>`.
-pub fn key(identifier: &Json) -> Option<String> {
-    let s = |v: &Json| v.as_str().map(str::to_owned);
-    if let Some(h) = s(&identifier["hashedEmail"]) {
-        return Some(format!("email:{h}"));
-    }
-    if let Some(h) = s(&identifier["hashedPhoneNumber"]) {
-        return Some(format!("phone:{h}"));
-    }
-    if let Some(m) = s(&identifier["mobileId"]) {
-        return Some(format!("mobile:{m}"));
-    }
-    if let Some(u) = s(&identifier["thirdPartyUserId"]) {
-        return Some(format!("user_id:{u}"));
-    }
-    let a = &identifier["addressInfo"];
-    if a.is_object() {
-        let f = |name: &str| a[name].as_str().unwrap_or("").to_owned();
-        return Some(format!(
-            "address:{}:{}:{}:{}",
-            f("hashedFirstName"),
-            f("hashedLastName"),
-            f("countryCode"),
-            f("postalCode")
-        ));
-    }
-    None
-}
-
-fn is_sha256_hex(v: &str) -> bool {
-    v.len() == 64 && v.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
-
-fn is_mobile_id(v: &str) -> bool {
-    let groups: Vec<&str> = v.split('-').collect();
-    groups.iter().map(|g| g.len()).eq([8, 4, 4, 4, 12])
-        && groups.iter().all(|g| g.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 fn int64(v: &Json) -> Option<i64> {
@@ -406,129 +367,7 @@ impl Jobs {
                 ));
                 continue;
             }
-            let mut op_errors = Vec::new();
-            let mut ids = Vec::new();
-            if data.get("userAttribute").is_some() {
-                op_errors.push(error_at(
-                    "offlineUserDataJobError",
-                    "ATTRIBUTES_NOT_APPLICABLE_FOR_CUSTOMER_MATCH_USER_LIST",
-                    "Customer Match attributes are not applicable to this user list.",
-                    &at(&[(field, None), ("user_attribute", None)]),
-                ));
-            }
-            if data.get("transactionAttribute").is_some() {
-                violations.push(format!("operations[{i}]: transactionAttribute is for store sales"));
-            }
-            for (j, identifier) in data["userIdentifiers"].as_array().into_iter().flatten().enumerate() {
-                let here = |leaf: &'static str| at(&[(field, None), ("user_identifiers", Some(j)), (leaf, None)]);
-                for (name, leaf) in [("hashedEmail", "hashed_email"), ("hashedPhoneNumber", "hashed_phone_number")] {
-                    if let Some(v) = identifier[name].as_str()
-                        && !is_sha256_hex(v)
-                    {
-                        op_errors.push(error_at(
-                            "offlineUserDataJobError",
-                            "INVALID_SHA256_FORMAT",
-                            "The SHA256 encoded value is malformed.",
-                            &here(leaf),
-                        ));
-                    }
-                }
-                if let Some(m) = identifier["mobileId"].as_str()
-                    && !is_mobile_id(m)
-                {
-                    op_errors.push(error_at(
-                        "offlineUserDataJobError",
-                        "INVALID_MOBILE_ID_FORMAT",
-                        "The mobile ID is malformed.",
-                        &here("mobile_id"),
-                    ));
-                }
-                if identifier["thirdPartyUserId"].as_str() == Some("") {
-                    op_errors.push(error_at(
-                        "offlineUserDataJobError",
-                        "MISSING_USER_IDENTIFIER",
-                        "The user identifier is missing valid data.",
-                        &here("third_party_user_id"),
-                    ));
-                }
-                let address = &identifier["addressInfo"];
-                if address.is_object() {
-                    for extra in ["city", "state", "hashedStreetAddress"] {
-                        if address.get(extra).is_some() {
-                            violations.push(format!("operations[{i}]: addressInfo.{extra} is not for Customer Match"));
-                        }
-                    }
-                    for (name, leaf) in
-                        [("hashedFirstName", "hashed_first_name"), ("hashedLastName", "hashed_last_name")]
-                    {
-                        match address[name].as_str() {
-                            Some(v) if is_sha256_hex(v) => {}
-                            Some(_) => op_errors.push(error_at(
-                                "offlineUserDataJobError",
-                                "INVALID_SHA256_FORMAT",
-                                "The SHA256 encoded value is malformed.",
-                                &at(&[
-                                    (field, None),
-                                    ("user_identifiers", Some(j)),
-                                    ("address_info", None),
-                                    (leaf, None),
-                                ]),
-                            )),
-                            None => op_errors.push(error_at(
-                                "fieldError",
-                                "REQUIRED",
-                                "The required field was not present.",
-                                &at(&[
-                                    (field, None),
-                                    ("user_identifiers", Some(j)),
-                                    ("address_info", None),
-                                    (leaf, None),
-                                ]),
-                            )),
-                        }
-                    }
-                    match address["countryCode"].as_str() {
-                        Some(c) if c.len() == 2 && c.bytes().all(|b| b.is_ascii_uppercase()) => {}
-                        _ => op_errors.push(error_at(
-                            "offlineUserDataJobError",
-                            "INVALID_COUNTRY_CODE",
-                            "The country code is invalid.",
-                            &at(&[
-                                (field, None),
-                                ("user_identifiers", Some(j)),
-                                ("address_info", None),
-                                ("country_code", None),
-                            ]),
-                        )),
-                    }
-                    match address["postalCode"].as_str() {
-                        Some(p) if !p.is_empty() => {
-                            if is_sha256_hex(p) {
-                                violations.push(format!(
-                                    "operations[{i}]: addressInfo.postalCode is hashed; it is sent in clear"
-                                ));
-                            }
-                        }
-                        _ => op_errors.push(error_at(
-                            "fieldError",
-                            "REQUIRED",
-                            "The required field was not present.",
-                            &at(&[
-                                (field, None),
-                                ("user_identifiers", Some(j)),
-                                ("address_info", None),
-                                ("postal_code", None),
-                            ]),
-                        )),
-                    }
-                }
-                if let Some(k) = key(identifier) {
-                    if let Some((family, code)) = rule.as_ref().and_then(|r| r(&k)) {
-                        op_errors.push(error_at(family, code, "The value was refused.", &here("value")));
-                    }
-                    ids.push(k);
-                }
-            }
+            let (op_errors, ids) = identifiers::check_user_data(i, field, data, rule.as_ref(), violations);
             if op_errors.is_empty() {
                 kind.get_or_insert(this);
                 let consent = data.get("consent").map(|c| c["adUserData"] == "DENIED");

@@ -14,6 +14,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod auth;
+pub mod identifiers;
 pub mod jobs;
 pub mod limits;
 pub mod search;
@@ -366,7 +367,7 @@ impl GoogleAds {
         self.lock().jobs.fail_next += n;
     }
 
-    /// Identifier keys (see [`jobs::key`]) that count as matched Google users.
+    /// Identifier keys (see [`identifiers::key`]) that count as matched Google users.
     pub fn set_known_users(&self, keys: impl IntoIterator<Item = String>) {
         self.lock().jobs.known = keys.into_iter().collect();
     }
