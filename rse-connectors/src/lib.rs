@@ -19,10 +19,7 @@ mod options;
 pub mod saas;
 pub use destination::Secret;
 #[cfg(feature = "google")]
-pub use destination::google::{
-    self as google,
-    ads::{GoogleAdsConfig, GoogleAdsDestination},
-};
+pub use destination::google::{self as google, GoogleAdsConfig, GoogleAdsDestination};
 #[cfg(feature = "http")]
 pub use destination::http::{
     BodyShape, HttpBody, HttpDestination, HttpDestinationConfig, HttpOpRequest, HttpTimeouts, RecordErrors,
