@@ -298,3 +298,24 @@ async fn a_job_s_operations_go_in_requests_of_at_most_identifiers_per_request() 
     assert!(ga.calls("addOperations") as usize >= identifiers.div_ceil(25), "{identifiers} identifiers");
     ga.assert_no_violations();
 }
+
+#[tokio::test]
+async fn consent_stated_for_the_list_goes_with_every_job() {
+    let ga = GoogleAds::start().await;
+    let consent = rse_connectors::google::RequestConsent::granted();
+    let destination = GoogleAdsDestination::new(config(&ga).with_consent(consent)).unwrap();
+    let segment = members(1..=150);
+    let world = World::new(&segment, destination, options()).await;
+    assert_eq!(world.run().await.status, RunStatus::Succeeded);
+    assert_eq!(held(&ga), expected(&segment));
+    let creates: Vec<serde_json::Value> =
+        ga.lock().bodies.iter().filter(|(path, _)| path.ends_with(":create")).map(|(_, b)| b.clone()).collect();
+    assert_eq!(creates.len(), 2);
+    for body in creates {
+        assert_eq!(
+            body["job"]["customerMatchUserListMetadata"]["consent"],
+            serde_json::json!({"adUserData": "GRANTED", "adPersonalization": "GRANTED"})
+        );
+    }
+    ga.assert_no_violations();
+}

@@ -77,6 +77,8 @@ pub(super) struct Api {
     pub user_list: String,
     pub developer_token: HeaderValue,
     pub login_customer_id: Option<HeaderValue>,
+    /// `customerMatchUserListMetadata.consent` of every job.
+    pub job_consent: Option<Json>,
 }
 
 fn string_field(value: &Json) -> Option<String> {
@@ -118,7 +120,7 @@ impl Api {
 
     /// Creates a Customer Match job with `external_id`.
     pub async fn create(&self, external_id: i64, preview: bool) -> Result<Created, DestinationError> {
-        let body = json!({
+        let mut body = json!({
             "job": {
                 "type": "CUSTOMER_MATCH_USER_LIST",
                 "externalId": external_id.to_string(),
@@ -126,6 +128,9 @@ impl Api {
             },
             "enableMatchRateRangePreview": preview,
         });
+        if let Some(consent) = &self.job_consent {
+            body["job"]["customerMatchUserListMetadata"]["consent"] = consent.clone();
+        }
         let path = format!("customers/{}/offlineUserDataJobs:create", self.customer_id);
         let (response, json) = self.call(&path, &body).await?;
         if response.is_success() {

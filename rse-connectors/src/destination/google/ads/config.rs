@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::Secret;
 use crate::audience::AudienceFields;
+use crate::destination::google::RequestConsent;
 use crate::saas::{SaasAuthConfig, SaasClientOptions};
 
 /// Where the Google Ads API answers.
@@ -67,8 +68,15 @@ pub struct GoogleAdsConfig {
     /// The Customer Match list: `customers/<customer id>/userLists/<list id>`, or the list
     /// id alone.
     pub user_list: String,
-    /// Which columns hold which identifiers, and the consent columns.
+    /// Which columns hold which identifiers, and the consent columns (each member's
+    /// consent, sent with it; a member whose mapped consent is not granted is not sent).
     pub audience: AudienceFields,
+    /// Consent stated for every member of the list's jobs
+    /// (`customerMatchUserListMetadata.consent`), e.g. `{"ad_user_data": true,
+    /// "ad_personalization": true}`; a member's own consent overrides it. Google requires
+    /// consent for members in the European Economic Area.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consent: Option<RequestConsent>,
     /// Identifiers per `addOperations` request (default 10,000, as Google recommends; at
     /// most 100,000).
     #[serde(default = "default_identifiers_per_request")]
@@ -154,6 +162,7 @@ impl GoogleAdsConfig {
             login_customer_id: None,
             user_list: user_list.into(),
             audience,
+            consent: None,
             identifiers_per_request: default_identifiers_per_request(),
             job_wait: default_job_wait(),
             poll_interval: default_poll_interval(),
@@ -169,6 +178,12 @@ impl GoogleAdsConfig {
     /// Reaches the account through manager account `id`.
     pub fn with_login_customer_id(mut self, id: impl Into<String>) -> Self {
         self.login_customer_id = Some(id.into());
+        self
+    }
+
+    /// States `consent` for every member of the list's jobs.
+    pub fn with_consent(mut self, consent: RequestConsent) -> Self {
+        self.consent = Some(consent);
         self
     }
 

@@ -147,6 +147,7 @@ impl GoogleAdsDestination {
             user_list: config.user_list_resource()?,
             developer_token,
             login_customer_id,
+            job_consent: payload::job_consent(config.consent.as_ref()),
         };
         Ok(Self { name, config, api, bound: Mutex::new(None), replace_pending: Mutex::new(false) })
     }

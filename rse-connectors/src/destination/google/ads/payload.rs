@@ -10,6 +10,7 @@ use serde_json::{Value as Json, json};
 
 use super::config::MAX_IDENTIFIERS_PER_MEMBER;
 use crate::audience::{Consent, IdentifierKind, MemberIds, Normalized};
+use crate::destination::google::{ConsentSpelling, RequestConsent};
 
 /// Lowercase hex of a digest.
 pub(super) fn hex(digest: &[u8; 32]) -> String {
@@ -64,7 +65,20 @@ pub(super) fn user_identifiers(ids: &MemberIds, whole: &MemberIds) -> Vec<Json> 
 
 /// `GRANTED`/`DENIED` of a consent signal, when known.
 fn status(signal: Option<Option<bool>>) -> Option<&'static str> {
-    signal.flatten().map(|granted| if granted { "GRANTED" } else { "DENIED" })
+    signal.flatten().map(|granted| ConsentSpelling::GoogleAds.status(granted))
+}
+
+/// The job-level `Consent` of `consent`, when it states any.
+pub(super) fn job_consent(consent: Option<&RequestConsent>) -> Option<Json> {
+    let consent = consent?;
+    let mut signals = serde_json::Map::new();
+    if let Some(s) = status(Some(consent.ad_user_data)) {
+        signals.insert("adUserData".to_owned(), json!(s));
+    }
+    if let Some(s) = status(Some(consent.ad_personalization)) {
+        signals.insert("adPersonalization".to_owned(), json!(s));
+    }
+    (!signals.is_empty()).then_some(Json::Object(signals))
 }
 
 /// One `UserData`, with the member's consent when any signal is known.
