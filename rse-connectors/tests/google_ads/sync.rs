@@ -319,3 +319,37 @@ async fn consent_stated_for_the_list_goes_with_every_job() {
     }
     ga.assert_no_violations();
 }
+
+#[tokio::test]
+async fn an_interrupted_full_refresh_is_completed_by_the_next_full_resync() {
+    let ga = GoogleAds::start().await;
+    ga.lock().jobs.lists.get_mut(USER_LIST_ID).unwrap().members.insert("email:stray".to_owned());
+    let segment = members(1..=300);
+    let state = MemoryStateStore::new();
+    let source = rse_core::memory::MemorySource::new(schema(), records(&segment));
+    let full_resync = || {
+        let destination = GoogleAdsDestination::new(config(&ga).with_replace_on_full_resync(true)).unwrap();
+        SyncJob::builder("audience")
+            .source(source.clone())
+            .destination(destination)
+            .state(state.clone())
+            .mode(Mode::Mirror)
+            .options(options().with_full_resync(true))
+    };
+    // The day's operations run out after two of three batches: the list is emptied and
+    // holds only what went.
+    ga.set_daily_operations(Some(250));
+    let report = full_resync().build().await.unwrap().run().await.unwrap();
+    assert!(matches!(report.status, RunStatus::QuotaExhausted { .. }), "{report}");
+    assert!(audience(&report).replaced);
+    assert_eq!(held(&ga), expected(&segment[..200]), "partial until a full resync completes");
+    // Meanwhile someone adds to the list; the next full resync empties it again, and sends
+    // every member again: a day with room for that.
+    ga.lock().jobs.lists.get_mut(USER_LIST_ID).unwrap().members.insert("email:stray2".to_owned());
+    ga.set_daily_operations(Some(400));
+    ga.new_day();
+    let report = full_resync().build().await.unwrap().run().await.unwrap();
+    assert_eq!(report.status, RunStatus::Succeeded, "{report}");
+    assert_eq!(held(&ga), expected(&segment));
+    ga.assert_no_violations();
+}
