@@ -24,6 +24,8 @@ pub use destination::http::{
 };
 #[cfg(feature = "hubspot")]
 pub use destination::hubspot::{self as hubspot, HubSpotDestination, HubSpotDestinationConfig};
+#[cfg(feature = "meta")]
+pub use destination::meta::{self as meta, MetaAudienceConfig, MetaAudienceDestination};
 #[cfg(feature = "nats")]
 pub use destination::nats::{NatsDestination, NatsDestinationOptions};
 #[cfg(feature = "redis")]

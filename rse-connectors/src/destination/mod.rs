@@ -7,6 +7,8 @@
 pub mod http;
 #[cfg(feature = "hubspot")]
 pub mod hubspot;
+#[cfg(feature = "meta")]
+pub mod meta;
 #[cfg(feature = "nats")]
 pub mod nats;
 /// The PostgreSQL destination, at its former path; it lives in [`crate::postgres`] with the

@@ -1,6 +1,8 @@
 //! Shared fixtures for the integration tests: a customers model and sync builders.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod audience;
+
 use std::sync::Arc;
 
 use rse_core::memory::{MemoryDestination, MemorySource, MemoryStateStore};
@@ -81,6 +83,16 @@ impl World {
     /// An upsert sync of this world's source and state into `destination`.
     pub async fn sync_to(&self, destination: impl Destination + 'static, options: SyncOptions) -> SyncJob {
         self.builder(destination, options).build().await.unwrap()
+    }
+
+    /// A sync of this world's source and state into `destination`, in `mode`.
+    pub async fn sync_mode_to(
+        &self,
+        destination: impl Destination + 'static,
+        mode: Mode,
+        options: SyncOptions,
+    ) -> SyncJob {
+        self.builder(destination, options).mode(mode).build().await.unwrap()
     }
 
     fn builder(&self, destination: impl Destination + 'static, options: SyncOptions) -> SyncBuilder {
