@@ -192,7 +192,7 @@ impl MetaAudienceDestination {
                     report.replaced = true;
                 } else if closed {
                     report.note(
-                        "the full refresh did not deliver every change: Meta replaced the audience with the members uploaded, and the changes left go with the next run",
+                        "the full refresh did not deliver every change: Meta replaced the audience with the members uploaded, so members not uploaded in this run are gone from it and an ordinary run does not send them again; run the full refresh (full_resync) again until its report says the audience was replaced",
                     );
                 }
             }
