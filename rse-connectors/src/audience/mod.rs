@@ -14,8 +14,6 @@
 
 mod normalize;
 
-
-
 /// What an audience column holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[non_exhaustive]

@@ -35,7 +35,9 @@ impl SchemaFile {
         static FILES: OnceLock<Mutex<HashMap<&'static str, &'static SchemaFile>>> = OnceLock::new();
         let files = FILES.get_or_init(Default::default);
         let mut files = files.lock().unwrap();
-        *files.entry(relative).or_insert_with(|| Box::leak(Box::new(SchemaFile::load(relative))))
+        let file: &'static SchemaFile =
+            files.entry(relative).or_insert_with(|| Box::leak(Box::new(SchemaFile::load(relative))));
+        file
     }
 
     fn load(relative: &str) -> SchemaFile {
