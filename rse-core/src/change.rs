@@ -324,6 +324,9 @@ pub struct WriteOutcome {
     pub receipts: Vec<Receipt>,
     /// The quota the destination reported with this answer, which the runner paces to.
     pub quota: Option<QuotaFeedback>,
+    /// Audience figures of this write (an ad platform's members added and removed), summed
+    /// into the run's [`SyncReport::audience`](crate::SyncReport::audience).
+    pub audience: Option<Box<crate::audience::AudienceReport>>,
 }
 
 impl WriteOutcome {
@@ -334,7 +337,7 @@ impl WriteOutcome {
 
     /// These outcomes, with no receipts and no quota.
     pub fn from_outcomes(outcomes: Vec<ChangeOutcome>) -> Self {
-        Self { outcomes, receipts: Vec::new(), quota: None }
+        Self { outcomes, receipts: Vec::new(), quota: None, audience: None }
     }
 
     /// The receipt of change `i`, if the destination gave one.
@@ -368,12 +371,13 @@ pub struct WriteOutcomes {
     slots: Vec<Option<ChangeOutcome>>,
     receipts: Vec<Receipt>,
     quota: Option<QuotaFeedback>,
+    audience: Option<Box<crate::audience::AudienceReport>>,
 }
 
 impl WriteOutcomes {
     /// `n` unset slots, one per change of the batch.
     pub fn new(n: usize) -> Self {
-        Self { slots: vec![None; n], receipts: Vec::new(), quota: None }
+        Self { slots: vec![None; n], receipts: Vec::new(), quota: None, audience: None }
     }
 
     /// The number of slots.
@@ -413,6 +417,11 @@ impl WriteOutcomes {
     /// Records the quota the destination reported with this answer (the runner paces to it).
     pub fn set_quota(&mut self, quota: QuotaFeedback) {
         self.quota = Some(quota);
+    }
+
+    /// Records the write's audience figures (summed into the run's report).
+    pub fn set_audience(&mut self, audience: crate::audience::AudienceReport) {
+        self.audience = Some(Box::new(audience));
     }
 
     /// Change `i` was refused for good, for `reason` (the destination's words, never values).
@@ -460,6 +469,7 @@ impl WriteOutcomes {
             outcomes: self.slots.into_iter().flatten().collect(),
             receipts: self.receipts,
             quota: self.quota,
+            audience: self.audience,
         })
     }
 }

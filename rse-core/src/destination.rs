@@ -251,6 +251,99 @@ pub trait Destination: Send + Sync {
     fn transactional_state(&self) -> Option<&dyn TransactionalState> {
         None
     }
+
+    /// The memo to record with `change`'s intent, before it is sent: for a destination that
+    /// keeps memos and can tell beforehand what the change will leave it holding (an ad
+    /// audience: the identifiers the member is about to be sent with). `change.memo` is the
+    /// key's memo now; the result should cover both (what the destination may hold if the
+    /// write is applied and its answer lost, and what it holds if the write never landed),
+    /// so that a later change or delete of the key can undo either. `None` (the default)
+    /// leaves the key's memo as it is. Called only when
+    /// [`keeps_memos`](DestinationCapabilities::keeps_memos) is set.
+    fn intent_memo(&self, schema: &Schema, change: &crate::change::Change) -> Option<crate::change::Memo> {
+        let _ = (schema, change);
+        None
+    }
+
+    /// Called once per run, before the run's first write (never in a dry run, nor in a run
+    /// with nothing to send): where a destination opens what spans a run (an upload
+    /// session). An error is classified as a write's would be.
+    ///
+    /// # Errors
+    /// A [`DestinationError`]; the run then handles it as it would a failed write.
+    async fn begin_run(&self, run: &RunInfo) -> Result<(), DestinationError> {
+        let _ = run;
+        Ok(())
+    }
+
+    /// Called once after the last write of a run that called
+    /// [`begin_run`](Destination::begin_run), however the run ended: where a destination
+    /// closes what spans the run (completes a replace, polls the platform's processing
+    /// status) and reports on it. The report is merged into the run's
+    /// [`SyncReport`](crate::SyncReport).
+    ///
+    /// # Errors
+    /// A [`DestinationError`]; the run's status stays what the writes made it and the
+    /// error is noted in the report.
+    async fn finish_run(&self, run: &RunInfo, end: &RunEnd) -> Result<DestinationRunReport, DestinationError> {
+        let _ = (run, end);
+        Ok(DestinationRunReport::default())
+    }
+}
+
+/// The run a destination is called for, in [`Destination::begin_run`] and
+/// [`Destination::finish_run`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RunInfo {
+    /// The sync.
+    pub sync_id: std::sync::Arc<str>,
+    /// The run (the lease's fencing token: it grows from run to run of a sync).
+    pub run_id: u64,
+    /// Whether the run sends every record regardless of its fingerprint
+    /// ([`SyncOptions::full_resync`](crate::SyncOptions::full_resync)).
+    pub full_resync: bool,
+    /// When the run started, in milliseconds since the Unix epoch.
+    pub started_at_ms: u64,
+}
+
+impl RunInfo {
+    /// A run of `sync_id`.
+    pub fn new(sync_id: impl Into<std::sync::Arc<str>>, run_id: u64, full_resync: bool, started_at_ms: u64) -> Self {
+        Self { sync_id: sync_id.into(), run_id, full_resync, started_at_ms }
+    }
+}
+
+/// How the run went, for [`Destination::finish_run`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RunEnd {
+    /// Every change the run planned was acknowledged (applied or refused), and the read
+    /// completed: a replace that spans the run may complete.
+    pub delivered_all: bool,
+}
+
+impl RunEnd {
+    /// A run end.
+    pub fn new(delivered_all: bool) -> Self {
+        Self { delivered_all }
+    }
+}
+
+/// What a destination reports at the end of a run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DestinationRunReport {
+    /// Audience figures (members, consent, match rate), merged into
+    /// [`SyncReport::audience`](crate::SyncReport::audience).
+    pub audience: Option<crate::audience::AudienceReport>,
+}
+
+impl DestinationRunReport {
+    /// A report carrying audience figures.
+    pub fn audience(report: crate::audience::AudienceReport) -> Self {
+        Self { audience: Some(report) }
+    }
 }
 
 /// The state commit a transactional write records with its rows, built by the runner from

@@ -76,6 +76,19 @@ macro_rules! forward {
             fn check_schema(&self, schema: &Schema) -> Result<(), DestinationError> {
                 (**self).check_schema(schema)
             }
+            fn intent_memo(&self, schema: &Schema, change: &crate::change::Change) -> Option<crate::change::Memo> {
+                (**self).intent_memo(schema, change)
+            }
+            async fn begin_run(&self, run: &crate::destination::RunInfo) -> Result<(), DestinationError> {
+                (**self).begin_run(run).await
+            }
+            async fn finish_run(
+                &self,
+                run: &crate::destination::RunInfo,
+                end: &crate::destination::RunEnd,
+            ) -> Result<crate::destination::DestinationRunReport, DestinationError> {
+                (**self).finish_run(run, end).await
+            }
         }
 
         #[async_trait]

@@ -8,6 +8,7 @@
 //! state only for acknowledged changes and keeping every refused record with its reason.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod audience;
 pub mod change;
 pub mod config;
 pub mod destination;
@@ -33,12 +34,13 @@ pub mod value;
 /// The attribute the four traits are declared with, re-exported so that an implementation
 /// needs no dependency of its own: `#[rse_core::async_trait]`.
 pub use async_trait::async_trait;
+pub use audience::{AudienceReport, MatchRate};
 pub use change::{
     Change, ChangeBatch, ChangeOutcome, Effect, IdempotencyKey, Memo, Op, Receipt, WriteOutcome, WriteOutcomes,
 };
 pub use destination::{
-    CommitFor, CommittedWriteError, Destination, DestinationCapabilities, QuotaFeedback, QuotaWindow, RateLimit,
-    TransactionalState,
+    CommitFor, CommittedWriteError, Destination, DestinationCapabilities, DestinationRunReport, QuotaFeedback,
+    QuotaWindow, RateLimit, RunEnd, RunInfo, TransactionalState,
 };
 pub use drift::{SchemaDrift, SchemaDriftPolicy, SchemaSummary};
 pub use error::{

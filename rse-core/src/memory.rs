@@ -570,6 +570,11 @@ impl MemoryStateStore {
                     }
                 }
             }
+            for (key, memo) in commit.memos {
+                if let Some(entry) = data.snapshot.get_mut(&key) {
+                    entry.memo = Some(memo);
+                }
+            }
             for (key, pending) in commit.settled {
                 if let Some(entry) = data.snapshot.get_mut(&key) {
                     entry.pending = pending;

@@ -291,6 +291,10 @@ pub struct SyncReport {
     /// The quota the destination last reported in the run, if it reports one.
     #[serde(default)]
     pub quota: Option<crate::destination::QuotaFeedback>,
+    /// What an audience destination reported (members added and removed, consent, what the
+    /// platform refused, the match rate); `None` for other destinations.
+    #[serde(default)]
+    pub audience: Option<crate::audience::AudienceReport>,
 }
 
 impl SyncReport {
@@ -321,6 +325,7 @@ impl SyncReport {
             schema: None,
             schema_drift: None,
             quota: None,
+            audience: None,
         }
     }
 }
@@ -425,6 +430,12 @@ impl std::fmt::Display for SyncReport {
         let d = &c.destination;
         if d.created + d.updated + d.unchanged > 0 {
             write!(f, "\n  destination: {} created, {} updated, {} unchanged", d.created, d.updated, d.unchanged)?;
+        }
+        if let Some(audience) = &self.audience {
+            write!(f, "\n  audience: {audience}")?;
+            for note in &audience.notes {
+                write!(f, "\n    {note}")?;
+            }
         }
         if c.superseded > 0 {
             write!(f, "\n  {} changes superseded by a newer version at the destination", c.superseded)?;

@@ -123,6 +123,10 @@ pub struct StateCommit {
     /// an entry with no fingerprint at version 0) until an applied entry replaces it. Written
     /// before a batch goes out, so a crash after the destination applied it is never lost.
     pub intents: Vec<(Key, PendingChange)>,
+    /// Memos to record on keys that have an entry (after this commit's intents), changing
+    /// nothing else: the memo a destination gave for a change about to be sent
+    /// ([`Destination::intent_memo`](crate::Destination::intent_memo)).
+    pub memos: Vec<(Key, Memo)>,
     /// Pending changes the destination refused (so never applied): each key's pending change
     /// goes back to what it was before. An entry left with no fingerprint, no version and
     /// nothing pending is removed.
@@ -146,6 +150,7 @@ impl StateCommit {
     /// Whether the commit changes nothing.
     pub fn is_empty(&self) -> bool {
         self.intents.is_empty()
+            && self.memos.is_empty()
             && self.settled.is_empty()
             && self.applied.is_empty()
             && self.rejected.is_empty()

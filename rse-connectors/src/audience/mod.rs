@@ -11,8 +11,21 @@
 //!   SHA-256 digest (64 hex characters) is recognised and passed through, never hashed twice;
 //!   identifiers the platform wants in clear (Meta `MADID`, `EXTERN_ID`, Google's mobile
 //!   ids, country and postal codes) are passed through unhashed.
+//! - [`AudienceFields`]: which columns hold which identifiers, and the members' consent.
+//! - [`plan_batch`]: what a batch of changes means for the audience — the members to remove
+//!   (all identifiers of a member that left the segment or withdrew consent, the old ones of
+//!   a member whose identifiers changed, read from the key's memo, never derived again) and
+//!   those to add — and [`AudiencePlan::outcomes`], the batch's answer with each member's
+//!   identifiers as its key's memo and the run's audience figures.
 
+mod fields;
+mod member;
 mod normalize;
+mod plan;
+
+pub use fields::{AudienceFields, BoundAudienceFields, Consent, text_of};
+pub use member::MemberIds;
+pub use plan::{AudiencePlan, ChangePlan, PlannedMember, intent_memo, memo_ids, plan_batch};
 
 /// What an audience column holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

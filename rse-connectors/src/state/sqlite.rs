@@ -646,7 +646,7 @@ impl StateStore for SqliteStateStore {
             .collect::<Result<Vec<_>, StateError>>()?;
         let cursor = commit.cursor.as_ref().map(cursor_bytes).transpose()?;
         let algorithm = commit.fingerprint_algorithm.map(|a| a.name());
-        let StateCommit { intents, settled, applied, cleared_rejections, forgotten, .. } = commit;
+        let StateCommit { intents, memos, settled, applied, cleared_rejections, forgotten, .. } = commit;
         self.with_writer("committing state", move |tx| {
             let id = match check_fence(tx, &lease)? {
                 Ok(id) => id,
@@ -662,6 +662,12 @@ impl StateStore for SqliteStateStore {
                 for (key, pending) in &intents {
                     let (op, fp, version) = pending_columns(Some(pending));
                     stmt.execute(params![id, key.as_bytes(), op, fp, version])?;
+                }
+            }
+            if !memos.is_empty() {
+                let mut stmt = tx.prepare_cached("UPDATE rse_snapshot SET memo = ?3 WHERE sync = ?1 AND key = ?2")?;
+                for (key, memo) in &memos {
+                    stmt.execute(params![id, key.as_bytes(), memo.as_bytes()])?;
                 }
             }
             if !settled.is_empty() {

@@ -25,6 +25,8 @@ pub(super) struct Consumed {
     pub(super) quota_exhausted: Option<(String, Option<Duration>)>,
     /// The quota the destination last reported.
     pub(super) quota: Option<crate::destination::QuotaFeedback>,
+    /// The audience figures of the run's writes and of the destination's end of run.
+    pub(super) audience: Option<crate::audience::AudienceReport>,
 }
 
 /// Delivers batches with bounded concurrency; opens the circuit after repeated failure.

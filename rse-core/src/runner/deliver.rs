@@ -15,8 +15,9 @@ use super::pace::{PauseGate, RateLimiter, WaitClock, backoff};
 use super::prior::PriorRejections;
 use super::quota::{Gate, QuotaGate};
 use crate::SyncOptions;
+use crate::audience::AudienceReport;
 use crate::change::{Change, ChangeBatch, ChangeOutcome, Memo, Op, Receipt, WriteOutcome};
-use crate::destination::{CommittedWriteError, Destination};
+use crate::destination::{CommittedWriteError, Destination, RunInfo};
 use crate::error::{DestinationError, StateError, unix_secs};
 use crate::fingerprint::FingerprintAlgorithm;
 use crate::key::Key;
@@ -180,6 +181,12 @@ pub(crate) struct Deliverer {
     pub quota: QuotaGate,
     /// Whether the destination keeps memos (read from the state before each write).
     pub keeps_memos: bool,
+    /// The run, for the destination's run hooks.
+    pub run: RunInfo,
+    /// Whether the destination's `begin_run` has succeeded (it is called before the first write).
+    pub begun: tokio::sync::Mutex<bool>,
+    /// The audience figures of the run's writes, summed.
+    pub audience: std::sync::Mutex<Option<AudienceReport>>,
 }
 
 impl Deliverer {
@@ -200,10 +207,16 @@ impl Deliverer {
             result.failure = Some(BatchFailure::Commit(error));
             return result;
         }
+        let schema = self.keeps_memos.then(|| self.schema.get());
         for Outgoing { change, prior } in outgoing {
             if !transactional {
                 let pending = PendingChange { op: change.op, fingerprint: change.fingerprint, version: change.version };
                 intents.intents.push((change.key.clone(), pending));
+                if let Some(schema) = &schema
+                    && let Some(memo) = self.destination.intent_memo(schema, &change)
+                {
+                    intents.memos.push((change.key.clone(), memo));
+                }
             }
             priors.insert(change.key.clone(), prior);
             changes.push(change);
@@ -272,6 +285,22 @@ impl Deliverer {
             let _ = self.progress.send(ProgressEvent::BatchCommitted { applied, rejected });
         }
         result
+    }
+
+    /// Calls the destination's `begin_run` once, before the run's first write; a failure is
+    /// tried again before the next write.
+    async fn begin_run(&self) -> Result<(), DestinationError> {
+        let mut begun = self.begun.lock().await;
+        if !*begun {
+            self.destination.begin_run(&self.run).await?;
+            *begun = true;
+        }
+        Ok(())
+    }
+
+    /// Whether `begin_run` was called with success.
+    pub(crate) async fn has_begun(&self) -> bool {
+        *self.begun.lock().await
     }
 
     /// Fills each change's memo from the state, for a destination that keeps memos. A key
@@ -502,43 +531,54 @@ impl Deliverer {
                     source: None,
                 })
             };
-            let written = match transactional {
-                None => match tokio::time::timeout(timeout, self.destination.write(&batch)).await {
-                    Ok(written) => written.map_err(CommittedWriteError::Destination),
-                    Err(_) => Err(timed_out()),
-                },
-                Some(transactional) => {
-                    let now = unix_secs(std::time::SystemTime::now());
-                    let commit_for = |written: &WriteOutcome| {
-                        let finals = batch.changes.iter().zip(&written.outcomes).enumerate().filter_map(
-                            |(i, (change, outcome))| match outcome {
-                                ChangeOutcome::Applied => {
-                                    Some((change, Settled::Applied(written.receipt(i).and_then(|r| r.memo.as_ref()))))
-                                }
-                                outcome if self.retry_rejection(outcome, round) => None,
-                                ChangeOutcome::Rejected { reason, .. } => {
-                                    Some((change, Settled::Refused(reason.as_str().into())))
-                                }
-                                ChangeOutcome::Superseded { reason } => {
-                                    Some((change, Settled::Refused(format!("superseded: {reason}").into())))
-                                }
-                            },
-                        );
-                        self.commit_of(finals, priors, now)
-                    };
-                    match tokio::time::timeout(
-                        timeout,
-                        transactional.write_committing(&batch, &self.lease, &commit_for),
-                    )
-                    .await
-                    {
-                        Ok(written) => written,
+            let written = match tokio::time::timeout(timeout, self.begin_run()).await {
+                Ok(Err(error)) => Err(CommittedWriteError::Destination(error)),
+                Err(_) => Err(timed_out()),
+                Ok(Ok(())) => match transactional {
+                    None => match tokio::time::timeout(timeout, self.destination.write(&batch)).await {
+                        Ok(written) => written.map_err(CommittedWriteError::Destination),
                         Err(_) => Err(timed_out()),
+                    },
+                    Some(transactional) => {
+                        let now = unix_secs(std::time::SystemTime::now());
+                        let commit_for = |written: &WriteOutcome| {
+                            let finals = batch.changes.iter().zip(&written.outcomes).enumerate().filter_map(
+                                |(i, (change, outcome))| match outcome {
+                                    ChangeOutcome::Applied => Some((
+                                        change,
+                                        Settled::Applied(written.receipt(i).and_then(|r| r.memo.as_ref())),
+                                    )),
+                                    outcome if self.retry_rejection(outcome, round) => None,
+                                    ChangeOutcome::Rejected { reason, .. } => {
+                                        Some((change, Settled::Refused(reason.as_str().into())))
+                                    }
+                                    ChangeOutcome::Superseded { reason } => {
+                                        Some((change, Settled::Refused(format!("superseded: {reason}").into())))
+                                    }
+                                },
+                            );
+                            self.commit_of(finals, priors, now)
+                        };
+                        match tokio::time::timeout(
+                            timeout,
+                            transactional.write_committing(&batch, &self.lease, &commit_for),
+                        )
+                        .await
+                        {
+                            Ok(written) => written,
+                            Err(_) => Err(timed_out()),
+                        }
                     }
-                }
+                },
             };
             let reported = match &written {
-                Ok(out) => out.quota,
+                Ok(out) => {
+                    if let Some(audience) = &out.audience {
+                        let mut sum = self.audience.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                        sum.get_or_insert_with(AudienceReport::default).merge((**audience).clone());
+                    }
+                    out.quota
+                }
                 Err(_) => None,
             };
             self.quota.done(reported);

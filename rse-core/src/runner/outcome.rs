@@ -72,6 +72,7 @@ pub(super) fn fill_report(report: &mut SyncReport, p: &Produced, c: &Consumed, s
     };
     report.retries = c.totals.retries;
     report.quota = c.quota;
+    report.audience = c.audience.clone();
     report.rate_limit_waits = c.totals.rate_limit_waits;
     report.batches = c.totals.writes;
     report.bytes = c.totals.bytes;

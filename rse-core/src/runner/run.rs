@@ -16,6 +16,8 @@ use super::pace::{PauseGate, RateLimiter, WaitClock};
 use super::prior::PriorRejections;
 use super::produce::{Produced, Producer};
 use super::quota::QuotaGate;
+use crate::audience::AudienceReport;
+use crate::destination::{DestinationRunReport, RunEnd, RunInfo};
 use crate::diff::{Differ, HashDiff, MergeDiff};
 use crate::drift::SchemaSummary;
 use crate::error::Error;
@@ -186,9 +188,16 @@ async fn work(
                 waits: waits.clone(),
                 quota: QuotaGate::new(inner.options.quota_reserve),
                 keeps_memos: inner.destination.capabilities().keeps_memos,
+                run: RunInfo::new(inner.id.clone(), report.run_id, options.full_resync, report.started_at_ms),
+                begun: tokio::sync::Mutex::new(false),
+                audience: std::sync::Mutex::new(None),
             };
             let (produced, mut consumed) = tokio::join!(produce, consume(&deliverer, rx, inner));
             consumed.quota = deliverer.quota.last();
+            consumed.audience = deliverer.audience.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+            if deliverer.has_begun().await {
+                finish_run(inner, &deliverer.run, &produced, &mut consumed, stop).await;
+            }
             (produced, consumed)
         }
         None => {
@@ -196,6 +205,43 @@ async fn work(
             (produce.await, Consumed::default())
         }
     })
+}
+
+/// Lets the destination close what spans the run (a replace, a status to poll) and merges
+/// its report; a failure is noted in the report and leaves the run's status as it is.
+async fn finish_run(
+    inner: &SyncInner,
+    run: &RunInfo,
+    produced: &Produced,
+    consumed: &mut Consumed,
+    stop: &CancellationToken,
+) {
+    let status = decide_status(produced, consumed, None, stop.is_cancelled());
+    let delivered_all =
+        matches!(status, RunStatus::Succeeded | RunStatus::CompletedWithRejections | RunStatus::DeletesWithheld { .. });
+    let finished = tokio::time::timeout(
+        inner.options.write_timeout,
+        inner.destination.finish_run(run, &RunEnd::new(delivered_all)),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        Err(crate::DestinationError::Transient {
+            message: format!("no answer within the write timeout of {:?}", inner.options.write_timeout),
+            source: None,
+        })
+    });
+    match finished {
+        Ok(DestinationRunReport { audience: Some(audience), .. }) => {
+            consumed.audience.get_or_insert_with(AudienceReport::default).merge(audience);
+        }
+        Ok(_) => {}
+        Err(error) => {
+            warn!(%error, "The destination's end of run failed.");
+            if let Some(audience) = &mut consumed.audience {
+                audience.note(format!("finishing the run at the destination failed: {error}"));
+            }
+        }
+    }
 }
 
 /// Reads what the run starts from: metadata, the rejected set and the snapshot's differ.

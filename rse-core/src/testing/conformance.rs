@@ -481,6 +481,38 @@ async fn check_memos(store: &dyn StateStore, lease: &Lease) -> Result<(), Confor
         got == vec![Some(tombstone), Some(with(502, &text))],
         "an applied entry did not replace (or clear) the key's memo: {got:?}"
     );
+    // A memo recorded with an intent: on a key that has an entry, and on a key new to the
+    // sync (whose entry the intent creates); other columns stay as they were.
+    let intent = PendingChange { op: Op::Update, fingerprint: Fingerprint(9), version: 1 };
+    let new_key = PendingChange { op: Op::Insert, fingerprint: Fingerprint(10), version: 0 };
+    let commit = StateCommit {
+        intents: vec![(key(503), intent), (key(505), new_key)],
+        memos: vec![(key(503), binary.clone()), (key(505), text.clone())],
+        ..StateCommit::default()
+    };
+    store.commit(lease, commit).await.map_err(fail("commit of intents with memos"))?;
+    let got = store.get(sync_id, &[key(503), key(505)]).await.map_err(fail("get"))?;
+    let expected = vec![
+        Some(SnapshotEntry { pending: Some(intent), memo: Some(binary.clone()), ..entry(503, 1) }),
+        Some(SnapshotEntry {
+            key: key(505),
+            fingerprint: None,
+            version: 0,
+            pending: Some(new_key),
+            memo: Some(text.clone()),
+        }),
+    ];
+    ensure!(got == expected, "memos recorded with intents did not read back as recorded: {got:?}");
+    // A memo for a key without an entry records nothing.
+    let commit = StateCommit { memos: vec![(key(506), text.clone())], ..StateCommit::default() };
+    store.commit(lease, commit).await.map_err(fail("commit of a memo alone"))?;
+    let got = store.get(sync_id, &[key(506)]).await.map_err(fail("get"))?;
+    ensure!(got == vec![None], "a memo for a key without an entry created one: {got:?}");
+    // A refused insert of a new key leaves nothing behind, memo included.
+    let commit = StateCommit { settled: vec![(key(505), None)], ..StateCommit::default() };
+    store.commit(lease, commit).await.map_err(fail("commit settling"))?;
+    let got = store.get(sync_id, &[key(505)]).await.map_err(fail("get"))?;
+    ensure!(got == vec![None], "a refused insert of a new key left an entry: {got:?}");
     Ok(())
 }
 

@@ -179,6 +179,26 @@ impl<D: Destination> Destination for FaultyDestination<D> {
         self.inner.check_schema(schema)
     }
 
+    fn intent_memo(
+        &self,
+        schema: &crate::schema::Schema,
+        change: &crate::change::Change,
+    ) -> Option<crate::change::Memo> {
+        self.inner.intent_memo(schema, change)
+    }
+
+    async fn begin_run(&self, run: &crate::destination::RunInfo) -> Result<(), DestinationError> {
+        self.inner.begin_run(run).await
+    }
+
+    async fn finish_run(
+        &self,
+        run: &crate::destination::RunInfo,
+        end: &crate::destination::RunEnd,
+    ) -> Result<crate::destination::DestinationRunReport, DestinationError> {
+        self.inner.finish_run(run, end).await
+    }
+
     fn transactional_state(&self) -> Option<&dyn TransactionalState> {
         self.inner.transactional_state().map(|_| self as &dyn TransactionalState)
     }

@@ -52,6 +52,26 @@ impl<D: Destination> Destination for KeepMemos<D> {
         self.inner.check_schema(schema)
     }
 
+    fn intent_memo(
+        &self,
+        schema: &crate::schema::Schema,
+        change: &crate::change::Change,
+    ) -> Option<crate::change::Memo> {
+        self.inner.intent_memo(schema, change)
+    }
+
+    async fn begin_run(&self, run: &crate::destination::RunInfo) -> Result<(), DestinationError> {
+        self.inner.begin_run(run).await
+    }
+
+    async fn finish_run(
+        &self,
+        run: &crate::destination::RunInfo,
+        end: &crate::destination::RunEnd,
+    ) -> Result<crate::destination::DestinationRunReport, DestinationError> {
+        self.inner.finish_run(run, end).await
+    }
+
     async fn check(&self) -> Result<(), DestinationError> {
         self.inner.check().await
     }

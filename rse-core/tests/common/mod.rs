@@ -83,6 +83,16 @@ impl World {
         self.builder(destination, options).build().await.unwrap()
     }
 
+    /// A sync of this world's source and state into `destination`, in `mode`.
+    pub async fn sync_mode_to(
+        &self,
+        destination: impl Destination + 'static,
+        mode: Mode,
+        options: SyncOptions,
+    ) -> SyncJob {
+        self.builder(destination, options).mode(mode).build().await.unwrap()
+    }
+
     fn builder(&self, destination: impl Destination + 'static, options: SyncOptions) -> SyncBuilder {
         SyncJob::builder("customers")
             .source(self.source.clone())

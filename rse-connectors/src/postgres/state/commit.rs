@@ -65,6 +65,7 @@ impl PostgresStateStore {
             rejected.iter_mut().map(rejected_columns).collect::<Result<Vec<_>, _>>()?.into_iter().unzip();
         let cursor = commit.cursor.as_ref().map(cursor_bytes).transpose()?;
         let intents = last_per_key(commit.intents, |(k, _)| k);
+        let memos = last_per_key(commit.memos, |(k, _)| k);
         let settled = last_per_key(commit.settled, |(k, _)| k);
         let applied = last_per_key(commit.applied, |e| &e.key);
         let id = self.fence(tx, lease).await??;
@@ -80,6 +81,16 @@ impl PostgresStateStore {
             )
             .await
             .map_err(run("recording intents"))?;
+        }
+        if !memos.is_empty() {
+            let keys: Vec<&[u8]> = memos.iter().map(|(k, _)| k.as_bytes()).collect();
+            let values: Vec<&[u8]> = memos.iter().map(|(_, m)| m.as_bytes()).collect();
+            tx.execute(
+                &tx.prepare_cached(&self.sql.memos).await.map_err(self.err("preparing a statement"))?,
+                &[&id, &keys, &values],
+            )
+            .await
+            .map_err(run("recording memos"))?;
         }
         if !settled.is_empty() {
             let keys: Vec<&[u8]> = settled.iter().map(|(k, _)| k.as_bytes()).collect();

@@ -21,6 +21,7 @@ pub(super) struct Sql {
     pub(super) rejected_first: String,
     pub(super) rejected_after: String,
     pub(super) intents: String,
+    pub(super) memos: String,
     pub(super) settle: String,
     pub(super) settle_remove: String,
     pub(super) clear_by_keys: String,
@@ -75,6 +76,11 @@ impl Sql {
                  SELECT k, NULL, 0, o, f, v, NULL, $1 FROM unnest($2::bytea[], $3::smallint[], $4::bytea[], $5::bigint[]) AS u(k, o, f, v)
                  ON CONFLICT (sync, key) DO UPDATE SET pending_op = EXCLUDED.pending_op,
                     pending_fingerprint = EXCLUDED.pending_fingerprint, pending_version = EXCLUDED.pending_version"
+            ),
+            memos: format!(
+                "UPDATE {s}.rse_snapshot AS t SET memo = u.m
+                 FROM unnest($2::bytea[], $3::bytea[]) AS u(k, m)
+                 WHERE t.sync = $1 AND t.key = u.k"
             ),
             settle: format!(
                 "UPDATE {s}.rse_snapshot AS t SET pending_op = u.o, pending_fingerprint = u.f, pending_version = u.v

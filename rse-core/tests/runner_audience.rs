@@ -1,0 +1,230 @@
+//! What the runner does for audience destinations (an ad platform's customer list): the
+//! identifiers a member is about to be sent with are recorded with the change's intent, so a
+//! write whose answer is lost can still be undone by the key's next change or delete; the
+//! destination's run hooks; audience figures summed into the report and the run history.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use common::*;
+use rse_core::*;
+
+/// An audience keyed by email: a member's identifiers are its email address, kept (one per
+/// line) as the key's memo.
+#[derive(Clone, Default)]
+struct Audience {
+    inner: Arc<Mutex<Inner>>,
+    /// Whether it records the identifiers it is about to send with the intent.
+    intent_memos: bool,
+}
+
+#[derive(Default)]
+struct Inner {
+    members: BTreeSet<String>,
+    /// Writes still to apply and then answer with a transient failure (a lost answer).
+    lose_answers: u32,
+    begun: Vec<u64>,
+    finished: Vec<(u64, bool)>,
+}
+
+fn ids_of(memo: Option<&Memo>) -> BTreeSet<String> {
+    memo.and_then(Memo::as_str).map(|s| s.lines().map(str::to_owned).collect()).unwrap_or_default()
+}
+
+fn memo_of(ids: &BTreeSet<String>) -> Memo {
+    Memo::text(&ids.iter().cloned().collect::<Vec<_>>().join("\n")).unwrap()
+}
+
+fn current_ids(change: &Change) -> BTreeSet<String> {
+    match (&change.op, &change.record) {
+        (Op::Delete, _) | (_, None) => BTreeSet::new(),
+        (_, Some(record)) => match record.get(1) {
+            Some(Value::String(email)) => BTreeSet::from([email.clone()]),
+            _ => BTreeSet::new(),
+        },
+    }
+}
+
+impl Audience {
+    fn members(&self) -> BTreeSet<String> {
+        self.inner.lock().unwrap().members.clone()
+    }
+}
+
+#[async_trait]
+impl Destination for Audience {
+    fn name(&self) -> &str {
+        "audience"
+    }
+
+    fn capabilities(&self) -> DestinationCapabilities {
+        DestinationCapabilities::new(Op::ALL).with_memos(true)
+    }
+
+    async fn check(&self) -> Result<(), DestinationError> {
+        Ok(())
+    }
+
+    fn intent_memo(&self, _schema: &Schema, change: &Change) -> Option<Memo> {
+        if !self.intent_memos {
+            return None;
+        }
+        let mut ids = ids_of(change.memo.as_ref());
+        ids.extend(current_ids(change));
+        Some(memo_of(&ids))
+    }
+
+    async fn write(&self, batch: &ChangeBatch) -> Result<WriteOutcome, DestinationError> {
+        let mut inner = self.inner.lock().unwrap();
+        let mut outcomes = WriteOutcomes::new(batch.len());
+        let mut figures = AudienceReport::default();
+        for (i, change) in batch.changes.iter().enumerate() {
+            let (old, new) = (ids_of(change.memo.as_ref()), current_ids(change));
+            for gone in old.difference(&new) {
+                inner.members.remove(gone);
+                figures.identifiers_removed += 1;
+            }
+            figures.members_removed += u64::from(!old.is_subset(&new));
+            figures.members_added += u64::from(!new.is_empty());
+            inner.members.extend(new.iter().cloned());
+            match change.op {
+                Op::Delete => outcomes.applied(i),
+                _ => outcomes.applied_with(i, Receipt::updated().with_memo(memo_of(&new))),
+            }
+        }
+        if inner.lose_answers > 0 {
+            inner.lose_answers -= 1;
+            return Err(DestinationError::Transient {
+                message: "connection reset after the upload".into(),
+                source: None,
+            });
+        }
+        outcomes.set_audience(figures);
+        outcomes.finish("audience")
+    }
+
+    async fn begin_run(&self, run: &RunInfo) -> Result<(), DestinationError> {
+        self.inner.lock().unwrap().begun.push(run.run_id);
+        Ok(())
+    }
+
+    async fn finish_run(&self, run: &RunInfo, end: &RunEnd) -> Result<DestinationRunReport, DestinationError> {
+        let mut inner = self.inner.lock().unwrap();
+        inner.finished.push((run.run_id, end.delivered_all));
+        let n = inner.members.len() as u64;
+        let mut report = AudienceReport::default();
+        report.match_rate = Some(MatchRate::counted(n / 2, n, "test platform", true));
+        Ok(DestinationRunReport::audience(report))
+    }
+}
+
+fn person(id: i64, email: &str) -> Record {
+    Record::new(vec![Value::Int(id), Value::String(email.into()), Value::Float(0.5), Value::Timestamp(1_000)])
+}
+
+fn segment(w: &World) -> BTreeSet<String> {
+    w.source
+        .rows()
+        .iter()
+        .filter_map(|r| match r.get(1) {
+            Some(Value::String(e)) => Some(e.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn opts() -> SyncOptions {
+    SyncOptions::default()
+        .with_batch_rows(5)
+        .with_linger(Duration::from_millis(5))
+        .with_max_attempts(2)
+        .with_initial_backoff(Duration::from_millis(1))
+}
+
+async fn lost_answers_then_changes(intent_memos: bool) -> (BTreeSet<String>, BTreeSet<String>) {
+    let w = World::new((1..=10).map(|i| person(i, &format!("p{i}@example.com"))).collect());
+    let audience = Audience { intent_memos, ..Audience::default() };
+    let sync = w.sync_mode_to(audience.clone(), Mode::Mirror, opts()).await;
+    assert_eq!(sync.run().await.unwrap().status, RunStatus::Succeeded);
+    assert_eq!(audience.members(), segment(&w));
+
+    // New addresses reach the platform, but every answer is lost: nothing is acknowledged.
+    for i in 1..=3 {
+        w.source.upsert(person(i, &format!("new{i}@example.com")));
+    }
+    audience.inner.lock().unwrap().lose_answers = u32::MAX;
+    let report = sync.run().await.unwrap();
+    assert!(matches!(report.status, RunStatus::Failed { .. } | RunStatus::CircuitOpen { .. }), "{report}");
+    assert_eq!(report.counts.applied.total(), 0, "{report}");
+
+    // Before the next run, one of them leaves the segment and one changes again.
+    audience.inner.lock().unwrap().lose_answers = 0;
+    w.source.remove(&key(1));
+    w.source.upsert(person(2, "newer2@example.com"));
+    let report = sync.run().await.unwrap();
+    assert_eq!(report.status, RunStatus::Succeeded, "{report}");
+    (audience.members(), segment(&w))
+}
+
+#[tokio::test]
+async fn identifiers_sent_with_a_lost_answer_are_undone_by_the_keys_next_change_and_delete() {
+    let (members, segment) = lost_answers_then_changes(true).await;
+    assert_eq!(members, segment, "the audience holds exactly the segment");
+}
+
+#[tokio::test]
+async fn without_intent_memos_a_lost_answer_leaves_members_behind() {
+    // What the intent memo is for: the same sequence without it strands the addresses the
+    // lost writes added (new1 of a member that left, new2 replaced by newer2).
+    let (members, segment) = lost_answers_then_changes(false).await;
+    let stranded: BTreeSet<String> = members.difference(&segment).cloned().collect();
+    assert_eq!(stranded, BTreeSet::from(["new1@example.com".to_owned(), "new2@example.com".to_owned()]));
+}
+
+#[tokio::test]
+async fn run_hooks_bracket_each_run_that_writes_and_audience_figures_reach_the_report_and_history() {
+    let w = World::new((1..=12).map(|i| person(i, &format!("p{i}@example.com"))).collect());
+    let audience = Audience { intent_memos: true, ..Audience::default() };
+    let sync = w.sync_mode_to(audience.clone(), Mode::Mirror, opts()).await;
+    let first = sync.run().await.unwrap();
+    assert_eq!(first.status, RunStatus::Succeeded, "{first}");
+    let figures = first.audience.clone().expect("audience figures in the report");
+    assert_eq!((figures.members_added, figures.members_removed), (12, 0));
+    let rate = figures.match_rate.clone().expect("the end of run's match rate");
+    assert_eq!((rate.matched, rate.received, rate.low_percent), (Some(6), Some(12), 50));
+    assert!(first.to_string().contains("audience: 12 members added, 0 removed, match rate 50 %"), "{first}");
+
+    // Nothing to send: no hooks, no figures.
+    let idle = sync.run().await.unwrap();
+    assert_eq!(idle.audience, None);
+
+    w.source.remove(&key(12));
+    w.source.upsert(person(1, "moved@example.com"));
+    let third = sync.run().await.unwrap();
+    let figures = third.audience.clone().unwrap();
+    assert_eq!((figures.members_added, figures.members_removed, figures.identifiers_removed), (1, 2, 2));
+    {
+        let inner = audience.inner.lock().unwrap();
+        assert_eq!(inner.begun, vec![first.run_id, third.run_id], "begin_run once per run that writes");
+        assert_eq!(inner.finished, vec![(first.run_id, true), (third.run_id, true)]);
+    }
+    let history = w.state.runs("customers", 10).await.unwrap();
+    let recorded = history.iter().find(|r| r.run_id == third.run_id).unwrap();
+    assert_eq!(recorded.audience, third.audience, "the run history keeps the audience figures");
+}
+
+#[tokio::test]
+async fn a_run_that_leaves_changes_undelivered_tells_the_destination_so() {
+    let w = World::new((1..=6).map(|i| person(i, &format!("p{i}@example.com"))).collect());
+    let audience = Audience { intent_memos: true, ..Audience::default() };
+    audience.inner.lock().unwrap().lose_answers = u32::MAX;
+    let sync = w.sync_to(audience.clone(), opts()).await;
+    let report = sync.run().await.unwrap();
+    assert!(!report.status.is_complete(), "{report}");
+    assert_eq!(audience.inner.lock().unwrap().finished, vec![(report.run_id, false)]);
+}
