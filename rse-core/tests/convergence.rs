@@ -3,7 +3,9 @@
 //! stop, the destination equals the source, nothing was applied twice, every refused record
 //! was delivered, and the state never held a fingerprint the destination did not receive.
 //! Half the cases use an exactly-once destination (state committed with the rows), where
-//! the state must equal the destination after every run, crashed or not.
+//! the state must equal the destination after every run, crashed or not. A quarter of the
+//! cases deliver to an ad audience instead, which must end holding exactly the identifiers
+//! of the source's rows.
 //!
 //! CI runs 2,000 cases; set `RSE_CONVERGENCE_CASES` for longer local runs.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -13,6 +15,7 @@ mod common;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
+use common::audience::{Audience, email_and_score, ids_in};
 use common::*;
 use proptest::prelude::*;
 use rse_core::memory::{MemoryDestination, MemorySource, MemoryStateStore};
@@ -46,6 +49,10 @@ struct Case {
     exactly_once: bool,
     /// The destination assigns record ids and deletes by them, as a CRM does (memos).
     memos: bool,
+    /// The destination is an ad audience instead: a set of identifiers, two per record (one
+    /// stable, one that changes with the record), removed by the identifiers kept as memos
+    /// and recorded with each change's intent.
+    audience: bool,
 }
 
 fn edit() -> impl Strategy<Value = Edit> {
@@ -80,8 +87,9 @@ fn case() -> impl Strategy<Value = Case> {
         any::<bool>(),
         any::<bool>(),
         any::<bool>(),
+        prop::bool::weighted(0.25),
     )
-        .prop_map(|(initial, runs, batch_rows, concurrency, merge, exactly_once, memos)| Case {
+        .prop_map(|(initial, runs, batch_rows, concurrency, merge, exactly_once, memos, audience)| Case {
             initial,
             runs,
             batch_rows,
@@ -89,6 +97,7 @@ fn case() -> impl Strategy<Value = Case> {
             merge,
             exactly_once,
             memos,
+            audience,
         })
 }
 
@@ -164,28 +173,22 @@ fn every_record_id_is_in_the_state(state: &MemoryStateStore, dest: &MemoryDestin
     assert_eq!(memos, dest.record_ids(), "the state's memos and the destination's record ids disagree");
 }
 
-async fn converge(case: Case) {
-    let mut table = case.initial.clone();
-    let source = MemorySource::new(customers_schema(), rows(&table));
-    let state = MemoryStateStore::new();
-    let dest = if case.memos {
-        MemoryDestination::new()
-            .with_capabilities(DestinationCapabilities::new(Op::ALL).with_idempotency_keys(true).with_memos(true))
-    } else {
-        MemoryDestination::new()
-    };
-    let dest = if case.exactly_once { dest.with_state_store(state.clone()) } else { dest };
-    let faulty = FaultyDestination::new(dest.clone());
-    let ttl = Duration::from_secs(60);
+/// The sync of `case` into `faulty`, with the faults of each run injected before it.
+async fn sync_of<D: Destination + Clone + 'static>(
+    case: &Case,
+    source: &MemorySource,
+    state: &MemoryStateStore,
+    faulty: &FaultyDestination<D>,
+) -> SyncJob {
     let options = SyncOptions::default()
         .with_batch_rows(case.batch_rows)
         .with_max_concurrency(case.concurrency)
         .with_max_attempts(3)
         .with_linger(Duration::from_millis(1))
-        .with_lease_ttl(ttl)
+        .with_lease_ttl(TTL)
         .with_allow_empty_source(true)
         .with_diff_strategy(if case.merge { DiffStrategy::Merge } else { DiffStrategy::Hash });
-    let sync = SyncJob::builder("customers")
+    SyncJob::builder("customers")
         .source(source.clone())
         .destination(faulty.clone())
         .state(state.clone())
@@ -193,8 +196,21 @@ async fn converge(case: Case) {
         .options(options)
         .build()
         .await
-        .unwrap();
+        .unwrap()
+}
 
+const TTL: Duration = Duration::from_secs(60);
+
+/// Runs the case's runs, each after its edits and with its faults, checking `after_each`
+/// after every run; then a last run without faults, which must succeed. Returns the table.
+async fn run_case<D: Destination + Clone + 'static>(
+    case: &Case,
+    source: &MemorySource,
+    faulty: &FaultyDestination<D>,
+    sync: &SyncJob,
+    after_each: impl Fn(),
+) -> BTreeMap<i64, u8> {
+    let mut table = case.initial.clone();
     for (edits, f) in &case.runs {
         for e in edits {
             match *e {
@@ -230,18 +246,40 @@ async fn converge(case: Case) {
             }
             () = faulty.crashed() => {
                 // The process died: its lease lapses before anyone runs the sync again.
-                tokio::time::sleep(ttl).await;
+                tokio::time::sleep(TTL).await;
             }
         }
+        after_each();
+    }
+    faulty.lift();
+    let report = sync.run().await.unwrap();
+    assert_eq!(report.status, RunStatus::Succeeded, "{report:?}");
+    table
+}
+
+async fn converge(case: Case) {
+    if case.audience {
+        return converge_audience(case).await;
+    }
+    let source = MemorySource::new(customers_schema(), rows(&case.initial));
+    let state = MemoryStateStore::new();
+    let dest = if case.memos {
+        MemoryDestination::new()
+            .with_capabilities(DestinationCapabilities::new(Op::ALL).with_idempotency_keys(true).with_memos(true))
+    } else {
+        MemoryDestination::new()
+    };
+    let dest = if case.exactly_once { dest.with_state_store(state.clone()) } else { dest };
+    let faulty = FaultyDestination::new(dest.clone());
+    let sync = sync_of(&case, &source, &state, &faulty).await;
+    let table = run_case(&case, &source, &faulty, &sync, || {
         state_only_holds_what_the_destination_received(&state, &dest);
         if case.exactly_once {
             state_equals_the_destination(&state, &dest);
         }
-    }
+    })
+    .await;
 
-    faulty.lift();
-    let report = sync.run().await.unwrap();
-    assert_eq!(report.status, RunStatus::Succeeded, "{report:?}");
     let want: BTreeMap<Key, Record> =
         rows(&table).into_iter().map(|r| (r.key(&customers_schema()).unwrap(), r)).collect();
     assert_eq!(dest.records(), want, "the destination does not equal the source");
@@ -254,6 +292,28 @@ async fn converge(case: Case) {
     nothing_was_applied_twice(&dest, ambiguous);
     if case.memos {
         every_record_id_is_in_the_state(&state, &dest);
+    }
+    let again = sync.run().await.unwrap();
+    assert_eq!(again.counts.planned.total(), 0, "a run after convergence planned changes");
+}
+
+/// An audience converges to exactly the identifiers of the source's rows: no member lost,
+/// none left behind, whatever crashed and whichever answers were lost on the way.
+async fn converge_audience(case: Case) {
+    let source = MemorySource::new(customers_schema(), rows(&case.initial));
+    let state = MemoryStateStore::new();
+    let dest = Audience::new(true, email_and_score);
+    let faulty = FaultyDestination::new(dest.clone());
+    let sync = sync_of(&case, &source, &state, &faulty).await;
+    let table = run_case(&case, &source, &faulty, &sync, || {}).await;
+    assert_eq!(dest.members(), dest.expected(&rows(&table)), "the audience does not equal the segment");
+    assert!(state.rejections("customers").is_empty(), "refused records left after the faults stopped");
+    // Every key's memo covers the identifiers its member holds (it may name more: those of
+    // a change that was sent with its intent and then refused, which the platform may hold).
+    for entry in state.snapshot("customers").into_iter().filter(|e| e.fingerprint.is_some()) {
+        let record = rows(&table).into_iter().find(|r| r.key(&customers_schema()).unwrap() == entry.key).unwrap();
+        let memo = ids_in(entry.memo.as_ref());
+        assert!(email_and_score(&record).is_subset(&memo), "memo of {:?}: {memo:?}", entry.key);
     }
     let again = sync.run().await.unwrap();
     assert_eq!(again.counts.planned.total(), 0, "a run after convergence planned changes");

@@ -7,121 +7,11 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_trait::async_trait;
+use common::audience::{Audience, emails};
 use common::*;
 use rse_core::*;
-
-/// An audience keyed by email: a member's identifiers are its email address, kept (one per
-/// line) as the key's memo.
-#[derive(Clone, Default)]
-struct Audience {
-    inner: Arc<Mutex<Inner>>,
-    /// Whether it records the identifiers it is about to send with the intent.
-    intent_memos: bool,
-}
-
-#[derive(Default)]
-struct Inner {
-    members: BTreeSet<String>,
-    /// Writes still to apply and then answer with a transient failure (a lost answer).
-    lose_answers: u32,
-    begun: Vec<u64>,
-    finished: Vec<(u64, bool)>,
-}
-
-fn ids_of(memo: Option<&Memo>) -> BTreeSet<String> {
-    memo.and_then(Memo::as_str).map(|s| s.lines().map(str::to_owned).collect()).unwrap_or_default()
-}
-
-fn memo_of(ids: &BTreeSet<String>) -> Memo {
-    Memo::text(&ids.iter().cloned().collect::<Vec<_>>().join("\n")).unwrap()
-}
-
-fn current_ids(change: &Change) -> BTreeSet<String> {
-    match (&change.op, &change.record) {
-        (Op::Delete, _) | (_, None) => BTreeSet::new(),
-        (_, Some(record)) => match record.get(1) {
-            Some(Value::String(email)) => BTreeSet::from([email.clone()]),
-            _ => BTreeSet::new(),
-        },
-    }
-}
-
-impl Audience {
-    fn members(&self) -> BTreeSet<String> {
-        self.inner.lock().unwrap().members.clone()
-    }
-}
-
-#[async_trait]
-impl Destination for Audience {
-    fn name(&self) -> &str {
-        "audience"
-    }
-
-    fn capabilities(&self) -> DestinationCapabilities {
-        DestinationCapabilities::new(Op::ALL).with_memos(true)
-    }
-
-    async fn check(&self) -> Result<(), DestinationError> {
-        Ok(())
-    }
-
-    fn intent_memo(&self, _schema: &Schema, change: &Change) -> Option<Memo> {
-        if !self.intent_memos {
-            return None;
-        }
-        let mut ids = ids_of(change.memo.as_ref());
-        ids.extend(current_ids(change));
-        Some(memo_of(&ids))
-    }
-
-    async fn write(&self, batch: &ChangeBatch) -> Result<WriteOutcome, DestinationError> {
-        let mut inner = self.inner.lock().unwrap();
-        let mut outcomes = WriteOutcomes::new(batch.len());
-        let mut figures = AudienceReport::default();
-        for (i, change) in batch.changes.iter().enumerate() {
-            let (old, new) = (ids_of(change.memo.as_ref()), current_ids(change));
-            for gone in old.difference(&new) {
-                inner.members.remove(gone);
-                figures.identifiers_removed += 1;
-            }
-            figures.members_removed += u64::from(!old.is_subset(&new));
-            figures.members_added += u64::from(!new.is_empty());
-            inner.members.extend(new.iter().cloned());
-            match change.op {
-                Op::Delete => outcomes.applied(i),
-                _ => outcomes.applied_with(i, Receipt::updated().with_memo(memo_of(&new))),
-            }
-        }
-        if inner.lose_answers > 0 {
-            inner.lose_answers -= 1;
-            return Err(DestinationError::Transient {
-                message: "connection reset after the upload".into(),
-                source: None,
-            });
-        }
-        outcomes.set_audience(figures);
-        outcomes.finish("audience")
-    }
-
-    async fn begin_run(&self, run: &RunInfo) -> Result<(), DestinationError> {
-        self.inner.lock().unwrap().begun.push(run.run_id);
-        Ok(())
-    }
-
-    async fn finish_run(&self, run: &RunInfo, end: &RunEnd) -> Result<DestinationRunReport, DestinationError> {
-        let mut inner = self.inner.lock().unwrap();
-        inner.finished.push((run.run_id, end.delivered_all));
-        let n = inner.members.len() as u64;
-        let mut report = AudienceReport::default();
-        report.match_rate = Some(MatchRate::counted(n / 2, n, "test platform", true));
-        Ok(DestinationRunReport::audience(report))
-    }
-}
 
 fn person(id: i64, email: &str) -> Record {
     Record::new(vec![Value::Int(id), Value::String(email.into()), Value::Float(0.5), Value::Timestamp(1_000)])
@@ -148,7 +38,7 @@ fn opts() -> SyncOptions {
 
 async fn lost_answers_then_changes(intent_memos: bool) -> (BTreeSet<String>, BTreeSet<String>) {
     let w = World::new((1..=10).map(|i| person(i, &format!("p{i}@example.com"))).collect());
-    let audience = Audience { intent_memos, ..Audience::default() };
+    let audience = Audience::new(intent_memos, emails);
     let sync = w.sync_mode_to(audience.clone(), Mode::Mirror, opts()).await;
     assert_eq!(sync.run().await.unwrap().status, RunStatus::Succeeded);
     assert_eq!(audience.members(), segment(&w));
@@ -189,7 +79,7 @@ async fn without_intent_memos_a_lost_answer_leaves_members_behind() {
 #[tokio::test]
 async fn run_hooks_bracket_each_run_that_writes_and_audience_figures_reach_the_report_and_history() {
     let w = World::new((1..=12).map(|i| person(i, &format!("p{i}@example.com"))).collect());
-    let audience = Audience { intent_memos: true, ..Audience::default() };
+    let audience = Audience::new(true, emails);
     let sync = w.sync_mode_to(audience.clone(), Mode::Mirror, opts()).await;
     let first = sync.run().await.unwrap();
     assert_eq!(first.status, RunStatus::Succeeded, "{first}");
@@ -221,7 +111,7 @@ async fn run_hooks_bracket_each_run_that_writes_and_audience_figures_reach_the_r
 #[tokio::test]
 async fn a_run_that_leaves_changes_undelivered_tells_the_destination_so() {
     let w = World::new((1..=6).map(|i| person(i, &format!("p{i}@example.com"))).collect());
-    let audience = Audience { intent_memos: true, ..Audience::default() };
+    let audience = Audience::new(true, emails);
     audience.inner.lock().unwrap().lose_answers = u32::MAX;
     let sync = w.sync_to(audience.clone(), opts()).await;
     let report = sync.run().await.unwrap();

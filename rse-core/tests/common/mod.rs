@@ -1,6 +1,8 @@
 //! Shared fixtures for the integration tests: a customers model and sync builders.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod audience;
+
 use std::sync::Arc;
 
 use rse_core::memory::{MemoryDestination, MemorySource, MemoryStateStore};
