@@ -25,6 +25,7 @@ mod plan;
 
 pub use fields::{AudienceFields, BoundAudienceFields, Consent, text_of};
 pub use member::MemberIds;
+pub use normalize::{GoogleAdsNormalizer, GoogleDataManagerNormalizer, MetaNormalizer};
 pub use plan::{AudiencePlan, ChangePlan, PlannedMember, intent_memo, memo_ids, plan_batch};
 
 /// What an audience column holds.
@@ -45,11 +46,11 @@ pub enum IdentifierKind {
     Region,
     /// A postal code.
     PostalCode,
-    /// A country (ISO 3166-1 alpha-2, or a name the normaliser knows).
+    /// A country (ISO 3166-1 alpha-2, any case).
     Country,
     /// A date of birth (`YYYY-MM-DD`).
     DateOfBirth,
-    /// A gender (`m`/`f`, or a word starting with either).
+    /// A gender (`m`/`f`, or `male`/`female`, any case).
     Gender,
     /// A mobile advertising id (IDFA / AAID), sent unhashed.
     MobileId,
@@ -114,6 +115,62 @@ impl std::fmt::Debug for Normalized {
         match self {
             Normalized::Hashed(_) => f.write_str("Hashed(..)"),
             Normalized::Plain(value) => write!(f, "Plain({} bytes)", value.len()),
+        }
+    }
+}
+
+/// Lowercase hex digits of every byte value, two per byte.
+const HEX_PAIRS: [[u8; 2]; 256] = {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut table = [[0u8; 2]; 256];
+    let mut byte = 0;
+    while byte < 256 {
+        table[byte] = [DIGITS[byte >> 4], DIGITS[byte & 0x0f]];
+        byte += 1;
+    }
+    table
+};
+
+impl Normalized {
+    /// Appends the identifier as the platforms receive it in a hex-encoded request: a digest
+    /// as 64 lowercase hex digits, a plain value as it is.
+    pub fn write_hex(&self, out: &mut String) {
+        match self {
+            Normalized::Hashed(digest) => {
+                let mut text = [0u8; 64];
+                for (pair, byte) in text.chunks_exact_mut(2).zip(digest) {
+                    pair.copy_from_slice(&HEX_PAIRS[usize::from(*byte)]);
+                }
+                match std::str::from_utf8(&text) {
+                    Ok(hex) => out.push_str(hex),
+                    // Never taken: the table holds ASCII digits only.
+                    Err(_) => out.extend(text.iter().map(|&b| char::from(b))),
+                }
+            }
+            Normalized::Plain(value) => out.push_str(value),
+        }
+    }
+
+    /// [`write_hex`](Self::write_hex) into a new string.
+    pub fn hex(&self) -> String {
+        let mut out = String::with_capacity(64);
+        self.write_hex(&mut out);
+        out
+    }
+
+    /// The SHA-256 digest, when the identifier is hashed.
+    pub fn digest(&self) -> Option<&[u8; 32]> {
+        match self {
+            Normalized::Hashed(digest) => Some(digest),
+            Normalized::Plain(_) => None,
+        }
+    }
+
+    /// The value, when the identifier is sent in clear.
+    pub fn plain(&self) -> Option<&str> {
+        match self {
+            Normalized::Hashed(_) => None,
+            Normalized::Plain(value) => Some(value),
         }
     }
 }
