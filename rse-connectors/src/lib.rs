@@ -18,6 +18,8 @@ mod options;
 #[cfg(feature = "saas")]
 pub mod saas;
 pub use destination::Secret;
+#[cfg(feature = "google")]
+pub use destination::google::{self as google, GoogleDataManagerConfig, GoogleDataManagerDestination};
 #[cfg(feature = "http")]
 pub use destination::http::{
     BodyShape, HttpBody, HttpDestination, HttpDestinationConfig, HttpOpRequest, HttpTimeouts, RecordErrors,

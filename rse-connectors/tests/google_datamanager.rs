@@ -8,7 +8,25 @@
 
 #[path = "support/datamanager_server/mod.rs"]
 mod datamanager_server;
+#[path = "support/oauth_server.rs"]
+mod oauth_server;
 
+/// SIGKILL mid-upload, repeated: the list ends equal to the segment.
+#[cfg(feature = "sqlite")]
+#[path = "support/child_run.rs"]
+mod child_run;
+#[path = "google_datamanager/common.rs"]
+mod common;
+/// The destination conformance suite, with the memos the runner would hand back.
+#[path = "google_datamanager/conformance.rs"]
+mod conformance;
+#[cfg(feature = "sqlite")]
+#[path = "google_datamanager/kill.rs"]
+mod kill;
 /// The contract server itself, driven with plain HTTP.
 #[path = "google_datamanager/server.rs"]
 mod server;
+/// Full syncs: identifiers moved, consent, full refresh, quotas, lost answers, tokens,
+/// processing figures, check().
+#[path = "google_datamanager/sync.rs"]
+mod sync;

@@ -3,6 +3,8 @@
 //! Each writes only its I/O and classifies its errors into [`rse_core::DestinationError`];
 //! batching, retries, rate limiting and acknowledgement stay in the runner.
 
+#[cfg(feature = "google")]
+pub mod google;
 #[cfg(feature = "http")]
 pub mod http;
 #[cfg(feature = "hubspot")]

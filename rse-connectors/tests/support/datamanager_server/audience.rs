@@ -155,7 +155,9 @@ pub fn parse_members(
                 }
                 for (j, id) in list.iter().enumerate() {
                     match id.as_str() {
-                        Some(id) if !id.is_empty() && id.len() <= 100 && !id.chars().any(char::is_whitespace) => {
+                        // The protos give no format (IDFA and AAID are UUIDs, but other device ids
+                        // are taken too): non-empty, at most 100 characters, nothing unprintable.
+                        Some(id) if !id.is_empty() && id.len() <= 100 && !id.chars().any(char::is_control) => {
                             ids.push(format!("mobile:{id}"));
                         }
                         _ => violations.push(Violation::new(
