@@ -23,6 +23,9 @@ mod conformance;
 #[cfg(feature = "sqlite")]
 #[path = "google_datamanager/kill.rs"]
 mod kill;
+/// Addresses, mobile ids, settings refused, the service account's JWT grant.
+#[path = "google_datamanager/members.rs"]
+mod members;
 /// The contract server itself, driven with plain HTTP.
 #[path = "google_datamanager/server.rs"]
 mod server;

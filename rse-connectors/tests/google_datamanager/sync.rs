@@ -215,6 +215,19 @@ async fn a_member_google_refuses_by_name_is_rejected_and_the_others_are_added() 
 }
 
 #[tokio::test]
+async fn a_refusal_that_names_no_member_is_bisected_by_the_runner() {
+    let dm = DataManager::start().await;
+    dm.inject(Fault::Unlocated, 1);
+    let world = World::new(members(1..=40, 0), config(&dm));
+    let report = world.run().await;
+    assert_eq!(report.status, RunStatus::Succeeded, "{report}");
+    assert_eq!(dm.lock().faults_answered, 1);
+    assert!(dm.accepted("ingest") >= 2, "the batch went again in halves: {:?}", dm.log());
+    assert_eq!(audience(&dm), expected(&world.source.rows()));
+    dm.assert_no_violations();
+}
+
+#[tokio::test]
 async fn an_expired_token_is_refreshed_and_the_run_completes() {
     let oauth = OAuthServer::start().await;
     let dm = DataManager::start().await;

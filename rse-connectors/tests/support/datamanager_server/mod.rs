@@ -88,6 +88,9 @@ pub enum Fault {
     Internal,
     /// The call is applied, then a proxy answers 502: the acknowledgement is lost.
     LoseAck,
+    /// 400 `INVALID_ARGUMENT` naming no field (Google's answer to a fault it does not
+    /// locate), nothing applied.
+    Unlocated,
 }
 
 /// One request, whatever its answer.
@@ -227,6 +230,10 @@ impl Inner {
             Some(Fault::Internal) => {
                 self.faults_answered += 1;
                 return Reply::error(500, "INTERNAL", "Internal error encountered.", vec![]);
+            }
+            Some(Fault::Unlocated) => {
+                self.faults_answered += 1;
+                return Reply::invalid_request("INVALID_ARGUMENT", "Request contains an invalid argument.");
             }
             _ => {}
         }
