@@ -19,13 +19,17 @@ mod options;
 pub mod saas;
 pub use destination::Secret;
 #[cfg(feature = "google")]
-pub use destination::google::{self as google, GoogleDataManagerConfig, GoogleDataManagerDestination};
+pub use destination::google::{
+    self as google, GoogleAdsConfig, GoogleAdsDestination, GoogleDataManagerConfig, GoogleDataManagerDestination,
+};
 #[cfg(feature = "http")]
 pub use destination::http::{
     BodyShape, HttpBody, HttpDestination, HttpDestinationConfig, HttpOpRequest, HttpTimeouts, RecordErrors,
 };
 #[cfg(feature = "hubspot")]
 pub use destination::hubspot::{self as hubspot, HubSpotDestination, HubSpotDestinationConfig};
+#[cfg(feature = "meta")]
+pub use destination::meta::{self as meta, MetaAudienceConfig, MetaAudienceDestination};
 #[cfg(feature = "nats")]
 pub use destination::nats::{NatsDestination, NatsDestinationOptions};
 #[cfg(feature = "redis")]

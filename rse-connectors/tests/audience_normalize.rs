@@ -204,6 +204,7 @@ fn meta_phone_is_digits_with_country_code_and_no_plus() {
     hashes_as(&META, Phone, "07911 123456", Some("gb"), "447911123456");
     // No row country, no +: the digits already carry the country code, leading zeros go.
     hashes_as(&META, Phone, "16505551212", None, "16505551212");
+    hashes_as(&META, Phone, "16505551212", Some(" "), "16505551212");
     hashes_as(&META, Phone, "0016505551212", None, "16505551212");
 }
 
@@ -220,6 +221,7 @@ fn phones_that_cannot_be_numbers_are_refused() {
     // Google: a national number without a country would be accepted and never match.
     let error = refused(&DM, Phone, "(415) 555-0199", None);
     assert!(error.reason.contains("country"), "{error}");
+    refused(&DM, Phone, "(415) 555-0199", Some("  "));
     refused(&ADS, Phone, "4155550199", None);
 }
 
@@ -474,7 +476,7 @@ fn normalizers() -> [&'static dyn Normalizer; 3] {
     [&DM, &ADS, &META]
 }
 
-const COUNTRIES: [Option<&str>; 6] = [None, Some("US"), Some("gb"), Some("IT"), Some("ru"), Some("ZZ")];
+const COUNTRIES: [Option<&str>; 7] = [None, Some(""), Some("US"), Some("gb"), Some("IT"), Some("ru"), Some("ZZ")];
 
 /// Strings shaped like identifiers, and anything at all.
 fn values() -> impl Strategy<Value = String> {

@@ -9,6 +9,8 @@ pub mod google;
 pub mod http;
 #[cfg(feature = "hubspot")]
 pub mod hubspot;
+#[cfg(feature = "meta")]
+pub mod meta;
 #[cfg(feature = "nats")]
 pub mod nats;
 /// The PostgreSQL destination, at its former path; it lives in [`crate::postgres`] with the

@@ -264,22 +264,35 @@ const COUNTRIES: &[([u8; 2], &str, &[&str])] = &[
     (*b"ZW", "263", &["0"]),
 ];
 
-/// A country's calling code and trunk prefixes, by its alpha-2 code in any case.
-pub(super) fn lookup(code: &str) -> Option<(&'static str, &'static [&'static str])> {
-    let &[a, b] = code.as_bytes() else {
+/// `COUNTRIES`' position + 1 of every code `AA`..`ZZ` (0: not a country), for a lookup
+/// without a search.
+const INDEX: [u8; 26 * 26] = {
+    let mut index = [0u8; 26 * 26];
+    let mut i = 0;
+    while i < COUNTRIES.len() {
+        let [a, b] = COUNTRIES[i].0;
+        index[(a - b'A') as usize * 26 + (b - b'A') as usize] = (i + 1) as u8;
+        i += 1;
+    }
+    index
+};
+
+/// The position in `COUNTRIES` of an alpha-2 code in any case.
+pub(super) fn position(code: &[u8]) -> Option<usize> {
+    let &[a, b] = code else {
         return None;
     };
-    let key = [a.to_ascii_uppercase(), b.to_ascii_uppercase()];
-    COUNTRIES
-        .binary_search_by(|(c, _, _)| c.cmp(&key))
-        .ok()
-        .and_then(|i| COUNTRIES.get(i))
-        .map(|&(_, cc, trunks)| (cc, trunks))
+    let (a, b) = (a.to_ascii_uppercase(), b.to_ascii_uppercase());
+    if !a.is_ascii_uppercase() || !b.is_ascii_uppercase() {
+        return None;
+    }
+    let slot = INDEX.get(usize::from(a - b'A') * 26 + usize::from(b - b'A'))?;
+    usize::from(*slot).checked_sub(1)
 }
 
-/// Whether `code` (any case) is a known alpha-2 code.
-pub(super) fn is_known(code: &str) -> bool {
-    lookup(code).is_some()
+/// A country's calling code and trunk prefixes, by its alpha-2 code in any case.
+pub(super) fn lookup(code: &str) -> Option<(&'static str, &'static [&'static str])> {
+    COUNTRIES.get(position(code.as_bytes())?).map(|&(_, calling, trunks)| (calling, trunks))
 }
 
 #[cfg(test)]
@@ -288,7 +301,8 @@ mod tests {
 
     #[test]
     fn sorted_and_complete() {
-        assert!(COUNTRIES.windows(2).all(|w| w[0].0 < w[1].0), "sorted for the binary search");
+        assert!(COUNTRIES.windows(2).all(|w| w[0].0 < w[1].0), "sorted, each code once");
+        assert!(COUNTRIES.iter().enumerate().all(|(i, (code, _, _))| position(code) == Some(i)));
         // 249 ISO 3166-1 codes and XK.
         assert_eq!(COUNTRIES.len(), 250);
         assert!(

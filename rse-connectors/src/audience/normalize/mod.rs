@@ -32,13 +32,13 @@
 
 mod countries;
 mod email;
+mod hash;
 mod phone;
 mod scratch;
 mod text;
 
-use sha2::{Digest, Sha256};
-
 use super::{IdentifierKind, InvalidIdentifier, Normalized, Normalizer, RowContext};
+use hash::{hex_digest, sha256};
 use scratch::Scratch;
 
 /// Whose rules apply.
@@ -71,7 +71,11 @@ fn normalize(
     match kind {
         // Plain kinds first: never taken as digests.
         IdentifierKind::Country if google => {
-            text::country_code(value, true).map(|c| Some(Normalized::Plain(c))).map_err(invalid)
+            let [a, b] = text::country_code(value).map_err(invalid)?;
+            Ok(Some(Normalized::Plain(String::from_iter([
+                char::from(a.to_ascii_uppercase()),
+                char::from(b.to_ascii_uppercase()),
+            ]))))
         }
         IdentifierKind::PostalCode if google => {
             text::google_postal_code(value, row).map(|c| Some(Normalized::Plain(c))).map_err(invalid)
@@ -96,6 +100,17 @@ fn normalize(
             if let Some(digest) = hex_digest(value) {
                 return Ok(Some(Normalized::Hashed(digest)));
             }
+            // Meta's low-cardinality keys: digests computed once.
+            match kind {
+                IdentifierKind::Country => {
+                    let code = text::country_code(value).map_err(invalid)?;
+                    return Ok(hash::two_letters(&code).map(Normalized::Hashed));
+                }
+                IdentifierKind::Gender => {
+                    return text::gender(value).map(|g| Some(Normalized::Hashed(hash::one_letter(g)))).map_err(invalid);
+                }
+                _ => {}
+            }
             let mut out = Scratch::new();
             let written = match kind {
                 IdentifierKind::Email => {
@@ -109,44 +124,17 @@ fn normalize(
                 }
                 IdentifierKind::Region => text::meta_region(value, row, &mut out),
                 IdentifierKind::PostalCode => text::meta_zip(value, row, &mut out),
-                IdentifierKind::Country => text::country_code(value, false).map(|code| out.extend(code.as_bytes())),
-                IdentifierKind::Gender => text::gender(value).map(|g| out.push(g)),
                 // Handled above; kept so that a new kind must be decided here.
-                IdentifierKind::DateOfBirth | IdentifierKind::MobileId | IdentifierKind::ExternalId => return Ok(None),
+                IdentifierKind::Country
+                | IdentifierKind::Gender
+                | IdentifierKind::DateOfBirth
+                | IdentifierKind::MobileId
+                | IdentifierKind::ExternalId => return Ok(None),
             };
             written.map_err(invalid)?;
-            Ok(Some(Normalized::Hashed(sha256(out.as_bytes()))))
+            let digest = hash::two_letters(out.as_bytes()).unwrap_or_else(|| sha256(out.as_bytes()));
+            Ok(Some(Normalized::Hashed(digest)))
         }
-    }
-}
-
-/// The SHA-256 digest of `bytes`.
-fn sha256(bytes: &[u8]) -> [u8; 32] {
-    Sha256::digest(bytes).into()
-}
-
-/// The digest `value` spells when it is exactly 64 hex digits (any case).
-fn hex_digest(value: &str) -> Option<[u8; 32]> {
-    let bytes = value.as_bytes();
-    if bytes.len() != 64 {
-        return None;
-    }
-    let mut digest = [0u8; 32];
-    for (byte, pair) in digest.iter_mut().zip(bytes.chunks_exact(2)) {
-        let [high, low] = pair else {
-            return None;
-        };
-        *byte = (hex_value(*high)? << 4) | hex_value(*low)?;
-    }
-    Some(digest)
-}
-
-fn hex_value(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
     }
 }
 
@@ -300,7 +288,7 @@ impl MetaNormalizer {
             ));
         }
         let date = text::birth_date(value).map_err(invalid)?;
-        Ok(Some([sha256(&date.year), sha256(&date.month), sha256(&date.day)]))
+        Ok(Some(hash::date_parts(date.year, date.month, date.day)))
     }
 }
 

@@ -55,8 +55,8 @@ pub(super) fn normalize(value: &str, country: Option<&str>, plus: bool, out: &mu
             return Err("expected a country code after + or 00 (country codes never start with 0)");
         }
         number_len = copy(&mut number, &[digits]);
-    } else if let Some(country) = country {
-        let (calling, trunks) = countries::lookup(country.trim())
+    } else if let Some(country) = country.map(str::trim).filter(|c| !c.is_empty()) {
+        let (calling, trunks) = countries::lookup(country)
             .ok_or("the row's country is not an ISO 3166-1 alpha-2 code, so the number's country code is unknown")?;
         let trunk = trunks.iter().find(|t| digits.starts_with(t.as_bytes()));
         number_len = match trunk {

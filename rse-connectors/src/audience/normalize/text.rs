@@ -279,16 +279,21 @@ pub(super) fn meta_zip(value: &str, row: &RowContext<'_>, out: &mut Scratch) -> 
     if out.is_empty() { Err("expected a postal code of letters and digits") } else { Ok(()) }
 }
 
-/// An ISO 3166-1 alpha-2 code, uppercased for Google (`upper`) and lowercased for Meta.
-pub(super) fn country_code(value: &str, upper: bool) -> Result<String, &'static str> {
-    if value.len() != 2 || !value.bytes().all(|b| b.is_ascii_alphabetic()) {
-        return Err("expected a two-letter ISO 3166-1 alpha-2 country code, such as US or de");
+/// An ISO 3166-1 alpha-2 code, lowercased.
+pub(super) fn country_code(value: &str) -> Result<[u8; 2], &'static str> {
+    let &[a, b] = value.as_bytes() else {
+        return Err(COUNTRY);
+    };
+    if !a.is_ascii_alphabetic() || !b.is_ascii_alphabetic() {
+        return Err(COUNTRY);
     }
-    if !countries::is_known(value) {
+    if countries::position(value.as_bytes()).is_none() {
         return Err("expected an assigned ISO 3166-1 alpha-2 country code; this two-letter code is not one");
     }
-    Ok(if upper { value.to_ascii_uppercase() } else { value.to_ascii_lowercase() })
+    Ok([a.to_ascii_lowercase(), b.to_ascii_lowercase()])
 }
+
+const COUNTRY: &str = "expected a two-letter ISO 3166-1 alpha-2 country code, such as US or de";
 
 /// Meta's `GEN`: `m` or `f`.
 pub(super) fn gender(value: &str) -> Result<u8, &'static str> {
