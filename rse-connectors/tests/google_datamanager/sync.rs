@@ -291,6 +291,24 @@ async fn google_processing_figures_reach_the_report_and_the_run_history() {
 }
 
 #[tokio::test]
+async fn status_reads_refused_for_their_quota_are_waited_out() {
+    let dm = DataManager::start().await;
+    // Two status reads a second; three uploads, each PROCESSING at its first read.
+    dm.set_read_quota(Some(2), Duration::from_secs(1), Some(Duration::from_millis(200)));
+    dm.add_known_users((1..=300).map(|id| email_key(&email(id, 0))));
+    let config = config(&dm)
+        .with_max_members_per_request(100)
+        .with_status_wait(Duration::from_secs(30), Duration::from_millis(10));
+    let world = World::new(members(1..=300, 0), config);
+    let report = world.run_with(options().with_batch_rows(100)).await;
+    assert_eq!(report.status, RunStatus::Succeeded, "{report}");
+    assert!(dm.lock().reads.refused.values().sum::<u64>() > 0, "the read quota was hit");
+    let rate = report.audience.unwrap().match_rate.expect("a match rate");
+    assert_eq!((rate.low_percent, rate.high_percent, rate.settled), (91, 100, true), "{rate}");
+    dm.assert_no_violations();
+}
+
+#[tokio::test]
 async fn check_validates_a_synthetic_member_without_adding_it() {
     let dm = DataManager::start().await;
     destination(&dm).check().await.unwrap();

@@ -112,6 +112,8 @@ pub struct Logged {
 pub struct Inner {
     pub auth: auth::Auth,
     pub quota: quota::Quota,
+    /// The quota of `requestStatus:retrieve` (none unless a test sets one).
+    pub reads: quota::Quota,
     /// Customer Match lists by `productDestinationId`.
     pub lists: BTreeMap<String, UserList>,
     /// Identifier keys Google can match to its users (the match rate's numerator).
@@ -216,6 +218,9 @@ impl Inner {
             return reply;
         }
         if endpoint == "retrieve" {
+            if let Err(kind) = self.reads.admit(Instant::now()) {
+                return self.reads.refusal(kind);
+            }
             return self.retrieve(uri, body);
         }
         if let Err(kind) = self.quota.admit(Instant::now()) {
@@ -458,6 +463,7 @@ impl DataManager {
         let inner = Arc::new(Mutex::new(Inner {
             auth,
             quota: quota::Quota::default(),
+            reads: quota::Quota::unlimited("Read"),
             lists,
             known_users: HashSet::new(),
             refused: HashMap::new(),
@@ -528,6 +534,14 @@ impl DataManager {
     /// Midnight Pacific time: the daily quota starts again.
     pub fn new_day(&self) {
         self.lock().quota.day_used = 0;
+    }
+
+    /// Status reads allowed per `window`, with `RetryInfo.retryDelay = delay` when refused.
+    pub fn set_read_quota(&self, per_window: Option<u32>, window: Duration, delay: Option<Duration>) {
+        let mut s = self.lock();
+        s.reads.per_minute = per_window;
+        s.reads.window = window;
+        s.reads.retry_info = delay;
     }
 
     /// Per-minute refusals carry `RetryInfo.retryDelay = delay`.

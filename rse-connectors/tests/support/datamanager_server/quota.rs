@@ -25,17 +25,20 @@ pub enum QuotaKind {
 }
 
 impl QuotaKind {
-    /// The `metadata.quota_limit` value.
-    pub fn limit_name(self) -> &'static str {
+    /// The `metadata.quota_limit` value for requests of `what` (`Ingest`, `Read`).
+    pub fn limit_name(self, what: &str) -> String {
         match self {
-            QuotaKind::PerMinute => "IngestRequestsPerMinutePerProject",
-            QuotaKind::PerDay => "IngestRequestsPerDayPerProject",
+            QuotaKind::PerMinute => format!("{what}RequestsPerMinutePerProject"),
+            QuotaKind::PerDay => format!("{what}RequestsPerDayPerProject"),
         }
     }
 }
 
 pub struct Quota {
-    /// Requests admitted in any rolling minute; `None` for no limit.
+    /// What the quota counts: `Ingest` (ingest, remove, removeAll) or `Read`
+    /// (`requestStatus:retrieve`; the name is this server's, Google's is not documented).
+    pub what: &'static str,
+    /// Requests admitted in any rolling window (a minute); `None` for no limit.
     pub per_minute: Option<u32>,
     /// Requests admitted per day; `None` for no limit.
     pub per_day: Option<u64>,
@@ -55,6 +58,7 @@ pub struct Quota {
 impl Default for Quota {
     fn default() -> Self {
         Quota {
+            what: "Ingest",
             per_minute: Some(300),
             per_day: Some(100_000),
             day_used: 0,
@@ -68,6 +72,11 @@ impl Default for Quota {
 }
 
 impl Quota {
+    /// A quota of `what` (`Read`) with no limit set.
+    pub fn unlimited(what: &'static str) -> Quota {
+        Quota { what, per_minute: None, per_day: None, ..Quota::default() }
+    }
+
     /// Admits an ingestion request (counting it), or names the quota it ran into.
     pub fn admit(&mut self, now: Instant) -> Result<(), QuotaKind> {
         while self.recent.front().is_some_and(|t| now.duration_since(*t) >= self.window) {
@@ -103,7 +112,7 @@ impl Quota {
                 json!({
                     "service": "datamanager.googleapis.com",
                     "quota_metric": "datamanager.googleapis.com/ingestion_requests",
-                    "quota_limit": kind.limit_name(),
+                    "quota_limit": kind.limit_name(self.what),
                     "quota_limit_value": limit.to_string(),
                     "quota_location": "global",
                 }),
@@ -113,7 +122,7 @@ impl Quota {
                 "description": format!("Ingestion requests per {per} per project"),
                 "apiService": "datamanager.googleapis.com",
                 "quotaMetric": "datamanager.googleapis.com/ingestion_requests",
-                "quotaId": kind.limit_name(),
+                "quotaId": kind.limit_name(self.what),
                 "quotaValue": limit.to_string(),
             }]}),
         ];
@@ -126,8 +135,9 @@ impl Quota {
             429,
             "RESOURCE_EXHAUSTED",
             format!(
-                "Quota exceeded for quota metric 'Ingestion requests' and limit 'Ingestion requests per {per} per \
-                 project' of service 'datamanager.googleapis.com'."
+                "Quota exceeded for quota metric '{} requests' and limit '{} requests per {per} per project' of \
+                 service 'datamanager.googleapis.com'.",
+                self.what, self.what
             ),
             details,
         )

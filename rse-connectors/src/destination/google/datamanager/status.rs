@@ -66,12 +66,20 @@ impl GoogleDataManagerDestination {
         let mut done: Vec<(Kind, DestinationStatus)> = Vec::new();
         loop {
             let mut still = Vec::new();
-            for request in pending {
+            let mut wait = self.config.status_poll_interval;
+            let mut queue = pending.into_iter();
+            while let Some(request) = queue.next() {
                 match self.status(&request.0).await {
                     Ok(Some(status)) if status.status != "PROCESSING" => done.push((request.1, status)),
                     Ok(Some(_)) => still.push(request),
                     // Google does not know the request (it keeps statuses a while only).
                     Ok(None) => {}
+                    // Reads have a quota too: wait, then go on with the rest.
+                    Err(DestinationError::RateLimited { retry_after }) => {
+                        wait = wait.max(retry_after.unwrap_or(wait));
+                        still.push(request);
+                        still.extend(queue.by_ref());
+                    }
                     Err(error) => {
                         warn!(destination = %self.name, %error, "Reading the processing status failed; the run's report goes without it.");
                         report.note(format!("Google's processing status could not be read: {error}"));
@@ -81,10 +89,10 @@ impl GoogleDataManagerDestination {
                 }
             }
             pending = still;
-            if pending.is_empty() || Instant::now() + self.config.status_poll_interval > deadline {
+            if pending.is_empty() || Instant::now() + wait > deadline {
                 break;
             }
-            tokio::time::sleep(self.config.status_poll_interval).await;
+            tokio::time::sleep(wait).await;
         }
         let left = pending.len();
         self.add_statuses(&done, requests.len(), left, report);
