@@ -19,7 +19,9 @@ mod options;
 pub mod saas;
 pub use destination::Secret;
 #[cfg(feature = "google")]
-pub use destination::google::{self as google, GoogleAdsConfig, GoogleAdsDestination};
+pub use destination::google::{
+    self as google, GoogleAdsConfig, GoogleAdsDestination, GoogleDataManagerConfig, GoogleDataManagerDestination,
+};
 #[cfg(feature = "http")]
 pub use destination::http::{
     BodyShape, HttpBody, HttpDestination, HttpDestinationConfig, HttpOpRequest, HttpTimeouts, RecordErrors,

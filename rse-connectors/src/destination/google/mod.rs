@@ -1,15 +1,23 @@
-//! Google Customer Match: Google Ads audiences filled with hashed contact data.
+//! Google Customer Match: audiences of Google Ads, Display & Video 360 and partners, filled
+//! with hashed contact data.
 //!
+//! - [`datamanager`]: the Data Manager API (`audienceMembers:ingest`, `:remove`,
+//!   `:removeAll`), the one Google points new integrations to.
 //! - [`ads`]: the Google Ads API's offline user data jobs, for accounts still on it.
+//! - [`error`]: Google's REST error body, shared by Google's APIs.
 //!
 //! Google's APIs spell consent differently: the Data Manager API `CONSENT_GRANTED` /
 //! `CONSENT_DENIED`, the Google Ads API `GRANTED` / `DENIED` ([`ConsentSpelling`]).
 
 pub mod ads;
+pub mod datamanager;
+pub mod error;
 
 use serde::{Deserialize, Serialize};
 
 pub use ads::{GoogleAdsConfig, GoogleAdsDestination};
+pub use datamanager::{GoogleDataManagerConfig, GoogleDataManagerDestination};
+pub use error::GoogleError;
 
 /// Consent the advertiser states for every member of a request (EU user consent policy):
 /// `{"ad_user_data": true, "ad_personalization": true}`; a field left out is not stated.

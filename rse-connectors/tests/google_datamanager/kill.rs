@@ -1,0 +1,134 @@
+//! SIGKILL mid-upload, repeated: a Mirror sync of a few thousand members into the contract
+//! server, its source edited between runs (addresses changed, rows added and removed),
+//! killed at random moments and restarted on a durable state (SQLite). At the end the list
+//! holds exactly the segment's identifiers: nothing of a removed row, no old address of a
+//! member whose address changed (the identifiers a killed run sent are in the state before
+//! the upload: `intent_memo`), nothing missing.
+//!
+//! The worker is this test binary run again (`kill_worker`, selected by `RSE_DM_KILL_URL`),
+//! so each kill is a real process death mid-request. `RSE_KILLS` sets the kills (default 10).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rse_connectors::GoogleDataManagerDestination;
+use rse_connectors::state::SqliteStateStore;
+use rse_core::memory::MemorySource;
+use rse_core::testing::unique_id;
+use rse_core::*;
+
+use super::common::*;
+use crate::datamanager_server::LIST_ID;
+
+const ROWS: i64 = 3_000;
+const LEASE_TTL: Duration = Duration::from_secs(1);
+
+/// The source at `generation`: a hundred more rows each time, a tenth of the rows with a
+/// new address (another tenth each generation), rows removed for good (every 31st of the
+/// first ones, progressively, and a third of each generation's new rows).
+fn rows(generation: u32) -> Vec<Record> {
+    let n = ROWS + 100 * i64::from(generation);
+    let changed = i64::from(generation % 10);
+    let removed = |id: i64| match id <= ROWS {
+        true => id % 31 == 0 && id / 31 <= 3 * i64::from(generation),
+        false => id % 3 == 0 && id <= n - 100,
+    };
+    (1..=n).filter(|&id| !removed(id)).map(|id| member(id, if id % 10 == changed { generation } else { 0 })).collect()
+}
+
+/// The worker: runs the sync of `RSE_DM_KILL_GEN` to the end, waiting out a killed
+/// runner's lease. Run as a normal test it returns at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_worker() {
+    let Ok(url) = std::env::var("RSE_DM_KILL_URL") else { return };
+    let state = std::env::var("RSE_DM_KILL_STATE").unwrap();
+    let generation: u32 = std::env::var("RSE_DM_KILL_GEN").unwrap().parse().unwrap();
+    let config = config_at(url).with_max_members_per_request(250).with_requests_per_minute(60_000);
+    let options =
+        options().with_batch_rows(250).with_lease_ttl(LEASE_TTL).with_holder(format!("pid {}", std::process::id()));
+    let sync = SyncJob::builder("audience")
+        .source(MemorySource::new(schema(), rows(generation)))
+        .destination(GoogleDataManagerDestination::new(config).unwrap())
+        .state(SqliteStateStore::open(&state).await.unwrap())
+        .mode(Mode::Mirror)
+        .options(options)
+        .build()
+        .await
+        .unwrap();
+    crate::child_run::run_after_the_lease_lapses(&sync).await;
+}
+
+fn spawn(url: &str, state: &Path, generation: u32) -> std::process::Child {
+    Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "kill::kill_worker", "--nocapture", "--test-threads", "1"])
+        .env("RSE_DM_KILL_URL", url)
+        .env("RSE_DM_KILL_STATE", state)
+        .env("RSE_DM_KILL_GEN", generation.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Runs the worker to the end; returns how many changes it planned.
+fn run_to_end(url: &str, state: &Path, generation: u32) -> u64 {
+    let out = spawn(url, state, generation).wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "worker failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    stdout.split("RESULT planned=").nth(1).and_then(|t| t.split_whitespace().next()).unwrap().parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_upload_repeated_leaves_the_list_equal_to_the_segment() {
+    let dm = crate::datamanager_server::DataManager::start().await;
+    dm.set_per_minute(None);
+    dm.set_per_day(None);
+    dm.lock().keep_bodies = false;
+    // A request takes a little while, as Google's do: kills land mid-request.
+    dm.set_latency(Duration::from_millis(15));
+    let url = dm.base_url();
+    let dir: PathBuf = std::env::temp_dir().join(unique_id("rse_gdm_kill"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let state = dir.join("state.db");
+
+    let kills_wanted: u32 = std::env::var("RSE_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(10);
+    let (mut kills, mut completed, mut generation) = (0u32, 0u32, 0u32);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut typical = Duration::from_millis(1_500);
+    while kills < kills_wanted && Instant::now() < deadline && generation < 100 {
+        generation += 1;
+        let spawned = Instant::now();
+        let mut child = spawn(&url, &state, generation);
+        let delay = Duration::from_millis(fastrand::u64(50..typical.as_millis().max(100) as u64));
+        tokio::time::sleep(delay).await;
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap(); // SIGKILL
+        }
+        let out = tokio::task::spawn_blocking(move || child.wait_with_output()).await.unwrap().unwrap();
+        if out.status.code().is_none() {
+            kills += 1;
+        } else {
+            assert!(out.status.success(), "worker failed:\n{}", String::from_utf8_lossy(&out.stderr));
+            completed += 1;
+            typical = spawned.elapsed();
+        }
+    }
+    assert!(kills >= kills_wanted.min(5), "only {kills} kills in the time allowed ({completed} runs completed)");
+
+    // The kills stop: one run converges, the next has nothing to do.
+    let (url2, state2) = (url.clone(), state.clone());
+    tokio::task::spawn_blocking(move || run_to_end(&url2, &state2, generation)).await.unwrap();
+    let (url2, state2) = (url.clone(), state.clone());
+    let planned = tokio::task::spawn_blocking(move || run_to_end(&url2, &state2, generation)).await.unwrap();
+    assert_eq!(planned, 0, "a run after convergence planned changes");
+
+    let held = dm.audience(LIST_ID);
+    let want = expected(&rows(generation));
+    let extra: Vec<&String> = held.difference(&want).take(5).collect();
+    let missing: Vec<&String> = want.difference(&held).take(5).collect();
+    assert!(extra.is_empty() && missing.is_empty(), "extra {extra:?}, missing {missing:?}");
+    dm.assert_no_violations();
+    let _ = std::fs::remove_dir_all(&dir);
+    println!("{kills} kills, {completed} runs completed before a kill, {generation} generations");
+}
