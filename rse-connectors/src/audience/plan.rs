@@ -190,7 +190,7 @@ impl AudiencePlan {
             }
             match (&step.memo, change.op) {
                 (Some(memo), op) if op != Op::Delete => {
-                    outcomes.applied_with(i, Receipt::updated().with_memo(memo.clone()))
+                    outcomes.applied_with(i, Receipt::default().with_memo(memo.clone()))
                 }
                 _ => outcomes.applied(i),
             }

@@ -113,8 +113,10 @@ impl MetaAudienceDestination {
         };
         let mut report = AudienceReport::default();
         let mut read = Vec::new();
+        // Rows sent twice to close a session: taken out of the received count again.
+        let mut resent = 0u64;
         if let Some(replace) = &state.replace {
-            self.close_replace(replace, end, &mut report).await;
+            resent += self.close_replace(replace, end, &mut report).await;
             if replace.started {
                 read.push(replace.session.id);
             }
@@ -123,10 +125,11 @@ impl MetaAudienceDestination {
             && !state.removed_after_last_add
         {
             let param = SessionParam { last: true, ..session.param() };
-            if let Err(error) =
-                self.upload(super::Edge::Add, &last.schema, std::slice::from_ref(&last.row), Some(param)).await
-            {
-                debug!(destination = %self.name, %error, "Could not mark the add session's last batch; Meta closes it after 90 minutes.");
+            match self.upload(super::Edge::Add, &last.schema, std::slice::from_ref(&last.row), Some(param)).await {
+                Ok(_) => resent += 1,
+                Err(error) => {
+                    debug!(destination = %self.name, %error, "Could not mark the add session's last batch; Meta closes it after 90 minutes.");
+                }
             }
         }
         read.extend(&state.add_sessions);
@@ -137,7 +140,7 @@ impl MetaAudienceDestination {
             ));
         }
         if !read.is_empty() {
-            match self.match_rate(&read).await {
+            match self.match_rate(&read, resent).await {
                 Ok(rate) => report.match_rate = rate,
                 Err(error) => {
                     warn!(destination = %self.name, %error, "Could not read the run's upload sessions.");
@@ -148,7 +151,9 @@ impl MetaAudienceDestination {
         Ok(DestinationRunReport::audience(report))
     }
 
-    async fn close_replace(&self, replace: &Replace, end: &RunEnd, report: &mut AudienceReport) {
+    /// Closes the replace session; returns how many rows it sent again to do so.
+    async fn close_replace(&self, replace: &Replace, end: &RunEnd, report: &mut AudienceReport) -> u64 {
+        let mut resent = 0;
         match (replace.started, replace.ended, &replace.last) {
             (false, _, _) | (true, _, None) => {
                 report.note("the full refresh uploaded no member, so nothing replaced the audience (removals went through /users)");
@@ -166,6 +171,7 @@ impl MetaAudienceDestination {
                     match self.upload_replace(&last.schema, std::slice::from_ref(&last.row), param).await {
                         Ok(_) => {
                             closed = true;
+                            resent = 1;
                             break;
                         }
                         Err(ReplaceFailure::Ended(sub)) if sub == REPLACE_FINISHED => {
@@ -174,7 +180,7 @@ impl MetaAudienceDestination {
                         }
                         Err(ReplaceFailure::Ended(_)) => {
                             report.note("the replace session ran past Meta's 90 minutes before it was closed: Meta replaced the audience with the members uploaded");
-                            return;
+                            return resent;
                         }
                         Err(ReplaceFailure::Other(error)) => {
                             debug!(destination = %self.name, attempt, %error, "Closing the replace session failed.");
@@ -197,10 +203,12 @@ impl MetaAudienceDestination {
                 }
             }
         }
+        resent
     }
 
-    /// The match rate of `sessions` (summed), from Meta's sessions edge.
-    async fn match_rate(&self, sessions: &[i64]) -> Result<Option<MatchRate>, DestinationError> {
+    /// The match rate of `sessions` (summed), from Meta's sessions edge, less the `resent`
+    /// rows that closed sessions (each a repeat of a row already counted).
+    async fn match_rate(&self, sessions: &[i64], resent: u64) -> Result<Option<MatchRate>, DestinationError> {
         let (mut received, mut matched, mut settled) = (0u64, 0u64, true);
         for id in sessions {
             let mut url = self.urls.sessions.clone();
@@ -224,6 +232,7 @@ impl MetaAudienceDestination {
                 || entry.get("progress").and_then(number) == Some(100);
             settled &= done;
         }
+        let received = received.saturating_sub(resent);
         Ok((received > 0).then(|| {
             MatchRate::counted(
                 matched.min(received),
