@@ -111,6 +111,8 @@ impl AudienceFields {
             IdentifierKind::Gender => self.gender.as_deref(),
             IdentifierKind::MobileId => self.mobile_id.as_deref(),
             IdentifierKind::ExternalId => self.external_id.as_deref(),
+            // Derived from `date_of_birth`.
+            IdentifierKind::BirthYear | IdentifierKind::BirthMonth | IdentifierKind::BirthDay => None,
         }
     }
 

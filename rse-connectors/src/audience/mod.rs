@@ -56,11 +56,19 @@ pub enum IdentifierKind {
     MobileId,
     /// The advertiser's own id for the person, sent unhashed.
     ExternalId,
+    /// The year of a date of birth, for platforms that match it apart (Meta `DOBY`); derived
+    /// from the [`DateOfBirth`](Self::DateOfBirth) column by
+    /// [`Normalizer::normalize_into`], never mapped to a column of its own.
+    BirthYear,
+    /// The month of a date of birth (Meta `DOBM`); derived like [`BirthYear`](Self::BirthYear).
+    BirthMonth,
+    /// The day of a date of birth (Meta `DOBD`); derived like [`BirthYear`](Self::BirthYear).
+    BirthDay,
 }
 
 impl IdentifierKind {
     /// Every kind, in a fixed order.
-    pub const ALL: [IdentifierKind; 12] = [
+    pub const ALL: [IdentifierKind; 15] = [
         IdentifierKind::Email,
         IdentifierKind::Phone,
         IdentifierKind::FirstName,
@@ -73,6 +81,9 @@ impl IdentifierKind {
         IdentifierKind::Gender,
         IdentifierKind::MobileId,
         IdentifierKind::ExternalId,
+        IdentifierKind::BirthYear,
+        IdentifierKind::BirthMonth,
+        IdentifierKind::BirthDay,
     ];
 
     /// The kind's name in errors and configuration (`email`, `phone`, `first_name`…).
@@ -90,6 +101,9 @@ impl IdentifierKind {
             IdentifierKind::Gender => "gender",
             IdentifierKind::MobileId => "mobile_id",
             IdentifierKind::ExternalId => "external_id",
+            IdentifierKind::BirthYear => "birth_year",
+            IdentifierKind::BirthMonth => "birth_month",
+            IdentifierKind::BirthDay => "birth_day",
         }
     }
 }
@@ -206,4 +220,23 @@ pub trait Normalizer: Send + Sync {
         raw: &str,
         row: &RowContext<'_>,
     ) -> Result<Option<Normalized>, InvalidIdentifier>;
+
+    /// Normalises `raw` into the identifiers it makes, appended to `out`: one (what
+    /// [`normalize`](Self::normalize) gives, the default) or, for a value a platform matches
+    /// in parts, several (Meta's date of birth: `DOBY`, `DOBM` and `DOBD`).
+    ///
+    /// # Errors
+    /// [`InvalidIdentifier`] as [`normalize`](Self::normalize).
+    fn normalize_into(
+        &self,
+        kind: IdentifierKind,
+        raw: &str,
+        row: &RowContext<'_>,
+        out: &mut Vec<(IdentifierKind, Normalized)>,
+    ) -> Result<(), InvalidIdentifier> {
+        if let Some(id) = self.normalize(kind, raw, row)? {
+            out.push((kind, id));
+        }
+        Ok(())
+    }
 }

@@ -82,9 +82,8 @@ fn identifiers(
                 continue;
             }
         };
-        match normalizer.normalize(kind, &text, &row) {
-            Ok(Some(id)) => ids.push((kind, id)),
-            Ok(None) => {}
+        match normalizer.normalize_into(kind, &text, &row, &mut ids) {
+            Ok(()) => {}
             Err(invalid) => {
                 let reason = invalid.to_string();
                 *unusable.entry(reason.clone()).or_default() += 1;

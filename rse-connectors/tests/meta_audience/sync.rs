@@ -317,3 +317,64 @@ async fn lost_answers_and_server_errors_are_sent_again() {
     assert_eq!(meta.lock().faults_answered, 5);
     meta.assert_no_violations();
 }
+
+#[tokio::test]
+async fn a_date_of_birth_goes_as_doby_dobm_and_dobd_and_leaves_with_its_member() {
+    use rse_connectors::MetaAudienceConfig;
+    use rse_connectors::audience::AudienceFields;
+    use rse_core::memory::{MemorySource, MemoryStateStore};
+
+    let meta = Meta::start().await;
+    let schema = Schema::new(
+        vec![
+            Field::required("id", DataType::Int),
+            Field::new("email", DataType::String),
+            Field::new("born", DataType::Date),
+        ],
+        &["id"],
+    )
+    .unwrap()
+    .into_arc();
+    // 1990-07-04 and 1985-12-25, as days since 1970-01-01.
+    let row = |id: i64, born: i32| {
+        Record::new(vec![Value::Int(id), Value::String(format!("born{id}@example.com")), Value::Date(born)])
+    };
+    let source = MemorySource::new(schema, vec![row(1, 7_489), row(2, 5_837)]);
+    let fields = AudienceFields::new().email("email").date_of_birth("born");
+    let config = MetaAudienceConfig::new(AUDIENCE, TOKEN, fields).with_base_url(meta.base_url());
+    let job = SyncJob::builder("audience")
+        .source(source.clone())
+        .destination(MetaAudienceDestination::new(config).unwrap())
+        .state(MemoryStateStore::new())
+        .mode(Mode::Mirror)
+        .options(options())
+        .build()
+        .await
+        .unwrap();
+    let report = job.run().await.unwrap();
+    assert_eq!(report.status, RunStatus::Succeeded, "{report}");
+    // Each part normalised as Meta's table says (YYYY, MM, DD), then hashed.
+    assert_eq!(meta.values(AUDIENCE, "DOBY"), [sha("1985"), sha("1990")].into_iter().collect());
+    assert_eq!(meta.values(AUDIENCE, "DOBM"), [sha("07"), sha("12")].into_iter().collect());
+    assert_eq!(meta.values(AUDIENCE, "DOBD"), [sha("04"), sha("25")].into_iter().collect());
+    let sent = meta.sent();
+    assert!(sent.iter().all(|s| !s.schema.contains(&"DOB".to_owned())), "no single date key is sent");
+
+    // The second member leaves: its row goes with its date's parts.
+    source.set_rows(vec![row(1, 7_489)]);
+    let report = job.run().await.unwrap();
+    assert_eq!(report.status, RunStatus::Succeeded, "{report}");
+    assert_eq!(meta.values(AUDIENCE, "DOBY"), [sha("1990")].into_iter().collect());
+    assert_eq!(meta.values(AUDIENCE, "EMAIL"), [sha("born1@example.com")].into_iter().collect());
+
+    // A corrected date alone: the member is sent again with it, and no removal row goes out
+    // for the old date's parts (they name no one on their own).
+    let removals = |meta: &Meta| meta.sent().iter().filter(|s| s.edge == crate::meta_server::Edge::Remove).count();
+    let before = removals(&meta);
+    source.set_rows(vec![row(1, 7_490)]);
+    let report = job.run().await.unwrap();
+    assert_eq!(report.status, RunStatus::Succeeded, "{report}");
+    assert_eq!(removals(&meta), before, "no removal of weak keys alone");
+    assert!(meta.values(AUDIENCE, "DOBD").contains(&sha("05")));
+    meta.assert_no_violations();
+}

@@ -88,6 +88,12 @@ fn normalize(
         {
             Ok(None)
         }
+        // Derived from a date of birth by `normalize_into`; a column of their own is not
+        // taken (a year alone hashed is indistinguishable from any other text).
+        IdentifierKind::BirthYear | IdentifierKind::BirthMonth | IdentifierKind::BirthDay if google => Ok(None),
+        IdentifierKind::BirthYear | IdentifierKind::BirthMonth | IdentifierKind::BirthDay => Err(invalid(
+            "the parts of a date of birth are derived from the date: map the date (YYYY-MM-DD) as `date_of_birth`",
+        )),
         IdentifierKind::DateOfBirth => {
             // Meta has no single date-of-birth key (see `MetaNormalizer::birth_parts`); a value
             // that is neither a digest nor a date still shows as invalid.
@@ -128,6 +134,9 @@ fn normalize(
                 IdentifierKind::Country
                 | IdentifierKind::Gender
                 | IdentifierKind::DateOfBirth
+                | IdentifierKind::BirthYear
+                | IdentifierKind::BirthMonth
+                | IdentifierKind::BirthDay
                 | IdentifierKind::MobileId
                 | IdentifierKind::ExternalId => return Ok(None),
             };
@@ -304,5 +313,32 @@ impl Normalizer for MetaNormalizer {
         row: &RowContext<'_>,
     ) -> Result<Option<Normalized>, InvalidIdentifier> {
         normalize(Platform::Meta, kind, raw, row)
+    }
+
+    /// As [`normalize`](Normalizer::normalize), except that a date of birth makes Meta's
+    /// three keys (`DOBY`, `DOBM`, `DOBD`: [`MetaNormalizer::birth_parts`]) as the kinds
+    /// [`BirthYear`](IdentifierKind::BirthYear), [`BirthMonth`](IdentifierKind::BirthMonth)
+    /// and [`BirthDay`](IdentifierKind::BirthDay).
+    fn normalize_into(
+        &self,
+        kind: IdentifierKind,
+        raw: &str,
+        row: &RowContext<'_>,
+        out: &mut Vec<(IdentifierKind, Normalized)>,
+    ) -> Result<(), InvalidIdentifier> {
+        if kind == IdentifierKind::DateOfBirth {
+            if let Some([year, month, day]) = Self::birth_parts(raw)? {
+                out.extend([
+                    (IdentifierKind::BirthYear, Normalized::Hashed(year)),
+                    (IdentifierKind::BirthMonth, Normalized::Hashed(month)),
+                    (IdentifierKind::BirthDay, Normalized::Hashed(day)),
+                ]);
+            }
+            return Ok(());
+        }
+        if let Some(id) = self.normalize(kind, raw, row)? {
+            out.push((kind, id));
+        }
+        Ok(())
     }
 }

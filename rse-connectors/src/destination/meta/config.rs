@@ -169,11 +169,6 @@ impl MetaAudienceConfig {
                 self.graph_api_version
             ));
         }
-        if let Some(column) = &self.fields.date_of_birth {
-            return fail(format!(
-                "`fields.date_of_birth` maps `{column}`, but Meta takes a date of birth as three keys (DOBY, DOBM, DOBD) that many people share, which this destination does not send yet: remove it from `fields`"
-            ));
-        }
         if self.rows_per_request == 0 || self.rows_per_request > MAX_ROWS_PER_REQUEST {
             return fail(format!(
                 "`rows_per_request` is {}; Meta takes 1 to {MAX_ROWS_PER_REQUEST} members per call",

@@ -206,8 +206,12 @@ impl MetaAudienceDestination {
     }
 }
 
-/// Meta's multi-key schema key for `kind`; `None` for a date of birth, which Meta takes as
-/// three keys ([`MetaAudienceConfig::validate`] refuses it).
+/// The keys that name a person on their own; the others (names, places, birth dates,
+/// gender) only narrow a match.
+const IDENTIFYING_KEYS: [&str; 4] = ["EMAIL", "PHONE", "MADID", "EXTERN_ID"];
+
+/// Meta's multi-key schema key for `kind`; `None` for the date of birth itself, which
+/// Meta takes as three keys (the normaliser makes them).
 fn meta_key(kind: IdentifierKind) -> Option<&'static str> {
     Some(match kind {
         IdentifierKind::Email => "EMAIL",
@@ -221,6 +225,9 @@ fn meta_key(kind: IdentifierKind) -> Option<&'static str> {
         IdentifierKind::Gender => "GEN",
         IdentifierKind::MobileId => "MADID",
         IdentifierKind::ExternalId => "EXTERN_ID",
+        IdentifierKind::BirthYear => "DOBY",
+        IdentifierKind::BirthMonth => "DOBM",
+        IdentifierKind::BirthDay => "DOBD",
         _ => return None,
     })
 }

@@ -64,7 +64,15 @@ impl MetaAudienceDestination {
         let mut run = self.run.lock().await;
         let chunk = self.config.rows_per_request;
 
-        let removes: Vec<Cells> = plan.removes.iter().flat_map(|m| super::rows_of(&m.ids)).collect();
+        // A removal row that holds no key naming a person on its own (an old city or date
+        // of birth alone, of a member whose e-mail address stayed) would match no one, or the
+        // wrong people: it is not sent.
+        let removes: Vec<Cells> = plan
+            .removes
+            .iter()
+            .flat_map(|m| super::rows_of(&m.ids))
+            .filter(|cells| cells.iter().any(|(key, _)| super::IDENTIFYING_KEYS.contains(key)))
+            .collect();
         let replacing = run.as_ref().and_then(|r| r.replace.as_ref()).is_some_and(|r| r.started && r.ended.is_none());
         if !removes.is_empty() && !replacing {
             // During a replace, whoever is not uploaded leaves the audience: no call.
