@@ -4,6 +4,7 @@
 //! own server.
 #![allow(dead_code)]
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -57,6 +58,16 @@ impl Validity {
 pub fn bearer(headers: &HeaderMap) -> Option<String> {
     let value = headers.get("authorization")?.to_str().ok()?;
     value.strip_prefix("Bearer ").map(str::to_owned)
+}
+
+/// The fields of a token request, whose body must be form-encoded (RFC 6749 §4.1.3, §6);
+/// `Err` names the content type it had instead (a breach of the contract by the client).
+pub fn token_form(headers: &HeaderMap, body: &[u8]) -> Result<HashMap<String, String>, String> {
+    let content_type = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("");
+    if !content_type.starts_with("application/x-www-form-urlencoded") {
+        return Err(format!("token request with content-type `{content_type}`, not a form"));
+    }
+    Ok(form_pairs(&String::from_utf8_lossy(body)).collect())
 }
 
 /// The pairs of an `application/x-www-form-urlencoded` body or query string (`+` is a

@@ -18,7 +18,7 @@ use serde_json::{Value as Json, json};
 use tokio::time::Instant;
 
 pub use super::server_kit::Validity;
-use super::server_kit::{bearer, form_pairs};
+use super::server_kit::{bearer, token_form};
 use super::wire::Reply;
 
 /// The scope every Google Ads token must carry.
@@ -141,11 +141,7 @@ impl Auth {
 
     /// `POST /token`, form-encoded.
     pub fn token_endpoint(&mut self, headers: &HeaderMap, body: &[u8], now: Instant) -> Result<Reply, String> {
-        let content_type = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("");
-        if !content_type.starts_with("application/x-www-form-urlencoded") {
-            return Err(format!("token request with content-type `{content_type}`, not a form"));
-        }
-        let form: HashMap<String, String> = form_pairs(&String::from_utf8_lossy(body)).collect();
+        let form = token_form(headers, body)?;
         let field = |name: &str| form.get(name).cloned().unwrap_or_default();
         match field("grant_type").as_str() {
             "refresh_token" => {
