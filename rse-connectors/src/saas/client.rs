@@ -129,6 +129,42 @@ pub fn build_http_client(options: &SaasClientOptions) -> Result<reqwest::Client,
         })
 }
 
+/// A destination's `base_url`, as the base its endpoints' paths are joined to: a trailing
+/// `/` is added, so that a path the user gave (a proxy's `https://proxy.example/hubspot`)
+/// is kept rather than replaced by the first join.
+#[derive(Debug, Clone)]
+pub(crate) struct BaseUrl {
+    name: String,
+    base: Url,
+}
+
+impl BaseUrl {
+    /// The `base_url` setting of destination `name`.
+    ///
+    /// # Errors
+    /// [`DestinationError::Fatal`] naming `base_url` when it is not a URL.
+    pub(crate) fn parse(name: &str, base_url: &str) -> Result<Self, DestinationError> {
+        let mut base = base_url.to_owned();
+        if !base.ends_with('/') {
+            base.push('/');
+        }
+        let base = Url::parse(&base).map_err(|_| bad_base_url(name))?;
+        Ok(Self { name: name.to_owned(), base })
+    }
+
+    /// `path` below the base.
+    ///
+    /// # Errors
+    /// [`DestinationError::Fatal`] naming `base_url` when the two do not join.
+    pub(crate) fn join(&self, path: &str) -> Result<Url, DestinationError> {
+        self.base.join(path).map_err(|_| bad_base_url(&self.name))
+    }
+}
+
+fn bad_base_url(name: &str) -> DestinationError {
+    DestinationError::fatal(format!("{name}: `base_url` is not an http(s) URL"))
+}
+
 /// One request as data, so that it can be sent again after a token refresh.
 #[derive(Clone)]
 pub struct SaasRequest {

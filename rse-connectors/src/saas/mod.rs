@@ -67,6 +67,7 @@ pub use classify::{
     Classifier, DEFAULT_MAX_RETRY_AFTER, DefaultClassifier, Failure, classify, default_classification, error_codes,
     origin, quota_exhausted, transport_error,
 };
+pub(crate) use client::BaseUrl;
 pub use client::{SaasClient, SaasClientOptions, SaasRequest, SaasResponse, USER_AGENT, build_http_client};
 pub use dedupe::{BatchIdentities, Duplicate};
 pub use jwt::{JwtBearerConfig, MAX_ASSERTION_LIFETIME};

@@ -10,9 +10,8 @@
 //! (`kill_worker`, selected by `RSE_GA_KILL_URL`), so each kill is a real process death
 //! mid-request. `RSE_KILLS` sets the kills (default 8).
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::time::Duration;
 
 use rse_connectors::google::ads::GoogleAdsDestination;
 use rse_connectors::state::SqliteStateStore;
@@ -21,6 +20,7 @@ use rse_core::testing::unique_id;
 use rse_core::*;
 
 use super::common::*;
+use crate::child_run::{KillLoop, Kills, Worker, converge, kill_repeatedly, kills_wanted};
 use crate::google_ads_server::GoogleAds;
 
 const MEMBERS: i64 = 400;
@@ -68,26 +68,6 @@ async fn kill_worker() {
     crate::child_run::run_after_the_lease_lapses(&sync).await;
 }
 
-fn spawn(url: &str, state: &Path, generation: u32) -> std::process::Child {
-    Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "kill::kill_worker", "--nocapture", "--test-threads", "1"])
-        .env("RSE_GA_KILL_URL", url)
-        .env("RSE_GA_KILL_STATE", state)
-        .env("RSE_GA_KILL_GEN", generation.to_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
-/// Runs the worker to the end; returns how many changes it planned.
-fn run_to_end(url: &str, state: &Path, generation: u32) -> u64 {
-    let out = spawn(url, state, generation).wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "worker failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    stdout.split("RESULT planned=").nth(1).and_then(|t| t.split_whitespace().next()).unwrap().parse().unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_run_repeatedly_leaves_the_list_equal_to_the_segment() {
     let ga = GoogleAds::start().await;
@@ -98,36 +78,13 @@ async fn sigkill_mid_run_repeatedly_leaves_the_list_equal_to_the_segment() {
     std::fs::create_dir_all(&dir).unwrap();
     let state = dir.join("state.db");
 
-    let kills_wanted: u32 = std::env::var("RSE_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(8);
-    let (mut kills, mut completed, mut generation) = (0u32, 0u32, 0u32);
-    let deadline = Instant::now() + Duration::from_secs(150);
-    let mut typical = Duration::from_millis(1_500);
-    while kills < kills_wanted && Instant::now() < deadline && generation < 60 {
-        generation += 1;
-        let spawned = Instant::now();
-        let mut child = spawn(&url, &state, generation);
-        let delay = Duration::from_millis(fastrand::u64(50..typical.as_millis().max(100) as u64));
-        tokio::time::sleep(delay).await;
-        if child.try_wait().unwrap().is_none() {
-            child.kill().unwrap(); // SIGKILL
-        }
-        let out = tokio::task::spawn_blocking(move || child.wait_with_output()).await.unwrap().unwrap();
-        if out.status.code().is_none() {
-            kills += 1;
-        } else {
-            assert!(out.status.success(), "worker failed:\n{}", String::from_utf8_lossy(&out.stderr));
-            completed += 1;
-            typical = spawned.elapsed();
-        }
-    }
-    assert!(kills >= kills_wanted.min(5), "only {kills} kills in the time allowed ({completed} runs completed)");
-
-    // The kills stop: one run converges, the next has nothing to do.
-    let (url2, state2) = (url.clone(), state.clone());
-    tokio::task::spawn_blocking(move || run_to_end(&url2, &state2, generation)).await.unwrap();
-    let (url2, state2) = (url.clone(), state.clone());
-    let planned = tokio::task::spawn_blocking(move || run_to_end(&url2, &state2, generation)).await.unwrap();
-    assert_eq!(planned, 0, "a run after convergence planned changes");
+    let worker = Worker::new("kill::kill_worker")
+        .env("RSE_GA_KILL_URL", &url)
+        .env("RSE_GA_KILL_STATE", &state)
+        .generation_in("RSE_GA_KILL_GEN");
+    let bounds = KillLoop { kills: kills_wanted(8), within: Duration::from_secs(150), generations: 60 };
+    let Kills { kills, completed, generation } = kill_repeatedly(&worker, bounds).await;
+    converge(&worker, generation).await;
 
     let want = expected(&segment(generation));
     let have = held(&ga);

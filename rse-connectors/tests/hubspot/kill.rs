@@ -13,9 +13,8 @@
 //! four here; sync.rs makes that case happen every time). `RSE_KILLS` sets the kills
 //! (default 10).
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::time::Duration;
 
 use rse_connectors::HubSpotDestination;
 use rse_connectors::hubspot::BurstLimit;
@@ -25,6 +24,7 @@ use rse_core::testing::unique_id;
 use rse_core::*;
 
 use super::common::*;
+use crate::child_run::{KillLoop, Kills, Worker, converge, kill_repeatedly, kills_wanted};
 
 const ROWS: i64 = 3_000;
 const LEASE_TTL: Duration = Duration::from_secs(1);
@@ -72,26 +72,6 @@ async fn kill_worker() {
     crate::child_run::run_after_the_lease_lapses(&sync).await;
 }
 
-fn spawn(url: &str, state: &Path, generation: u32) -> std::process::Child {
-    Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "kill::kill_worker", "--nocapture", "--test-threads", "1"])
-        .env("RSE_HS_KILL_URL", url)
-        .env("RSE_HS_KILL_STATE", state)
-        .env("RSE_HS_KILL_GEN", generation.to_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
-/// Runs the worker to the end; returns how many changes it planned.
-fn run_to_end(url: &str, state: &Path, generation: u32) -> u64 {
-    let out = spawn(url, state, generation).wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "worker failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    stdout.split("RESULT planned=").nth(1).and_then(|t| t.split_whitespace().next()).unwrap().parse().unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_run_loses_nothing_and_creates_each_contact_once() {
     let hs = server().await;
@@ -105,36 +85,13 @@ async fn sigkill_mid_run_loses_nothing_and_creates_each_contact_once() {
     std::fs::create_dir_all(&dir).unwrap();
     let state = dir.join("state.db");
 
-    let kills_wanted: u32 = std::env::var("RSE_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(10);
-    let (mut kills, mut completed, mut generation) = (0u32, 0u32, 0u32);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let mut typical = Duration::from_millis(1_500);
-    while kills < kills_wanted && Instant::now() < deadline && generation < 100 {
-        generation += 1;
-        let spawned = Instant::now();
-        let mut child = spawn(&url, &state, generation);
-        let delay = Duration::from_millis(fastrand::u64(50..typical.as_millis().max(100) as u64));
-        tokio::time::sleep(delay).await;
-        if child.try_wait().unwrap().is_none() {
-            child.kill().unwrap(); // SIGKILL
-        }
-        let out = tokio::task::spawn_blocking(move || child.wait_with_output()).await.unwrap().unwrap();
-        if out.status.code().is_none() {
-            kills += 1;
-        } else {
-            assert!(out.status.success(), "worker failed:\n{}", String::from_utf8_lossy(&out.stderr));
-            completed += 1;
-            typical = spawned.elapsed();
-        }
-    }
-    assert!(kills >= kills_wanted.min(5), "only {kills} kills in the time allowed ({completed} runs completed)");
-
-    // The kills stop: one run converges, the next has nothing to do.
-    let (url2, state2) = (url.clone(), state.clone());
-    tokio::task::spawn_blocking(move || run_to_end(&url2, &state2, generation)).await.unwrap();
-    let (url2, state2) = (url.clone(), state.clone());
-    let planned = tokio::task::spawn_blocking(move || run_to_end(&url2, &state2, generation)).await.unwrap();
-    assert_eq!(planned, 0, "a run after convergence planned changes");
+    let worker = Worker::new("kill::kill_worker")
+        .env("RSE_HS_KILL_URL", &url)
+        .env("RSE_HS_KILL_STATE", &state)
+        .generation_in("RSE_HS_KILL_GEN");
+    let bounds = KillLoop { kills: kills_wanted(10), within: Duration::from_secs(120), generations: 100 };
+    let Kills { kills, completed, generation } = kill_repeatedly(&worker, bounds).await;
+    converge(&worker, generation).await;
 
     // HubSpot holds the model: every contact with its latest values, each created once, and
     // nothing of the rows removed.

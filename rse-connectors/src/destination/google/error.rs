@@ -6,6 +6,11 @@
 //! `metadata` (quota names), each field violation's path and reason, quota ids and a retry
 //! delay. Free text (`message`, `description`) is never read: Google may repeat a refused
 //! value in it, and what is kept here ends up in reports.
+//!
+//! The Google Ads API puts its own detail in the same body: a `GoogleAdsFailure` whose
+//! `errors[]` carry an `errorCode` (`{family: code}`), a `location` and, for quota errors,
+//! `quotaErrorDetails`; a `partialFailureError` is the same `google.rpc.Status`
+//! ([`GoogleError::parse_status`]).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -21,6 +26,8 @@ const ERROR_INFO: &str = "type.googleapis.com/google.rpc.ErrorInfo";
 const BAD_REQUEST: &str = "type.googleapis.com/google.rpc.BadRequest";
 const QUOTA_FAILURE: &str = "type.googleapis.com/google.rpc.QuotaFailure";
 const RETRY_INFO: &str = "type.googleapis.com/google.rpc.RetryInfo";
+/// The end of a `GoogleAdsFailure`'s type URL (its path names the API version).
+const ADS_FAILURE: &str = ".errors.GoogleAdsFailure";
 
 /// A Google REST error body, reduced to identifiers (see the [module docs](self)).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -42,6 +49,58 @@ pub struct GoogleError {
     pub quota_ids: Vec<String>,
     /// `RetryInfo.retryDelay`.
     pub retry_delay: Option<Duration>,
+    /// The errors of a `GoogleAdsFailure` (Google Ads API only).
+    pub ads_errors: Vec<AdsError>,
+}
+
+/// One error of a Google Ads API `GoogleAdsFailure`: its code and where it points, never
+/// its message.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AdsError {
+    /// `errorCode`, when it reads as identifiers: `(family, code)`, e.g.
+    /// `("offlineUserDataJobError", "INVALID_SHA256_FORMAT")`.
+    pub code: Option<(String, String)>,
+    /// `location.fieldPathElements`: each field's name and index, e.g.
+    /// `[("operations", Some(3)), ("create", None), ("userIdentifiers", Some(0))]`.
+    pub location: Vec<(String, Option<u64>)>,
+    /// `details.quotaErrorDetails.retryDelay`.
+    pub quota_retry_delay: Option<Duration>,
+    /// `details.quotaErrorDetails.rateName` (`Number of operations for basic access`…).
+    pub quota_rate_name: Option<String>,
+}
+
+impl AdsError {
+    fn parse(error: &Json) -> AdsError {
+        let name = |s: &str| s.len() <= 80 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        let code = error.get("errorCode").and_then(Json::as_object).and_then(|codes| codes.iter().next()).and_then(
+            |(family, code)| {
+                let code = code.as_str()?;
+                (name(family) && name(code)).then(|| (family.clone(), code.to_owned()))
+            },
+        );
+        let path = error.pointer("/location/fieldPathElements").and_then(Json::as_array).into_iter().flatten();
+        let location = path
+            .filter_map(|e| {
+                let field = e.get("fieldName")?.as_str()?;
+                let field: String = field.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                Some((field, e.get("index").and_then(Json::as_u64)))
+            })
+            .collect();
+        let quota = error.pointer("/details/quotaErrorDetails");
+        let quota_text = |key: &str| quota.and_then(|q| q.get(key)).and_then(Json::as_str);
+        AdsError {
+            code,
+            location,
+            quota_retry_delay: quota_text("retryDelay").and_then(parse_duration),
+            quota_rate_name: quota_text("rateName").map(str::to_owned),
+        }
+    }
+
+    /// The error's family (`quotaError`…), when its code reads.
+    pub fn family(&self) -> Option<&str> {
+        self.code.as_ref().map(|(family, _)| family.as_str())
+    }
 }
 
 /// One `BadRequest.fieldViolations` entry: where and why, never the value.
@@ -91,7 +150,13 @@ fn to_camel(snake: &str) -> String {
 impl GoogleError {
     /// The error in `body`, or `None` when `body` is not a Google error body.
     pub fn parse(body: &Json) -> Option<GoogleError> {
-        let error = body.get("error")?;
+        GoogleError::parse_status(body.get("error")?)
+    }
+
+    /// A `google.rpc.Status` object (`{code, status, details}`), the `error` of an error body
+    /// or a Google Ads `partialFailureError`; `None` when `error` is not an object.
+    pub fn parse_status(error: &Json) -> Option<GoogleError> {
+        error.as_object()?;
         let text = |v: Option<&Json>| v.and_then(Json::as_str).filter(|s| looks_like_identifier(s)).map(str::to_owned);
         let mut parsed = GoogleError {
             code: error.get("code").and_then(Json::as_u64).and_then(|c| u16::try_from(c).ok()).unwrap_or(0),
@@ -124,6 +189,10 @@ impl GoogleError {
                 Some(RETRY_INFO) => {
                     parsed.retry_delay = detail.get("retryDelay").and_then(Json::as_str).and_then(parse_duration);
                 }
+                Some(t) if t.ends_with(ADS_FAILURE) => {
+                    let errors = detail.get("errors").and_then(Json::as_array).into_iter().flatten();
+                    parsed.ads_errors.extend(errors.map(AdsError::parse));
+                }
                 _ => {}
             }
         }
@@ -148,6 +217,16 @@ impl GoogleError {
             let q = q.to_ascii_lowercase();
             q.contains("perday") || q.contains("per_day") || q.contains("daily") || q.contains("-day")
         })
+    }
+
+    /// The Google Ads API's error codes, `(family, code)`, in order.
+    pub fn ads_codes(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.ads_errors.iter().filter_map(|e| e.code.as_ref()).map(|(f, c)| (f.as_str(), c.as_str()))
+    }
+
+    /// The code of the first Google Ads API error of `family`.
+    pub fn ads_code(&self, family: &str) -> Option<&str> {
+        self.ads_codes().find(|(f, _)| *f == family).map(|(_, c)| c)
     }
 
     /// `status=INVALID_ARGUMENT, reason=INVALID_SHA256_FORMAT, quota_limit=…`: identifiers
@@ -245,5 +324,30 @@ mod tests {
         assert!(e.is_daily_quota());
         assert_eq!(e.retry_delay, Some(Duration::from_millis(1500)));
         assert!(GoogleError::parse(&json!({"status": "error"})).is_none());
+    }
+
+    #[test]
+    fn reads_google_ads_failures_codes_locations_and_quota_details() {
+        let body = json!({"error": {"code": 429, "status": "RESOURCE_EXHAUSTED", "message": "m", "details": [
+            {"@type": "type.googleapis.com/google.ads.googleads.v25.errors.GoogleAdsFailure", "errors": [
+                {"errorCode": {"quotaError": "RESOURCE_EXHAUSTED"}, "message": "ada@example.com",
+                 "details": {"quotaErrorDetails": {"rateName": "Number of operations", "retryDelay": "86400s"}}},
+                {"errorCode": {"offlineUserDataJobError": "INVALID_SHA256_FORMAT"},
+                 "location": {"fieldPathElements": [{"fieldName": "operations", "index": 3},
+                     {"fieldName": "create"}, {"fieldName": "userIdentifiers", "index": 0}]}},
+                {"errorCode": {"fieldError": "ada@example.com"}}]}]}});
+        let e = GoogleError::parse(&body).unwrap_or_default();
+        assert_eq!(e.ads_code("quotaError"), Some("RESOURCE_EXHAUSTED"));
+        assert_eq!(e.ads_errors[0].quota_retry_delay, Some(Duration::from_secs(86400)));
+        assert_eq!(e.ads_errors[0].quota_rate_name.as_deref(), Some("Number of operations"));
+        let location = &e.ads_errors[1].location;
+        assert_eq!(location[0], ("operations".to_owned(), Some(3)));
+        assert_eq!(location[2], ("userIdentifiers".to_owned(), Some(0)));
+        // A code that is not an identifier is not kept.
+        assert_eq!(e.ads_errors[2].code, None);
+        assert_eq!(e.ads_codes().count(), 2);
+        assert!(!format!("{e:?}").contains("ada@"));
+        let partial = json!({"code": 3, "details": body["error"]["details"]});
+        assert_eq!(GoogleError::parse_status(&partial).unwrap_or_default().ads_errors.len(), 3);
     }
 }

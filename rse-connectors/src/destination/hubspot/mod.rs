@@ -118,7 +118,7 @@ use rse_core::{
 pub use config::{ApiVersion, BurstLimit, DEFAULT_BASE_URL, HubSpotDestinationConfig, MAX_BATCH_INPUTS, UtcOffset};
 
 use self::classify::HubSpotClassifier;
-use crate::saas::{BoundFieldMap, SaasClient, ValueStyle};
+use crate::saas::{BaseUrl, BoundFieldMap, SaasClient, ValueStyle};
 
 /// Calls the runner's limiter lets go at once after a quiet spell.
 const BURST: u32 = 2;
@@ -178,14 +178,9 @@ impl HubSpotDestination {
     pub fn from_client(config: HubSpotDestinationConfig, client: SaasClient) -> Result<Self, DestinationError> {
         config.validate()?;
         let name = config.display_name();
-        let bad_url = || DestinationError::fatal(format!("{name}: `base_url` is not an http(s) URL"));
-        let mut base = config.base_url.clone();
-        if !base.ends_with('/') {
-            base.push('/');
-        }
-        let base = Url::parse(&base).map_err(|_| bad_url())?;
+        let base = BaseUrl::parse(&name, &config.base_url)?;
         let objects = config.api_version.objects_path(&config.object);
-        let join = |path: &str| base.join(path).map_err(|_| bad_url());
+        let join = |path: &str| base.join(path);
         let urls = Urls {
             upsert: join(&format!("{objects}/batch/upsert"))?,
             read: join(&format!("{objects}/batch/read"))?,

@@ -98,7 +98,7 @@ use self::classify::{MetaClassifier, RESTRICTED};
 use self::run::RunState;
 use self::wire::Cells;
 use crate::audience::{self, BoundAudienceFields, IdentifierKind, MemberIds, MetaNormalizer};
-use crate::saas::{SaasAuth, SaasClient, SaasRequest, build_http_client};
+use crate::saas::{BaseUrl, SaasAuth, SaasClient, SaasRequest, build_http_client};
 
 /// Which way a `/users` call goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -161,14 +161,9 @@ impl MetaAudienceDestination {
     pub fn from_client(config: MetaAudienceConfig, client: SaasClient) -> Result<Self, DestinationError> {
         config.validate()?;
         let name = config.display_name();
-        let bad_url = || DestinationError::fatal(format!("{name}: `base_url` is not an http(s) URL"));
-        let mut base = config.base_url.clone();
-        if !base.ends_with('/') {
-            base.push('/');
-        }
-        let base = Url::parse(&base).map_err(|_| bad_url())?;
+        let base = BaseUrl::parse(&name, &config.base_url)?;
         let node = format!("{}/{}", config.graph_api_version, config.audience_id);
-        let join = |path: &str| base.join(path).map_err(|_| bad_url());
+        let join = |path: &str| base.join(path);
         let urls = Urls {
             node: join(&node)?,
             users: join(&format!("{node}/users"))?,

@@ -14,19 +14,12 @@ use axum::http::HeaderMap;
 use serde_json::json;
 use tokio::time::Instant;
 
+pub use super::server_kit::Validity;
+use super::server_kit::bearer;
 use super::wire::{Reply, error_info};
 
 /// The scope the Data Manager API requires.
 pub const SCOPE: &str = "https://www.googleapis.com/auth/datamanager";
-
-/// How long one static token stays valid.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Validity {
-    /// Invalid from this instant.
-    pub expires_at: Option<Instant>,
-    /// Invalid after this many more authenticated requests.
-    pub uses_left: Option<u64>,
-}
 
 /// Decides whether a token an external authorization server issued is valid now.
 pub type Verifier = Arc<dyn Fn(&str) -> bool + Send + Sync>;
@@ -47,24 +40,13 @@ pub struct Auth {
 impl Auth {
     /// Checks the `Authorization` header, spending one use of a static token.
     pub fn check(&mut self, headers: &HeaderMap, method: &str) -> Result<(), Reply> {
-        let token = headers
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::to_owned);
-        let Some(token) = token else {
+        let Some(token) = bearer(headers) else {
             self.unauthorized += 1;
             return Err(unauthenticated("CREDENTIALS_MISSING", method));
         };
         let now = Instant::now();
         let valid = match self.tokens.get_mut(&token) {
-            Some(validity) => {
-                let expired = validity.expires_at.is_some_and(|at| now >= at) || validity.uses_left == Some(0);
-                if !expired && let Some(n) = validity.uses_left.as_mut() {
-                    *n -= 1;
-                }
-                !expired
-            }
+            Some(validity) => validity.spend(now),
             None => self.trusted.as_ref().is_some_and(|verify| verify(&token)),
         };
         if !valid {

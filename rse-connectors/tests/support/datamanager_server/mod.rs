@@ -31,6 +31,8 @@ pub mod auth;
 #[path = "../contracts.rs"]
 pub mod contracts;
 pub mod quota;
+#[path = "../server_kit.rs"]
+pub mod server_kit;
 pub mod wire;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
@@ -483,11 +485,7 @@ impl DataManager {
         // Compile the contract before the first request.
         let _ = SchemaFile::get(SCHEMA).validator("IngestAudienceMembersRequest");
         let app = Router::new().fallback(handle).with_state(inner.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            axum::serve(listener, app).await.unwrap();
-        });
+        let addr = server_kit::serve(app).await;
         DataManager { inner, addr }
     }
 
@@ -589,12 +587,12 @@ impl DataManager {
 
     /// `token` answers 401 from now on.
     pub fn expire_token(&self, token: &str) {
-        self.lock().auth.tokens.insert(token.to_owned(), Validity { expires_at: None, uses_left: Some(0) });
+        self.lock().auth.tokens.insert(token.to_owned(), Validity::uses(0));
     }
 
     /// `token` is accepted for `n` more calls, then answers 401.
     pub fn token_uses(&self, token: &str, n: u64) {
-        self.lock().auth.tokens.insert(token.to_owned(), Validity { expires_at: None, uses_left: Some(n) });
+        self.lock().auth.tokens.insert(token.to_owned(), Validity::uses(n));
     }
 
     /// Also accept the tokens `verify` says are valid (those an authorization server issued).

@@ -17,19 +17,12 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value as Json, json};
 use tokio::time::Instant;
 
+pub use super::server_kit::Validity;
+use super::server_kit::{bearer, token_form};
 use super::wire::Reply;
 
 /// The scope every Google Ads token must carry.
 pub const SCOPE: &str = "https://www.googleapis.com/auth/adwords";
-
-/// How long one access token stays valid.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Validity {
-    /// Invalid from this instant.
-    pub expires_at: Option<Instant>,
-    /// Invalid after this many more calls.
-    pub uses_left: Option<u64>,
-}
 
 /// A service account the JWT-bearer grant accepts.
 #[derive(Debug, Clone)]
@@ -94,33 +87,20 @@ impl Auth {
     /// the client broke the contract (a missing header) rather than holding a bad credential.
     pub fn check(&mut self, headers: &HeaderMap, now: Instant) -> Result<(), (Reply, Option<String>)> {
         let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
-        let Some(token) = header("authorization").and_then(|v| v.strip_prefix("Bearer ").map(str::to_owned)) else {
+        let Some(token) = bearer(headers) else {
             self.unauthorized += 1;
             return Err((
                 Reply::one("authenticationError", "OAUTH_TOKEN_HEADER_INVALID", "Oauth token header is not valid."),
                 Some("no `Authorization: Bearer` header".into()),
             ));
         };
-        match self.tokens.get_mut(&token) {
-            None => {
-                self.unauthorized += 1;
-                return Err((
-                    Reply::one("authenticationError", "OAUTH_TOKEN_INVALID", "Oauth token is invalid."),
-                    None,
-                ));
-            }
-            Some(v) if v.expires_at.is_some_and(|at| now >= at) || v.uses_left == Some(0) => {
-                self.unauthorized += 1;
-                return Err((
-                    Reply::one("authenticationError", "OAUTH_TOKEN_EXPIRED", "Oauth token is expired."),
-                    None,
-                ));
-            }
-            Some(v) => {
-                if let Some(n) = v.uses_left.as_mut() {
-                    *n -= 1;
-                }
-            }
+        let Some(validity) = self.tokens.get_mut(&token) else {
+            self.unauthorized += 1;
+            return Err((Reply::one("authenticationError", "OAUTH_TOKEN_INVALID", "Oauth token is invalid."), None));
+        };
+        if !validity.spend(now) {
+            self.unauthorized += 1;
+            return Err((Reply::one("authenticationError", "OAUTH_TOKEN_EXPIRED", "Oauth token is expired."), None));
         }
         let Some(developer) = header("developer-token") else {
             return Err((
@@ -161,11 +141,7 @@ impl Auth {
 
     /// `POST /token`, form-encoded.
     pub fn token_endpoint(&mut self, headers: &HeaderMap, body: &[u8], now: Instant) -> Result<Reply, String> {
-        let content_type = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("");
-        if !content_type.starts_with("application/x-www-form-urlencoded") {
-            return Err(format!("token request with content-type `{content_type}`, not a form"));
-        }
-        let form = parse_form(body);
+        let form = token_form(headers, body)?;
         let field = |name: &str| form.get(name).cloned().unwrap_or_default();
         match field("grant_type").as_str() {
             "refresh_token" => {
@@ -192,8 +168,7 @@ impl Auth {
         }
         self.issued += 1;
         let access = format!("ya29.rse-{}-{:016x}", self.issued, fastrand::u64(..));
-        self.tokens
-            .insert(access.clone(), Validity { expires_at: Some(now + self.lifetime), uses_left: self.uses_per_token });
+        self.tokens.insert(access.clone(), Validity::issued(now, self.lifetime, self.uses_per_token));
         Ok(Reply::undescribed(
             200,
             json!({"access_token": access, "expires_in": self.lifetime.as_secs(), "scope": SCOPE, "token_type": "Bearer"}),
@@ -255,38 +230,4 @@ fn verify_assertion(assertion: &str, account: &ServiceAccount, token_url: &str) 
         return Err("Invalid JWT: the scope must include https://www.googleapis.com/auth/adwords".into());
     }
     Ok(claims)
-}
-
-fn parse_form(body: &[u8]) -> HashMap<String, String> {
-    String::from_utf8_lossy(body)
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (percent_decode(k), percent_decode(v))
-        })
-        .collect()
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                match u8::from_str_radix(std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"), 16) {
-                    Ok(b) => {
-                        out.push(b);
-                        i += 2;
-                    }
-                    Err(_) => out.push(b'%'),
-                }
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }

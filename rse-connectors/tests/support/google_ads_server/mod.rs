@@ -18,6 +18,8 @@ pub mod identifiers;
 pub mod jobs;
 pub mod limits;
 pub mod search;
+#[path = "../server_kit.rs"]
+pub mod server_kit;
 pub mod wire;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -305,12 +307,8 @@ impl GoogleAds {
         }));
         let _ = wire::schema();
         let app = Router::new().fallback(handle).with_state(inner.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
+        let addr = server_kit::serve(app).await;
         inner.lock().unwrap().auth.token_url = format!("http://{addr}/token");
-        tokio::spawn(async move {
-            axum::serve(listener, app).await.unwrap();
-        });
         GoogleAds { inner, addr }
     }
 
@@ -421,7 +419,7 @@ impl GoogleAds {
 
     /// `token` answers 401 `OAUTH_TOKEN_EXPIRED` from now on.
     pub fn expire_token(&self, token: &str) {
-        self.lock().auth.tokens.insert(token.to_owned(), Validity { expires_at: None, uses_left: Some(0) });
+        self.lock().auth.tokens.insert(token.to_owned(), Validity::uses(0));
     }
 
     /// Every call must carry `login-customer-id: id`.

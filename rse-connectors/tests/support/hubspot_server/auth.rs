@@ -12,16 +12,9 @@ use axum::http::HeaderMap;
 use serde_json::json;
 use tokio::time::Instant;
 
+pub use super::server_kit::Validity;
+use super::server_kit::{bearer, token_form};
 use super::wire::{Reply, correlation_id};
-
-/// How long one access token stays valid.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Validity {
-    /// Invalid from this instant.
-    pub expires_at: Option<Instant>,
-    /// Invalid after this many more authenticated requests.
-    pub uses_left: Option<u64>,
-}
 
 /// An OAuth app the token endpoint knows.
 #[derive(Debug, Clone)]
@@ -51,12 +44,7 @@ pub struct Auth {
 impl Auth {
     /// Checks the `Authorization` header of a CRM call, spending one use of the token.
     pub fn check(&mut self, headers: &HeaderMap, now: Instant) -> Result<(), Reply> {
-        let token = headers
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::to_owned);
-        let Some(token) = token else {
+        let Some(token) = bearer(headers) else {
             self.unauthorized += 1;
             return Err(Reply::error(
                 401,
@@ -68,13 +56,9 @@ impl Auth {
             self.unauthorized += 1;
             return Err(Reply::error(401, "INVALID_AUTHENTICATION", "The access token is not valid for this account."));
         };
-        let expired = validity.expires_at.is_some_and(|at| now >= at) || validity.uses_left == Some(0);
-        if expired {
+        if !validity.spend(now) {
             self.unauthorized += 1;
             return Err(Reply::error(401, "EXPIRED_AUTHENTICATION", "The OAuth token used to make this call expired."));
-        }
-        if let Some(n) = validity.uses_left.as_mut() {
-            *n -= 1;
         }
         if !self.missing_scopes.is_empty() {
             return Err(Reply::error_with(
@@ -91,11 +75,7 @@ impl Auth {
 
     /// `POST /oauth/v1/token` with a form-encoded body.
     pub fn token_endpoint(&mut self, headers: &HeaderMap, body: &[u8], now: Instant) -> Result<Reply, String> {
-        let content_type = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("");
-        if !content_type.starts_with("application/x-www-form-urlencoded") {
-            return Err(format!("token request with content-type `{content_type}`, not a form"));
-        }
-        let form = parse_form(body);
+        let form = token_form(headers, body)?;
         let field = |name: &str| form.get(name).cloned().unwrap_or_default();
         let Some(app) = self.oauth.clone() else {
             return Ok(bad_grant("BAD_CLIENT_ID", "missing or unknown client id"));
@@ -112,8 +92,7 @@ impl Auth {
         self.issued += 1;
         self.refreshes += 1;
         let access = format!("oauth-access-{}-{}", self.issued, fastrand::u64(..));
-        self.tokens
-            .insert(access.clone(), Validity { expires_at: Some(now + app.lifetime), uses_left: app.uses_per_token });
+        self.tokens.insert(access.clone(), Validity::issued(now, app.lifetime, app.uses_per_token));
         Ok(Reply::undescribed(
             200,
             json!({"token_type": "bearer", "access_token": access, "refresh_token": app.refresh_token,
@@ -127,38 +106,4 @@ fn bad_grant(status: &str, message: &str) -> Reply {
         400,
         json!({"status": status, "message": message, "correlationId": correlation_id(), "requestId": correlation_id()}),
     )
-}
-
-fn parse_form(body: &[u8]) -> HashMap<String, String> {
-    String::from_utf8_lossy(body)
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (percent_decode(k), percent_decode(v))
-        })
-        .collect()
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                match u8::from_str_radix(std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"), 16) {
-                    Ok(b) => {
-                        out.push(b);
-                        i += 2;
-                    }
-                    Err(_) => out.push(b'%'),
-                }
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }

@@ -18,6 +18,8 @@ pub mod contract;
 pub mod crm;
 pub mod limits;
 pub mod read;
+#[path = "../server_kit.rs"]
+pub mod server_kit;
 pub mod wire;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -265,11 +267,7 @@ impl HubSpot {
         }));
         let _ = Contract::get();
         let app = Router::new().fallback(handle).with_state(inner.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            axum::serve(listener, app).await.unwrap();
-        });
+        let addr = server_kit::serve(app).await;
         HubSpot { inner, addr }
     }
 
@@ -341,12 +339,12 @@ impl HubSpot {
 
     /// `token` answers 401 `EXPIRED_AUTHENTICATION` from now on.
     pub fn expire_token(&self, token: &str) {
-        self.lock().auth.tokens.insert(token.to_owned(), Validity { expires_at: None, uses_left: Some(0) });
+        self.lock().auth.tokens.insert(token.to_owned(), Validity::uses(0));
     }
 
     /// `token` is accepted for `n` more CRM calls, then answers 401.
     pub fn token_uses(&self, token: &str, n: u64) {
-        self.lock().auth.tokens.insert(token.to_owned(), Validity { expires_at: None, uses_left: Some(n) });
+        self.lock().auth.tokens.insert(token.to_owned(), Validity::uses(n));
     }
 
     pub fn set_missing_scopes(&self, scopes: &[&str]) {

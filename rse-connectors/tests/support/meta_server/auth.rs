@@ -11,16 +11,8 @@ use std::collections::{BTreeMap, HashMap};
 use axum::http::HeaderMap;
 use tokio::time::Instant;
 
+pub use super::server_kit::Validity;
 use super::wire::Reply;
-
-/// How long one access token stays valid.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Validity {
-    /// Expired from this instant (server clock).
-    pub expires_at: Option<Instant>,
-    /// Expired after this many more authenticated calls.
-    pub uses_left: Option<u64>,
-}
 
 #[derive(Default)]
 pub struct Auth {
@@ -62,16 +54,13 @@ impl Auth {
             self.unauthorized += 1;
             return Err(Reply::error(190, None, "Invalid OAuth access token - Cannot parse access token"));
         };
-        if validity.expires_at.is_some_and(|at| now >= at) || validity.uses_left == Some(0) {
+        if !validity.spend(now) {
             self.unauthorized += 1;
             return Err(Reply::error(
                 190,
                 Some(463),
                 "Error validating access token: Session has expired. The current time is after the token's expiry.",
             ));
-        }
-        if let Some(n) = validity.uses_left.as_mut() {
-            *n -= 1;
         }
         match self.permission_error {
             Some(10) => Err(Reply::error(10, None, "Application does not have permission for this action")),

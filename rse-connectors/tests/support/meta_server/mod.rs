@@ -24,6 +24,8 @@ pub mod audience;
 pub mod auth;
 pub mod limits;
 pub mod payload;
+#[path = "../server_kit.rs"]
+pub mod server_kit;
 pub mod wire;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -266,11 +268,7 @@ impl Meta {
             faults_answered: 0,
         }));
         let app = Router::new().fallback(handle).with_state(inner.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            axum::serve(listener, app).await.unwrap();
-        });
+        let addr = server_kit::serve(app).await;
         let meta = Meta { inner, addr };
         meta.add_audience(AUDIENCE, AD_ACCOUNT);
         meta
@@ -375,12 +373,12 @@ impl Meta {
 
     /// `token` answers 190/463 from now on.
     pub fn expire_token(&self, token: &str) {
-        self.lock().auth.tokens.insert(token.to_owned(), Validity { expires_at: None, uses_left: Some(0) });
+        self.lock().auth.tokens.insert(token.to_owned(), Validity::uses(0));
     }
 
     /// `token` is accepted for `n` more calls, then expires.
     pub fn token_uses(&self, token: &str, n: u64) {
-        self.lock().auth.tokens.insert(token.to_owned(), Validity { expires_at: None, uses_left: Some(n) });
+        self.lock().auth.tokens.insert(token.to_owned(), Validity::uses(n));
     }
 
     /// Every call answers this permission error (200 or 10); `None` lifts it.

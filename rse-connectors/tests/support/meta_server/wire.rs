@@ -10,6 +10,8 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value as Json, json};
 
+use super::server_kit::form_pairs;
+
 /// One answer before headers are added.
 pub struct Reply {
     pub status: u16,
@@ -96,34 +98,5 @@ pub fn params(query: Option<&str>, content_type: &str, body: &[u8]) -> Result<BT
 }
 
 pub fn parse_form(s: &str) -> BTreeMap<String, String> {
-    s.split('&')
-        .filter(|p| !p.is_empty())
-        .map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (percent_decode(k), percent_decode(v))
-        })
-        .collect()
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                match u8::from_str_radix(std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"), 16) {
-                    Ok(b) => {
-                        out.push(b);
-                        i += 2;
-                    }
-                    Err(_) => out.push(b'%'),
-                }
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    form_pairs(s).collect()
 }

@@ -27,6 +27,8 @@ mod gate;
 pub mod ids;
 pub mod records;
 pub mod rows;
+#[path = "../server_kit.rs"]
+pub mod server_kit;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;

@@ -10,7 +10,8 @@ use reqwest::{Method, Url};
 use rse_core::DestinationError;
 use serde_json::{Value as Json, json};
 
-use super::classify::{GoogleAdsClassifier, error_code, failure_errors, has_code};
+use super::classify::{GoogleAdsClassifier, has_code};
+use crate::destination::google::error::GoogleError;
 use crate::saas::{SaasClient, SaasRequest, SaasResponse};
 
 /// The API version of every path.
@@ -157,30 +158,27 @@ impl Api {
             return Err(Self::fail(&response));
         }
         let mut refusals = Refusals::default();
-        for error in failure_errors(&json["partialFailureError"]["details"]) {
-            let code = error_code(error).map_or_else(|| "UNKNOWN".to_owned(), |(_, c)| c);
-            let path: Vec<&Json> =
-                error["location"]["fieldPathElements"].as_array().map(|a| a.iter().collect()).unwrap_or_default();
-            let index = path
+        let partial = json.get("partialFailureError").and_then(GoogleError::parse_status).unwrap_or_default();
+        for error in partial.ads_errors {
+            let code = error.code.map_or_else(|| "UNKNOWN".to_owned(), |(_, c)| c);
+            let index = error
+                .location
                 .first()
-                .filter(|e| e["fieldName"] == "operations")
-                .and_then(|e| e["index"].as_u64())
+                .filter(|(name, _)| name == "operations")
+                .and_then(|(_, i)| *i)
                 .and_then(|i| usize::try_from(i).ok())
                 .filter(|i| *i < operations.len());
             let Some(index) = index else {
                 refusals.unlocated.push(code);
                 continue;
             };
-            let field = path
+            let field = error
+                .location
                 .iter()
                 .skip(1)
-                .filter_map(|e| {
-                    let name = e["fieldName"].as_str()?;
-                    let name: String = name.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
-                    Some(match e["index"].as_u64() {
-                        Some(i) => format!("{name}[{i}]"),
-                        None => name,
-                    })
+                .map(|(name, i)| match i {
+                    Some(i) => format!("{name}[{i}]"),
+                    None => name.clone(),
                 })
                 .collect::<Vec<_>>()
                 .join(".");

@@ -3,7 +3,8 @@
 //! Google Ads answers an RPC-level failure with Google's REST error body
 //! (`{"error": {code, status, details: [GoogleAdsFailure]}}`), whose `GoogleAdsFailure`
 //! carries `errors[].errorCode` as `{family: code}` (`quotaError: RESOURCE_EXHAUSTED`). The
-//! codes, never the messages (which can repeat a value), make the class:
+//! codes, never the messages (which can repeat a value), make the class; the body is read by
+//! [`GoogleError`], as the Data Manager destination reads it:
 //!
 //! | code | class |
 //! |---|---|
@@ -21,55 +22,12 @@ use std::time::Duration;
 use rse_core::DestinationError;
 use serde_json::Value as Json;
 
+use crate::destination::google::error::GoogleError;
 use crate::saas::{Classifier, Failure, quota_exhausted};
 
-/// `(family, code)` of every error in a `GoogleAdsFailure` list, e.g.
-/// `("offlineUserDataJobError", "INVALID_SHA256_FORMAT")`.
-pub(super) fn error_code(error: &Json) -> Option<(String, String)> {
-    let (family, code) = error.get("errorCode")?.as_object()?.iter().next()?;
-    let code = code.as_str()?;
-    let ok = |s: &str| s.len() <= 80 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-    (ok(family) && ok(code)).then(|| (family.clone(), code.to_owned()))
-}
-
-/// The `GoogleAdsFailure` errors in a `details` array (of an RPC error or of a
-/// `partialFailureError`).
-pub(super) fn failure_errors(details: &Json) -> Vec<&Json> {
-    details
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|d| d.get("@type").and_then(Json::as_str).is_some_and(|t| t.ends_with(".errors.GoogleAdsFailure")))
-        .filter_map(|d| d.get("errors")?.as_array())
-        .flatten()
-        .collect()
-}
-
-/// The codes of an RPC error body.
-pub(super) fn rpc_codes(body: &Json) -> Vec<(String, String)> {
-    failure_errors(&body["error"]["details"]).into_iter().filter_map(error_code).collect()
-}
-
-/// Whether an RPC error body carries `family: code`.
+/// Whether the error body `body` carries the Google Ads error `family: code`.
 pub(super) fn has_code(body: &Json, family: &str, code: &str) -> bool {
-    rpc_codes(body).iter().any(|(f, c)| f == family && c == code)
-}
-
-/// `google.protobuf.Duration` JSON (`"30s"`, `"1.5s"`).
-fn duration(text: &str) -> Option<Duration> {
-    let seconds: f64 = text.strip_suffix('s')?.parse().ok()?;
-    Duration::try_from_secs_f64(seconds).ok()
-}
-
-/// The quota details of the first quota error.
-fn quota_details(body: &Json) -> (Option<Duration>, String) {
-    let details = failure_errors(&body["error"]["details"])
-        .into_iter()
-        .find(|e| e["errorCode"].get("quotaError").is_some())
-        .map(|e| &e["details"]["quotaErrorDetails"]);
-    let delay = details.and_then(|d| d["retryDelay"].as_str()).and_then(duration);
-    let name = details.and_then(|d| d["rateName"].as_str()).unwrap_or("").to_owned();
-    (delay, name)
+    GoogleError::parse(body).is_some_and(|e| e.ads_codes().any(|(f, c)| f == family && c == code))
 }
 
 /// A quota error waiting this long or more is the daily allowance, not a rate.
@@ -81,18 +39,19 @@ pub struct GoogleAdsClassifier;
 
 impl Classifier for GoogleAdsClassifier {
     fn classify(&self, failure: &Failure<'_>) -> Option<DestinationError> {
-        let body = failure.json()?;
-        let codes = rpc_codes(body);
-        let listed = codes.iter().map(|(f, c)| format!("{f}={c}")).collect::<Vec<_>>().join(", ");
+        let google = GoogleError::parse(failure.json()?).unwrap_or_default();
+        let listed = google.ads_codes().map(|(f, c)| format!("{f}={c}")).collect::<Vec<_>>().join(", ");
         let status = failure.status().as_u16();
         let described = if listed.is_empty() {
             format!("{}: {}", failure.destination(), failure.status_text())
         } else {
             format!("{}: {} ({listed})", failure.destination(), failure.status_text())
         };
-        let has = |family: &str| codes.iter().find(|(f, _)| f == family).map(|(_, c)| c.as_str());
+        let has = |family: &str| google.ads_code(family);
         if let Some(code) = has("quotaError") {
-            let (delay, name) = quota_details(body);
+            let quota = google.ads_errors.iter().find(|e| e.family() == Some("quotaError"));
+            let delay = quota.and_then(|q| q.quota_retry_delay);
+            let name = quota.and_then(|q| q.quota_rate_name.as_deref()).unwrap_or("");
             let daily = code == "RESOURCE_EXHAUSTED"
                 && (delay.is_some_and(|d| d >= DAILY_WAIT) || name.to_ascii_lowercase().contains("operations"));
             if daily {

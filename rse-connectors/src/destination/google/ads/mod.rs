@@ -67,7 +67,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use reqwest::Url;
 use reqwest::header::HeaderValue;
 use rse_core::{
     Change, ChangeBatch, Destination, DestinationCapabilities, DestinationError, DestinationRunReport, Memo, Op,
@@ -79,7 +78,7 @@ pub use config::{DEFAULT_BASE_URL, GoogleAdsConfig, MAX_IDENTIFIERS_PER_MEMBER, 
 
 use self::api::{API_VERSION, Api};
 use crate::audience::{BoundAudienceFields, GoogleAdsNormalizer};
-use crate::saas::{PollOptions, SaasClient};
+use crate::saas::{BaseUrl, PollOptions, SaasClient};
 
 /// The longest pause between polls of a job.
 const MAX_POLL_INTERVAL: Duration = Duration::from_secs(30);
@@ -124,13 +123,7 @@ impl GoogleAdsDestination {
     pub fn from_client(config: GoogleAdsConfig, client: SaasClient) -> Result<Self, DestinationError> {
         config.validate()?;
         let name = config.display_name();
-        let mut base = config.base_url.clone();
-        if !base.ends_with('/') {
-            base.push('/');
-        }
-        let base = Url::parse(&base)
-            .and_then(|b| b.join(&format!("{API_VERSION}/")))
-            .map_err(|_| DestinationError::fatal(format!("{name}: `base_url` is not an http(s) URL")))?;
+        let base = BaseUrl::parse(&name, &config.base_url)?.join(&format!("{API_VERSION}/"))?;
         let mut developer_token = HeaderValue::from_str(config.developer_token.expose().trim()).map_err(|_| {
             DestinationError::fatal(format!("{name}: `developer_token` holds characters a header cannot carry"))
         })?;

@@ -92,7 +92,7 @@ pub use self::config::{
 use self::wire::{Account, Destination as WireDestination};
 use super::error::{GoogleClassifier, GoogleError};
 use crate::audience::{BoundAudienceFields, GoogleDataManagerNormalizer, IdentifierKind, Normalizer, intent_memo};
-use crate::saas::{SaasClient, SaasRequest};
+use crate::saas::{BaseUrl, SaasClient, SaasRequest};
 
 /// The endpoints.
 #[derive(Debug, Clone)]
@@ -191,13 +191,8 @@ impl GoogleDataManagerDestination {
         config.validate()?;
         validate_identifiers(&config)?;
         let name = config.display_name();
-        let bad_url = || DestinationError::fatal(format!("{name}: `base_url` is not an http(s) URL"));
-        let mut base = config.base_url.clone();
-        if !base.ends_with('/') {
-            base.push('/');
-        }
-        let base = Url::parse(&base).map_err(|_| bad_url())?;
-        let join = |path: &str| base.join(path).map_err(|_| bad_url());
+        let base = BaseUrl::parse(&name, &config.base_url)?;
+        let join = |path: &str| base.join(path);
         let urls = Urls {
             ingest: join("v1/audienceMembers:ingest")?,
             remove: join("v1/audienceMembers:remove")?,
