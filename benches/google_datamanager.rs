@@ -26,31 +26,23 @@
 
 #[path = "../rse-connectors/tests/support/datamanager_server/mod.rs"]
 mod datamanager_server;
+#[path = "support/generated.rs"]
+mod generated;
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use datamanager_server::{DataManager, LIST_ID, OPERATING_ACCOUNT, TOKEN};
+use generated::{Generated, cpu_seconds, env_number, status_kb};
 
 const SERVER_ENV: &str = "RSE_BENCH_DM_SERVER";
-use futures::StreamExt;
 use rse::connectors::audience::AudienceFields;
 use rse::connectors::google::datamanager::ProductAccount;
 use rse::connectors::saas::SaasAuthConfig;
 use rse::connectors::state::SqliteStateStore;
 use rse::connectors::{GoogleDataManagerConfig, GoogleDataManagerDestination};
-use rse::{
-    DataType, Field, Mode, ReadRequest, Record, RowBatch, RowBatchStream, RunStatus, Schema, Source,
-    SourceCapabilities, SourceError, SyncJob, SyncOptions, Value, async_trait,
-};
-
-/// `n` members, made as they are read, in key order.
-struct Members {
-    n: i64,
-    schema: Arc<Schema>,
-}
+use rse::{DataType, Field, Mode, Record, RunStatus, Schema, SyncJob, SyncOptions, Value};
 
 fn member(id: i64) -> Record {
     Record::new(vec![
@@ -62,59 +54,6 @@ fn member(id: i64) -> Record {
             Value::Null
         },
     ])
-}
-
-#[async_trait]
-impl Source for Members {
-    fn name(&self) -> &str {
-        "generated:members"
-    }
-
-    fn capabilities(&self) -> SourceCapabilities {
-        SourceCapabilities::default().with_ordered_by_key(true)
-    }
-
-    async fn schema(&self) -> Result<Arc<Schema>, SourceError> {
-        Ok(self.schema.clone())
-    }
-
-    async fn read(&self, request: ReadRequest) -> Result<RowBatchStream<'_>, SourceError> {
-        let size = request.batch_size.max(1) as i64;
-        let (n, schema) = (self.n, self.schema.clone());
-        Ok(futures::stream::unfold(0i64, move |next| {
-            let schema = schema.clone();
-            async move {
-                (next < n).then(|| {
-                    let end = (next + size).min(n);
-                    (Ok(RowBatch::new(schema, (next..end).map(member).collect())), end)
-                })
-            }
-        })
-        .boxed())
-    }
-}
-
-fn status_kb(field: &str) -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
-fn cpu_seconds() -> f64 {
-    // utime and stime, fields 14 and 15 of /proc/self/stat, in clock ticks (100 per second).
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let after_name = stat.rsplit(')').next().unwrap_or_default();
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    (ticks(11) + ticks(12)) as f64 / 100.0
-}
-
-fn env_number(var: &str, default: u64) -> u64 {
-    std::env::var(var).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 /// The child: serves until told `stats` on stdin, then prints what the list holds, the
@@ -169,7 +108,7 @@ async fn run(base_url: String, members: i64, per_minute: u32) -> (f64, f64, u64)
     .unwrap()
     .into_arc();
     let sync = SyncJob::builder("bench_google_datamanager")
-        .source(Members { n: members, schema })
+        .source(Generated { name: "generated:members", n: members, schema, row: member })
         .destination(GoogleDataManagerDestination::new(config).unwrap())
         .state(SqliteStateStore::open(dir.join("state.db")).await.unwrap())
         .mode(Mode::Mirror)

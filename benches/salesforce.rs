@@ -23,27 +23,19 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+#[path = "support/generated.rs"]
+mod generated;
 #[path = "../rse-connectors/tests/support/salesforce_server/mod.rs"]
 mod salesforce_server;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use generated::{Generated, cpu_seconds, env_number, status_kb};
 use rse::connectors::saas::{JwtBearerConfig, PollOptions};
 use rse::connectors::state::SqliteStateStore;
 use rse::connectors::{SalesforceBulkOptions, SalesforceDestination, SalesforceDestinationConfig};
-use rse::{
-    DataType, Field, Mode, ReadRequest, Record, RowBatch, RowBatchStream, RunStatus, Schema, Source,
-    SourceCapabilities, SourceError, SyncJob, SyncOptions, Value, async_trait,
-};
+use rse::{DataType, Field, Mode, Record, RunStatus, Schema, SyncJob, SyncOptions, Value};
 use salesforce_server::{SalesforceServer, test_key};
-
-/// `n` contacts, made as they are read, in key order.
-struct Contacts {
-    n: i64,
-    schema: Arc<Schema>,
-}
 
 fn contact(id: i64) -> Record {
     Record::new(vec![
@@ -53,59 +45,6 @@ fn contact(id: i64) -> Record {
         Value::Float((id % 10_000) as f64 * 0.25),
         Value::Bool(id % 3 != 0),
     ])
-}
-
-#[async_trait]
-impl Source for Contacts {
-    fn name(&self) -> &str {
-        "generated:contacts"
-    }
-
-    fn capabilities(&self) -> SourceCapabilities {
-        SourceCapabilities::default().with_ordered_by_key(true)
-    }
-
-    async fn schema(&self) -> Result<Arc<Schema>, SourceError> {
-        Ok(self.schema.clone())
-    }
-
-    async fn read(&self, request: ReadRequest) -> Result<RowBatchStream<'_>, SourceError> {
-        let size = request.batch_size.max(1) as i64;
-        let (n, schema) = (self.n, self.schema.clone());
-        Ok(futures::stream::unfold(0i64, move |next| {
-            let schema = schema.clone();
-            async move {
-                (next < n).then(|| {
-                    let end = (next + size).min(n);
-                    (Ok(RowBatch::new(schema, (next..end).map(contact).collect())), end)
-                })
-            }
-        })
-        .boxed())
-    }
-}
-
-fn status_kb(field: &str) -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
-fn cpu_seconds() -> f64 {
-    // utime and stime, fields 14 and 15 of /proc/self/stat, in clock ticks (100 per second).
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let after_name = stat.rsplit(')').next().unwrap_or_default();
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    (ticks(11) + ticks(12)) as f64 / 100.0
-}
-
-fn env_number(var: &str, default: usize) -> usize {
-    std::env::var(var).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 async fn run(rows: i64, batch: usize, concurrency: usize) {
@@ -144,7 +83,7 @@ async fn run(rows: i64, batch: usize, concurrency: usize) {
     .unwrap()
     .into_arc();
     let sync = SyncJob::builder("bench_salesforce")
-        .source(Contacts { n: rows, schema })
+        .source(Generated { name: "generated:contacts", n: rows, schema, row: contact })
         .destination(SalesforceDestination::new(config).unwrap())
         .state(SqliteStateStore::open(dir.join("state.db")).await.unwrap())
         .mode(Mode::Upsert)
@@ -214,8 +153,8 @@ async fn run(rows: i64, batch: usize, concurrency: usize) {
 
 fn main() {
     let rows = env_number("RSE_BENCH_SF_ROWS", 1_000_000) as i64;
-    let batch = env_number("RSE_BENCH_SF_BATCH", 10_000);
-    let concurrency = env_number("RSE_BENCH_SF_CONCURRENCY", 2);
+    let batch = env_number("RSE_BENCH_SF_BATCH", 10_000) as usize;
+    let concurrency = env_number("RSE_BENCH_SF_CONCURRENCY", 2) as usize;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     runtime.block_on(run(rows, batch, concurrency));
 }
