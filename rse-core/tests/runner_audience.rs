@@ -118,3 +118,28 @@ async fn a_run_that_leaves_changes_undelivered_tells_the_destination_so() {
     assert!(!report.status.is_complete(), "{report}");
     assert_eq!(audience.inner.lock().unwrap().finished, vec![(report.run_id, false)]);
 }
+
+#[tokio::test]
+async fn a_full_resync_that_did_not_complete_is_resumed_by_the_next_run() {
+    let w = World::new((1..=8).map(|i| person(i, &format!("p{i}@example.com"))).collect());
+    let audience = Audience::new(true, emails);
+    let plain = w.sync_mode_to(audience.clone(), Mode::Mirror, opts()).await;
+    assert_eq!(plain.run().await.unwrap().status, RunStatus::Succeeded);
+
+    // The full resync fails part way: every answer is lost.
+    let full = w.sync_mode_to(audience.clone(), Mode::Mirror, opts().with_full_resync(true)).await;
+    audience.inner.lock().unwrap().lose_answers = u32::MAX;
+    let cut_short = full.run().await.unwrap();
+    assert!(!cut_short.status.is_complete(), "{cut_short}");
+    audience.inner.lock().unwrap().lose_answers = 0;
+
+    // The next ordinary run resumes it: every record is sent, not only what changed.
+    let resumed = plain.run().await.unwrap();
+    assert_eq!(resumed.status, RunStatus::Succeeded, "{resumed}");
+    assert!(resumed.full_resync, "{resumed}");
+    assert_eq!(resumed.counts.applied.total(), 8, "{resumed}");
+    // Once one completed, runs are ordinary again.
+    let after = plain.run().await.unwrap();
+    assert!(!after.full_resync);
+    assert_eq!(after.counts.planned.total(), 0, "{after}");
+}

@@ -57,6 +57,7 @@ pub struct SyncJob {
     inner: Arc<SyncInner>,
 }
 
+#[derive(Clone)]
 struct SyncInner {
     id: Arc<str>,
     source: Arc<dyn Source>,

@@ -111,6 +111,10 @@ pub enum DiffStrategy {
 #[non_exhaustive]
 pub struct SyncOptions {
     /// Send every record regardless of its fingerprint and rebuild the snapshot; never delete.
+    /// A full resync that does not complete (a crash, a cancellation, a spent quota, a
+    /// failure) is resumed by the sync's next run, which sends every record too, until one
+    /// completes: a destination that replaces its contents on a full resync (an ad audience)
+    /// must not be left with only part of them.
     pub full_resync: bool,
     /// Plan and report; send and commit nothing.
     pub dry_run: bool,

@@ -30,7 +30,28 @@ pub(super) const PAGE: usize = 10_000;
 
 pub(super) async fn run(inner: &SyncInner, cancel: CancellationToken) -> Result<SyncReport, Error> {
     let span = info_span!("sync_run", sync = %inner.id, mode = %inner.mode, run = tracing::field::Empty);
+    // A full resync that did not complete is resumed: this run sends every record too.
+    let resuming;
+    let inner = match unfinished_full_resync(inner).await? {
+        Some(run_id) => {
+            info!(sync = %inner.id, unfinished = run_id, "Run {run_id} was a full resync that did not complete; this run resumes it.");
+            resuming = SyncInner { options: inner.options.clone().with_full_resync(true), ..inner.clone() };
+            &resuming
+        }
+        None => inner,
+    };
     run_in_span(inner, cancel, span.clone()).instrument(span).await
+}
+
+/// The run id of the sync's last run, when it was a full resync that did not complete
+/// (crashed, cancelled, stopped by a quota or a failure): what it did not re-send may be
+/// missing at a destination that replaces its contents on a full resync (an ad audience).
+async fn unfinished_full_resync(inner: &SyncInner) -> Result<Option<u64>, Error> {
+    if inner.options.full_resync || inner.options.dry_run {
+        return Ok(None);
+    }
+    let last = inner.state.runs(&inner.id, 1).await?;
+    Ok(last.first().filter(|r| r.full_resync && !r.dry_run && !r.status.is_complete()).map(|r| r.run_id))
 }
 
 async fn run_in_span(inner: &SyncInner, cancel: CancellationToken, span: tracing::Span) -> Result<SyncReport, Error> {

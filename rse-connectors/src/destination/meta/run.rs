@@ -198,7 +198,7 @@ impl MetaAudienceDestination {
                     report.replaced = true;
                 } else if closed {
                     report.note(
-                        "the full refresh did not deliver every change: Meta replaced the audience with the members uploaded, so members not uploaded in this run are gone from it and an ordinary run does not send them again; run the full refresh (full_resync) again until its report says the audience was replaced",
+                        "the full refresh did not deliver every change: Meta replaced the audience with the members uploaded, so members not uploaded in this run are gone from it until the next run, which resumes the full refresh and uploads every member again",
                     );
                 }
             }
