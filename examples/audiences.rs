@@ -17,6 +17,8 @@
 //! by reference: a service account's key for Google
 //! (`GoogleDataManagerConfig::service_account`), a system user's token for Meta.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+// Each contract server carries the test support kit it is built on; both are included here.
+#![allow(clippy::duplicate_mod)]
 
 #[path = "../rse-connectors/tests/support/datamanager_server/mod.rs"]
 mod datamanager_server;
