@@ -252,6 +252,19 @@ pub trait Destination: Send + Sync {
         None
     }
 
+    /// Checks a batch at the destination without applying any of it (Google's
+    /// `validateOnly`), for a dry run with
+    /// [`SyncOptions::validate_dry_run`](crate::SyncOptions::validate_dry_run): one outcome per
+    /// change, `Rejected` for what the destination would refuse. `Ok(None)` (the default)
+    /// when the destination cannot check without applying.
+    ///
+    /// # Errors
+    /// A [`DestinationError`] when the check as a whole failed.
+    async fn validate(&self, batch: &ChangeBatch) -> Result<Option<WriteOutcome>, DestinationError> {
+        let _ = batch;
+        Ok(None)
+    }
+
     /// The memo to record with `change`'s intent, before it is sent: for a destination that
     /// keeps memos and can tell beforehand what the change will leave it holding (an ad
     /// audience: the identifiers the member is about to be sent with). `change.memo` is the

@@ -76,6 +76,9 @@ macro_rules! forward {
             fn check_schema(&self, schema: &Schema) -> Result<(), DestinationError> {
                 (**self).check_schema(schema)
             }
+            async fn validate(&self, batch: &ChangeBatch) -> Result<Option<WriteOutcome>, DestinationError> {
+                (**self).validate(batch).await
+            }
             fn intent_memo(&self, schema: &Schema, change: &crate::change::Change) -> Option<crate::change::Memo> {
                 (**self).intent_memo(schema, change)
             }

@@ -143,3 +143,17 @@ async fn a_full_resync_that_did_not_complete_is_resumed_by_the_next_run() {
     assert!(!after.full_resync);
     assert_eq!(after.counts.planned.total(), 0, "{after}");
 }
+
+#[tokio::test]
+async fn a_validating_dry_run_against_a_destination_that_cannot_check_goes_on_unchecked() {
+    let w = World::new((1..=12).map(|i| person(i, &format!("p{i}@example.com"))).collect());
+    let audience = Audience::new(true, emails);
+    let dry =
+        w.sync_mode_to(audience.clone(), Mode::Mirror, opts().with_dry_run(true).with_validate_dry_run(true)).await;
+    let report = dry.run().await.unwrap();
+    assert_eq!(report.status, RunStatus::Succeeded, "{report}");
+    assert_eq!(report.counts.planned.total(), 12, "{report}");
+    assert_eq!(report.counts.undelivered, 0, "{report}");
+    assert!(audience.members().is_empty(), "nothing written");
+    assert!(w.state.snapshot("customers").is_empty(), "nothing committed");
+}

@@ -331,3 +331,26 @@ async fn check_validates_a_synthetic_member_without_adding_it() {
     assert!(error.to_string().contains("terms_of_service_accepted"), "{error}");
     dm.assert_no_violations();
 }
+
+#[tokio::test]
+async fn a_validating_dry_run_has_google_check_every_request_and_applies_nothing() {
+    let dm = DataManager::start().await;
+    dm.refuse_identifier(&email_key(&email(7, 0)), "INVALID_FORMAT");
+    let world = World::new(members(1..=20, 0), config(&dm));
+    let dry = world.job(options().with_dry_run(true).with_validate_dry_run(true)).await;
+    let report = dry.run().await.unwrap();
+    assert_eq!(report.status, RunStatus::CompletedWithRejections, "{report}");
+    assert!(report.dry_run);
+    assert_eq!(report.counts.rejected.total(), 1, "the member Google would refuse: {report}");
+    assert!(report.rejections[0].reason.contains("INVALID_FORMAT"), "{:?}", report.rejections);
+    let log = dm.log();
+    assert!(!log.is_empty() && log.iter().all(|l| l.endpoint == "ingest" && l.validate_only), "{log:?}");
+    assert!(audience(&dm).is_empty(), "a checked request applies nothing");
+    assert!(world.state.snapshot("audience").is_empty(), "a dry run commits nothing");
+
+    // The real run after it sends the whole segment; the refused member stays refused.
+    let report = world.run().await;
+    assert_eq!(report.counts.planned.total(), 20, "{report}");
+    assert_eq!(report.counts.rejected.total(), 1, "{report}");
+    dm.assert_no_violations();
+}

@@ -118,6 +118,11 @@ pub struct SyncOptions {
     pub full_resync: bool,
     /// Plan and report; send and commit nothing.
     pub dry_run: bool,
+    /// In a dry run, have the destination check each planned batch without applying it
+    /// ([`Destination::validate`](crate::Destination::validate): Google's `validateOnly`),
+    /// and report what it would refuse. It costs the destination's API calls (and quota);
+    /// a destination that cannot check is noted in the log and the run goes on unchecked.
+    pub validate_dry_run: bool,
     /// The delete guard (`Mirror`); `None` allows any number of deletes. The default,
     /// [`DEFAULT_MAX_DELETES`], withholds a run's deletes when they would remove more than
     /// half of the keys this sync delivered (and more than ten): a model that lost most of its rows (a broken
@@ -203,6 +208,7 @@ impl Default for SyncOptions {
         Self {
             full_resync: false,
             dry_run: false,
+            validate_dry_run: false,
             max_deletes: Some(DEFAULT_MAX_DELETES),
             allow_empty_source: false,
             batch_rows: 1_000,
@@ -252,6 +258,8 @@ with! {
     with_full_resync: full_resync: bool,
     /// Sets [`dry_run`](Self::dry_run).
     with_dry_run: dry_run: bool,
+    /// Sets [`validate_dry_run`](Self::validate_dry_run).
+    with_validate_dry_run: validate_dry_run: bool,
     /// Sets [`max_deletes`](Self::max_deletes).
     with_max_deletes: max_deletes: Option<MaxDeletes>,
     /// Sets [`allow_empty_source`](Self::allow_empty_source).

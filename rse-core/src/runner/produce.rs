@@ -404,7 +404,7 @@ impl<'a> Producer<'a> {
     }
 
     async fn push(&mut self, outgoing: Outgoing, tx: &mpsc::Sender<Vec<Outgoing>>) {
-        if self.inner.options.dry_run {
+        if self.inner.options.dry_run && !self.inner.options.validate_dry_run {
             return;
         }
         let size = outgoing.change.estimated_size();

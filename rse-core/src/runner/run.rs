@@ -17,12 +17,14 @@ use super::prior::PriorRejections;
 use super::produce::{Produced, Producer};
 use super::quota::QuotaGate;
 use crate::audience::AudienceReport;
+use crate::change::{ChangeBatch, ChangeOutcome};
 use crate::destination::{DestinationRunReport, RunEnd, RunInfo};
 use crate::diff::{Differ, HashDiff, MergeDiff};
 use crate::drift::SchemaSummary;
 use crate::error::Error;
 use crate::key::Key;
-use crate::report::{ProgressEvent, RunStatus, SyncReport};
+use crate::report::{FailureKind, ProgressEvent, RejectionSample, RunStatus, SyncReport};
+use crate::state::RejectionStage;
 use crate::state::{Lease, StateCommit};
 
 /// Rejected entries are read in pages of this many.
@@ -221,11 +223,78 @@ async fn work(
             }
             (produced, consumed)
         }
+        None if options.validate_dry_run => tokio::join!(produce, validate(inner, &run_schema, rx)),
         None => {
             drop(rx);
             (produce.await, Consumed::default())
         }
     })
+}
+
+/// A validating dry run's delivery side: each planned batch checked by the destination
+/// without being applied; what it would refuse counted and sampled as rejections.
+async fn validate(inner: &SyncInner, schema: &RunSchema, mut rx: mpsc::Receiver<Vec<Outgoing>>) -> Consumed {
+    let mut out = Consumed::default();
+    let keeps_memos = inner.destination.capabilities().keeps_memos;
+    let mut checking = true;
+    while let Some(outgoing) = rx.recv().await {
+        if out.fatal.is_some() || !checking {
+            continue; // drain: the producer finishes planning, nothing more is checked
+        }
+        let mut changes: Vec<_> = outgoing.into_iter().map(|o| o.change).collect();
+        if keeps_memos {
+            let keys: Vec<Key> = changes.iter().map(|c| c.key.clone()).collect();
+            match inner.state.get(&inner.id, &keys).await {
+                Ok(entries) => {
+                    for (change, entry) in changes.iter_mut().zip(entries) {
+                        change.memo = entry.and_then(|e| e.memo);
+                    }
+                }
+                Err(error) => {
+                    out.fatal = Some((state_failure(&error), format!("reading the batch's memos failed: {error}")));
+                    continue;
+                }
+            }
+        }
+        let batch = ChangeBatch { sync_id: inner.id.clone(), schema: schema.get(), changes };
+        match inner.destination.validate(&batch).await {
+            Ok(Some(checked)) if checked.outcomes.len() == batch.changes.len() => {
+                out.totals.writes += 1;
+                for (change, outcome) in batch.changes.iter().zip(&checked.outcomes) {
+                    let reason = match outcome {
+                        ChangeOutcome::Applied => continue,
+                        ChangeOutcome::Rejected { reason, .. } => reason.clone(),
+                        ChangeOutcome::Superseded { reason } => format!("superseded: {reason}"),
+                    };
+                    out.totals.rejected.add(change.op, 1);
+                    if out.totals.samples.len() < inner.options.rejection_sample {
+                        out.totals.samples.push(RejectionSample {
+                            key: change.key.redacted(),
+                            stage: RejectionStage::Destination,
+                            op: Some(change.op),
+                            reason,
+                        });
+                    }
+                }
+            }
+            Ok(Some(_)) => {
+                let reason = format!(
+                    "destination `{}` checked a batch and answered the wrong number of outcomes",
+                    inner.destination.name()
+                );
+                out.fatal = Some((FailureKind::Destination, reason));
+            }
+            Ok(None) => {
+                warn!(
+                    destination = inner.destination.name(),
+                    "The destination cannot check batches without applying them; the dry run goes on unchecked."
+                );
+                checking = false;
+            }
+            Err(error) => out.fatal = Some((FailureKind::Destination, format!("checking a batch failed: {error}"))),
+        }
+    }
+    out
 }
 
 /// Lets the destination close what spans the run (a replace, a status to poll) and merges

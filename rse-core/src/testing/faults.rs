@@ -179,6 +179,10 @@ impl<D: Destination> Destination for FaultyDestination<D> {
         self.inner.check_schema(schema)
     }
 
+    async fn validate(&self, batch: &ChangeBatch) -> Result<Option<WriteOutcome>, DestinationError> {
+        self.inner.validate(batch).await
+    }
+
     fn intent_memo(
         &self,
         schema: &crate::schema::Schema,

@@ -415,7 +415,14 @@ impl Destination for GoogleDataManagerDestination {
     }
 
     async fn write(&self, batch: &ChangeBatch) -> Result<WriteOutcome, DestinationError> {
-        self.write_batch(batch).await
+        self.write_batch(batch, false).await
+    }
+
+    /// The batch's requests with `validateOnly`: Google checks them (members, Terms of
+    /// Service, the list, the account) and applies none; the members it names are the
+    /// changes it would refuse.
+    async fn validate(&self, batch: &ChangeBatch) -> Result<Option<WriteOutcome>, DestinationError> {
+        self.write_batch(batch, true).await.map(Some)
     }
 
     /// The member's identifiers before and after the change: recorded before the write, so

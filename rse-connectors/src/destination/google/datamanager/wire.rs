@@ -188,6 +188,8 @@ pub(super) struct IngestRequest<'a> {
 pub(super) struct RemoveRequest<'a> {
     pub destinations: [&'a Destination<'a>; 1],
     pub audience_members: &'a [Member],
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub validate_only: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub encoding: Option<&'static str>,
 }

@@ -23,7 +23,13 @@ struct Outgoing {
 }
 
 impl GoogleDataManagerDestination {
-    pub(super) async fn write_batch(&self, batch: &ChangeBatch) -> Result<WriteOutcome, DestinationError> {
+    /// Writes `batch`; with `validate_only`, Google checks every request and applies none
+    /// (the answer says what it would refuse).
+    pub(super) async fn write_batch(
+        &self,
+        batch: &ChangeBatch,
+        validate_only: bool,
+    ) -> Result<WriteOutcome, DestinationError> {
         if batch.is_empty() {
             return rse_core::WriteOutcomes::new(0).finish(&self.name);
         }
@@ -31,7 +37,7 @@ impl GoogleDataManagerDestination {
         let mut plan = plan_batch(batch, &fields, &GoogleDataManagerNormalizer);
         let (removes, _) = self.outgoing(batch, &plan.removes, Kind::Remove);
         for (data_type, outgoing) in removes {
-            self.send_all(Kind::Remove, data_type, outgoing, &mut plan).await?;
+            self.send_all(Kind::Remove, data_type, outgoing, &mut plan, validate_only).await?;
         }
         let (adds, sendable) = self.outgoing(batch, &plan.adds, Kind::Ingest);
         let unsendable: Vec<usize> =
@@ -44,7 +50,7 @@ impl GoogleDataManagerDestination {
             );
         }
         for (data_type, outgoing) in adds {
-            self.send_all(Kind::Ingest, data_type, outgoing, &mut plan).await?;
+            self.send_all(Kind::Ingest, data_type, outgoing, &mut plan, validate_only).await?;
         }
         plan.finish(batch, &self.name)
     }
@@ -110,6 +116,7 @@ impl GoogleDataManagerDestination {
         data_type: DataType,
         outgoing: Outgoing,
         plan: &mut AudiencePlan,
+        validate_only: bool,
     ) -> Result<(), DestinationError> {
         let max = self.config.max_members_per_request;
         let mut changes = outgoing.changes.into_iter();
@@ -120,7 +127,7 @@ impl GoogleDataManagerDestination {
             if chunk_changes.is_empty() {
                 return Ok(());
             }
-            self.send_chunk(kind, data_type, chunk_changes, chunk_members, plan).await?;
+            self.send_chunk(kind, data_type, chunk_changes, chunk_members, plan, validate_only).await?;
         }
     }
 
@@ -131,6 +138,7 @@ impl GoogleDataManagerDestination {
         mut changes: Vec<usize>,
         mut members: Vec<Member>,
         plan: &mut AudiencePlan,
+        validate_only: bool,
     ) -> Result<(), DestinationError> {
         loop {
             // A change refused in an earlier request of the batch sends nothing more.
@@ -139,10 +147,11 @@ impl GoogleDataManagerDestination {
             if members.is_empty() {
                 return Ok(());
             }
-            let sent = self.send(kind, data_type, &members).await?;
+            let sent = self.send(kind, data_type, &members, validate_only).await?;
             let error = match sent {
                 Sent::Accepted(id) => {
-                    if let Some(id) = id {
+                    // A checked request's status cannot be retrieved (INVALID_REQUEST_ID).
+                    if let Some(id) = id.filter(|_| !validate_only) {
                         self.remember(id, kind);
                     }
                     return Ok(());
@@ -169,7 +178,13 @@ impl GoogleDataManagerDestination {
     }
 
     /// One request of `members` of `data_type`.
-    async fn send(&self, kind: Kind, data_type: DataType, members: &[Member]) -> Result<Sent, DestinationError> {
+    async fn send(
+        &self,
+        kind: Kind,
+        data_type: DataType,
+        members: &[Member],
+        validate_only: bool,
+    ) -> Result<Sent, DestinationError> {
         let destination = self.destination();
         let encoding = (data_type == DataType::User).then_some("HEX");
         match kind {
@@ -178,14 +193,15 @@ impl GoogleDataManagerDestination {
                     destinations: [&destination],
                     audience_members: members,
                     consent: ConsentJson::request(self.config.consent.as_ref()),
-                    validate_only: false,
+                    validate_only,
                     encoding,
                     terms_of_service: TermsOfService { customer_match_terms_of_service_status: "ACCEPTED" },
                 };
                 self.post(&self.urls.ingest, &body).await
             }
             _ => {
-                let body = RemoveRequest { destinations: [&destination], audience_members: members, encoding };
+                let body =
+                    RemoveRequest { destinations: [&destination], audience_members: members, validate_only, encoding };
                 self.post(&self.urls.remove, &body).await
             }
         }
