@@ -3,8 +3,10 @@
 //!
 //! - `audience/google_data_manager` and `audience/google_ads`: email, phone, first and
 //!   last name (hashed), country and postal code (plain) per member.
-//! - `audience/meta`: the same six (country and ZIP hashed too) plus city, region, gender
-//!   and the date of birth's `DOBY`/`DOBM`/`DOBD`: ten identifiers, twelve hashes.
+//! - `audience/meta`: the same six (country and ZIP hashed too) plus city and region: email,
+//!   phone, names and address, eight identifiers.
+//! - `audience/meta_with_gender_and_birth_date`: those eight plus gender and the date of
+//!   birth's `DOBY`/`DOBM`/`DOBD`: twelve.
 //!
 //! Each identifier is written into one reused request buffer (64 hex digits or the plain
 //! value, comma-separated), as a destination building its request body would; the members'
@@ -131,8 +133,9 @@ fn google(normalizer: &dyn Normalizer, members: &[Member], out: &mut String) -> 
     written
 }
 
-/// Meta: ten identifiers, the date of birth as three keys.
-fn meta(members: &[Member], out: &mut String) -> usize {
+/// Meta: email, phone, names and address (city, region, ZIP, country): eight identifiers;
+/// with `more`, also gender and the date of birth as three keys (twelve).
+fn meta(members: &[Member], out: &mut String, more: bool) -> usize {
     let normalizer = MetaNormalizer;
     let mut written = 0;
     for m in members {
@@ -147,12 +150,14 @@ fn meta(members: &[Member], out: &mut String) -> usize {
             (IdentifierKind::PostalCode, &m.postal_code),
             (IdentifierKind::City, m.city),
             (IdentifierKind::Region, m.region),
-            (IdentifierKind::Gender, m.gender),
         ] {
             write(out, normalizer.normalize(kind, raw, &row).unwrap());
         }
-        for part in MetaNormalizer::birth_parts(&m.birth_date).unwrap().unwrap() {
-            write(out, Some(Normalized::Hashed(part)));
+        if more {
+            write(out, normalizer.normalize(IdentifierKind::Gender, m.gender, &row).unwrap());
+            for part in MetaNormalizer::birth_parts(&m.birth_date).unwrap().unwrap() {
+                write(out, Some(Normalized::Hashed(part)));
+            }
         }
         written += out.len();
     }
@@ -185,7 +190,8 @@ fn bench_audience(c: &mut Criterion) {
     let mut out = String::with_capacity(1024);
     cpu_rate("google_data_manager", count, || google(&GoogleDataManagerNormalizer, &members, &mut out));
     cpu_rate("google_ads", count, || google(&GoogleAdsNormalizer, &members, &mut out));
-    cpu_rate("meta", count, || meta(&members, &mut out));
+    cpu_rate("meta", count, || meta(&members, &mut out, false));
+    cpu_rate("meta_with_gender_and_birth_date", count, || meta(&members, &mut out, true));
     let mut group = c.benchmark_group("audience");
     group
         .sample_size(10)
@@ -197,7 +203,8 @@ fn bench_audience(c: &mut Criterion) {
         b.iter(|| black_box(google(&GoogleDataManagerNormalizer, &members, &mut out)))
     });
     group.bench_function("google_ads", |b| b.iter(|| black_box(google(&GoogleAdsNormalizer, &members, &mut out))));
-    group.bench_function("meta", |b| b.iter(|| black_box(meta(&members, &mut out))));
+    group.bench_function("meta", |b| b.iter(|| black_box(meta(&members, &mut out, false))));
+    group.bench_function("meta_with_gender_and_birth_date", |b| b.iter(|| black_box(meta(&members, &mut out, true))));
     group.finish();
 }
 
