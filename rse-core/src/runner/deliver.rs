@@ -287,6 +287,51 @@ impl Deliverer {
         result
     }
 
+    /// One write of `batch` (after `begin_run`), within the write timeout: through the
+    /// exactly-once interface when the destination has one, committing the outcomes with it.
+    async fn attempt(
+        &self,
+        batch: &ChangeBatch,
+        round: u32,
+        priors: &Priors,
+        transactional: Option<&dyn crate::destination::TransactionalState>,
+    ) -> Result<WriteOutcome, CommittedWriteError> {
+        let timeout = self.options.write_timeout;
+        match transactional {
+            None => match tokio::time::timeout(timeout, self.destination.write(batch)).await {
+                Ok(written) => written.map_err(CommittedWriteError::Destination),
+                Err(_) => Err(timed_out(timeout)),
+            },
+            Some(transactional) => {
+                let now = unix_secs(std::time::SystemTime::now());
+                let commit_for = |written: &WriteOutcome| {
+                    let finals =
+                        batch.changes.iter().zip(&written.outcomes).enumerate().filter_map(|(i, (change, outcome))| {
+                            match outcome {
+                                ChangeOutcome::Applied => {
+                                    Some((change, Settled::Applied(written.receipt(i).and_then(|r| r.memo.as_ref()))))
+                                }
+                                outcome if self.retry_rejection(outcome, round) => None,
+                                ChangeOutcome::Rejected { reason, .. } => {
+                                    Some((change, Settled::Refused(reason.as_str().into())))
+                                }
+                                ChangeOutcome::Superseded { reason } => {
+                                    Some((change, Settled::Refused(format!("superseded: {reason}").into())))
+                                }
+                            }
+                        });
+                    self.commit_of(finals, priors, now)
+                };
+                match tokio::time::timeout(timeout, transactional.write_committing(batch, &self.lease, &commit_for))
+                    .await
+                {
+                    Ok(written) => written,
+                    Err(_) => Err(timed_out(timeout)),
+                }
+            }
+        }
+    }
+
     /// Calls the destination's `begin_run` once, before the run's first write; a failure is
     /// tried again before the next write.
     async fn begin_run(&self) -> Result<(), DestinationError> {
@@ -525,51 +570,10 @@ impl Deliverer {
             }
             let transactional = self.destination.transactional_state();
             let timeout = self.options.write_timeout;
-            let timed_out = || {
-                CommittedWriteError::Destination(DestinationError::Transient {
-                    message: format!("no answer within the write timeout of {timeout:?}"),
-                    source: None,
-                })
-            };
             let written = match tokio::time::timeout(timeout, self.begin_run()).await {
                 Ok(Err(error)) => Err(CommittedWriteError::Destination(error)),
-                Err(_) => Err(timed_out()),
-                Ok(Ok(())) => match transactional {
-                    None => match tokio::time::timeout(timeout, self.destination.write(&batch)).await {
-                        Ok(written) => written.map_err(CommittedWriteError::Destination),
-                        Err(_) => Err(timed_out()),
-                    },
-                    Some(transactional) => {
-                        let now = unix_secs(std::time::SystemTime::now());
-                        let commit_for = |written: &WriteOutcome| {
-                            let finals = batch.changes.iter().zip(&written.outcomes).enumerate().filter_map(
-                                |(i, (change, outcome))| match outcome {
-                                    ChangeOutcome::Applied => Some((
-                                        change,
-                                        Settled::Applied(written.receipt(i).and_then(|r| r.memo.as_ref())),
-                                    )),
-                                    outcome if self.retry_rejection(outcome, round) => None,
-                                    ChangeOutcome::Rejected { reason, .. } => {
-                                        Some((change, Settled::Refused(reason.as_str().into())))
-                                    }
-                                    ChangeOutcome::Superseded { reason } => {
-                                        Some((change, Settled::Refused(format!("superseded: {reason}").into())))
-                                    }
-                                },
-                            );
-                            self.commit_of(finals, priors, now)
-                        };
-                        match tokio::time::timeout(
-                            timeout,
-                            transactional.write_committing(&batch, &self.lease, &commit_for),
-                        )
-                        .await
-                        {
-                            Ok(written) => written,
-                            Err(_) => Err(timed_out()),
-                        }
-                    }
-                },
+                Err(_) => Err(timed_out(timeout)),
+                Ok(Ok(())) => self.attempt(&batch, round, priors, transactional).await,
             };
             let reported = match &written {
                 Ok(out) => {
@@ -674,4 +678,13 @@ impl Deliverer {
             () = self.stop.cancelled() => false,
         }
     }
+}
+
+/// A write (or the run's `begin_run`) that did not answer within `timeout`: transient, sent
+/// again under the same idempotency keys.
+fn timed_out(timeout: Duration) -> CommittedWriteError {
+    CommittedWriteError::Destination(DestinationError::Transient {
+        message: format!("no answer within the write timeout of {timeout:?}"),
+        source: None,
+    })
 }
