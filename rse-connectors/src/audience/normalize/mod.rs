@@ -265,7 +265,8 @@ impl Normalizer for GoogleAdsNormalizer {
 /// - **`GEN`** (hashed): `m` or `f` (also from `male` / `female`); anything else is invalid.
 /// - **`DOBY`, `DOBM`, `DOBD`**: [`MetaNormalizer::birth_parts`]. Custom Audiences have no
 ///   single date-of-birth key, so [`Normalizer::normalize`] returns `Ok(None)` for a
-///   date of birth (and `InvalidIdentifier` for a value that is not a date).
+///   date of birth (and `InvalidIdentifier` for a value that is not a date), and
+///   [`Normalizer::normalize_into`] makes the three keys from it.
 /// - **`MADID`** (plain): lowercased, hyphens kept, not hashed.
 /// - **`EXTERN_ID`** (plain): trimmed, not hashed (Meta matches it as sent).
 #[derive(Debug, Clone, Copy, Default)]
