@@ -10,21 +10,18 @@
 //! (`kill_worker`, selected by `RSE_GA_KILL_URL`), so each kill is a real process death
 //! mid-request. `RSE_KILLS` sets the kills (default 8).
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use rse_connectors::google::ads::GoogleAdsDestination;
-use rse_connectors::state::SqliteStateStore;
 use rse_core::memory::MemorySource;
-use rse_core::testing::unique_id;
-use rse_core::*;
 
 use super::common::*;
-use crate::child_run::{KillLoop, Kills, Worker, converge, kill_repeatedly, kills_wanted};
+use crate::child_run::{
+    Handoff, KillLoop, Kills, Worker, assert_holds_exactly, converge, fresh_state, kill_repeatedly, kills_wanted,
+};
 use crate::google_ads_server::GoogleAds;
 
 const MEMBERS: i64 = 400;
-const LEASE_TTL: Duration = Duration::from_secs(1);
 
 /// The segment at `generation`: twenty more members each time; a tenth of the members with
 /// a new e-mail address (and the old one back the generation after); a few without consent,
@@ -51,21 +48,13 @@ fn segment(generation: u32) -> Vec<Member> {
 /// runner's lease. Run as a normal test it returns at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_worker() {
-    let Ok(url) = std::env::var("RSE_GA_KILL_URL") else { return };
-    let state = std::env::var("RSE_GA_KILL_STATE").unwrap();
-    let generation: u32 = std::env::var("RSE_GA_KILL_GEN").unwrap().parse().unwrap();
-    let options =
-        options().with_batch_rows(50).with_lease_ttl(LEASE_TTL).with_holder(format!("pid {}", std::process::id()));
-    let sync = SyncJob::builder("audience")
-        .source(MemorySource::new(schema(), records(&segment(generation))))
-        .destination(GoogleAdsDestination::new(config_at(url)).unwrap())
-        .state(SqliteStateStore::open(&state).await.unwrap())
-        .mode(Mode::Mirror)
-        .options(options)
-        .build()
-        .await
-        .unwrap();
-    crate::child_run::run_after_the_lease_lapses(&sync).await;
+    let Some(handoff) = Handoff::read("RSE_GA_KILL") else { return };
+    let (url, generation) = (handoff.url.clone(), handoff.generation);
+    let (source, destination) = (
+        MemorySource::new(schema(), records(&segment(generation))),
+        GoogleAdsDestination::new(config_at(url)).unwrap(),
+    );
+    handoff.run_mirror("audience", source, destination, options().with_batch_rows(50)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -74,26 +63,16 @@ async fn sigkill_mid_run_repeatedly_leaves_the_list_equal_to_the_segment() {
     // A call takes a little while, as Google's do: kills land mid-request and mid-job.
     ga.set_latency(Duration::from_millis(10));
     let url = ga.base_url();
-    let dir: PathBuf = std::env::temp_dir().join(unique_id("rse_google_ads_kill"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let state = dir.join("state.db");
+    let (dir, state) = fresh_state("rse_google_ads_kill");
 
-    let worker = Worker::new("kill::kill_worker")
-        .env("RSE_GA_KILL_URL", &url)
-        .env("RSE_GA_KILL_STATE", &state)
-        .generation_in("RSE_GA_KILL_GEN");
+    let worker = Worker::handed("kill::kill_worker", "RSE_GA_KILL", &url, &state);
     let bounds = KillLoop { kills: kills_wanted(8), within: Duration::from_secs(150), generations: 60 };
     let Kills { kills, completed, generation } = kill_repeatedly(&worker, bounds).await;
     converge(&worker, generation).await;
 
     let want = expected(&segment(generation));
     let have = held(&ga);
-    let extra: Vec<&String> = have.difference(&want).take(5).collect();
-    let missing: Vec<&String> = want.difference(&have).take(5).collect();
-    assert!(
-        extra.is_empty() && missing.is_empty(),
-        "the list is not the segment: extra {extra:?}, missing {missing:?}"
-    );
+    assert_holds_exactly(&have, &want);
     ga.assert_no_violations();
     let _ = std::fs::remove_dir_all(&dir);
     let jobs = ga.jobs();

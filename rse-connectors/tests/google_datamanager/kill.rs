@@ -8,21 +8,19 @@
 //! The worker is this test binary run again (`kill_worker`, selected by `RSE_DM_KILL_URL`),
 //! so each kill is a real process death mid-request. `RSE_KILLS` sets the kills (default 10).
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use rse_connectors::GoogleDataManagerDestination;
-use rse_connectors::state::SqliteStateStore;
 use rse_core::memory::MemorySource;
-use rse_core::testing::unique_id;
 use rse_core::*;
 
 use super::common::*;
-use crate::child_run::{KillLoop, Kills, Worker, converge, kill_repeatedly, kills_wanted};
+use crate::child_run::{
+    Handoff, KillLoop, Kills, Worker, assert_holds_exactly, converge, fresh_state, kill_repeatedly, kills_wanted,
+};
 use crate::datamanager_server::LIST_ID;
 
 const ROWS: i64 = 3_000;
-const LEASE_TTL: Duration = Duration::from_secs(1);
 
 /// The source at `generation`: a hundred more rows each time, a tenth of the rows with a
 /// new address (another tenth each generation), rows removed for good (every 31st of the
@@ -41,22 +39,12 @@ fn rows(generation: u32) -> Vec<Record> {
 /// runner's lease. Run as a normal test it returns at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_worker() {
-    let Ok(url) = std::env::var("RSE_DM_KILL_URL") else { return };
-    let state = std::env::var("RSE_DM_KILL_STATE").unwrap();
-    let generation: u32 = std::env::var("RSE_DM_KILL_GEN").unwrap().parse().unwrap();
+    let Some(handoff) = Handoff::read("RSE_DM_KILL") else { return };
+    let (url, generation) = (handoff.url.clone(), handoff.generation);
     let config = config_at(url).with_max_members_per_request(250).with_requests_per_minute(60_000);
-    let options =
-        options().with_batch_rows(250).with_lease_ttl(LEASE_TTL).with_holder(format!("pid {}", std::process::id()));
-    let sync = SyncJob::builder("audience")
-        .source(MemorySource::new(schema(), rows(generation)))
-        .destination(GoogleDataManagerDestination::new(config).unwrap())
-        .state(SqliteStateStore::open(&state).await.unwrap())
-        .mode(Mode::Mirror)
-        .options(options)
-        .build()
-        .await
-        .unwrap();
-    crate::child_run::run_after_the_lease_lapses(&sync).await;
+    let (source, destination) =
+        (MemorySource::new(schema(), rows(generation)), GoogleDataManagerDestination::new(config).unwrap());
+    handoff.run_mirror("audience", source, destination, options().with_batch_rows(250)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -68,23 +56,16 @@ async fn sigkill_mid_upload_repeated_leaves_the_list_equal_to_the_segment() {
     // A request takes a little while, as Google's do: kills land mid-request.
     dm.set_latency(Duration::from_millis(15));
     let url = dm.base_url();
-    let dir: PathBuf = std::env::temp_dir().join(unique_id("rse_gdm_kill"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let state = dir.join("state.db");
+    let (dir, state) = fresh_state("rse_gdm_kill");
 
-    let worker = Worker::new("kill::kill_worker")
-        .env("RSE_DM_KILL_URL", &url)
-        .env("RSE_DM_KILL_STATE", &state)
-        .generation_in("RSE_DM_KILL_GEN");
+    let worker = Worker::handed("kill::kill_worker", "RSE_DM_KILL", &url, &state);
     let bounds = KillLoop { kills: kills_wanted(10), within: Duration::from_secs(120), generations: 100 };
     let Kills { kills, completed, generation } = kill_repeatedly(&worker, bounds).await;
     converge(&worker, generation).await;
 
     let held = dm.audience(LIST_ID);
     let want = expected(&rows(generation));
-    let extra: Vec<&String> = held.difference(&want).take(5).collect();
-    let missing: Vec<&String> = want.difference(&held).take(5).collect();
-    assert!(extra.is_empty() && missing.is_empty(), "extra {extra:?}, missing {missing:?}");
+    assert_holds_exactly(&held, &want);
     dm.assert_no_violations();
     let _ = std::fs::remove_dir_all(&dir);
     println!("{kills} kills, {completed} runs completed before a kill, {generation} generations");

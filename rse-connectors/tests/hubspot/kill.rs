@@ -13,21 +13,18 @@
 //! four here; sync.rs makes that case happen every time). `RSE_KILLS` sets the kills
 //! (default 10).
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use rse_connectors::HubSpotDestination;
 use rse_connectors::hubspot::BurstLimit;
 use rse_connectors::state::SqliteStateStore;
 use rse_core::memory::MemorySource;
-use rse_core::testing::unique_id;
 use rse_core::*;
 
 use super::common::*;
-use crate::child_run::{KillLoop, Kills, Worker, converge, kill_repeatedly, kills_wanted};
+use crate::child_run::{Handoff, KillLoop, Kills, Worker, converge, fresh_state, kill_repeatedly, kills_wanted};
 
 const ROWS: i64 = 3_000;
-const LEASE_TTL: Duration = Duration::from_secs(1);
 
 /// The source at `generation`: a hundred more rows each time, a tenth of the rows renamed
 /// (and renamed back the generation after), and rows removed for good: three more of the
@@ -53,23 +50,13 @@ fn rows(generation: u32) -> Vec<Record> {
 /// runner's lease, and prints what it planned. Run as a normal test it returns at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_worker() {
-    let Ok(url) = std::env::var("RSE_HS_KILL_URL") else { return };
-    let state = std::env::var("RSE_HS_KILL_STATE").unwrap();
-    let generation: u32 = std::env::var("RSE_HS_KILL_GEN").unwrap().parse().unwrap();
+    let Some(handoff) = Handoff::read("RSE_HS_KILL") else { return };
+    let (url, generation) = (handoff.url.clone(), handoff.generation);
     // The server has no burst limit here: the kills land in a run, not in a wait.
     let config = config_at(url).with_rate_limit(BurstLimit::per_ten_seconds(100_000)).with_key_property(KEY_PROPERTY);
-    let options =
-        options().with_max_concurrency(2).with_lease_ttl(LEASE_TTL).with_holder(format!("pid {}", std::process::id()));
-    let sync = SyncJob::builder("customers")
-        .source(MemorySource::new(schema(), rows(generation)))
-        .destination(HubSpotDestination::new(config).unwrap())
-        .state(SqliteStateStore::open(&state).await.unwrap())
-        .mode(Mode::Mirror)
-        .options(options)
-        .build()
-        .await
-        .unwrap();
-    crate::child_run::run_after_the_lease_lapses(&sync).await;
+    let (source, destination) =
+        (MemorySource::new(schema(), rows(generation)), HubSpotDestination::new(config).unwrap());
+    handoff.run_mirror("customers", source, destination, options().with_max_concurrency(2)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -81,14 +68,9 @@ async fn sigkill_mid_run_loses_nothing_and_creates_each_contact_once() {
     // A call takes a little while, as HubSpot's do: kills land mid-request.
     hs.set_latency(Duration::from_millis(15));
     let url = hs.base_url();
-    let dir: PathBuf = std::env::temp_dir().join(unique_id("rse_hubspot_kill"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let state = dir.join("state.db");
+    let (dir, state) = fresh_state("rse_hubspot_kill");
 
-    let worker = Worker::new("kill::kill_worker")
-        .env("RSE_HS_KILL_URL", &url)
-        .env("RSE_HS_KILL_STATE", &state)
-        .generation_in("RSE_HS_KILL_GEN");
+    let worker = Worker::handed("kill::kill_worker", "RSE_HS_KILL", &url, &state);
     let bounds = KillLoop { kills: kills_wanted(10), within: Duration::from_secs(120), generations: 100 };
     let Kills { kills, completed, generation } = kill_repeatedly(&worker, bounds).await;
     converge(&worker, generation).await;

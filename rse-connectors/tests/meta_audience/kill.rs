@@ -9,20 +9,18 @@
 //! (`kill_worker`, selected by `RSE_META_KILL_URL`), so each kill is a real process death
 //! mid-request. `RSE_KILLS` sets the kills (default 10).
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use rse_connectors::state::SqliteStateStore;
 use rse_core::memory::MemorySource;
-use rse_core::testing::unique_id;
 use rse_core::*;
 
 use super::common::*;
-use crate::child_run::{KillLoop, Kills, Worker, converge, kill_repeatedly, kills_wanted};
+use crate::child_run::{
+    Handoff, KillLoop, Kills, Worker, assert_holds_exactly, converge, fresh_state, kill_repeatedly, kills_wanted,
+};
 use crate::meta_server::{AUDIENCE, Meta};
 
 const ROWS: i64 = 2_000;
-const LEASE_TTL: Duration = Duration::from_secs(1);
 
 /// The segment at `generation`: fifty more people each time; a tenth of them with a new
 /// e-mail address (changed back the generation after); a seventh without consent, shifting;
@@ -48,23 +46,13 @@ fn rows(generation: u32) -> Vec<Record> {
 /// runner's lease, and prints what it planned. Run as a normal test it returns at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_worker() {
-    let Ok(url) = std::env::var("RSE_META_KILL_URL") else { return };
-    let state = std::env::var("RSE_META_KILL_STATE").unwrap();
-    let generation: u32 = std::env::var("RSE_META_KILL_GEN").unwrap().parse().unwrap();
+    let Some(handoff) = Handoff::read("RSE_META_KILL") else { return };
+    let (url, generation) = (handoff.url.clone(), handoff.generation);
     let config =
         rse_connectors::MetaAudienceConfig::new(AUDIENCE, crate::meta_server::TOKEN, fields()).with_base_url(url);
-    let options =
-        options().with_batch_rows(100).with_lease_ttl(LEASE_TTL).with_holder(format!("pid {}", std::process::id()));
-    let sync = SyncJob::builder("audience")
-        .source(MemorySource::new(schema(), rows(generation)))
-        .destination(rse_connectors::MetaAudienceDestination::new(config).unwrap())
-        .state(SqliteStateStore::open(&state).await.unwrap())
-        .mode(Mode::Mirror)
-        .options(options)
-        .build()
-        .await
-        .unwrap();
-    crate::child_run::run_after_the_lease_lapses(&sync).await;
+    let (source, destination) =
+        (MemorySource::new(schema(), rows(generation)), rse_connectors::MetaAudienceDestination::new(config).unwrap());
+    handoff.run_mirror("audience", source, destination, options().with_batch_rows(100)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -73,14 +61,9 @@ async fn sigkill_mid_run_leaves_the_audience_equal_to_the_segment() {
     // A call takes a little while, as Meta's do: kills land mid-request.
     meta.set_latency(Duration::from_millis(15));
     let url = meta.base_url();
-    let dir: PathBuf = std::env::temp_dir().join(unique_id("rse_meta_kill"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let state = dir.join("state.db");
+    let (dir, state) = fresh_state("rse_meta_kill");
 
-    let worker = Worker::new("kill::kill_worker")
-        .env("RSE_META_KILL_URL", &url)
-        .env("RSE_META_KILL_STATE", &state)
-        .generation_in("RSE_META_KILL_GEN");
+    let worker = Worker::handed("kill::kill_worker", "RSE_META_KILL", &url, &state);
     let bounds = KillLoop { kills: kills_wanted(10), within: Duration::from_secs(120), generations: 100 };
     let Kills { kills, completed, generation } = kill_repeatedly(&worker, bounds).await;
     converge(&worker, generation).await;
@@ -88,9 +71,7 @@ async fn sigkill_mid_run_leaves_the_audience_equal_to_the_segment() {
     let segment = rows(generation);
     let held = meta.audience(AUDIENCE);
     let want = expected(&segment);
-    let extra: Vec<_> = held.difference(&want).take(5).collect();
-    let missing: Vec<_> = want.difference(&held).take(5).collect();
-    assert!(extra.is_empty() && missing.is_empty(), "left behind: {extra:?}; missing: {missing:?}");
+    assert_holds_exactly(&held, &want);
     meta.assert_no_violations();
     let _ = std::fs::remove_dir_all(&dir);
     println!(

@@ -4,11 +4,14 @@
 // Each test binary includes this file and uses its part of it.
 #![allow(dead_code)]
 
+use std::collections::BTreeSet;
 use std::ffi::{OsStr, OsString};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use rse_core::{Error, RunStatus, StateError, SyncJob};
+use rse_connectors::state::SqliteStateStore;
+use rse_core::{Destination, Error, Mode, RunStatus, Source, StateError, SyncJob, SyncOptions};
 
 /// Runs `sync` once, retrying while a killed child's lease has not lapsed yet (up to
 /// 20 s), asserts the run succeeded and prints `RESULT planned=N` on stdout.
@@ -32,8 +35,8 @@ pub async fn run_after_the_lease_lapses(sync: &SyncJob) {
 #[derive(Clone)]
 pub struct Worker {
     test: &'static str,
-    env: Vec<(&'static str, OsString)>,
-    generation: Option<&'static str>,
+    env: Vec<(String, OsString)>,
+    generation: Option<String>,
 }
 
 impl Worker {
@@ -43,15 +46,24 @@ impl Worker {
     }
 
     /// Sets `name` to `value` in the worker's environment.
-    pub fn env(mut self, name: &'static str, value: impl AsRef<OsStr>) -> Self {
-        self.env.push((name, value.as_ref().to_owned()));
+    pub fn env(mut self, name: impl Into<String>, value: impl AsRef<OsStr>) -> Self {
+        self.env.push((name.into(), value.as_ref().to_owned()));
         self
     }
 
     /// Passes the generation of the source the worker syncs in the variable `name`.
-    pub fn generation_in(mut self, name: &'static str) -> Self {
-        self.generation = Some(name);
+    pub fn generation_in(mut self, name: impl Into<String>) -> Self {
+        self.generation = Some(name.into());
         self
+    }
+
+    /// A worker of `test` handed the contract server's `url`, the `state` file and each
+    /// run's generation under `prefix` (see [`Handoff`]).
+    pub fn handed(test: &'static str, prefix: &str, url: &str, state: &Path) -> Self {
+        Self::new(test)
+            .env(format!("{prefix}_URL"), url)
+            .env(format!("{prefix}_STATE"), state)
+            .generation_in(format!("{prefix}_GEN"))
     }
 
     /// Starts the worker on `generation`, its output piped.
@@ -59,7 +71,7 @@ impl Worker {
         let mut command = Command::new(std::env::current_exe().unwrap());
         command.args(["--exact", self.test, "--nocapture", "--test-threads", "1"]);
         command.envs(self.env.iter().map(|(name, value)| (name, value)));
-        if let Some(name) = self.generation {
+        if let Some(name) = &self.generation {
             command.env(name, generation.to_string());
         }
         command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
@@ -144,4 +156,65 @@ pub async fn converge(worker: &Worker, generation: u32) {
     let second = worker.clone();
     let planned = tokio::task::spawn_blocking(move || second.run_to_end(generation)).await.unwrap();
     assert_eq!(planned, 0, "a run after convergence planned changes");
+}
+
+/// What a parent hands a worker ([`Worker::handed`]), in `{prefix}_URL`, `{prefix}_STATE`
+/// and `{prefix}_GEN`.
+pub struct Handoff {
+    /// The contract server's base URL.
+    pub url: String,
+    /// The state file.
+    pub state: PathBuf,
+    /// The generation of the source to sync.
+    pub generation: u32,
+}
+
+impl Handoff {
+    /// In a worker, what the parent handed over under `prefix`; `None` when the worker test
+    /// runs on its own, as a normal test (it then returns at once).
+    pub fn read(prefix: &str) -> Option<Handoff> {
+        let url = std::env::var(format!("{prefix}_URL")).ok()?;
+        let state = PathBuf::from(std::env::var_os(format!("{prefix}_STATE")).unwrap());
+        let generation = std::env::var(format!("{prefix}_GEN")).unwrap().parse().unwrap();
+        Some(Handoff { url, state, generation })
+    }
+
+    /// The worker's run: a `Mirror` sync `sync_id` of `source` into `destination`, its state
+    /// in the handed SQLite file, under a one-second lease held by this process (so a killed
+    /// worker's lease lapses fast), run once the lease a killed predecessor left has lapsed.
+    pub async fn run_mirror(
+        &self,
+        sync_id: &str,
+        source: impl Source + 'static,
+        destination: impl Destination + 'static,
+        options: SyncOptions,
+    ) {
+        let options = options.with_lease_ttl(Duration::from_secs(1)).with_holder(format!("pid {}", std::process::id()));
+        let sync = SyncJob::builder(sync_id)
+            .source(source)
+            .destination(destination)
+            .state(SqliteStateStore::open(&self.state).await.unwrap())
+            .mode(Mode::Mirror)
+            .options(options)
+            .build()
+            .await
+            .unwrap();
+        run_after_the_lease_lapses(&sync).await;
+    }
+}
+
+/// A fresh directory under the temporary one for a SIGKILL test, and its state file.
+pub fn fresh_state(name: &str) -> (PathBuf, PathBuf) {
+    let dir = std::env::temp_dir().join(rse_core::testing::unique_id(name));
+    std::fs::create_dir_all(&dir).unwrap();
+    let state = dir.join("state.db");
+    (dir, state)
+}
+
+/// Asserts that the destination holds exactly `want`, naming up to five identifiers left
+/// behind and five missing.
+pub fn assert_holds_exactly(held: &BTreeSet<String>, want: &BTreeSet<String>) {
+    let extra: Vec<&String> = held.difference(want).take(5).collect();
+    let missing: Vec<&String> = want.difference(held).take(5).collect();
+    assert!(extra.is_empty() && missing.is_empty(), "left behind: {extra:?}; missing: {missing:?}");
 }
