@@ -19,6 +19,7 @@ pub mod fingerprint;
 mod forward;
 pub mod key;
 pub mod memory;
+pub mod metrics;
 pub mod record;
 pub mod report;
 pub mod runner;
