@@ -246,23 +246,23 @@ fn plan_faults(faults: &FaultyDestination<SqliteDestination>, round: u64) {
         faults.reject_key(Key::from_values([&Value::String(customer.into())]), "contact is archived in the CRM");
     }
     let next = faults.calls() + 1;
-    if round % 7 == 0 {
+    if round.is_multiple_of(7) {
         // Every write of the round fails: attempts run out and the circuit opens.
         for n in next..next + 40 {
             faults.fail_write(n);
         }
         return;
     }
-    if round % 2 == 0 {
+    if round.is_multiple_of(2) {
         faults.fail_write(next);
     }
-    if round % 3 == 0 {
+    if round.is_multiple_of(3) {
         faults.rate_limit_write(next + 1, Some(Duration::from_millis(150)));
     }
     if round % 4 == 2 {
         faults.fail_write_after_apply(next + 2);
     }
-    if round % 5 == 0 {
+    if round.is_multiple_of(5) {
         // Slow writes keep the lease held while the standby runner tries to take it.
         faults.latency(Duration::from_millis(100));
     }
@@ -302,7 +302,7 @@ async fn run_round(syncs: &Syncs, round: u64, cancel: &CancellationToken) -> Res
     match &syncs.faults {
         Some(faults) => {
             plan_faults(faults, round);
-            if round % 5 == 0 {
+            if round.is_multiple_of(5) {
                 run_against_standby(crm, &syncs.crm_standby, cancel).await?;
             } else {
                 report(crm.run_with_cancel(cancel.clone()).await?);

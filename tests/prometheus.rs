@@ -9,6 +9,7 @@
 //! so and passes, unless `CI=true`. The examples' binaries are those `cargo test` builds
 //! beside this test (`target/debug/examples/`); to run this file alone, build them first:
 //! `cargo build --example metrics_service --example metrics_push && cargo test --test prometheus`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeSet;
 use std::net::TcpListener;
@@ -111,7 +112,6 @@ fn required() -> bool {
 }
 
 /// `name` on the PATH; `None` (after saying so, or failing under CI) when it is missing.
-#[allow(clippy::panic)]
 fn tool(name: &str) -> Option<PathBuf> {
     let found = std::env::var_os("PATH")
         .iter()
@@ -130,7 +130,6 @@ fn tool(name: &str) -> Option<PathBuf> {
 
 /// The binary `cargo test` built for example `name`, beside this test's own binary;
 /// `None` (after saying so, or failing under CI) when it was not built.
-#[allow(clippy::panic)]
 fn example(name: &str) -> Option<PathBuf> {
     let exe = std::env::current_exe().unwrap_or_else(|e| panic!("locating the test binary: {e}"));
     // target/<profile>/deps/<this test> → target/<profile>/examples/<name>
