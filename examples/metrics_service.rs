@@ -4,15 +4,17 @@
 //! It installs `metrics-exporter-prometheus` with an HTTP listener, gives the `_seconds`
 //! and `_records` histograms buckets (so `histogram_quantile` gives P95 and P99), registers
 //! the help text of every rse metric, and then, every `--interval` seconds, moves a SQLite
-//! "warehouse" on a little and runs two syncs from it into an app's SQLite database:
-//! `customers-to-crm` (Mirror, with validation) and `scores-to-app` (Upsert).
+//! "warehouse" on a little and runs three syncs from it: `customers-to-crm` (Mirror, with
+//! validation) and `scores-to-app` (Upsert) into an app's SQLite database, and
+//! `churn-webhook` to an HTTP receiver the service runs itself.
 //!
 //! With `--faults`, `customers-to-crm`'s destination misbehaves on a schedule, so that every
 //! panel of the dashboards in `deploy/grafana/` has something to show: it refuses two
 //! customers for good, fails writes (retried), answers 429, fails after applying (re-sent
 //! under the same idempotency keys), fails often enough to open the circuit, reports a
 //! daily API allowance as a SaaS API would, and a second runner tries to take the lease
-//! while a run holds it. The model's columns change every six runs (schema drift).
+//! while a run holds it. The model's columns change every six runs (schema drift). The
+//! webhook receiver answers some requests 429 and some 503.
 //!
 //! ```text
 //! cargo run --example metrics_service -- [--listen 127.0.0.1:9464] [--interval 10] [--runs N] [--faults]
@@ -32,9 +34,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 use rse::connectors::state::SqliteStateStore;
-use rse::connectors::{SqliteDestination, SqliteDestinationOptions};
+use rse::connectors::{HttpDestination, HttpDestinationConfig, SqliteDestination, SqliteDestinationOptions};
 use rse::sources::Model;
 use rse::sources::sqlite::SqliteSource;
 use rse::testing::FaultyDestination;
@@ -184,8 +188,37 @@ struct Syncs {
     /// A second runner of `customers-to-crm` (another holder), for the lease.
     crm_standby: SyncJob,
     scores: SyncJob,
+    churn: SyncJob,
     /// Steers `customers-to-crm`'s destination faults (`--faults`).
     faults: Option<FaultyDestination<SqliteDestination>>,
+}
+
+/// The app's webhook receiver, in this process: with `faults`, one request in eleven is
+/// answered 429 (retry after 0.2 s) and one in seventeen 503, as a busy receiver does.
+async fn start_webhook(faults: bool) -> Result<SocketAddr, Box<dyn Error>> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let requests = Arc::new(AtomicU64::new(0));
+    let receive = move |_body: axum::body::Bytes| {
+        let n = requests.fetch_add(1, Ordering::Relaxed) + 1;
+        async move {
+            let response: Response = if faults && n.is_multiple_of(11) {
+                (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "0.2")]).into_response()
+            } else if faults && n.is_multiple_of(17) {
+                StatusCode::SERVICE_UNAVAILABLE.into_response()
+            } else {
+                StatusCode::NO_CONTENT.into_response()
+            };
+            response
+        }
+    };
+    let app = axum::Router::new().route("/hooks/churn", axum::routing::post(receive));
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            eprintln!("the webhook receiver stopped: {e}");
+        }
+    });
+    Ok(addr)
 }
 
 async fn build_syncs(warehouse: &Path, app: &Path, state: &Path, faults: bool) -> Result<Syncs, Box<dyn Error>> {
@@ -228,11 +261,22 @@ async fn build_syncs(warehouse: &Path, app: &Path, state: &Path, faults: bool) -
         )
         .state(Arc::clone(&state))
         .mode(Mode::Upsert);
+    let webhook = start_webhook(faults.is_some()).await?;
+    let churn = SyncJob::builder("churn-webhook")
+        .source(customers().with_key(["id"]))
+        .transform(Select::new(["id", "churn_score", "lifecycle_stage", "updated_at"]))
+        .destination(HttpDestination::new(
+            HttpDestinationConfig::new(format!("http://{webhook}/hooks/churn")).with_name("webhook"),
+        )?)
+        .state(Arc::clone(&state))
+        .mode(Mode::Upsert)
+        .options(SyncOptions::default().with_batch_rows(20).with_initial_backoff(Duration::from_millis(20)));
     Ok(Syncs {
         crm: crm(false, None).build().await?,
         crm_drifted: crm(true, None).build().await?,
         crm_standby: crm(false, Some("standby-runner")).build().await?,
         scores: scores.build().await?,
+        churn: churn.build().await?,
         faults,
     })
 }
@@ -311,6 +355,7 @@ async fn run_round(syncs: &Syncs, round: u64, cancel: &CancellationToken) -> Res
         None => report(crm.run_with_cancel(cancel.clone()).await?),
     }
     report(syncs.scores.run_with_cancel(cancel.clone()).await?);
+    report(syncs.churn.run_with_cancel(cancel.clone()).await?);
     Ok(())
 }
 

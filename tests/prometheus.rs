@@ -427,13 +427,17 @@ async fn every_dashboard_query_and_recording_rule_has_series_in_a_real_prometheu
     wait_for("scrapes with ten completed runs of each sync", context, || async {
         let fewest = prom.value("min(sum by (sync) (rse_runs_total))").await?;
         let syncs = prom.value("count(count by (sync) (rse_runs_total))").await?;
-        (fewest >= 10.0 && syncs >= 2.0).then_some(())
+        (fewest >= 10.0 && syncs >= 3.0).then_some(())
     })
     .await;
     let values = get_json(&client, &format!("{}/api/v1/label/sync/values?match[]=rse_runs_total", prom.base)).await;
     let values = values.unwrap_or_else(|e| panic!("label values of `sync`: {e}"));
     let syncs: BTreeSet<&str> = values["data"].as_array().into_iter().flatten().filter_map(Json::as_str).collect();
-    assert_eq!(syncs, BTreeSet::from(["customers-to-crm", "scores-to-app"]), "the `sync` variable's values");
+    assert_eq!(
+        syncs,
+        BTreeSet::from(["churn-webhook", "customers-to-crm", "scores-to-app"]),
+        "the `sync` variable's values"
+    );
 
     // Every recording rule's query, and every alert rule loaded and evaluated.
     let rules = wait_for("every rule evaluated once", context, || async {
