@@ -430,6 +430,23 @@ async fn every_dashboard_query_and_recording_rule_has_series_in_a_real_prometheu
         (fewest >= 10.0 && syncs >= 3.0).then_some(())
     })
     .await;
+    // What the exporter serves passes promtool's lint (names, types, help, units).
+    if let Some(promtool) = tool("promtool") {
+        let text = get_text(&client, &metrics_url).await.unwrap_or_else(|e| panic!("{metrics_url}: {e}"));
+        let mut lint = Command::new(promtool)
+            .args(["check", "metrics"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("running promtool: {e}"));
+        std::io::Write::write_all(&mut lint.stdin.take().expect("promtool's stdin"), text.as_bytes())
+            .unwrap_or_else(|e| panic!("writing to promtool: {e}"));
+        let out = lint.wait_with_output().unwrap_or_else(|e| panic!("running promtool: {e}"));
+        let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success() && said.trim().is_empty(), "promtool check metrics on {metrics_url}:\n{said}");
+    }
+
     let values = get_json(&client, &format!("{}/api/v1/label/sync/values?match[]=rse_runs_total", prom.base)).await;
     let values = values.unwrap_or_else(|e| panic!("label values of `sync`: {e}"));
     let syncs: BTreeSet<&str> = values["data"].as_array().into_iter().flatten().filter_map(Json::as_str).collect();
