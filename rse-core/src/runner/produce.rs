@@ -22,6 +22,7 @@ use crate::diff::{DiffOutput, Differ, Planned};
 use crate::drift::{SchemaDrift, SchemaSummary};
 use crate::error::unix_secs;
 use crate::key::Key;
+use crate::observe::{ObservedRecord, RecordOutcome};
 use crate::record::RowBatch;
 use crate::report::{Counts, FailureKind, ProgressEvent, RejectionSample, StageDurations};
 use crate::schema::Schema;
@@ -83,6 +84,8 @@ pub(super) struct Producer<'a> {
     batch_deadline: Option<Instant>,
     max_rows: usize,
     max_bytes: usize,
+    /// Records refused while reading, told to the observers once their refusal is committed.
+    observed: Vec<ObservedRecord>,
 }
 
 impl<'a> Producer<'a> {
@@ -116,6 +119,7 @@ impl<'a> Producer<'a> {
             batch_deadline: None,
             max_rows: inner.options.batch_rows.min(caps.max_batch_rows).max(1),
             max_bytes: inner.options.batch_bytes.min(caps.max_batch_bytes).max(1),
+            observed: Vec::new(),
         }
     }
 
@@ -183,7 +187,10 @@ impl<'a> Producer<'a> {
                         self.sample(rejection.key.as_ref(), RejectionStage::Source, None, &reason);
                         match rejection.key {
                             // The row is there, unreadable: its key must not be deleted.
-                            Some(key) => unreadable.push(key),
+                            Some(key) => {
+                                self.observe(&key, RejectionStage::Source, reason);
+                                unreadable.push(key);
+                            }
                             None => self.out.unknown_keys += 1,
                         }
                     }
@@ -274,6 +281,7 @@ impl<'a> Producer<'a> {
                     continue;
                 };
                 seen.push(key.clone());
+                self.observe(&key, RejectionStage::Transform, rejection.reason.clone());
                 let (attempts, first_rejected_at) =
                     self.prior.carried(&key, now, |p| p.stage == RejectionStage::Transform);
                 rejections.push(RejectedEntry {
@@ -295,10 +303,24 @@ impl<'a> Producer<'a> {
         for key in &seen {
             self.touch(key);
         }
-        if !rejections.is_empty() {
-            self.commit(StateCommit { rejected: rejections, ..StateCommit::default() }).await;
+        let committed =
+            rejections.is_empty() || self.commit(StateCommit { rejected: rejections, ..StateCommit::default() }).await;
+        let observed = std::mem::take(&mut self.observed);
+        if committed {
+            let run_id = self.lease.as_ref().map_or(0, |l| l.token);
+            self.inner.observers.outcomes(&self.inner.id, run_id, observed);
         }
         Some((batch, seen))
+    }
+
+    /// Notes a record refused before the diff, for the observers once its refusal is
+    /// committed (a dry run commits nothing, so tells them nothing).
+    fn observe(&mut self, key: &Key, stage: RejectionStage, reason: String) {
+        if self.inner.observers.is_empty() || self.lease.is_none() || self.inner.options.dry_run {
+            return;
+        }
+        let outcome = RecordOutcome::Refused { stage };
+        self.observed.push(ObservedRecord::new(key.clone(), None, outcome).with_reason(reason));
     }
 
     fn fail(&mut self, kind: FailureKind, reason: String) {
@@ -336,19 +358,25 @@ impl<'a> Producer<'a> {
         }
     }
 
-    /// Commits rejections found while reading (not a delivery outcome, so not batched).
-    async fn commit(&mut self, commit: StateCommit) {
+    /// Commits rejections found while reading (not a delivery outcome, so not batched);
+    /// returns whether they are committed.
+    async fn commit(&mut self, commit: StateCommit) -> bool {
         if self.inner.options.dry_run {
-            return;
+            return false;
         }
-        let Some(lease) = &self.lease else { return };
+        let Some(lease) = &self.lease else { return false };
         let t = Instant::now();
-        if let Err(error) = self.inner.state.commit(lease, commit).await {
-            warn!(%error, "Committing refused records failed.");
-            self.out.state_error.get_or_insert_with(|| (state_failure(&error), error.to_string()));
-            self.stop.cancel();
-        }
+        let committed = match self.inner.state.commit(lease, commit).await {
+            Ok(()) => true,
+            Err(error) => {
+                warn!(%error, "Committing refused records failed.");
+                self.out.state_error.get_or_insert_with(|| (state_failure(&error), error.to_string()));
+                self.stop.cancel();
+                false
+            }
+        };
         self.out.stages.commit += t.elapsed();
+        committed
     }
 
     async fn take_diff(&mut self, diff: &mut DiffOutput, tx: &mpsc::Sender<Vec<Outgoing>>) {
