@@ -62,5 +62,5 @@ pub use source::{ReadRequest, RowBatchStream, Source, SourceCapabilities};
 pub use state::{
     Lease, PendingChange, RejectedEntry, RejectionStage, SnapshotEntry, StateCommit, StateStore, SyncMeta,
 };
-pub use transform::{Rejection, Transform, TransformOutput};
+pub use transform::{Rejection, RejectionKind, Transform, TransformOutput};
 pub use value::{DataType, Decimal, Value};

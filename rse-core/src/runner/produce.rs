@@ -22,12 +22,14 @@ use crate::diff::{DiffOutput, Differ, Planned};
 use crate::drift::{SchemaDrift, SchemaSummary};
 use crate::error::unix_secs;
 use crate::key::Key;
+use crate::metrics::{SENSITIVE_FIELD_BLOCKS_TOTAL, SYNC};
 use crate::observe::{ObservedRecord, RecordOutcome};
 use crate::record::RowBatch;
 use crate::report::{Counts, FailureKind, ProgressEvent, RejectionSample, StageDurations};
 use crate::schema::Schema;
 use crate::source::ReadRequest;
 use crate::state::{Lease, RejectedEntry, RejectionStage, SnapshotEntry, StateCommit};
+use crate::transform::RejectionKind;
 use crate::value::Value;
 
 /// What the reading side did.
@@ -272,8 +274,12 @@ impl<'a> Producer<'a> {
                 }
             };
             self.out.counts.filtered += output.filtered as u64;
+            let mut blocked = 0u64;
             for rejection in output.rejected {
                 self.out.counts.transform_rejected += 1;
+                if transform.rejection_kind(&rejection) == RejectionKind::SensitiveField {
+                    blocked += 1;
+                }
                 let key = rejection.record.key(&input_schema).ok();
                 self.sample(key.as_ref(), RejectionStage::Transform, None, &rejection.reason);
                 let Some(key) = key else {
@@ -296,6 +302,10 @@ impl<'a> Producer<'a> {
                     first_rejected_at,
                     last_rejected_at: now,
                 });
+            }
+            if blocked > 0 {
+                warn!(sync = %self.inner.id, transform = transform.name(), records = blocked, "Records kept back: a sensitive field would have reached the destination.");
+                metrics::counter!(SENSITIVE_FIELD_BLOCKS_TOTAL, SYNC => self.inner.id.to_string()).increment(blocked);
             }
             batch = output.batch;
         }
