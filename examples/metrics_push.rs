@@ -24,7 +24,7 @@ use rse::connectors::state::SqliteStateStore;
 use rse::connectors::{SqliteDestination, SqliteDestinationOptions};
 use rse::sources::Model;
 use rse::sources::sqlite::SqliteSource;
-use rse::transform::Validate;
+use rse::transform::{PiiDetector, SensitiveFields, Validate};
 use rse::{Mode, SyncJob};
 
 /// Buckets of the `_seconds` histograms: run and write durations, per-record latency.
@@ -115,6 +115,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let sync = SyncJob::builder(SYNC_ID)
         .source(SqliteSource::new(&warehouse_db, Model::table("customers")).with_key(["customer_ref"]))
         .transform(Validate::new().pattern("email", r"^[^@\s]+@[^@\s]+\.[a-z]+$"))
+        .transform(SensitiveFields::new(Vec::<String>::new()).with_detectors([PiiDetector::Email]).allow(["email"]))
         .destination(
             SqliteDestination::open(&app_db, SqliteDestinationOptions::new("crm_contacts").with_create_table(true))
                 .await?,

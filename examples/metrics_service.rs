@@ -14,7 +14,12 @@
 //! under the same idempotency keys), fails often enough to open the circuit, reports a
 //! daily API allowance as a SaaS API would, and a second runner tries to take the lease
 //! while a run holds it. The model's columns change every six runs (schema drift). The
-//! webhook receiver answers some requests 429 and some 503.
+//! webhook receiver answers some requests 429 and some 503, and the status tables' database
+//! is locked for a while now and then, so the status write-back drops what it cannot write.
+//!
+//! Every run's record outcomes and report go to status tables (`status.db`), and
+//! `customers-to-crm` keeps back the customers whose support notes hold an e-mail address
+//! (the sensitive-field guard), in either mode.
 //!
 //! ```text
 //! cargo run --example metrics_service -- [--listen 127.0.0.1:9464] [--interval 10] [--runs N] [--faults]
@@ -38,11 +43,12 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 use rse::connectors::state::SqliteStateStore;
+use rse::connectors::status::{StatusOptions, StatusWriter};
 use rse::connectors::{HttpDestination, HttpDestinationConfig, SqliteDestination, SqliteDestinationOptions};
 use rse::sources::Model;
 use rse::sources::sqlite::SqliteSource;
 use rse::testing::FaultyDestination;
-use rse::transform::{DropFields, Select, Validate};
+use rse::transform::{DropFields, PiiDetector, Select, SensitiveFields, Validate};
 use rse::{
     Change, ChangeBatch, Destination, DestinationCapabilities, DestinationError, DestinationRunReport, Key, Memo, Mode,
     ProgressEvent, QuotaFeedback, QuotaWindow, RunEnd, RunInfo, Schema, SchemaDriftPolicy, SyncJob, SyncOptions,
@@ -189,6 +195,9 @@ struct Syncs {
     crm_standby: SyncJob,
     scores: SyncJob,
     churn: SyncJob,
+    /// Writes every record's outcome and every run's report to `status.db`.
+    status: StatusWriter,
+    status_db: std::path::PathBuf,
     /// Steers `customers-to-crm`'s destination faults (`--faults`).
     faults: Option<FaultyDestination<SqliteDestination>>,
 }
@@ -221,8 +230,10 @@ async fn start_webhook(faults: bool) -> Result<SocketAddr, Box<dyn Error>> {
     Ok(addr)
 }
 
-async fn build_syncs(warehouse: &Path, app: &Path, state: &Path, faults: bool) -> Result<Syncs, Box<dyn Error>> {
-    let state = Arc::new(SqliteStateStore::open(state).await?);
+async fn build_syncs(dir: &Path, warehouse: &Path, faults: bool) -> Result<Syncs, Box<dyn Error>> {
+    let app = &dir.join("app.db");
+    let state = Arc::new(SqliteStateStore::open(dir.join("state.db")).await?);
+    let status = StatusWriter::sqlite(dir.join("status.db"), StatusOptions::new()).await?;
     let customers = || SqliteSource::new(warehouse, Model::table("customers"));
     let crm_table =
         SqliteDestination::open(app, SqliteDestinationOptions::new("crm_contacts").with_create_table(true)).await?;
@@ -243,7 +254,11 @@ async fn build_syncs(warehouse: &Path, app: &Path, state: &Path, faults: bool) -
         let mut builder = SyncJob::builder("customers-to-crm")
             .source(customers().with_key(["customer_ref"]))
             // A CRM refuses an address that is not one: keep such rows back, with a reason.
-            .transform(Validate::new().pattern("email", r"^[^@\s]+@[^@\s]+\.[a-z]+$"));
+            .transform(Validate::new().pattern("email", r"^[^@\s]+@[^@\s]+\.[a-z]+$"))
+            // The contact's own address is meant for the CRM; one in support's notes is not.
+            .transform(
+                SensitiveFields::new(Vec::<String>::new()).with_detectors([PiiDetector::Email]).allow(["email"]),
+            );
         if drifted {
             builder = builder.transform(DropFields::new(["lifecycle_stage"]));
         }
@@ -251,7 +266,12 @@ async fn build_syncs(warehouse: &Path, app: &Path, state: &Path, faults: bool) -
             Some(holder) => crm_options.clone().with_holder(holder.to_owned()),
             None => crm_options.clone(),
         };
-        builder.destination(Arc::clone(&crm_destination)).state(Arc::clone(&state)).mode(Mode::Mirror).options(options)
+        builder
+            .destination(Arc::clone(&crm_destination))
+            .state(Arc::clone(&state))
+            .observer(status.clone())
+            .mode(Mode::Mirror)
+            .options(options)
     };
     let scores = SyncJob::builder("scores-to-app")
         .source(customers().with_key(["id"]))
@@ -260,6 +280,7 @@ async fn build_syncs(warehouse: &Path, app: &Path, state: &Path, faults: bool) -
             SqliteDestination::open(app, SqliteDestinationOptions::new("scores").with_create_table(true)).await?,
         )
         .state(Arc::clone(&state))
+        .observer(status.clone())
         .mode(Mode::Upsert);
     let webhook = start_webhook(faults.is_some()).await?;
     let churn = SyncJob::builder("churn-webhook")
@@ -269,6 +290,7 @@ async fn build_syncs(warehouse: &Path, app: &Path, state: &Path, faults: bool) -
             HttpDestinationConfig::new(format!("http://{webhook}/hooks/churn")).with_name("webhook"),
         )?)
         .state(Arc::clone(&state))
+        .observer(status.clone())
         .mode(Mode::Upsert)
         .options(SyncOptions::default().with_batch_rows(20).with_initial_backoff(Duration::from_millis(20)));
     Ok(Syncs {
@@ -277,6 +299,8 @@ async fn build_syncs(warehouse: &Path, app: &Path, state: &Path, faults: bool) -
         crm_standby: crm(false, Some("standby-runner")).build().await?,
         scores: scores.build().await?,
         churn: churn.build().await?,
+        status,
+        status_db: dir.join("status.db"),
         faults,
     })
 }
@@ -341,10 +365,30 @@ fn report(report: rse::SyncReport) {
     println!("{}", report.to_string().lines().next().unwrap_or_default());
 }
 
+/// Holds the status database's write lock for longer than the status writer waits (10 s),
+/// as a long transaction in the warehouse would: its writes in the meantime fail and their
+/// rows are dropped, while delivery goes on.
+fn lock_status_tables(path: &Path) {
+    let path = path.to_owned();
+    std::thread::spawn(move || {
+        let locked = rusqlite::Connection::open(&path).and_then(|conn| {
+            conn.execute_batch("BEGIN EXCLUSIVE")?;
+            std::thread::sleep(Duration::from_secs(12));
+            conn.execute_batch("COMMIT")
+        });
+        if let Err(e) = locked {
+            eprintln!("could not lock {}: {e}", path.display());
+        }
+    });
+}
+
 async fn run_round(syncs: &Syncs, round: u64, cancel: &CancellationToken) -> Result<(), Box<dyn Error>> {
     let crm = if (round / 6) % 2 == 1 { &syncs.crm_drifted } else { &syncs.crm };
     match &syncs.faults {
         Some(faults) => {
+            if round % 40 == 3 {
+                lock_status_tables(&syncs.status_db);
+            }
             plan_faults(faults, round);
             if round.is_multiple_of(5) {
                 run_against_standby(crm, &syncs.crm_standby, cancel).await?;
@@ -399,10 +443,9 @@ async fn main() -> Result<(), Box<dyn Error>> {
     println!("metrics on http://{}/metrics", args.listen);
 
     let dir = warehouse::ScratchDir::new("rse-metrics-service")?;
-    let (warehouse_db, app_db, state_db) =
-        (dir.path().join("warehouse.db"), dir.path().join("app.db"), dir.path().join("state.db"));
+    let warehouse_db = dir.path().join("warehouse.db");
     warehouse::create(&warehouse_db)?;
-    let syncs = build_syncs(&warehouse_db, &app_db, &state_db, args.faults).await?;
+    let syncs = build_syncs(dir.path(), &warehouse_db, args.faults).await?;
 
     let cancel = CancellationToken::new();
     tokio::spawn(stop_on_signal(cancel.clone()));
@@ -420,6 +463,10 @@ async fn main() -> Result<(), Box<dyn Error>> {
             _ = tokio::time::sleep(args.interval) => {}
             _ = cancel.cancelled() => {}
         }
+    }
+    // Everything the status tables wait for is written before the process exits.
+    if let Err(e) = syncs.status.shutdown().await {
+        eprintln!("the status write-back could not write everything: {e}");
     }
     println!("stopped after {round} rounds");
     Ok(())

@@ -44,8 +44,18 @@ fn email(id: i64) -> String {
     if id % 50 == 7 { format!("customer {id} at example dot com") } else { format!("customer{id}@example.com") }
 }
 
+/// Support's notes on a customer: one in forty holds another e-mail address, which must
+/// not reach the CRM.
+fn notes(id: i64) -> String {
+    if id % 40 == 3 {
+        format!("asked us to write to billing-{id}@example.org instead")
+    } else {
+        "prefers phone".to_owned()
+    }
+}
+
 /// Creates the model: `customer_ref` is the key the CRM knows (two rows share one: a run
-/// refuses both as invalid keys), `updated_at` the change time.
+/// refuses both as invalid keys), `notes` support's free text, `updated_at` the change time.
 pub fn create(path: &Path) -> rusqlite::Result<()> {
     let mut conn = Connection::open(path)?;
     conn.execute_batch(
@@ -55,6 +65,7 @@ pub fn create(path: &Path) -> rusqlite::Result<()> {
             email TEXT NOT NULL,
             churn_score REAL NOT NULL,
             lifecycle_stage TEXT NOT NULL,
+            notes TEXT NOT NULL,
             updated_at TIMESTAMP NOT NULL
         )",
     )?;
@@ -64,13 +75,14 @@ pub fn create(path: &Path) -> rusqlite::Result<()> {
         // Customer 14 was given customer 15's reference by mistake.
         let customer_ref = if id == 14 { "C00015".to_owned() } else { format!("C{id:05}") };
         tx.execute(
-            "INSERT INTO customers VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT INTO customers VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             rusqlite::params![
                 id,
                 customer_ref,
                 email(id),
                 (id * 37 % 100) as f64 / 100.0,
                 STAGES[id as usize % STAGES.len()],
+                notes(id),
                 now
             ],
         )?;
@@ -95,8 +107,8 @@ pub fn advance(path: &Path, cycle: u64) -> rusqlite::Result<()> {
     }
     for id in next..next + 2 {
         tx.execute(
-            "INSERT INTO customers VALUES (?1, ?2, ?3, 0.5, 'new', ?4)",
-            rusqlite::params![id, format!("C{id:05}"), email(id), now],
+            "INSERT INTO customers VALUES (?1, ?2, ?3, 0.5, 'new', ?4, ?5)",
+            rusqlite::params![id, format!("C{id:05}"), email(id), notes(id), now],
         )?;
     }
     tx.execute("DELETE FROM customers WHERE id = (SELECT min(id) FROM customers WHERE id > 20 AND id % 50 <> 7)", [])?;
