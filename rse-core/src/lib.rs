@@ -58,7 +58,7 @@ pub use runner::{DEFAULT_MAX_DELETES, DiffStrategy, MaxDeletes, Mode, SyncBuilde
 pub use schema::{Field, Schema};
 pub use source::{ReadRequest, RowBatchStream, Source, SourceCapabilities};
 pub use state::{
-    Lease, PendingChange, RejectedEntry, RejectionStage, SnapshotEntry, StateCommit, StateStore, SyncMeta,
+    Lease, Pause, PendingChange, RejectedEntry, RejectionStage, SnapshotEntry, StateCommit, StateStore, SyncMeta,
 };
 pub use transform::{Rejection, Transform, TransformOutput};
 pub use value::{DataType, Decimal, Value};
