@@ -9,6 +9,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod audience;
+pub mod canary;
 pub mod change;
 pub mod config;
 pub mod destination;
@@ -26,6 +27,7 @@ pub mod runner;
 pub mod schema;
 pub mod source;
 pub mod state;
+pub mod suppression;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod time;

@@ -3,6 +3,7 @@
 mod consume;
 mod deliver;
 mod lease;
+mod operator;
 mod options;
 mod outcome;
 mod pace;
@@ -11,6 +12,7 @@ mod prior;
 mod produce;
 mod quota;
 mod run;
+mod suppress;
 
 use std::sync::Arc;
 
@@ -25,6 +27,7 @@ use crate::report::{ProgressEvent, SyncReport};
 use crate::schema::Schema;
 use crate::source::Source;
 use crate::state::StateStore;
+use crate::suppression::Suppressions;
 use crate::transform::Transform;
 
 /// A sync: one model delivered to one destination, with its state. (Named `SyncJob` so
@@ -72,6 +75,8 @@ struct SyncInner {
     cursor_index: Option<usize>,
     use_merge: bool,
     progress: broadcast::Sender<ProgressEvent>,
+    /// Withdrawn consent, loaded at every run.
+    suppressions: Vec<Arc<dyn Suppressions>>,
 }
 
 impl std::fmt::Debug for SyncJob {
@@ -99,6 +104,7 @@ impl SyncJob {
             mode: Mode::default(),
             options: SyncOptions::default(),
             key: None,
+            suppressions: Vec::new(),
         }
     }
 
@@ -160,6 +166,7 @@ pub struct SyncBuilder {
     mode: Mode,
     options: SyncOptions,
     key: Option<Vec<String>>,
+    suppressions: Vec<Arc<dyn Suppressions>>,
 }
 
 impl std::fmt::Debug for SyncBuilder {
@@ -203,6 +210,15 @@ impl SyncBuilder {
     /// The options.
     pub fn options(mut self, options: SyncOptions) -> Self {
         self.options = options;
+        self
+    }
+
+    /// Adds a list of keys and identifiers whose consent was withdrawn, loaded at every
+    /// run (several lists add up): their records are never sent, and the destination's
+    /// copies are deleted (in any mode, past the delete guard) where it can delete. See
+    /// [`crate::suppression`].
+    pub fn suppressions(mut self, suppressions: impl Suppressions + 'static) -> Self {
+        self.suppressions.push(Arc::new(suppressions));
         self
     }
 
@@ -339,6 +355,7 @@ impl SyncBuilder {
                 cursor_index,
                 use_merge,
                 progress,
+                suppressions: self.suppressions,
             }),
         })
     }
@@ -367,6 +384,11 @@ fn check_options(sync_id: &str, o: &SyncOptions) -> Result<(), ConfigError> {
         && !(0.0..=1.0).contains(&f)
     {
         return Err(invalid(sync_id, "max_deletes", format!("fraction must be within 0.0–1.0, got {f}")));
+    }
+    if let Some(fraction) = o.canary
+        && let Err(message) = crate::canary::Canary::new(fraction)
+    {
+        return Err(invalid(sync_id, "canary", message));
     }
     if !(0.0..1.0).contains(&o.quota_reserve) {
         return Err(invalid(
