@@ -52,18 +52,10 @@ pub struct Canary {
 }
 
 impl Canary {
-    /// A canary of `fraction` of the keys, above 0 and at most 1.
-    ///
-    /// # Errors
-    /// A message saying what the fraction must be, when it is outside (0, 1] or not a number.
-    pub fn new(fraction: f64) -> Result<Self, String> {
-        if fraction > 0.0 && fraction <= 1.0 {
-            Ok(Self { fraction })
-        } else {
-            Err(format!(
-                "is {fraction}; it is the fraction of keys a run covers, above 0 and at most 1 (0.01 is 1 %, 1 is every key)"
-            ))
-        }
+    /// A canary of `fraction` of the keys; `None` unless the fraction is above 0 and at
+    /// most 1 (a NaN is neither).
+    pub fn new(fraction: f64) -> Option<Self> {
+        (fraction > 0.0 && fraction <= 1.0).then_some(Self { fraction })
     }
 
     /// The fraction.
@@ -100,7 +92,7 @@ mod tests {
     #[test]
     fn fractions_are_checked_and_nest() {
         for bad in [0.0, -0.5, 1.000_001, f64::NAN, f64::INFINITY] {
-            assert!(Canary::new(bad).is_err(), "{bad}");
+            assert!(Canary::new(bad).is_none(), "{bad}");
         }
         let all = Canary::new(1.0).unwrap();
         let keys: Vec<Key> = (0..5_000).map(|i| Key::from_values(&[Value::Int(i)])).collect();

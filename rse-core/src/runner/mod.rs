@@ -386,9 +386,16 @@ fn check_options(sync_id: &str, o: &SyncOptions) -> Result<(), ConfigError> {
         return Err(invalid(sync_id, "max_deletes", format!("fraction must be within 0.0–1.0, got {f}")));
     }
     if let Some(fraction) = o.canary
-        && let Err(message) = crate::canary::Canary::new(fraction)
+        && crate::canary::Canary::new(fraction).is_none()
     {
-        return Err(invalid(sync_id, "canary", message));
+        return Err(invalid(
+            sync_id,
+            "canary",
+            format!(
+                "is {fraction}; it is the fraction of keys a run covers, above 0 and at most 1 (0.01 is 1 %, 1 is \
+                 every key)"
+            ),
+        ));
     }
     if !(0.0..1.0).contains(&o.quota_reserve) {
         return Err(invalid(

@@ -109,7 +109,7 @@ impl<'a> Producer<'a> {
         run_schema: RunSchema,
     ) -> Self {
         let caps = inner.destination.capabilities();
-        let canary = inner.options.canary.and_then(|f| Canary::new(f).ok());
+        let canary = inner.options.canary.and_then(Canary::new);
         let out = Produced {
             canary: canary.map(|c| CanaryReport { fraction: c.fraction(), excluded: 0 }),
             ..Produced::default()

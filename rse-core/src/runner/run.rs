@@ -399,7 +399,7 @@ async fn prepare(
 
     let algorithm = options.fingerprint_algorithm;
     // A canary run diffs only the keys inside it: the others are neither planned nor deleted.
-    let canary = options.canary.and_then(|f| crate::canary::Canary::new(f).ok());
+    let canary = options.canary.and_then(crate::canary::Canary::new);
     let differ: Box<dyn Differ> = if inner.use_merge {
         report.diff_strategy = "merge".into();
         let diff = MergeDiff::new(inner.state.clone(), &inner.id, algorithm, PAGE).with_canary(canary);
