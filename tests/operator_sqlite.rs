@@ -1,6 +1,6 @@
-//! Operator controls on real SQLite files: a consent table in the warehouse drives a sync's
-//! suppressions (by key and by hashed e-mail) into an app's SQLite table, and a canary is
-//! widened on the same files.
+//! Operator controls on real SQLite files: a pause made while a run writes into an app's
+//! SQLite table, a consent table in the warehouse driving a sync's suppressions (by key and by
+//! hashed e-mail), and a canary widened on the same files.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeSet;
@@ -12,8 +12,8 @@ use rse::connectors::{SqliteDestination, SqliteDestinationOptions};
 use rse::sources::Model;
 use rse::sources::sqlite::SqliteSource;
 use rse::suppression::{IdentifierColumn, SourceSuppressions};
-use rse::testing::unique_id;
-use rse::{Key, Mode, RunStatus, SyncJob, SyncOptions, Value};
+use rse::testing::{FaultyDestination, unique_id};
+use rse::{Key, Mode, ProgressEvent, RunStatus, StateStore, SyncJob, SyncOptions, Value};
 use rusqlite::Connection;
 use sha2::{Digest, Sha256};
 
@@ -44,7 +44,8 @@ fn table(name: &str) -> Model {
 
 /// A warehouse with `customers` (id, email, score) and the consent system's two tables.
 fn warehouse(path: &Path, customers: i64) {
-    let conn = Connection::open(path).unwrap();
+    let mut conn = Connection::open(path).unwrap();
+    let conn = conn.transaction().unwrap();
     conn.execute_batch(
         "CREATE TABLE customers (id INTEGER PRIMARY KEY, email TEXT, score REAL);
          CREATE TABLE revoked_ids (id INTEGER PRIMARY KEY);
@@ -56,6 +57,8 @@ fn warehouse(path: &Path, customers: i64) {
         // Addresses as people type them: mixed case, stray spaces.
         insert.execute(rusqlite::params![id, format!(" User{id}@Example.com"), id as f64 / 10.0]).unwrap();
     }
+    drop(insert);
+    conn.commit().unwrap();
 }
 
 fn sql(path: &Path, statement: &str) {
@@ -189,4 +192,63 @@ async fn a_canary_widens_on_sqlite_files_and_keeps_mirror_deletes_inside_it() {
     let gone_inside = in_fraction(0.1, &gone);
     assert_eq!(held(&app), all.difference(&gone_inside).copied().collect());
     assert_eq!(report.counts.applied.delete, gone_inside.len() as u64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_made_by_another_process_stops_a_run_on_sqlite_files_at_a_batch_boundary() {
+    let dir = TempDir::new();
+    let (wh, app) = (dir.file("warehouse.db"), dir.file("app.db"));
+    warehouse(&wh, 200);
+    let destination = SqliteDestination::open(&app, SqliteDestinationOptions::new("customers").with_create_table(true))
+        .await
+        .unwrap();
+    // A slow destination: a write takes a moment, so the run is still going when paused.
+    let slow = FaultyDestination::new(destination);
+    slow.latency(std::time::Duration::from_millis(200));
+    let state = SqliteStateStore::open(dir.file("state.db")).await.unwrap();
+    let sync = SyncJob::builder("customers-to-app")
+        .source(SqliteSource::new(&wh, table("customers")).with_key(["id"]))
+        .destination(slow.clone())
+        .state(state.clone())
+        .mode(Mode::Mirror)
+        .options(SyncOptions::default().with_batch_rows(10).with_max_concurrency(2))
+        .build()
+        .await
+        .unwrap();
+
+    // The operator's process has its own handle on the state file.
+    let operator = SqliteStateStore::open(dir.file("state.db")).await.unwrap();
+    let mut events = sync.subscribe();
+    let pausing = tokio::spawn(async move {
+        loop {
+            match events.recv().await {
+                Ok(ProgressEvent::BatchCommitted { .. }) => break,
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(e) => panic!("the run ended before a batch was committed: {e}"),
+            }
+        }
+        operator.pause("customers-to-app", &rse::Pause::new("oncall", "app database migration")).await.unwrap();
+    });
+    let report = sync.run().await.unwrap();
+    pausing.await.unwrap();
+    assert_eq!(report.status, RunStatus::Paused { by: "oncall".into(), reason: "app database migration".into() });
+    let applied = report.counts.applied.insert;
+    assert!(applied > 0 && applied < 200, "{report}");
+    // The app's table holds exactly the keys the state file committed as applied.
+    let committed: BTreeSet<i64> = state
+        .scan("customers-to-app", None, 1_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.fingerprint.is_some())
+        .map(|e| e.key.decode().unwrap()[0].as_i64().unwrap())
+        .collect();
+    assert_eq!(held(&app), committed);
+    assert_eq!(committed.len() as u64, applied);
+    assert_eq!(slow.calls(), report.batches, "a write was sent after the pause was seen");
+
+    sync.resume().await.unwrap();
+    let report = sync.run().await.unwrap();
+    assert_eq!(report.status, RunStatus::Succeeded, "{report}");
+    assert_eq!(held(&app), (1..=200).collect());
 }

@@ -456,3 +456,55 @@ async fn several_lists_add_up() {
     assert_eq!(report.suppression.unwrap().kept_out, 2);
     assert_eq!(w.destination.records().len(), 4);
 }
+
+/// Log lines written to memory.
+#[derive(Clone, Default)]
+struct Capture(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn each_suppression_is_logged_with_the_keys_hash_never_the_key() {
+    let capture = Capture::default();
+    let writer = capture.clone();
+    let subscriber = tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    // Keyed by the e-mail itself, the case where a key is personal data.
+    let schema =
+        Schema::new(vec![Field::required("email", DataType::String), Field::new("plan", DataType::String)], &["email"])
+            .unwrap()
+            .into_arc();
+    let row = |email: &str| Record::new(vec![Value::from(email), Value::from("gold")]);
+    let rows = vec![row("zq-withdrawn-7@example.com"), row("kept@example.com")];
+    let withdrawn = Key::from_values(&[Value::from("zq-withdrawn-7@example.com")]);
+    let destination = MemoryDestination::new();
+    let revoked = MemorySuppressions::new();
+    let sync = SyncJob::builder("logged")
+        .source(MemorySource::new(schema, rows))
+        .destination(destination.clone())
+        .state(MemoryStateStore::new())
+        .suppressions(revoked.clone())
+        .build()
+        .await
+        .unwrap();
+    sync.run().await.unwrap();
+    revoked.suppress_key(withdrawn.clone());
+    let report = sync.run().await.unwrap();
+    assert_eq!(report.suppression.unwrap().removed, 1);
+
+    let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    let hash = withdrawn.redacted().to_string();
+    let audited: Vec<&str> = logs.lines().filter(|l| l.contains("Consent withdrawn")).collect();
+    assert!(audited.iter().any(|l| l.contains(&hash) && l.contains("outcome=\"removed\"")), "{logs}");
+    assert!(audited.iter().any(|l| l.contains(&hash) && l.contains("outcome=\"kept_out\"")), "{logs}");
+    assert!(!logs.contains("zq-withdrawn-7"), "a log line shows the withdrawn key: {logs}");
+}
