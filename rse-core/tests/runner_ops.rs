@@ -79,7 +79,10 @@ async fn pausing_without_saying_who_is_refused_and_changes_nothing() {
     let w = World::new(customers(3));
     let sync = w.sync(Mode::Upsert, opts()).await;
     let error = sync.pause(" ", "because").await.unwrap_err();
-    assert!(error.to_string().contains("pause `by`") && error.to_string().contains("who pauses"), "{error}");
+    assert!(
+        error.to_string().contains("option `pause.by` is blank") && error.to_string().contains("who pauses"),
+        "{error}"
+    );
     assert_eq!(sync.paused().await.unwrap(), None);
 }
 

@@ -60,7 +60,7 @@ impl SyncJob {
         if by.trim().is_empty() {
             return Err(Error::Config(ConfigError::InvalidOption {
                 sync_id: inner.id.to_string(),
-                option: "pause `by`",
+                option: "pause.by",
                 message: "is blank; name who pauses the sync (a person, a team or a system), so that whoever finds \
                           it paused knows whom to ask"
                     .to_owned(),
