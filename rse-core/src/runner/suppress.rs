@@ -113,9 +113,11 @@ impl Suppressor {
     }
 }
 
-/// Where every suppression of a run goes: the audit log line (the key's hash, never the
-/// key), the `rse_suppressed_total` metric by outcome, and the progress stream's
-/// [`ProgressEvent::Suppressed`], which a host's per-record audit (a status table) reads.
+/// The one place every suppression of a run is reported, by the reading side (kept out,
+/// not removable) and the delivering side (removed, once the destination applied the
+/// delete): the audit log line (the key's hash, never the key), the `rse_suppressed_total`
+/// metric by outcome, and the progress stream's [`ProgressEvent::Suppressed`]. Anything
+/// else that records per-key outcomes for the run (a status table) takes them from here.
 /// A dry run changes nothing, so it audits nothing (its report still counts).
 pub(super) fn audit(
     sync_id: &str,
