@@ -138,7 +138,7 @@ impl Sql {
                  FROM {s}.rse_syncs s ORDER BY s.sync_id"
             ),
             // A sync already paused keeps its pause: the no-op update returns the row in
-            // force, even when another session inserted it a moment before.
+            // force, even when another connection inserted it a moment before.
             pause: format!(
                 "INSERT INTO {s}.rse_pauses AS t (sync_id, paused_by, reason, paused_at_ms) VALUES ($1, $2, $3, $4)
                  ON CONFLICT (sync_id) DO UPDATE SET paused_by = t.paused_by
