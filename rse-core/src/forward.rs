@@ -16,7 +16,7 @@ use crate::record::RowBatch;
 use crate::report::SyncReport;
 use crate::schema::Schema;
 use crate::source::{ReadRequest, RowBatchStream, Source, SourceCapabilities};
-use crate::state::{Lease, RejectedEntry, SnapshotEntry, StateCommit, StateStore, SyncMeta};
+use crate::state::{Lease, Pause, RejectedEntry, SnapshotEntry, StateCommit, StateStore, SyncMeta};
 use crate::transform::{Rejection, RejectionKind, Transform, TransformOutput};
 
 macro_rules! forward {
@@ -132,6 +132,15 @@ macro_rules! forward {
             }
             async fn runs(&self, sync_id: &str, limit: usize) -> Result<Vec<SyncReport>, StateError> {
                 (**self).runs(sync_id, limit).await
+            }
+            async fn pause(&self, sync_id: &str, pause: &Pause) -> Result<Pause, StateError> {
+                (**self).pause(sync_id, pause).await
+            }
+            async fn resume(&self, sync_id: &str) -> Result<Option<Pause>, StateError> {
+                (**self).resume(sync_id).await
+            }
+            async fn paused(&self, sync_id: &str) -> Result<Option<Pause>, StateError> {
+                (**self).paused(sync_id).await
             }
         }
     )*};

@@ -9,6 +9,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod audience;
+pub mod canary;
 pub mod change;
 pub mod config;
 pub mod destination;
@@ -27,6 +28,7 @@ pub mod runner;
 pub mod schema;
 pub mod source;
 pub mod state;
+pub mod suppression;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod time;
@@ -60,7 +62,7 @@ pub use runner::{DEFAULT_MAX_DELETES, DiffStrategy, MaxDeletes, Mode, SyncBuilde
 pub use schema::{Field, Schema};
 pub use source::{ReadRequest, RowBatchStream, Source, SourceCapabilities};
 pub use state::{
-    Lease, PendingChange, RejectedEntry, RejectionStage, SnapshotEntry, StateCommit, StateStore, SyncMeta,
+    Lease, Pause, PendingChange, RejectedEntry, RejectionStage, SnapshotEntry, StateCommit, StateStore, SyncMeta,
 };
 pub use transform::{Rejection, RejectionKind, Transform, TransformOutput};
 pub use value::{DataType, Decimal, Value};

@@ -21,7 +21,7 @@ use crate::record::{Record, RowBatch};
 use crate::report::SyncReport;
 use crate::schema::Schema;
 use crate::source::{ReadRequest, RowBatchStream, Source, SourceCapabilities};
-use crate::state::{Lease, RejectedEntry, SnapshotEntry, StateCommit, StateStore, SyncMeta};
+use crate::state::{Lease, Pause, RejectedEntry, SnapshotEntry, StateCommit, StateStore, SyncMeta};
 
 /// Locks a mutex, recovering the data if a panicking thread poisoned it: every critical
 /// section here leaves the data consistent before anything can panic.
@@ -494,6 +494,7 @@ struct SyncData {
     runs: BTreeMap<u64, SyncReport>,
     lease: Option<LeaseState>,
     last_token: u64,
+    pause: Option<Pause>,
 }
 
 /// A state store in memory. Lease expiry follows tokio's clock, so tests with a paused clock
@@ -733,5 +734,17 @@ impl StateStore for MemoryStateStore {
             .get(sync_id)
             .map(|s| s.runs.values().rev().take(limit).cloned().collect())
             .unwrap_or_default())
+    }
+
+    async fn pause(&self, sync_id: &str, pause: &Pause) -> Result<Pause, StateError> {
+        Ok(self.with_sync(sync_id, |data| data.pause.get_or_insert_with(|| pause.clone()).clone()))
+    }
+
+    async fn resume(&self, sync_id: &str) -> Result<Option<Pause>, StateError> {
+        Ok(lock(&self.syncs).get_mut(sync_id).and_then(|s| s.pause.take()))
+    }
+
+    async fn paused(&self, sync_id: &str) -> Result<Option<Pause>, StateError> {
+        Ok(lock(&self.syncs).get(sync_id).and_then(|s| s.pause.clone()))
     }
 }

@@ -3,6 +3,7 @@
 mod consume;
 mod deliver;
 mod lease;
+mod operator;
 mod options;
 mod outcome;
 mod pace;
@@ -11,6 +12,7 @@ mod prior;
 mod produce;
 mod quota;
 mod run;
+mod suppress;
 
 use std::sync::Arc;
 
@@ -26,6 +28,7 @@ use crate::report::{ProgressEvent, SyncReport};
 use crate::schema::Schema;
 use crate::source::Source;
 use crate::state::StateStore;
+use crate::suppression::Suppressions;
 use crate::transform::Transform;
 
 /// A sync: one model delivered to one destination, with its state. (Named `SyncJob` so
@@ -75,6 +78,8 @@ struct SyncInner {
     progress: broadcast::Sender<ProgressEvent>,
     /// Told each batch's committed outcomes and each run's report.
     observers: Observers,
+    /// Withdrawn consent, loaded at every run.
+    suppressions: Vec<Arc<dyn Suppressions>>,
 }
 
 impl std::fmt::Debug for SyncJob {
@@ -103,6 +108,7 @@ impl SyncJob {
             options: SyncOptions::default(),
             key: None,
             observers: Vec::new(),
+            suppressions: Vec::new(),
         }
     }
 
@@ -165,6 +171,7 @@ pub struct SyncBuilder {
     options: SyncOptions,
     key: Option<Vec<String>>,
     observers: Vec<Arc<dyn OutcomeObserver>>,
+    suppressions: Vec<Arc<dyn Suppressions>>,
 }
 
 impl std::fmt::Debug for SyncBuilder {
@@ -208,6 +215,15 @@ impl SyncBuilder {
     /// The options.
     pub fn options(mut self, options: SyncOptions) -> Self {
         self.options = options;
+        self
+    }
+
+    /// Adds a list of keys and identifiers whose consent was withdrawn, loaded at every
+    /// run (several lists add up): their records are never sent, and the destination's
+    /// copies are deleted (in any mode, past the delete guard) where it can delete. See
+    /// [`crate::suppression`].
+    pub fn suppressions(mut self, suppressions: impl Suppressions + 'static) -> Self {
+        self.suppressions.push(Arc::new(suppressions));
         self
     }
 
@@ -353,6 +369,7 @@ impl SyncBuilder {
                 use_merge,
                 progress,
                 observers: Observers::new(self.observers),
+                suppressions: self.suppressions,
             }),
         })
     }
@@ -381,6 +398,18 @@ fn check_options(sync_id: &str, o: &SyncOptions) -> Result<(), ConfigError> {
         && !(0.0..=1.0).contains(&f)
     {
         return Err(invalid(sync_id, "max_deletes", format!("fraction must be within 0.0–1.0, got {f}")));
+    }
+    if let Some(fraction) = o.canary
+        && crate::canary::Canary::new(fraction).is_none()
+    {
+        return Err(invalid(
+            sync_id,
+            "canary",
+            format!(
+                "is {fraction}; it is the fraction of keys a run covers, above 0 and at most 1 (0.01 is 1 %, 1 is \
+                 every key)"
+            ),
+        ));
     }
     if !(0.0..1.0).contains(&o.quota_reserve) {
         return Err(invalid(

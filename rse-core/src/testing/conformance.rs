@@ -25,7 +25,9 @@ use crate::record::Record;
 use crate::report::{RunStatus, SyncReport};
 use crate::runner::Mode;
 use crate::schema::{Field, Schema};
-use crate::state::{Lease, PendingChange, RejectedEntry, RejectionStage, SnapshotEntry, StateCommit, StateStore};
+use crate::state::{
+    Lease, Pause, PendingChange, RejectedEntry, RejectionStage, SnapshotEntry, StateCommit, StateStore,
+};
 use crate::value::{DataType, Value};
 
 use super::exact::{identical, identical_records};
@@ -516,12 +518,78 @@ async fn check_memos(store: &dyn StateStore, lease: &Lease) -> Result<(), Confor
     Ok(())
 }
 
+/// Pauses: taken and lifted without a lease while a runner holds it, the first pause kept,
+/// exact round trips of who, why and when, no effect on the sync's other state or on the
+/// runner's writes, isolation between syncs, and a sync never run.
+async fn check_pauses(store: &dyn StateStore, lease: &Lease, other_sync: &str) -> Result<(), ConformanceError> {
+    let sync_id = &lease.sync_id;
+    ensure!(store.paused(sync_id).await.map_err(fail("paused"))?.is_none(), "a new sync reads as paused");
+    ensure!(
+        store.resume(sync_id).await.map_err(fail("resume"))?.is_none(),
+        "resuming a sync never paused lifted a pause"
+    );
+    let before = store.scan(sync_id, None, 100).await.map_err(fail("scan"))?;
+    let meta = store.meta(sync_id).await.map_err(fail("meta"))?;
+    // Who and why as operators write them: quotes, a newline, non-ASCII, a long reason.
+    let first = Pause {
+        by: "Zoë O'Brien <oncall@example.com>".to_owned(),
+        reason: format!("quota exhausted; \"RseQuotaExhausted\" fired\n{}", "see the incident ".repeat(40)),
+        at_ms: 1_700_000_123_456,
+    };
+    // No lease: the operator acts while `lease`'s holder runs.
+    let in_force = store.pause(sync_id, &first).await.map_err(fail("pause while a runner holds the lease"))?;
+    ensure!(in_force == first, "pause did not return the pause it recorded: {in_force:?}");
+    let read = store.paused(sync_id).await.map_err(fail("paused"))?;
+    ensure!(read.as_ref() == Some(&first), "a pause did not round-trip exactly: {read:?}");
+    let second = Pause { by: "scheduler".to_owned(), reason: "nightly freeze".to_owned(), at_ms: 1_800_000_000_000 };
+    let in_force = store.pause(sync_id, &second).await.map_err(fail("pause of a paused sync"))?;
+    ensure!(in_force == first, "pausing a paused sync replaced the first pause: {in_force:?}");
+    ensure!(store.paused(other_sync).await.map_err(fail("paused"))?.is_none(), "a pause of one sync shows on another");
+    ensure!(
+        store.scan(sync_id, None, 100).await.map_err(fail("scan"))? == before
+            && store.meta(sync_id).await.map_err(fail("meta"))? == meta,
+        "pausing changed the sync's snapshot or metadata"
+    );
+    // The runner's lease and writes go on: the run stops itself when it sees the pause.
+    let lease = store.renew_lease(lease, Duration::from_secs(30)).await.map_err(fail("renew_lease while paused"))?;
+    store
+        .commit(&lease, StateCommit { applied: vec![entry(9_001, 1)], ..StateCommit::default() })
+        .await
+        .map_err(fail("commit while paused"))?;
+    let lifted = store.resume(sync_id).await.map_err(fail("resume"))?;
+    ensure!(lifted == Some(first), "resume did not return the pause it lifted: {lifted:?}");
+    ensure!(store.paused(sync_id).await.map_err(fail("paused"))?.is_none(), "a resumed sync still reads as paused");
+    ensure!(store.resume(sync_id).await.map_err(fail("resume"))?.is_none(), "a second resume lifted a pause again");
+    // A sync that has no state at all can be paused and resumed, and gains none.
+    let never_run = unique_id("conformance_never_run");
+    store.pause(&never_run, &second).await.map_err(fail("pause of a sync never run"))?;
+    ensure!(
+        store.paused(&never_run).await.map_err(fail("paused"))? == Some(second.clone()),
+        "a pause of a sync never run did not read back"
+    );
+    ensure!(
+        store.scan(&never_run, None, 10).await.map_err(fail("scan"))?.is_empty()
+            && store.runs(&never_run, 10).await.map_err(fail("runs"))?.is_empty(),
+        "pausing a sync never run gave it a snapshot or runs"
+    );
+    ensure!(
+        store.resume(&never_run).await.map_err(fail("resume"))? == Some(second),
+        "resuming a sync never run did not return its pause"
+    );
+    store
+        .commit(&lease, StateCommit { forgotten: vec![key(9_001)], ..StateCommit::default() })
+        .await
+        .map_err(fail("commit forgetting"))?;
+    Ok(())
+}
+
 /// Checks a state store against the `StateStore` contract, under fresh sync ids.
 ///
 /// Leases (exclusive, fenced, expiring — this waits out a one-second lease), commits
 /// (snapshot entries, tombstones, rejections, cursor, fingerprint algorithm), key-ordered
-/// scans with paging, lookups, run history and isolation between syncs; refused records and
-/// cursors holding NaN, infinities and `-0.0` read back bit for bit. Takes a few seconds.
+/// scans with paging, lookups, run history, pauses (without a lease) and isolation between
+/// syncs; refused records and cursors holding NaN, infinities and `-0.0` read back bit for
+/// bit. Takes a few seconds.
 ///
 /// # Errors
 /// A [`ConformanceError`] naming the first broken rule.
@@ -548,6 +616,7 @@ pub async fn check_state_store(store: &dyn StateStore) -> Result<(), Conformance
     let lease = store.renew_lease(&lease, ttl).await.map_err(fail("renew_lease"))?;
     let other_lease = store.acquire_lease(&other_sync, "runner-a", ttl).await.map_err(fail("lease of another sync"))?;
     check_mixed_key_order(store, ttl).await?;
+    check_pauses(store, &lease, &other_sync).await?;
 
     // Commits and ordered scans.
     let ids = [5i64, -3, 42, 0, 17, 1_000_000, -77, 8];
