@@ -19,7 +19,9 @@
 //!
 //! Every run's record outcomes and report go to status tables (`status.db`), and
 //! `customers-to-crm` keeps back the customers whose support notes hold an e-mail address
-//! (the sensitive-field guard), in either mode.
+//! (the sensitive-field guard) and those in the consent system's `consent_withdrawn` table,
+//! in either mode. Under `--faults` a customer withdraws consent at the third round, and an
+//! operator pauses `customers-to-crm` for one round in nine.
 //!
 //! ```text
 //! cargo run --example metrics_service -- [--listen 127.0.0.1:9464] [--interval 10] [--runs N] [--faults]
@@ -47,6 +49,7 @@ use rse::connectors::status::{StatusOptions, StatusWriter};
 use rse::connectors::{HttpDestination, HttpDestinationConfig, SqliteDestination, SqliteDestinationOptions};
 use rse::sources::Model;
 use rse::sources::sqlite::SqliteSource;
+use rse::suppression::SourceSuppressions;
 use rse::testing::FaultyDestination;
 use rse::transform::{DropFields, PiiDetector, Select, SensitiveFields, Validate};
 use rse::{
@@ -256,9 +259,11 @@ async fn build_syncs(dir: &Path, warehouse: &Path, faults: bool) -> Result<Syncs
             // A CRM refuses an address that is not one: keep such rows back, with a reason.
             .transform(Validate::new().pattern("email", r"^[^@\s]+@[^@\s]+\.[a-z]+$"))
             // The contact's own address is meant for the CRM; one in support's notes is not.
-            .transform(
-                SensitiveFields::new(Vec::<String>::new()).with_detectors([PiiDetector::Email]).allow(["email"]),
-            );
+            .transform(SensitiveFields::new(Vec::<String>::new()).with_detectors([PiiDetector::Email]).allow(["email"]))
+            // Customers who withdrew consent are removed from the CRM and never sent again.
+            .suppressions(SourceSuppressions::keys(
+                SqliteSource::new(warehouse, Model::table("consent_withdrawn")).with_key(["customer_ref"]),
+            ));
         if drifted {
             builder = builder.transform(DropFields::new(["lifecycle_stage"]));
         }
@@ -390,7 +395,12 @@ async fn run_round(syncs: &Syncs, round: u64, cancel: &CancellationToken) -> Res
                 lock_status_tables(&syncs.status_db);
             }
             plan_faults(faults, round);
-            if round.is_multiple_of(5) {
+            if round % 9 == 4 {
+                // An operator pauses the sync for a round: its run returns at once.
+                crm.pause("oncall@example.com", "checking the CRM's archived contacts").await?;
+                report(crm.run_with_cancel(cancel.clone()).await?);
+                crm.resume().await?;
+            } else if round.is_multiple_of(5) {
                 run_against_standby(crm, &syncs.crm_standby, cancel).await?;
             } else {
                 report(crm.run_with_cancel(cancel.clone()).await?);
@@ -454,6 +464,10 @@ async fn main() -> Result<(), Box<dyn Error>> {
         round += 1;
         if round > 1 {
             warehouse::advance(&warehouse_db, round)?;
+        }
+        if args.faults && round == 3 {
+            // A customer the CRM holds withdraws consent: the next run deletes them there.
+            warehouse::withdraw_consent(&warehouse_db, "C00077")?;
         }
         run_round(&syncs, round, &cancel).await?;
         if args.runs.is_some_and(|runs| round >= runs) {

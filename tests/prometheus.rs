@@ -338,6 +338,30 @@ fn dashboards_are_grafana_models_with_the_datasource_and_sync_variables() {
 }
 
 #[test]
+fn every_runbook_link_leads_to_a_page_of_the_repository() {
+    let rules = std::fs::read_to_string(Path::new(REPO).join("deploy/prometheus/rules.yml")).expect("rules.yml");
+    let prefix = "https://github.com/rse-rs/rse/blob/main/";
+    let links: Vec<&str> = rules
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("runbook_url:"))
+        .map(|url| url.trim().trim_matches('"'))
+        .collect();
+    assert_eq!(links.len(), rules.matches("- alert:").count(), "every alert has a runbook_url");
+    for link in links {
+        let target = link.strip_prefix(prefix).unwrap_or_else(|| panic!("{link} is not a page of the repository"));
+        let (file, anchor) = target.split_once('#').unwrap_or((target, ""));
+        let text =
+            std::fs::read_to_string(Path::new(REPO).join(file)).unwrap_or_else(|e| panic!("{link}: {file}: {e}"));
+        if !anchor.is_empty() {
+            let heading = text.lines().any(|l| {
+                l.starts_with('#') && l.trim_start_matches('#').trim().to_lowercase().replace(' ', "-") == anchor
+            });
+            assert!(heading, "{link}: {file} has no heading for #{anchor}");
+        }
+    }
+}
+
+#[test]
 fn rules_pass_promtool_check_and_unit_tests() {
     let Some(promtool) = tool("promtool") else { return };
     let dir = Path::new(REPO).join("deploy/prometheus");

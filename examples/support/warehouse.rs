@@ -69,6 +69,10 @@ pub fn create(path: &Path) -> rusqlite::Result<()> {
             updated_at TIMESTAMP NOT NULL
         )",
     )?;
+    // The consent system's list of customers who withdrew their consent.
+    conn.execute_batch(
+        "CREATE TABLE consent_withdrawn (customer_ref TEXT PRIMARY KEY, withdrawn_at TIMESTAMP NOT NULL)",
+    )?;
     let now = now_rfc3339();
     let tx = conn.transaction()?;
     for id in 1..=CUSTOMERS {
@@ -113,4 +117,15 @@ pub fn advance(path: &Path, cycle: u64) -> rusqlite::Result<()> {
     }
     tx.execute("DELETE FROM customers WHERE id = (SELECT min(id) FROM customers WHERE id > 20 AND id % 50 <> 7)", [])?;
     tx.commit()
+}
+
+/// Customer `customer_ref` withdraws consent: the consent system lists them.
+#[allow(dead_code)] // The push job runs once, on the model as created.
+pub fn withdraw_consent(path: &Path, customer_ref: &str) -> rusqlite::Result<()> {
+    let conn = Connection::open(path)?;
+    conn.execute(
+        "INSERT OR IGNORE INTO consent_withdrawn VALUES (?1, ?2)",
+        rusqlite::params![customer_ref, now_rfc3339()],
+    )?;
+    Ok(())
 }

@@ -31,8 +31,8 @@ use crate::report::{Counts, FailureKind, ProgressEvent, RejectionSample, StageDu
 use crate::schema::Schema;
 use crate::source::ReadRequest;
 use crate::state::{Lease, RejectedEntry, RejectionStage, SnapshotEntry, StateCommit};
-use crate::transform::RejectionKind;
 use crate::suppression::{SuppressionOutcome, SuppressionReport};
+use crate::transform::RejectionKind;
 use crate::value::Value;
 
 /// What the reading side did.
