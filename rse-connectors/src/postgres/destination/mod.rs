@@ -72,7 +72,7 @@
 //! | string | `text` | `text[]` |
 //! | bytes | `bytea` | `bytea[]` |
 //! | date | `date` | `int4[]` days, `'1970-01-01'::date + n` |
-//! | timestamp | `timestamptz` | `int8[]` micros, `'epoch' + n µs` (exact) |
+//! | timestamp | `timestamptz` | `timestamptz[]` in the binary form (exact to the microsecond at any date) |
 //! | json, list | `jsonb` | `text[]`, cast |
 //!
 //! Inside a list, a value JSON cannot hold is the text PostgreSQL gives it in its own column

@@ -21,12 +21,9 @@ use tokio_postgres::types::{FromSql, ToSql, Type};
 
 use super::PostgresDestination;
 use super::bind::{Bind, Column, convert};
+use crate::postgres::copy::{PG_EPOCH_DAYS, PG_EPOCH_MICROS};
 use crate::postgres::sql::quote_ident;
 use crate::read_back::list_from_json;
-
-/// Days from 1970-01-01 to 2000-01-01, PostgreSQL's epoch for dates and timestamps.
-const PG_EPOCH_DAYS: i32 = 10_957;
-const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
 
 /// One column as the server sent it.
 #[derive(Debug)]
@@ -128,11 +125,8 @@ impl PostgresDestination {
     /// The key columns bound as arrays, one element per key, for `unnest`; `None` for a key
     /// that does not decode into values of the key columns' types.
     fn bind_keys<'k>(schema: &Schema, keys: &'k [Vec<Value>]) -> (Vec<Column<'k>>, Vec<Bind>) {
-        let binds: Vec<Bind> = schema
-            .key_indices()
-            .iter()
-            .filter_map(|&i| schema.field(i).map(|f| Bind::of(&f.data_type)))
-            .collect();
+        let binds: Vec<Bind> =
+            schema.key_indices().iter().filter_map(|&i| schema.field(i).map(|f| Bind::of(&f.data_type))).collect();
         let mut columns: Vec<Column<'k>> = binds.iter().map(|&b| Column::new(b, keys.len())).collect();
         for values in keys {
             for (column, value) in columns.iter_mut().zip(values) {
@@ -210,7 +204,10 @@ impl ReadBack for PostgresDestination {
         let after_values = match after.map(Key::decode) {
             Some(Ok(values)) => Some(values),
             Some(Err(e)) => {
-                return Err(DestinationError::fatal(format!("{}: the key to list after does not decode: {e}", self.name)));
+                return Err(DestinationError::fatal(format!(
+                    "{}: the key to list after does not decode: {e}",
+                    self.name
+                )));
             }
             None => None,
         };
