@@ -128,7 +128,7 @@ fn record_of(schema: &Schema, mut fields: HashMap<Vec<u8>, Vec<u8>>) -> Held {
         fields.get(FIELDS_LIST.as_bytes()).and_then(|list| serde_json::from_slice(list).ok());
     let mut values = Vec::with_capacity(schema.len());
     for field in schema.fields() {
-        let written = listed.as_ref().is_none_or(|names| names.iter().any(|n| *n == field.name));
+        let written = listed.as_ref().is_none_or(|names| names.contains(&field.name));
         let text = if written { fields.remove(field.name.as_bytes()) } else { None };
         let value = match text {
             None => Some(Value::Null),

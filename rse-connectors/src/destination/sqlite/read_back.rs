@@ -58,12 +58,8 @@ fn read_rows(inner: &Inner, conn: &Connection, schema: &Schema, keys: &[Key]) ->
     let columns: Vec<String> = schema.fields().iter().map(|f| quote(&f.name)).collect();
     let condition: Vec<String> =
         schema.key_names().enumerate().map(|(i, name)| format!("{} = ?{}", quote(name), i + 1)).collect();
-    let sql = format!(
-        "SELECT {} FROM {} WHERE {}",
-        columns.join(", "),
-        quote(&inner.options.table),
-        condition.join(" AND ")
-    );
+    let sql =
+        format!("SELECT {} FROM {} WHERE {}", columns.join(", "), quote(&inner.options.table), condition.join(" AND "));
     let mut statement = conn.prepare_cached(&sql).map_err(|e| inner.classify("reading rows back", e))?;
     let mut held = Vec::with_capacity(keys.len());
     for key in keys {
