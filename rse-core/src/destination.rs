@@ -346,7 +346,7 @@ pub enum Held {
 pub trait ReadBack: Send + Sync {
     /// What the destination holds for each of `keys`, one per key, in order. `sync_id` and
     /// `schema` are the sync's, as its changes carry them
-    /// ([`ChangeBatch`](crate::ChangeBatch)'s `sync_id` and `schema`).
+    /// ([`ChangeBatch`]'s `sync_id` and `schema`).
     ///
     /// # Errors
     /// A [`DestinationError`] when the read as a whole failed (classified as for a write).

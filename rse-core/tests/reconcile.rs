@@ -331,3 +331,97 @@ async fn verify_refuses_what_it_cannot_compare() {
     let e = renamed.repair(&report).await.unwrap_err();
     assert!(e.to_string().contains("report is of sync `reconcile`"), "{e}");
 }
+
+/// Records every gauge set, as `name{label=value,…}` (labels sorted).
+#[derive(Clone, Default)]
+struct Gauges(Arc<Mutex<std::collections::BTreeMap<String, f64>>>);
+
+struct GaugeSlot {
+    name: String,
+    gauges: Gauges,
+}
+
+impl ::metrics::GaugeFn for GaugeSlot {
+    fn increment(&self, value: f64) {
+        *self.gauges.0.lock().unwrap().entry(self.name.clone()).or_default() += value;
+    }
+    fn decrement(&self, value: f64) {
+        self.increment(-value);
+    }
+    fn set(&self, value: f64) {
+        self.gauges.0.lock().unwrap().insert(self.name.clone(), value);
+    }
+}
+
+impl ::metrics::Recorder for Gauges {
+    fn describe_counter(&self, _: ::metrics::KeyName, _: Option<::metrics::Unit>, _: ::metrics::SharedString) {}
+    fn describe_gauge(&self, _: ::metrics::KeyName, _: Option<::metrics::Unit>, _: ::metrics::SharedString) {}
+    fn describe_histogram(&self, _: ::metrics::KeyName, _: Option<::metrics::Unit>, _: ::metrics::SharedString) {}
+    fn register_counter(&self, _: &::metrics::Key, _: &::metrics::Metadata<'_>) -> ::metrics::Counter {
+        ::metrics::Counter::noop()
+    }
+    fn register_gauge(&self, key: &::metrics::Key, _: &::metrics::Metadata<'_>) -> ::metrics::Gauge {
+        let mut labels: Vec<String> = key.labels().map(|l| format!("{}={}", l.key(), l.value())).collect();
+        labels.sort();
+        let name = format!("{}{{{}}}", key.name(), labels.join(","));
+        ::metrics::Gauge::from_arc(Arc::new(GaugeSlot { name, gauges: self.clone() }))
+    }
+    fn register_histogram(&self, _: &::metrics::Key, _: &::metrics::Metadata<'_>) -> ::metrics::Histogram {
+        ::metrics::Histogram::noop()
+    }
+}
+
+#[test]
+fn verify_sets_the_reconcile_gauges_by_sync_and_kind() {
+    let gauges = Gauges::default();
+    ::metrics::with_local_recorder(&gauges, || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            let w = tampered().await;
+            w.sync.verify(&VerifyOptions::default()).await.unwrap();
+        });
+    });
+    let got = gauges.0.lock().unwrap().clone();
+    let expected: std::collections::BTreeMap<String, f64> = [
+        ("rse_reconcile_checked_records{sync=reconcile}", 10.0),
+        ("rse_reconcile_mismatch_ratio{sync=reconcile}", 0.3),
+        ("rse_reconcile_mismatches{kind=extra,sync=reconcile}", 1.0),
+        ("rse_reconcile_mismatches{kind=missing,sync=reconcile}", 1.0),
+        ("rse_reconcile_mismatches{kind=stale,sync=reconcile}", 1.0),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    assert_eq!(got, expected);
+}
+
+#[tokio::test]
+async fn the_source_is_read_through_the_transforms_as_a_run_reads_it() {
+    use rse_core::transform::{Cast, Constant, DropFields, HashPii, Rename};
+    let source = MemorySource::new(schema(), (1..=5).map(|i| row(i, "gold")).collect());
+    let destination = MemoryDestination::new();
+    let sync = SyncJob::builder("reconcile")
+        .source(source.clone())
+        .transform(HashPii::email("email")) // the key itself is rewritten
+        .transform(Rename::new([("plan", "tier")]))
+        .transform(Cast::new("score", DataType::String))
+        .transform(Constant::new("origin", "warehouse"))
+        .transform(DropFields::new(["tier"]))
+        .destination(destination.clone())
+        .state(MemoryStateStore::new())
+        .mode(Mode::Mirror)
+        .build()
+        .await
+        .unwrap();
+    sync.run().await.unwrap();
+    let clean = sync.verify(&VerifyOptions::default()).await.unwrap();
+    assert!(clean.is_clean() && clean.checked == 5 && clean.unsent == 0, "{clean}");
+    // The destination's keys are the transformed ones: remove one as it holds it.
+    let held = destination.records().keys().next().cloned().unwrap();
+    destination.remove(&held);
+    source.upsert(row(2, "silver")); // the plan is dropped by the transforms: nothing to send
+    source.upsert(Record::new(vec![Value::String(email(3)), Value::from("gold"), Value::Float(9.0)]));
+    let report = sync.verify(&VerifyOptions::default()).await.unwrap();
+    assert_eq!(kinds(&report), vec![(held, MismatchKind::Missing)]);
+    assert_eq!(report.unsent, 1, "only the changed score reaches the destination");
+}

@@ -160,7 +160,9 @@ impl SyncJob {
     /// the source through the sync's transforms as a run reads it (a full read). Sets the
     /// `rse_reconcile_*` gauges.
     ///
-    /// Memory grows with the keys of the sample (their fingerprints, about 60 bytes a key).
+    /// Memory grows with the keys of the sample: each key and its fingerprint, about 100 bytes
+    /// a key (100 MB for a million keys checked).
+    ///
     /// A run that commits while verify reads may make a key look mismatched; verify drops a
     /// mismatch whose state entry changed meanwhile, and a repair of one that slips through
     /// re-sends one record. Verify between runs for an exact account.
