@@ -281,14 +281,18 @@ impl ReconcileReport {
 /// A short summary: counts, the ratio and the sampled keys as hashes; never a key or a value.
 impl fmt::Display for ReconcileReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let sample = if self.sample >= 1.0 {
+            "every key".to_owned()
+        } else {
+            format!("a sample of {}% of keys", (self.sample * 1e6).round() / 1e4)
+        };
         writeln!(
             f,
-            "sync `{}` ({}) against `{}`, {:.4}% of keys, in {:.1?}: {} checked, {} matched, {} missing, {} stale, \
-             {} extra ({:.4}% mismatched)",
+            "sync `{}` ({}) against `{}`, {sample}, in {:.1?}: {} checked, {} matched, {} missing, {} stale, {} extra \
+             ({:.4}% mismatched)",
             self.sync_id,
             self.mode,
             self.destination,
-            100.0 * self.sample.min(1.0),
             self.duration,
             self.checked,
             self.matched,
@@ -327,5 +331,33 @@ mod tests {
         // A smaller sample is a subset of a larger one.
         let tenth = VerifyOptions::default().with_sample(0.1);
         assert!(keys.iter().filter(|k| tenth.in_sample(k)).all(|k| options.in_sample(k)));
+    }
+
+    #[test]
+    fn the_text_shows_counts_and_hashes_only() {
+        let key = Key::from_values(&[Value::from("ada@example.com")]);
+        let report = ReconcileReport {
+            sync_id: "crm".into(),
+            destination: "memory".into(),
+            mode: Mode::Mirror,
+            sample: 0.01,
+            started_at_ms: 0,
+            duration: Duration::from_millis(1500),
+            checked: 200,
+            matched: 199,
+            missing: 1,
+            stale: 0,
+            extra: 0,
+            foreign: 3,
+            in_doubt: 0,
+            unsent: 2,
+            samples: vec![MismatchSample { key: key.redacted(), kind: MismatchKind::Missing }],
+            mismatches: vec![Mismatch { key: key.clone(), kind: MismatchKind::Missing }],
+        };
+        let text = format!("{report}\n{report:?}");
+        assert!(text.contains("a sample of 1% of keys"), "{text}");
+        assert!(text.contains("200 checked, 199 matched, 1 missing, 0 stale, 0 extra (0.5000% mismatched)"), "{text}");
+        assert!(text.contains(&format!("missing key {}", key.redacted())), "{text}");
+        assert!(!text.contains("ada"), "{text}");
     }
 }
