@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::change::{ChangeBatch, WriteOutcome};
-use crate::destination::{Destination, DestinationCapabilities, TransactionalState};
+use crate::destination::{Destination, DestinationCapabilities, ReadBack, TransactionalState};
 use crate::error::{DestinationError, SourceError, StateError, TransformError};
 use crate::key::Key;
 use crate::record::RowBatch;
@@ -94,6 +94,9 @@ macro_rules! forward {
                 end: &crate::destination::RunEnd,
             ) -> Result<crate::destination::DestinationRunReport, DestinationError> {
                 (**self).finish_run(run, end).await
+            }
+            fn read_back(&self) -> Option<&dyn ReadBack> {
+                (**self).read_back()
             }
         }
 

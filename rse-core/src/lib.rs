@@ -22,6 +22,7 @@ pub mod key;
 pub mod memory;
 pub mod metrics;
 pub mod observe;
+pub mod reconcile;
 pub mod record;
 pub mod report;
 pub mod runner;
@@ -43,8 +44,8 @@ pub use change::{
     Change, ChangeBatch, ChangeOutcome, Effect, IdempotencyKey, Memo, Op, Receipt, WriteOutcome, WriteOutcomes,
 };
 pub use destination::{
-    CommitFor, CommittedWriteError, Destination, DestinationCapabilities, DestinationRunReport, QuotaFeedback,
-    QuotaWindow, RateLimit, RunEnd, RunInfo, TransactionalState,
+    CommitFor, CommittedWriteError, Destination, DestinationCapabilities, DestinationRunReport, Held, QuotaFeedback,
+    QuotaWindow, RateLimit, ReadBack, RunEnd, RunInfo, TransactionalState,
 };
 pub use drift::{SchemaDrift, SchemaDriftPolicy, SchemaSummary};
 pub use error::{
@@ -54,6 +55,7 @@ pub use error::{
 pub use fingerprint::{Fingerprint, FingerprintAlgorithm, Fingerprinter};
 pub use key::{Key, KeyHash};
 pub use observe::{ObservedBatch, ObservedRecord, OutcomeObserver, RecordOutcome};
+pub use reconcile::{Mismatch, MismatchKind, MismatchSample, ReconcileReport, VerifyOptions};
 pub use record::{Record, RowBatch, SourceRejection};
 pub use report::{
     Counts, EffectCounts, FailureKind, OpCounts, ProgressEvent, RejectionSample, RunStatus, StageDurations, SyncReport,

@@ -13,7 +13,9 @@ use async_trait::async_trait;
 use futures::StreamExt;
 
 use crate::change::{Change, ChangeBatch, ChangeOutcome, IdempotencyKey, Memo, Op, Receipt, WriteOutcome};
-use crate::destination::{CommitFor, CommittedWriteError, Destination, DestinationCapabilities, TransactionalState};
+use crate::destination::{
+    CommitFor, CommittedWriteError, Destination, DestinationCapabilities, Held, ReadBack, TransactionalState,
+};
 use crate::error::{DestinationError, SourceError, StateError};
 use crate::fingerprint::Fingerprint;
 use crate::key::Key;
@@ -296,6 +298,11 @@ impl MemoryDestination {
         lock(&self.data).rows.insert(key, (record, Fingerprint(0)));
     }
 
+    /// Takes a record away as if deleted by someone else; the record it held, if any.
+    pub fn remove(&self, key: &Key) -> Option<Record> {
+        lock(&self.data).rows.remove(key).map(|(record, _)| record)
+    }
+
     /// Applies `batch` to `data`, noting in `undo` how to take it back.
     fn apply(&self, data: &mut DestinationData, batch: &ChangeBatch, undo: &mut Undo) -> WriteOutcome {
         let honour = self.capabilities.honours_idempotency_keys;
@@ -444,6 +451,33 @@ impl Destination for MemoryDestination {
 
     fn transactional_state(&self) -> Option<&dyn TransactionalState> {
         self.state.is_some().then_some(self as &dyn TransactionalState)
+    }
+
+    fn read_back(&self) -> Option<&dyn ReadBack> {
+        Some(self)
+    }
+}
+
+/// The records held, as they were written (the memory destination holds one sync's
+/// records: `sync_id` and `schema` are not needed to find them).
+#[async_trait]
+impl ReadBack for MemoryDestination {
+    async fn read(&self, _sync_id: &str, _schema: &Schema, keys: &[Key]) -> Result<Vec<Held>, DestinationError> {
+        let data = lock(&self.data);
+        Ok(keys.iter().map(|k| data.rows.get(k).map_or(Held::Absent, |(r, _)| Held::Record(r.clone()))).collect())
+    }
+
+    async fn keys(
+        &self,
+        _sync_id: &str,
+        _schema: &Schema,
+        after: Option<&Key>,
+        limit: usize,
+    ) -> Result<Vec<Key>, DestinationError> {
+        use std::ops::Bound;
+        let data = lock(&self.data);
+        let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
+        Ok(data.rows.range::<Key, _>((lower, Bound::Unbounded)).take(limit).map(|(k, _)| k.clone()).collect())
     }
 }
 

@@ -11,6 +11,7 @@ mod plan;
 mod prior;
 mod produce;
 mod quota;
+mod reconcile;
 mod run;
 mod suppress;
 
@@ -24,6 +25,7 @@ pub use options::{DEFAULT_MAX_DELETES, DiffStrategy, MaxDeletes, Mode, SyncOptio
 use crate::destination::Destination;
 use crate::error::{ConfigError, Error};
 use crate::observe::{Observers, OutcomeObserver};
+use crate::reconcile::{ReconcileReport, VerifyOptions};
 use crate::report::{ProgressEvent, SyncReport};
 use crate::schema::Schema;
 use crate::source::Source;
@@ -80,6 +82,8 @@ struct SyncInner {
     observers: Observers,
     /// Withdrawn consent, loaded at every run.
     suppressions: Vec<Arc<dyn Suppressions>>,
+    /// A repair's keys: the run plans changes for these only (see `reconcile.rs`).
+    restrict: Option<Arc<reconcile::Restriction>>,
 }
 
 impl std::fmt::Debug for SyncJob {
@@ -156,6 +160,75 @@ impl SyncJob {
     /// As for [`run`](SyncJob::run).
     pub async fn run_with_cancel(&self, cancel: CancellationToken) -> Result<SyncReport, Error> {
         run::run(&self.inner, cancel).await
+    }
+
+    /// Compares what the destination holds with what the state says it acknowledged, and
+    /// the source with the state: the keys `missing`, `stale` or `extra` at the destination,
+    /// those it holds that this sync never wrote, and the next run's pending work (see
+    /// [`crate::reconcile`] for the exact definitions). Reads only: no lease is taken,
+    /// nothing is written, the destination is read through [`Destination::read_back`], and
+    /// the source through the sync's transforms as a run reads it (a full read). Sets the
+    /// `rse_reconcile_*` gauges.
+    ///
+    /// Memory grows with the keys of the sample: each key and its fingerprint, about 100 bytes
+    /// a key (100 MB for a million keys checked).
+    ///
+    /// A run that commits while verify reads may make a key look mismatched; verify drops a
+    /// mismatch whose state entry changed meanwhile, and a repair of one that slips through
+    /// re-sends one record. Verify between runs for an exact account.
+    ///
+    /// ```
+    /// # use rse_core::{*, memory::*};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let schema = Schema::new(vec![Field::required("id", DataType::Int), Field::new("score", DataType::Float)], &["id"])?;
+    /// let rows = vec![Record::new(vec![1.into(), 0.8.into()]), Record::new(vec![2.into(), 0.4.into()])];
+    /// let destination = MemoryDestination::new();
+    /// let sync = SyncJob::builder("scores")
+    ///     .source(MemorySource::new(schema.into_arc(), rows))
+    ///     .destination(destination.clone())
+    ///     .state(MemoryStateStore::new())
+    ///     .build()
+    ///     .await?;
+    /// sync.run().await?;
+    /// destination.remove(&Key::from_values(&[Value::Int(2)])); // lost behind the sync's back
+    ///
+    /// let found = sync.verify(&VerifyOptions::default()).await?;
+    /// assert_eq!((found.checked, found.missing), (2, 1));
+    /// let repaired = sync.repair(&found).await?; // sends key 2 again, nothing else
+    /// assert_eq!(repaired.counts.applied.total(), 1);
+    /// assert!(sync.verify(&VerifyOptions::default()).await?.is_clean());
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Reconcile`] when the destination cannot read back, the mode is `Append`, the
+    /// source cannot be read or its columns changed since they were last delivered, or the
+    /// destination's read fails; [`Error::State`] when the state cannot be read;
+    /// [`Error::FingerprintMismatch`] when the state was fingerprinted with another
+    /// algorithm; [`Error::Config`] for options out of range.
+    pub async fn verify(&self, options: &VerifyOptions) -> Result<ReconcileReport, Error> {
+        reconcile::verify(&self.inner, options).await
+    }
+
+    /// Sends again exactly the keys `report` found mismatched, as an ordinary run sends:
+    /// under the lease, with the same batching, pacing, idempotency keys, state commits and
+    /// delete guard. A missing or stale key gets its current source record (as the mode
+    /// sends it: an insert or an update); an extra key is deleted in `Mirror` mode. Nothing
+    /// else is sent: other changes the source has wait for the next run. Under `Insert`
+    /// stale keys are left (the mode never rewrites a record), and outside `Mirror` extra
+    /// keys are (only `Mirror` deletes); a key the source no longer has is sent nothing
+    /// unless the mode deletes it. Returns the run's report, kept in the run history.
+    ///
+    /// How the run is restricted (the keys' state entries marked as pending in one commit
+    /// under the lease, then a run that plans changes for those keys only) is described in
+    /// [`crate::reconcile`]; a repair that does not complete is finished by the next run.
+    ///
+    /// # Errors
+    /// [`Error::Reconcile`] for a report of another sync, an `Append` or dry-run sync, or a
+    /// full resync that has not completed (run the sync first); otherwise as
+    /// [`run`](SyncJob::run).
+    pub async fn repair(&self, report: &ReconcileReport) -> Result<SyncReport, Error> {
+        reconcile::repair(&self.inner, report, CancellationToken::new()).await
     }
 }
 
@@ -370,6 +443,7 @@ impl SyncBuilder {
                 progress,
                 observers: Observers::new(self.observers),
                 suppressions: self.suppressions,
+                restrict: None,
             }),
         })
     }

@@ -64,6 +64,8 @@ pub(super) struct Produced {
     pub(super) canary: Option<CanaryReport>,
     /// What the suppression list did.
     pub(super) suppression: Option<SuppressionReport>,
+    /// In a repair, the keys it planned a change for.
+    pub(super) planned_keys: HashSet<Key>,
 }
 
 pub(super) struct Producer<'a> {
@@ -471,9 +473,13 @@ impl<'a> Producer<'a> {
         for key in &seen {
             self.touch(key);
         }
+        let mut observed = std::mem::take(&mut self.observed);
+        if let Some(restriction) = &self.inner.restrict {
+            rejections.retain(|r| restriction.contains(&r.key));
+            observed.retain(|o| restriction.contains(&o.key));
+        }
         let committed =
             rejections.is_empty() || self.commit(StateCommit { rejected: rejections, ..StateCommit::default() }).await;
-        let observed = std::mem::take(&mut self.observed);
         if committed {
             let run_id = self.lease.as_ref().map_or(0, |l| l.token);
             self.inner.observers.outcomes(&self.inner.id, run_id, observed);
@@ -552,6 +558,7 @@ impl<'a> Producer<'a> {
         for invalid in std::mem::take(&mut diff.invalid) {
             self.out.counts.invalid += 1;
             match &invalid.key {
+                Some(key) if self.inner.restrict.as_ref().is_some_and(|r| !r.contains(key)) => {}
                 Some(key) => {
                     self.touch(key);
                     // Kept with the sync's rejections (committed at the end of the run, after
@@ -590,10 +597,19 @@ impl<'a> Producer<'a> {
     /// Shapes a diff result by the sync's mode into a change, or skips it.
     fn plan(&mut self, p: Planned) -> Option<Outgoing> {
         let inner = self.inner;
+        if let Some(restriction) = &inner.restrict {
+            // A repair sends its keys only; the rest waits for the next run.
+            if !restriction.contains(&p.key) {
+                return None;
+            }
+        }
         let Some((op, version)) = shape(inner.mode, p.kind, p.fingerprint, p.base_version, p.pending) else {
             self.out.counts.skipped += 1;
             return None;
         };
+        if inner.restrict.is_some() {
+            self.out.planned_keys.insert(p.key.clone());
+        }
         self.out.counts.planned.add(op, 1);
         let change = change(&inner.id, op, p.key, Some(p.record), p.fingerprint, version);
         Some(Outgoing { change, prior: p.pending, consent: false })
@@ -716,9 +732,17 @@ impl<'a> Producer<'a> {
         }
     }
 
-    async fn plan_deletes(&mut self, deletes: Vec<SnapshotEntry>, live_total: u64, tx: &mpsc::Sender<Vec<Outgoing>>) {
+    async fn plan_deletes(
+        &mut self,
+        mut deletes: Vec<SnapshotEntry>,
+        live_total: u64,
+        tx: &mpsc::Sender<Vec<Outgoing>>,
+    ) {
         let inner = self.inner;
         let options = &inner.options;
+        if let Some(restriction) = &inner.restrict {
+            deletes.retain(|e| restriction.contains(&e.key));
+        }
         if inner.mode != Mode::Mirror || options.full_resync || deletes.is_empty() || self.out.read_error.is_some() {
             return;
         }
@@ -738,6 +762,9 @@ impl<'a> Producer<'a> {
         }
         for entry in deletes {
             self.touch(&entry.key);
+            if inner.restrict.is_some() {
+                self.out.planned_keys.insert(entry.key.clone());
+            }
             let (fingerprint, version) = delete_of(&entry);
             self.out.counts.planned.add(Op::Delete, 1);
             let change = change(&inner.id, Op::Delete, entry.key, None, fingerprint, version);

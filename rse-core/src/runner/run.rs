@@ -53,7 +53,7 @@ pub(super) async fn run(inner: &SyncInner, cancel: CancellationToken) -> Result<
 /// The run id of the sync's last run, when it was a full resync that did not complete
 /// (crashed, cancelled, stopped by a quota or a failure): what it did not re-send may be
 /// missing at a destination that replaces its contents on a full resync (an ad audience).
-async fn unfinished_full_resync(inner: &SyncInner) -> Result<Option<u64>, Error> {
+pub(super) async fn unfinished_full_resync(inner: &SyncInner) -> Result<Option<u64>, Error> {
     if inner.options.full_resync || inner.options.dry_run {
         return Ok(None);
     }
@@ -61,7 +61,11 @@ async fn unfinished_full_resync(inner: &SyncInner) -> Result<Option<u64>, Error>
     Ok(last.first().filter(|r| r.full_resync && !r.dry_run && !r.status.is_complete()).map(|r| r.run_id))
 }
 
-async fn run_in_span(inner: &SyncInner, cancel: CancellationToken, span: tracing::Span) -> Result<SyncReport, Error> {
+pub(super) async fn run_in_span(
+    inner: &SyncInner,
+    cancel: CancellationToken,
+    span: tracing::Span,
+) -> Result<SyncReport, Error> {
     let started = Instant::now();
     let options = &inner.options;
     let mut report = SyncReport::new(&inner.id, inner.mode);
@@ -149,6 +153,9 @@ async fn run_in_span(inner: &SyncInner, cancel: CancellationToken, span: tracing
             repeated.dedup_by(|a, b| a.key == b.key);
             let observed = observed_keys(inner, &repeated);
             commit.rejected = repeated;
+            if let Some(restriction) = &inner.restrict {
+                commit.settled = super::reconcile::unmark(restriction, &produced.planned_keys);
+            }
             report.counts.recovered += commit.cleared_rejections.len() as u64;
             if !commit.is_empty()
                 && let Err(error) = inner.state.commit(lease, commit).await
@@ -396,6 +403,9 @@ async fn prepare(
     report.schema = Some(recorded.unwrap_or_else(|| SchemaSummary::of(&inner.schema)));
     if let Some(lease) = lease {
         inner.state.record_run(lease, report).await?;
+        if let Some(restriction) = &inner.restrict {
+            super::reconcile::mark(inner, lease, restriction).await?;
+        }
     }
 
     // Only what the run decides with is kept; the refused records stay in the store.
@@ -406,7 +416,10 @@ async fn prepare(
         let full = page.len() == PAGE;
         after = page.last().map(|e| e.key.clone());
         for entry in &page {
-            prior.insert(entry);
+            // A repair settles only its own keys' rejections.
+            if inner.restrict.as_ref().is_none_or(|r| r.contains(&entry.key)) {
+                prior.insert(entry);
+            }
         }
         if !full {
             break;

@@ -17,9 +17,9 @@ use async_trait::async_trait;
 
 use super::batch::ChangeBatchBuilder;
 use crate::change::{Change, ChangeBatch, ChangeOutcome, Memo, Op, WriteOutcome};
-use crate::destination::{CommittedWriteError, Destination, TransactionalState};
+use crate::destination::{CommittedWriteError, Destination, Held, ReadBack, TransactionalState};
 use crate::error::{BoxError, StateError};
-use crate::fingerprint::{Fingerprint, FingerprintAlgorithm};
+use crate::fingerprint::{Fingerprint, FingerprintAlgorithm, Fingerprinter};
 use crate::key::Key;
 use crate::record::Record;
 use crate::report::{RunStatus, SyncReport};
@@ -127,7 +127,10 @@ async fn expect_held(
 /// It writes to the key range `id` 1–1,000 of [`conformance_schema`] under a fresh sync id:
 /// sane capabilities, `check()`, one outcome per change, inserts, updates, deletes (also
 /// of a missing key), a repeated write of the same batch (a retry after a timeout) and a
-/// batch of the declared maximum size. With `readback`, it verifies the records held.
+/// batch of the declared maximum size. With `readback`, it verifies the records held. A
+/// destination that offers [`Destination::read_back`] has it checked too: what was written
+/// reads back fingerprint-equal, a key never written reads as absent, and its key listing
+/// pages through every key once, ascending.
 ///
 /// # Errors
 /// A [`ConformanceError`] naming the first broken rule.
@@ -160,6 +163,9 @@ pub async fn check_destination(
         write_all_applied(dest, &first, "first write").await?;
         for r in &rows {
             expect_held(readback, &schema, r, true, "after the first write").await?;
+        }
+        if let Some(read_back) = dest.read_back() {
+            check_read_back(read_back, &sync_id, &schema, &rows).await?;
         }
         // A retry of the very same batch (the first answer was lost) must be safe.
         write_all_applied(dest, &first, "repeated write of the same batch").await?;
@@ -194,6 +200,53 @@ pub async fn check_destination(
     if caps.supports(Op::Append) {
         let events = batch(&sync_id, &schema, vec![(Op::Append, record(500, "event", 1.0), 0)]);
         write_all_applied(dest, &events, "append").await?;
+    }
+    Ok(())
+}
+
+/// The read-back contract ([`ReadBack`]), on `rows` just written: each reads back
+/// fingerprint-equal, a key never written reads as absent, and the keys walked page by page
+/// (two a page) come each once, ascending, and include every row written.
+async fn check_read_back(
+    read_back: &dyn ReadBack,
+    sync_id: &str,
+    schema: &Schema,
+    rows: &[Record],
+) -> Result<(), ConformanceError> {
+    let mut keys: Vec<Key> = rows.iter().map(|r| r.key(schema)).collect::<Result<_, _>>().map_err(fail("key"))?;
+    keys.push(key(-7)); // no suite writes a negative id
+    let held = read_back.read(sync_id, schema, &keys).await.map_err(fail("read_back().read"))?;
+    ensure!(held.len() == keys.len(), "read_back().read answered {} for {} keys", held.len(), keys.len());
+    let mut fingerprinter = Fingerprinter::new(FingerprintAlgorithm::default(), schema);
+    for (i, (row, held)) in rows.iter().zip(&held).enumerate() {
+        match held {
+            Held::Record(got) => ensure!(
+                fingerprinter.fingerprint(got) == fingerprinter.fingerprint(row),
+                "read_back().read of row {i} gives another record than written ({got:?}); a record written and \
+                 read back must fingerprint equal"
+            ),
+            other => ensure!(false, "read_back().read of row {i} just written gives {other:?}"),
+        }
+    }
+    ensure!(
+        held.last() == Some(&Held::Absent),
+        "read_back().read of a key never written gives {:?}, not Absent",
+        held.last()
+    );
+    let mut listed: Vec<Key> = Vec::new();
+    loop {
+        let page = read_back.keys(sync_id, schema, listed.last(), 2).await.map_err(fail("read_back().keys"))?;
+        ensure!(page.len() <= 2, "read_back().keys answered {} keys for a limit of 2", page.len());
+        for k in &page {
+            ensure!(listed.last().is_none_or(|last| k > last), "read_back().keys is not strictly ascending");
+            listed.push(k.clone());
+        }
+        if page.len() < 2 {
+            break;
+        }
+    }
+    for (i, k) in keys[..rows.len()].iter().enumerate() {
+        ensure!(listed.contains(k), "read_back().keys does not list row {i} just written");
     }
     Ok(())
 }
