@@ -21,7 +21,9 @@
 //! `customers-to-crm` keeps back the customers whose support notes hold an e-mail address
 //! (the sensitive-field guard) and those in the consent system's `consent_withdrawn` table,
 //! in either mode. Under `--faults` a customer withdraws consent at the third round, and an
-//! operator pauses `customers-to-crm` for one round in nine.
+//! operator pauses `customers-to-crm` for one round in nine. After each round
+//! `scores-to-app` is verified against the app's table (and repaired where it differs);
+//! under `--faults` that table is edited by hand now and then, so verify finds mismatches.
 //!
 //! ```text
 //! cargo run --example metrics_service -- [--listen 127.0.0.1:9464] [--interval 10] [--runs N] [--faults]
@@ -54,8 +56,8 @@ use rse::testing::FaultyDestination;
 use rse::transform::{DropFields, PiiDetector, Select, SensitiveFields, Validate};
 use rse::{
     Change, ChangeBatch, Destination, DestinationCapabilities, DestinationError, DestinationRunReport, Key, Memo, Mode,
-    ProgressEvent, QuotaFeedback, QuotaWindow, RunEnd, RunInfo, Schema, SchemaDriftPolicy, SyncJob, SyncOptions,
-    TransactionalState, Value, WriteOutcome,
+    ProgressEvent, QuotaFeedback, QuotaWindow, ReadBack, RunEnd, RunInfo, Schema, SchemaDriftPolicy, SyncJob,
+    SyncOptions, TransactionalState, Value, VerifyOptions, WriteOutcome,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -175,6 +177,9 @@ impl<D: Destination> Destination for Metered<D> {
     fn transactional_state(&self) -> Option<&dyn TransactionalState> {
         self.inner.transactional_state()
     }
+    fn read_back(&self) -> Option<&dyn ReadBack> {
+        self.inner.read_back()
+    }
     async fn validate(&self, batch: &ChangeBatch) -> Result<Option<WriteOutcome>, DestinationError> {
         self.inner.validate(batch).await
     }
@@ -201,6 +206,8 @@ struct Syncs {
     /// Writes every record's outcome and every run's report to `status.db`.
     status: StatusWriter,
     status_db: std::path::PathBuf,
+    /// The app's database, which `scores-to-app` writes to.
+    app_db: std::path::PathBuf,
     /// Steers `customers-to-crm`'s destination faults (`--faults`).
     faults: Option<FaultyDestination<SqliteDestination>>,
 }
@@ -306,6 +313,7 @@ async fn build_syncs(dir: &Path, warehouse: &Path, faults: bool) -> Result<Syncs
         churn: churn.build().await?,
         status,
         status_db: dir.join("status.db"),
+        app_db: app.clone(),
         faults,
     })
 }
@@ -409,6 +417,29 @@ async fn run_round(syncs: &Syncs, round: u64, cancel: &CancellationToken) -> Res
         None => report(crm.run_with_cancel(cancel.clone()).await?),
     }
     report(syncs.scores.run_with_cancel(cancel.clone()).await?);
+    if syncs.faults.is_some() && round % 8 == 2 {
+        // Someone edits the app's table by hand: one row gone, one score changed.
+        let app = rusqlite::Connection::open(&syncs.app_db)?;
+        app.execute_batch(
+            "DELETE FROM scores WHERE id = (SELECT min(id) FROM scores);
+             UPDATE scores SET churn_score = churn_score + 1 WHERE id = (SELECT max(id) FROM scores);",
+        )?;
+    }
+    // Reconciliation after each run: read the app's table back and compare it with what the
+    // sync delivered; send again exactly what differs.
+    let found = syncs.scores.verify(&VerifyOptions::default()).await?;
+    if !found.is_clean() {
+        println!(
+            "  verify `{}`: {} of {} records differ ({} missing, {} stale, {} extra); repairing",
+            found.sync_id,
+            found.mismatched(),
+            found.checked,
+            found.missing,
+            found.stale,
+            found.extra
+        );
+        report(syncs.scores.repair(&found).await?);
+    }
     report(syncs.churn.run_with_cancel(cancel.clone()).await?);
     Ok(())
 }
