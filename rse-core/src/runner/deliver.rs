@@ -302,7 +302,7 @@ impl Deliverer {
             }
             result.commit_time += started.elapsed();
         }
-        self.observe(&finals, committed);
+        self.observe(&finals, committed, &consent);
         if applied + rejected > 0 && !matches!(result.failure, Some(BatchFailure::Commit(_))) {
             debug!(sync = %self.sync_id, applied, rejected, "Committed batch.");
             let _ = self.progress.send(ProgressEvent::BatchCommitted { applied, rejected });
@@ -312,7 +312,7 @@ impl Deliverer {
 
     /// Tells the observers the outcomes the state now holds: those committed with their write
     /// (exactly-once), and the others when the batch's commit (`committed`) succeeded.
-    fn observe(&self, finals: &[Done], committed: bool) {
+    fn observe(&self, finals: &[Done], committed: bool, consent: &std::collections::HashSet<Key>) {
         if self.observers.is_empty() {
             return;
         }
@@ -337,7 +337,18 @@ impl Deliverer {
                     Final::Undelivered => return None,
                 })
             })
-            .collect();
+            .collect::<Vec<_>>();
+        // A delete made because consent was withdrawn is audited beside its own outcome.
+        let removed = finals.iter().filter(|done| done.committed || committed).filter(|done| {
+            matches!(done.outcome, Final::Applied(_))
+                && done.change.op == Op::Delete
+                && consent.contains(&done.change.key)
+        });
+        let mut records = records;
+        records.extend(removed.map(|done| {
+            let outcome = RecordOutcome::Suppressed { outcome: SuppressionOutcome::Removed };
+            ObservedRecord::new(done.change.key.clone(), Some(Op::Delete), outcome).with_reason("consent withdrawn")
+        }));
         self.observers.outcomes(&self.sync_id, self.run.run_id, records);
     }
 

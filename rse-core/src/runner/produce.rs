@@ -97,6 +97,8 @@ pub(super) struct Producer<'a> {
     max_bytes: usize,
     /// Records refused while reading, told to the observers once their refusal is committed.
     observed: Vec<ObservedRecord>,
+    /// Suppressions that send nothing, told to the observers at once (see `tell_suppressed`).
+    suppressions_observed: Vec<ObservedRecord>,
     /// Only keys inside it are planned (all without one).
     canary: Option<Canary>,
     /// The run's suppression list, once loaded.
@@ -140,6 +142,7 @@ impl<'a> Producer<'a> {
             max_rows: inner.options.batch_rows.min(caps.max_batch_rows).max(1),
             max_bytes: inner.options.batch_bytes.min(caps.max_batch_bytes).max(1),
             observed: Vec::new(),
+            suppressions_observed: Vec::new(),
             canary,
             suppressor: None,
         }
@@ -319,8 +322,10 @@ impl<'a> Producer<'a> {
                     key,
                     SuppressionOutcome::KeptOut,
                 );
+                self.observe_suppressed(key, SuppressionOutcome::KeptOut);
             }
         }
+        self.tell_suppressed();
         let n = keys.len();
         seen.extend(keys.iter().cloned());
         self.remove_suppressed(keys, tx).await;
@@ -366,6 +371,7 @@ impl<'a> Producer<'a> {
                     if !inner.options.dry_run {
                         let destination = inner.destination.name();
                         audit(&inner.id, destination, &inner.progress, &entry.key, SuppressionOutcome::NotRemovable);
+                        self.observe_suppressed(&entry.key, SuppressionOutcome::NotRemovable);
                     }
                     continue;
                 }
@@ -376,6 +382,7 @@ impl<'a> Producer<'a> {
                 let change = change(&inner.id, Op::Delete, entry.key, None, fingerprint, version);
                 self.push(Outgoing { change, prior: entry.pending, consent: true }, tx).await;
             }
+            self.tell_suppressed();
         }
     }
 
@@ -485,6 +492,24 @@ impl<'a> Producer<'a> {
             self.inner.observers.outcomes(&self.inner.id, run_id, observed);
         }
         Some((batch, seen))
+    }
+
+    /// Notes a suppression that sends nothing (a record kept out, a key the destination
+    /// cannot delete), for the observers.
+    fn observe_suppressed(&mut self, key: &Key, outcome: SuppressionOutcome) {
+        if self.inner.observers.is_empty() || self.lease.is_none() || self.inner.options.dry_run {
+            return;
+        }
+        let record = ObservedRecord::new(key.clone(), None, RecordOutcome::Suppressed { outcome });
+        self.suppressions_observed.push(record.with_reason("consent withdrawn"));
+    }
+
+    /// Tells the observers the suppressions noted so far: they change no state, so they
+    /// wait for no commit.
+    fn tell_suppressed(&mut self) {
+        let records = std::mem::take(&mut self.suppressions_observed);
+        let run_id = self.lease.as_ref().map_or(0, |l| l.token);
+        self.inner.observers.outcomes(&self.inner.id, run_id, records);
     }
 
     /// Notes a record refused before the diff, for the observers once its refusal is
