@@ -73,7 +73,13 @@ impl OtlpTraces {
             .with_timeout(EXPORT_TIMEOUT)
             .with_http_client(client)
             .build()?;
-        let resource = Resource::builder().with_service_name(service).build();
+        // The SDK reads `OTEL_SERVICE_NAME` (and `OTEL_RESOURCE_ATTRIBUTES`); a name given
+        // here would override it.
+        let mut resource = Resource::builder();
+        if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
+            resource = resource.with_service_name(service);
+        }
+        let resource = resource.build();
         let provider = SdkTracerProvider::builder().with_batch_exporter(exporter).with_resource(resource).build();
         Ok(Self { provider, url: traces_url.to_owned(), failing })
     }
