@@ -46,5 +46,7 @@ pub use postgres::{PostgresConnectOptions, PostgresDestination, PostgresDestinat
 
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub mod state;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub mod status;
 #[cfg(any(feature = "postgres-tls", feature = "redis-tls", feature = "nats"))]
 mod tls;

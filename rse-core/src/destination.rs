@@ -95,6 +95,10 @@ pub struct DestinationCapabilities {
     /// needs them on later changes: the runner then reads each batch's memos from the
     /// state before the write and fills [`Change::memo`](crate::Change::memo).
     pub keeps_memos: bool,
+    /// Whether the memo it hands back is its own id of the record (a CRM's record id), which
+    /// [outcome observers](crate::observe) are then shown as the record's id. Off for a
+    /// memo that holds anything else (an audience's identifiers), which is never shown.
+    pub memos_are_record_ids: bool,
 }
 
 impl DestinationCapabilities {
@@ -109,6 +113,7 @@ impl DestinationCapabilities {
             honours_idempotency_keys: false,
             transactional: false,
             keeps_memos: false,
+            memos_are_record_ids: false,
         }
     }
 
@@ -156,6 +161,13 @@ impl DestinationCapabilities {
     /// Declares that memos are handed back and needed on later changes.
     pub fn with_memos(mut self, keeps: bool) -> Self {
         self.keeps_memos = keeps;
+        self
+    }
+
+    /// Declares that its memos are its own record ids (a CRM's): outcome observers see
+    /// them as [`ObservedRecord::record_id`](crate::observe::ObservedRecord::record_id).
+    pub fn with_record_id_memos(mut self, ids: bool) -> Self {
+        self.memos_are_record_ids = ids;
         self
     }
 }

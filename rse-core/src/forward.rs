@@ -17,7 +17,7 @@ use crate::report::SyncReport;
 use crate::schema::Schema;
 use crate::source::{ReadRequest, RowBatchStream, Source, SourceCapabilities};
 use crate::state::{Lease, RejectedEntry, SnapshotEntry, StateCommit, StateStore, SyncMeta};
-use crate::transform::{Transform, TransformOutput};
+use crate::transform::{Rejection, RejectionKind, Transform, TransformOutput};
 
 macro_rules! forward {
     ($($ptr:ident),*) => {$(
@@ -52,6 +52,9 @@ macro_rules! forward {
             }
             fn keeps_key_values(&self, input: &Arc<Schema>) -> bool {
                 (**self).keeps_key_values(input)
+            }
+            fn rejection_kind(&self, rejection: &Rejection) -> RejectionKind {
+                (**self).rejection_kind(rejection)
             }
         }
 

@@ -20,6 +20,7 @@ mod forward;
 pub mod key;
 pub mod memory;
 pub mod metrics;
+pub mod observe;
 pub mod record;
 pub mod report;
 pub mod runner;
@@ -50,6 +51,7 @@ pub use error::{
 };
 pub use fingerprint::{Fingerprint, FingerprintAlgorithm, Fingerprinter};
 pub use key::{Key, KeyHash};
+pub use observe::{ObservedBatch, ObservedRecord, OutcomeObserver, RecordOutcome};
 pub use record::{Record, RowBatch, SourceRejection};
 pub use report::{
     Counts, EffectCounts, FailureKind, OpCounts, ProgressEvent, RejectionSample, RunStatus, StageDurations, SyncReport,
@@ -60,5 +62,5 @@ pub use source::{ReadRequest, RowBatchStream, Source, SourceCapabilities};
 pub use state::{
     Lease, PendingChange, RejectedEntry, RejectionStage, SnapshotEntry, StateCommit, StateStore, SyncMeta,
 };
-pub use transform::{Rejection, Transform, TransformOutput};
+pub use transform::{Rejection, RejectionKind, Transform, TransformOutput};
 pub use value::{DataType, Decimal, Value};

@@ -11,6 +11,7 @@
 //! - `state/`: [`PostgresStateStore`], split by role.
 //! - `exactly_once.rs`: the destination committing the store's state in its own
 //!   transaction, the one module that knows both.
+//! - `status.rs`: the status write-back's tables ([`crate::status`]) in PostgreSQL.
 
 mod classify;
 pub(crate) mod connect;
@@ -22,6 +23,7 @@ mod options;
 mod params;
 mod sql;
 mod state;
+mod status;
 #[cfg(feature = "postgres-tls")]
 mod tls;
 mod types;

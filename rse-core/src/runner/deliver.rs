@@ -21,6 +21,7 @@ use crate::destination::{CommittedWriteError, Destination, RunInfo};
 use crate::error::{DestinationError, StateError, unix_secs};
 use crate::fingerprint::FingerprintAlgorithm;
 use crate::key::Key;
+use crate::observe::{ObservedRecord, Observers, RecordOutcome};
 use crate::report::{EffectCounts, FailureKind, OpCounts, ProgressEvent, RejectionSample};
 use crate::schema::Schema;
 use crate::state::{Lease, PendingChange, RejectedEntry, RejectionStage, SnapshotEntry, StateCommit, StateStore};
@@ -187,6 +188,10 @@ pub(crate) struct Deliverer {
     pub begun: tokio::sync::Mutex<bool>,
     /// The audience figures of the run's writes, summed.
     pub audience: std::sync::Mutex<Option<AudienceReport>>,
+    /// Told each batch's outcomes once committed.
+    pub observers: Observers,
+    /// Whether the destination's memos are its record ids (shown to the observers).
+    pub record_ids: bool,
 }
 
 impl Deliverer {
@@ -272,19 +277,53 @@ impl Deliverer {
         }
         let now = unix_secs(std::time::SystemTime::now());
         let commit = self.commit_of(finals.iter().filter(|d| !d.committed).filter_map(Done::outcome), &priors, now);
+        let mut committed = true;
         if !commit.applied.is_empty() || !commit.rejected.is_empty() {
             let started = Instant::now();
             if let Err(error) = self.state.commit(&self.lease, commit).await {
                 warn!(sync = %self.sync_id, applied, rejected, %error, "State commit failed; these changes will be sent again next run.");
                 result.failure = Some(BatchFailure::Commit(error));
+                committed = false;
             }
             result.commit_time += started.elapsed();
         }
+        self.observe(&finals, committed);
         if applied + rejected > 0 && !matches!(result.failure, Some(BatchFailure::Commit(_))) {
             debug!(sync = %self.sync_id, applied, rejected, "Committed batch.");
             let _ = self.progress.send(ProgressEvent::BatchCommitted { applied, rejected });
         }
         result
+    }
+
+    /// Tells the observers the outcomes the state now holds: those committed with their write
+    /// (exactly-once), and the others when the batch's commit (`committed`) succeeded.
+    fn observe(&self, finals: &[Done], committed: bool) {
+        if self.observers.is_empty() {
+            return;
+        }
+        let record_id = |memo: Option<&Memo>| {
+            if self.record_ids { memo.and_then(Memo::as_str).map(str::to_owned) } else { None }
+        };
+        let records = finals
+            .iter()
+            .filter(|done| done.committed || committed)
+            .filter_map(|Done { change, outcome, .. }| {
+                let (key, op) = (change.key.clone(), Some(change.op));
+                Some(match outcome {
+                    Final::Applied(receipt) => ObservedRecord::new(key, op, RecordOutcome::Applied)
+                        .with_effect(receipt.effect)
+                        .with_record_id(record_id(receipt.memo.as_ref().or(change.memo.as_ref()))),
+                    Final::Rejected { reason } => ObservedRecord::new(key, op, RecordOutcome::Rejected)
+                        .with_reason(reason.as_str())
+                        .with_record_id(record_id(change.memo.as_ref())),
+                    Final::Superseded { reason } => ObservedRecord::new(key, op, RecordOutcome::Superseded)
+                        .with_reason(reason.as_str())
+                        .with_record_id(record_id(change.memo.as_ref())),
+                    Final::Undelivered => return None,
+                })
+            })
+            .collect();
+        self.observers.outcomes(&self.sync_id, self.run.run_id, records);
     }
 
     /// One write of `batch` (after `begin_run`), within the write timeout: through the

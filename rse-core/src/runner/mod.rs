@@ -21,6 +21,7 @@ pub use options::{DEFAULT_MAX_DELETES, DiffStrategy, MaxDeletes, Mode, SyncOptio
 
 use crate::destination::Destination;
 use crate::error::{ConfigError, Error};
+use crate::observe::{Observers, OutcomeObserver};
 use crate::report::{ProgressEvent, SyncReport};
 use crate::schema::Schema;
 use crate::source::Source;
@@ -72,6 +73,8 @@ struct SyncInner {
     cursor_index: Option<usize>,
     use_merge: bool,
     progress: broadcast::Sender<ProgressEvent>,
+    /// Told each batch's committed outcomes and each run's report.
+    observers: Observers,
 }
 
 impl std::fmt::Debug for SyncJob {
@@ -99,6 +102,7 @@ impl SyncJob {
             mode: Mode::default(),
             options: SyncOptions::default(),
             key: None,
+            observers: Vec::new(),
         }
     }
 
@@ -160,6 +164,7 @@ pub struct SyncBuilder {
     mode: Mode,
     options: SyncOptions,
     key: Option<Vec<String>>,
+    observers: Vec<Arc<dyn OutcomeObserver>>,
 }
 
 impl std::fmt::Debug for SyncBuilder {
@@ -209,6 +214,14 @@ impl SyncBuilder {
     /// Overrides the key columns the source declares (named as the source names them).
     pub fn key<S: Into<String>>(mut self, columns: impl IntoIterator<Item = S>) -> Self {
         self.key = Some(columns.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Attaches an observer told each batch's per-record outcomes once they are committed,
+    /// and each run's report (a status write-back, an audit log); several may be attached.
+    /// See [`observe`](crate::observe) for what it is told and when.
+    pub fn observer(mut self, observer: impl OutcomeObserver + 'static) -> Self {
+        self.observers.push(Arc::new(observer));
         self
     }
 
@@ -339,6 +352,7 @@ impl SyncBuilder {
                 cursor_index,
                 use_merge,
                 progress,
+                observers: Observers::new(self.observers),
             }),
         })
     }

@@ -22,11 +22,14 @@ use crate::diff::{DiffOutput, Differ, Planned};
 use crate::drift::{SchemaDrift, SchemaSummary};
 use crate::error::unix_secs;
 use crate::key::Key;
+use crate::metrics::{SENSITIVE_FIELD_BLOCKS_TOTAL, SYNC};
+use crate::observe::{ObservedRecord, RecordOutcome};
 use crate::record::RowBatch;
 use crate::report::{Counts, FailureKind, ProgressEvent, RejectionSample, StageDurations};
 use crate::schema::Schema;
 use crate::source::ReadRequest;
 use crate::state::{Lease, RejectedEntry, RejectionStage, SnapshotEntry, StateCommit};
+use crate::transform::RejectionKind;
 use crate::value::Value;
 
 /// What the reading side did.
@@ -83,6 +86,8 @@ pub(super) struct Producer<'a> {
     batch_deadline: Option<Instant>,
     max_rows: usize,
     max_bytes: usize,
+    /// Records refused while reading, told to the observers once their refusal is committed.
+    observed: Vec<ObservedRecord>,
 }
 
 impl<'a> Producer<'a> {
@@ -116,6 +121,7 @@ impl<'a> Producer<'a> {
             batch_deadline: None,
             max_rows: inner.options.batch_rows.min(caps.max_batch_rows).max(1),
             max_bytes: inner.options.batch_bytes.min(caps.max_batch_bytes).max(1),
+            observed: Vec::new(),
         }
     }
 
@@ -183,7 +189,10 @@ impl<'a> Producer<'a> {
                         self.sample(rejection.key.as_ref(), RejectionStage::Source, None, &reason);
                         match rejection.key {
                             // The row is there, unreadable: its key must not be deleted.
-                            Some(key) => unreadable.push(key),
+                            Some(key) => {
+                                self.observe(&key, RejectionStage::Source, reason);
+                                unreadable.push(key);
+                            }
                             None => self.out.unknown_keys += 1,
                         }
                     }
@@ -265,8 +274,12 @@ impl<'a> Producer<'a> {
                 }
             };
             self.out.counts.filtered += output.filtered as u64;
+            let mut blocked = 0u64;
             for rejection in output.rejected {
                 self.out.counts.transform_rejected += 1;
+                if transform.rejection_kind(&rejection) == RejectionKind::SensitiveField {
+                    blocked += 1;
+                }
                 let key = rejection.record.key(&input_schema).ok();
                 self.sample(key.as_ref(), RejectionStage::Transform, None, &rejection.reason);
                 let Some(key) = key else {
@@ -274,6 +287,7 @@ impl<'a> Producer<'a> {
                     continue;
                 };
                 seen.push(key.clone());
+                self.observe(&key, RejectionStage::Transform, rejection.reason.clone());
                 let (attempts, first_rejected_at) =
                     self.prior.carried(&key, now, |p| p.stage == RejectionStage::Transform);
                 rejections.push(RejectedEntry {
@@ -289,16 +303,34 @@ impl<'a> Producer<'a> {
                     last_rejected_at: now,
                 });
             }
+            if blocked > 0 {
+                warn!(sync = %self.inner.id, transform = transform.name(), records = blocked, "Records kept back: a sensitive field would have reached the destination.");
+                metrics::counter!(SENSITIVE_FIELD_BLOCKS_TOTAL, SYNC => self.inner.id.to_string()).increment(blocked);
+            }
             batch = output.batch;
         }
         self.out.stages.transform += t.elapsed();
         for key in &seen {
             self.touch(key);
         }
-        if !rejections.is_empty() {
-            self.commit(StateCommit { rejected: rejections, ..StateCommit::default() }).await;
+        let committed =
+            rejections.is_empty() || self.commit(StateCommit { rejected: rejections, ..StateCommit::default() }).await;
+        let observed = std::mem::take(&mut self.observed);
+        if committed {
+            let run_id = self.lease.as_ref().map_or(0, |l| l.token);
+            self.inner.observers.outcomes(&self.inner.id, run_id, observed);
         }
         Some((batch, seen))
+    }
+
+    /// Notes a record refused before the diff, for the observers once its refusal is
+    /// committed (a dry run commits nothing, so tells them nothing).
+    fn observe(&mut self, key: &Key, stage: RejectionStage, reason: String) {
+        if self.inner.observers.is_empty() || self.lease.is_none() || self.inner.options.dry_run {
+            return;
+        }
+        let outcome = RecordOutcome::Refused { stage };
+        self.observed.push(ObservedRecord::new(key.clone(), None, outcome).with_reason(reason));
     }
 
     fn fail(&mut self, kind: FailureKind, reason: String) {
@@ -336,19 +368,25 @@ impl<'a> Producer<'a> {
         }
     }
 
-    /// Commits rejections found while reading (not a delivery outcome, so not batched).
-    async fn commit(&mut self, commit: StateCommit) {
+    /// Commits rejections found while reading (not a delivery outcome, so not batched);
+    /// returns whether they are committed.
+    async fn commit(&mut self, commit: StateCommit) -> bool {
         if self.inner.options.dry_run {
-            return;
+            return false;
         }
-        let Some(lease) = &self.lease else { return };
+        let Some(lease) = &self.lease else { return false };
         let t = Instant::now();
-        if let Err(error) = self.inner.state.commit(lease, commit).await {
-            warn!(%error, "Committing refused records failed.");
-            self.out.state_error.get_or_insert_with(|| (state_failure(&error), error.to_string()));
-            self.stop.cancel();
-        }
+        let committed = match self.inner.state.commit(lease, commit).await {
+            Ok(()) => true,
+            Err(error) => {
+                warn!(%error, "Committing refused records failed.");
+                self.out.state_error.get_or_insert_with(|| (state_failure(&error), error.to_string()));
+                self.stop.cancel();
+                false
+            }
+        };
         self.out.stages.commit += t.elapsed();
+        committed
     }
 
     async fn take_diff(&mut self, diff: &mut DiffOutput, tx: &mpsc::Sender<Vec<Outgoing>>) {

@@ -23,9 +23,10 @@ use crate::diff::{Differ, HashDiff, MergeDiff};
 use crate::drift::SchemaSummary;
 use crate::error::Error;
 use crate::key::Key;
+use crate::observe::{ObservedRecord, RecordOutcome};
 use crate::report::{FailureKind, ProgressEvent, RejectionSample, RunStatus, SyncReport};
 use crate::state::RejectionStage;
-use crate::state::{Lease, StateCommit};
+use crate::state::{Lease, RejectedEntry, StateCommit};
 
 /// Rejected entries are read in pages of this many.
 pub(super) const PAGE: usize = 10_000;
@@ -125,6 +126,7 @@ async fn run_in_span(inner: &SyncInner, cancel: CancellationToken, span: tracing
             let mut repeated = produced.key_rejections.clone();
             repeated.sort_by(|a, b| a.key.cmp(&b.key));
             repeated.dedup_by(|a, b| a.key == b.key);
+            let observed = observed_keys(inner, &repeated);
             commit.rejected = repeated;
             report.counts.recovered += commit.cleared_rejections.len() as u64;
             if !commit.is_empty()
@@ -136,6 +138,8 @@ async fn run_in_span(inner: &SyncInner, cancel: CancellationToken, span: tracing
                     kind: state_failure(&error),
                 };
                 report.cursor_after = report.cursor_before.clone();
+            } else {
+                inner.observers.outcomes(&inner.id, report.run_id, observed);
             }
         }
         report.status = status;
@@ -161,7 +165,17 @@ async fn run_in_span(inner: &SyncInner, cancel: CancellationToken, span: tracing
         "Sync run finished."
     );
     let _ = inner.progress.send(ProgressEvent::Finished { status: report.status.clone() });
+    inner.observers.run(&report);
     Ok(report)
+}
+
+/// The outcomes of records refused for a key repeated in the source, for the observers.
+fn observed_keys(inner: &SyncInner, repeated: &[RejectedEntry]) -> Vec<ObservedRecord> {
+    if inner.observers.is_empty() {
+        return Vec::new();
+    }
+    let refused = RecordOutcome::Refused { stage: RejectionStage::Key };
+    repeated.iter().map(|e| ObservedRecord::new(e.key.clone(), None, refused).with_reason(e.reason.as_str())).collect()
 }
 
 /// Prepares the run, then reads and delivers until both sides are done.
@@ -214,6 +228,8 @@ async fn work(
                 run: RunInfo::new(inner.id.clone(), report.run_id, options.full_resync, report.started_at_ms),
                 begun: tokio::sync::Mutex::new(false),
                 audience: std::sync::Mutex::new(None),
+                observers: inner.observers.clone(),
+                record_ids: inner.destination.capabilities().memos_are_record_ids,
             };
             let (produced, mut consumed) = tokio::join!(produce, consume(&deliverer, rx, inner));
             consumed.quota = deliverer.quota.last();

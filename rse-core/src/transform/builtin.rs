@@ -1,4 +1,4 @@
-//! Built-in transforms: rename, select/drop, cast, constant, PII hashing, masking, filters, validation, closures.
+//! Built-in transforms: rename, select/drop, cast, constant, PII hashing, masking, filters, validation, the sensitive-field guard, closures.
 
 mod cast;
 mod closure;
@@ -9,6 +9,7 @@ mod hash_pii;
 mod mask;
 mod rename;
 mod select;
+mod sensitive;
 mod validate;
 
 pub use cast::Cast;
@@ -19,6 +20,7 @@ pub use hash_pii::HashPii;
 pub use mask::Mask;
 pub use rename::Rename;
 pub use select::{DropFields, Select};
+pub use sensitive::{PiiDetector, SensitiveFields};
 pub use validate::Validate;
 
 #[cfg(test)]
@@ -49,12 +51,25 @@ mod tests {
             check(Mask::redact("a")),
             check(Filter::consent("a")),
             check(Validate::new().required("a")),
+            check(SensitiveFields::new(["a"])),
             check(FnTransform::new("custom", |r, _| Ok(Some(r.clone())))),
         ];
         let names: Vec<&str> = all.iter().map(|t| t.name()).collect();
         assert_eq!(
             names,
-            ["rename", "select", "drop", "cast", "constant", "hash_pii", "mask", "filter", "validate", "custom"]
+            [
+                "rename",
+                "select",
+                "drop",
+                "cast",
+                "constant",
+                "hash_pii",
+                "mask",
+                "filter",
+                "validate",
+                "sensitive_fields",
+                "custom"
+            ]
         );
     }
 
@@ -197,6 +212,7 @@ mod tests {
                     .min("d", 0)
                     .one_of("b", [true]),
             ),
+            Arc::new(SensitiveFields::new(["s", "j"]).with_detectors(PiiDetector::ALL).allow(["c"])),
             Arc::new(FnTransform::new("identity", |r, _| Ok(Some(r.clone())))),
         ]
     }

@@ -20,6 +20,20 @@ pub struct Rejection {
     pub reason: String,
 }
 
+/// What kind of refusal a [`Rejection`] is, as its transform tells it
+/// ([`Transform::rejection_kind`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum RejectionKind {
+    /// The record broke a rule or did not convert (the default).
+    #[default]
+    Invalid,
+    /// A sensitive field would have reached the destination: the record was kept back
+    /// (see [`SensitiveFields`]). The runner counts these in
+    /// [`SENSITIVE_FIELD_BLOCKS_TOTAL`](crate::metrics::SENSITIVE_FIELD_BLOCKS_TOTAL).
+    SensitiveField,
+}
+
 /// What a transform made of one batch.
 #[derive(Debug, Clone)]
 pub struct TransformOutput {
@@ -92,5 +106,14 @@ pub trait Transform: Send + Sync {
     fn keeps_key_values(&self, input: &Arc<Schema>) -> bool {
         let _ = input;
         false
+    }
+
+    /// What kind of refusal `rejection`, one of this transform's, is. The default,
+    /// [`RejectionKind::Invalid`], fits every transform but a guard that keeps sensitive
+    /// data from the destination, whose blocks the runner counts apart (and an operator is
+    /// paged for).
+    fn rejection_kind(&self, rejection: &Rejection) -> RejectionKind {
+        let _ = rejection;
+        RejectionKind::Invalid
     }
 }

@@ -248,6 +248,7 @@ impl Destination for HubSpotDestination {
             .with_max_concurrency(self.config.max_concurrency)
             .with_rate_limit(Some(pacing(self.config.rate_limit, self.config.max_concurrency)))
             .with_memos(true)
+            .with_record_id_memos(true)
     }
 
     /// Checks the field map against `schema`: every field exists and has a type a HubSpot

@@ -233,6 +233,7 @@ impl Destination for SalesforceDestination {
             .with_max_batch_bytes(1 << 30)
             .with_max_concurrency(self.config.max_concurrency)
             .with_memos(true)
+            .with_record_id_memos(true)
     }
 
     /// Checks the field map and the external id source against `schema`: every field in
