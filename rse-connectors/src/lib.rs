@@ -44,6 +44,8 @@ pub mod postgres;
 #[cfg(feature = "postgres")]
 pub use postgres::{PostgresConnectOptions, PostgresDestination, PostgresDestinationOptions, SslMode};
 
+#[cfg(any(feature = "postgres", feature = "sqlite", feature = "redis"))]
+mod read_back;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub mod state;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]

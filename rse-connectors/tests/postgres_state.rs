@@ -75,6 +75,7 @@ async fn a_schema_of_version_2_is_migrated_and_its_refused_records_and_cursors_r
             "ALTER TABLE \"{schema}\".rse_rejected DROP COLUMN record;
              ALTER TABLE \"{schema}\".rse_syncs DROP COLUMN cursor_value;
              ALTER TABLE \"{schema}\".rse_snapshot DROP COLUMN memo;
+             DROP TABLE \"{schema}\".rse_pauses;
              DELETE FROM \"{schema}\".rse_migrations WHERE version >= 3;"
         ))
         .await
@@ -125,11 +126,12 @@ async fn a_schema_of_version_3_is_migrated_and_its_entries_read_without_memos() 
     store.commit(&lease, StateCommit { applied: entries.clone(), ..StateCommit::default() }).await.unwrap();
     store.release_lease(&lease).await.unwrap();
     drop(store);
-    // The schema as an rse of version 3 left it: no memo column.
+    // The schema as an rse of version 3 left it: no memo column, no pauses.
     admin
         .batch_execute(&format!(
             "ALTER TABLE \"{schema}\".rse_snapshot DROP COLUMN memo;
-             DELETE FROM \"{schema}\".rse_migrations WHERE version = 4;"
+             DROP TABLE \"{schema}\".rse_pauses;
+             DELETE FROM \"{schema}\".rse_migrations WHERE version >= 4;"
         ))
         .await
         .unwrap();
@@ -139,6 +141,48 @@ async fn a_schema_of_version_3_is_migrated_and_its_entries_read_without_memos() 
     let with_memo = SnapshotEntry { memo: Some(Memo::text("5101").unwrap()), ..state_common::entry(2, 2) };
     store.commit(&lease, StateCommit { applied: vec![with_memo.clone()], ..StateCommit::default() }).await.unwrap();
     assert_eq!(store.get("crm", std::slice::from_ref(&with_memo.key)).await.unwrap(), vec![Some(with_memo)]);
+    drop_schema(&admin, &schema).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_of_version_4_is_migrated_keeping_its_state_and_takes_pauses() {
+    let Some(admin) = admin().await else { return };
+    let schema = schema();
+    let store = PostgresStateStore::connect(&url(), &schema).await.unwrap();
+    let lease = store.acquire_lease("crm", "a", TTL).await.unwrap();
+    let with_memo = SnapshotEntry { memo: Some(Memo::text("5101").unwrap()), ..state_common::entry(1, 1) };
+    let entries = vec![with_memo, state_common::entry(2, 1)];
+    let commit = StateCommit {
+        applied: entries.clone(),
+        rejected: vec![state_common::refusal(3, vec![Value::Int(3)])],
+        cursor: Some(Value::Int(9)),
+        ..StateCommit::default()
+    };
+    store.commit(&lease, commit).await.unwrap();
+    store.release_lease(&lease).await.unwrap();
+    drop(store);
+    // The schema as an rse of version 4 left it: no pauses table.
+    admin
+        .batch_execute(&format!(
+            "DROP TABLE \"{schema}\".rse_pauses; DELETE FROM \"{schema}\".rse_migrations WHERE version >= 5;"
+        ))
+        .await
+        .unwrap();
+
+    let store = PostgresStateStore::connect(&url(), &schema).await.unwrap();
+    assert_eq!(store.scan("crm", None, 10).await.unwrap(), entries);
+    assert_eq!(store.rejected("crm", None, 10).await.unwrap().len(), 1);
+    assert_eq!(store.meta("crm").await.unwrap().cursor, Some(Value::Int(9)));
+    assert_eq!(store.paused("crm").await.unwrap(), None);
+    let version: i32 =
+        admin.query_one(&format!("SELECT max(version) FROM \"{schema}\".rse_migrations"), &[]).await.unwrap().get(0);
+    assert_eq!(version, 5);
+    // A pause made through one connection is seen through another, and survives it.
+    let pause = Pause::new("oncall", "incident 7");
+    store.pause("crm", &pause).await.unwrap();
+    drop(store);
+    let store = PostgresStateStore::connect(&url(), &schema).await.unwrap();
+    assert_eq!(store.paused("crm").await.unwrap(), Some(pause));
     drop_schema(&admin, &schema).await;
 }
 

@@ -53,7 +53,7 @@ fn write_version_1_file(path: &Path) {
     let conn = rusqlite::Connection::open(path).unwrap();
     conn.execute_batch(
         "ALTER TABLE rse_rejected DROP COLUMN record; ALTER TABLE rse_syncs DROP COLUMN cursor_value;
-         ALTER TABLE rse_snapshot DROP COLUMN memo; PRAGMA user_version = 1;",
+         ALTER TABLE rse_snapshot DROP COLUMN memo; DROP TABLE rse_pauses; PRAGMA user_version = 1;",
     )
     .unwrap();
     for (sync, key, entry, cursor) in state_common::old_rows() {
@@ -99,9 +99,10 @@ async fn a_state_file_of_schema_version_2_is_migrated_and_its_entries_read_witho
     store.commit(&lease, StateCommit { applied: entries.clone(), ..StateCommit::default() }).await.unwrap();
     store.release_lease(&lease).await.unwrap();
     drop(store);
-    // The file as an rse of schema version 2 left it: no memo column.
+    // The file as an rse of schema version 2 left it: no memo column, no pauses.
     let conn = rusqlite::Connection::open(&path).unwrap();
-    conn.execute_batch("ALTER TABLE rse_snapshot DROP COLUMN memo; PRAGMA user_version = 2;").unwrap();
+    conn.execute_batch("ALTER TABLE rse_snapshot DROP COLUMN memo; DROP TABLE rse_pauses; PRAGMA user_version = 2;")
+        .unwrap();
     drop(conn);
     let store = SqliteStateStore::open(&path).await.unwrap();
     assert_eq!(store.scan("crm", None, 10).await.unwrap(), entries);
@@ -109,6 +110,59 @@ async fn a_state_file_of_schema_version_2_is_migrated_and_its_entries_read_witho
     let with_memo = SnapshotEntry { memo: Some(Memo::text("5101").unwrap()), ..state_common::entry(2, 2) };
     store.commit(&lease, StateCommit { applied: vec![with_memo.clone()], ..StateCommit::default() }).await.unwrap();
     assert_eq!(store.get("crm", std::slice::from_ref(&with_memo.key)).await.unwrap(), vec![Some(with_memo)]);
+    cleanup(&path);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_file_of_schema_version_3_is_migrated_keeping_its_state_and_takes_pauses() {
+    let path = temp_path("state.db");
+    let store = SqliteStateStore::open(&path).await.unwrap();
+    let lease = store.acquire_lease("crm", "a", TTL).await.unwrap();
+    let with_memo = SnapshotEntry { memo: Some(Memo::text("5101").unwrap()), ..state_common::entry(1, 1) };
+    let entries = vec![with_memo, state_common::entry(2, 1)];
+    let commit = StateCommit {
+        applied: entries.clone(),
+        rejected: vec![state_common::refusal(3, vec![Value::Int(3)])],
+        cursor: Some(Value::Int(9)),
+        ..StateCommit::default()
+    };
+    store.commit(&lease, commit).await.unwrap();
+    store.release_lease(&lease).await.unwrap();
+    drop(store);
+    // The file as an rse of schema version 3 left it: no pauses table.
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch("DROP TABLE rse_pauses; PRAGMA user_version = 3;").unwrap();
+    drop(conn);
+
+    let store = SqliteStateStore::open(&path).await.unwrap();
+    assert_eq!(store.scan("crm", None, 10).await.unwrap(), entries);
+    assert_eq!(store.rejected("crm", None, 10).await.unwrap().len(), 1);
+    assert_eq!(store.meta("crm").await.unwrap().cursor, Some(Value::Int(9)));
+    assert_eq!(store.paused("crm").await.unwrap(), None);
+    let pause = Pause::new("oncall", "incident 7");
+    store.pause("crm", &pause).await.unwrap();
+    drop(store);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+    assert_eq!(version, 4);
+    drop(conn);
+    // A pause outlives the process that made it.
+    let store = SqliteStateStore::open(&path).await.unwrap();
+    assert_eq!(store.paused("crm").await.unwrap(), Some(pause));
+    cleanup(&path);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_from_another_process_reaches_a_runner_while_it_holds_the_lease() {
+    let path = temp_path("state.db");
+    let runner = SqliteStateStore::open(&path).await.unwrap();
+    let operator = SqliteStateStore::open(&path).await.unwrap();
+    let lease = runner.acquire_lease("crm", "runner", TTL).await.unwrap();
+    operator.pause("crm", &Pause::new("oncall", "quota")).await.unwrap();
+    assert_eq!(runner.paused("crm").await.unwrap().map(|p| p.by), Some("oncall".to_owned()));
+    runner.commit(&lease, StateCommit { applied: vec![entry(1, 1)], ..StateCommit::default() }).await.unwrap();
+    assert!(operator.resume("crm").await.unwrap().is_some());
+    assert_eq!(runner.paused("crm").await.unwrap(), None);
     cleanup(&path);
 }
 

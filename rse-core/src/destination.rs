@@ -314,6 +314,72 @@ pub trait Destination: Send + Sync {
         let _ = (run, end);
         Ok(DestinationRunReport::default())
     }
+
+    /// The read-back interface, when this destination can read what it holds (see
+    /// [`ReadBack`]); [`SyncJob::verify`](crate::SyncJob::verify) needs it. `None` (the
+    /// default) for a destination that cannot (a webhook, a message stream, an events table).
+    fn read_back(&self) -> Option<&dyn ReadBack> {
+        None
+    }
+}
+
+/// What a destination holds under one key, as [`ReadBack::read`] found it.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Held {
+    /// Nothing: the destination does not hold the key.
+    Absent,
+    /// The record held, in the sync's schema.
+    Record(crate::record::Record),
+    /// Something that cannot be read as a record of the schema (a value that does not fit
+    /// its field's type, a Redis key of another type): reconciliation counts it as a record
+    /// other than the one sent. The reason names the field and the type, never a value.
+    Unreadable(String),
+}
+
+/// Reads back what a destination holds, so that reconciliation
+/// ([`SyncJob::verify`](crate::SyncJob::verify)) can compare it with what the sync's state
+/// says was acknowledged. Offered through [`Destination::read_back`].
+///
+/// # Contract
+/// - [`read`](ReadBack::read) gives each key's record in the form the sync delivers it
+///   (`schema`, the sync's schema after transforms): a record written and read back must be
+///   **equal value for value**, so that it fingerprints exactly as the runner fingerprinted
+///   it when it was sent (a float as the same float, a decimal normalised, a timestamp to the
+///   microsecond, a list with its element types). A value the destination cannot hold
+///   exactly is documented by the implementation (it will read as a mismatch).
+/// - [`keys`](ReadBack::keys) lists the keys held, in pages: strictly after `after`, in
+///   ascending order of the key's encoding ([`Key`](crate::Key) order) unless the
+///   implementation documents its own order; walking the pages with `after` set to the last
+///   key of the previous page gives every key held exactly once.
+/// - Both only read: they never change what the destination holds.
+/// - Values never appear in error messages.
+#[async_trait]
+pub trait ReadBack: Send + Sync {
+    /// What the destination holds for each of `keys`, one per key, in order. `sync_id` and
+    /// `schema` are the sync's, as its changes carry them
+    /// ([`ChangeBatch`]'s `sync_id` and `schema`).
+    ///
+    /// # Errors
+    /// A [`DestinationError`] when the read as a whole failed (classified as for a write).
+    async fn read(
+        &self,
+        sync_id: &str,
+        schema: &Schema,
+        keys: &[crate::key::Key],
+    ) -> Result<Vec<Held>, DestinationError>;
+
+    /// Up to `limit` keys the destination holds for the sync, strictly after `after`.
+    ///
+    /// # Errors
+    /// A [`DestinationError`] when the listing failed.
+    async fn keys(
+        &self,
+        sync_id: &str,
+        schema: &Schema,
+        after: Option<&crate::key::Key>,
+        limit: usize,
+    ) -> Result<Vec<crate::key::Key>, DestinationError>;
 }
 
 /// The run a destination is called for, in [`Destination::begin_run`] and

@@ -408,6 +408,20 @@ pub enum Error {
         /// The algorithm configured now.
         configured: String,
     },
+    /// Reconciliation ([`SyncJob::verify`](crate::SyncJob::verify) or
+    /// [`repair`](crate::SyncJob::repair)) could not compare or repair: a destination that
+    /// cannot read back, a mode it does not apply to, a source or destination that could not
+    /// be read. Nothing was written.
+    #[error("sync `{sync_id}`: reconciliation: {message}")]
+    Reconcile {
+        /// The sync.
+        sync_id: String,
+        /// What failed and what to do.
+        message: String,
+        /// The underlying error, if any.
+        #[source]
+        source: Option<BoxError>,
+    },
 }
 
 /// A point in wall-clock time as seconds since the Unix epoch; what state stores persist.

@@ -9,14 +9,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::change::{ChangeBatch, WriteOutcome};
-use crate::destination::{Destination, DestinationCapabilities, TransactionalState};
+use crate::destination::{Destination, DestinationCapabilities, ReadBack, TransactionalState};
 use crate::error::{DestinationError, SourceError, StateError, TransformError};
 use crate::key::Key;
 use crate::record::RowBatch;
 use crate::report::SyncReport;
 use crate::schema::Schema;
 use crate::source::{ReadRequest, RowBatchStream, Source, SourceCapabilities};
-use crate::state::{Lease, RejectedEntry, SnapshotEntry, StateCommit, StateStore, SyncMeta};
+use crate::state::{Lease, Pause, RejectedEntry, SnapshotEntry, StateCommit, StateStore, SyncMeta};
 use crate::transform::{Rejection, RejectionKind, Transform, TransformOutput};
 
 macro_rules! forward {
@@ -95,6 +95,9 @@ macro_rules! forward {
             ) -> Result<crate::destination::DestinationRunReport, DestinationError> {
                 (**self).finish_run(run, end).await
             }
+            fn read_back(&self) -> Option<&dyn ReadBack> {
+                (**self).read_back()
+            }
         }
 
         #[async_trait]
@@ -132,6 +135,15 @@ macro_rules! forward {
             }
             async fn runs(&self, sync_id: &str, limit: usize) -> Result<Vec<SyncReport>, StateError> {
                 (**self).runs(sync_id, limit).await
+            }
+            async fn pause(&self, sync_id: &str, pause: &Pause) -> Result<Pause, StateError> {
+                (**self).pause(sync_id, pause).await
+            }
+            async fn resume(&self, sync_id: &str) -> Result<Option<Pause>, StateError> {
+                (**self).resume(sync_id).await
+            }
+            async fn paused(&self, sync_id: &str) -> Result<Option<Pause>, StateError> {
+                (**self).paused(sync_id).await
             }
         }
     )*};

@@ -9,6 +9,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod audience;
+pub mod canary;
 pub mod change;
 pub mod config;
 pub mod destination;
@@ -21,12 +22,14 @@ pub mod key;
 pub mod memory;
 pub mod metrics;
 pub mod observe;
+pub mod reconcile;
 pub mod record;
 pub mod report;
 pub mod runner;
 pub mod schema;
 pub mod source;
 pub mod state;
+pub mod suppression;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod time;
@@ -41,8 +44,8 @@ pub use change::{
     Change, ChangeBatch, ChangeOutcome, Effect, IdempotencyKey, Memo, Op, Receipt, WriteOutcome, WriteOutcomes,
 };
 pub use destination::{
-    CommitFor, CommittedWriteError, Destination, DestinationCapabilities, DestinationRunReport, QuotaFeedback,
-    QuotaWindow, RateLimit, RunEnd, RunInfo, TransactionalState,
+    CommitFor, CommittedWriteError, Destination, DestinationCapabilities, DestinationRunReport, Held, QuotaFeedback,
+    QuotaWindow, RateLimit, ReadBack, RunEnd, RunInfo, TransactionalState,
 };
 pub use drift::{SchemaDrift, SchemaDriftPolicy, SchemaSummary};
 pub use error::{
@@ -52,6 +55,7 @@ pub use error::{
 pub use fingerprint::{Fingerprint, FingerprintAlgorithm, Fingerprinter};
 pub use key::{Key, KeyHash};
 pub use observe::{ObservedBatch, ObservedRecord, OutcomeObserver, RecordOutcome};
+pub use reconcile::{Mismatch, MismatchKind, MismatchSample, ReconcileReport, VerifyOptions};
 pub use record::{Record, RowBatch, SourceRejection};
 pub use report::{
     Counts, EffectCounts, FailureKind, OpCounts, ProgressEvent, RejectionSample, RunStatus, StageDurations, SyncReport,
@@ -60,7 +64,7 @@ pub use runner::{DEFAULT_MAX_DELETES, DiffStrategy, MaxDeletes, Mode, SyncBuilde
 pub use schema::{Field, Schema};
 pub use source::{ReadRequest, RowBatchStream, Source, SourceCapabilities};
 pub use state::{
-    Lease, PendingChange, RejectedEntry, RejectionStage, SnapshotEntry, StateCommit, StateStore, SyncMeta,
+    Lease, Pause, PendingChange, RejectedEntry, RejectionStage, SnapshotEntry, StateCommit, StateStore, SyncMeta,
 };
 pub use transform::{Rejection, RejectionKind, Transform, TransformOutput};
 pub use value::{DataType, Decimal, Value};

@@ -13,7 +13,9 @@ use async_trait::async_trait;
 use futures::StreamExt;
 
 use crate::change::{Change, ChangeBatch, ChangeOutcome, IdempotencyKey, Memo, Op, Receipt, WriteOutcome};
-use crate::destination::{CommitFor, CommittedWriteError, Destination, DestinationCapabilities, TransactionalState};
+use crate::destination::{
+    CommitFor, CommittedWriteError, Destination, DestinationCapabilities, Held, ReadBack, TransactionalState,
+};
 use crate::error::{DestinationError, SourceError, StateError};
 use crate::fingerprint::Fingerprint;
 use crate::key::Key;
@@ -21,7 +23,7 @@ use crate::record::{Record, RowBatch};
 use crate::report::SyncReport;
 use crate::schema::Schema;
 use crate::source::{ReadRequest, RowBatchStream, Source, SourceCapabilities};
-use crate::state::{Lease, RejectedEntry, SnapshotEntry, StateCommit, StateStore, SyncMeta};
+use crate::state::{Lease, Pause, RejectedEntry, SnapshotEntry, StateCommit, StateStore, SyncMeta};
 
 /// Locks a mutex, recovering the data if a panicking thread poisoned it: every critical
 /// section here leaves the data consistent before anything can panic.
@@ -296,6 +298,11 @@ impl MemoryDestination {
         lock(&self.data).rows.insert(key, (record, Fingerprint(0)));
     }
 
+    /// Takes a record away as if deleted by someone else; the record it held, if any.
+    pub fn remove(&self, key: &Key) -> Option<Record> {
+        lock(&self.data).rows.remove(key).map(|(record, _)| record)
+    }
+
     /// Applies `batch` to `data`, noting in `undo` how to take it back.
     fn apply(&self, data: &mut DestinationData, batch: &ChangeBatch, undo: &mut Undo) -> WriteOutcome {
         let honour = self.capabilities.honours_idempotency_keys;
@@ -445,6 +452,33 @@ impl Destination for MemoryDestination {
     fn transactional_state(&self) -> Option<&dyn TransactionalState> {
         self.state.is_some().then_some(self as &dyn TransactionalState)
     }
+
+    fn read_back(&self) -> Option<&dyn ReadBack> {
+        Some(self)
+    }
+}
+
+/// The records held, as they were written (the memory destination holds one sync's
+/// records: `sync_id` and `schema` are not needed to find them).
+#[async_trait]
+impl ReadBack for MemoryDestination {
+    async fn read(&self, _sync_id: &str, _schema: &Schema, keys: &[Key]) -> Result<Vec<Held>, DestinationError> {
+        let data = lock(&self.data);
+        Ok(keys.iter().map(|k| data.rows.get(k).map_or(Held::Absent, |(r, _)| Held::Record(r.clone()))).collect())
+    }
+
+    async fn keys(
+        &self,
+        _sync_id: &str,
+        _schema: &Schema,
+        after: Option<&Key>,
+        limit: usize,
+    ) -> Result<Vec<Key>, DestinationError> {
+        use std::ops::Bound;
+        let data = lock(&self.data);
+        let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
+        Ok(data.rows.range::<Key, _>((lower, Bound::Unbounded)).take(limit).map(|(k, _)| k.clone()).collect())
+    }
 }
 
 #[async_trait]
@@ -494,6 +528,7 @@ struct SyncData {
     runs: BTreeMap<u64, SyncReport>,
     lease: Option<LeaseState>,
     last_token: u64,
+    pause: Option<Pause>,
 }
 
 /// A state store in memory. Lease expiry follows tokio's clock, so tests with a paused clock
@@ -733,5 +768,17 @@ impl StateStore for MemoryStateStore {
             .get(sync_id)
             .map(|s| s.runs.values().rev().take(limit).cloned().collect())
             .unwrap_or_default())
+    }
+
+    async fn pause(&self, sync_id: &str, pause: &Pause) -> Result<Pause, StateError> {
+        Ok(self.with_sync(sync_id, |data| data.pause.get_or_insert_with(|| pause.clone()).clone()))
+    }
+
+    async fn resume(&self, sync_id: &str) -> Result<Option<Pause>, StateError> {
+        Ok(lock(&self.syncs).get_mut(sync_id).and_then(|s| s.pause.take()))
+    }
+
+    async fn paused(&self, sync_id: &str) -> Result<Option<Pause>, StateError> {
+        Ok(lock(&self.syncs).get(sync_id).and_then(|s| s.pause.clone()))
     }
 }

@@ -71,7 +71,8 @@ pub const RATE_LIMIT_WAIT_SECONDS_TOTAL: &str = "rse_rate_limit_wait_seconds_tot
 pub const SCHEMA_DRIFT_TOTAL: &str = "rse_schema_drift_total";
 /// Counter: runs that could not start because another runner holds the lease.
 pub const LEASE_CONFLICTS_TOTAL: &str = "rse_lease_conflicts_total";
-/// Counter: keys removed from or kept out of the destination because consent was withdrawn.
+/// Counter: keys removed from or kept out of the destination because consent was withdrawn,
+/// by outcome (`kept_out`, `removed`, `not_removable`).
 pub const SUPPRESSED_TOTAL: &str = "rse_suppressed_total";
 /// Counter: per-record outcomes the status write-back dropped (its buffer was full or its
 /// table unreachable).
@@ -262,9 +263,9 @@ pub const CATALOG: &[MetricDoc] = &[
         SUPPRESSED_TOTAL,
         Counter,
         Some("records"),
-        SD,
+        &[SYNC, DESTINATION, OUTCOME],
         "F5",
-        "How many keys were removed from or kept out of the destination because consent was withdrawn?"
+        "How many keys whose consent was withdrawn were kept out of the destination (`kept_out`), removed from it (`removed`), or may remain in one that cannot delete (`not_removable`)?"
     ),
     doc!(
         STATUS_WRITEBACK_DROPPED_TOTAL,

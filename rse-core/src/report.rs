@@ -190,6 +190,24 @@ pub enum RunStatus {
     },
     /// The run is still going (the status recorded when a run starts).
     Running,
+    /// An operator paused the sync ([`SyncJob::pause`](crate::SyncJob::pause)).
+    ///
+    /// A run of a paused sync returns this at once, without taking the lease, reading or
+    /// sending anything, and is **not** recorded in the run history: a scheduler that keeps
+    /// starting a paused sync would otherwise push the runs that explain the pause (the
+    /// failed ones before it) out of the retained history, and the last recorded run stays
+    /// the one that tells whether a full resync must be resumed. Its report has run id 0.
+    ///
+    /// A run in flight when the pause is made stops at its next batch boundary: it sends
+    /// nothing more, waits for the writes in flight, commits what they acknowledged and ends
+    /// with this status. That run did work, so it is recorded like any other; everything it
+    /// did not send goes with the first run after [`SyncJob::resume`](crate::SyncJob::resume).
+    Paused {
+        /// Who paused it.
+        by: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 impl RunStatus {
@@ -223,6 +241,9 @@ pub enum FailureKind {
     StateCommit,
     /// Another runner took the sync's lease.
     LeaseLost,
+    /// The sync's suppression list (withdrawn consent) could not be loaded or applied, so
+    /// nothing was read or sent: sending without it could reach people who withdrew.
+    Suppression,
 }
 
 /// One sampled rejection.
@@ -295,6 +316,14 @@ pub struct SyncReport {
     /// platform refused, the match rate); `None` for other destinations.
     #[serde(default)]
     pub audience: Option<crate::audience::AudienceReport>,
+    /// The canary the run was restricted to and how many records it left out; `None`
+    /// without one ([`SyncOptions::canary`](crate::SyncOptions::canary)).
+    #[serde(default)]
+    pub canary: Option<crate::canary::CanaryReport>,
+    /// What the sync's suppression list (withdrawn consent) did in the run; `None` for a
+    /// sync without one.
+    #[serde(default)]
+    pub suppression: Option<crate::suppression::SuppressionReport>,
 }
 
 impl SyncReport {
@@ -326,6 +355,8 @@ impl SyncReport {
             schema_drift: None,
             quota: None,
             audience: None,
+            canary: None,
+            suppression: None,
         }
     }
 }
@@ -358,6 +389,15 @@ pub enum ProgressEvent {
         /// The wait before it.
         delay: Duration,
     },
+    /// A key was kept out of or removed from the destination because its consent was
+    /// withdrawn (see [`crate::suppression`]): the audit trail of suppressions, one event
+    /// per key and outcome.
+    Suppressed {
+        /// The key's hash.
+        key: KeyHash,
+        /// What was done.
+        outcome: crate::suppression::SuppressionOutcome,
+    },
     /// The run ended.
     Finished {
         /// How.
@@ -386,6 +426,7 @@ impl std::fmt::Display for RunStatus {
             }
             RunStatus::Failed { reason, .. } => write!(f, "failed: {reason}"),
             RunStatus::Running => f.write_str("running"),
+            RunStatus::Paused { by, reason } => write!(f, "paused by {by}: {reason}; resume the sync to go on"),
         }
     }
 }
@@ -436,6 +477,17 @@ impl std::fmt::Display for SyncReport {
             for note in &audience.notes {
                 write!(f, "\n    {note}")?;
             }
+        }
+        if let Some(canary) = &self.canary {
+            write!(
+                f,
+                "\n  canary: {:.2}% of keys, {} records outside it left alone",
+                100.0 * canary.fraction,
+                canary.excluded
+            )?;
+        }
+        if let Some(suppression) = &self.suppression {
+            write!(f, "\n  suppression: {suppression}")?;
         }
         if c.superseded > 0 {
             write!(f, "\n  {} changes superseded by a newer version at the destination", c.superseded)?;

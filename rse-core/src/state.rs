@@ -161,6 +161,32 @@ impl StateCommit {
     }
 }
 
+/// An operator's pause of a sync: who paused it, why and when.
+///
+/// Kept in the state store beside the sync's state, so every runner of the sync sees it,
+/// whichever process it runs in. A paused sync's runs return at once with
+/// [`RunStatus::Paused`](crate::RunStatus::Paused); a run in flight stops at its next batch
+/// boundary (see [`SyncJob::pause`](crate::SyncJob::pause)).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pause {
+    /// Who paused it: a person, a team or a system, as the operator names it.
+    pub by: String,
+    /// Why, in the operator's words.
+    pub reason: String,
+    /// When (milliseconds since the Unix epoch).
+    pub at_ms: u64,
+}
+
+impl Pause {
+    /// A pause by `by` for `reason`, now.
+    pub fn new(by: impl Into<String>, reason: impl Into<String>) -> Self {
+        let at_ms = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        Self { by: by.into(), reason: reason.into(), at_ms }
+    }
+}
+
 /// The right to write a sync's state, held by one runner at a time.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lease {
@@ -190,6 +216,9 @@ pub struct Lease {
 /// - A second [`acquire_lease`](StateStore::acquire_lease) of a sync whose lease is held and
 ///   not expired fails at once with [`StateError::LeaseHeld`] naming the holder.
 /// - Syncs are independent: nothing written for one sync id is visible under another.
+/// - A [`pause`](StateStore::pause) needs no lease: an operator pauses and resumes a sync
+///   while a run holds its lease, and the pause neither fences nor blocks that run's writes
+///   (the run stops itself when it sees the pause).
 ///
 /// # Example
 /// What the runner does with a store, by hand: take the lease, commit what the destination
@@ -279,4 +308,26 @@ pub trait StateStore: Send + Sync {
     /// # Errors
     /// [`StateError::Unavailable`] when the store cannot be reached.
     async fn runs(&self, sync_id: &str, limit: usize) -> Result<Vec<SyncReport>, StateError>;
+
+    /// Pauses the sync, without a lease, and returns the pause in force. A sync already
+    /// paused stays paused as it was (who, why and since when are the first pause's), so
+    /// that the reason an incident was stopped for is not overwritten; a sync never run
+    /// can be paused too. Nothing else of the sync's state changes.
+    ///
+    /// # Errors
+    /// [`StateError::Unavailable`] when the store cannot be reached.
+    async fn pause(&self, sync_id: &str, pause: &Pause) -> Result<Pause, StateError>;
+
+    /// Lifts the sync's pause, without a lease; returns the pause lifted, or `None` when the
+    /// sync was not paused.
+    ///
+    /// # Errors
+    /// [`StateError::Unavailable`] when the store cannot be reached.
+    async fn resume(&self, sync_id: &str) -> Result<Option<Pause>, StateError>;
+
+    /// The sync's pause, or `None` when it is not paused.
+    ///
+    /// # Errors
+    /// [`StateError::Unavailable`] when the store cannot be reached.
+    async fn paused(&self, sync_id: &str) -> Result<Option<Pause>, StateError>;
 }

@@ -111,6 +111,15 @@ impl StateStore for StuckRenewals {
     async fn runs(&self, sync_id: &str, limit: usize) -> Result<Vec<SyncReport>, StateError> {
         self.0.runs(sync_id, limit).await
     }
+    async fn pause(&self, sync_id: &str, pause: &Pause) -> Result<Pause, StateError> {
+        self.0.pause(sync_id, pause).await
+    }
+    async fn resume(&self, sync_id: &str) -> Result<Option<Pause>, StateError> {
+        self.0.resume(sync_id).await
+    }
+    async fn paused(&self, sync_id: &str) -> Result<Option<Pause>, StateError> {
+        self.0.paused(sync_id).await
+    }
 }
 
 #[tokio::test(start_paused = true)]

@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use common::*;
 use rse_core::memory::{MemoryDestination, MemorySource, MemoryStateStore};
 use rse_core::metrics::{SENSITIVE_FIELD_BLOCKS_TOTAL, SYNC};
-use rse_core::state::{Lease, RejectedEntry, SnapshotEntry, StateCommit, SyncMeta};
+use rse_core::state::{Lease, Pause, RejectedEntry, SnapshotEntry, StateCommit, SyncMeta};
 use rse_core::testing::FaultyDestination;
 use rse_core::transform::{FnTransform, HashPii, PiiDetector, SensitiveFields};
 use rse_core::*;
@@ -192,6 +192,15 @@ impl StateStore for RefusingOutcomes {
     }
     async fn runs(&self, sync_id: &str, limit: usize) -> Result<Vec<SyncReport>, StateError> {
         self.0.runs(sync_id, limit).await
+    }
+    async fn pause(&self, sync_id: &str, pause: &Pause) -> Result<Pause, StateError> {
+        self.0.pause(sync_id, pause).await
+    }
+    async fn resume(&self, sync_id: &str) -> Result<Option<Pause>, StateError> {
+        self.0.resume(sync_id).await
+    }
+    async fn paused(&self, sync_id: &str) -> Result<Option<Pause>, StateError> {
+        self.0.paused(sync_id).await
     }
 }
 

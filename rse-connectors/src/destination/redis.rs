@@ -42,6 +42,12 @@
 //!
 //! Writes are plain overwrites, so a re-sent batch leaves the same hashes: safe to retry.
 //!
+//! # Reading back
+//! The hashes read back for reconciliation ([`Destination::read_back`], used by
+//! `SyncJob::verify`): the fields rse listed in `_rse_fields`, each from its text form, as
+//! the exact value written. Keys are found by `SCAN` on the key template, one full scan per
+//! page of keys (Redis keeps no order to page through).
+//!
 //! # Keys
 //! Key values are escaped where the template inserts them, so that two different keys
 //! never share a Redis key: `%`, `:`, `{` and `}` — and the first character of any literal
@@ -74,13 +80,15 @@ use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{ErrorKind, RedisError, RetryMethod};
 use rse_core::{
-    ChangeBatch, ChangeOutcome, Destination, DestinationCapabilities, DestinationError, Op, Schema, Value,
+    ChangeBatch, ChangeOutcome, Destination, DestinationCapabilities, DestinationError, Op, ReadBack, Schema, Value,
     WriteOutcome, WriteOutcomes,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
 use super::template::{TemplatePart, fill_template, parse_template};
+
+mod read_back;
 use crate::encode::value_to_text;
 
 /// The hash field listing the fields rse wrote last (see the module docs).
@@ -675,5 +683,10 @@ impl Destination for RedisDestination {
             }
         }
         outcomes.finish(&self.name)
+    }
+
+    /// The hashes read back (see `read_back.rs`).
+    fn read_back(&self) -> Option<&dyn ReadBack> {
+        Some(self)
     }
 }

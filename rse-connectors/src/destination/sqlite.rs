@@ -34,6 +34,11 @@
 //! | list | `JSON TEXT` | text, a canonical JSON array: booleans, numbers and strings as JSON; decimals, dates and timestamps as the texts above; NaN and ±inf as `"NaN"`, `"Infinity"`, `"-Infinity"`; bytes as `"\\x"` and lower-case hex (`unhex(substr(v, 3))` gives the blob back) |
 //!
 //! The declared types read back with their rse type through `rse_sources`' `SqliteSource`.
+//!
+//! # Reading back
+//! A keyed table reads back for reconciliation ([`Destination::read_back`], used by
+//! `SyncJob::verify`): every type above reads back as the exact value written, except a NaN
+//! float, which SQLite stores as `NULL` (a record holding one reads as a mismatch).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -44,12 +49,14 @@ use async_trait::async_trait;
 use rse_core::time::{format_date, format_timestamp_micros as format_timestamp};
 use rse_core::value::canonical_json;
 use rse_core::{
-    ChangeBatch, DataType, Destination, DestinationCapabilities, DestinationError, Op, Schema, Value, WriteOutcome,
-    WriteOutcomes,
+    ChangeBatch, DataType, Destination, DestinationCapabilities, DestinationError, Op, ReadBack, Schema, Value,
+    WriteOutcome, WriteOutcomes,
 };
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, DropBehavior, ErrorCode, TransactionBehavior, params_from_iter};
 use serde::{Deserialize, Serialize};
+
+mod read_back;
 
 /// What kind of table a [`SqliteDestination`] writes; `"keyed"` or `"events"` in
 /// configuration.
@@ -678,5 +685,10 @@ impl Destination for SqliteDestination {
         let rows = rows(self.inner.options.kind, batch);
         let schema = batch.schema.clone();
         self.blocking("writing a batch", move |inner, conn| apply(inner, conn, &schema, rows)).await
+    }
+
+    /// A keyed table reads back (see `read_back.rs`); an events table does not.
+    fn read_back(&self) -> Option<&dyn ReadBack> {
+        self.reads_back()
     }
 }

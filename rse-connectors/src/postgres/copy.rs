@@ -26,9 +26,9 @@ pub const COPY_MIN_ROWS: usize = 64;
 const HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
 
 /// Days from 1970-01-01 (rse's dates) to 2000-01-01 (PostgreSQL's).
-const PG_EPOCH_DAYS: i32 = 10_957;
+pub(crate) const PG_EPOCH_DAYS: i32 = 10_957;
 /// Microseconds from 1970-01-01 to 2000-01-01.
-const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
+pub(crate) const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
 
 /// The PostgreSQL type a field is written as in the binary COPY.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rse_core::state::{Lease, RejectedEntry, SnapshotEntry, StateCommit, StateStore, SyncMeta};
+use rse_core::state::{Lease, Pause, RejectedEntry, SnapshotEntry, StateCommit, StateStore, SyncMeta};
 use rse_core::{Key, StateError, SyncReport};
 use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior, params};
 use serde::{Deserialize, Serialize};
@@ -17,7 +17,7 @@ use super::{
 };
 
 /// The schema version this rse writes; kept in `PRAGMA user_version`.
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 /// Versioned migrations: entry `i` brings the schema from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -68,6 +68,14 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE rse_syncs ADD COLUMN cursor_value BLOB;",
     // 3: the memo a destination keeps per key (a CRM's record id); none for entries written before.
     "ALTER TABLE rse_snapshot ADD COLUMN memo BLOB;",
+    // 4: operators' pauses, one row per paused sync (by sync id: a sync never run can be
+    // paused); resuming deletes the row.
+    "CREATE TABLE IF NOT EXISTS rse_pauses (
+        sync_id TEXT PRIMARY KEY,
+        paused_by TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        paused_at_ms INTEGER NOT NULL
+    ) WITHOUT ROWID;",
 ];
 
 /// Options of a [`SqliteStateStore`], for [`SqliteStateStore::open_with`]; read from a
@@ -769,4 +777,49 @@ impl StateStore for SqliteStateStore {
     async fn runs(&self, sync_id: &str, limit: usize) -> Result<Vec<SyncReport>, StateError> {
         Ok(self.list_runs(sync_id, limit).await?.into_iter().map(|r| r.report).collect())
     }
+
+    async fn pause(&self, sync_id: &str, pause: &Pause) -> Result<Pause, StateError> {
+        let sync_id = sync_id.to_owned();
+        let pause = pause.clone();
+        self.with_writer("pausing a sync", move |tx| {
+            tx.prepare_cached(
+                "INSERT INTO rse_pauses (sync_id, paused_by, reason, paused_at_ms) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (sync_id) DO NOTHING",
+            )?
+            .execute(params![sync_id, pause.by, pause.reason, to_i64(pause.at_ms)])?;
+            let in_force = tx
+                .prepare_cached("SELECT paused_by, reason, paused_at_ms FROM rse_pauses WHERE sync_id = ?1")?
+                .query_row([&sync_id], read_pause)?;
+            Ok(Ok(in_force))
+        })
+        .await
+    }
+
+    async fn resume(&self, sync_id: &str) -> Result<Option<Pause>, StateError> {
+        let sync_id = sync_id.to_owned();
+        self.with_writer("resuming a sync", move |tx| {
+            let lifted = tx
+                .prepare_cached("DELETE FROM rse_pauses WHERE sync_id = ?1 RETURNING paused_by, reason, paused_at_ms")?
+                .query_row([&sync_id], read_pause)
+                .optional()?;
+            Ok(Ok(lifted))
+        })
+        .await
+    }
+
+    async fn paused(&self, sync_id: &str) -> Result<Option<Pause>, StateError> {
+        let sync_id = sync_id.to_owned();
+        self.with_reader("reading a sync's pause", move |conn| {
+            let pause = conn
+                .prepare_cached("SELECT paused_by, reason, paused_at_ms FROM rse_pauses WHERE sync_id = ?1")?
+                .query_row([&sync_id], read_pause)
+                .optional()?;
+            Ok(Ok(pause))
+        })
+        .await
+    }
+}
+
+fn read_pause(r: &rusqlite::Row<'_>) -> rusqlite::Result<Pause> {
+    Ok(Pause { by: r.get(0)?, reason: r.get(1)?, at_ms: from_i64(r.get(2)?) })
 }

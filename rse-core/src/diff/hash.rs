@@ -6,6 +6,7 @@ use async_trait::async_trait;
 use hashbrown::HashTable;
 
 use super::{DiffError, DiffOutput, Differ, FingerprinterCache, InvalidRecord, PlanKind, Planned, duplicate_reason};
+use crate::canary::Canary;
 use crate::fingerprint::{Fingerprint, FingerprintAlgorithm};
 use crate::key::Key;
 use crate::record::Record;
@@ -219,13 +220,31 @@ impl HashDiff {
         algorithm: FingerprintAlgorithm,
         page_size: usize,
     ) -> Result<Self, DiffError> {
+        Self::load_within(store, sync_id, algorithm, page_size, None).await
+    }
+
+    /// [`load`](Self::load), keeping only the keys inside `canary`: the others are neither
+    /// planned nor deleted, and do not count among the live keys.
+    ///
+    /// # Errors
+    /// [`StateError`](crate::StateError) when the snapshot cannot be read.
+    pub async fn load_within(
+        store: &dyn StateStore,
+        sync_id: &str,
+        algorithm: FingerprintAlgorithm,
+        page_size: usize,
+        canary: Option<Canary>,
+    ) -> Result<Self, DiffError> {
         let mut entries = Vec::new();
         let mut after: Option<Key> = None;
         loop {
             let page = store.scan(sync_id, after.as_ref(), page_size.max(1)).await?;
             let done = page.len() < page_size.max(1);
             after = page.last().map(|e| e.key.clone());
-            entries.extend(page);
+            match canary {
+                Some(canary) => entries.extend(page.into_iter().filter(|e| canary.contains(&e.key))),
+                None => entries.extend(page),
+            }
             if done || after.is_none() {
                 break;
             }

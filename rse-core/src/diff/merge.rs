@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use tokio::task::JoinHandle;
 
 use super::{DiffError, DiffOutput, Differ, FingerprinterCache, InvalidRecord, PlanKind, Planned, duplicate_reason};
+use crate::canary::Canary;
 use crate::error::StateError;
 use crate::fingerprint::{FingerprintAlgorithm, Fingerprinter};
 use crate::key::Key;
@@ -34,6 +35,8 @@ pub struct MergeDiff {
     fingerprinters: FingerprinterCache,
     emit_unchanged: bool,
     live_total: u64,
+    /// Only the snapshot's keys inside it are merged (all without one).
+    canary: Option<Canary>,
 }
 
 impl std::fmt::Debug for MergeDiff {
@@ -57,7 +60,16 @@ impl MergeDiff {
             fingerprinters: FingerprinterCache::new(algorithm),
             emit_unchanged: false,
             live_total: 0,
+            canary: None,
         }
+    }
+
+    /// Merges only the snapshot's keys inside `canary`: the others are neither planned nor
+    /// deleted, and do not count among the live keys (the source's records outside it must
+    /// not be pushed either).
+    pub fn with_canary(mut self, canary: Option<Canary>) -> Self {
+        self.canary = canary;
+        self
     }
 
     /// Also emits records that match the snapshot, as [`PlanKind::Unchanged`] (for a resync).
@@ -69,7 +81,7 @@ impl MergeDiff {
     /// The next snapshot entry, taking the next page when the buffer is empty and starting
     /// the fetch of the one after.
     async fn peek(&mut self) -> Result<Option<&SnapshotEntry>, DiffError> {
-        if self.page.is_empty() && !self.exhausted {
+        while self.page.is_empty() && !self.exhausted {
             let page = match self.next.take() {
                 Some(fetch) => fetch.await.map_err(|e| StateError::Other {
                     message: format!("reading the snapshot of sync `{}` stopped: {e}", self.sync_id),
@@ -85,6 +97,10 @@ impl MergeDiff {
                 let (store, sync_id, after, size) =
                     (self.store.clone(), self.sync_id.clone(), self.after.clone(), self.page_size);
                 self.next = Some(tokio::spawn(async move { store.scan(&sync_id, after.as_ref(), size).await }));
+            }
+            let mut page = page;
+            if let Some(canary) = self.canary {
+                page.retain(|e| canary.contains(&e.key));
             }
             self.live_total += page.iter().filter(|e| e.is_live()).count() as u64;
             self.page.extend(page);

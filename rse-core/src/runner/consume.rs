@@ -110,6 +110,7 @@ fn merge_batch(totals: &mut BatchResult, b: BatchResult) {
     totals.undelivered += b.undelivered;
     totals.superseded += b.superseded;
     totals.recovered += b.recovered;
+    totals.consent_removed += b.consent_removed;
     totals.retries += b.retries;
     totals.rate_limit_waits += b.rate_limit_waits;
     totals.writes += b.writes;

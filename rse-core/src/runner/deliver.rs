@@ -14,6 +14,7 @@ use super::lease::LeaseDeadline;
 use super::pace::{PauseGate, RateLimiter, WaitClock, backoff};
 use super::prior::PriorRejections;
 use super::quota::{Gate, QuotaGate};
+use super::suppress::audit;
 use crate::SyncOptions;
 use crate::audience::AudienceReport;
 use crate::change::{Change, ChangeBatch, ChangeOutcome, Memo, Op, Receipt, WriteOutcome};
@@ -25,6 +26,7 @@ use crate::observe::{ObservedRecord, Observers, RecordOutcome};
 use crate::report::{EffectCounts, FailureKind, OpCounts, ProgressEvent, RejectionSample};
 use crate::schema::Schema;
 use crate::state::{Lease, PendingChange, RejectedEntry, RejectionStage, SnapshotEntry, StateCommit, StateStore};
+use crate::suppression::SuppressionOutcome;
 
 /// Why a batch's changes were left undelivered.
 #[derive(Debug)]
@@ -53,6 +55,8 @@ pub(crate) struct BatchResult {
     pub undelivered: u64,
     pub superseded: u64,
     pub recovered: u64,
+    /// Deletes of keys whose consent was withdrawn that the destination applied.
+    pub consent_removed: u64,
     pub retries: u64,
     pub rate_limit_waits: u64,
     /// Writes the destination acknowledged.
@@ -154,6 +158,8 @@ impl Done {
 pub(crate) struct Outgoing {
     pub change: Change,
     pub prior: Option<PendingChange>,
+    /// A delete of a key whose consent was withdrawn (counted and audited when applied).
+    pub consent: bool,
 }
 
 /// Everything the delivery workers share.
@@ -213,7 +219,11 @@ impl Deliverer {
             return result;
         }
         let schema = self.keeps_memos.then(|| self.schema.get());
-        for Outgoing { change, prior } in outgoing {
+        let mut consent = std::collections::HashSet::new();
+        for Outgoing { change, prior, consent: withdrawn } in outgoing {
+            if withdrawn {
+                consent.insert(change.key.clone());
+            }
             if !transactional {
                 let pending = PendingChange { op: change.op, fingerprint: change.fingerprint, version: change.version };
                 intents.intents.push((change.key.clone(), pending));
@@ -255,6 +265,11 @@ impl Deliverer {
                     }
                     result.bytes += change.estimated_size() as u64;
                     result.recovered += u64::from(self.prior.contains(&change.key));
+                    if change.op == Op::Delete && consent.contains(&change.key) {
+                        result.consent_removed += 1;
+                        let destination = self.destination.name();
+                        audit(&self.sync_id, destination, &self.progress, &change.key, SuppressionOutcome::Removed);
+                    }
                 }
                 Final::Rejected { reason } | Final::Superseded { reason } => {
                     rejected += 1;

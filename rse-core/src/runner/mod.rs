@@ -3,6 +3,7 @@
 mod consume;
 mod deliver;
 mod lease;
+mod operator;
 mod options;
 mod outcome;
 mod pace;
@@ -10,7 +11,9 @@ mod plan;
 mod prior;
 mod produce;
 mod quota;
+mod reconcile;
 mod run;
+mod suppress;
 
 use std::sync::Arc;
 
@@ -22,10 +25,12 @@ pub use options::{DEFAULT_MAX_DELETES, DiffStrategy, MaxDeletes, Mode, SyncOptio
 use crate::destination::Destination;
 use crate::error::{ConfigError, Error};
 use crate::observe::{Observers, OutcomeObserver};
+use crate::reconcile::{ReconcileReport, VerifyOptions};
 use crate::report::{ProgressEvent, SyncReport};
 use crate::schema::Schema;
 use crate::source::Source;
 use crate::state::StateStore;
+use crate::suppression::Suppressions;
 use crate::transform::Transform;
 
 /// A sync: one model delivered to one destination, with its state. (Named `SyncJob` so
@@ -75,6 +80,10 @@ struct SyncInner {
     progress: broadcast::Sender<ProgressEvent>,
     /// Told each batch's committed outcomes and each run's report.
     observers: Observers,
+    /// Withdrawn consent, loaded at every run.
+    suppressions: Vec<Arc<dyn Suppressions>>,
+    /// A repair's keys: the run plans changes for these only (see `reconcile.rs`).
+    restrict: Option<Arc<reconcile::Restriction>>,
 }
 
 impl std::fmt::Debug for SyncJob {
@@ -103,6 +112,7 @@ impl SyncJob {
             options: SyncOptions::default(),
             key: None,
             observers: Vec::new(),
+            suppressions: Vec::new(),
         }
     }
 
@@ -151,6 +161,75 @@ impl SyncJob {
     pub async fn run_with_cancel(&self, cancel: CancellationToken) -> Result<SyncReport, Error> {
         run::run(&self.inner, cancel).await
     }
+
+    /// Compares what the destination holds with what the state says it acknowledged, and
+    /// the source with the state: the keys `missing`, `stale` or `extra` at the destination,
+    /// those it holds that this sync never wrote, and the next run's pending work (see
+    /// [`crate::reconcile`] for the exact definitions). Reads only: no lease is taken,
+    /// nothing is written, the destination is read through [`Destination::read_back`], and
+    /// the source through the sync's transforms as a run reads it (a full read). Sets the
+    /// `rse_reconcile_*` gauges.
+    ///
+    /// Memory grows with the keys of the sample: each key and its fingerprint, about 100 bytes
+    /// a key (100 MB for a million keys checked).
+    ///
+    /// A run that commits while verify reads may make a key look mismatched; verify drops a
+    /// mismatch whose state entry changed meanwhile, and a repair of one that slips through
+    /// re-sends one record. Verify between runs for an exact account.
+    ///
+    /// ```
+    /// # use rse_core::{*, memory::*};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let schema = Schema::new(vec![Field::required("id", DataType::Int), Field::new("score", DataType::Float)], &["id"])?;
+    /// let rows = vec![Record::new(vec![1.into(), 0.8.into()]), Record::new(vec![2.into(), 0.4.into()])];
+    /// let destination = MemoryDestination::new();
+    /// let sync = SyncJob::builder("scores")
+    ///     .source(MemorySource::new(schema.into_arc(), rows))
+    ///     .destination(destination.clone())
+    ///     .state(MemoryStateStore::new())
+    ///     .build()
+    ///     .await?;
+    /// sync.run().await?;
+    /// destination.remove(&Key::from_values(&[Value::Int(2)])); // lost behind the sync's back
+    ///
+    /// let found = sync.verify(&VerifyOptions::default()).await?;
+    /// assert_eq!((found.checked, found.missing), (2, 1));
+    /// let repaired = sync.repair(&found).await?; // sends key 2 again, nothing else
+    /// assert_eq!(repaired.counts.applied.total(), 1);
+    /// assert!(sync.verify(&VerifyOptions::default()).await?.is_clean());
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Reconcile`] when the destination cannot read back, the mode is `Append`, the
+    /// source cannot be read or its columns changed since they were last delivered, or the
+    /// destination's read fails; [`Error::State`] when the state cannot be read;
+    /// [`Error::FingerprintMismatch`] when the state was fingerprinted with another
+    /// algorithm; [`Error::Config`] for options out of range.
+    pub async fn verify(&self, options: &VerifyOptions) -> Result<ReconcileReport, Error> {
+        reconcile::verify(&self.inner, options).await
+    }
+
+    /// Sends again exactly the keys `report` found mismatched, as an ordinary run sends:
+    /// under the lease, with the same batching, pacing, idempotency keys, state commits and
+    /// delete guard. A missing or stale key gets its current source record (as the mode
+    /// sends it: an insert or an update); an extra key is deleted in `Mirror` mode. Nothing
+    /// else is sent: other changes the source has wait for the next run. Under `Insert`
+    /// stale keys are left (the mode never rewrites a record), and outside `Mirror` extra
+    /// keys are (only `Mirror` deletes); a key the source no longer has is sent nothing
+    /// unless the mode deletes it. Returns the run's report, kept in the run history.
+    ///
+    /// How the run is restricted (the keys' state entries marked as pending in one commit
+    /// under the lease, then a run that plans changes for those keys only) is described in
+    /// [`crate::reconcile`]; a repair that does not complete is finished by the next run.
+    ///
+    /// # Errors
+    /// [`Error::Reconcile`] for a report of another sync, an `Append` or dry-run sync, or a
+    /// full resync that has not completed (run the sync first); otherwise as
+    /// [`run`](SyncJob::run).
+    pub async fn repair(&self, report: &ReconcileReport) -> Result<SyncReport, Error> {
+        reconcile::repair(&self.inner, report, CancellationToken::new()).await
+    }
 }
 
 /// Builds a [`SyncJob`]; [`build`](SyncBuilder::build) checks the whole configuration.
@@ -165,6 +244,7 @@ pub struct SyncBuilder {
     options: SyncOptions,
     key: Option<Vec<String>>,
     observers: Vec<Arc<dyn OutcomeObserver>>,
+    suppressions: Vec<Arc<dyn Suppressions>>,
 }
 
 impl std::fmt::Debug for SyncBuilder {
@@ -208,6 +288,15 @@ impl SyncBuilder {
     /// The options.
     pub fn options(mut self, options: SyncOptions) -> Self {
         self.options = options;
+        self
+    }
+
+    /// Adds a list of keys and identifiers whose consent was withdrawn, loaded at every
+    /// run (several lists add up): their records are never sent, and the destination's
+    /// copies are deleted (in any mode, past the delete guard) where it can delete. See
+    /// [`crate::suppression`].
+    pub fn suppressions(mut self, suppressions: impl Suppressions + 'static) -> Self {
+        self.suppressions.push(Arc::new(suppressions));
         self
     }
 
@@ -353,6 +442,8 @@ impl SyncBuilder {
                 use_merge,
                 progress,
                 observers: Observers::new(self.observers),
+                suppressions: self.suppressions,
+                restrict: None,
             }),
         })
     }
@@ -381,6 +472,18 @@ fn check_options(sync_id: &str, o: &SyncOptions) -> Result<(), ConfigError> {
         && !(0.0..=1.0).contains(&f)
     {
         return Err(invalid(sync_id, "max_deletes", format!("fraction must be within 0.0–1.0, got {f}")));
+    }
+    if let Some(fraction) = o.canary
+        && crate::canary::Canary::new(fraction).is_none()
+    {
+        return Err(invalid(
+            sync_id,
+            "canary",
+            format!(
+                "is {fraction}; it is the fraction of keys a run covers, above 0 and at most 1 (0.01 is 1 %, 1 is \
+                 every key)"
+            ),
+        ));
     }
     if !(0.0..1.0).contains(&o.quota_reserve) {
         return Err(invalid(

@@ -197,6 +197,13 @@ pub struct SyncOptions {
     /// left, as [`RunStatus::QuotaExhausted`](crate::RunStatus::QuotaExhausted), and waits
     /// for the window to reset when a fifth of a short window is left.
     pub quota_reserve: f64,
+    /// Restricts each run to a deterministic fraction of the keys (above 0, at most 1), by a
+    /// stable hash of each key: `0.01` tries a change on 1 % of the customers first. Keys
+    /// outside it are neither sent nor deleted and their state is untouched; widening it
+    /// sends the keys it newly covers at the next run, narrowing it leaves what was sent in
+    /// place. `None` (the default) covers every key. See [`crate::canary`] for the hash and
+    /// the details.
+    pub canary: Option<f64>,
 }
 
 /// The default delete guard: at most half of the keys a sync delivered in one run, once a
@@ -230,7 +237,17 @@ impl Default for SyncOptions {
             write_timeout: Duration::from_secs(120),
             read_timeout: Duration::from_secs(1_800),
             quota_reserve: 0.0,
+            canary: None,
         }
+    }
+}
+
+impl SyncOptions {
+    /// Sets [`canary`](Self::canary): `with_canary(0.01)` covers 1 % of the keys,
+    /// `with_canary(None)` every key.
+    pub fn with_canary(mut self, fraction: impl Into<Option<f64>>) -> Self {
+        self.canary = fraction.into();
+        self
     }
 }
 

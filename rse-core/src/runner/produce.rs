@@ -14,9 +14,11 @@ use super::outcome::state_failure;
 use super::plan::{DeleteCheck, change, delete_of, shape, withheld};
 use super::prior::PriorRejections;
 use super::run::PAGE;
+use super::suppress::{Suppressor, audit};
 use super::{Mode, SyncInner};
 
 mod schema_check;
+use crate::canary::{Canary, CanaryReport};
 use crate::change::Op;
 use crate::diff::{DiffOutput, Differ, Planned};
 use crate::drift::{SchemaDrift, SchemaSummary};
@@ -30,6 +32,7 @@ use crate::schema::Schema;
 use crate::source::ReadRequest;
 use crate::state::{Lease, RejectedEntry, RejectionStage, SnapshotEntry, StateCommit};
 use crate::transform::RejectionKind;
+use crate::suppression::{SuppressionOutcome, SuppressionReport};
 use crate::value::Value;
 
 /// What the reading side did.
@@ -57,6 +60,12 @@ pub(super) struct Produced {
     pub(super) drift: Option<SchemaDrift>,
     /// Records refused for a key repeated in the source (one entry per key).
     pub(super) key_rejections: Vec<RejectedEntry>,
+    /// The canary the run was restricted to, and what it left out.
+    pub(super) canary: Option<CanaryReport>,
+    /// What the suppression list did.
+    pub(super) suppression: Option<SuppressionReport>,
+    /// In a repair, the keys it planned a change for.
+    pub(super) planned_keys: HashSet<Key>,
 }
 
 pub(super) struct Producer<'a> {
@@ -88,6 +97,10 @@ pub(super) struct Producer<'a> {
     max_bytes: usize,
     /// Records refused while reading, told to the observers once their refusal is committed.
     observed: Vec<ObservedRecord>,
+    /// Only keys inside it are planned (all without one).
+    canary: Option<Canary>,
+    /// The run's suppression list, once loaded.
+    suppressor: Option<Suppressor>,
 }
 
 impl<'a> Producer<'a> {
@@ -103,6 +116,11 @@ impl<'a> Producer<'a> {
         run_schema: RunSchema,
     ) -> Self {
         let caps = inner.destination.capabilities();
+        let canary = inner.options.canary.and_then(Canary::new);
+        let out = Produced {
+            canary: canary.map(|c| CanaryReport { fraction: c.fraction(), excluded: 0 }),
+            ..Produced::default()
+        };
         Self {
             inner,
             lease,
@@ -115,13 +133,15 @@ impl<'a> Producer<'a> {
             run_schema,
             read_schema: None,
             reorder: None,
-            out: Produced::default(),
+            out,
             batch: Vec::new(),
             batch_bytes: 0,
             batch_deadline: None,
             max_rows: inner.options.batch_rows.min(caps.max_batch_rows).max(1),
             max_bytes: inner.options.batch_bytes.min(caps.max_batch_bytes).max(1),
             observed: Vec::new(),
+            canary,
+            suppressor: None,
         }
     }
 
@@ -133,6 +153,21 @@ impl<'a> Producer<'a> {
             .with_cursor(if self.out.incremental { self.cursor.clone() } else { None })
             .with_order_by_key(inner.use_merge)
             .with_batch_size(options.read_batch_size);
+        // Withdrawn consent first: nothing is read or sent without the list, and the listed
+        // keys the destination may hold are removed before anything else goes out.
+        match Suppressor::load(inner).await {
+            Ok(Some(suppressor)) => {
+                let listed = suppressor.listed_keys();
+                self.suppressor = Some(suppressor);
+                self.remove_suppressed(listed, &tx).await;
+            }
+            Ok(None) => {}
+            Err(reason) => {
+                warn!(sync = %inner.id, "The suppression list could not be loaded; nothing is sent.");
+                self.fail(FailureKind::Suppression, reason);
+                return self.finish_out();
+            }
+        }
         let t = Instant::now();
         let stream = inner.source.read(request).await;
         self.out.stages.read += t.elapsed();
@@ -140,7 +175,7 @@ impl<'a> Producer<'a> {
             Ok(s) => s,
             Err(e) => {
                 self.fail(FailureKind::Source, format!("source `{}`: {e}", inner.source.name()));
-                return self.out;
+                return self.finish_out();
             }
         };
         let mut diff = DiffOutput::default();
@@ -206,10 +241,12 @@ impl<'a> Producer<'a> {
             let _ = inner.progress.send(ProgressEvent::Read { records: self.out.counts.read });
             self.track_cursor(&batch);
             let Some((batch, mut seen)) = self.transform(batch).await else { break };
-            let batch = self.reorder(batch);
+            let mut batch = self.reorder(batch);
             seen.append(&mut unreadable);
+            let suppressed = self.keep_out_suppressed(&mut batch, &mut seen, &tx).await;
+            self.apply_canary(&mut batch, &mut seen);
             self.note_read_back(&batch, &seen);
-            self.out.present += batch.records.len() as u64;
+            self.out.present += (batch.records.len() + suppressed) as u64;
             let t = Instant::now();
             if let Err(e) = differ.push(&batch.schema, batch.records, seen, &mut diff).await {
                 self.fail(FailureKind::Source, e.to_string());
@@ -228,7 +265,12 @@ impl<'a> Producer<'a> {
                 Ok(()) => {
                     self.out.stages.diff += t.elapsed();
                     self.take_diff(&mut diff, &tx).await;
-                    self.plan_deletes(std::mem::take(&mut diff.deletes), diff.live_total, &tx).await;
+                    let mut deletes = std::mem::take(&mut diff.deletes);
+                    // Suppressed keys are removed by the consent path, past the delete guard.
+                    if let Some(suppressor) = &self.suppressor {
+                        deletes.retain(|e| !suppressor.holds(&e.key));
+                    }
+                    self.plan_deletes(deletes, diff.live_total, &tx).await;
                     self.clear_stale_rejections();
                 }
                 Err(e) => {
@@ -243,7 +285,117 @@ impl<'a> Producer<'a> {
         } else {
             self.flush(&tx).await;
         }
+        self.finish_out()
+    }
+
+    /// What the reading side did, with the suppression report.
+    fn finish_out(mut self) -> Produced {
+        if let Some(suppressor) = self.suppressor.take() {
+            self.out.suppression = Some(suppressor.finish(self.inner.destination.name()));
+        }
         self.out
+    }
+
+    /// Takes the records of suppressed keys out of `batch` (their keys join `seen`, so the
+    /// diff neither sends nor deletes them) and removes those keys from the destination;
+    /// returns how many records it took out.
+    async fn keep_out_suppressed(
+        &mut self,
+        batch: &mut RowBatch,
+        seen: &mut Vec<Key>,
+        tx: &mpsc::Sender<Vec<Outgoing>>,
+    ) -> usize {
+        let Some(suppressor) = &mut self.suppressor else { return 0 };
+        let keys = suppressor.take_out(batch);
+        if keys.is_empty() {
+            return 0;
+        }
+        if !self.inner.options.dry_run {
+            for key in &keys {
+                audit(
+                    &self.inner.id,
+                    self.inner.destination.name(),
+                    &self.inner.progress,
+                    key,
+                    SuppressionOutcome::KeptOut,
+                );
+            }
+        }
+        let n = keys.len();
+        seen.extend(keys.iter().cloned());
+        self.remove_suppressed(keys, tx).await;
+        n
+    }
+
+    /// Deletes the suppressed `keys` the destination may hold (whatever the mode, the
+    /// canary or the delete guard), once each per run, and drops their earlier refusals
+    /// (which keep their records' values) from the state.
+    async fn remove_suppressed(&mut self, keys: Vec<Key>, tx: &mpsc::Sender<Vec<Outgoing>>) {
+        let inner = self.inner;
+        let Some(suppressor) = &mut self.suppressor else { return };
+        let keys = suppressor.not_handled(keys);
+        if keys.is_empty() {
+            return;
+        }
+        let deletable = suppressor.deletable;
+        let refused: Vec<Key> = keys.iter().filter(|k| self.prior.contains(k)).cloned().collect();
+        if !refused.is_empty() {
+            self.touched.extend(refused.iter().cloned());
+            self.commit(StateCommit { cleared_rejections: refused, ..StateCommit::default() }).await;
+        }
+        for chunk in keys.chunks(PAGE) {
+            let entries = match inner.state.get(&inner.id, chunk).await {
+                Ok(entries) => entries,
+                Err(error) => {
+                    warn!(%error, "Looking up the destination's copies of suppressed keys failed; stopping.");
+                    self.fail(
+                        FailureKind::Suppression,
+                        format!("looking up which suppressed keys the destination may hold failed: {error}"),
+                    );
+                    self.stop.cancel();
+                    return;
+                }
+            };
+            for entry in entries.into_iter().flatten().filter(SnapshotEntry::may_exist) {
+                let report = match &mut self.suppressor {
+                    Some(suppressor) => &mut suppressor.report,
+                    None => return,
+                };
+                if !deletable {
+                    report.not_removable += 1;
+                    if !inner.options.dry_run {
+                        let destination = inner.destination.name();
+                        audit(&inner.id, destination, &inner.progress, &entry.key, SuppressionOutcome::NotRemovable);
+                    }
+                    continue;
+                }
+                report.removals_planned += 1;
+                self.touch(&entry.key);
+                let (fingerprint, version) = delete_of(&entry);
+                self.out.counts.planned.add(Op::Delete, 1);
+                let change = change(&inner.id, Op::Delete, entry.key, None, fingerprint, version);
+                self.push(Outgoing { change, prior: entry.pending, consent: true }, tx).await;
+            }
+        }
+    }
+
+    /// Takes the records whose key is outside the canary out of `batch`, and their keys out
+    /// of `seen`: the diff never hears of them.
+    fn apply_canary(&mut self, batch: &mut RowBatch, seen: &mut Vec<Key>) {
+        let Some(canary) = self.canary else { return };
+        let schema = batch.schema.clone();
+        let before = batch.records.len();
+        // A record without a key is left for the diff to refuse.
+        batch.records.retain(|r| r.key(&schema).map_or(true, |k| canary.contains(&k)));
+        seen.retain(|k| canary.contains(k));
+        if let Some(report) = &mut self.out.canary {
+            report.excluded += (before - batch.records.len()) as u64;
+        }
+    }
+
+    /// Whether `key` is inside the run's canary (every key is without one).
+    fn in_canary(&self, key: &Key) -> bool {
+        self.canary.is_none_or(|c| c.contains(key))
     }
 
     fn track_cursor(&mut self, batch: &RowBatch) {
@@ -276,11 +428,19 @@ impl<'a> Producer<'a> {
             self.out.counts.filtered += output.filtered as u64;
             let mut blocked = 0u64;
             for rejection in output.rejected {
+                let key = rejection.record.key(&input_schema).ok();
+                if let Some(key) = &key
+                    && !self.in_canary(key)
+                {
+                    if let Some(report) = &mut self.out.canary {
+                        report.excluded += 1;
+                    }
+                    continue;
+                }
                 self.out.counts.transform_rejected += 1;
                 if transform.rejection_kind(&rejection) == RejectionKind::SensitiveField {
                     blocked += 1;
                 }
-                let key = rejection.record.key(&input_schema).ok();
                 self.sample(key.as_ref(), RejectionStage::Transform, None, &rejection.reason);
                 let Some(key) = key else {
                     self.out.unknown_keys += 1;
@@ -313,9 +473,13 @@ impl<'a> Producer<'a> {
         for key in &seen {
             self.touch(key);
         }
+        let mut observed = std::mem::take(&mut self.observed);
+        if let Some(restriction) = &self.inner.restrict {
+            rejections.retain(|r| restriction.contains(&r.key));
+            observed.retain(|o| restriction.contains(&o.key));
+        }
         let committed =
             rejections.is_empty() || self.commit(StateCommit { rejected: rejections, ..StateCommit::default() }).await;
-        let observed = std::mem::take(&mut self.observed);
         if committed {
             let run_id = self.lease.as_ref().map_or(0, |l| l.token);
             self.inner.observers.outcomes(&self.inner.id, run_id, observed);
@@ -394,6 +558,7 @@ impl<'a> Producer<'a> {
         for invalid in std::mem::take(&mut diff.invalid) {
             self.out.counts.invalid += 1;
             match &invalid.key {
+                Some(key) if self.inner.restrict.as_ref().is_some_and(|r| !r.contains(key)) => {}
                 Some(key) => {
                     self.touch(key);
                     // Kept with the sync's rejections (committed at the end of the run, after
@@ -432,13 +597,22 @@ impl<'a> Producer<'a> {
     /// Shapes a diff result by the sync's mode into a change, or skips it.
     fn plan(&mut self, p: Planned) -> Option<Outgoing> {
         let inner = self.inner;
+        if let Some(restriction) = &inner.restrict {
+            // A repair sends its keys only; the rest waits for the next run.
+            if !restriction.contains(&p.key) {
+                return None;
+            }
+        }
         let Some((op, version)) = shape(inner.mode, p.kind, p.fingerprint, p.base_version, p.pending) else {
             self.out.counts.skipped += 1;
             return None;
         };
+        if inner.restrict.is_some() {
+            self.out.planned_keys.insert(p.key.clone());
+        }
         self.out.counts.planned.add(op, 1);
         let change = change(&inner.id, op, p.key, Some(p.record), p.fingerprint, version);
-        Some(Outgoing { change, prior: p.pending })
+        Some(Outgoing { change, prior: p.pending, consent: false })
     }
 
     async fn push(&mut self, outgoing: Outgoing, tx: &mpsc::Sender<Vec<Outgoing>>) {
@@ -499,13 +673,26 @@ impl<'a> Producer<'a> {
             after = page.last().map(|e| e.key.clone());
             let mut records = Vec::new();
             let mut unfit = Vec::new();
+            let mut suppressed = Vec::new();
             for entry in page {
                 let earlier = self.prior.get(&entry.key).is_some_and(|p| p.stage == RejectionStage::Destination);
                 if !earlier
                     || entry.stage != RejectionStage::Destination
                     || self.read_back.contains(&entry.key)
                     || self.touched.contains(&entry.key)
+                    || !self.in_canary(&entry.key)
                 {
+                    continue;
+                }
+                // A refused record of a key whose consent was withdrawn is never sent again.
+                if let Some(suppressor) = &self.suppressor
+                    && (suppressor.holds(&entry.key)
+                        || entry
+                            .record
+                            .as_ref()
+                            .is_some_and(|r| r.values.len() == schema.len() && suppressor.matches(&schema, r)))
+                {
+                    suppressed.push(entry.key);
                     continue;
                 }
                 match entry.record {
@@ -525,6 +712,9 @@ impl<'a> Producer<'a> {
             if !unfit.is_empty() {
                 self.commit(StateCommit { rejected: unfit, ..StateCommit::default() }).await;
             }
+            if !suppressed.is_empty() {
+                self.remove_suppressed(suppressed, tx).await;
+            }
             if !records.is_empty() {
                 retried += records.len();
                 if let Err(e) = differ.push(&schema, records, Vec::new(), diff).await {
@@ -542,9 +732,17 @@ impl<'a> Producer<'a> {
         }
     }
 
-    async fn plan_deletes(&mut self, deletes: Vec<SnapshotEntry>, live_total: u64, tx: &mpsc::Sender<Vec<Outgoing>>) {
+    async fn plan_deletes(
+        &mut self,
+        mut deletes: Vec<SnapshotEntry>,
+        live_total: u64,
+        tx: &mpsc::Sender<Vec<Outgoing>>,
+    ) {
         let inner = self.inner;
         let options = &inner.options;
+        if let Some(restriction) = &inner.restrict {
+            deletes.retain(|e| restriction.contains(&e.key));
+        }
         if inner.mode != Mode::Mirror || options.full_resync || deletes.is_empty() || self.out.read_error.is_some() {
             return;
         }
@@ -564,10 +762,13 @@ impl<'a> Producer<'a> {
         }
         for entry in deletes {
             self.touch(&entry.key);
+            if inner.restrict.is_some() {
+                self.out.planned_keys.insert(entry.key.clone());
+            }
             let (fingerprint, version) = delete_of(&entry);
             self.out.counts.planned.add(Op::Delete, 1);
             let change = change(&inner.id, Op::Delete, entry.key, None, fingerprint, version);
-            self.push(Outgoing { change, prior: entry.pending }, tx).await;
+            self.push(Outgoing { change, prior: entry.pending, consent: false }, tx).await;
         }
     }
 
@@ -580,6 +781,8 @@ impl<'a> Producer<'a> {
             .iter()
             .map(|(key, _)| key)
             .filter(|key| !self.touched.contains(*key))
+            // A key outside the canary keeps its state as it is.
+            .filter(|key| self.in_canary(key))
             // An incremental read does not see every row: only a row it returned (back to
             // what the destination holds) settles an earlier rejection.
             .filter(|key| !incremental || self.read_back.contains(*key))

@@ -11,6 +11,7 @@ use super::SyncInner;
 use super::consume::{Consumed, consume};
 use super::deliver::{Deliverer, Outgoing, RunSchema};
 use super::lease::{LeaseDeadline, keep_lease};
+use super::operator::{paused_run, paused_status, watch_pause};
 use super::outcome::{decide_status, fill_report, state_failure};
 use super::pace::{PauseGate, RateLimiter, WaitClock};
 use super::prior::PriorRejections;
@@ -33,6 +34,9 @@ pub(super) const PAGE: usize = 10_000;
 
 pub(super) async fn run(inner: &SyncInner, cancel: CancellationToken) -> Result<SyncReport, Error> {
     let span = info_span!("sync_run", sync = %inner.id, mode = %inner.mode, run = tracing::field::Empty);
+    if let Some(report) = paused_run(inner).await? {
+        return Ok(report);
+    }
     // A full resync that did not complete is resumed: this run sends every record too.
     let resuming;
     let inner = match unfinished_full_resync(inner).await? {
@@ -49,7 +53,7 @@ pub(super) async fn run(inner: &SyncInner, cancel: CancellationToken) -> Result<
 /// The run id of the sync's last run, when it was a full resync that did not complete
 /// (crashed, cancelled, stopped by a quota or a failure): what it did not re-send may be
 /// missing at a destination that replaces its contents on a full resync (an ad audience).
-async fn unfinished_full_resync(inner: &SyncInner) -> Result<Option<u64>, Error> {
+pub(super) async fn unfinished_full_resync(inner: &SyncInner) -> Result<Option<u64>, Error> {
     if inner.options.full_resync || inner.options.dry_run {
         return Ok(None);
     }
@@ -57,7 +61,11 @@ async fn unfinished_full_resync(inner: &SyncInner) -> Result<Option<u64>, Error>
     Ok(last.first().filter(|r| r.full_resync && !r.dry_run && !r.status.is_complete()).map(|r| r.run_id))
 }
 
-async fn run_in_span(inner: &SyncInner, cancel: CancellationToken, span: tracing::Span) -> Result<SyncReport, Error> {
+pub(super) async fn run_in_span(
+    inner: &SyncInner,
+    cancel: CancellationToken,
+    span: tracing::Span,
+) -> Result<SyncReport, Error> {
     let started = Instant::now();
     let options = &inner.options;
     let mut report = SyncReport::new(&inner.id, inner.mode);
@@ -88,12 +96,19 @@ async fn run_in_span(inner: &SyncInner, cancel: CancellationToken, span: tracing
             None => None,
         }
     };
+    // An operator's pause stops the run as a cancellation does, and names who paused it.
+    let watch = async {
+        match &lease {
+            Some(_) => watch_pause(inner, stop.clone(), done.clone()).await,
+            None => None,
+        }
+    };
     let work = async {
         let out = work(inner, &mut report, lease.as_ref(), &stop, &deadline, &waits).await;
         done.cancel();
         out
     };
-    let (worked, lease_lost) = tokio::join!(work, keep);
+    let (worked, lease_lost, paused) = tokio::join!(work, keep, watch);
     let (produced, consumed) = match worked {
         Ok(out) => out,
         Err(e) => {
@@ -104,13 +119,21 @@ async fn run_in_span(inner: &SyncInner, cancel: CancellationToken, span: tracing
         }
     };
 
-    let mut status = decide_status(&produced, &consumed, lease_lost, cancel.is_cancelled());
+    let mut status = decide_status(&produced, &consumed, lease_lost, cancel.is_cancelled() || paused.is_some());
+    if let (RunStatus::Cancelled, Some(pause)) = (&status, &paused) {
+        status = paused_status(pause);
+    }
     fill_report(&mut report, &produced, &consumed, options.rejection_sample);
     report.rate_limit_wait = waits.total();
     if let Some(delivered) = &produced.delivered {
         report.schema = Some(delivered.clone());
     }
     report.schema_drift = produced.drift.clone();
+    report.canary = produced.canary;
+    report.suppression = produced.suppression.clone().map(|mut s| {
+        s.removed = consumed.totals.consent_removed;
+        s
+    });
 
     if let Some(lease) = &lease {
         if status.is_complete() {
@@ -118,6 +141,8 @@ async fn run_in_span(inner: &SyncInner, cancel: CancellationToken, span: tracing
             if let Some(cursor) = produced.max_cursor.clone()
                 && inner.cursor_index.is_some()
                 && produced.incremental
+                // A canary run leaves the keys outside it for a wider run to read.
+                && options.canary.is_none()
             {
                 report.cursor_after = Some(cursor.clone());
                 commit.cursor = Some(cursor);
@@ -128,6 +153,9 @@ async fn run_in_span(inner: &SyncInner, cancel: CancellationToken, span: tracing
             repeated.dedup_by(|a, b| a.key == b.key);
             let observed = observed_keys(inner, &repeated);
             commit.rejected = repeated;
+            if let Some(restriction) = &inner.restrict {
+                commit.settled = super::reconcile::unmark(restriction, &produced.planned_keys);
+            }
             report.counts.recovered += commit.cleared_rejections.len() as u64;
             if !commit.is_empty()
                 && let Err(error) = inner.state.commit(lease, commit).await
@@ -375,6 +403,9 @@ async fn prepare(
     report.schema = Some(recorded.unwrap_or_else(|| SchemaSummary::of(&inner.schema)));
     if let Some(lease) = lease {
         inner.state.record_run(lease, report).await?;
+        if let Some(restriction) = &inner.restrict {
+            super::reconcile::mark(inner, lease, restriction).await?;
+        }
     }
 
     // Only what the run decides with is kept; the refused records stay in the store.
@@ -385,7 +416,10 @@ async fn prepare(
         let full = page.len() == PAGE;
         after = page.last().map(|e| e.key.clone());
         for entry in &page {
-            prior.insert(entry);
+            // A repair settles only its own keys' rejections.
+            if inner.restrict.as_ref().is_none_or(|r| r.contains(&entry.key)) {
+                prior.insert(entry);
+            }
         }
         if !full {
             break;
@@ -393,12 +427,16 @@ async fn prepare(
     }
 
     let algorithm = options.fingerprint_algorithm;
+    // A canary run diffs only the keys inside it: the others are neither planned nor deleted.
+    let canary = options.canary.and_then(crate::canary::Canary::new);
     let differ: Box<dyn Differ> = if inner.use_merge {
         report.diff_strategy = "merge".into();
-        Box::new(MergeDiff::new(inner.state.clone(), &inner.id, algorithm, PAGE).with_unchanged(options.full_resync))
+        let diff = MergeDiff::new(inner.state.clone(), &inner.id, algorithm, PAGE).with_canary(canary);
+        Box::new(diff.with_unchanged(options.full_resync))
     } else {
         report.diff_strategy = "hash".into();
-        let diff = HashDiff::load(inner.state.as_ref(), &inner.id, algorithm, PAGE).await.map_err(|e| match e {
+        let load = HashDiff::load_within(inner.state.as_ref(), &inner.id, algorithm, PAGE, canary);
+        let diff = load.await.map_err(|e| match e {
             crate::diff::DiffError::State(s) => Error::State(s),
             other => Error::State(crate::StateError::Other { message: other.to_string(), source: None }),
         })?;

@@ -17,15 +17,17 @@ use async_trait::async_trait;
 
 use super::batch::ChangeBatchBuilder;
 use crate::change::{Change, ChangeBatch, ChangeOutcome, Memo, Op, WriteOutcome};
-use crate::destination::{CommittedWriteError, Destination, TransactionalState};
+use crate::destination::{CommittedWriteError, Destination, Held, ReadBack, TransactionalState};
 use crate::error::{BoxError, StateError};
-use crate::fingerprint::{Fingerprint, FingerprintAlgorithm};
+use crate::fingerprint::{Fingerprint, FingerprintAlgorithm, Fingerprinter};
 use crate::key::Key;
 use crate::record::Record;
 use crate::report::{RunStatus, SyncReport};
 use crate::runner::Mode;
 use crate::schema::{Field, Schema};
-use crate::state::{Lease, PendingChange, RejectedEntry, RejectionStage, SnapshotEntry, StateCommit, StateStore};
+use crate::state::{
+    Lease, Pause, PendingChange, RejectedEntry, RejectionStage, SnapshotEntry, StateCommit, StateStore,
+};
 use crate::value::{DataType, Value};
 
 use super::exact::{identical, identical_records};
@@ -125,7 +127,10 @@ async fn expect_held(
 /// It writes to the key range `id` 1–1,000 of [`conformance_schema`] under a fresh sync id:
 /// sane capabilities, `check()`, one outcome per change, inserts, updates, deletes (also
 /// of a missing key), a repeated write of the same batch (a retry after a timeout) and a
-/// batch of the declared maximum size. With `readback`, it verifies the records held.
+/// batch of the declared maximum size. With `readback`, it verifies the records held. A
+/// destination that offers [`Destination::read_back`] has it checked too: what was written
+/// reads back fingerprint-equal, a key never written reads as absent, and its key listing
+/// pages through every key once, ascending.
 ///
 /// # Errors
 /// A [`ConformanceError`] naming the first broken rule.
@@ -158,6 +163,9 @@ pub async fn check_destination(
         write_all_applied(dest, &first, "first write").await?;
         for r in &rows {
             expect_held(readback, &schema, r, true, "after the first write").await?;
+        }
+        if let Some(read_back) = dest.read_back() {
+            check_read_back(read_back, &sync_id, &schema, &rows).await?;
         }
         // A retry of the very same batch (the first answer was lost) must be safe.
         write_all_applied(dest, &first, "repeated write of the same batch").await?;
@@ -192,6 +200,53 @@ pub async fn check_destination(
     if caps.supports(Op::Append) {
         let events = batch(&sync_id, &schema, vec![(Op::Append, record(500, "event", 1.0), 0)]);
         write_all_applied(dest, &events, "append").await?;
+    }
+    Ok(())
+}
+
+/// The read-back contract ([`ReadBack`]), on `rows` just written: each reads back
+/// fingerprint-equal, a key never written reads as absent, and the keys walked page by page
+/// (two a page) come each once, ascending, and include every row written.
+async fn check_read_back(
+    read_back: &dyn ReadBack,
+    sync_id: &str,
+    schema: &Schema,
+    rows: &[Record],
+) -> Result<(), ConformanceError> {
+    let mut keys: Vec<Key> = rows.iter().map(|r| r.key(schema)).collect::<Result<_, _>>().map_err(fail("key"))?;
+    keys.push(key(-7)); // no suite writes a negative id
+    let held = read_back.read(sync_id, schema, &keys).await.map_err(fail("read_back().read"))?;
+    ensure!(held.len() == keys.len(), "read_back().read answered {} for {} keys", held.len(), keys.len());
+    let mut fingerprinter = Fingerprinter::new(FingerprintAlgorithm::default(), schema);
+    for (i, (row, held)) in rows.iter().zip(&held).enumerate() {
+        match held {
+            Held::Record(got) => ensure!(
+                fingerprinter.fingerprint(got) == fingerprinter.fingerprint(row),
+                "read_back().read of row {i} gives another record than written ({got:?}); a record written and \
+                 read back must fingerprint equal"
+            ),
+            other => ensure!(false, "read_back().read of row {i} just written gives {other:?}"),
+        }
+    }
+    ensure!(
+        held.last() == Some(&Held::Absent),
+        "read_back().read of a key never written gives {:?}, not Absent",
+        held.last()
+    );
+    let mut listed: Vec<Key> = Vec::new();
+    loop {
+        let page = read_back.keys(sync_id, schema, listed.last(), 2).await.map_err(fail("read_back().keys"))?;
+        ensure!(page.len() <= 2, "read_back().keys answered {} keys for a limit of 2", page.len());
+        for k in &page {
+            ensure!(listed.last().is_none_or(|last| k > last), "read_back().keys is not strictly ascending");
+            listed.push(k.clone());
+        }
+        if page.len() < 2 {
+            break;
+        }
+    }
+    for (i, k) in keys[..rows.len()].iter().enumerate() {
+        ensure!(listed.contains(k), "read_back().keys does not list row {i} just written");
     }
     Ok(())
 }
@@ -516,12 +571,78 @@ async fn check_memos(store: &dyn StateStore, lease: &Lease) -> Result<(), Confor
     Ok(())
 }
 
+/// Pauses: taken and lifted without a lease while a runner holds it, the first pause kept,
+/// exact round trips of who, why and when, no effect on the sync's other state or on the
+/// runner's writes, isolation between syncs, and a sync never run.
+async fn check_pauses(store: &dyn StateStore, lease: &Lease, other_sync: &str) -> Result<(), ConformanceError> {
+    let sync_id = &lease.sync_id;
+    ensure!(store.paused(sync_id).await.map_err(fail("paused"))?.is_none(), "a new sync reads as paused");
+    ensure!(
+        store.resume(sync_id).await.map_err(fail("resume"))?.is_none(),
+        "resuming a sync never paused lifted a pause"
+    );
+    let before = store.scan(sync_id, None, 100).await.map_err(fail("scan"))?;
+    let meta = store.meta(sync_id).await.map_err(fail("meta"))?;
+    // Who and why as operators write them: quotes, a newline, non-ASCII, a long reason.
+    let first = Pause {
+        by: "Zoë O'Brien <oncall@example.com>".to_owned(),
+        reason: format!("quota exhausted; \"RseQuotaExhausted\" fired\n{}", "see the incident ".repeat(40)),
+        at_ms: 1_700_000_123_456,
+    };
+    // No lease: the operator acts while `lease`'s holder runs.
+    let in_force = store.pause(sync_id, &first).await.map_err(fail("pause while a runner holds the lease"))?;
+    ensure!(in_force == first, "pause did not return the pause it recorded: {in_force:?}");
+    let read = store.paused(sync_id).await.map_err(fail("paused"))?;
+    ensure!(read.as_ref() == Some(&first), "a pause did not round-trip exactly: {read:?}");
+    let second = Pause { by: "scheduler".to_owned(), reason: "nightly freeze".to_owned(), at_ms: 1_800_000_000_000 };
+    let in_force = store.pause(sync_id, &second).await.map_err(fail("pause of a paused sync"))?;
+    ensure!(in_force == first, "pausing a paused sync replaced the first pause: {in_force:?}");
+    ensure!(store.paused(other_sync).await.map_err(fail("paused"))?.is_none(), "a pause of one sync shows on another");
+    ensure!(
+        store.scan(sync_id, None, 100).await.map_err(fail("scan"))? == before
+            && store.meta(sync_id).await.map_err(fail("meta"))? == meta,
+        "pausing changed the sync's snapshot or metadata"
+    );
+    // The runner's lease and writes go on: the run stops itself when it sees the pause.
+    let lease = store.renew_lease(lease, Duration::from_secs(30)).await.map_err(fail("renew_lease while paused"))?;
+    store
+        .commit(&lease, StateCommit { applied: vec![entry(9_001, 1)], ..StateCommit::default() })
+        .await
+        .map_err(fail("commit while paused"))?;
+    let lifted = store.resume(sync_id).await.map_err(fail("resume"))?;
+    ensure!(lifted == Some(first), "resume did not return the pause it lifted: {lifted:?}");
+    ensure!(store.paused(sync_id).await.map_err(fail("paused"))?.is_none(), "a resumed sync still reads as paused");
+    ensure!(store.resume(sync_id).await.map_err(fail("resume"))?.is_none(), "a second resume lifted a pause again");
+    // A sync that has no state at all can be paused and resumed, and gains none.
+    let never_run = unique_id("conformance_never_run");
+    store.pause(&never_run, &second).await.map_err(fail("pause of a sync never run"))?;
+    ensure!(
+        store.paused(&never_run).await.map_err(fail("paused"))? == Some(second.clone()),
+        "a pause of a sync never run did not read back"
+    );
+    ensure!(
+        store.scan(&never_run, None, 10).await.map_err(fail("scan"))?.is_empty()
+            && store.runs(&never_run, 10).await.map_err(fail("runs"))?.is_empty(),
+        "pausing a sync never run gave it a snapshot or runs"
+    );
+    ensure!(
+        store.resume(&never_run).await.map_err(fail("resume"))? == Some(second),
+        "resuming a sync never run did not return its pause"
+    );
+    store
+        .commit(&lease, StateCommit { forgotten: vec![key(9_001)], ..StateCommit::default() })
+        .await
+        .map_err(fail("commit forgetting"))?;
+    Ok(())
+}
+
 /// Checks a state store against the `StateStore` contract, under fresh sync ids.
 ///
 /// Leases (exclusive, fenced, expiring — this waits out a one-second lease), commits
 /// (snapshot entries, tombstones, rejections, cursor, fingerprint algorithm), key-ordered
-/// scans with paging, lookups, run history and isolation between syncs; refused records and
-/// cursors holding NaN, infinities and `-0.0` read back bit for bit. Takes a few seconds.
+/// scans with paging, lookups, run history, pauses (without a lease) and isolation between
+/// syncs; refused records and cursors holding NaN, infinities and `-0.0` read back bit for
+/// bit. Takes a few seconds.
 ///
 /// # Errors
 /// A [`ConformanceError`] naming the first broken rule.
@@ -548,6 +669,7 @@ pub async fn check_state_store(store: &dyn StateStore) -> Result<(), Conformance
     let lease = store.renew_lease(&lease, ttl).await.map_err(fail("renew_lease"))?;
     let other_lease = store.acquire_lease(&other_sync, "runner-a", ttl).await.map_err(fail("lease of another sync"))?;
     check_mixed_key_order(store, ttl).await?;
+    check_pauses(store, &lease, &other_sync).await?;
 
     // Commits and ordered scans.
     let ids = [5i64, -3, 42, 0, 17, 1_000_000, -77, 8];

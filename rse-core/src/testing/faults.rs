@@ -206,6 +206,11 @@ impl<D: Destination> Destination for FaultyDestination<D> {
     fn transactional_state(&self) -> Option<&dyn TransactionalState> {
         self.inner.transactional_state().map(|_| self as &dyn TransactionalState)
     }
+
+    /// Reads are not faulted: what the inner destination holds is what it holds.
+    fn read_back(&self) -> Option<&dyn crate::destination::ReadBack> {
+        self.inner.read_back()
+    }
 }
 
 /// What the faults decided about one write call.

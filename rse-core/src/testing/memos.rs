@@ -109,4 +109,8 @@ impl<D: Destination> Destination for KeepMemos<D> {
     fn transactional_state(&self) -> Option<&dyn TransactionalState> {
         None
     }
+
+    fn read_back(&self) -> Option<&dyn crate::destination::ReadBack> {
+        self.inner.read_back()
+    }
 }

@@ -2,9 +2,11 @@
 
 use std::borrow::Cow;
 
+use bytes::{BufMut, BytesMut};
 use rse_core::{DataType, Value};
-use tokio_postgres::types::ToSql;
+use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 
+use crate::postgres::copy::PG_EPOCH_MICROS;
 use crate::postgres::types::list_json;
 
 /// The PostgreSQL array type a field is bound as.
@@ -35,7 +37,8 @@ impl Bind {
     pub(super) fn array_type(self) -> &'static str {
         match self {
             Bind::Bool => "bool[]",
-            Bind::Int | Bind::Timestamp => "int8[]",
+            Bind::Int => "int8[]",
+            Bind::Timestamp => "timestamptz[]",
             Bind::Float => "float8[]",
             Bind::Text => "text[]",
             Bind::Bytes => "bytea[]",
@@ -50,9 +53,34 @@ pub(super) fn convert(col: &str, t: &DataType) -> String {
         DataType::Decimal => format!("{col}::numeric"),
         DataType::Json | DataType::List(_) => format!("{col}::jsonb"),
         DataType::Date => format!("('1970-01-01'::date + {col})"),
-        DataType::Timestamp => format!("('1970-01-01 00:00:00+00'::timestamptz + {col} * interval '1 microsecond')"),
         _ => col.to_owned(),
     }
+}
+
+/// A timestamp in PostgreSQL's binary form: microseconds since 2000-01-01 UTC. Bound as
+/// such, not as a number of microseconds turned into a timestamp by SQL: `int8 * interval`
+/// goes through a float and loses microseconds beyond about 285 years from 1970.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct PgTimestamp(i64);
+
+impl PgTimestamp {
+    /// The timestamp `micros` since 1970-01-01 UTC, if PostgreSQL's form can hold it.
+    fn of(micros: i64) -> Option<Self> {
+        micros.checked_sub(PG_EPOCH_MICROS).map(PgTimestamp)
+    }
+}
+
+impl ToSql for PgTimestamp {
+    fn to_sql(&self, _: &Type, out: &mut BytesMut) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        out.put_i64(self.0);
+        Ok(IsNull::No)
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        matches!(*ty, Type::TIMESTAMPTZ | Type::TIMESTAMP)
+    }
+
+    to_sql_checked!();
 }
 
 /// One column of a batch, as the array bound for it. Text and bytes borrow from the
@@ -64,13 +92,15 @@ pub(super) enum Column<'a> {
     Text(Vec<Option<Cow<'a, str>>>),
     Bytes(Vec<Option<Cow<'a, [u8]>>>),
     Date(Vec<Option<i32>>),
+    Timestamp(Vec<Option<PgTimestamp>>),
 }
 
 impl<'a> Column<'a> {
     pub(super) fn new(bind: Bind, n: usize) -> Column<'a> {
         match bind {
             Bind::Bool => Column::Bool(Vec::with_capacity(n)),
-            Bind::Int | Bind::Timestamp => Column::Int(Vec::with_capacity(n)),
+            Bind::Int => Column::Int(Vec::with_capacity(n)),
+            Bind::Timestamp => Column::Timestamp(Vec::with_capacity(n)),
             Bind::Float => Column::Float(Vec::with_capacity(n)),
             Bind::Text => Column::Text(Vec::with_capacity(n)),
             Bind::Bytes => Column::Bytes(Vec::with_capacity(n)),
@@ -98,8 +128,13 @@ impl<'a> Column<'a> {
             (Column::Text(c), Value::Null) => c.push(None),
             (Column::Bytes(c), Value::Null) => c.push(None),
             (Column::Date(c), Value::Null) => c.push(None),
+            (Column::Timestamp(c), Value::Null) => c.push(None),
             (Column::Bool(c), Value::Bool(b)) => c.push(Some(*b)),
-            (Column::Int(c), Value::Int(i) | Value::Timestamp(i)) => c.push(Some(*i)),
+            (Column::Int(c), Value::Int(i)) => c.push(Some(*i)),
+            (Column::Timestamp(c), Value::Timestamp(t)) => match PgTimestamp::of(*t) {
+                Some(t) => c.push(Some(t)),
+                None => return false,
+            },
             (Column::Float(c), Value::Float(f)) => c.push(Some(*f)),
             (Column::Text(c), Value::String(s)) => c.push(Some(Cow::Owned(s.clone()))),
             (Column::Text(c), Value::Decimal(d)) => c.push(Some(Cow::Owned(d.as_str().to_owned()))),
@@ -120,6 +155,7 @@ impl<'a> Column<'a> {
             Column::Text(c) => c.truncate(n),
             Column::Bytes(c) => c.truncate(n),
             Column::Date(c) => c.truncate(n),
+            Column::Timestamp(c) => c.truncate(n),
         }
     }
 
@@ -131,6 +167,7 @@ impl<'a> Column<'a> {
             Column::Text(c) => c,
             Column::Bytes(c) => c,
             Column::Date(c) => c,
+            Column::Timestamp(c) => c,
         }
     }
 }
@@ -144,6 +181,7 @@ pub(super) fn column_len(columns: &[Column<'_>]) -> usize {
         Some(Column::Text(c)) => c.len(),
         Some(Column::Bytes(c)) => c.len(),
         Some(Column::Date(c)) => c.len(),
+        Some(Column::Timestamp(c)) => c.len(),
         None => 0,
     }
 }

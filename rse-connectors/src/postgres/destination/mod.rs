@@ -72,7 +72,7 @@
 //! | string | `text` | `text[]` |
 //! | bytes | `bytea` | `bytea[]` |
 //! | date | `date` | `int4[]` days, `'1970-01-01'::date + n` |
-//! | timestamp | `timestamptz` | `int8[]` micros, `'epoch' + n µs` (exact) |
+//! | timestamp | `timestamptz` | `timestamptz[]` in the binary form (exact to the microsecond at any date) |
 //! | json, list | `jsonb` | `text[]`, cast |
 //!
 //! Inside a list, a value JSON cannot hold is the text PostgreSQL gives it in its own column
@@ -80,12 +80,19 @@
 //! strings `"NaN"`, `"Infinity"`, `"-Infinity"`, bytes `"\\x"` followed by lower-case hex.
 //!
 //! The COPY writes each value in the binary form of the column type in the second column.
+//!
+//! # Reading back
+//! The destination reads its table back for reconciliation
+//! ([`Destination::read_back`], used by `SyncJob::verify`): every type of the table above
+//! reads back as the exact value written, so it fingerprints as it did when sent. See
+//! `read_back.rs` for how each column is read and the order keys are listed in.
 
 mod bind;
 mod encode;
 mod ledger;
 mod options;
 mod plan;
+mod read_back;
 mod superseded;
 mod write;
 
@@ -96,7 +103,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use rse_core::{
     ChangeBatch, CommitFor, CommittedWriteError, Destination, DestinationCapabilities, DestinationError, Lease, Op,
-    Schema, StateStore, TransactionalState, WriteOutcome,
+    ReadBack, Schema, StateStore, TransactionalState, WriteOutcome,
 };
 
 pub use options::{DEFAULT_WRITE_TIMEOUT, PostgresDestinationOptions};
@@ -300,6 +307,10 @@ impl Destination for PostgresDestination {
 
     fn transactional_state(&self) -> Option<&dyn TransactionalState> {
         self.with_rows.as_ref().map(|_| self as &dyn TransactionalState)
+    }
+
+    fn read_back(&self) -> Option<&dyn ReadBack> {
+        Some(self)
     }
 }
 

@@ -3,13 +3,14 @@
 //! Split by role: the tables and their migrations (`schema.rs`), the statements
 //! (`statements.rs`), the lease and its fence (`lease.rs`), reads of the snapshot and the
 //! rejected set (`read.rs`), commits (`commit.rs`, including [`PostgresStateStore::commit_in`]
-//! for a destination's transaction) and the run history (`runs.rs`).
+//! for a destination's transaction), the run history (`runs.rs`) and operators' pauses
+//! (`pause.rs`).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rse_core::state::{Lease, RejectedEntry, SnapshotEntry, StateCommit, StateStore, SyncMeta};
+use rse_core::state::{Lease, Pause, RejectedEntry, SnapshotEntry, StateCommit, StateStore, SyncMeta};
 use rse_core::{Key, StateError, SyncReport};
 
 use crate::postgres::PostgresConnectOptions;
@@ -20,6 +21,7 @@ use crate::postgres::sql::DATABASE_IDENTITY;
 mod commit;
 mod lease;
 mod options;
+mod pause;
 mod read;
 mod runs;
 mod schema;
@@ -215,5 +217,17 @@ impl StateStore for PostgresStateStore {
 
     async fn runs(&self, sync_id: &str, limit: usize) -> Result<Vec<SyncReport>, StateError> {
         Ok(self.list_runs(sync_id, limit).await?.into_iter().map(|r| r.report).collect())
+    }
+
+    async fn pause(&self, sync_id: &str, pause: &Pause) -> Result<Pause, StateError> {
+        self.put_pause(sync_id, pause).await
+    }
+
+    async fn resume(&self, sync_id: &str) -> Result<Option<Pause>, StateError> {
+        self.lift_pause(sync_id).await
+    }
+
+    async fn paused(&self, sync_id: &str) -> Result<Option<Pause>, StateError> {
+        self.read_pause(sync_id).await
     }
 }

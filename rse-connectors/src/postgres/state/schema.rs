@@ -59,6 +59,14 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE {s}.rse_syncs ADD COLUMN cursor_value bytea;",
     // 4: the memo a destination keeps per key (a CRM's record id); none for rows written before.
     "ALTER TABLE {s}.rse_snapshot ADD COLUMN memo bytea;",
+    // 5: operators' pauses, one row per paused sync (by sync id: a sync never run can be
+    // paused); resuming deletes the row.
+    "CREATE TABLE IF NOT EXISTS {s}.rse_pauses (
+        sync_id text PRIMARY KEY,
+        paused_by text NOT NULL,
+        reason text NOT NULL,
+        paused_at_ms bigint NOT NULL
+    );",
 ];
 
 impl PostgresStateStore {

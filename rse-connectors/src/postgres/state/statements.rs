@@ -35,6 +35,9 @@ pub(super) struct Sql {
     pub(super) prune_runs: String,
     pub(super) runs: String,
     pub(super) syncs: String,
+    pub(super) pause: String,
+    pub(super) resume: String,
+    pub(super) paused: String,
 }
 
 impl Sql {
@@ -134,6 +137,15 @@ impl Sql {
                     s.lease_holder, s.lease_expires_ms, {NOW_MS}
                  FROM {s}.rse_syncs s ORDER BY s.sync_id"
             ),
+            // A sync already paused keeps its pause: the no-op update returns the row in
+            // force, even when another connection inserted it a moment before.
+            pause: format!(
+                "INSERT INTO {s}.rse_pauses AS t (sync_id, paused_by, reason, paused_at_ms) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (sync_id) DO UPDATE SET paused_by = t.paused_by
+                 RETURNING paused_by, reason, paused_at_ms"
+            ),
+            resume: format!("DELETE FROM {s}.rse_pauses WHERE sync_id = $1 RETURNING paused_by, reason, paused_at_ms"),
+            paused: format!("SELECT paused_by, reason, paused_at_ms FROM {s}.rse_pauses WHERE sync_id = $1"),
         }
     }
 }

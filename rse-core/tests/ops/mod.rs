@@ -1,0 +1,3 @@
+//! Fixtures of the operator-control tests.
+
+pub mod recorder;
