@@ -14,6 +14,7 @@ use super::lease::LeaseDeadline;
 use super::pace::{PauseGate, RateLimiter, WaitClock, backoff};
 use super::prior::PriorRejections;
 use super::quota::{Gate, QuotaGate};
+use super::telemetry::{RunMetrics, outcome, stage};
 use crate::SyncOptions;
 use crate::audience::AudienceReport;
 use crate::change::{Change, ChangeBatch, ChangeOutcome, Memo, Op, Receipt, WriteOutcome};
@@ -187,6 +188,8 @@ pub(crate) struct Deliverer {
     pub begun: tokio::sync::Mutex<bool>,
     /// The audience figures of the run's writes, summed.
     pub audience: std::sync::Mutex<Option<AudienceReport>>,
+    /// The run's metrics.
+    pub metrics: RunMetrics,
 }
 
 impl Deliverer {
@@ -204,11 +207,18 @@ impl Deliverer {
         {
             warn!(sync = %self.sync_id, %error, "Reading the batch's memos failed; not sending it.");
             result.undelivered = outgoing.len() as u64;
+            self.metrics.changes_of(outcome::UNDELIVERED, outgoing.iter().map(|o| o.change.op));
             result.failure = Some(BatchFailure::Commit(error));
             return result;
         }
         let schema = self.keeps_memos.then(|| self.schema.get());
+        // Changes sent again exactly as a send whose outcome never came back (same op,
+        // fingerprint and version, so the same idempotency key).
+        let mut resent = 0u64;
         for Outgoing { change, prior } in outgoing {
+            resent += u64::from(prior.is_some_and(|p| {
+                p.op == change.op && p.fingerprint == change.fingerprint && p.version == change.version
+            }));
             if !transactional {
                 let pending = PendingChange { op: change.op, fingerprint: change.fingerprint, version: change.version };
                 intents.intents.push((change.key.clone(), pending));
@@ -229,16 +239,19 @@ impl Deliverer {
         if !transactional && let Err(error) = self.state.commit(&self.lease, intents).await {
             warn!(sync = %self.sync_id, %error, "Recording the batch's intent failed; not sending it.");
             result.undelivered = changes.len() as u64;
+            self.metrics.changes_of(outcome::UNDELIVERED, changes.iter().map(|c| c.op));
             result.failure = Some(BatchFailure::Commit(error));
             result.commit_time = started.elapsed();
             return result;
         }
         result.commit_time = started.elapsed();
+        self.metrics.duplicates(resent);
         let started = Instant::now();
         let finals = self.write_bisecting(changes, &priors, &mut result).await;
         result.deliver_time = started.elapsed();
 
         let (mut applied, mut rejected) = (0u64, 0u64);
+        let (mut superseded, mut undelivered) = (OpCounts::default(), OpCounts::default());
         for done in &finals {
             let change = &done.change;
             match &done.outcome {
@@ -255,6 +268,7 @@ impl Deliverer {
                     rejected += 1;
                     if matches!(done.outcome, Final::Superseded { .. }) {
                         result.superseded += 1;
+                        superseded.add(change.op, 1);
                     } else {
                         result.rejected.add(change.op, 1);
                     }
@@ -267,9 +281,18 @@ impl Deliverer {
                         });
                     }
                 }
-                Final::Undelivered => result.undelivered += 1,
+                Final::Undelivered => {
+                    result.undelivered += 1;
+                    undelivered.add(change.op, 1);
+                }
             }
         }
+        self.metrics.changes(outcome::APPLIED, &result.applied);
+        self.metrics.changes(outcome::REJECTED, &result.rejected);
+        self.metrics.changes(outcome::SUPERSEDED, &superseded);
+        self.metrics.changes(outcome::UNDELIVERED, &undelivered);
+        self.metrics.refused(stage::DESTINATION, rejected);
+        self.metrics.retries(result.retries);
         let now = unix_secs(std::time::SystemTime::now());
         let commit = self.commit_of(finals.iter().filter(|d| !d.committed).filter_map(Done::outcome), &priors, now);
         if !commit.applied.is_empty() || !commit.rejected.is_empty() {
@@ -287,8 +310,8 @@ impl Deliverer {
         result
     }
 
-    /// One write of `batch` (after `begin_run`), within the write timeout: through the
-    /// exactly-once interface when the destination has one, committing the outcomes with it.
+    /// One write of `batch` (after `begin_run`): through the exactly-once interface when the
+    /// destination has one, committing the outcomes with it.
     async fn attempt(
         &self,
         batch: &ChangeBatch,
@@ -296,12 +319,8 @@ impl Deliverer {
         priors: &Priors,
         transactional: Option<&dyn crate::destination::TransactionalState>,
     ) -> Result<WriteOutcome, CommittedWriteError> {
-        let timeout = self.options.write_timeout;
         match transactional {
-            None => match tokio::time::timeout(timeout, self.destination.write(batch)).await {
-                Ok(written) => written.map_err(CommittedWriteError::Destination),
-                Err(_) => Err(timed_out(timeout)),
-            },
+            None => self.destination.write(batch).await.map_err(CommittedWriteError::Destination),
             Some(transactional) => {
                 let now = unix_secs(std::time::SystemTime::now());
                 let commit_for = |written: &WriteOutcome| {
@@ -322,12 +341,7 @@ impl Deliverer {
                         });
                     self.commit_of(finals, priors, now)
                 };
-                match tokio::time::timeout(timeout, transactional.write_committing(batch, &self.lease, &commit_for))
-                    .await
-                {
-                    Ok(written) => written,
-                    Err(_) => Err(timed_out(timeout)),
-                }
+                transactional.write_committing(batch, &self.lease, &commit_for).await
             }
         }
     }
@@ -553,7 +567,7 @@ impl Deliverer {
                         () = tokio::time::sleep_until(at) => {}
                         () = self.stop.cancelled() => break Err(WriteFailure::Stopped),
                     }
-                    self.waits.record(waiting, Instant::now());
+                    self.metrics.waited(self.waits.record(waiting, Instant::now()));
                     continue;
                 }
                 Gate::Exhausted { reason, resets_in } => {
@@ -561,7 +575,7 @@ impl Deliverer {
                     break Err(WriteFailure::QuotaExhausted { reason, resets_in });
                 }
             }
-            self.waits.record(waiting, Instant::now());
+            self.metrics.waited(self.waits.record(waiting, Instant::now()));
             // Prove the lease by the local clock right before writing (see `lease`).
             if !self.lease_deadline.holds() {
                 self.quota.done(None);
@@ -570,11 +584,26 @@ impl Deliverer {
             }
             let transactional = self.destination.transactional_state();
             let timeout = self.options.write_timeout;
+            let sent = Instant::now();
+            let mut elapsed = false;
             let written = match tokio::time::timeout(timeout, self.begin_run()).await {
                 Ok(Err(error)) => Err(CommittedWriteError::Destination(error)),
-                Err(_) => Err(timed_out(timeout)),
-                Ok(Ok(())) => self.attempt(&batch, round, priors, transactional).await,
+                Err(_) => {
+                    elapsed = true;
+                    Err(timed_out(timeout))
+                }
+                Ok(Ok(())) => {
+                    match tokio::time::timeout(timeout, self.attempt(&batch, round, priors, transactional)).await {
+                        Ok(written) => written,
+                        Err(_) => {
+                            elapsed = true;
+                            Err(timed_out(timeout))
+                        }
+                    }
+                }
             };
+            let answered = request_outcome(&written, elapsed, batch.changes.len());
+            self.metrics.request(answered, batch.changes.len(), sent.elapsed());
             let reported = match &written {
                 Ok(out) => {
                     if let Some(audience) = &out.audience {
@@ -585,6 +614,9 @@ impl Deliverer {
                 }
                 Err(_) => None,
             };
+            if let Some(quota) = &reported {
+                self.metrics.quota(quota);
+            }
             self.quota.done(reported);
             let written = match written {
                 Ok(out) => Ok(out),
@@ -677,6 +709,31 @@ impl Deliverer {
             () = tokio::time::sleep(delay) => true,
             () = self.stop.cancelled() => false,
         }
+    }
+}
+
+/// How a write call ended, as the outcome label of
+/// [`DESTINATION_REQUESTS_TOTAL`](crate::metrics::DESTINATION_REQUESTS_TOTAL): `ok` (every
+/// change applied), `partial` (some refused), `timeout` (no answer within the write
+/// timeout), `transient`, `rate_limited`, `quota_exhausted`, `unauthorized`, or `failed` (a
+/// refused batch, a fatal error, an answer of the wrong length, or an exactly-once write whose
+/// state commit failed).
+fn request_outcome(written: &Result<WriteOutcome, CommittedWriteError>, elapsed: bool, changes: usize) -> &'static str {
+    match written {
+        _ if elapsed => "timeout",
+        Ok(out) if out.outcomes.len() != changes || !(out.receipts.is_empty() || out.receipts.len() == changes) => {
+            "failed"
+        }
+        Ok(out) if out.outcomes.iter().all(|o| matches!(o, ChangeOutcome::Applied)) => "ok",
+        Ok(_) => "partial",
+        Err(CommittedWriteError::Destination(error)) => match error {
+            DestinationError::Transient { .. } => "transient",
+            DestinationError::RateLimited { .. } => "rate_limited",
+            DestinationError::QuotaExhausted { .. } => "quota_exhausted",
+            DestinationError::Unauthorized { .. } => "unauthorized",
+            DestinationError::InvalidBatch { .. } | DestinationError::Fatal { .. } => "failed",
+        },
+        Err(CommittedWriteError::State(_)) => "failed",
     }
 }
 

@@ -11,6 +11,7 @@ mod prior;
 mod produce;
 mod quota;
 mod run;
+mod telemetry;
 
 use std::sync::Arc;
 
@@ -72,6 +73,15 @@ struct SyncInner {
     cursor_index: Option<usize>,
     use_merge: bool,
     progress: broadcast::Sender<ProgressEvent>,
+    /// The sync's metrics, their labels and what carries over from run to run.
+    telemetry: Arc<telemetry::SyncTelemetry>,
+}
+
+impl SyncInner {
+    /// A run's handle on the sync's metrics (silent in a dry run).
+    fn metrics(&self) -> telemetry::RunMetrics {
+        telemetry::RunMetrics::new(self.telemetry.clone(), self.options.dry_run)
+    }
 }
 
 impl std::fmt::Debug for SyncJob {
@@ -326,9 +336,11 @@ impl SyncBuilder {
         };
 
         let (progress, _) = broadcast::channel(1024);
+        let id: Arc<str> = sync_id.into();
+        let telemetry = Arc::new(telemetry::SyncTelemetry::new(&id, destination.name()));
         Ok(SyncJob {
             inner: Arc::new(SyncInner {
-                id: sync_id.into(),
+                id,
                 source,
                 transforms: self.transforms,
                 destination,
@@ -339,6 +351,7 @@ impl SyncBuilder {
                 cursor_index,
                 use_merge,
                 progress,
+                telemetry,
             }),
         })
     }

@@ -14,6 +14,7 @@ use super::outcome::state_failure;
 use super::plan::{DeleteCheck, change, delete_of, shape, withheld};
 use super::prior::PriorRejections;
 use super::run::PAGE;
+use super::telemetry::{RunMetrics, outcome, stage};
 use super::{Mode, SyncInner};
 
 mod schema_check;
@@ -83,6 +84,7 @@ pub(super) struct Producer<'a> {
     batch_deadline: Option<Instant>,
     max_rows: usize,
     max_bytes: usize,
+    metrics: RunMetrics,
 }
 
 impl<'a> Producer<'a> {
@@ -116,6 +118,7 @@ impl<'a> Producer<'a> {
             batch_deadline: None,
             max_rows: inner.options.batch_rows.min(caps.max_batch_rows).max(1),
             max_bytes: inner.options.batch_bytes.min(caps.max_batch_bytes).max(1),
+            metrics: inner.metrics(),
         }
     }
 
@@ -177,6 +180,7 @@ impl<'a> Producer<'a> {
                     break;
                 }
                 Some(Ok(mut batch)) => {
+                    self.metrics.refused(stage::SOURCE, batch.rejected.len() as u64);
                     for rejection in std::mem::take(&mut batch.rejected) {
                         self.out.counts.source_rejected += 1;
                         let reason = format!("{}: {}", rejection.location, rejection.reason);
@@ -194,6 +198,7 @@ impl<'a> Producer<'a> {
                 break;
             }
             self.out.counts.read += batch.len() as u64;
+            self.metrics.read(batch.len() as u64, self.out.counts.read);
             let _ = inner.progress.send(ProgressEvent::Read { records: self.out.counts.read });
             self.track_cursor(&batch);
             let Some((batch, mut seen)) = self.transform(batch).await else { break };
@@ -230,6 +235,7 @@ impl<'a> Producer<'a> {
         }
         if self.stop.is_cancelled() {
             self.out.counts.undelivered += self.batch.len() as u64;
+            self.metrics.changes_of(outcome::UNDELIVERED, self.batch.iter().map(|o| o.change.op));
             self.batch.clear();
         } else {
             self.flush(&tx).await;
@@ -265,6 +271,7 @@ impl<'a> Producer<'a> {
                 }
             };
             self.out.counts.filtered += output.filtered as u64;
+            self.metrics.refused(stage::TRANSFORM, output.rejected.len() as u64);
             for rejection in output.rejected {
                 self.out.counts.transform_rejected += 1;
                 let key = rejection.record.key(&input_schema).ok();
@@ -353,6 +360,7 @@ impl<'a> Producer<'a> {
 
     async fn take_diff(&mut self, diff: &mut DiffOutput, tx: &mpsc::Sender<Vec<Outgoing>>) {
         self.out.counts.unchanged += std::mem::take(&mut diff.unchanged);
+        self.metrics.refused(stage::KEY, diff.invalid.len() as u64);
         for invalid in std::mem::take(&mut diff.invalid) {
             self.out.counts.invalid += 1;
             match &invalid.key {
@@ -429,8 +437,9 @@ impl<'a> Producer<'a> {
         }
         let batch = std::mem::take(&mut self.batch);
         let n = batch.len() as u64;
-        if tx.send(batch).await.is_err() {
+        if let Err(mpsc::error::SendError(batch)) = tx.send(batch).await {
             self.out.counts.undelivered += n;
+            self.metrics.changes_of(outcome::UNDELIVERED, batch.iter().map(|o| o.change.op));
         }
     }
 
@@ -521,6 +530,7 @@ impl<'a> Producer<'a> {
         if let Some(reason) = withheld(check, options.max_deletes, options.allow_empty_source) {
             warn!(deletes = n, "Deletes withheld by the delete guard.");
             self.out.counts.withheld += n;
+            self.metrics.changes(outcome::WITHHELD, &crate::report::OpCounts { delete: n, ..Default::default() });
             self.out.withheld_reason = Some(reason);
             return;
         }

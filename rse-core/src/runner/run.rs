@@ -7,7 +7,6 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
 
-use super::SyncInner;
 use super::consume::{Consumed, consume};
 use super::deliver::{Deliverer, Outgoing, RunSchema};
 use super::lease::{LeaseDeadline, keep_lease};
@@ -16,12 +15,13 @@ use super::pace::{PauseGate, RateLimiter, WaitClock};
 use super::prior::PriorRejections;
 use super::produce::{Produced, Producer};
 use super::quota::QuotaGate;
+use super::{Mode, SyncInner};
 use crate::audience::AudienceReport;
 use crate::change::{ChangeBatch, ChangeOutcome};
 use crate::destination::{DestinationRunReport, RunEnd, RunInfo};
 use crate::diff::{Differ, HashDiff, MergeDiff};
 use crate::drift::SchemaSummary;
-use crate::error::Error;
+use crate::error::{Error, StateError};
 use crate::key::Key;
 use crate::report::{FailureKind, ProgressEvent, RejectionSample, RunStatus, SyncReport};
 use crate::state::RejectionStage;
@@ -31,6 +31,18 @@ use crate::state::{Lease, StateCommit};
 pub(super) const PAGE: usize = 10_000;
 
 pub(super) async fn run(inner: &SyncInner, cancel: CancellationToken) -> Result<SyncReport, Error> {
+    let metrics = inner.metrics();
+    let started = Instant::now();
+    let result = resume_and_run(inner, cancel).await;
+    match &result {
+        Ok(report) => metrics.finished(report, started.elapsed()),
+        Err(Error::State(StateError::LeaseHeld { .. })) => metrics.lease_conflict(),
+        Err(_) => metrics.failed(started.elapsed()),
+    }
+    result
+}
+
+async fn resume_and_run(inner: &SyncInner, cancel: CancellationToken) -> Result<SyncReport, Error> {
     let span = info_span!("sync_run", sync = %inner.id, mode = %inner.mode, run = tracing::field::Empty);
     // A full resync that did not complete is resumed: this run sends every record too.
     let resuming;
@@ -73,6 +85,7 @@ async fn run_in_span(inner: &SyncInner, cancel: CancellationToken, span: tracing
     let waits = Arc::new(WaitClock::default());
     report.run_id = lease.as_ref().map_or(0, |l| l.token);
     span.record("run", report.run_id);
+    let _in_progress = inner.metrics().started(inner.mode.ops());
 
     // The lease is renewed from now on, through the preparation too: loading a large
     // snapshot can take longer than the lease lives.
@@ -214,6 +227,7 @@ async fn work(
                 run: RunInfo::new(inner.id.clone(), report.run_id, options.full_resync, report.started_at_ms),
                 begun: tokio::sync::Mutex::new(false),
                 audience: std::sync::Mutex::new(None),
+                metrics: inner.metrics(),
             };
             let (produced, mut consumed) = tokio::join!(produce, consume(&deliverer, rx, inner));
             consumed.quota = deliverer.quota.last();
@@ -342,6 +356,8 @@ async fn prepare(
 ) -> Result<(PriorRejections, Box<dyn Differ>), Error> {
     let options = &inner.options;
     let meta = inner.state.meta(&inner.id).await?;
+    // Nothing acknowledged yet: this run is the sync's initial load.
+    let initial = meta.fingerprint_algorithm.is_none();
     if let Some(stored) = meta.fingerprint_algorithm
         && stored != options.fingerprint_algorithm
         && !options.full_resync
@@ -354,9 +370,14 @@ async fn prepare(
     }
     report.cursor_before = meta.cursor.clone();
     report.cursor_after = meta.cursor;
+    let earlier = inner.state.runs(&inner.id, 8).await?;
     // The columns the sync last delivered under, carried by every run's report.
-    let recorded = inner.state.runs(&inner.id, 8).await?.into_iter().find_map(|r| r.schema);
+    let recorded = earlier.iter().find_map(|r| r.schema.clone());
     report.schema = Some(recorded.unwrap_or_else(|| SchemaSummary::of(&inner.schema)));
+    // An initial load or full resync goes on, run after run, until one completes.
+    let unfinished = earlier.first().filter(|r| !r.status.is_complete()).and_then(|r| r.backfill_started_at_ms);
+    report.backfill_started_at_ms =
+        unfinished.or_else(|| (options.full_resync || initial).then_some(report.started_at_ms));
     if let Some(lease) = lease {
         inner.state.record_run(lease, report).await?;
     }
@@ -377,8 +398,15 @@ async fn prepare(
     }
 
     let algorithm = options.fingerprint_algorithm;
+    let incremental = inner.cursor_index.is_some() && inner.mode != Mode::Mirror && !options.full_resync;
     let differ: Box<dyn Differ> = if inner.use_merge {
         report.diff_strategy = "merge".into();
+        // The merge diff streams the snapshot: the last complete run's read is the estimate.
+        if let Some(last) = earlier.iter().find(|r| r.status.is_complete())
+            && !incremental
+        {
+            inner.metrics().expected(last.counts.read);
+        }
         Box::new(MergeDiff::new(inner.state.clone(), &inner.id, algorithm, PAGE).with_unchanged(options.full_resync))
     } else {
         report.diff_strategy = "hash".into();
@@ -386,6 +414,9 @@ async fn prepare(
             crate::diff::DiffError::State(s) => Error::State(s),
             other => Error::State(crate::StateError::Other { message: other.to_string(), source: None }),
         })?;
+        if !incremental {
+            inner.metrics().expected(diff.live());
+        }
         Box::new(diff.with_unchanged(options.full_resync))
     };
     Ok((prior, differ))
