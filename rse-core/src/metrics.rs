@@ -14,7 +14,7 @@
 //!
 //! # When the runner emits
 //! Counters move per batch and per run, never per record (the change-time latency, which a
-//! sync asks for by naming a change-time column, is the one
+//! sync asks for with [`SyncOptions::change_time_field`](crate::SyncOptions::change_time_field), is the one
 //! per-record figure). A dry run emits nothing: it changes nothing, and counting it would move
 //! the freshness and success figures of the real runs. At the start of each run the change
 //! counters of the mode's operations (`applied` and `rejected`) and [`RETRIES_TOTAL`] are
@@ -114,7 +114,9 @@ pub const LAST_RUN_TIMESTAMP: &str = "rse_last_run_timestamp_seconds";
 /// `completed_with_rejections`, `deletes_withheld`: [`RunStatus::is_complete`](crate::RunStatus::is_complete)).
 pub const LAST_SUCCESS_TIMESTAMP: &str = "rse_last_success_timestamp_seconds";
 /// Gauge: the change time of the newest source change the destination acknowledged (Unix
-/// seconds), where the sync names a change-time column.
+/// seconds), where the sync names a change-time column
+/// ([`SyncOptions::change_time_field`](crate::SyncOptions::change_time_field)); it never
+/// goes back while the process runs, as an older change acknowledged later is not fresher.
 pub const SOURCE_CHANGE_TIMESTAMP: &str = "rse_source_change_timestamp_seconds";
 /// Gauge: what is left of a quota allowance the destination reported, as of its last answer
 /// (`window`: the short window; `daily`).
@@ -158,8 +160,10 @@ pub const RUN_DURATION_SECONDS: &str = "rse_run_duration_seconds";
 pub const BATCH_SIZE_RECORDS: &str = "rse_batch_size_records";
 /// Histogram: one write call's wall time (each attempt, up to its answer or the write timeout).
 pub const WRITE_DURATION_SECONDS: &str = "rse_write_duration_seconds";
-/// Histogram: from a record's source change time to the destination's acknowledgement,
-/// where the sync names a change-time column.
+/// Histogram: from a record's source change time to the destination's acknowledgement, one
+/// observation per applied insert, update or append whose change-time column is set, where
+/// the sync names one ([`SyncOptions::change_time_field`](crate::SyncOptions::change_time_field)).
+/// A change time ahead of the clock counts as no latency.
 pub const RECORD_LATENCY_SECONDS: &str = "rse_record_latency_seconds";
 
 /// How a metric counts.

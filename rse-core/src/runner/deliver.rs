@@ -25,6 +25,7 @@ use crate::key::Key;
 use crate::report::{EffectCounts, FailureKind, OpCounts, ProgressEvent, RejectionSample};
 use crate::schema::Schema;
 use crate::state::{Lease, PendingChange, RejectedEntry, RejectionStage, SnapshotEntry, StateCommit, StateStore};
+use crate::value::Value;
 
 /// Why a batch's changes were left undelivered.
 #[derive(Debug)]
@@ -252,6 +253,8 @@ impl Deliverer {
 
         let (mut applied, mut rejected) = (0u64, 0u64);
         let (mut superseded, mut undelivered) = (OpCounts::default(), OpCounts::default());
+        let change_time = self.options.change_time_field.as_deref().and_then(|f| self.schema.get().index_of(f));
+        let mut change_times = Vec::new();
         for done in &finals {
             let change = &done.change;
             match &done.outcome {
@@ -263,6 +266,11 @@ impl Deliverer {
                     }
                     result.bytes += change.estimated_size() as u64;
                     result.recovered += u64::from(self.prior.contains(&change.key));
+                    if let Some(i) = change_time
+                        && let Some(Value::Timestamp(t)) = change.record.as_ref().and_then(|r| r.get(i))
+                    {
+                        change_times.push(*t);
+                    }
                 }
                 Final::Rejected { reason } | Final::Superseded { reason } => {
                     rejected += 1;
@@ -293,6 +301,7 @@ impl Deliverer {
         self.metrics.changes(outcome::UNDELIVERED, &undelivered);
         self.metrics.refused(stage::DESTINATION, rejected);
         self.metrics.retries(result.retries);
+        self.metrics.acknowledged_changes(&change_times, std::time::SystemTime::now());
         let now = unix_secs(std::time::SystemTime::now());
         let commit = self.commit_of(finals.iter().filter(|d| !d.committed).filter_map(Done::outcome), &priors, now);
         if !commit.applied.is_empty() || !commit.rejected.is_empty() {

@@ -27,6 +27,7 @@ use crate::schema::Schema;
 use crate::source::Source;
 use crate::state::StateStore;
 use crate::transform::Transform;
+use crate::value::DataType;
 
 /// A sync: one model delivered to one destination, with its state. (Named `SyncJob` so
 /// that `use rse::*` does not shadow the standard library's `Sync` marker trait.)
@@ -228,8 +229,9 @@ impl SyncBuilder {
     /// A [`ConfigError`] naming the setting at fault: a missing part, no key columns, an
     /// unknown field in a transform, a mode the destination does not support, a zero batch
     /// size, a delete fraction outside 0–1, the merge strategy on a source that cannot
-    /// read in key order, or an exactly-once destination that commits into another state
-    /// store than the sync's.
+    /// read in key order, an exactly-once destination that commits into another state
+    /// store than the sync's, or a change-time column that is not a timestamp column of the
+    /// records after transforms.
     pub async fn build(self) -> Result<SyncJob, ConfigError> {
         let sync_id = self.id.clone();
         let missing = |part| ConfigError::Missing { sync_id: sync_id.clone(), part };
@@ -270,6 +272,7 @@ impl SyncBuilder {
         if schema.key_indices().is_empty() {
             return Err(ConfigError::NoKey { sync_id, available: schema.field_names() });
         }
+        check_change_time(&sync_id, &options, &schema)?;
 
         destination.check_schema(&schema).map_err(|source| ConfigError::Destination {
             sync_id: sync_id.clone(),
@@ -359,6 +362,32 @@ impl SyncBuilder {
 
 fn invalid(sync_id: &str, option: &'static str, message: String) -> ConfigError {
     ConfigError::InvalidOption { sync_id: sync_id.to_owned(), option, message }
+}
+
+/// The change-time column must be a timestamp column of the records the destination receives.
+fn check_change_time(sync_id: &str, options: &SyncOptions, schema: &Schema) -> Result<(), ConfigError> {
+    let Some(name) = &options.change_time_field else { return Ok(()) };
+    match schema.index_of(name).and_then(|i| schema.field(i)) {
+        None => Err(invalid(
+            sync_id,
+            "change_time_field",
+            format!(
+                "names `{name}`, which is not a column of the records after transforms (columns: {}); name the \
+                 timestamp column that says when a record last changed",
+                schema.field_names()
+            ),
+        )),
+        Some(field) if field.data_type != DataType::Timestamp => Err(invalid(
+            sync_id,
+            "change_time_field",
+            format!(
+                "names `{name}`, a {} column; it must name a timestamp column (cast it with a transform if the \
+                 source reads it as another type)",
+                field.data_type
+            ),
+        )),
+        Some(_) => Ok(()),
+    }
 }
 
 fn check_options(sync_id: &str, o: &SyncOptions) -> Result<(), ConfigError> {

@@ -6,7 +6,7 @@
 //! move the freshness and success figures of the real runs.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use metrics::{SharedString, counter, gauge, histogram};
@@ -25,6 +25,8 @@ pub(crate) struct SyncTelemetry {
     /// Nanoseconds of rate-limit wait counted so far; the counter counts whole seconds, so
     /// the part of a second not yet counted carries over to the next wait.
     waited_nanos: AtomicU64,
+    /// The newest change time acknowledged so far (microseconds since the Unix epoch).
+    newest_change: AtomicI64,
 }
 
 impl SyncTelemetry {
@@ -34,6 +36,7 @@ impl SyncTelemetry {
             sync: SharedString::from(id.clone()),
             destination: SharedString::from(destination_kind(destination).to_owned()),
             waited_nanos: AtomicU64::new(0),
+            newest_change: AtomicI64::new(i64::MIN),
         }
     }
 }
@@ -213,6 +216,26 @@ impl RunMetrics {
             if let Some(limit) = w.limit {
                 gauge!(QUOTA_LIMIT, SYNC => self.s(), DESTINATION => self.d(), WINDOW => window).set(limit as f64);
             }
+        }
+    }
+
+    /// The destination acknowledged, at `acked`, changes whose records changed at these
+    /// times (microseconds since the Unix epoch).
+    pub(crate) fn acknowledged_changes(&self, change_times: &[i64], acked: SystemTime) {
+        if !self.on || change_times.is_empty() {
+            return;
+        }
+        let acked = micros(acked);
+        let latency = histogram!(RECORD_LATENCY_SECONDS, SYNC => self.s(), DESTINATION => self.d());
+        let mut newest = i64::MIN;
+        for &t in change_times {
+            // A change time ahead of the clock (skew) counts as no latency, not a negative one.
+            latency.record(acked.saturating_sub(t).max(0) as f64 / 1e6);
+            newest = newest.max(t);
+        }
+        let before = self.sync.newest_change.fetch_max(newest, Ordering::Relaxed);
+        if newest > before {
+            gauge!(SOURCE_CHANGE_TIMESTAMP, SYNC => self.s()).set(newest as f64 / 1e6);
         }
     }
 
