@@ -70,7 +70,12 @@ pub const RETRIES_TOTAL: &str = "rse_retries_total";
 /// `quota_exhausted`, `failed` (a refused batch, a fatal error, an answer of the wrong
 /// length, an exactly-once write whose state commit failed).
 pub const DESTINATION_REQUESTS_TOTAL: &str = "rse_destination_requests_total";
-/// Counter: HTTP requests an HTTP-speaking destination made, by answer class.
+/// Counter: HTTP requests an HTTP-speaking destination made, by answer class: `2xx`, `3xx`,
+/// `4xx`, `429` (apart from the other `4xx`), `5xx`, or `error` when no answer came (a
+/// timeout, a refused connection). Counted by `rse-connectors` where requests are sent: the
+/// HTTP destination's writes and check, and the SaaS kit's client (HubSpot, Salesforce,
+/// Google, Meta); a retry after a `401` is a second request. The OAuth token endpoint's
+/// requests are not counted (a refused token shows as `unauthorized` write calls).
 pub const HTTP_REQUESTS_TOTAL: &str = "rse_http_requests_total";
 /// Counter: runs by final status, the label being
 /// [`RunStatus::label`](crate::RunStatus::label): `succeeded`, `completed_with_rejections`,
