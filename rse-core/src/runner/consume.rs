@@ -96,7 +96,14 @@ pub(super) async fn consume(
                 }
                 Some(changes) => {
                     batch_no += 1;
-                    let span = tracing::debug_span!("batch", batch = batch_no, rows = changes.len());
+                    let span = tracing::info_span!(
+                        "batch_write",
+                        sync = %inner.id,
+                        run = deliverer.run.run_id,
+                        batch = batch_no,
+                        changes = changes.len(),
+                        outcome = tracing::field::Empty,
+                    );
                     inflight.push(deliverer.deliver(changes).instrument(span));
                 }
                 None => closed = true,

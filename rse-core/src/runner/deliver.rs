@@ -8,7 +8,7 @@ use futures::future::BoxFuture;
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::{Instrument, debug, info_span, warn};
 
 use super::lease::LeaseDeadline;
 use super::pace::{PauseGate, RateLimiter, WaitClock, backoff};
@@ -197,6 +197,13 @@ impl Deliverer {
     /// Delivers `changes`, then commits their final outcomes in one state commit (or, to an
     /// exactly-once destination, with each write).
     pub(crate) async fn deliver(&self, outgoing: Vec<Outgoing>) -> BatchResult {
+        let result = self.deliver_batch(outgoing).await;
+        // The batch's span (see `consume`) says how it ended.
+        tracing::Span::current().record("outcome", batch_outcome(&result));
+        result
+    }
+
+    async fn deliver_batch(&self, outgoing: Vec<Outgoing>) -> BatchResult {
         let mut result = BatchResult::default();
         let transactional = self.destination.transactional_state().is_some();
         let mut priors = Priors::with_capacity(outgoing.len());
@@ -237,7 +244,8 @@ impl Deliverer {
         // pending. An exactly-once destination commits the outcomes with the rows, so there
         // is no such window and no intent.
         let started = Instant::now();
-        if !transactional && let Err(error) = self.state.commit(&self.lease, intents).await {
+        let span = info_span!("state_commit", kind = "intents", entries = intents.intents.len());
+        if !transactional && let Err(error) = self.state.commit(&self.lease, intents).instrument(span).await {
             warn!(sync = %self.sync_id, %error, "Recording the batch's intent failed; not sending it.");
             result.undelivered = changes.len() as u64;
             self.metrics.changes_of(outcome::UNDELIVERED, changes.iter().map(|c| c.op));
@@ -306,7 +314,9 @@ impl Deliverer {
         let commit = self.commit_of(finals.iter().filter(|d| !d.committed).filter_map(Done::outcome), &priors, now);
         if !commit.applied.is_empty() || !commit.rejected.is_empty() {
             let started = Instant::now();
-            if let Err(error) = self.state.commit(&self.lease, commit).await {
+            let span =
+                info_span!("state_commit", kind = "outcomes", entries = commit.applied.len() + commit.rejected.len());
+            if let Err(error) = self.state.commit(&self.lease, commit).instrument(span).await {
                 warn!(sync = %self.sync_id, applied, rejected, %error, "State commit failed; these changes will be sent again next run.");
                 result.failure = Some(BatchFailure::Commit(error));
             }
@@ -718,6 +728,25 @@ impl Deliverer {
             () = tokio::time::sleep(delay) => true,
             () = self.stop.cancelled() => false,
         }
+    }
+}
+
+/// How a batch's delivery ended, for its span: as a write call's outcome (`ok`, `partial`,
+/// `transient` when retries ran out, `rate_limited`, `quota_exhausted`, `unauthorized`,
+/// `failed`), or `stopped` (the run stopped before all of it was written), `lease_lapsed`,
+/// `state_commit_failed`.
+fn batch_outcome(result: &BatchResult) -> &'static str {
+    match &result.failure {
+        None if result.undelivered > 0 => "stopped",
+        None if result.rejected.total() + result.superseded > 0 => "partial",
+        None => "ok",
+        Some(BatchFailure::Exhausted(_)) => "transient",
+        Some(BatchFailure::Fatal(FailureKind::Unauthorized, _)) => "unauthorized",
+        Some(BatchFailure::Fatal(..)) => "failed",
+        Some(BatchFailure::Commit(_)) => "state_commit_failed",
+        Some(BatchFailure::RateLimited(_)) => "rate_limited",
+        Some(BatchFailure::QuotaExhausted { .. }) => "quota_exhausted",
+        Some(BatchFailure::LeaseLapsed) => "lease_lapsed",
     }
 }
 

@@ -7,7 +7,7 @@ use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::{Instrument, debug, info_span, warn};
 
 use super::deliver::{Outgoing, RunSchema};
 use super::outcome::state_failure;
@@ -207,7 +207,8 @@ impl<'a> Producer<'a> {
             self.note_read_back(&batch, &seen);
             self.out.present += batch.records.len() as u64;
             let t = Instant::now();
-            if let Err(e) = differ.push(&batch.schema, batch.records, seen, &mut diff).await {
+            let span = info_span!("diff", records = batch.records.len());
+            if let Err(e) = differ.push(&batch.schema, batch.records, seen, &mut diff).instrument(span).await {
                 self.fail(FailureKind::Source, e.to_string());
                 break;
             }
@@ -220,7 +221,10 @@ impl<'a> Producer<'a> {
                 self.retry_unseen_rejections(differ.as_mut(), &mut diff, &tx).await;
             }
             let t = Instant::now();
-            match differ.finish(&mut diff).await {
+            let span = info_span!("diff", finish = true, deletes = tracing::field::Empty);
+            let finished = differ.finish(&mut diff).instrument(span.clone()).await;
+            span.record("deletes", diff.deletes.len());
+            match finished {
                 Ok(()) => {
                     self.out.stages.diff += t.elapsed();
                     self.take_diff(&mut diff, &tx).await;
@@ -233,6 +237,7 @@ impl<'a> Producer<'a> {
                 }
             }
         }
+        tracing::Span::current().record("records", self.out.counts.read);
         if self.stop.is_cancelled() {
             self.out.counts.undelivered += self.batch.len() as u64;
             self.metrics.changes_of(outcome::UNDELIVERED, self.batch.iter().map(|o| o.change.op));
@@ -350,7 +355,8 @@ impl<'a> Producer<'a> {
         }
         let Some(lease) = &self.lease else { return };
         let t = Instant::now();
-        if let Err(error) = self.inner.state.commit(lease, commit).await {
+        let span = info_span!("state_commit", kind = "rejections", entries = commit.rejected.len());
+        if let Err(error) = self.inner.state.commit(lease, commit).instrument(span).await {
             warn!(%error, "Committing refused records failed.");
             self.out.state_error.get_or_insert_with(|| (state_failure(&error), error.to_string()));
             self.stop.cancel();

@@ -140,8 +140,13 @@ async fn run_in_span(inner: &SyncInner, cancel: CancellationToken, span: tracing
             repeated.dedup_by(|a, b| a.key == b.key);
             commit.rejected = repeated;
             report.counts.recovered += commit.cleared_rejections.len() as u64;
+            let span = info_span!(
+                "state_commit",
+                kind = "final",
+                entries = commit.rejected.len() + commit.cleared_rejections.len()
+            );
             if !commit.is_empty()
-                && let Err(error) = inner.state.commit(lease, commit).await
+                && let Err(error) = inner.state.commit(lease, commit).instrument(span).await
             {
                 warn!(%error, "Final state commit failed.");
                 status = RunStatus::Failed {
@@ -204,7 +209,8 @@ async fn work(
         expected,
         run_schema.clone(),
     );
-    let produce = producer.run(differ, tx);
+    let read_span = info_span!("read", sync = %inner.id, run = report.run_id, records = tracing::field::Empty);
+    let produce = producer.run(differ, tx).instrument(read_span);
     Ok(match lease {
         Some(lease) => {
             let deliverer = Deliverer {
