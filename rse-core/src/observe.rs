@@ -75,6 +75,7 @@ use crate::change::{Effect, Op};
 use crate::key::Key;
 use crate::report::SyncReport;
 use crate::state::RejectionStage;
+use crate::suppression::SuppressionOutcome;
 
 /// How a record's part in a run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -92,16 +93,24 @@ pub enum RecordOutcome {
         /// Where it was refused: never [`RejectionStage::Destination`].
         stage: RejectionStage,
     },
+    /// Consent for the key was withdrawn (see [`suppression`](crate::suppression)): the
+    /// record was kept out, the key removed from the destination (beside the applied delete's
+    /// own outcome), or left there by a destination that cannot delete.
+    Suppressed {
+        /// What the run did about it.
+        outcome: SuppressionOutcome,
+    },
 }
 
 impl RecordOutcome {
-    /// `applied`, `rejected`, `superseded` or `refused`.
+    /// `applied`, `rejected`, `superseded`, `refused` or `suppressed`.
     pub fn as_str(self) -> &'static str {
         match self {
             RecordOutcome::Applied => "applied",
             RecordOutcome::Rejected => "rejected",
             RecordOutcome::Superseded => "superseded",
             RecordOutcome::Refused { .. } => "refused",
+            RecordOutcome::Suppressed { .. } => "suppressed",
         }
     }
 
@@ -113,8 +122,12 @@ impl RecordOutcome {
         }
     }
 
-    /// The [stage](Self::stage)'s name: `destination`, `source`, `transform` or `key`.
+    /// The [stage](Self::stage)'s name: `destination`, `source`, `transform` or `key`; and
+    /// `consent` for a suppression.
     pub fn stage_str(self) -> &'static str {
+        if let RecordOutcome::Suppressed { .. } = self {
+            return "consent";
+        }
         match self.stage() {
             RejectionStage::Source => "source",
             RejectionStage::Transform => "transform",

@@ -424,3 +424,46 @@ fn sensitive_field_blocks_are_refused_without_values_and_counted_per_sync() {
         .collect();
     assert_eq!(blocks, [3]);
 }
+
+#[tokio::test]
+async fn withdrawn_consent_is_audited_to_the_observer_once_committed() {
+    use rse_core::suppression::{MemorySuppressions, SuppressionOutcome};
+    let w = World::new(customers(20));
+    let recorder = Arc::new(Recorder::default());
+    let revoked = MemorySuppressions::new();
+    let sync = SyncJob::builder("customers")
+        .source(w.source.clone())
+        .destination(w.destination.clone())
+        .state(w.state.clone())
+        .mode(Mode::Upsert)
+        .options(opts())
+        .suppressions(revoked.clone())
+        .observer(recorder.clone())
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(sync.run().await.unwrap().status, RunStatus::Succeeded);
+
+    // Consent for key 3 is withdrawn after it was delivered: the run deletes it and keeps it
+    // out; both are on the audit trail, beside the applied delete itself.
+    revoked.suppress_key(key(3));
+    let report = sync.run().await.unwrap();
+    assert!(!w.destination.records().contains_key(&key(3)));
+    let suppressed = |outcome| RecordOutcome::Suppressed { outcome };
+    let kept_out = recorder.keys(report.run_id, suppressed(SuppressionOutcome::KeptOut));
+    let removed = recorder.keys(report.run_id, suppressed(SuppressionOutcome::Removed));
+    assert_eq!(kept_out, BTreeSet::from([key(3)]));
+    assert_eq!(removed, BTreeSet::from([key(3)]));
+    assert_eq!(recorder.keys(report.run_id, RecordOutcome::Applied), BTreeSet::from([key(3)]));
+    let audit = recorder.of_run(report.run_id);
+    assert!(audit.iter().filter(|r| matches!(r.outcome, RecordOutcome::Suppressed { .. })).all(|r| {
+        r.outcome.as_str() == "suppressed"
+            && r.outcome.stage_str() == "consent"
+            && r.reason.as_deref() == Some("consent withdrawn")
+    }));
+
+    // The next run still keeps it out, and says so again.
+    let report = sync.run().await.unwrap();
+    assert_eq!(recorder.keys(report.run_id, suppressed(SuppressionOutcome::KeptOut)), BTreeSet::from([key(3)]));
+    assert!(recorder.keys(report.run_id, suppressed(SuppressionOutcome::Removed)).is_empty());
+}
