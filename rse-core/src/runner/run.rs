@@ -45,7 +45,17 @@ pub(super) async fn run(inner: &SyncInner, cancel: CancellationToken) -> Result<
 }
 
 async fn resume_and_run(inner: &SyncInner, cancel: CancellationToken) -> Result<SyncReport, Error> {
-    let span = info_span!("sync_run", sync = %inner.id, mode = %inner.mode, run = tracing::field::Empty);
+    let span = info_span!(
+        "sync_run",
+        sync = %inner.id,
+        mode = %inner.mode,
+        run = tracing::field::Empty,
+        read = tracing::field::Empty,
+        applied = tracing::field::Empty,
+        rejected = tracing::field::Empty,
+        unchanged = tracing::field::Empty,
+        status = tracing::field::Empty,
+    );
     if let Some(report) = paused_run(inner).await? {
         return Ok(report);
     }
@@ -201,6 +211,12 @@ pub(super) async fn run_in_span(
         report.stages.total = started.elapsed();
     }
 
+    // The run's totals on its span too, for a trace to show without its events.
+    span.record("read", report.counts.read);
+    span.record("applied", report.counts.applied.total());
+    span.record("rejected", report.counts.rejected.total());
+    span.record("unchanged", report.counts.unchanged);
+    span.record("status", report.status.label());
     info!(
         run = report.run_id,
         read = report.counts.read,
