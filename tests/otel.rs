@@ -32,10 +32,11 @@ mod otel;
 const TEXTS: [&str; 3] = ["zq-otel-7@example.com", "Quetzalcoatl Otelsmith", "4242424242"];
 const SCORE: f64 = 0.876_543_2;
 const KEYS: std::ops::Range<i64> = 918_273_640..918_273_650;
-const REFUSED: i64 = 918_273_645;
+/// In the third batch: the second one never reaches the destination.
+const REFUSED: i64 = 918_273_648;
 
 /// The spans the run's tree holds below the run itself, each at least once.
-const BELOW_RUN: [&str; 1] = ["batch"];
+const BELOW_RUN: [&str; 4] = ["read", "diff", "batch_write", "state_commit"];
 
 /// What the receiver was sent, request by request.
 type Received = Arc<Mutex<Vec<ExportTraceServiceRequest>>>;
@@ -154,14 +155,26 @@ async fn a_faulted_runs_spans_reach_the_collector_as_one_tree_without_row_values
     let traces = otel::OtlpTraces::new(&otel::traces_url(&base), "rse-otel-test").unwrap();
     let guard = tracing_subscriber::registry().with(traces.layer()).set_default();
 
+    // One write at a time, two attempts each: write 1 fails and its retry lands; the next
+    // batch fails twice and is left for the next run; a later batch has a refused record.
     let faulty = FaultyDestination::new(MemoryDestination::new());
-    faulty.reject_key(Key::from_values(&[Value::Int(REFUSED)]), "refused by policy").fail_write(1);
+    faulty
+        .reject_key(Key::from_values(&[Value::Int(REFUSED)]), "refused by policy")
+        .fail_write(1)
+        .fail_write(3)
+        .fail_write(4);
     let sync = SyncJob::builder("otel-faulted")
         .source(MemorySource::new(schema(), rows()))
         .destination(faulty.clone())
         .state(MemoryStateStore::new())
         .mode(Mode::Mirror)
-        .options(SyncOptions::default().with_batch_rows(3).with_initial_backoff(Duration::from_millis(5)))
+        .options(
+            SyncOptions::default()
+                .with_batch_rows(3)
+                .with_max_concurrency(1)
+                .with_max_attempts(2)
+                .with_initial_backoff(Duration::from_millis(5)),
+        )
         .build()
         .await
         .unwrap();
@@ -169,10 +182,12 @@ async fn a_faulted_runs_spans_reach_the_collector_as_one_tree_without_row_values
     drop(guard);
     traces.shutdown().await.unwrap();
 
-    assert_eq!(report.counts.read, 10, "{report:?}");
-    assert_eq!(report.counts.rejected.total(), 1, "{report:?}");
-    assert_eq!(report.counts.applied.total(), 9, "{report:?}");
-    assert!(report.retries >= 1, "the transient failure was retried: {report:?}");
+    let counts = &report.counts;
+    assert_eq!(
+        (counts.read, counts.applied.total(), counts.rejected.total(), counts.undelivered),
+        (10, 6, 1, 3),
+        "{report:?}"
+    );
 
     let requests = received.lock().unwrap().clone();
     assert!(!requests.is_empty(), "the receiver got no export");
@@ -184,18 +199,25 @@ async fn a_faulted_runs_spans_reach_the_collector_as_one_tree_without_row_values
     }
     let spans: Vec<Span> =
         requests.into_iter().flat_map(|r| r.resource_spans).flat_map(|r| r.scope_spans).flat_map(|s| s.spans).collect();
+    let names = || spans.iter().map(|s| s.name.as_str()).collect::<Vec<_>>();
 
-    // The run: one span, with the sync's id, the run's id and its mode.
+    // The run: one root span, with the sync's id, the run's id, its mode and its totals.
     let runs: Vec<&Span> = spans.iter().filter(|s| s.name == "sync_run").collect();
-    assert_eq!(runs.len(), 1, "one run span: {:?}", spans.iter().map(|s| &s.name).collect::<Vec<_>>());
+    assert_eq!(runs.len(), 1, "one run span: {:?}", names());
     let run = runs[0];
     assert!(run.parent_span_id.is_empty(), "the run span is a root");
     assert_eq!(text(run, "sync"), Some("otel-faulted"));
     assert_eq!(int(run, "run"), Some(report.run_id as i64));
     assert_eq!(text(run, "mode"), Some("mirror"));
+    assert_eq!(int(run, "read"), Some(10));
+    assert_eq!(int(run, "applied"), Some(6));
+    assert_eq!(int(run, "rejected"), Some(1));
+    assert_eq!(int(run, "unchanged"), Some(0));
+    assert_eq!(text(run, "status"), Some(report.status.label()));
 
     // The tree: every span received is the run or below it, in the run's trace.
     let by_id: HashMap<&[u8], &Span> = spans.iter().map(|s| (s.span_id.as_slice(), s)).collect();
+    let parent = |span: &Span| by_id.get(span.parent_span_id.as_slice()).map(|p| p.name.as_str());
     for span in &spans {
         assert_eq!(span.trace_id, run.trace_id, "`{}` is in the run's trace", span.name);
         let mut at = span;
@@ -203,24 +225,58 @@ async fn a_faulted_runs_spans_reach_the_collector_as_one_tree_without_row_values
         while at.span_id != run.span_id {
             at = by_id
                 .get(at.parent_span_id.as_slice())
-                .unwrap_or_else(|| panic!("`{path:?}` does not lead to the run span"));
+                .unwrap_or_else(|| panic!("{path:?} does not lead to the run span"));
             path.push(&at.name);
         }
     }
     for name in BELOW_RUN {
-        assert!(
-            spans.iter().any(|s| s.name == name),
-            "no `{name}` span: {:?}",
-            spans.iter().map(|s| &s.name).collect::<Vec<_>>()
-        );
+        assert!(spans.iter().any(|s| s.name == name), "no `{name}` span: {:?}", names());
     }
+    for span in &spans {
+        let expected: &[&str] = match span.name.as_str() {
+            "sync_run" => continue,
+            "read" | "batch_write" => &["sync_run"],
+            "diff" => &["read"],
+            // A batch's outcomes under its write; refused records under the read; the last
+            // one under the run.
+            "state_commit" => &["batch_write", "read", "sync_run"],
+            other => panic!("an unexpected span `{other}` under `{:?}`", parent(span)),
+        };
+        assert!(expected.contains(&parent(span).unwrap_or_default()), "`{}` under {:?}", span.name, parent(span));
+    }
+    let read = spans.iter().find(|s| s.name == "read").unwrap();
+    assert_eq!(
+        (text(read, "sync"), int(read, "run"), int(read, "records")),
+        (Some("otel-faulted"), Some(report.run_id as i64), Some(10))
+    );
+    for commit in spans.iter().filter(|s| s.name == "state_commit") {
+        assert!(text(commit, "kind").is_some() && int(commit, "entries").is_some(), "{commit:?}");
+    }
+    let outcomes_below =
+        |batch: &Span| spans.iter().filter(|s| s.name == "state_commit" && s.parent_span_id == batch.span_id).count();
 
-    // Each batch write says which batch and how many changes it carried.
-    let batches: Vec<&Span> = spans.iter().filter(|s| s.name == "batch").collect();
-    assert!(batches.len() >= 4, "10 changes in batches of 3: {}", batches.len());
+    // Each batch write: its sync, run, sequence number and size, and how the destination's
+    // answers classified it.
+    let batches: Vec<&Span> = spans.iter().filter(|s| s.name == "batch_write").collect();
+    assert_eq!(batches.len(), 4, "10 changes in batches of 3: {batches:?}");
+    let mut outcomes = Vec::new();
     for batch in &batches {
-        assert!(int(batch, "batch").is_some() && int(batch, "rows").is_some_and(|n| (1..=3).contains(&n)), "{batch:?}");
+        assert_eq!(text(batch, "sync"), Some("otel-faulted"));
+        assert_eq!(int(batch, "run"), Some(report.run_id as i64));
+        assert!(
+            int(batch, "batch").is_some() && int(batch, "changes").is_some_and(|n| (1..=3).contains(&n)),
+            "{batch:?}"
+        );
+        let outcome = text(batch, "outcome").unwrap_or_else(|| panic!("a batch without its outcome: {batch:?}"));
+        let retried = batch.events.iter().any(|e| e.name == "Retrying batch.");
+        outcomes.push((outcome, retried));
+        // A batch that reached the destination commits its outcomes below its span.
+        if outcome != "transient" {
+            assert!(outcomes_below(batch) >= 1, "no state commit below {batch:?}");
+        }
     }
+    outcomes.sort();
+    assert_eq!(outcomes, [("ok", false), ("ok", true), ("partial", false), ("transient", true)], "{batches:?}");
 
     // No row value and no key anywhere: names, attributes, events, statuses.
     for span in &spans {
