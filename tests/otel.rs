@@ -251,6 +251,7 @@ async fn a_faulted_runs_spans_reach_the_collector_as_one_tree_without_row_values
     );
     for commit in spans.iter().filter(|s| s.name == "state_commit") {
         assert!(text(commit, "kind").is_some() && int(commit, "entries").is_some(), "{commit:?}");
+        assert!(int(commit, "entries") > Some(0), "a commit span for a commit that wrote nothing: {commit:?}");
     }
     let outcomes_below =
         |batch: &Span| spans.iter().filter(|s| s.name == "state_commit" && s.parent_span_id == batch.span_id).count();

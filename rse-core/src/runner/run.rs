@@ -180,14 +180,15 @@ pub(super) async fn run_in_span(
                 commit.settled = super::reconcile::unmark(restriction, &produced.planned_keys);
             }
             report.counts.recovered += commit.cleared_rejections.len() as u64;
-            let span = info_span!(
-                "state_commit",
-                kind = "final",
-                entries = commit.rejected.len() + commit.cleared_rejections.len()
-            );
-            if !commit.is_empty()
-                && let Err(error) = inner.state.commit(lease, commit).instrument(span).await
-            {
+            // No span for a commit that writes nothing: a trace shows only real commits.
+            let committed = if commit.is_empty() {
+                Ok(())
+            } else {
+                let entries = commit.rejected.len() + commit.cleared_rejections.len();
+                let span = info_span!("state_commit", kind = "final", entries);
+                inner.state.commit(lease, commit).instrument(span).await
+            };
+            if let Err(error) = committed {
                 warn!(%error, "Final state commit failed.");
                 status = RunStatus::Failed {
                     reason: format!("final state commit failed: {error}"),
