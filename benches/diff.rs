@@ -28,9 +28,13 @@ use criterion::{BatchSize, Criterion, SamplingMode, Throughput, criterion_group,
 use rse_core::diff::{DiffOutput, Differ, HashDiff, MergeDiff};
 use rse_core::memory::MemoryStateStore;
 use rse_core::{
-    DataType, Decimal, Field, Fingerprint, FingerprintAlgorithm, Fingerprinter, Key, Record, Schema, SnapshotEntry,
-    StateCommit, StateStore, Value,
+    Fingerprint, FingerprintAlgorithm, Fingerprinter, Key, Record, Schema, SnapshotEntry, StateCommit, StateStore,
+    Value,
 };
+
+#[path = "support/customers.rs"]
+mod customers;
+use customers::{record, schema};
 
 #[cfg(feature = "bench-mimalloc")]
 #[global_allocator]
@@ -44,38 +48,6 @@ const ALGORITHM: FingerprintAlgorithm = FingerprintAlgorithm::Xxh3_128;
 
 fn rows() -> usize {
     std::env::var("RSE_BENCH_ROWS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000)
-}
-
-fn schema() -> Schema {
-    let fields = vec![
-        Field::required("id", DataType::Int),
-        Field::new("email", DataType::String),
-        Field::new("name", DataType::String),
-        Field::new("address", DataType::String),
-        Field::new("plan", DataType::String),
-        Field::new("score", DataType::Float),
-        Field::new("lifetime_value", DataType::Float),
-        Field::new("created_at", DataType::Timestamp),
-        Field::new("active", DataType::Bool),
-        Field::new("balance", DataType::Decimal),
-    ];
-    Schema::new(fields, &["id"]).expect("valid schema")
-}
-
-fn record(i: usize) -> Record {
-    let n = i as i64;
-    Record::new(vec![
-        Value::Int(n),
-        Value::String(format!("customer.{i:08}@example-mail.com")),
-        Value::String(format!("Firstname{i:06} Lastname{:06}", i * 7 % 1_000_000)),
-        Value::String(format!("{} Long Street Name, Apartment {}, Springfield", i % 9999, i % 97)),
-        Value::from(["free", "starter", "professional", "enterprise"][i % 4]),
-        Value::Float(i as f64 * 0.37),
-        Value::Float((i % 10_000) as f64 * 12.5 + 0.25),
-        Value::Timestamp(1_600_000_000_000_000 + n * 1_000_003),
-        Value::Bool(i % 3 != 2),
-        Value::Decimal(Decimal::from_scaled(i128::from(n) * 37 % 100_000_000, 2)),
-    ])
 }
 
 /// The same record as the snapshot last saw it: an older score.

@@ -496,3 +496,43 @@ async fn a_receiver_that_never_accepts_is_a_transient_failure_after_the_connect_
     assert!(matches!(written, Err(DestinationError::Transient { .. })), "{written:?}");
     drop(held);
 }
+
+#[tokio::test]
+async fn requests_are_counted_by_the_class_of_their_answer() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    use rse_core::metrics::{CLASS, DESTINATION, HTTP_REQUESTS_TOTAL};
+
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    // The test's runtime runs on this thread: every request is counted here.
+    let _local = ::metrics::set_default_local_recorder(&recorder);
+
+    let rx = Receiver::start(Some(SECRET)).await;
+    let dest = HttpDestination::new(config(&rx).with_timeout(Duration::from_millis(300))).unwrap();
+    let two = batch_of(&conformance_schema(), vec![(Op::Insert, row(1, "a")), (Op::Insert, row(2, "b"))]);
+    for misbehave in [
+        Misbehave::TooMany("1".into()),
+        Misbehave::Status(503),
+        Misbehave::Status(403),
+        Misbehave::Stall(Duration::from_secs(2)),
+    ] {
+        rx.lock().script.push_back(misbehave);
+        dest.write(&two).await.unwrap_err();
+    }
+    dest.write(&two).await.unwrap();
+    let closed = HttpDestination::new(HttpDestinationConfig::new("http://127.0.0.1:9/hook")).unwrap();
+    closed.write(&two).await.unwrap_err();
+
+    let mut counts = std::collections::HashMap::new();
+    for (key, _, _, value) in snapshotter.snapshot().into_vec() {
+        let key = key.key();
+        assert_eq!(key.name(), HTTP_REQUESTS_TOTAL);
+        let labels: std::collections::HashMap<&str, &str> = key.labels().map(|l| (l.key(), l.value())).collect();
+        assert_eq!((labels.len(), labels[DESTINATION]), (2, "http"), "{labels:?}");
+        let DebugValue::Counter(n) = value else { panic!("{value:?}") };
+        counts.insert(labels[CLASS].to_owned(), n);
+    }
+    let expected: std::collections::HashMap<String, u64> =
+        [("429", 1), ("5xx", 1), ("4xx", 1), ("2xx", 1), ("error", 2)].map(|(c, n)| (c.to_owned(), n)).into();
+    assert_eq!(counts, expected, "a stalled answer and a refused connection are `error`");
+}

@@ -215,6 +215,34 @@ impl RunStatus {
     pub fn is_complete(&self) -> bool {
         matches!(self, RunStatus::Succeeded | RunStatus::CompletedWithRejections | RunStatus::DeletesWithheld { .. })
     }
+
+    /// The status as the value of a metric's [`STATUS`](crate::metrics::STATUS) label: one
+    /// fixed word per status, never its reason. `succeeded`, `completed_with_rejections`,
+    /// `deletes_withheld`, `circuit_open`, `cancelled`, `rate_limited`, `quota_exhausted`,
+    /// `lease_lost` (a failure because the run lost its lease to another runner), `failed`
+    /// (any other failure) and `running` (never a final status).
+    ///
+    /// ```
+    /// # use rse_core::{FailureKind, RunStatus};
+    /// assert_eq!(RunStatus::CompletedWithRejections.label(), "completed_with_rejections");
+    /// let lost = RunStatus::Failed { reason: "taken over".into(), kind: FailureKind::LeaseLost };
+    /// assert_eq!(lost.label(), "lease_lost");
+    /// ```
+    pub fn label(&self) -> &'static str {
+        match self {
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::CompletedWithRejections => "completed_with_rejections",
+            RunStatus::DeletesWithheld { .. } => "deletes_withheld",
+            RunStatus::CircuitOpen { .. } => "circuit_open",
+            RunStatus::Cancelled => "cancelled",
+            RunStatus::RateLimited { .. } => "rate_limited",
+            RunStatus::QuotaExhausted { .. } => "quota_exhausted",
+            RunStatus::Failed { kind: FailureKind::LeaseLost, .. } => "lease_lost",
+            RunStatus::Failed { .. } => "failed",
+            RunStatus::Paused { .. } => "paused",
+            RunStatus::Running => "running",
+        }
+    }
 }
 
 /// Why a run failed, for a host to act on without parsing the reason.
@@ -324,6 +352,12 @@ pub struct SyncReport {
     /// sync without one.
     #[serde(default)]
     pub suppression: Option<crate::suppression::SuppressionReport>,
+    /// When the initial load or full resync this run belongs to started (milliseconds since
+    /// the Unix epoch): set on a run that starts with nothing acknowledged yet, on a full
+    /// resync, and on every run after one of those that did not complete, until a run
+    /// completes. `None` for an ordinary run.
+    #[serde(default)]
+    pub backfill_started_at_ms: Option<u64>,
 }
 
 impl SyncReport {
@@ -357,6 +391,7 @@ impl SyncReport {
             audience: None,
             canary: None,
             suppression: None,
+            backfill_started_at_ms: None,
         }
     }
 }

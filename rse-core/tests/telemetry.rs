@@ -128,3 +128,42 @@ async fn no_value_appears_in_logs_or_errors() {
     // The report samples rejections by hashed key only.
     assert!(report.rejections.iter().all(|r| !r.reason.contains(SECRETS[0])));
 }
+
+/// Lines logged within a run carry its id, and lines within a batch's write carry the
+/// batch's sequence number: an operator can follow one run and one batch through the logs.
+#[tokio::test(start_paused = true)]
+async fn log_lines_carry_the_run_and_the_batch() {
+    let capture = Capture::default();
+    let writer = capture.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let source = MemorySource::new(schema(), (1..=9).map(row).collect());
+    let faulty = FaultyDestination::new(MemoryDestination::new());
+    // The second batch's first write fails once, and is retried.
+    faulty.fail_write(2);
+    let state = MemoryStateStore::new();
+    let held = state.acquire_lease("spans", "earlier", Duration::from_secs(1)).await.unwrap();
+    state.release_lease(&held).await.unwrap();
+    let sync = SyncJob::builder("spans")
+        .source(source)
+        .destination(faulty)
+        .state(state)
+        .options(SyncOptions::default().with_batch_rows(3).with_max_concurrency(1))
+        .build()
+        .await
+        .unwrap();
+    let report = sync.run().await.unwrap();
+    assert_eq!((report.run_id, report.retries, report.batches), (2, 1, 3), "{report:?}");
+
+    let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    let retried = logs.lines().find(|l| l.contains("Retrying batch.")).unwrap_or_else(|| panic!("{logs}"));
+    assert!(retried.contains("sync_run{sync=spans mode=upsert run=2}"), "{retried}");
+    assert!(retried.contains("batch_write{sync=spans run=2 batch=2 changes=3}"), "{retried}");
+    let finished = logs.lines().find(|l| l.contains("Sync run finished.")).unwrap_or_else(|| panic!("{logs}"));
+    assert!(finished.contains("run=2"), "{finished}");
+}

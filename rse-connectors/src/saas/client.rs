@@ -25,7 +25,7 @@ use tracing::debug;
 
 use super::auth::{SaasAuth, SaasAuthConfig};
 use super::classify::{Classifier, DEFAULT_MAX_RETRY_AFTER, Failure, classify, origin, transport_error};
-use crate::destination::http::read_capped;
+use crate::destination::http::{count_request, read_capped};
 
 /// `User-Agent` of every request: `rse/<version>`.
 pub const USER_AGENT: &str = concat!("rse/", env!("CARGO_PKG_VERSION"));
@@ -469,7 +469,9 @@ impl SaasClient {
             builder = builder.body(body.clone());
         }
         let started = Instant::now();
-        let mut response = builder.send().await.map_err(|e| transport_error(&self.name, &request.url, e))?;
+        let response = builder.send().await;
+        count_request(&self.name, response.as_ref().ok().map(reqwest::Response::status));
+        let mut response = response.map_err(|e| transport_error(&self.name, &request.url, e))?;
         let status = response.status();
         let headers = std::mem::take(response.headers_mut());
         let cap = if status.is_success() {

@@ -132,3 +132,44 @@ fn options_are_data() {
     let unknown = serde_json::from_str::<SaasClientOptions>(r#"{"request_timout": "2m"}"#).unwrap_err();
     assert!(unknown.to_string().contains("unknown field `request_timout`"), "{unknown}");
 }
+
+#[tokio::test]
+async fn requests_are_counted_by_the_class_of_their_answer() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    use rse_core::metrics::{CLASS, DESTINATION, HTTP_REQUESTS_TOTAL};
+
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    // The test's runtime runs on this thread: every request is counted here.
+    let _local = metrics::set_default_local_recorder(&recorder);
+
+    let server = OAuthServer::start().await;
+    {
+        let mut s = server.lock();
+        s.script.push_back((429, vec![("retry-after", "1".to_owned())], String::new()));
+        s.script.push_back((503, vec![], String::new()));
+        s.script.push_back((202, vec![], String::new()));
+    }
+    let client = client(SaasClientOptions::default().with_request_timeout(Duration::from_millis(200)));
+    for path in ["/api/scripted", "/api/scripted", "/api/scripted", "/api/gzip", "/api/moved", "/api/whoami"] {
+        client.send(&SaasRequest::get(server.url(path))).await.unwrap();
+    }
+    // The script is spent: 404.
+    client.send(&SaasRequest::get(server.url("/api/scripted"))).await.unwrap();
+    client.send(&SaasRequest::get(server.url("/api/slow"))).await.unwrap_err();
+
+    let mut counts = HashMap::new();
+    for (key, _, _, value) in snapshotter.snapshot().into_vec() {
+        let key = key.key();
+        assert_eq!(key.name(), HTTP_REQUESTS_TOTAL);
+        let labels: HashMap<&str, &str> = key.labels().map(|l| (l.key(), l.value())).collect();
+        assert_eq!(labels.len(), 2, "{labels:?}");
+        assert_eq!(labels[DESTINATION], "vendor", "the destination's kind, not its whole name");
+        let DebugValue::Counter(n) = value else { panic!("{value:?}") };
+        counts.insert(labels[CLASS].to_owned(), n);
+    }
+    let expected: HashMap<String, u64> = [("429", 1), ("5xx", 1), ("2xx", 2), ("3xx", 1), ("4xx", 2), ("error", 1)]
+        .map(|(c, n)| (c.to_owned(), n))
+        .into();
+    assert_eq!(counts, expected);
+}

@@ -252,6 +252,11 @@ impl HashDiff {
         Ok(Self::from_entries(entries, algorithm))
     }
 
+    /// The keys the snapshot holds live (acknowledged and not deleted).
+    pub fn live(&self) -> u64 {
+        self.live_total
+    }
+
     /// Also emits records that match the snapshot, as [`PlanKind::Unchanged`] (for a resync).
     pub fn with_unchanged(mut self, emit: bool) -> Self {
         self.emit_unchanged = emit;

@@ -96,7 +96,9 @@ impl MergeDiff {
             if !self.exhausted {
                 let (store, sync_id, after, size) =
                     (self.store.clone(), self.sync_id.clone(), self.after.clone(), self.page_size);
-                self.next = Some(tokio::spawn(async move { store.scan(&sync_id, after.as_ref(), size).await }));
+                // In the run's span, so that what the store logs carries the run's fields.
+                let scan = async move { store.scan(&sync_id, after.as_ref(), size).await };
+                self.next = Some(tokio::spawn(tracing::Instrument::in_current_span(scan)));
             }
             let mut page = page;
             if let Some(canary) = self.canary {

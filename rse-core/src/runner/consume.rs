@@ -10,6 +10,7 @@ use tracing::{Instrument, warn};
 use super::SyncInner;
 use super::deliver::{BatchFailure, BatchResult, Deliverer, Outgoing};
 use super::outcome::state_failure;
+use super::telemetry::outcome;
 use crate::change::Op;
 use crate::report::FailureKind;
 
@@ -55,6 +56,7 @@ pub(super) async fn consume(
                         if consecutive_failures >= inner.options.circuit_breaker_threshold && out.circuit_open.is_none() {
                             warn!(failures = consecutive_failures, "Opening the circuit.");
                             out.circuit_open = Some(format!("{consecutive_failures} consecutive batches failed; last: {reason}"));
+                            deliverer.metrics.circuit_opened();
                             deliverer.stop.cancel();
                         }
                     }
@@ -88,10 +90,20 @@ pub(super) async fn consume(
                 merge_batch(&mut out.totals, result);
             }
             changes = rx.recv(), if !closed && inflight.len() < concurrency => match changes {
-                Some(changes) if deliverer.stop.is_cancelled() => out.totals.undelivered += changes.len() as u64,
+                Some(changes) if deliverer.stop.is_cancelled() => {
+                    out.totals.undelivered += changes.len() as u64;
+                    deliverer.metrics.changes_of(outcome::UNDELIVERED, changes.iter().map(|o| o.change.op));
+                }
                 Some(changes) => {
                     batch_no += 1;
-                    let span = tracing::debug_span!("batch", batch = batch_no, rows = changes.len());
+                    let span = tracing::info_span!(
+                        "batch_write",
+                        sync = %inner.id,
+                        run = deliverer.run.run_id,
+                        batch = batch_no,
+                        changes = changes.len(),
+                        outcome = tracing::field::Empty,
+                    );
                     inflight.push(deliverer.deliver(changes).instrument(span));
                 }
                 None => closed = true,

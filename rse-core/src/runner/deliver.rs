@@ -8,13 +8,14 @@ use futures::future::BoxFuture;
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::{Instrument, debug, info_span, warn};
 
 use super::lease::LeaseDeadline;
 use super::pace::{PauseGate, RateLimiter, WaitClock, backoff};
 use super::prior::PriorRejections;
 use super::quota::{Gate, QuotaGate};
 use super::suppress::audit;
+use super::telemetry::{RunMetrics, outcome, stage};
 use crate::SyncOptions;
 use crate::audience::AudienceReport;
 use crate::change::{Change, ChangeBatch, ChangeOutcome, Memo, Op, Receipt, WriteOutcome};
@@ -27,6 +28,7 @@ use crate::report::{EffectCounts, FailureKind, OpCounts, ProgressEvent, Rejectio
 use crate::schema::Schema;
 use crate::state::{Lease, PendingChange, RejectedEntry, RejectionStage, SnapshotEntry, StateCommit, StateStore};
 use crate::suppression::SuppressionOutcome;
+use crate::value::Value;
 
 /// Why a batch's changes were left undelivered.
 #[derive(Debug)]
@@ -198,12 +200,21 @@ pub(crate) struct Deliverer {
     pub observers: Observers,
     /// Whether the destination's memos are its record ids (shown to the observers).
     pub record_ids: bool,
+    /// The run's metrics.
+    pub metrics: RunMetrics,
 }
 
 impl Deliverer {
     /// Delivers `changes`, then commits their final outcomes in one state commit (or, to an
     /// exactly-once destination, with each write).
     pub(crate) async fn deliver(&self, outgoing: Vec<Outgoing>) -> BatchResult {
+        let result = self.deliver_batch(outgoing).await;
+        // The batch's span (see `consume`) says how it ended.
+        tracing::Span::current().record("outcome", batch_outcome(&result));
+        result
+    }
+
+    async fn deliver_batch(&self, outgoing: Vec<Outgoing>) -> BatchResult {
         let mut result = BatchResult::default();
         let transactional = self.destination.transactional_state().is_some();
         let mut priors = Priors::with_capacity(outgoing.len());
@@ -215,15 +226,22 @@ impl Deliverer {
         {
             warn!(sync = %self.sync_id, %error, "Reading the batch's memos failed; not sending it.");
             result.undelivered = outgoing.len() as u64;
+            self.metrics.changes_of(outcome::UNDELIVERED, outgoing.iter().map(|o| o.change.op));
             result.failure = Some(BatchFailure::Commit(error));
             return result;
         }
         let schema = self.keeps_memos.then(|| self.schema.get());
         let mut consent = std::collections::HashSet::new();
+        // Changes sent again exactly as a send whose outcome never came back (same op,
+        // fingerprint and version, so the same idempotency key).
+        let mut resent = 0u64;
         for Outgoing { change, prior, consent: withdrawn } in outgoing {
             if withdrawn {
                 consent.insert(change.key.clone());
             }
+            resent += u64::from(prior.is_some_and(|p| {
+                p.op == change.op && p.fingerprint == change.fingerprint && p.version == change.version
+            }));
             if !transactional {
                 let pending = PendingChange { op: change.op, fingerprint: change.fingerprint, version: change.version };
                 intents.intents.push((change.key.clone(), pending));
@@ -241,19 +259,25 @@ impl Deliverer {
         // pending. An exactly-once destination commits the outcomes with the rows, so there
         // is no such window and no intent.
         let started = Instant::now();
-        if !transactional && let Err(error) = self.state.commit(&self.lease, intents).await {
+        let span = info_span!("state_commit", kind = "intents", entries = intents.intents.len());
+        if !transactional && let Err(error) = self.state.commit(&self.lease, intents).instrument(span).await {
             warn!(sync = %self.sync_id, %error, "Recording the batch's intent failed; not sending it.");
             result.undelivered = changes.len() as u64;
+            self.metrics.changes_of(outcome::UNDELIVERED, changes.iter().map(|c| c.op));
             result.failure = Some(BatchFailure::Commit(error));
             result.commit_time = started.elapsed();
             return result;
         }
         result.commit_time = started.elapsed();
+        self.metrics.duplicates(resent);
         let started = Instant::now();
         let finals = self.write_bisecting(changes, &priors, &mut result).await;
         result.deliver_time = started.elapsed();
 
         let (mut applied, mut rejected) = (0u64, 0u64);
+        let (mut superseded, mut undelivered) = (OpCounts::default(), OpCounts::default());
+        let change_time = self.options.change_time_field.as_deref().and_then(|f| self.schema.get().index_of(f));
+        let mut change_times = Vec::new();
         for done in &finals {
             let change = &done.change;
             match &done.outcome {
@@ -270,11 +294,17 @@ impl Deliverer {
                         let destination = self.destination.name();
                         audit(&self.sync_id, destination, &self.progress, &change.key, SuppressionOutcome::Removed);
                     }
+                    if let Some(i) = change_time
+                        && let Some(Value::Timestamp(t)) = change.record.as_ref().and_then(|r| r.get(i))
+                    {
+                        change_times.push(*t);
+                    }
                 }
                 Final::Rejected { reason } | Final::Superseded { reason } => {
                     rejected += 1;
                     if matches!(done.outcome, Final::Superseded { .. }) {
                         result.superseded += 1;
+                        superseded.add(change.op, 1);
                     } else {
                         result.rejected.add(change.op, 1);
                     }
@@ -287,15 +317,27 @@ impl Deliverer {
                         });
                     }
                 }
-                Final::Undelivered => result.undelivered += 1,
+                Final::Undelivered => {
+                    result.undelivered += 1;
+                    undelivered.add(change.op, 1);
+                }
             }
         }
+        self.metrics.changes(outcome::APPLIED, &result.applied);
+        self.metrics.changes(outcome::REJECTED, &result.rejected);
+        self.metrics.changes(outcome::SUPERSEDED, &superseded);
+        self.metrics.changes(outcome::UNDELIVERED, &undelivered);
+        self.metrics.refused(stage::DESTINATION, rejected);
+        self.metrics.retries(result.retries);
+        self.metrics.acknowledged_changes(&change_times, std::time::SystemTime::now());
         let now = unix_secs(std::time::SystemTime::now());
         let commit = self.commit_of(finals.iter().filter(|d| !d.committed).filter_map(Done::outcome), &priors, now);
         let mut committed = true;
         if !commit.applied.is_empty() || !commit.rejected.is_empty() {
             let started = Instant::now();
-            if let Err(error) = self.state.commit(&self.lease, commit).await {
+            let span =
+                info_span!("state_commit", kind = "outcomes", entries = commit.applied.len() + commit.rejected.len());
+            if let Err(error) = self.state.commit(&self.lease, commit).instrument(span).await {
                 warn!(sync = %self.sync_id, applied, rejected, %error, "State commit failed; these changes will be sent again next run.");
                 result.failure = Some(BatchFailure::Commit(error));
                 committed = false;
@@ -352,8 +394,8 @@ impl Deliverer {
         self.observers.outcomes(&self.sync_id, self.run.run_id, records);
     }
 
-    /// One write of `batch` (after `begin_run`), within the write timeout: through the
-    /// exactly-once interface when the destination has one, committing the outcomes with it.
+    /// One write of `batch` (after `begin_run`): through the exactly-once interface when the
+    /// destination has one, committing the outcomes with it.
     async fn attempt(
         &self,
         batch: &ChangeBatch,
@@ -361,12 +403,8 @@ impl Deliverer {
         priors: &Priors,
         transactional: Option<&dyn crate::destination::TransactionalState>,
     ) -> Result<WriteOutcome, CommittedWriteError> {
-        let timeout = self.options.write_timeout;
         match transactional {
-            None => match tokio::time::timeout(timeout, self.destination.write(batch)).await {
-                Ok(written) => written.map_err(CommittedWriteError::Destination),
-                Err(_) => Err(timed_out(timeout)),
-            },
+            None => self.destination.write(batch).await.map_err(CommittedWriteError::Destination),
             Some(transactional) => {
                 let now = unix_secs(std::time::SystemTime::now());
                 let commit_for = |written: &WriteOutcome| {
@@ -387,12 +425,7 @@ impl Deliverer {
                         });
                     self.commit_of(finals, priors, now)
                 };
-                match tokio::time::timeout(timeout, transactional.write_committing(batch, &self.lease, &commit_for))
-                    .await
-                {
-                    Ok(written) => written,
-                    Err(_) => Err(timed_out(timeout)),
-                }
+                transactional.write_committing(batch, &self.lease, &commit_for).await
             }
         }
     }
@@ -618,7 +651,7 @@ impl Deliverer {
                         () = tokio::time::sleep_until(at) => {}
                         () = self.stop.cancelled() => break Err(WriteFailure::Stopped),
                     }
-                    self.waits.record(waiting, Instant::now());
+                    self.metrics.waited(self.waits.record(waiting, Instant::now()));
                     continue;
                 }
                 Gate::Exhausted { reason, resets_in } => {
@@ -626,7 +659,7 @@ impl Deliverer {
                     break Err(WriteFailure::QuotaExhausted { reason, resets_in });
                 }
             }
-            self.waits.record(waiting, Instant::now());
+            self.metrics.waited(self.waits.record(waiting, Instant::now()));
             // Prove the lease by the local clock right before writing (see `lease`).
             if !self.lease_deadline.holds() {
                 self.quota.done(None);
@@ -635,11 +668,26 @@ impl Deliverer {
             }
             let transactional = self.destination.transactional_state();
             let timeout = self.options.write_timeout;
+            let sent = Instant::now();
+            let mut elapsed = false;
             let written = match tokio::time::timeout(timeout, self.begin_run()).await {
                 Ok(Err(error)) => Err(CommittedWriteError::Destination(error)),
-                Err(_) => Err(timed_out(timeout)),
-                Ok(Ok(())) => self.attempt(&batch, round, priors, transactional).await,
+                Err(_) => {
+                    elapsed = true;
+                    Err(timed_out(timeout))
+                }
+                Ok(Ok(())) => {
+                    match tokio::time::timeout(timeout, self.attempt(&batch, round, priors, transactional)).await {
+                        Ok(written) => written,
+                        Err(_) => {
+                            elapsed = true;
+                            Err(timed_out(timeout))
+                        }
+                    }
+                }
             };
+            let answered = request_outcome(&written, elapsed, batch.changes.len());
+            self.metrics.request(answered, batch.changes.len(), sent.elapsed());
             let reported = match &written {
                 Ok(out) => {
                     if let Some(audience) = &out.audience {
@@ -650,6 +698,9 @@ impl Deliverer {
                 }
                 Err(_) => None,
             };
+            if let Some(quota) = &reported {
+                self.metrics.quota(quota);
+            }
             self.quota.done(reported);
             let written = match written {
                 Ok(out) => Ok(out),
@@ -742,6 +793,50 @@ impl Deliverer {
             () = tokio::time::sleep(delay) => true,
             () = self.stop.cancelled() => false,
         }
+    }
+}
+
+/// How a batch's delivery ended, for its span: as a write call's outcome (`ok`, `partial`,
+/// `transient` when retries ran out, `rate_limited`, `quota_exhausted`, `unauthorized`,
+/// `failed`), or `stopped` (the run stopped before all of it was written), `lease_lapsed`,
+/// `state_commit_failed`.
+fn batch_outcome(result: &BatchResult) -> &'static str {
+    match &result.failure {
+        None if result.undelivered > 0 => "stopped",
+        None if result.rejected.total() + result.superseded > 0 => "partial",
+        None => "ok",
+        Some(BatchFailure::Exhausted(_)) => "transient",
+        Some(BatchFailure::Fatal(FailureKind::Unauthorized, _)) => "unauthorized",
+        Some(BatchFailure::Fatal(..)) => "failed",
+        Some(BatchFailure::Commit(_)) => "state_commit_failed",
+        Some(BatchFailure::RateLimited(_)) => "rate_limited",
+        Some(BatchFailure::QuotaExhausted { .. }) => "quota_exhausted",
+        Some(BatchFailure::LeaseLapsed) => "lease_lapsed",
+    }
+}
+
+/// How a write call ended, as the outcome label of
+/// [`DESTINATION_REQUESTS_TOTAL`](crate::metrics::DESTINATION_REQUESTS_TOTAL): `ok` (every
+/// change applied), `partial` (some refused), `timeout` (no answer within the write
+/// timeout), `transient`, `rate_limited`, `quota_exhausted`, `unauthorized`, or `failed` (a
+/// refused batch, a fatal error, an answer of the wrong length, or an exactly-once write whose
+/// state commit failed).
+fn request_outcome(written: &Result<WriteOutcome, CommittedWriteError>, elapsed: bool, changes: usize) -> &'static str {
+    match written {
+        _ if elapsed => "timeout",
+        Ok(out) if out.outcomes.len() != changes || !(out.receipts.is_empty() || out.receipts.len() == changes) => {
+            "failed"
+        }
+        Ok(out) if out.outcomes.iter().all(|o| matches!(o, ChangeOutcome::Applied)) => "ok",
+        Ok(_) => "partial",
+        Err(CommittedWriteError::Destination(error)) => match error {
+            DestinationError::Transient { .. } => "transient",
+            DestinationError::RateLimited { .. } => "rate_limited",
+            DestinationError::QuotaExhausted { .. } => "quota_exhausted",
+            DestinationError::Unauthorized { .. } => "unauthorized",
+            DestinationError::InvalidBatch { .. } | DestinationError::Fatal { .. } => "failed",
+        },
+        Err(CommittedWriteError::State(_)) => "failed",
     }
 }
 

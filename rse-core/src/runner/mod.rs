@@ -14,6 +14,7 @@ mod quota;
 mod reconcile;
 mod run;
 mod suppress;
+mod telemetry;
 
 use std::sync::Arc;
 
@@ -32,6 +33,7 @@ use crate::source::Source;
 use crate::state::StateStore;
 use crate::suppression::Suppressions;
 use crate::transform::Transform;
+use crate::value::DataType;
 
 /// A sync: one model delivered to one destination, with its state. (Named `SyncJob` so
 /// that `use rse::*` does not shadow the standard library's `Sync` marker trait.)
@@ -84,6 +86,15 @@ struct SyncInner {
     suppressions: Vec<Arc<dyn Suppressions>>,
     /// A repair's keys: the run plans changes for these only (see `reconcile.rs`).
     restrict: Option<Arc<reconcile::Restriction>>,
+    /// The sync's metrics, their labels and what carries over from run to run.
+    telemetry: Arc<telemetry::SyncTelemetry>,
+}
+
+impl SyncInner {
+    /// A run's handle on the sync's metrics (silent in a dry run).
+    fn metrics(&self) -> telemetry::RunMetrics {
+        telemetry::RunMetrics::new(self.telemetry.clone(), self.options.dry_run)
+    }
 }
 
 impl std::fmt::Debug for SyncJob {
@@ -320,8 +331,9 @@ impl SyncBuilder {
     /// A [`ConfigError`] naming the setting at fault: a missing part, no key columns, an
     /// unknown field in a transform, a mode the destination does not support, a zero batch
     /// size, a delete fraction outside 0–1, the merge strategy on a source that cannot
-    /// read in key order, or an exactly-once destination that commits into another state
-    /// store than the sync's.
+    /// read in key order, an exactly-once destination that commits into another state
+    /// store than the sync's, or a change-time column that is not a timestamp column of the
+    /// records after transforms.
     pub async fn build(self) -> Result<SyncJob, ConfigError> {
         let sync_id = self.id.clone();
         let missing = |part| ConfigError::Missing { sync_id: sync_id.clone(), part };
@@ -362,6 +374,7 @@ impl SyncBuilder {
         if schema.key_indices().is_empty() {
             return Err(ConfigError::NoKey { sync_id, available: schema.field_names() });
         }
+        check_change_time(&sync_id, &options, &schema)?;
 
         destination.check_schema(&schema).map_err(|source| ConfigError::Destination {
             sync_id: sync_id.clone(),
@@ -428,9 +441,11 @@ impl SyncBuilder {
         };
 
         let (progress, _) = broadcast::channel(1024);
+        let id: Arc<str> = sync_id.into();
+        let telemetry = Arc::new(telemetry::SyncTelemetry::new(&id, destination.name()));
         Ok(SyncJob {
             inner: Arc::new(SyncInner {
-                id: sync_id.into(),
+                id,
                 source,
                 transforms: self.transforms,
                 destination,
@@ -444,6 +459,7 @@ impl SyncBuilder {
                 observers: Observers::new(self.observers),
                 suppressions: self.suppressions,
                 restrict: None,
+                telemetry,
             }),
         })
     }
@@ -451,6 +467,32 @@ impl SyncBuilder {
 
 fn invalid(sync_id: &str, option: &'static str, message: String) -> ConfigError {
     ConfigError::InvalidOption { sync_id: sync_id.to_owned(), option, message }
+}
+
+/// The change-time column must be a timestamp column of the records the destination receives.
+fn check_change_time(sync_id: &str, options: &SyncOptions, schema: &Schema) -> Result<(), ConfigError> {
+    let Some(name) = &options.change_time_field else { return Ok(()) };
+    match schema.index_of(name).and_then(|i| schema.field(i)) {
+        None => Err(invalid(
+            sync_id,
+            "change_time_field",
+            format!(
+                "names `{name}`, which is not a column of the records after transforms (columns: {}); name the \
+                 timestamp column that says when a record last changed",
+                schema.field_names()
+            ),
+        )),
+        Some(field) if field.data_type != DataType::Timestamp => Err(invalid(
+            sync_id,
+            "change_time_field",
+            format!(
+                "names `{name}`, a {} column; it must name a timestamp column (cast it with a transform if the \
+                 source reads it as another type)",
+                field.data_type
+            ),
+        )),
+        Some(_) => Ok(()),
+    }
 }
 
 fn check_options(sync_id: &str, o: &SyncOptions) -> Result<(), ConfigError> {

@@ -204,6 +204,16 @@ pub struct SyncOptions {
     /// place. `None` (the default) covers every key. See [`crate::canary`] for the hash and
     /// the details.
     pub canary: Option<f64>,
+    /// The timestamp column (of the records after transforms) that says when each record
+    /// last changed in the source, e.g. `updated_at`. With it, each applied change records
+    /// its latency from that time to the destination's acknowledgement
+    /// ([`RECORD_LATENCY_SECONDS`](crate::metrics::RECORD_LATENCY_SECONDS)), and the newest
+    /// change time acknowledged is kept as
+    /// [`SOURCE_CHANGE_TIMESTAMP`](crate::metrics::SOURCE_CHANGE_TIMESTAMP): how fresh the
+    /// destination is, not only how recently a run ended. A record whose column is null
+    /// records nothing; deletes carry no record, so record nothing either. Checked when the
+    /// sync is built: the column must exist and be a timestamp.
+    pub change_time_field: Option<String>,
 }
 
 /// The default delete guard: at most half of the keys a sync delivered in one run, once a
@@ -238,6 +248,7 @@ impl Default for SyncOptions {
             read_timeout: Duration::from_secs(1_800),
             quota_reserve: 0.0,
             canary: None,
+            change_time_field: None,
         }
     }
 }
@@ -319,4 +330,6 @@ with! {
     with_write_timeout: write_timeout: Duration,
     /// Sets [`read_timeout`](Self::read_timeout).
     with_read_timeout: read_timeout: Duration,
+    /// Sets [`change_time_field`](Self::change_time_field).
+    with_change_time_field: change_time_field: Option<String>,
 }

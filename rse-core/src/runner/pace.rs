@@ -96,17 +96,20 @@ struct WaitSpan {
 }
 
 impl WaitClock {
-    /// Records a wait from `start` to `end`; only the part not already covered counts.
-    pub(crate) fn record(&self, start: Instant, end: Instant) {
+    /// Records a wait from `start` to `end`; only the part not already covered counts, and
+    /// is returned.
+    pub(crate) fn record(&self, start: Instant, end: Instant) -> Duration {
         if end <= start {
-            return;
+            return Duration::ZERO;
         }
         let mut span = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let from = span.until.map_or(start, |u| u.max(start));
         if end > from {
             span.total += end - from;
             span.until = Some(end);
+            return end - from;
         }
+        Duration::ZERO
     }
 
     /// The wall time waited so far.

@@ -7,7 +7,7 @@ use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::{Instrument, debug, info_span, warn};
 
 use super::deliver::{Outgoing, RunSchema};
 use super::outcome::state_failure;
@@ -15,6 +15,7 @@ use super::plan::{DeleteCheck, change, delete_of, shape, withheld};
 use super::prior::PriorRejections;
 use super::run::PAGE;
 use super::suppress::{Suppressor, audit};
+use super::telemetry::{RunMetrics, outcome, stage};
 use super::{Mode, SyncInner};
 
 mod schema_check;
@@ -103,6 +104,7 @@ pub(super) struct Producer<'a> {
     canary: Option<Canary>,
     /// The run's suppression list, once loaded.
     suppressor: Option<Suppressor>,
+    metrics: RunMetrics,
 }
 
 impl<'a> Producer<'a> {
@@ -145,6 +147,7 @@ impl<'a> Producer<'a> {
             suppressions_observed: Vec::new(),
             canary,
             suppressor: None,
+            metrics: inner.metrics(),
         }
     }
 
@@ -221,6 +224,7 @@ impl<'a> Producer<'a> {
                     break;
                 }
                 Some(Ok(mut batch)) => {
+                    self.metrics.refused(stage::SOURCE, batch.rejected.len() as u64);
                     for rejection in std::mem::take(&mut batch.rejected) {
                         self.out.counts.source_rejected += 1;
                         let reason = format!("{}: {}", rejection.location, rejection.reason);
@@ -241,6 +245,7 @@ impl<'a> Producer<'a> {
                 break;
             }
             self.out.counts.read += batch.len() as u64;
+            self.metrics.read(batch.len() as u64, self.out.counts.read);
             let _ = inner.progress.send(ProgressEvent::Read { records: self.out.counts.read });
             self.track_cursor(&batch);
             let Some((batch, mut seen)) = self.transform(batch).await else { break };
@@ -251,7 +256,8 @@ impl<'a> Producer<'a> {
             self.note_read_back(&batch, &seen);
             self.out.present += (batch.records.len() + suppressed) as u64;
             let t = Instant::now();
-            if let Err(e) = differ.push(&batch.schema, batch.records, seen, &mut diff).await {
+            let span = info_span!("diff", records = batch.records.len());
+            if let Err(e) = differ.push(&batch.schema, batch.records, seen, &mut diff).instrument(span).await {
                 self.fail(FailureKind::Source, e.to_string());
                 break;
             }
@@ -264,7 +270,10 @@ impl<'a> Producer<'a> {
                 self.retry_unseen_rejections(differ.as_mut(), &mut diff, &tx).await;
             }
             let t = Instant::now();
-            match differ.finish(&mut diff).await {
+            let span = info_span!("diff", finish = true, deletes = tracing::field::Empty);
+            let finished = differ.finish(&mut diff).instrument(span.clone()).await;
+            span.record("deletes", diff.deletes.len());
+            match finished {
                 Ok(()) => {
                     self.out.stages.diff += t.elapsed();
                     self.take_diff(&mut diff, &tx).await;
@@ -282,8 +291,10 @@ impl<'a> Producer<'a> {
                 }
             }
         }
+        tracing::Span::current().record("records", self.out.counts.read);
         if self.stop.is_cancelled() {
             self.out.counts.undelivered += self.batch.len() as u64;
+            self.metrics.changes_of(outcome::UNDELIVERED, self.batch.iter().map(|o| o.change.op));
             self.batch.clear();
         } else {
             self.flush(&tx).await;
@@ -434,6 +445,7 @@ impl<'a> Producer<'a> {
             };
             self.out.counts.filtered += output.filtered as u64;
             let mut blocked = 0u64;
+            self.metrics.refused(stage::TRANSFORM, output.rejected.len() as u64);
             for rejection in output.rejected {
                 let key = rejection.record.key(&input_schema).ok();
                 if let Some(key) = &key
@@ -565,7 +577,8 @@ impl<'a> Producer<'a> {
         }
         let Some(lease) = &self.lease else { return false };
         let t = Instant::now();
-        let committed = match self.inner.state.commit(lease, commit).await {
+        let span = info_span!("state_commit", kind = "rejections", entries = commit.rejected.len());
+        let committed = match self.inner.state.commit(lease, commit).instrument(span).await {
             Ok(()) => true,
             Err(error) => {
                 warn!(%error, "Committing refused records failed.");
@@ -580,6 +593,7 @@ impl<'a> Producer<'a> {
 
     async fn take_diff(&mut self, diff: &mut DiffOutput, tx: &mpsc::Sender<Vec<Outgoing>>) {
         self.out.counts.unchanged += std::mem::take(&mut diff.unchanged);
+        self.metrics.refused(stage::KEY, diff.invalid.len() as u64);
         for invalid in std::mem::take(&mut diff.invalid) {
             self.out.counts.invalid += 1;
             match &invalid.key {
@@ -666,8 +680,9 @@ impl<'a> Producer<'a> {
         }
         let batch = std::mem::take(&mut self.batch);
         let n = batch.len() as u64;
-        if tx.send(batch).await.is_err() {
+        if let Err(mpsc::error::SendError(batch)) = tx.send(batch).await {
             self.out.counts.undelivered += n;
+            self.metrics.changes_of(outcome::UNDELIVERED, batch.iter().map(|o| o.change.op));
         }
     }
 
@@ -782,6 +797,7 @@ impl<'a> Producer<'a> {
         if let Some(reason) = withheld(check, options.max_deletes, options.allow_empty_source) {
             warn!(deletes = n, "Deletes withheld by the delete guard.");
             self.out.counts.withheld += n;
+            self.metrics.changes(outcome::WITHHELD, &crate::report::OpCounts { delete: n, ..Default::default() });
             self.out.withheld_reason = Some(reason);
             return;
         }

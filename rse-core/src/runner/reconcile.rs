@@ -97,7 +97,12 @@ pub(super) async fn repair(
         sync = %inner.id,
         mode = %inner.mode,
         keys = restriction.keys.len(),
-        run = tracing::field::Empty
+        run = tracing::field::Empty,
+        read = tracing::field::Empty,
+        applied = tracing::field::Empty,
+        rejected = tracing::field::Empty,
+        unchanged = tracing::field::Empty,
+        status = tracing::field::Empty,
     );
     let repairing = SyncInner { options, cursor_index: None, restrict: Some(Arc::new(restriction)), ..inner.clone() };
     run::run_in_span(&repairing, cancel, span.clone()).instrument(span).await

@@ -7,7 +7,6 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
 
-use super::SyncInner;
 use super::consume::{Consumed, consume};
 use super::deliver::{Deliverer, Outgoing, RunSchema};
 use super::lease::{LeaseDeadline, keep_lease};
@@ -17,12 +16,13 @@ use super::pace::{PauseGate, RateLimiter, WaitClock};
 use super::prior::PriorRejections;
 use super::produce::{Produced, Producer};
 use super::quota::QuotaGate;
+use super::{Mode, SyncInner};
 use crate::audience::AudienceReport;
 use crate::change::{ChangeBatch, ChangeOutcome};
 use crate::destination::{DestinationRunReport, RunEnd, RunInfo};
 use crate::diff::{Differ, HashDiff, MergeDiff};
 use crate::drift::SchemaSummary;
-use crate::error::Error;
+use crate::error::{Error, StateError};
 use crate::key::Key;
 use crate::observe::{ObservedRecord, RecordOutcome};
 use crate::report::{FailureKind, ProgressEvent, RejectionSample, RunStatus, SyncReport};
@@ -33,7 +33,29 @@ use crate::state::{Lease, RejectedEntry, StateCommit};
 pub(super) const PAGE: usize = 10_000;
 
 pub(super) async fn run(inner: &SyncInner, cancel: CancellationToken) -> Result<SyncReport, Error> {
-    let span = info_span!("sync_run", sync = %inner.id, mode = %inner.mode, run = tracing::field::Empty);
+    let metrics = inner.metrics();
+    let started = Instant::now();
+    let result = resume_and_run(inner, cancel).await;
+    match &result {
+        Ok(report) => metrics.finished(report, started.elapsed()),
+        Err(Error::State(StateError::LeaseHeld { .. })) => metrics.lease_conflict(),
+        Err(_) => metrics.failed(started.elapsed()),
+    }
+    result
+}
+
+async fn resume_and_run(inner: &SyncInner, cancel: CancellationToken) -> Result<SyncReport, Error> {
+    let span = info_span!(
+        "sync_run",
+        sync = %inner.id,
+        mode = %inner.mode,
+        run = tracing::field::Empty,
+        read = tracing::field::Empty,
+        applied = tracing::field::Empty,
+        rejected = tracing::field::Empty,
+        unchanged = tracing::field::Empty,
+        status = tracing::field::Empty,
+    );
     if let Some(report) = paused_run(inner).await? {
         return Ok(report);
     }
@@ -82,6 +104,7 @@ pub(super) async fn run_in_span(
     let waits = Arc::new(WaitClock::default());
     report.run_id = lease.as_ref().map_or(0, |l| l.token);
     span.record("run", report.run_id);
+    let _in_progress = inner.metrics().started(inner.mode.ops());
 
     // The lease is renewed from now on, through the preparation too: loading a large
     // snapshot can take longer than the lease lives.
@@ -157,9 +180,15 @@ pub(super) async fn run_in_span(
                 commit.settled = super::reconcile::unmark(restriction, &produced.planned_keys);
             }
             report.counts.recovered += commit.cleared_rejections.len() as u64;
-            if !commit.is_empty()
-                && let Err(error) = inner.state.commit(lease, commit).await
-            {
+            // No span for a commit that writes nothing: a trace shows only real commits.
+            let committed = if commit.is_empty() {
+                Ok(())
+            } else {
+                let entries = commit.rejected.len() + commit.cleared_rejections.len();
+                let span = info_span!("state_commit", kind = "final", entries);
+                inner.state.commit(lease, commit).instrument(span).await
+            };
+            if let Err(error) = committed {
                 warn!(%error, "Final state commit failed.");
                 status = RunStatus::Failed {
                     reason: format!("final state commit failed: {error}"),
@@ -183,6 +212,12 @@ pub(super) async fn run_in_span(
         report.stages.total = started.elapsed();
     }
 
+    // The run's totals on its span too, for a trace to show without its events.
+    span.record("read", report.counts.read);
+    span.record("applied", report.counts.applied.total());
+    span.record("rejected", report.counts.rejected.total());
+    span.record("unchanged", report.counts.unchanged);
+    span.record("status", report.status.label());
     info!(
         run = report.run_id,
         read = report.counts.read,
@@ -233,7 +268,8 @@ async fn work(
         expected,
         run_schema.clone(),
     );
-    let produce = producer.run(differ, tx);
+    let read_span = info_span!("read", sync = %inner.id, run = report.run_id, records = tracing::field::Empty);
+    let produce = producer.run(differ, tx).instrument(read_span);
     Ok(match lease {
         Some(lease) => {
             let deliverer = Deliverer {
@@ -258,6 +294,7 @@ async fn work(
                 audience: std::sync::Mutex::new(None),
                 observers: inner.observers.clone(),
                 record_ids: inner.destination.capabilities().memos_are_record_ids,
+                metrics: inner.metrics(),
             };
             let (produced, mut consumed) = tokio::join!(produce, consume(&deliverer, rx, inner));
             consumed.quota = deliverer.quota.last();
@@ -386,6 +423,8 @@ async fn prepare(
 ) -> Result<(PriorRejections, Box<dyn Differ>), Error> {
     let options = &inner.options;
     let meta = inner.state.meta(&inner.id).await?;
+    // Nothing acknowledged yet: this run is the sync's initial load.
+    let initial = meta.fingerprint_algorithm.is_none();
     if let Some(stored) = meta.fingerprint_algorithm
         && stored != options.fingerprint_algorithm
         && !options.full_resync
@@ -398,9 +437,14 @@ async fn prepare(
     }
     report.cursor_before = meta.cursor.clone();
     report.cursor_after = meta.cursor;
+    let earlier = inner.state.runs(&inner.id, 8).await?;
     // The columns the sync last delivered under, carried by every run's report.
-    let recorded = inner.state.runs(&inner.id, 8).await?.into_iter().find_map(|r| r.schema);
+    let recorded = earlier.iter().find_map(|r| r.schema.clone());
     report.schema = Some(recorded.unwrap_or_else(|| SchemaSummary::of(&inner.schema)));
+    // An initial load or full resync goes on, run after run, until one completes.
+    let unfinished = earlier.first().filter(|r| !r.status.is_complete()).and_then(|r| r.backfill_started_at_ms);
+    report.backfill_started_at_ms =
+        unfinished.or_else(|| (options.full_resync || initial).then_some(report.started_at_ms));
     if let Some(lease) = lease {
         inner.state.record_run(lease, report).await?;
         if let Some(restriction) = &inner.restrict {
@@ -429,8 +473,15 @@ async fn prepare(
     let algorithm = options.fingerprint_algorithm;
     // A canary run diffs only the keys inside it: the others are neither planned nor deleted.
     let canary = options.canary.and_then(crate::canary::Canary::new);
+    let incremental = inner.cursor_index.is_some() && inner.mode != Mode::Mirror && !options.full_resync;
     let differ: Box<dyn Differ> = if inner.use_merge {
         report.diff_strategy = "merge".into();
+        // The merge diff streams the snapshot: the last complete run's read is the estimate.
+        if let Some(last) = earlier.iter().find(|r| r.status.is_complete())
+            && !incremental
+        {
+            inner.metrics().expected(last.counts.read);
+        }
         let diff = MergeDiff::new(inner.state.clone(), &inner.id, algorithm, PAGE).with_canary(canary);
         Box::new(diff.with_unchanged(options.full_resync))
     } else {
@@ -440,6 +491,9 @@ async fn prepare(
             crate::diff::DiffError::State(s) => Error::State(s),
             other => Error::State(crate::StateError::Other { message: other.to_string(), source: None }),
         })?;
+        if !incremental {
+            inner.metrics().expected(diff.live());
+        }
         Box::new(diff.with_unchanged(options.full_resync))
     };
     Ok((prior, differ))

@@ -120,7 +120,7 @@ use request::{Slot, UrlTemplate, batch_idempotency_key, change_object};
 pub use reqwest::Method;
 pub use response::parse_retry_after;
 use response::{Answer, Reading, Sent};
-pub(crate) use response::{error_codes_in, looks_like_identifier, origin, read_capped};
+pub(crate) use response::{count_request, error_codes_in, looks_like_identifier, origin, read_capped};
 
 use crate::destination::Secret;
 
@@ -379,7 +379,9 @@ impl HttpDestination {
             request = request.header("Content-Type", "application/json").body(body);
         }
         let reading = self.reading();
-        let response = request.send().await.map_err(|e| reading.transport(sent.url, e))?;
+        let response = request.send().await;
+        count_request(&self.name, response.as_ref().ok().map(reqwest::Response::status));
+        let response = response.map_err(|e| reading.transport(sent.url, e))?;
         reading.classify(response, sent).await
     }
 }
@@ -415,8 +417,9 @@ impl Destination for HttpDestination {
             .timeout(self.config.timeouts.request)
             .headers(self.headers.clone())
             .send()
-            .await
-            .map_err(|e| reading.transport(url, e))?;
+            .await;
+        count_request(&self.name, response.as_ref().ok().map(reqwest::Response::status));
+        let response = response.map_err(|e| reading.transport(url, e))?;
         if let Some(followed) = reading.followed_redirect(&response, url) {
             return Err(followed);
         }

@@ -180,6 +180,29 @@ impl Reading<'_> {
     }
 }
 
+/// Counts one request that destination `name` sent, by its answer's class
+/// ([`HTTP_REQUESTS_TOTAL`](rse_core::metrics::HTTP_REQUESTS_TOTAL), labelled with the
+/// destination's kind): `2xx`, `3xx`, `4xx`, `429` apart from the other `4xx`, `5xx`, or
+/// `error` when no answer came (`status` is `None`: a timeout, a refused connection).
+pub(crate) fn count_request(name: &str, status: Option<reqwest::StatusCode>) {
+    let class = match status.map(|s| s.as_u16()) {
+        Some(429) => "429",
+        Some(200..=299) => "2xx",
+        Some(300..=399) => "3xx",
+        Some(400..=499) => "4xx",
+        Some(500..=599) => "5xx",
+        // No answer, or a status outside HTTP's classes.
+        _ => "error",
+    };
+    let kind = rse_core::metrics::destination_kind(name).to_owned();
+    metrics::counter!(
+        rse_core::metrics::HTTP_REQUESTS_TOTAL,
+        rse_core::metrics::DESTINATION => kind,
+        rse_core::metrics::CLASS => class
+    )
+    .increment(1);
+}
+
 /// `scheme://host[:port]` of `url`: where it goes, without the path and query that may
 /// carry data.
 pub(crate) fn origin(url: &Url) -> String {
