@@ -259,7 +259,10 @@ async fn build_syncs(dir: &Path, warehouse: &Path, faults: bool) -> Result<Syncs
         .with_initial_backoff(Duration::from_millis(20))
         .with_max_backoff(Duration::from_millis(200))
         .with_circuit_breaker_threshold(2)
-        .with_schema_drift(SchemaDriftPolicy::Proceed);
+        .with_schema_drift(SchemaDriftPolicy::Proceed)
+        // `updated_at` says when a customer changed: latency per record, and the freshest
+        // change the CRM holds.
+        .with_change_time_field(Some("updated_at".into()));
     let crm = |drifted: bool, holder: Option<&str>| {
         let mut builder = SyncJob::builder("customers-to-crm")
             .source(customers().with_key(["customer_ref"]))
@@ -293,7 +296,8 @@ async fn build_syncs(dir: &Path, warehouse: &Path, faults: bool) -> Result<Syncs
         )
         .state(Arc::clone(&state))
         .observer(status.clone())
-        .mode(Mode::Upsert);
+        .mode(Mode::Upsert)
+        .options(SyncOptions::default().with_change_time_field(Some("updated_at".into())));
     let webhook = start_webhook(faults.is_some()).await?;
     let churn = SyncJob::builder("churn-webhook")
         .source(customers().with_key(["id"]))
@@ -304,7 +308,12 @@ async fn build_syncs(dir: &Path, warehouse: &Path, faults: bool) -> Result<Syncs
         .state(Arc::clone(&state))
         .observer(status.clone())
         .mode(Mode::Upsert)
-        .options(SyncOptions::default().with_batch_rows(20).with_initial_backoff(Duration::from_millis(20)));
+        .options(
+            SyncOptions::default()
+                .with_batch_rows(20)
+                .with_initial_backoff(Duration::from_millis(20))
+                .with_change_time_field(Some("updated_at".into())),
+        );
     Ok(Syncs {
         crm: crm(false, None).build().await?,
         crm_drifted: crm(true, None).build().await?,
