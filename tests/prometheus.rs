@@ -552,6 +552,55 @@ async fn every_dashboard_query_and_recording_rule_has_series_in_a_real_prometheu
     drop(service);
 }
 
+/// Waits for `running` to exit by itself, and says how.
+async fn exit_of(running: &mut Running) -> std::process::ExitStatus {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        if let Some(status) = running.child.try_wait().unwrap_or_else(|e| panic!("waiting for {}: {e}", running.name)) {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "{} did not exit within {DEADLINE:?}\n{}", running.name, running.tail());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_service_stops_after_its_runs_and_on_sigterm() {
+    let Some(service_bin) = example("metrics_service") else { return };
+    let scratch = Scratch::new("stop");
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap_or_else(|e| panic!("{e}"));
+
+    let listen = format!("127.0.0.1:{}", free_port());
+    let args = ["--listen".to_owned(), listen, "--interval".into(), "0".into(), "--runs".into(), "3".into()];
+    let mut counted = Running::spawn("metrics_service", &service_bin, &args, &scratch.0);
+    let status = exit_of(&mut counted).await;
+    assert!(status.success(), "{status}\n{}", counted.tail());
+    assert!(counted.tail().contains("stopped after 3 rounds"), "{}", counted.tail());
+
+    #[cfg(unix)]
+    {
+        let port = free_port();
+        let args = ["--listen".to_owned(), format!("127.0.0.1:{port}"), "--interval".into(), "0.2".into()];
+        let mut serving = Running::spawn("metrics_service", &service_bin, &args, &scratch.0);
+        let url = format!("http://127.0.0.1:{port}/metrics");
+        wait_for(
+            "a completed run on /metrics",
+            || serving.tail(),
+            || {
+                let (client, url) = (&client, &url);
+                async move { get_text(client, url).await.ok().filter(|text| text.contains("rse_runs_total{")) }
+            },
+        )
+        .await;
+        let pid = serving.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap_or_else(|e| panic!("running kill: {e}"));
+        assert!(sent.success(), "kill -TERM {pid}: {sent}");
+        let status = exit_of(&mut serving).await;
+        assert!(status.success(), "after SIGTERM: {status}\n{}", serving.tail());
+        assert!(serving.tail().contains("stopped after"), "{}", serving.tail());
+    }
+}
+
 #[tokio::test]
 async fn the_push_example_lands_its_metrics_on_a_real_pushgateway() {
     let Some(gateway_bin) = tool("prometheus-pushgateway") else { return };
