@@ -60,6 +60,9 @@ impl Running {
         let child = Command::new(program)
             .args(args)
             .current_dir(dir)
+            // The examples' scratch files land in this test's directory, removed with it
+            // even when the child is killed.
+            .env("TMPDIR", dir)
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
@@ -629,7 +632,11 @@ async fn the_push_example_lands_its_metrics_on_a_real_pushgateway() {
         let bin = push_bin.clone();
         let dir = scratch.0.clone();
         tokio::task::spawn_blocking(move || {
-            Command::new(bin).args(["--gateway", &gateway, "--job", "rse-nightly"]).current_dir(dir).output()
+            Command::new(bin)
+                .args(["--gateway", &gateway, "--job", "rse-nightly"])
+                .current_dir(&dir)
+                .env("TMPDIR", &dir)
+                .output()
         })
     };
     let out = push(base.clone())
