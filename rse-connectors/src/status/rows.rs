@@ -93,7 +93,7 @@ impl RunRow {
         RunRow {
             sync_id: clean(&report.sync_id),
             run_id: n(report.run_id),
-            status: status_name(&report.status),
+            status: report.status.label(),
             failure_kind: match &report.status {
                 RunStatus::Failed { kind, .. } => Some(failure_name(*kind)),
                 _ => None,
@@ -149,23 +149,6 @@ fn effect_name(effect: Effect) -> &'static str {
     }
 }
 
-/// A run's status as the `status` column (and the metrics' `status` label) names it.
-pub(crate) fn status_name(status: &RunStatus) -> &'static str {
-    match status {
-        RunStatus::Succeeded => "succeeded",
-        RunStatus::CompletedWithRejections => "completed_with_rejections",
-        RunStatus::DeletesWithheld { .. } => "deletes_withheld",
-        RunStatus::CircuitOpen { .. } => "circuit_open",
-        RunStatus::Cancelled => "cancelled",
-        RunStatus::RateLimited { .. } => "rate_limited",
-        RunStatus::QuotaExhausted { .. } => "quota_exhausted",
-        RunStatus::Failed { kind: FailureKind::LeaseLost, .. } => "lease_lost",
-        RunStatus::Failed { .. } => "failed",
-        RunStatus::Running => "running",
-        _ => "other",
-    }
-}
-
 fn failure_name(kind: FailureKind) -> &'static str {
     match kind {
         FailureKind::Source => "source",
@@ -192,5 +175,25 @@ mod tests {
         assert_eq!(key_text(&Key::from_values(&[Value::from("ada@example.com")])), "ada@example.com");
         assert_eq!(key_text(&Key::from_values(&[Value::from("acme"), Value::Int(7)])), r#"["acme",7]"#);
         assert_eq!(key_text(&Key::from_values(&[Value::from("a\0b")])), "a\u{fffd}b");
+    }
+
+    #[tokio::test]
+    async fn a_run_row_names_its_status_as_the_metrics_do() {
+        use rse_core::memory::{MemoryDestination, MemorySource, MemoryStateStore};
+        use rse_core::{DataType, Field, Schema, SyncJob};
+        let schema = Schema::new(vec![Field::required("id", DataType::Int)], &["id"]).unwrap().into_arc();
+        let sync = SyncJob::builder("paused")
+            .source(MemorySource::new(schema, vec![]))
+            .destination(MemoryDestination::new())
+            .state(MemoryStateStore::new())
+            .build()
+            .await
+            .unwrap();
+        sync.pause("oncall", "the CRM answers 401").await.unwrap();
+        let mut report = sync.run().await.unwrap();
+        assert!(matches!(report.status, RunStatus::Paused { .. }));
+        assert_eq!(RunRow::of(&report).status, "paused");
+        report.status = RunStatus::Failed { reason: "taken over".into(), kind: FailureKind::LeaseLost };
+        assert_eq!(RunRow::of(&report).status, "lease_lost");
     }
 }
