@@ -11,14 +11,14 @@ use rse_connectors::{PostgresDestination, PostgresDestinationOptions};
 use rse_core::memory::{MemorySource, MemoryStateStore};
 use rse_core::testing::{
     ChangeBatchBuilder, DestinationReadback, check_destination, check_transactional_state, conformance_schema,
-    service_url, unavailable, unique_id,
+    unique_id,
 };
 use rse_core::*;
 use tokio_postgres::{Client, NoTls};
 
-fn url() -> String {
-    service_url("RSE_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test")
-}
+#[path = "support/pg.rs"]
+mod pg;
+use pg::url;
 
 /// A connection and a fresh schema, dropped at the end of the test.
 struct Db {
@@ -28,17 +28,7 @@ struct Db {
 
 impl Db {
     async fn new() -> Option<Db> {
-        let url = url();
-        let (client, connection) = match tokio_postgres::connect(&url, NoTls).await {
-            Ok(c) => c,
-            Err(e) => {
-                unavailable("PostgreSQL", &url, e);
-                return None;
-            }
-        };
-        tokio::spawn(connection);
-        let schema = unique_id("rse_dest");
-        client.batch_execute(&format!("CREATE SCHEMA \"{schema}\"")).await.unwrap();
+        let (client, schema) = pg::fresh_schema("rse_dest").await?;
         Some(Db { client, schema })
     }
 

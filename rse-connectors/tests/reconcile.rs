@@ -319,19 +319,21 @@ impl Drop for TempDir {
 
 // ---------------------------------------------------------------------------------------
 #[cfg(all(feature = "postgres", feature = "sqlite"))]
+#[path = "support/pg.rs"]
+mod pg;
+
+#[cfg(all(feature = "postgres", feature = "sqlite"))]
 mod postgres {
     use std::collections::BTreeMap;
 
     use rse_connectors::state::PostgresStateStore;
     use rse_connectors::{PostgresDestination, PostgresDestinationOptions};
-    use rse_core::testing::{service_url, unavailable};
-    use tokio_postgres::{Client, NoTls};
+    use tokio_postgres::Client;
 
     use super::*;
 
-    fn url() -> String {
-        service_url("RSE_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test")
-    }
+    use super::pg;
+    use pg::url;
 
     /// A connection and a fresh schema, dropped at the end of the test.
     struct Db {
@@ -341,17 +343,7 @@ mod postgres {
 
     impl Db {
         async fn new() -> Option<Db> {
-            let url = url();
-            let (client, connection) = match tokio_postgres::connect(&url, NoTls).await {
-                Ok(c) => c,
-                Err(e) => {
-                    unavailable("PostgreSQL", &url, e);
-                    return None;
-                }
-            };
-            tokio::spawn(connection);
-            let schema = unique_id("rse_reconcile");
-            client.batch_execute(&format!("CREATE SCHEMA \"{schema}\"")).await.unwrap();
+            let (client, schema) = pg::fresh_schema("rse_reconcile").await?;
             Some(Db { client, schema })
         }
 

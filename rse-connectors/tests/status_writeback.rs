@@ -17,14 +17,14 @@ use rse_connectors::{PostgresDestination, PostgresDestinationOptions, SqliteDest
 use rse_core::memory::MemorySource;
 use rse_core::metrics::{STATUS_WRITEBACK_DROPPED_TOTAL, STATUS_WRITEBACK_FAILURES_TOTAL, SYNC};
 use rse_core::observe::{ObservedBatch, ObservedRecord, OutcomeObserver, RecordOutcome};
-use rse_core::testing::{FaultyDestination, service_url, unavailable, unique_id};
+use rse_core::testing::{FaultyDestination, unique_id};
 use rse_core::transform::{PiiDetector, SensitiveFields};
 use rse_core::*;
-use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+use tokio_postgres::{Client, SimpleQueryMessage};
 
-fn pg_url() -> String {
-    service_url("RSE_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test")
-}
+#[path = "support/pg.rs"]
+mod pg;
+use pg::url as pg_url;
 
 /// id (int key), email, notes: a customers model whose notes may hold personal data.
 fn schema() -> Arc<Schema> {
@@ -77,16 +77,7 @@ struct Pg {
 
 impl Pg {
     async fn new() -> Option<Pg> {
-        let url = pg_url();
-        let (client, connection) = match tokio_postgres::connect(&url, NoTls).await {
-            Ok(c) => c,
-            Err(e) => {
-                unavailable("PostgreSQL", &url, e);
-                return None;
-            }
-        };
-        tokio::spawn(connection);
-        Some(Pg { client, schema: unique_id("rse_status") })
+        Some(Pg { client: pg::connect().await?, schema: unique_id("rse_status") })
     }
 
     fn status_options(&self) -> StatusOptions {
