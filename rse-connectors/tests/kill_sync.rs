@@ -478,13 +478,19 @@ async fn state_equals_table(world: &World, admin: &tokio_postgres::Client) {
     let s = &world.schema;
     // A COMMIT the killed worker sent just before the kill may still be landing on the
     // server. Each exactly-once commit holds the sync's state row locked until it ends, so
-    // taking that lock waits for any such commit; after it, nothing more can land.
-    admin
-        .batch_execute(&format!(
-            "BEGIN; SELECT 1 FROM \"{s}\".rse_syncs WHERE sync_id = 'customers' FOR UPDATE; COMMIT;"
-        ))
-        .await
-        .unwrap();
+    // taking that lock waits for any such commit; after it, nothing more can land. A worker
+    // killed before the state store's tables were first created committed nothing (an
+    // exactly-once commit needs them), so there is no lock to take.
+    let exists: bool =
+        admin.query_one("SELECT to_regclass($1) IS NOT NULL", &[&format!("\"{s}\".rse_syncs")]).await.unwrap().get(0);
+    if exists {
+        admin
+            .batch_execute(&format!(
+                "BEGIN; SELECT 1 FROM \"{s}\".rse_syncs WHERE sync_id = 'customers' FOR UPDATE; COMMIT;"
+            ))
+            .await
+            .unwrap();
+    }
     let mut fingerprinter = Fingerprinter::new(FingerprintAlgorithm::default(), &schema());
     let table: BTreeMap<Key, Fingerprint> = admin
         .query(&format!("SELECT id, name, score FROM \"{s}\".dest"), &[])
