@@ -1,0 +1,1 @@
+//! Syncs described in TOML.

@@ -1,0 +1,6 @@
+//! The example configuration that `rse init` writes.
+
+/// The commented example configuration `rse init` writes.
+pub fn example() -> &'static str {
+    ""
+}

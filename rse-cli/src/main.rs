@@ -1,0 +1,5 @@
+//! The `rse` command.
+
+fn main() {
+    println!("rse {}", env!("CARGO_PKG_VERSION"));
+}
