@@ -763,3 +763,18 @@ impl Destination for TimedDestination {
         self.inner.write(batch).await
     }
 }
+
+#[tokio::test]
+async fn a_built_sync_hands_out_its_parts_for_checks_and_status() {
+    let w = World::new(customers(3));
+    let sync = w.sync(Mode::Mirror, opts()).await;
+    assert_eq!(sync.mode(), Mode::Mirror);
+    assert_eq!(sync.source().name(), w.source.name());
+    assert_eq!(sync.destination().name(), w.destination.name());
+    sync.destination().check().await.unwrap();
+    sync.run().await.unwrap();
+    // The store handed out is the one the runs recorded into.
+    let runs = sync.state().runs("customers", 10).await.unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].counts.applied.insert, 3);
+}

@@ -142,6 +142,30 @@ impl SyncJob {
         &self.inner.options
     }
 
+    /// The sync's mode.
+    pub fn mode(&self) -> Mode {
+        self.inner.mode
+    }
+
+    /// The source the sync reads, for a host that checks or describes it apart from a run
+    /// (a command's `check`, which reads the schema again).
+    pub fn source(&self) -> &Arc<dyn Source> {
+        &self.inner.source
+    }
+
+    /// The destination the sync writes, for a host that checks it apart from a run
+    /// ([`Destination::check`]: reachability and credentials, no write).
+    pub fn destination(&self) -> &Arc<dyn Destination> {
+        &self.inner.destination
+    }
+
+    /// The state store the sync keeps its snapshot, leases, runs and pauses in (the one
+    /// given to the builder, or the exactly-once destination's own): what a host reads for
+    /// status and history, or pauses and resumes the sync through.
+    pub fn state(&self) -> &Arc<dyn StateStore> {
+        &self.inner.state
+    }
+
     /// A stream of progress events of every later run.
     pub fn subscribe(&self) -> broadcast::Receiver<ProgressEvent> {
         self.inner.progress.subscribe()
