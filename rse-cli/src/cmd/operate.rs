@@ -160,7 +160,7 @@ pub async fn reset(config: &ConfigFile, args: &ResetArgs, json_logs: bool) -> Ex
     let how = RunHow {
         options: |o| o.full_resync = true,
         progress: progress_wanted(json_logs, args.no_progress),
-        json: false,
+        json: json_logs,
     };
     run_one(config, name, &interrupt, &how).await
 }

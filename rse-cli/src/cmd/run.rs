@@ -6,7 +6,7 @@ use std::io::IsTerminal;
 use clap::Args;
 use rse::{RunStatus, SyncOptions, SyncReport};
 use rse_cli::config::ConfigFile;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use super::exit::Exit;
 use super::signals::{self, Interrupt};
@@ -21,7 +21,8 @@ pub struct RunArgs {
     /// No progress bar, even on a terminal (there is none off a terminal or with JSON logs).
     #[arg(long)]
     no_progress: bool,
-    /// Print each run's report as one JSON object per line on stdout instead of the summary.
+    /// Print each run's report as one JSON object per line on stdout instead of the summary
+    /// (always so with JSON logs, so that every line of the output is JSON).
     #[arg(long)]
     json: bool,
 }
@@ -72,7 +73,11 @@ pub async fn run(config: &ConfigFile, args: &RunArgs, json_logs: bool) -> Exit {
             return Exit::FAILED;
         }
     };
-    let how = RunHow { options: |_| {}, progress: progress_wanted(json_logs, args.no_progress), json: args.json };
+    let how = RunHow {
+        options: |_| {},
+        progress: progress_wanted(json_logs, args.no_progress),
+        json: args.json || json_logs,
+    };
     let mut exit = Exit::SUCCESS;
     for name in names {
         if let Some(code) = interrupt.exit() {
@@ -117,7 +122,14 @@ pub async fn run_one(config: &ConfigFile, name: &str, interrupt: &Interrupt, how
                 (RunStatus::Cancelled, Some(code)) => code,
                 (status, _) => Exit::of_status(status),
             };
-            info!(sync = name, run = report.run_id, status = report.status.label(), exit_code = exit.0, "Done.");
+            let (sync, run, status) = (name, report.run_id, report.status.label());
+            match exit {
+                Exit::SUCCESS => info!(sync, run, status, exit_code = exit.0, "Run finished."),
+                Exit::REJECTIONS | Exit::DELETES_WITHHELD | Exit::SIGINT | Exit::SIGTERM => {
+                    warn!(sync, run, status, exit_code = exit.0, "Run finished.")
+                }
+                _ => error!(sync, run, status, exit_code = exit.0, "Run finished."),
+            }
             exit
         }
         Err(e) => {
