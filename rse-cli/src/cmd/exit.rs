@@ -113,7 +113,7 @@ mod tests {
         assert_eq!(Exit::of_status(&failed(FailureKind::SchemaDrift)), Exit(7));
         assert_eq!(Exit::of_status(&failed(FailureKind::Destination)), Exit(1));
         assert_eq!(Exit::of_status(&RunStatus::CircuitOpen { reason: "x".into() }), Exit(1));
-        for (code, _) in [(0, ""), (1, ""), (2, ""), (3, ""), (4, ""), (5, ""), (6, ""), (7, ""), (8, ""), (130, "")] {
+        for code in [0, 1, 2, 3, 4, 5, 6, 7, 8, 130] {
             assert!(TABLE.contains(&format!("  {code} ")), "{code} is missing from the table");
         }
     }

@@ -55,18 +55,18 @@ pub struct RejectionsArgs {
 /// after saying why not.
 pub async fn store(config: &ConfigFile, name: &str) -> Result<(Arc<dyn StateStore>, String), Exit> {
     let spec = config.require_sync(name).map_err(|e| {
-        eprintln!("rse: {e}");
+        fail!("{e}");
         Exit::USAGE
     })?;
     let state = spec.state_store().await.map_err(|e| {
-        eprintln!("rse: {e}");
+        fail!("{e}");
         Exit::USAGE
     })?;
     Ok((state, spec.id().to_owned()))
 }
 
 fn state_failed(name: &str, e: &rse::StateError) -> Exit {
-    eprintln!("rse: sync `{name}`: {e}");
+    fail!("sync `{name}`: {e}");
     Exit::FAILED
 }
 
@@ -273,7 +273,7 @@ fn print_json<T: Serialize>(value: &T) -> Exit {
             Exit::SUCCESS
         }
         Err(e) => {
-            eprintln!("rse: could not write JSON: {e}");
+            fail!("could not write JSON: {e}");
             Exit::FAILED
         }
     }

@@ -3,6 +3,7 @@
 
 use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::ValueEnum;
 use indicatif::ProgressBar;
@@ -30,6 +31,24 @@ impl LogFormat {
             LogFormat::Text => false,
             LogFormat::Json => true,
         }
+    }
+}
+
+/// Whether log lines are JSON (set by [`init`]).
+static JSON: AtomicBool = AtomicBool::new(false);
+
+/// Whether log lines are JSON.
+pub fn is_json() -> bool {
+    JSON.load(Ordering::Relaxed)
+}
+
+/// Says what went wrong to whoever reads stderr: a plain `rse: …` line for a person, an
+/// ERROR log line when logs are JSON, so that a log pipeline reads every line of stderr.
+pub fn fail(message: &str) {
+    if JSON.load(Ordering::Relaxed) {
+        tracing::error!("{message}");
+    } else {
+        eprintln!("rse: {message}");
     }
 }
 
@@ -80,6 +99,7 @@ pub fn init(format: LogFormat, level: Option<&str>) -> Result<(), String> {
         format!("--log-level (or RSE_LOG) `{wanted}` is not a level or a list of `target=level` directives: {e}")
     })?;
     let registry = tracing_subscriber::registry();
+    JSON.store(format.is_json(), Ordering::Relaxed);
     let result = if format.is_json() {
         let layer = tracing_subscriber::fmt::layer()
             .json()

@@ -1,5 +1,10 @@
 //! The commands of `rse`, their flags, and how each ends as an exit code.
 
+/// Says what went wrong on stderr, as a plain line or a JSON log line (see `logging::fail`).
+macro_rules! fail {
+    ($($arg:tt)*) => { crate::cmd::logging::fail(&format!($($arg)*)) };
+}
+
 mod exit;
 mod inspect;
 mod logging;
@@ -95,7 +100,7 @@ pub fn main() -> std::process::ExitCode {
         }
     };
     if let Err(message) = logging::init(cli.global.log_format, cli.global.log_level.as_deref()) {
-        eprintln!("rse: {message}");
+        fail!("{message}");
         return Exit::USAGE.into();
     }
     if let Command::Init(args) = &cli.command {
@@ -104,7 +109,7 @@ pub fn main() -> std::process::ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
-            eprintln!("rse: could not start the async runtime: {e}");
+            fail!("could not start the async runtime: {e}");
             return Exit::FAILED.into();
         }
     };
@@ -118,7 +123,7 @@ async fn dispatch(cli: Cli) -> Exit {
     let config = match ConfigFile::load(&cli.global.config) {
         Ok(config) => config,
         Err(e) => {
-            eprintln!("rse: {e}");
+            fail!("{e}");
             return Exit::USAGE;
         }
     };
@@ -143,14 +148,14 @@ fn select<'a>(config: &'a ConfigFile, names: &'a [String]) -> Result<Vec<&'a str
     let known = config.sync_names();
     if names.is_empty() {
         if known.is_empty() {
-            eprintln!("rse: the configuration file describes no sync");
+            fail!("the configuration file describes no sync");
             return Err(Exit::USAGE);
         }
         return Ok(known);
     }
     for name in names {
         if config.sync(name).is_none() {
-            eprintln!("rse: no sync `{name}` in the configuration file; it has: {}", known.join(", "));
+            fail!("no sync `{name}` in the configuration file; it has: {}", known.join(", "));
             return Err(Exit::USAGE);
         }
     }

@@ -71,7 +71,7 @@ fn who() -> String {
 pub async fn pause(config: &ConfigFile, args: &PauseArgs) -> Exit {
     let by = args.by.clone().unwrap_or_else(who);
     if by.trim().is_empty() {
-        eprintln!("rse: --by is blank; name who pauses the sync, so that whoever finds it paused knows whom to ask");
+        fail!("--by is blank; name who pauses the sync, so that whoever finds it paused knows whom to ask");
         return Exit::USAGE;
     }
     let name = args.sync.as_str();
@@ -94,7 +94,7 @@ pub async fn pause(config: &ConfigFile, args: &PauseArgs) -> Exit {
             Exit::SUCCESS
         }
         Err(e) => {
-            eprintln!("rse: sync `{name}`: {e}");
+            fail!("sync `{name}`: {e}");
             Exit::FAILED
         }
     }
@@ -121,7 +121,7 @@ pub async fn resume(config: &ConfigFile, args: &ResumeArgs) -> Exit {
             Exit::SUCCESS
         }
         Err(e) => {
-            eprintln!("rse: sync `{name}`: {e}");
+            fail!("sync `{name}`: {e}");
             Exit::FAILED
         }
     }
@@ -130,13 +130,13 @@ pub async fn resume(config: &ConfigFile, args: &ResumeArgs) -> Exit {
 pub async fn reset(config: &ConfigFile, args: &ResetArgs, json_logs: bool) -> Exit {
     let name = args.sync.as_str();
     if config.sync(name).is_none() {
-        eprintln!("rse: no sync `{name}` in the configuration file; it has: {}", config.sync_names().join(", "));
+        fail!("no sync `{name}` in the configuration file; it has: {}", config.sync_names().join(", "));
         return Exit::USAGE;
     }
     if !args.yes {
         let stdin = std::io::stdin();
         if !stdin.is_terminal() {
-            eprintln!("rse: `rse reset {name}` sends every record again; confirm with --yes (stdin is not a terminal)");
+            fail!("`rse reset {name}` sends every record again; confirm with --yes (stdin is not a terminal)");
             return Exit::USAGE;
         }
         eprint!(
@@ -146,14 +146,14 @@ pub async fn reset(config: &ConfigFile, args: &ResetArgs, json_logs: bool) -> Ex
         let _ = std::io::stderr().flush();
         let mut answer = String::new();
         if stdin.lock().read_line(&mut answer).is_err() || !matches!(answer.trim(), "y" | "Y" | "yes" | "YES") {
-            eprintln!("rse: not reset");
+            fail!("not reset");
             return Exit::USAGE;
         }
     }
     let interrupt = match signals::listen() {
         Ok(interrupt) => interrupt,
         Err(e) => {
-            eprintln!("rse: could not listen for signals: {e}");
+            fail!("could not listen for signals: {e}");
             return Exit::FAILED;
         }
     };
@@ -167,7 +167,7 @@ pub async fn reset(config: &ConfigFile, args: &ResetArgs, json_logs: bool) -> Ex
 
 pub fn init(args: &InitArgs) -> Exit {
     if args.path.exists() && !args.force {
-        eprintln!("rse: {} exists; pass --force to overwrite it", args.path.display());
+        fail!("{} exists; pass --force to overwrite it", args.path.display());
         return Exit::USAGE;
     }
     match std::fs::write(&args.path, rse_cli::init::example()) {
@@ -176,7 +176,7 @@ pub fn init(args: &InitArgs) -> Exit {
             Exit::SUCCESS
         }
         Err(e) => {
-            eprintln!("rse: could not write {}: {e}", args.path.display());
+            fail!("could not write {}: {e}", args.path.display());
             Exit::FAILED
         }
     }

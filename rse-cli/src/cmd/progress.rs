@@ -35,9 +35,9 @@ pub fn follow(job: &SyncJob, expected: Option<u64>) -> Bar {
     let task = tokio::spawn(async move {
         let bar = match expected.filter(|n| *n > 0) {
             Some(total) => ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr_with_hz(4))
-                .with_style(style("{prefix} [{bar:30}] {pos}/{len} records read, {per_sec}, ETA {eta} {msg}")),
+                .with_style(style("{prefix} [{bar:30}] {pos}/{len} records read, {rate}, ETA {eta} {msg}")),
             None => ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(4))
-                .with_style(style("{spinner} {prefix} {pos} records read, {per_sec} {msg}")),
+                .with_style(style("{spinner} {prefix} {pos} records read, {rate} {msg}")),
         };
         bar.set_prefix(sync);
         bar.enable_steady_tick(Duration::from_millis(250));
@@ -72,5 +72,10 @@ pub fn follow(job: &SyncJob, expected: Option<u64>) -> Bar {
 }
 
 fn style(template: &str) -> ProgressStyle {
-    ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar()).progress_chars("=> ")
+    ProgressStyle::with_template(template)
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .with_key("rate", |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+            let _ = write!(w, "{:.0} records/s", state.per_sec());
+        })
+        .progress_chars("=> ")
 }

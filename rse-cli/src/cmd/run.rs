@@ -10,7 +10,7 @@ use tracing::{error, info, warn};
 
 use super::exit::Exit;
 use super::signals::{self, Interrupt};
-use super::{progress, select};
+use super::{logging, progress, select};
 
 /// `rse run`.
 #[derive(Debug, Args)]
@@ -69,7 +69,7 @@ pub async fn run(config: &ConfigFile, args: &RunArgs, json_logs: bool) -> Exit {
     let interrupt = match signals::listen() {
         Ok(interrupt) => interrupt,
         Err(e) => {
-            eprintln!("rse: could not listen for signals: {e}");
+            fail!("could not listen for signals: {e}");
             return Exit::FAILED;
         }
     };
@@ -92,14 +92,13 @@ pub async fn run(config: &ConfigFile, args: &RunArgs, json_logs: bool) -> Exit {
 /// Builds and runs the sync `name` once; its exit code.
 pub async fn run_one(config: &ConfigFile, name: &str, interrupt: &Interrupt, how: &RunHow) -> Exit {
     let Some(spec) = config.sync(name) else {
-        eprintln!("rse: no sync `{name}` in the configuration file");
+        fail!("no sync `{name}` in the configuration file");
         return Exit::USAGE;
     };
     let built = match spec.build_with(how.options).await {
         Ok(built) => built,
         Err(e) => {
-            error!(sync = name, error = %e, "Sync not built.");
-            eprintln!("rse: {e}");
+            fail!("{e}");
             return Exit::USAGE;
         }
     };
@@ -134,8 +133,11 @@ pub async fn run_one(config: &ConfigFile, name: &str, interrupt: &Interrupt, how
         }
         Err(e) => {
             let exit = Exit::of_error(&e);
-            error!(sync = name, error = %e, exit_code = exit.0, "Run failed.");
-            eprintln!("rse: {e}");
+            if logging::is_json() {
+                error!(sync = name, error = %e, exit_code = exit.0, "Run failed.");
+            } else {
+                fail!("{e}");
+            }
             exit
         }
     }
@@ -145,7 +147,7 @@ fn show(report: &SyncReport, json: bool) {
     if json {
         match serde_json::to_string(report) {
             Ok(line) => println!("{line}"),
-            Err(e) => eprintln!("rse: the report of sync `{}` could not be written as JSON: {e}", report.sync_id),
+            Err(e) => fail!("the report of sync `{}` could not be written as JSON: {e}", report.sync_id),
         }
     } else if let RunStatus::Paused { by, reason } = &report.status
         && report.run_id == 0
@@ -178,14 +180,14 @@ async fn plan_one(config: &ConfigFile, name: &str, json: bool) -> Exit {
     let built = match spec.build_with(|o| o.dry_run = true).await {
         Ok(built) => built,
         Err(e) => {
-            eprintln!("rse: {e}");
+            fail!("{e}");
             return Exit::USAGE;
         }
     };
     let report = match built.job.run().await {
         Ok(report) => report,
         Err(e) => {
-            eprintln!("rse: {e}");
+            fail!("{e}");
             return Exit::of_error(&e);
         }
     };
