@@ -125,6 +125,11 @@ impl PushdownBatch {
         Ok(Self { rows, hashes, vanished: Vec::new() })
     }
 
+    /// Rows of an ordinary read, with no hashes.
+    pub(crate) fn plain(rows: RowBatch) -> Self {
+        Self { rows, hashes: Vec::new(), vanished: Vec::new() }
+    }
+
     /// Keys that vanished from the model, with no rows (`rows` is empty under `schema`).
     pub fn vanished(schema: std::sync::Arc<crate::schema::Schema>, keys: Vec<Key>) -> Self {
         Self { rows: RowBatch::empty(schema), hashes: Vec::new(), vanished: keys }
