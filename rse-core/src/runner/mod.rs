@@ -544,7 +544,7 @@ fn pushdown_epoch(
                 "diff_strategy",
                 format!(
                     "is pushdown, but transform `{}` cannot describe its configuration, so a change to it would go \
-                     unnoticed; give it one (FnTransform::with_config_digest), or use Auto",
+                     unnoticed; implement Transform::config_digest for it, or use Auto",
                     t.name()
                 ),
             ));
