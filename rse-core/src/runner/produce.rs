@@ -136,13 +136,11 @@ impl<'a> Producer<'a> {
         cursor: Option<Value>,
         expected: SchemaSummary,
         run_schema: RunSchema,
-        pushdown: Option<Arc<PushdownPlan>>,
     ) -> Self {
         let caps = inner.destination.capabilities();
         let canary = inner.options.canary.and_then(Canary::new);
         let out = Produced {
             canary: canary.map(|c| CanaryReport { fraction: c.fraction(), excluded: 0 }),
-            pushdown: pushdown.clone(),
             ..Produced::default()
         };
         Self {
@@ -168,11 +166,18 @@ impl<'a> Producer<'a> {
             canary,
             suppressor: None,
             metrics: inner.metrics(),
-            pushdown,
+            pushdown: None,
             hashes: HashMap::new(),
             absent_hashes: HashMap::new(),
             settled: Vec::new(),
         }
+    }
+
+    /// Reads through the pushdown source, as `plan` says.
+    pub(super) fn with_pushdown(mut self, plan: Option<Arc<PushdownPlan>>) -> Self {
+        self.out.pushdown.clone_from(&plan);
+        self.pushdown = plan;
+        self
     }
 
     pub(super) async fn run(mut self, mut differ: Box<dyn Differ>, tx: mpsc::Sender<Vec<Outgoing>>) -> Produced {

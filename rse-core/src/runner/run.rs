@@ -300,8 +300,8 @@ async fn work(
         report.cursor_before.clone(),
         expected,
         run_schema.clone(),
-        pushdown.clone(),
-    );
+    )
+    .with_pushdown(pushdown.clone());
     let read_span = info_span!("read", sync = %inner.id, run = report.run_id, records = tracing::field::Empty);
     let produce = producer.run(differ, tx).instrument(read_span);
     Ok(match lease {
