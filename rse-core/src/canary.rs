@@ -32,6 +32,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::key::Key;
+use crate::partition::Partition;
 
 /// A deterministic fraction of keys, by a stable hash of each key (see the [module
 /// docs](self)).
@@ -49,13 +50,23 @@ use crate::key::Key;
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Canary {
     fraction: f64,
+    /// A partitioned sync's partition: only its keys are inside (see [`crate::partition`]).
+    partition: Option<Partition>,
 }
 
 impl Canary {
     /// A canary of `fraction` of the keys; `None` unless the fraction is above 0 and at
     /// most 1 (a NaN is neither).
     pub fn new(fraction: f64) -> Option<Self> {
-        (fraction > 0.0 && fraction <= 1.0).then_some(Self { fraction })
+        (fraction > 0.0 && fraction <= 1.0).then_some(Self { fraction, partition: None })
+    }
+
+    /// The keys of one partition of a partitioned sync (all of them, or the canary's
+    /// fraction of them): what a partition's run covers. The partition decides by the same
+    /// key hash as the fraction.
+    pub fn within(canary: Option<Self>, partition: Partition) -> Self {
+        let fraction = canary.map_or(1.0, |c| c.fraction);
+        Self { fraction, partition: Some(partition) }
     }
 
     /// The fraction.
@@ -71,7 +82,12 @@ impl Canary {
 
     /// Whether `key` is inside the fraction.
     pub fn contains(&self, key: &Key) -> bool {
-        Self::position(key) < self.fraction
+        Self::position(key) < self.fraction && self.partition.is_none_or(|p| p.contains(key))
+    }
+
+    /// Whether `key` is left out because it is in another partition (not for the fraction).
+    pub(crate) fn in_other_partition(&self, key: &Key) -> bool {
+        self.partition.is_some_and(|p| !p.contains(key))
     }
 }
 
