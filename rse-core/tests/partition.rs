@@ -91,6 +91,14 @@ async fn partitions_deliver_each_key_once_and_delete_only_their_own() {
             assert_eq!(snapshot.len() as u64, 200 - p.excluded);
         }
         assert_eq!(excluded, 3 * 200, "each record is left out by the three partitions it is not in");
+        // Each partition verifies its own keys: its siblings' are not foreign to it.
+        let mut checked = 0;
+        for job in &jobs {
+            let found = job.verify(&VerifyOptions::default()).await.unwrap();
+            assert!(found.is_clean() && found.foreign == 0 && found.unsent == 0, "{found:?}");
+            checked += found.checked;
+        }
+        assert_eq!(checked, 200);
         assert_eq!(destination.records().len(), 200);
         assert!(applied_per_key(&destination).values().all(|n| *n == 1), "{strategy:?}: a key applied twice");
 
