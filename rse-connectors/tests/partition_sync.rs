@@ -113,9 +113,10 @@ impl Destination for Receiver {
         let client = self.client.lock().await;
         // The request's arrival, outside the transaction: a request counts even if it fails.
         client
-            .execute(&format!("INSERT INTO \"{s}\".requests (at, sync) VALUES (clock_timestamp(), $1)"), &[
-                &batch.sync_id.to_string(),
-            ])
+            .execute(
+                &format!("INSERT INTO \"{s}\".requests (at, sync) VALUES (clock_timestamp(), $1)"),
+                &[&batch.sync_id.to_string()],
+            )
             .await
             .map_err(fail)?;
         let idems: Vec<&[u8]> = batch.changes.iter().map(|c| &c.idempotency_key.0[..]).collect();
@@ -133,7 +134,8 @@ impl Destination for Receiver {
                 .iter()
                 .map(|r| r.get::<_, Vec<u8>>(0))
                 .collect();
-            let (mut ids, mut names, mut deleted, mut log_ids, mut log_applied) = (vec![], vec![], vec![], vec![], vec![]);
+            let (mut ids, mut names, mut deleted, mut log_ids, mut log_applied) =
+                (vec![], vec![], vec![], vec![], vec![]);
             for c in &batch.changes {
                 let id = c.key.decode().unwrap()[0].as_i64().unwrap();
                 let applied = new.contains(&c.idempotency_key.0[..]);
@@ -356,11 +358,8 @@ async fn four_processes_share_one_quota_and_a_killed_partition_resumes() {
         .collect();
     let busiest = (0..times.len()).map(|i| times[i..].iter().take_while(|t| **t < times[i] + 1.0).count()).max();
     let span = times.last().unwrap() - times.first().unwrap();
-    let writers: i64 = client
-        .query_one(&format!("SELECT count(DISTINCT sync) FROM \"{s}\".requests"), &[])
-        .await
-        .unwrap()
-        .get(0);
+    let writers: i64 =
+        client.query_one(&format!("SELECT count(DISTINCT sync) FROM \"{s}\".requests"), &[]).await.unwrap().get(0);
     assert_eq!(writers, i64::from(PARTITIONS));
     assert!(
         busiest.unwrap_or(0) <= ALLOWED,

@@ -140,7 +140,9 @@ impl Partition {
     /// [`from_env`](Self::from_env) reading variables through `var`.
     fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Option<Self>, PartitionError> {
         let number = |name: &str, text: String| {
-            text.trim().parse::<u32>().map_err(|_| PartitionError(format!("{name} is `{text}`; it must be a whole number")))
+            text.trim()
+                .parse::<u32>()
+                .map_err(|_| PartitionError(format!("{name} is `{text}`; it must be a whole number")))
         };
         match (var(JOB_COMPLETION_INDEX), var(PARTITION_COUNT)) {
             (None, None) => Ok(None),

@@ -2,8 +2,8 @@
 
 mod consume;
 mod deliver;
-mod lease;
 mod layout;
+mod lease;
 mod operator;
 mod options;
 mod outcome;

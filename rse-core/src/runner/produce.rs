@@ -20,7 +20,6 @@ use super::{Mode, SyncInner};
 
 mod schema_check;
 use crate::canary::{Canary, CanaryReport};
-use crate::partition::PartitionReport;
 use crate::change::Op;
 use crate::diff::{DiffOutput, Differ, Planned};
 use crate::drift::{SchemaDrift, SchemaSummary};
@@ -28,6 +27,7 @@ use crate::error::unix_secs;
 use crate::key::Key;
 use crate::metrics::{SENSITIVE_FIELD_BLOCKS_TOTAL, SYNC};
 use crate::observe::{ObservedRecord, RecordOutcome};
+use crate::partition::PartitionReport;
 use crate::record::RowBatch;
 use crate::report::{Counts, FailureKind, ProgressEvent, RejectionSample, StageDurations};
 use crate::schema::Schema;
@@ -124,7 +124,11 @@ impl<'a> Producer<'a> {
     ) -> Self {
         let caps = inner.destination.capabilities();
         let out = Produced {
-            canary: inner.options.canary.and_then(Canary::new).map(|c| CanaryReport { fraction: c.fraction(), excluded: 0 }),
+            canary: inner
+                .options
+                .canary
+                .and_then(Canary::new)
+                .map(|c| CanaryReport { fraction: c.fraction(), excluded: 0 }),
             partition: inner.partition.map(|partition| PartitionReport { partition, excluded: 0 }),
             ..Produced::default()
         };
