@@ -244,7 +244,7 @@ impl FromStr for Partition {
 /// deleted by the new layout (no state records them any more).
 ///
 /// # Errors
-/// [`StateError::LeaseHeld`](crate::StateError::LeaseHeld) while a run holds the state's
+/// [`StateError::LeaseHeld`] while a run holds the state's
 /// lease; otherwise when the store cannot be reached.
 pub async fn forget_snapshot(state: &dyn StateStore, sync_id: &str, holder: &str) -> Result<u64, StateError> {
     const PAGE: usize = 10_000;

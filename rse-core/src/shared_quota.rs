@@ -2,7 +2,7 @@
 //! different processes or hosts together stay under the destination's limit.
 //!
 //! Each runner paces its own writes to the destination's
-//! [`RateLimit`](crate::RateLimit); `N` partitions would send `N` times that. With a
+//! [`RateLimit`]; `N` partitions would send `N` times that. With a
 //! [`SharedQuota`] ([`SyncBuilder::shared_quota`](crate::SyncBuilder::shared_quota)) every
 //! write first reserves the next request slot of one shared schedule, then waits until its
 //! slot: the runners together send at most the limit, in the order they asked.
