@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use rse_core::memory::{MemoryDestination, MemorySource, MemoryStateStore};
 use rse_core::partition::{Partition, forget_snapshot};
+use rse_core::shared_quota::SharedQuota;
 use rse_core::*;
 
 fn schema() -> Arc<Schema> {
@@ -231,4 +232,70 @@ async fn ids_that_look_like_a_partitions_are_refused() {
     assert!(refused.unwrap_err().to_string().contains("ends like the id of a partition"));
     let fine = partition("crm#eu", &source, &destination, &state, opts(DiffStrategy::Hash), None).await.unwrap();
     assert_eq!(fine.id(), "crm#eu");
+}
+
+/// A shared quota that cannot be reached for its first `failures` reservations.
+struct Flaky {
+    failures: std::sync::atomic::AtomicU32,
+    inner: rse_core::shared_quota::MemorySharedQuota,
+}
+
+#[async_trait::async_trait]
+impl SharedQuota for Flaky {
+    fn name(&self) -> &str {
+        "flaky"
+    }
+
+    async fn reserve(&self, scope: &str, limit: RateLimit) -> Result<Duration, StateError> {
+        let left = self.failures.load(std::sync::atomic::Ordering::SeqCst);
+        if left > 0 {
+            self.failures.store(left - 1, std::sync::atomic::Ordering::SeqCst);
+            return Err(StateError::Unavailable { message: "connection refused".into(), source: None });
+        }
+        self.inner.reserve(scope, limit).await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unreachable_shared_quota_is_retried_then_leaves_the_changes_for_the_next_run() {
+    let limited = DestinationCapabilities::new(Op::ALL)
+        .with_idempotency_keys(true)
+        .with_rate_limit(Some(RateLimit::per_second(100)));
+    let (source, destination, state) = (
+        MemorySource::new(schema(), rows(0..30, "a")),
+        MemoryDestination::new().with_capabilities(limited),
+        MemoryStateStore::new(),
+    );
+    let build = |failures: u32| {
+        let (source, destination, state) = (source.clone(), destination.clone(), state.clone());
+        async move {
+            SyncJob::builder("crm")
+                .source(source)
+                .destination(destination)
+                .state(state)
+                .options(opts(DiffStrategy::Hash).with_max_attempts(3).with_max_concurrency(1))
+                .partition(Partition::new(0, 1).unwrap())
+                .shared_quota(Flaky {
+                    failures: failures.into(),
+                    inner: rse_core::shared_quota::MemorySharedQuota::new(),
+                })
+                .build()
+                .await
+                .unwrap()
+        }
+    };
+    // Two failed reservations: retried with backoff, and the run delivers everything.
+    let report = build(2).await.run().await.unwrap();
+    assert_eq!(report.status, RunStatus::Succeeded, "{report}");
+    assert_eq!(report.counts.applied.insert, 30);
+    assert!(report.retries >= 2);
+
+    // Never reachable: nothing is sent unpaced; the changes wait for the next run.
+    source.set_rows(rows(0..30, "b"));
+    let report = build(u32::MAX).await.run().await.unwrap();
+    assert!(!report.status.is_complete(), "{:?}", report.status);
+    assert_eq!(report.counts.applied.total(), 0);
+    assert!(destination.records().values().all(|r| r.values[1] != Value::from("b0")));
+    let report = build(0).await.run().await.unwrap();
+    assert_eq!(report.counts.applied.update, 30, "{report}");
 }
