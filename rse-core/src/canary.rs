@@ -31,7 +31,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::key::Key;
+use crate::key::{Key, KeyHash};
 use crate::partition::Partition;
 
 /// A deterministic fraction of keys, by a stable hash of each key (see the [module
@@ -76,18 +76,27 @@ impl Canary {
 
     /// Where `key` falls in `[0, 1)`: its [`KeyHash`](crate::KeyHash) over 2⁶⁴.
     pub fn position(key: &Key) -> f64 {
+        Self::position_of(key.redacted())
+    }
+
+    fn position_of(hash: KeyHash) -> f64 {
         // The top 53 bits: exactly representable, so the position is exact and below 1.
-        (key.redacted().0 >> 11) as f64 / (1u64 << 53) as f64
+        (hash.0 >> 11) as f64 / (1u64 << 53) as f64
     }
 
-    /// Whether `key` is inside the fraction.
+    /// Whether `key` is inside the fraction (and the partition, for a partition's run).
     pub fn contains(&self, key: &Key) -> bool {
-        Self::position(key) < self.fraction && self.partition.is_none_or(|p| p.contains(key))
+        self.excludes(key).is_none()
     }
 
-    /// Whether `key` is left out because it is in another partition (not for the fraction).
-    pub(crate) fn in_other_partition(&self, key: &Key) -> bool {
-        self.partition.is_some_and(|p| !p.contains(key))
+    /// Why `key` is left out: `Some(true)` when it is in another partition, `Some(false)`
+    /// when it is outside the fraction, `None` when it is inside. The key is hashed once.
+    pub(crate) fn excludes(&self, key: &Key) -> Option<bool> {
+        let hash = key.redacted();
+        if self.partition.is_some_and(|p| !p.holds(hash)) {
+            return Some(true);
+        }
+        (Self::position_of(hash) >= self.fraction).then_some(false)
     }
 }
 

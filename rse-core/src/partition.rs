@@ -28,7 +28,11 @@
 //! - The diff's snapshot holds only the partition's keys, so a `Mirror` run deletes only
 //!   keys of its own partition.
 //! - The delete guard holds for the sync as a whole: see
-//!   [`Partition::max_deletes`].
+//!   [`Partition::max_deletes`]. Its other checks apply per partition: a partition whose
+//!   share of the source is empty deletes nothing unless
+//!   [`allow_empty_source`](crate::SyncOptions::allow_empty_source) is set, and rows whose
+//!   key is unknown withhold every partition's deletes (the key may be any partition's).
+//! - Metrics and logs name the partition's sync id (`sync="crm#p2of4"`).
 //! - A destination's request rate is shared by every partition through a
 //!   [`SharedQuota`](crate::shared_quota::SharedQuota) (PostgreSQL's in `rse-connectors`).
 //!
@@ -51,7 +55,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::error::StateError;
-use crate::key::Key;
+use crate::key::{Key, KeyHash};
 use crate::runner::MaxDeletes;
 use crate::state::{StateCommit, StateStore};
 
@@ -162,13 +166,21 @@ impl Partition {
 
     /// Which partition of `count` `key` is in.
     pub fn of(key: &Key, count: u32) -> u32 {
-        let hash = u128::from(key.redacted().0);
-        u32::try_from((hash * u128::from(count)) >> 64).unwrap_or(0)
+        Self::of_hash(key.redacted(), count)
+    }
+
+    fn of_hash(hash: KeyHash, count: u32) -> u32 {
+        u32::try_from((u128::from(hash.0) * u128::from(count)) >> 64).unwrap_or(0)
     }
 
     /// Whether `key` is in this partition.
     pub fn contains(&self, key: &Key) -> bool {
-        Self::of(key, self.count) == self.index
+        self.holds(key.redacted())
+    }
+
+    /// Whether the key whose hash is `hash` is in this partition.
+    pub(crate) fn holds(&self, hash: KeyHash) -> bool {
+        Self::of_hash(hash, self.count) == self.index
     }
 
     /// The sync id the partition's state lives under: `"<sync>#p<i>of<N>"`.

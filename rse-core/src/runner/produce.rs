@@ -414,9 +414,12 @@ impl<'a> Producer<'a> {
         let mut other_partitions = 0u64;
         // A record without a key is left for the diff to refuse.
         batch.records.retain(|r| {
-            r.key(&schema).map_or(true, |k| {
-                other_partitions += u64::from(canary.in_other_partition(&k));
-                canary.contains(&k)
+            r.key(&schema).map_or(true, |k| match canary.excludes(&k) {
+                Some(other) => {
+                    other_partitions += u64::from(other);
+                    false
+                }
+                None => true,
             })
         });
         seen.retain(|k| canary.contains(k));
@@ -474,7 +477,7 @@ impl<'a> Producer<'a> {
                 if let Some(key) = &key
                     && !self.in_canary(key)
                 {
-                    let other = self.canary.is_some_and(|c| c.in_other_partition(key));
+                    let other = self.canary.and_then(|c| c.excludes(key)).unwrap_or(false);
                     self.count_excluded(u64::from(!other), u64::from(other));
                     continue;
                 }
