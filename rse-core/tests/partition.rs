@@ -299,3 +299,25 @@ async fn an_unreachable_shared_quota_is_retried_then_leaves_the_changes_for_the_
     let report = build(0).await.run().await.unwrap();
     assert_eq!(report.counts.applied.update, 30, "{report}");
 }
+
+#[tokio::test]
+async fn a_canary_of_a_partitioned_sync_covers_the_same_keys_as_unpartitioned() {
+    let (source, destination, state) =
+        (MemorySource::new(schema(), rows(0..400, "a")), MemoryDestination::new(), MemoryStateStore::new());
+    let canary = opts(DiffStrategy::Hash).with_canary(0.3);
+    let mut left_to_others = 0;
+    for job in all(&source, &destination, &state, canary, 3).await {
+        let report = job.run().await.unwrap();
+        left_to_others += report.partition.unwrap().excluded;
+        let in_partition = 400 - report.partition.unwrap().excluded;
+        // The canary counts what it left out of the partition's own share only.
+        assert_eq!(report.canary.unwrap().excluded, in_partition - report.counts.applied.insert);
+    }
+    assert_eq!(left_to_others, 2 * 400);
+    let expected: Vec<Key> = (0..400).map(key).filter(|k| canary::Canary::new(0.3).unwrap().contains(k)).collect();
+    assert_eq!(destination.records().into_keys().collect::<Vec<_>>(), {
+        let mut e = expected;
+        e.sort();
+        e
+    });
+}
