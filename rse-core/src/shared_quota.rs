@@ -35,6 +35,10 @@ use crate::error::StateError;
 
 /// A request schedule shared by every runner that names the same scope.
 ///
+/// It has no `name` of its own: a state store that implements it (PostgreSQL's) is named
+/// by [`StateStore::name`](crate::StateStore::name), and a second `name` would make every
+/// call on such a store ambiguous. Its errors name what failed.
+///
 /// # Contract
 /// - [`reserve`](Self::reserve) is atomic per scope: concurrent callers, in any number of
 ///   processes, get distinct slots one interval (`limit.per / limit.requests`) apart, and
@@ -45,9 +49,6 @@ use crate::error::StateError;
 ///   leaves a gap, never a burst.
 #[async_trait]
 pub trait SharedQuota: Send + Sync {
-    /// A short name for logs and errors, e.g. `postgres:db:5432/rse/rse_state`.
-    fn name(&self) -> &str;
-
     /// Reserves the next request slot of `scope` under `limit`; returns how long the caller
     /// waits before sending.
     ///
@@ -83,10 +84,6 @@ impl MemorySharedQuota {
 
 #[async_trait]
 impl SharedQuota for MemorySharedQuota {
-    fn name(&self) -> &str {
-        "memory"
-    }
-
     async fn reserve(&self, scope: &str, limit: RateLimit) -> Result<Duration, StateError> {
         let Some((interval, tolerance)) = gcra(limit) else { return Ok(Duration::ZERO) };
         let now = Instant::now();

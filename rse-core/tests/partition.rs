@@ -242,10 +242,6 @@ struct Flaky {
 
 #[async_trait::async_trait]
 impl SharedQuota for Flaky {
-    fn name(&self) -> &str {
-        "flaky"
-    }
-
     async fn reserve(&self, scope: &str, limit: RateLimit) -> Result<Duration, StateError> {
         let left = self.failures.load(std::sync::atomic::Ordering::SeqCst);
         if left > 0 {

@@ -649,7 +649,7 @@ impl Deliverer {
                     // Without the shared schedule the write cannot be paced with the other
                     // runners: it waits and tries again, as after a transient failure.
                     transient += 1;
-                    let error = format!("reserving a request of the shared quota `{}`: {error}", shared.name());
+                    let error = format!("reserving a request of the shared quota: {error}");
                     if transient >= self.options.max_attempts {
                         warn!(sync = %self.sync_id, attempts = transient, %error, "Giving up on batch.");
                         break Err(WriteFailure::Exhausted(format!("{error} (after {transient} attempts)")));

@@ -65,11 +65,6 @@ impl SharedPace {
         Some(Self { quota, scope: inner.base_id.clone(), limit })
     }
 
-    /// The shared quota's name, for messages.
-    pub(crate) fn name(&self) -> &str {
-        self.quota.name()
-    }
-
     /// Reserves the next shared slot and waits for it; returns how long it waited.
     pub(crate) async fn acquire(&self) -> Result<Duration, StateError> {
         let wait = self.quota.reserve(&self.scope, self.limit).await?;

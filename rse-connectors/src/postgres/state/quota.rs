@@ -58,10 +58,6 @@ pub(super) fn reserve(schema: &str) -> String {
 /// host) that uses the same PostgreSQL schema for its state shares its destination's limit.
 #[async_trait]
 impl SharedQuota for PostgresStateStore {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
     async fn reserve(&self, scope: &str, limit: RateLimit) -> Result<Duration, StateError> {
         let Some((interval, tolerance)) = gcra(limit) else { return Ok(Duration::ZERO) };
         let client = self.client().await?;
