@@ -6,7 +6,7 @@
 //! later run adds keys without moving any out.
 //!
 //! # Which keys are in
-//! A key's position is its [`KeyHash`](crate::KeyHash) — the first 8 bytes of the SHA-256 of
+//! A key's position is its [`KeyHash`] — the first 8 bytes of the SHA-256 of
 //! the key's encoded bytes (the order-preserving encoding of [`Key`], see
 //! [`crate::key`]), read as a big-endian integer — divided by 2⁶⁴; the key is in a canary of
 //! fraction `f` when its position is below `f`. The hash depends on nothing but the key's
@@ -74,7 +74,7 @@ impl Canary {
         self.fraction
     }
 
-    /// Where `key` falls in `[0, 1)`: its [`KeyHash`](crate::KeyHash) over 2⁶⁴.
+    /// Where `key` falls in `[0, 1)`: its [`KeyHash`] over 2⁶⁴.
     pub fn position(key: &Key) -> f64 {
         Self::position_of(key.redacted())
     }
