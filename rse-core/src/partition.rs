@@ -9,7 +9,7 @@
 //! `--partition i/N` ([`Partition::parse`]).
 //!
 //! # Which keys a partition holds
-//! A key's [`KeyHash`](crate::KeyHash) (the hash a [canary](crate::canary) reads, the one
+//! A key's [`KeyHash`] (the hash a [canary](crate::canary) reads, the one
 //! reports and logs show) read as a fraction `h / 2⁶⁴` of the key space; partition `i` of
 //! `N` holds the keys with `⌊h·N / 2⁶⁴⌋ = i`, an exact integer computation. So every key is
 //! in exactly one partition, the same one in every run, process and host; and partition
