@@ -199,6 +199,10 @@ async fn a_new_partition_count_is_refused_until_the_earlier_layout_is_forgotten(
     let whole = partition("crm", &source, &destination, &state, opts(DiffStrategy::Hash), None).await.unwrap();
     let error = whole.run().await.unwrap_err().to_string();
     assert!(error.contains("runs unpartitioned"), "{error}");
+    let single = Partition::new(0, 1).unwrap();
+    let one = partition("crm", &source, &destination, &state, opts(DiffStrategy::Hash), Some(single)).await.unwrap();
+    let error = one.run().await.unwrap_err().to_string();
+    assert!(error.contains("partition 0/1"), "{error}");
 
     // Re-partitioned: the earlier layout forgotten, each new partition resyncs in full.
     let mut forgotten = 0;
@@ -316,4 +320,23 @@ async fn a_canary_of_a_partitioned_sync_covers_the_same_keys_as_unpartitioned() 
         e.sort();
         e
     });
+}
+
+#[tokio::test]
+async fn partitioning_a_sync_that_ran_unpartitioned_is_refused_until_its_snapshot_is_forgotten() {
+    let (source, destination, state) =
+        (MemorySource::new(schema(), rows(0..60, "a")), MemoryDestination::new(), MemoryStateStore::new());
+    let whole = partition("crm", &source, &destination, &state, opts(DiffStrategy::Hash), None).await.unwrap();
+    whole.run().await.unwrap();
+    let parts = all(&source, &destination, &state, opts(DiffStrategy::Hash), 3).await;
+    let error = parts[1].run().await.unwrap_err().to_string();
+    assert!(error.contains("unpartitioned (state `crm`)"), "{error}");
+    // A run holding the sync's lease keeps its snapshot from being forgotten under it.
+    let lease = state.acquire_lease("crm", "a run", Duration::from_secs(60)).await.unwrap();
+    assert!(matches!(forget_snapshot(&state, "crm", "ops").await, Err(StateError::LeaseHeld { .. })));
+    state.release_lease(&lease).await.unwrap();
+    assert_eq!(forget_snapshot(&state, "crm", "ops").await.unwrap(), 60);
+    for job in &parts {
+        assert_eq!(job.run().await.unwrap().status, RunStatus::Succeeded);
+    }
 }

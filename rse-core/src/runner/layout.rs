@@ -6,7 +6,7 @@
 //! and never delete those the source lost. So a run whose own snapshot is empty looks for
 //! the state of another layout first, and refuses to run while one holds keys.
 //!
-//! That is one snapshot read of one entry per other layout: up to 128 point queries, only
+//! That is one snapshot read of one entry per other layout: up to 129 point queries, only
 //! while the run's own snapshot is empty (an initial load, or a sync whose source is
 //! empty). On PostgreSQL such a read took 0.12 ms (pgbench, local server, loaded test
 //! machine), so the check costs about 16 ms plus 128 network round trips.
@@ -24,16 +24,14 @@ pub(super) async fn check_layout(inner: &SyncInner) -> Result<(), Error> {
         return Ok(());
     }
     let base: &str = &inner.base_id;
-    let (start, own_count) = match inner.partition {
-        // Where this partition's share begins, as a fraction of the key space.
-        Some(p) => ((u128::from(p.index) << 64) / u128::from(p.count), p.count),
-        None => (0, 1),
-    };
+    // Where this layout's share begins, as a fraction of the key space.
+    let start = inner.partition.map_or(0, |p| (u128::from(p.index) << 64) / u128::from(p.count));
     let mut others = Vec::new();
     if inner.partition.is_some() {
         others.push((base.to_owned(), None));
     }
-    for count in (2..=MAX_PARTITIONS).filter(|c| *c != own_count) {
+    // A count of 1 is a layout of its own (`crm#p0of1`), not the unpartitioned sync.
+    for count in (1..=MAX_PARTITIONS).filter(|c| inner.partition.is_none_or(|p| p.count != *c)) {
         // The partition of `count` holding the start of this layout's share: under a layout
         // that ran, it holds some of this share's keys.
         let index = u32::try_from((start * u128::from(count)) >> 64).unwrap_or(0);
