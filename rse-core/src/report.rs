@@ -348,6 +348,11 @@ pub struct SyncReport {
     /// without one ([`SyncOptions::canary`](crate::SyncOptions::canary)).
     #[serde(default)]
     pub canary: Option<crate::canary::CanaryReport>,
+    /// The partition the run covered and how many records it left to the other
+    /// partitions; `None` for an unpartitioned sync
+    /// ([`SyncBuilder::partition`](crate::SyncBuilder::partition)).
+    #[serde(default)]
+    pub partition: Option<crate::partition::PartitionReport>,
     /// What the sync's suppression list (withdrawn consent) did in the run; `None` for a
     /// sync without one.
     #[serde(default)]
@@ -413,6 +418,7 @@ impl SyncReport {
             quota: None,
             audience: None,
             canary: None,
+            partition: None,
             suppression: None,
             backfill_started_at_ms: None,
             pushdown: None,
@@ -544,6 +550,9 @@ impl std::fmt::Display for SyncReport {
                 100.0 * canary.fraction,
                 canary.excluded
             )?;
+        }
+        if let Some(p) = &self.partition {
+            write!(f, "\n  partition {}: {} records of other partitions left to them", p.partition, p.excluded)?;
         }
         if let Some(suppression) = &self.suppression {
             write!(f, "\n  suppression: {suppression}")?;

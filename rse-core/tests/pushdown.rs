@@ -266,6 +266,9 @@ async fn pushdown_refuses_what_it_cannot_serve() {
     let closure = w.builder(Mode::Upsert).transform(FnTransform::new("tidy", |r, _| Ok(Some(r.clone())))).build().await;
     assert!(message(closure).contains("`tidy` cannot describe its configuration"));
 
+    let partitioned = w.builder(Mode::Upsert).partition(Partition::new(0, 2).unwrap()).build().await;
+    assert!(message(partitioned).contains("partitioned"));
+
     // Auto never picks pushdown: the source's store is not written to.
     let auto = SyncJob::builder("customers")
         .source(w.source.clone())

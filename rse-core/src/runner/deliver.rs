@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span, warn};
 
 use super::lease::LeaseDeadline;
-use super::pace::{PauseGate, RateLimiter, WaitClock, backoff};
+use super::pace::{PauseGate, RateLimiter, SharedPace, WaitClock, backoff};
 use super::prior::PriorRejections;
 use super::quota::{Gate, QuotaGate};
 use super::suppress::audit;
@@ -182,6 +182,8 @@ pub(crate) struct Deliverer {
     pub state: Arc<dyn StateStore>,
     pub lease: Lease,
     pub limiter: Option<RateLimiter>,
+    /// The request schedule shared with the sync's other runners, if any.
+    pub shared: Option<SharedPace>,
     pub pause: PauseGate,
     pub options: SyncOptions,
     pub algorithm: FingerprintAlgorithm,
@@ -679,6 +681,29 @@ impl Deliverer {
                 tokio::select! {
                     _ = limiter.acquire() => {}
                     () = self.stop.cancelled() => break Err(WriteFailure::Stopped),
+                }
+            }
+            if let Some(shared) = &self.shared {
+                let reserved = tokio::select! {
+                    reserved = shared.acquire() => reserved,
+                    () = self.stop.cancelled() => break Err(WriteFailure::Stopped),
+                };
+                if let Err(error) = reserved {
+                    // Without the shared schedule the write cannot be paced with the other
+                    // runners: it waits and tries again, as after a transient failure.
+                    transient += 1;
+                    let error = format!("reserving a request of the shared quota: {error}");
+                    if transient >= self.options.max_attempts {
+                        warn!(sync = %self.sync_id, attempts = transient, %error, "Giving up on batch.");
+                        break Err(WriteFailure::Exhausted(format!("{error} (after {transient} attempts)")));
+                    }
+                    let delay = backoff(transient, self.options.initial_backoff, self.options.max_backoff);
+                    warn!(sync = %self.sync_id, attempt = transient, delay_ms = delay.as_millis() as u64, %error, "Retrying batch.");
+                    result.retries += 1;
+                    if !self.sleep(delay).await {
+                        break Err(WriteFailure::Stopped);
+                    }
+                    continue;
                 }
             }
             match self.quota.check() {

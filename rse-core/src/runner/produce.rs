@@ -29,6 +29,7 @@ use crate::error::unix_secs;
 use crate::key::Key;
 use crate::metrics::{SENSITIVE_FIELD_BLOCKS_TOTAL, SYNC};
 use crate::observe::{ObservedRecord, RecordOutcome};
+use crate::partition::PartitionReport;
 use crate::pushdown::{PushdownBatch, RowHash};
 use crate::record::RowBatch;
 use crate::report::{Counts, FailureKind, ProgressEvent, RejectionSample, StageDurations};
@@ -66,6 +67,8 @@ pub(super) struct Produced {
     pub(super) key_rejections: Vec<RejectedEntry>,
     /// The canary the run was restricted to, and what it left out.
     pub(super) canary: Option<CanaryReport>,
+    /// The partition the run was restricted to, and what it left to the others.
+    pub(super) partition: Option<PartitionReport>,
     /// What the suppression list did.
     pub(super) suppression: Option<SuppressionReport>,
     /// In a repair, the keys it planned a change for.
@@ -138,11 +141,16 @@ impl<'a> Producer<'a> {
         run_schema: RunSchema,
     ) -> Self {
         let caps = inner.destination.capabilities();
-        let canary = inner.options.canary.and_then(Canary::new);
         let out = Produced {
-            canary: canary.map(|c| CanaryReport { fraction: c.fraction(), excluded: 0 }),
+            canary: inner
+                .options
+                .canary
+                .and_then(Canary::new)
+                .map(|c| CanaryReport { fraction: c.fraction(), excluded: 0 }),
+            partition: inner.partition.map(|partition| PartitionReport { partition, excluded: 0 }),
             ..Produced::default()
         };
+        let canary = inner.key_filter();
         Self {
             inner,
             lease,
@@ -534,11 +542,29 @@ impl<'a> Producer<'a> {
         let Some(canary) = self.canary else { return };
         let schema = batch.schema.clone();
         let before = batch.records.len();
+        let mut other_partitions = 0u64;
         // A record without a key is left for the diff to refuse.
-        batch.records.retain(|r| r.key(&schema).map_or(true, |k| canary.contains(&k)));
+        batch.records.retain(|r| {
+            r.key(&schema).map_or(true, |k| match canary.excludes(&k) {
+                Some(other) => {
+                    other_partitions += u64::from(other);
+                    false
+                }
+                None => true,
+            })
+        });
         seen.retain(|k| canary.contains(k));
+        let excluded = (before - batch.records.len()) as u64;
+        self.count_excluded(excluded - other_partitions, other_partitions);
+    }
+
+    /// Counts records left out: by the canary's fraction, and for being in another partition.
+    fn count_excluded(&mut self, by_canary: u64, other_partitions: u64) {
         if let Some(report) = &mut self.out.canary {
-            report.excluded += (before - batch.records.len()) as u64;
+            report.excluded += by_canary;
+        }
+        if let Some(report) = &mut self.out.partition {
+            report.excluded += other_partitions;
         }
     }
 
@@ -582,9 +608,8 @@ impl<'a> Producer<'a> {
                 if let Some(key) = &key
                     && !self.in_canary(key)
                 {
-                    if let Some(report) = &mut self.out.canary {
-                        report.excluded += 1;
-                    }
+                    let other = self.canary.and_then(|c| c.excludes(key)).unwrap_or(false);
+                    self.count_excluded(u64::from(!other), u64::from(other));
                     continue;
                 }
                 self.out.counts.transform_rejected += 1;
@@ -941,7 +966,9 @@ impl<'a> Producer<'a> {
             present: if lookup { live_total.saturating_sub(n) } else { self.out.present },
             unknown_keys: self.out.unknown_keys,
         };
-        if let Some(reason) = withheld(check, options.max_deletes, options.allow_empty_source) {
+        // A partition holds its share of the sync's guard (see `Partition::max_deletes`).
+        let max_deletes = options.max_deletes.map(|m| inner.partition.map_or(m, |p| p.max_deletes(m)));
+        if let Some(reason) = withheld(check, max_deletes, options.allow_empty_source) {
             warn!(deletes = n, "Deletes withheld by the delete guard.");
             self.out.counts.withheld += n;
             self.metrics.changes(outcome::WITHHELD, &crate::report::OpCounts { delete: n, ..Default::default() });

@@ -12,7 +12,7 @@ use super::deliver::{Deliverer, Outgoing, RunSchema};
 use super::lease::{LeaseDeadline, keep_lease};
 use super::operator::{paused_run, paused_status, watch_pause};
 use super::outcome::{decide_status, fill_report, state_failure};
-use super::pace::{PauseGate, RateLimiter, WaitClock};
+use super::pace::{PauseGate, RateLimiter, SharedPace, WaitClock};
 use super::prior::PriorRejections;
 use super::produce::{Produced, Producer};
 use super::pushdown::{self, PushdownPlan};
@@ -60,6 +60,7 @@ async fn resume_and_run(inner: &SyncInner, cancel: CancellationToken) -> Result<
     if let Some(report) = paused_run(inner).await? {
         return Ok(report);
     }
+    super::layout::check_layout(inner).await?;
     // A full resync that did not complete is resumed: this run sends every record too.
     let resuming;
     let inner = match unfinished_full_resync(inner).await? {
@@ -154,6 +155,7 @@ pub(super) async fn run_in_span(
     }
     report.schema_drift = produced.drift.clone();
     report.canary = produced.canary;
+    report.partition = produced.partition;
     report.suppression = produced.suppression.clone().map(|mut s| {
         s.removed = consumed.totals.consent_removed;
         s
@@ -313,6 +315,7 @@ async fn work(
                 state: inner.state.clone(),
                 lease: lease.clone(),
                 limiter: RateLimiter::new(inner.destination.capabilities().rate_limit),
+                shared: SharedPace::new(inner),
                 pause: PauseGate::default(),
                 options: inner.options.clone(),
                 algorithm: inner.options.fingerprint_algorithm,
@@ -508,7 +511,8 @@ async fn prepare(
 
     let algorithm = options.fingerprint_algorithm;
     // A canary run diffs only the keys inside it: the others are neither planned nor deleted.
-    let canary = options.canary.and_then(crate::canary::Canary::new);
+    // A partition's run likewise diffs only its own keys, so its deletes are its own.
+    let canary = inner.key_filter();
     let incremental = inner.cursor_index.is_some() && inner.mode != Mode::Mirror && !options.full_resync;
     // A repair reads as an ordinary run: it sends only its keys, and leaves the delivered
     // table as it is (a repaired key keeps its row, whose hash is re-read if stale).

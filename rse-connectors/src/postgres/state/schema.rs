@@ -120,6 +120,9 @@ impl PostgresStateStore {
                 .await
                 .map_err(self.err("recording the migration"))?;
         }
+        tx.batch_execute(&super::quota::table(&self.schema))
+            .await
+            .map_err(self.err("creating the shared quota's table"))?;
         tx.commit().await.map_err(self.err("committing the migration"))
     }
 }

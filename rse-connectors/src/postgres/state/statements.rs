@@ -39,6 +39,7 @@ pub(super) struct Sql {
     pub(super) pause: String,
     pub(super) resume: String,
     pub(super) paused: String,
+    pub(super) reserve_quota: String,
 }
 
 impl Sql {
@@ -150,6 +151,7 @@ impl Sql {
             ),
             resume: format!("DELETE FROM {s}.rse_pauses WHERE sync_id = $1 RETURNING paused_by, reason, paused_at_ms"),
             paused: format!("SELECT paused_by, reason, paused_at_ms FROM {s}.rse_pauses WHERE sync_id = $1"),
+            reserve_quota: super::quota::reserve(schema),
         }
     }
 }
