@@ -195,8 +195,11 @@ async fn csv_and_json_lines_sources_read_their_files() {
     assert_eq!(rows(&dir.path("app.db"), "SELECT id, name FROM t ORDER BY id")[1], vec!["2", "grace"]);
 
     let dir = TestDir::new("build-jsonl");
-    std::fs::write(dir.path("people.jsonl"), "{\"id\": 1, \"name\": \"ada\"}\nnot json\n{\"id\": 2, \"name\": \"grace\"}\n")
-        .unwrap();
+    std::fs::write(
+        dir.path("people.jsonl"),
+        "{\"id\": 1, \"name\": \"ada\"}\nnot json\n{\"id\": 2, \"name\": \"grace\"}\n",
+    )
+    .unwrap();
     let jsonl = file_sync("type = \"jsonl\"\npath = \"people.jsonl\"\nkey = [\"id\"]\non_malformed = \"reject\"");
     let report = run_once(&dir.load(&jsonl).unwrap(), "s").await;
     assert_eq!((report.status, report.counts.source_rejected), (RunStatus::CompletedWithRejections, 1));
@@ -307,7 +310,10 @@ path = "state.db"
 
     assert_eq!(run(&file, "pg_query").await.counts.applied.insert, 10);
     assert_eq!(rows(&dir.path("app.db"), "SELECT count(*) FROM first_ten"), vec![vec!["10"]]);
-    client.batch_execute(&format!("DROP SCHEMA \"{schema}\" CASCADE; DROP SCHEMA \"{schema}_state\" CASCADE")).await.unwrap();
+    client
+        .batch_execute(&format!("DROP SCHEMA \"{schema}\" CASCADE; DROP SCHEMA \"{schema}_state\" CASCADE"))
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -382,7 +388,11 @@ async fn check_reports_every_part_of_a_working_sync_as_ok() {
     assert!(checks.iter().all(|c| c.result.is_ok()), "{checks:?}");
     assert!(checks[1].name.starts_with("sqlite:") && checks[1].name.ends_with(":t"), "{checks:?}");
     assert!(std::fs::metadata(dir.path("app.db")).is_ok());
-    assert_eq!(rows(&dir.path("app.db"), "SELECT count(*) FROM sqlite_master WHERE name = 't'"), vec![vec!["0"]], "check writes nothing");
+    assert_eq!(
+        rows(&dir.path("app.db"), "SELECT count(*) FROM sqlite_master WHERE name = 't'"),
+        vec![vec!["0"]],
+        "check writes nothing"
+    );
 }
 
 #[tokio::test]
@@ -446,5 +456,9 @@ async fn build_with_changes_the_options_from_the_file() {
     let built = spec.build_with(|o| o.dry_run = true).await.unwrap();
     let report = built.job.run().await.unwrap();
     assert_eq!(report.counts.planned.insert, 3);
-    assert_eq!(rows(&dir.path("app.db"), "SELECT count(*) FROM sqlite_master WHERE name = 't'"), vec![vec!["0"]], "a dry run writes nothing");
+    assert_eq!(
+        rows(&dir.path("app.db"), "SELECT count(*) FROM sqlite_master WHERE name = 't'"),
+        vec![vec!["0"]],
+        "a dry run writes nothing"
+    );
 }

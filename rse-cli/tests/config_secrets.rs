@@ -108,7 +108,10 @@ create_table = true
     let file = dir.load(&text).unwrap();
     let report = file.require_sync("s").unwrap().build().await.unwrap().job.run().await.unwrap();
     assert_eq!(report.counts.applied.insert, 2);
-    client.batch_execute(&format!("DROP SCHEMA \"{schema}\" CASCADE; DROP SCHEMA \"{schema}_state\" CASCADE")).await.unwrap();
+    client
+        .batch_execute(&format!("DROP SCHEMA \"{schema}\" CASCADE; DROP SCHEMA \"{schema}_state\" CASCADE"))
+        .await
+        .unwrap();
 }
 
 #[tokio::test]

@@ -71,7 +71,12 @@ pub(crate) struct DestinationSpec {
 
 impl DestinationSpec {
     /// Reads the destination table at `path`.
-    pub(crate) fn parse(doc: &Doc, path: &str, span: Range<usize>, mut table: DeTable<'_>) -> Result<Self, ConfigError> {
+    pub(crate) fn parse(
+        doc: &Doc,
+        path: &str,
+        span: Range<usize>,
+        mut table: DeTable<'_>,
+    ) -> Result<Self, ConfigError> {
         let (kind, _) = doc.take_type(path, span.clone(), &mut table, "destination", TYPES)?;
         let address_span = table.get("url").or_else(|| table.get("path")).map(|n| n.span());
         let s = span.clone();
@@ -84,7 +89,8 @@ impl DestinationSpec {
             }
             #[cfg(feature = "postgres")]
             "postgres" => {
-                let (url, _) = doc.take_required(path, s.clone(), &mut table, "url", "the PostgreSQL connection URL")?;
+                let (url, _) =
+                    doc.take_required(path, s.clone(), &mut table, "url", "the PostgreSQL connection URL")?;
                 Kind::Postgres(url, doc.read_table(path, s, table, &["type", "url"])?)
             }
             #[cfg(feature = "http")]
@@ -132,7 +138,11 @@ impl DestinationSpec {
     /// about the address, else at the table.
     fn error(&self, doc: &Doc, kind: ConfigErrorKind, message: String) -> ConfigError {
         let about_address = ["URL", "url", "sslmode", "file", "database"].iter().any(|w| message.contains(w));
-        if about_address { self.at_address(doc, kind, message) } else { doc.error(kind, self.span.clone(), &self.path, message) }
+        if about_address {
+            self.at_address(doc, kind, message)
+        } else {
+            doc.error(kind, self.span.clone(), &self.path, message)
+        }
     }
 
     /// An error at the destination's `url` (or `path`).

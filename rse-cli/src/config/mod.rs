@@ -397,7 +397,11 @@ impl SyncSpec {
         let root = doc.parse()?;
         let mut parts = Parts::split(doc, root)?;
         let Some((name, span, mut table)) = parts.syncs.into_iter().find(|(n, _, _)| *n == self.name) else {
-            return Err(ConfigError::new(ConfigErrorKind::UnknownSync, &doc.path, format!("no sync named `{}`", self.name)));
+            return Err(ConfigError::new(
+                ConfigErrorKind::UnknownSync,
+                &doc.path,
+                format!("no sync named `{}`", self.name),
+            ));
         };
         let path = join("sync", &name);
         if whole {
@@ -627,7 +631,12 @@ fn check_sync_keys(doc: &Doc, path: &str, table: &DeTable<'_>) -> Result<(), Con
 }
 
 /// The sync's `id` (default its name) and `mode`.
-fn head(doc: &Doc, path: &str, table: &mut DeTable<'_>, name: &str) -> Result<(String, Mode, Option<Range<usize>>), ConfigError> {
+fn head(
+    doc: &Doc,
+    path: &str,
+    table: &mut DeTable<'_>,
+    name: &str,
+) -> Result<(String, Mode, Option<Range<usize>>), ConfigError> {
     let id = match doc.take::<String>(path, table, "id")? {
         Some((id, at)) if id.trim().is_empty() => return Err(doc.invalid(at, &join(path, "id"), "must not be empty")),
         Some((id, _)) => id,
@@ -771,8 +780,10 @@ impl Places {
             E::InvalidOption { option, message, .. } => {
                 let (path, span, spans) = &self.options;
                 match spans.get(*option) {
-                    Some(s) => (join(path, option), s.clone(), format!("{message}")),
-                    None => (path.clone(), span.clone().unwrap_or(self.sync.1.clone()), format!("`{option}` {message}")),
+                    Some(s) => (join(path, option), s.clone(), message.clone()),
+                    None => {
+                        (path.clone(), span.clone().unwrap_or(self.sync.1.clone()), format!("`{option}` {message}"))
+                    }
                 }
             }
             E::Destination { source, .. } => {
