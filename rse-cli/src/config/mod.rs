@@ -150,7 +150,8 @@
 //!
 //! The serde form of `rse::SyncOptions` (its rustdoc gives each default): `full_resync`,
 //! `dry_run`, `validate_dry_run`, `max_deletes` (`{ count = 100 }`, `{ fraction = 0.1 }`,
-//! `{ fraction_above = { fraction = 0.5, floor = 10 } }`, `"unlimited"`),
+//! `{ fraction_above = { fraction = 0.5, floor = 10 } }`; TOML has no null, so a sync that
+//! may delete any number writes `{ fraction = 1.0 }`),
 //! `allow_empty_source`, `batch_rows`, `batch_bytes`, `linger`, `max_concurrency`,
 //! `max_attempts`, `initial_backoff`, `max_backoff`, `circuit_breaker_threshold`,
 //! `diff_strategy` (`auto`, `hash`, `merge`), `fingerprint_algorithm`, `rejection_sample`,
