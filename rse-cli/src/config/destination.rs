@@ -244,8 +244,7 @@ fn check_http_url(doc: &Doc, path: &str, span: Range<usize>, value: &DeValue<'_>
         Some((scheme, _)) => format!("its scheme `{scheme}` is not http or https"),
         None => "it has no scheme".to_owned(),
     };
-    Err(doc.error(
-        ConfigErrorKind::Build,
+    Err(doc.invalid(
         span,
         path,
         format!("expected an absolute http:// or https:// URL (e.g. \"https://crm.example.com/hooks\"), but {hint}"),
