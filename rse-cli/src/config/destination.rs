@@ -6,7 +6,9 @@ use std::ops::Range;
 use std::path::PathBuf;
 
 use rse::SyncBuilder;
-use toml::de::{DeTable, DeValue};
+use toml::de::DeTable;
+#[cfg(feature = "http")]
+use toml::de::DeValue;
 
 use super::error::{ConfigError, ConfigErrorKind};
 use super::tree::{Doc, join};
@@ -136,6 +138,14 @@ impl DestinationSpec {
 
     /// An error building the destination: at its `url` (or `path`) when the message is
     /// about the address, else at the table.
+    #[cfg(any(
+        feature = "postgres",
+        feature = "http",
+        feature = "hubspot",
+        feature = "salesforce",
+        feature = "google",
+        feature = "meta"
+    ))]
     fn error(&self, doc: &Doc, kind: ConfigErrorKind, message: String) -> ConfigError {
         let about_address = ["URL", "url", "sslmode", "file", "database"].iter().any(|w| message.contains(w));
         if about_address {
@@ -146,6 +156,7 @@ impl DestinationSpec {
     }
 
     /// An error at the destination's `url` (or `path`).
+    #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
     fn at_address(&self, doc: &Doc, kind: ConfigErrorKind, message: String) -> ConfigError {
         match &self.address_span {
             Some(span) => {
@@ -158,70 +169,69 @@ impl DestinationSpec {
 
     /// Opens the destination and puts it on `builder`.
     pub(crate) async fn apply(self, doc: &Doc, builder: SyncBuilder) -> Result<SyncBuilder, ConfigError> {
-        use ConfigErrorKind::{Build, Unavailable};
         let _ = (&builder, doc);
         match &self.kind {
             #[cfg(feature = "sqlite")]
             Kind::Sqlite(file, options) => {
                 let d = rse::connectors::SqliteDestination::open(file, options.clone())
                     .await
-                    .map_err(|e| self.at_address(doc, Unavailable, e.to_string()))?;
+                    .map_err(|e| self.at_address(doc, ConfigErrorKind::Unavailable, e.to_string()))?;
                 Ok(builder.destination(d))
             }
             #[cfg(feature = "postgres")]
             Kind::Postgres(url, options) => {
                 let d = rse::connectors::PostgresDestination::new(url, options.clone())
-                    .map_err(|e| self.error(doc, Build, e.to_string()))?;
+                    .map_err(|e| self.error(doc, ConfigErrorKind::Build, e.to_string()))?;
                 Ok(builder.destination(d))
             }
             #[cfg(feature = "http")]
             Kind::Http(config) => {
                 let d = rse::connectors::HttpDestination::new((**config).clone())
-                    .map_err(|e| self.error(doc, Build, e.to_string()))?;
+                    .map_err(|e| self.error(doc, ConfigErrorKind::Build, e.to_string()))?;
                 Ok(builder.destination(d))
             }
             #[cfg(feature = "redis")]
             Kind::Redis(url, options) => {
                 let d = rse::connectors::RedisDestination::connect(url, options.clone())
                     .await
-                    .map_err(|e| self.at_address(doc, Unavailable, e.to_string()))?;
+                    .map_err(|e| self.at_address(doc, ConfigErrorKind::Unavailable, e.to_string()))?;
                 Ok(builder.destination(d))
             }
             #[cfg(feature = "nats")]
             Kind::Nats(url, options) => {
                 let d = rse::connectors::NatsDestination::connect(url, options.clone())
                     .await
-                    .map_err(|e| self.at_address(doc, Unavailable, e.to_string()))?;
+                    .map_err(|e| self.at_address(doc, ConfigErrorKind::Unavailable, e.to_string()))?;
                 Ok(builder.destination(d))
             }
             #[cfg(feature = "hubspot")]
             Kind::HubSpot(config) => {
                 let d = rse::connectors::HubSpotDestination::new((**config).clone())
-                    .map_err(|e| self.error(doc, Build, e.to_string()))?;
+                    .map_err(|e| self.error(doc, ConfigErrorKind::Build, e.to_string()))?;
                 Ok(builder.destination(d))
             }
             #[cfg(feature = "salesforce")]
             Kind::Salesforce(config) => {
                 let d = rse::connectors::SalesforceDestination::new((**config).clone())
-                    .map_err(|e| self.error(doc, Build, e.to_string()))?;
+                    .map_err(|e| self.error(doc, ConfigErrorKind::Build, e.to_string()))?;
                 Ok(builder.destination(d))
             }
             #[cfg(feature = "google")]
             Kind::GoogleAds(config) => {
                 let d = rse::connectors::GoogleAdsDestination::new((**config).clone())
-                    .map_err(|e| self.error(doc, Build, e.to_string()))?;
+                    .map_err(|e| self.error(doc, ConfigErrorKind::Build, e.to_string()))?;
                 Ok(builder.destination(d))
             }
             #[cfg(feature = "google")]
             Kind::GoogleDataManager(config) => {
                 let d = rse::connectors::GoogleDataManagerDestination::new((**config).clone())
-                    .map_err(|e| self.error(doc, Build, e.to_string()))?;
+                    .map_err(|e| self.error(doc, ConfigErrorKind::Build, e.to_string()))?;
                 Ok(builder.destination(d))
             }
             #[cfg(feature = "meta")]
             Kind::Meta(config) => {
                 let d = rse::connectors::MetaAudienceDestination::new((**config).clone())
-                    .map_err(|e| self.error(doc, Build, e.to_string()))?;
+                    .map_err(|e| self.error(doc, ConfigErrorKind::Build, e.to_string()))?;
                 Ok(builder.destination(d))
             }
         }

@@ -8,7 +8,7 @@ use rse::SyncBuilder;
 use serde::Deserialize;
 use toml::de::DeTable;
 
-use super::error::{ConfigError, ConfigErrorKind};
+use super::error::ConfigError;
 use super::tree::{Doc, join};
 use super::types::TypeName;
 
@@ -64,7 +64,7 @@ impl ModelSpec {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
+#[cfg_attr(not(all(feature = "sqlite", feature = "postgres")), allow(dead_code))]
 struct SqlSpec {
     #[serde(default)]
     path: Option<PathBuf>,
@@ -112,7 +112,7 @@ enum OnMalformed {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-#[cfg_attr(not(any(feature = "files", feature = "parquet")), allow(dead_code))]
+#[cfg_attr(not(all(feature = "files", feature = "parquet")), allow(dead_code))]
 struct FileSpec {
     path: PathBuf,
     #[serde(default)]
@@ -149,6 +149,7 @@ pub(crate) struct SourceSpec {
     path: String,
     span: Range<usize>,
     /// The span of `url` (PostgreSQL), where a URL that does not parse is reported.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     url_span: Option<Range<usize>>,
 }
 
@@ -260,7 +261,7 @@ impl SourceSpec {
                 let mut source =
                     rse::sources::postgres::PostgresSource::from_url(&url, model.model()).map_err(|e| {
                         doc.error(
-                            ConfigErrorKind::Build,
+                            super::error::ConfigErrorKind::Build,
                             self.url_span.clone().unwrap_or(self.span.clone()),
                             &join(&self.path, "url"),
                             e.to_string(),
