@@ -1,5 +1,8 @@
-//! The `rse` command.
+//! The `rse` command: runs the syncs a TOML file describes, from a shell, a Kubernetes
+//! CronJob or a systemd timer. `rse --help` lists the commands and the exit codes.
 
-fn main() {
-    println!("rse {}", env!("CARGO_PKG_VERSION"));
+mod cmd;
+
+fn main() -> std::process::ExitCode {
+    cmd::main()
 }

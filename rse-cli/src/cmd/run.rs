@@ -1,0 +1,252 @@
+//! `rse run`, `rse plan` and `rse check`: the commands that build the syncs and talk to
+//! their sources and destinations.
+
+use std::io::IsTerminal;
+
+use clap::Args;
+use rse::{RunStatus, SyncOptions, SyncReport};
+use rse_cli::config::ConfigFile;
+use tracing::{error, info, warn};
+
+use super::exit::Exit;
+use super::signals::{self, Interrupt};
+use super::{progress, select};
+
+/// `rse run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The syncs to run, in this order (every sync of the file when none is named).
+    #[arg(value_name = "SYNC")]
+    syncs: Vec<String>,
+    /// No progress bar, even on a terminal (there is none off a terminal or with JSON logs).
+    #[arg(long)]
+    no_progress: bool,
+    /// Print each run's report as one JSON object per line on stdout instead of the summary
+    /// (always so with JSON logs, so that every line of the output is JSON).
+    #[arg(long)]
+    json: bool,
+}
+
+/// `rse plan`.
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// The syncs to plan (every sync of the file when none is named).
+    #[arg(value_name = "SYNC")]
+    syncs: Vec<String>,
+    /// Print each plan as the dry run's report, one JSON object per line on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `rse check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The syncs to check (every sync of the file when none is named).
+    #[arg(value_name = "SYNC")]
+    syncs: Vec<String>,
+}
+
+/// How one run is made and shown.
+pub struct RunHow {
+    /// Changes the sync's options for this run (a full resync, a dry run).
+    pub options: fn(&mut SyncOptions),
+    /// Draw a progress bar.
+    pub progress: bool,
+    /// Print the report as JSON.
+    pub json: bool,
+}
+
+/// Whether a progress bar may be drawn: text logs on an interactive terminal.
+pub fn progress_wanted(json_logs: bool, disabled: bool) -> bool {
+    !json_logs && !disabled && std::io::stderr().is_terminal()
+}
+
+pub async fn run(config: &ConfigFile, args: &RunArgs, json_logs: bool) -> Exit {
+    let names = match select(config, &args.syncs) {
+        Ok(names) => names,
+        Err(exit) => return exit,
+    };
+    let interrupt = match signals::listen() {
+        Ok(interrupt) => interrupt,
+        Err(e) => {
+            eprintln!("rse: could not listen for signals: {e}");
+            return Exit::FAILED;
+        }
+    };
+    let how = RunHow {
+        options: |_| {},
+        progress: progress_wanted(json_logs, args.no_progress),
+        json: args.json || json_logs,
+    };
+    let mut exit = Exit::SUCCESS;
+    for name in names {
+        if let Some(code) = interrupt.exit() {
+            info!(sync = name, "Not started: interrupted.");
+            return exit.worst(code);
+        }
+        exit = exit.worst(run_one(config, name, &interrupt, &how).await);
+    }
+    exit
+}
+
+/// Builds and runs the sync `name` once; its exit code.
+pub async fn run_one(config: &ConfigFile, name: &str, interrupt: &Interrupt, how: &RunHow) -> Exit {
+    let Some(spec) = config.sync(name) else {
+        eprintln!("rse: no sync `{name}` in the configuration file");
+        return Exit::USAGE;
+    };
+    let built = match spec.build_with(how.options).await {
+        Ok(built) => built,
+        Err(e) => {
+            error!(sync = name, error = %e, "Sync not built.");
+            eprintln!("rse: {e}");
+            return Exit::USAGE;
+        }
+    };
+    let bar = if how.progress {
+        // The last run's record count is the bar's length: the model rarely changes size
+        // much from one run to the next.
+        let expected = built.state.runs(&built.id, 1).await.ok().and_then(|runs| runs.first().map(|r| r.counts.read));
+        Some(progress::follow(&built.job, expected))
+    } else {
+        None
+    };
+    let result = built.job.run_with_cancel(interrupt.cancel.clone()).await;
+    if let Some(bar) = bar {
+        bar.finish().await;
+    }
+    match result {
+        Ok(report) => {
+            show(&report, how.json);
+            let exit = match (&report.status, interrupt.exit()) {
+                (RunStatus::Cancelled, Some(code)) => code,
+                (status, _) => Exit::of_status(status),
+            };
+            let (sync, run, status) = (name, report.run_id, report.status.label());
+            match exit {
+                Exit::SUCCESS => info!(sync, run, status, exit_code = exit.0, "Run finished."),
+                Exit::REJECTIONS | Exit::DELETES_WITHHELD | Exit::SIGINT | Exit::SIGTERM => {
+                    warn!(sync, run, status, exit_code = exit.0, "Run finished.")
+                }
+                _ => error!(sync, run, status, exit_code = exit.0, "Run finished."),
+            }
+            exit
+        }
+        Err(e) => {
+            let exit = Exit::of_error(&e);
+            error!(sync = name, error = %e, exit_code = exit.0, "Run failed.");
+            eprintln!("rse: {e}");
+            exit
+        }
+    }
+}
+
+fn show(report: &SyncReport, json: bool) {
+    if json {
+        match serde_json::to_string(report) {
+            Ok(line) => println!("{line}"),
+            Err(e) => eprintln!("rse: the report of sync `{}` could not be written as JSON: {e}", report.sync_id),
+        }
+    } else if let RunStatus::Paused { by, reason } = &report.status
+        && report.run_id == 0
+    {
+        println!(
+            "sync `{}` is paused by {by} ({reason}): skipped; `rse resume {}` lifts it",
+            report.sync_id, report.sync_id
+        );
+    } else {
+        println!("{report}");
+    }
+}
+
+pub async fn plan(config: &ConfigFile, args: &PlanArgs) -> Exit {
+    let names = match select(config, &args.syncs) {
+        Ok(names) => names,
+        Err(exit) => return exit,
+    };
+    let mut exit = Exit::SUCCESS;
+    for name in names {
+        exit = exit.worst(plan_one(config, name, args.json).await);
+    }
+    exit
+}
+
+async fn plan_one(config: &ConfigFile, name: &str, json: bool) -> Exit {
+    let Some(spec) = config.sync(name) else {
+        return Exit::USAGE;
+    };
+    let built = match spec.build_with(|o| o.dry_run = true).await {
+        Ok(built) => built,
+        Err(e) => {
+            eprintln!("rse: {e}");
+            return Exit::USAGE;
+        }
+    };
+    let report = match built.job.run().await {
+        Ok(report) => report,
+        Err(e) => {
+            eprintln!("rse: {e}");
+            return Exit::of_error(&e);
+        }
+    };
+    if json {
+        show(&report, true);
+    } else {
+        let c = &report.counts;
+        println!(
+            "sync `{name}` ({}): would insert {}, update {}, delete {}, append {}; {} unchanged, {} refused",
+            report.mode,
+            c.planned.insert,
+            c.planned.update,
+            c.planned.delete,
+            c.planned.append,
+            c.unchanged,
+            c.transform_rejected + c.invalid + c.source_rejected
+        );
+        if c.withheld > 0 {
+            println!(
+                "  the delete guard would withhold {} deletes: {}",
+                c.withheld,
+                report.withheld_reason.as_deref().unwrap_or("")
+            );
+        }
+        if let Some(drift) = &report.schema_drift {
+            println!("  schema drift: {drift}");
+        }
+    }
+    match report.status {
+        RunStatus::Failed { .. } | RunStatus::CircuitOpen { .. } => Exit::of_status(&report.status),
+        _ => Exit::SUCCESS,
+    }
+}
+
+pub async fn check(config: &ConfigFile, args: &CheckArgs) -> Exit {
+    let names = match select(config, &args.syncs) {
+        Ok(names) => names,
+        Err(exit) => return exit,
+    };
+    let mut exit = Exit::SUCCESS;
+    for name in names {
+        let Some(spec) = config.sync(name) else {
+            return Exit::USAGE;
+        };
+        let built = match spec.build().await {
+            Ok(built) => built,
+            Err(e) => {
+                println!("{name}  configuration  FAILED  {e}");
+                exit = exit.worst(Exit::USAGE);
+                continue;
+            }
+        };
+        for outcome in built.check().await {
+            match &outcome.result {
+                Ok(()) => println!("{name}  {} {}  OK", outcome.part, outcome.name),
+                Err(e) => {
+                    println!("{name}  {} {}  FAILED  {e}", outcome.part, outcome.name);
+                    exit = exit.worst(Exit::FAILED);
+                }
+            }
+        }
+    }
+    exit
+}
