@@ -4,5 +4,8 @@
 //! The binary `rse` is built on this crate and on the public API of `rse`; tests and benches
 //! reach the configuration through it.
 
+#[cfg(not(any(feature = "sqlite", feature = "postgres")))]
+compile_error!("rse-cli needs a state store: enable its `sqlite` or `postgres` feature (or both)");
+
 pub mod config;
 pub mod init;

@@ -139,7 +139,7 @@ fn an_http_url_without_a_scheme_is_refused() {
     let dir = TestDir::new("errors-http-url");
     let destination = "type = \"http\"\nurl = \"crm.example.com/hooks/customers\"";
     let (kind, shown) = load_error(&dir, &config(SOURCE, "", destination, ""));
-    assert_eq!(kind, ConfigErrorKind::Build);
+    assert_eq!(kind, ConfigErrorKind::Invalid);
     snapshot("config_errors/http_url_without_scheme", &shown);
 }
 

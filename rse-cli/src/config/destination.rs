@@ -6,7 +6,9 @@ use std::ops::Range;
 use std::path::PathBuf;
 
 use rse::SyncBuilder;
-use toml::de::{DeTable, DeValue};
+use toml::de::DeTable;
+#[cfg(feature = "http")]
+use toml::de::DeValue;
 
 use super::error::{ConfigError, ConfigErrorKind};
 use super::tree::{Doc, join};
@@ -71,7 +73,12 @@ pub(crate) struct DestinationSpec {
 
 impl DestinationSpec {
     /// Reads the destination table at `path`.
-    pub(crate) fn parse(doc: &Doc, path: &str, span: Range<usize>, mut table: DeTable<'_>) -> Result<Self, ConfigError> {
+    pub(crate) fn parse(
+        doc: &Doc,
+        path: &str,
+        span: Range<usize>,
+        mut table: DeTable<'_>,
+    ) -> Result<Self, ConfigError> {
         let (kind, _) = doc.take_type(path, span.clone(), &mut table, "destination", TYPES)?;
         let address_span = table.get("url").or_else(|| table.get("path")).map(|n| n.span());
         let s = span.clone();
@@ -84,7 +91,8 @@ impl DestinationSpec {
             }
             #[cfg(feature = "postgres")]
             "postgres" => {
-                let (url, _) = doc.take_required(path, s.clone(), &mut table, "url", "the PostgreSQL connection URL")?;
+                let (url, _) =
+                    doc.take_required(path, s.clone(), &mut table, "url", "the PostgreSQL connection URL")?;
                 Kind::Postgres(url, doc.read_table(path, s, table, &["type", "url"])?)
             }
             #[cfg(feature = "http")]
@@ -130,12 +138,25 @@ impl DestinationSpec {
 
     /// An error building the destination: at its `url` (or `path`) when the message is
     /// about the address, else at the table.
+    #[cfg(any(
+        feature = "postgres",
+        feature = "http",
+        feature = "hubspot",
+        feature = "salesforce",
+        feature = "google",
+        feature = "meta"
+    ))]
     fn error(&self, doc: &Doc, kind: ConfigErrorKind, message: String) -> ConfigError {
         let about_address = ["URL", "url", "sslmode", "file", "database"].iter().any(|w| message.contains(w));
-        if about_address { self.at_address(doc, kind, message) } else { doc.error(kind, self.span.clone(), &self.path, message) }
+        if about_address {
+            self.at_address(doc, kind, message)
+        } else {
+            doc.error(kind, self.span.clone(), &self.path, message)
+        }
     }
 
     /// An error at the destination's `url` (or `path`).
+    #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
     fn at_address(&self, doc: &Doc, kind: ConfigErrorKind, message: String) -> ConfigError {
         match &self.address_span {
             Some(span) => {
@@ -148,70 +169,69 @@ impl DestinationSpec {
 
     /// Opens the destination and puts it on `builder`.
     pub(crate) async fn apply(self, doc: &Doc, builder: SyncBuilder) -> Result<SyncBuilder, ConfigError> {
-        use ConfigErrorKind::{Build, Unavailable};
         let _ = (&builder, doc);
         match &self.kind {
             #[cfg(feature = "sqlite")]
             Kind::Sqlite(file, options) => {
                 let d = rse::connectors::SqliteDestination::open(file, options.clone())
                     .await
-                    .map_err(|e| self.at_address(doc, Unavailable, e.to_string()))?;
+                    .map_err(|e| self.at_address(doc, ConfigErrorKind::Unavailable, e.to_string()))?;
                 Ok(builder.destination(d))
             }
             #[cfg(feature = "postgres")]
             Kind::Postgres(url, options) => {
                 let d = rse::connectors::PostgresDestination::new(url, options.clone())
-                    .map_err(|e| self.error(doc, Build, e.to_string()))?;
+                    .map_err(|e| self.error(doc, ConfigErrorKind::Build, e.to_string()))?;
                 Ok(builder.destination(d))
             }
             #[cfg(feature = "http")]
             Kind::Http(config) => {
                 let d = rse::connectors::HttpDestination::new((**config).clone())
-                    .map_err(|e| self.error(doc, Build, e.to_string()))?;
+                    .map_err(|e| self.error(doc, ConfigErrorKind::Build, e.to_string()))?;
                 Ok(builder.destination(d))
             }
             #[cfg(feature = "redis")]
             Kind::Redis(url, options) => {
                 let d = rse::connectors::RedisDestination::connect(url, options.clone())
                     .await
-                    .map_err(|e| self.at_address(doc, Unavailable, e.to_string()))?;
+                    .map_err(|e| self.at_address(doc, ConfigErrorKind::Unavailable, e.to_string()))?;
                 Ok(builder.destination(d))
             }
             #[cfg(feature = "nats")]
             Kind::Nats(url, options) => {
                 let d = rse::connectors::NatsDestination::connect(url, options.clone())
                     .await
-                    .map_err(|e| self.at_address(doc, Unavailable, e.to_string()))?;
+                    .map_err(|e| self.at_address(doc, ConfigErrorKind::Unavailable, e.to_string()))?;
                 Ok(builder.destination(d))
             }
             #[cfg(feature = "hubspot")]
             Kind::HubSpot(config) => {
                 let d = rse::connectors::HubSpotDestination::new((**config).clone())
-                    .map_err(|e| self.error(doc, Build, e.to_string()))?;
+                    .map_err(|e| self.error(doc, ConfigErrorKind::Build, e.to_string()))?;
                 Ok(builder.destination(d))
             }
             #[cfg(feature = "salesforce")]
             Kind::Salesforce(config) => {
                 let d = rse::connectors::SalesforceDestination::new((**config).clone())
-                    .map_err(|e| self.error(doc, Build, e.to_string()))?;
+                    .map_err(|e| self.error(doc, ConfigErrorKind::Build, e.to_string()))?;
                 Ok(builder.destination(d))
             }
             #[cfg(feature = "google")]
             Kind::GoogleAds(config) => {
                 let d = rse::connectors::GoogleAdsDestination::new((**config).clone())
-                    .map_err(|e| self.error(doc, Build, e.to_string()))?;
+                    .map_err(|e| self.error(doc, ConfigErrorKind::Build, e.to_string()))?;
                 Ok(builder.destination(d))
             }
             #[cfg(feature = "google")]
             Kind::GoogleDataManager(config) => {
                 let d = rse::connectors::GoogleDataManagerDestination::new((**config).clone())
-                    .map_err(|e| self.error(doc, Build, e.to_string()))?;
+                    .map_err(|e| self.error(doc, ConfigErrorKind::Build, e.to_string()))?;
                 Ok(builder.destination(d))
             }
             #[cfg(feature = "meta")]
             Kind::Meta(config) => {
                 let d = rse::connectors::MetaAudienceDestination::new((**config).clone())
-                    .map_err(|e| self.error(doc, Build, e.to_string()))?;
+                    .map_err(|e| self.error(doc, ConfigErrorKind::Build, e.to_string()))?;
                 Ok(builder.destination(d))
             }
         }
@@ -234,8 +254,7 @@ fn check_http_url(doc: &Doc, path: &str, span: Range<usize>, value: &DeValue<'_>
         Some((scheme, _)) => format!("its scheme `{scheme}` is not http or https"),
         None => "it has no scheme".to_owned(),
     };
-    Err(doc.error(
-        ConfigErrorKind::Build,
+    Err(doc.invalid(
         span,
         path,
         format!("expected an absolute http:// or https:// URL (e.g. \"https://crm.example.com/hooks\"), but {hint}"),

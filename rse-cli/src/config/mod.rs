@@ -150,7 +150,8 @@
 //!
 //! The serde form of `rse::SyncOptions` (its rustdoc gives each default): `full_resync`,
 //! `dry_run`, `validate_dry_run`, `max_deletes` (`{ count = 100 }`, `{ fraction = 0.1 }`,
-//! `{ fraction_above = { fraction = 0.5, floor = 10 } }`, `"unlimited"`),
+//! `{ fraction_above = { fraction = 0.5, floor = 10 } }`; TOML has no null, so a sync that
+//! may delete any number writes `{ fraction = 1.0 }`),
 //! `allow_empty_source`, `batch_rows`, `batch_bytes`, `linger`, `max_concurrency`,
 //! `max_attempts`, `initial_backoff`, `max_backoff`, `circuit_breaker_threshold`,
 //! `diff_strategy` (`auto`, `hash`, `merge`), `fingerprint_algorithm`, `rejection_sample`,
@@ -397,7 +398,11 @@ impl SyncSpec {
         let root = doc.parse()?;
         let mut parts = Parts::split(doc, root)?;
         let Some((name, span, mut table)) = parts.syncs.into_iter().find(|(n, _, _)| *n == self.name) else {
-            return Err(ConfigError::new(ConfigErrorKind::UnknownSync, &doc.path, format!("no sync named `{}`", self.name)));
+            return Err(ConfigError::new(
+                ConfigErrorKind::UnknownSync,
+                &doc.path,
+                format!("no sync named `{}`", self.name),
+            ));
         };
         let path = join("sync", &name);
         if whole {
@@ -627,7 +632,12 @@ fn check_sync_keys(doc: &Doc, path: &str, table: &DeTable<'_>) -> Result<(), Con
 }
 
 /// The sync's `id` (default its name) and `mode`.
-fn head(doc: &Doc, path: &str, table: &mut DeTable<'_>, name: &str) -> Result<(String, Mode, Option<Range<usize>>), ConfigError> {
+fn head(
+    doc: &Doc,
+    path: &str,
+    table: &mut DeTable<'_>,
+    name: &str,
+) -> Result<(String, Mode, Option<Range<usize>>), ConfigError> {
     let id = match doc.take::<String>(path, table, "id")? {
         Some((id, at)) if id.trim().is_empty() => return Err(doc.invalid(at, &join(path, "id"), "must not be empty")),
         Some((id, _)) => id,
@@ -771,8 +781,10 @@ impl Places {
             E::InvalidOption { option, message, .. } => {
                 let (path, span, spans) = &self.options;
                 match spans.get(*option) {
-                    Some(s) => (join(path, option), s.clone(), format!("{message}")),
-                    None => (path.clone(), span.clone().unwrap_or(self.sync.1.clone()), format!("`{option}` {message}")),
+                    Some(s) => (join(path, option), s.clone(), message.clone()),
+                    None => {
+                        (path.clone(), span.clone().unwrap_or(self.sync.1.clone()), format!("`{option}` {message}"))
+                    }
                 }
             }
             E::Destination { source, .. } => {

@@ -32,8 +32,10 @@ fn pieces(text: &str) -> Result<Vec<Piece<'_>>, String> {
         }
         let inner = &rest[at + 2..];
         let Some(end) = inner.find('}') else {
-            return Err("a `${` is not closed by `}`; write `${env:NAME}` or `${file:/path}`, or `$${` for a literal `${`"
-                .to_owned());
+            return Err(
+                "a `${` is not closed by `}`; write `${env:NAME}` or `${file:/path}`, or `$${` for a literal `${`"
+                    .to_owned(),
+            );
         };
         let reference = &inner[..end];
         let piece = match reference.split_once(':') {
@@ -91,8 +93,8 @@ pub(crate) fn resolve(doc: &Doc, path: &str, node: &mut Node<'_>, read: &mut Vec
                 match part {
                     Piece::Text(t) => value.push_str(&t),
                     Piece::Env(name) => {
-                        let secret = from_env(name)
-                            .map_err(|m| doc.error(ConfigErrorKind::Secret, span.clone(), path, m))?;
+                        let secret =
+                            from_env(name).map_err(|m| doc.error(ConfigErrorKind::Secret, span.clone(), path, m))?;
                         value.push_str(&secret);
                         read.push(secret);
                     }
@@ -165,7 +167,10 @@ mod tests {
             vec![Piece::Text("postgres://app:".into()), Piece::Env("PGPASS"), Piece::Text("@db/x".into())]
         );
         assert_eq!(pieces("${file:/run/s}").unwrap_or_default(), vec![Piece::File("/run/s")]);
-        assert_eq!(pieces("cost $${x}").unwrap_or_default(), vec![Piece::Text("cost ${".into()), Piece::Text("x}".into())]);
+        assert_eq!(
+            pieces("cost $${x}").unwrap_or_default(),
+            vec![Piece::Text("cost ${".into()), Piece::Text("x}".into())]
+        );
         assert!(pieces("${vault:a}").is_err_and(|m| m.contains("not a secret reference")));
         assert!(pieces("${env:A").is_err_and(|m| m.contains("not closed")));
         assert!(pieces("${env:}").is_err());

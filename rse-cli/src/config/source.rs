@@ -8,7 +8,7 @@ use rse::SyncBuilder;
 use serde::Deserialize;
 use toml::de::DeTable;
 
-use super::error::{ConfigError, ConfigErrorKind};
+use super::error::ConfigError;
 use super::tree::{Doc, join};
 use super::types::TypeName;
 
@@ -64,7 +64,7 @@ impl ModelSpec {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
+#[cfg_attr(not(all(feature = "sqlite", feature = "postgres")), allow(dead_code))]
 struct SqlSpec {
     #[serde(default)]
     path: Option<PathBuf>,
@@ -112,7 +112,7 @@ enum OnMalformed {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-#[cfg_attr(not(any(feature = "files", feature = "parquet")), allow(dead_code))]
+#[cfg_attr(not(all(feature = "files", feature = "parquet")), allow(dead_code))]
 struct FileSpec {
     path: PathBuf,
     #[serde(default)]
@@ -149,6 +149,7 @@ pub(crate) struct SourceSpec {
     path: String,
     span: Range<usize>,
     /// The span of `url` (PostgreSQL), where a URL that does not parse is reported.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     url_span: Option<Range<usize>>,
 }
 
@@ -195,16 +196,19 @@ impl SourceSpec {
             ));
         }
         let url_span = table.get("url").map(|n| n.span());
-        let mut spec = Self { kind: kind.clone(), sql: None, file: None, path: path.to_owned(), span: span.clone(), url_span };
+        let mut spec =
+            Self { kind: kind.clone(), sql: None, file: None, path: path.to_owned(), span: span.clone(), url_span };
         match kind.as_str() {
             "sqlite" | "postgres" => {
                 let sql: SqlSpec = doc.read_table(path, span.clone(), table, &["type"])?;
                 let what = if kind == "sqlite" { "the SQLite file to read" } else { "the PostgreSQL connection URL" };
-                let (needed, given) = if kind == "sqlite" { ("path", sql.path.is_some()) } else { ("url", sql.url.is_some()) };
+                let (needed, given) =
+                    if kind == "sqlite" { ("path", sql.path.is_some()) } else { ("url", sql.url.is_some()) };
                 if !given {
                     return Err(doc.invalid(span, path, format!("missing field `{needed}`: {what}")));
                 }
-                let model = ModelSpec { table: sql.table.clone(), schema: sql.schema.clone(), query: sql.query.clone() };
+                let model =
+                    ModelSpec { table: sql.table.clone(), schema: sql.schema.clone(), query: sql.query.clone() };
                 model.check(doc, path, span)?;
                 spec.sql = Some((sql, model));
             }
@@ -254,14 +258,15 @@ impl SourceSpec {
             "postgres" => {
                 let Some((sql, model)) = self.sql else { return Ok(builder) };
                 let url = sql.url.unwrap_or_default();
-                let mut source = rse::sources::postgres::PostgresSource::from_url(&url, model.model()).map_err(|e| {
-                    doc.error(
-                        ConfigErrorKind::Build,
-                        self.url_span.clone().unwrap_or(self.span.clone()),
-                        &join(&self.path, "url"),
-                        e.to_string(),
-                    )
-                })?;
+                let mut source =
+                    rse::sources::postgres::PostgresSource::from_url(&url, model.model()).map_err(|e| {
+                        doc.error(
+                            super::error::ConfigErrorKind::Build,
+                            self.url_span.clone().unwrap_or(self.span.clone()),
+                            &join(&self.path, "url"),
+                            e.to_string(),
+                        )
+                    })?;
                 if !sql.key.is_empty() {
                     source = source.with_key(sql.key);
                 }
@@ -349,7 +354,11 @@ fn fields(specs: Vec<FieldSpec>) -> Vec<rse::Field> {
     specs
         .into_iter()
         .map(|f| {
-            if f.nullable { rse::Field::new(f.name, f.data_type.0) } else { rse::Field::required(f.name, f.data_type.0) }
+            if f.nullable {
+                rse::Field::new(f.name, f.data_type.0)
+            } else {
+                rse::Field::required(f.name, f.data_type.0)
+            }
         })
         .collect()
 }

@@ -68,7 +68,12 @@ impl OpenedState {
 
 impl StateSpec {
     /// Reads the state table at `path`.
-    pub(crate) fn parse(doc: &Doc, path: &str, span: Range<usize>, mut table: DeTable<'_>) -> Result<Self, ConfigError> {
+    pub(crate) fn parse(
+        doc: &Doc,
+        path: &str,
+        span: Range<usize>,
+        mut table: DeTable<'_>,
+    ) -> Result<Self, ConfigError> {
         let (kind, _) = doc.take_type(path, span.clone(), &mut table, "state store", TYPES)?;
         let s = span.clone();
         let (kind, address_span) = match kind.as_str() {
@@ -80,7 +85,8 @@ impl StateSpec {
             }
             #[cfg(feature = "postgres")]
             "postgres" => {
-                let (url, at) = doc.take_required(path, s.clone(), &mut table, "url", "the PostgreSQL connection URL")?;
+                let (url, at) =
+                    doc.take_required(path, s.clone(), &mut table, "url", "the PostgreSQL connection URL")?;
                 (Kind::Postgres(url, doc.read_table(path, s, table, &["type", "url"])?), at)
             }
             other => return Err(doc.invalid(span, path, format!("state store type `{other}` is not in this build"))),

@@ -3,7 +3,9 @@
 use std::collections::BTreeMap;
 use std::ops::Range;
 
-use rse::transform::{Cast, Constant, DropFields, Filter, HashPii, Mask, PiiDetector, Rename, Select, SensitiveFields, Validate};
+use rse::transform::{
+    Cast, Constant, DropFields, Filter, HashPii, Mask, PiiDetector, Rename, Select, SensitiveFields, Validate,
+};
 use rse::{SyncBuilder, Value};
 use serde::Deserialize;
 use toml::de::DeTable;
@@ -161,7 +163,12 @@ pub(crate) struct TransformSpec {
 
 impl TransformSpec {
     /// Reads the transform table at `path`.
-    pub(crate) fn parse(doc: &Doc, path: &str, span: Range<usize>, mut table: DeTable<'_>) -> Result<Self, ConfigError> {
+    pub(crate) fn parse(
+        doc: &Doc,
+        path: &str,
+        span: Range<usize>,
+        mut table: DeTable<'_>,
+    ) -> Result<Self, ConfigError> {
         let (kind, _) = doc.take_type(path, span.clone(), &mut table, "transform", TYPES)?;
         let s = span.clone();
         let also = &["type"];
@@ -211,7 +218,8 @@ impl TransformSpec {
             Kind::Cast(c) => builder.transform(Cast::fields(c.fields.into_iter().map(|(f, TypeName(t))| (f, t)))),
             Kind::Constant(c) => match c.data_type {
                 Some(TypeName(t)) => {
-                    let value = coerce(c.value.0, &t).map_err(|m| doc.invalid(self.span, &join(&self.path, "value"), m))?;
+                    let value =
+                        coerce(c.value.0, &t).map_err(|m| doc.invalid(self.span, &join(&self.path, "value"), m))?;
                     builder.transform(Constant::typed(c.field, t, value))
                 }
                 None => builder.transform(Constant::new(c.field, c.value.0)),

@@ -32,7 +32,8 @@ impl Doc {
     /// The document's root table.
     pub(crate) fn parse(&self) -> Result<Spanned<DeTable<'_>>, ConfigError> {
         DeTable::parse(&self.text).map_err(|e| {
-            let mut error = ConfigError::new(ConfigErrorKind::Syntax, &self.path, format!("not valid TOML: {}", e.message()));
+            let mut error =
+                ConfigError::new(ConfigErrorKind::Syntax, &self.path, format!("not valid TOML: {}", e.message()));
             if let Some(span) = e.span() {
                 error = error.at(Position::of(&self.text, span.start));
             }
@@ -64,7 +65,12 @@ impl Doc {
     /// Reads `node` (at `path`) as `T`. An error points at the deepest key under `node`
     /// that holds the place serde complained about; `also` names keys read apart from `T`
     /// (a tag, a URL), listed with the expected ones when a key is unknown.
-    pub(crate) fn read<T: DeserializeOwned>(&self, path: &str, node: Node<'_>, also: &[&str]) -> Result<T, ConfigError> {
+    pub(crate) fn read<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        node: Node<'_>,
+        also: &[&str],
+    ) -> Result<T, ConfigError> {
         let copy = node.clone();
         T::deserialize(ValueDeserializer::from(node)).map_err(|e| {
             let span = e.span().unwrap_or_else(|| copy.span());
@@ -105,8 +111,7 @@ impl Doc {
         key: &str,
         what: &str,
     ) -> Result<(T, Range<usize>), ConfigError> {
-        self.take(path, table, key)?
-            .ok_or_else(|| self.invalid(span, path, format!("missing field `{key}`: {what}")))
+        self.take(path, table, key)?.ok_or_else(|| self.invalid(span, path, format!("missing field `{key}`: {what}")))
     }
 
     /// Takes the `type` of a tagged table (a source, a transform, a destination, a state
@@ -120,13 +125,8 @@ impl Doc {
         kinds: &[&str],
     ) -> Result<(String, Range<usize>), ConfigError> {
         let listed = list(kinds);
-        let (kind, kind_span): (String, _) = self.take_required(
-            path,
-            span,
-            table,
-            "type",
-            &format!("say which {what} this is, one of {listed}"),
-        )?;
+        let (kind, kind_span): (String, _) =
+            self.take_required(path, span, table, "type", &format!("say which {what} this is, one of {listed}"))?;
         if !kinds.contains(&kind.as_str()) {
             return Err(self.invalid(
                 kind_span,
@@ -154,7 +154,9 @@ pub(crate) fn list(items: &[&str]) -> String {
 fn locate(path: &str, node: &Node<'_>, offset: usize) -> String {
     find(node.get_ref(), offset).map_or_else(
         || path.to_owned(),
-        |rest| rest.iter().fold(path.to_owned(), |p, k| if k.starts_with('[') { format!("{p}{k}") } else { join(&p, k) }),
+        |rest| {
+            rest.iter().fold(path.to_owned(), |p, k| if k.starts_with('[') { format!("{p}{k}") } else { join(&p, k) })
+        },
     )
 }
 

@@ -3,8 +3,8 @@
 use std::fmt;
 
 use rse::{DataType, Value};
-use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, Visitor};
 
 /// The type names a file may use.
 pub(crate) const TYPE_NAMES: &str = "bool, int, float, decimal, string, bytes, date, timestamp, json, list<TYPE>";
@@ -97,7 +97,9 @@ pub(crate) fn coerce(value: Value, data_type: &DataType) -> Result<Value, String
         (DataType::Decimal, Value::String(s)) => {
             Value::Decimal(s.parse().map_err(|_| format!("`{s}` is not a decimal number"))?)
         }
-        (DataType::Decimal, Value::Int(i)) => Value::Decimal(i.to_string().parse().map_err(|_| "not a decimal".to_owned())?),
+        (DataType::Decimal, Value::Int(i)) => {
+            Value::Decimal(i.to_string().parse().map_err(|_| "not a decimal".to_owned())?)
+        }
         (DataType::Decimal, Value::Float(f)) => {
             Value::Decimal(f.to_string().parse().map_err(|_| format!("{f} is not a finite decimal"))?)
         }

@@ -120,7 +120,10 @@ use request::{Slot, UrlTemplate, batch_idempotency_key, change_object};
 pub use reqwest::Method;
 pub use response::parse_retry_after;
 use response::{Answer, Reading, Sent};
-pub(crate) use response::{count_request, error_codes_in, looks_like_identifier, origin, read_capped};
+pub(crate) use response::{count_request, origin};
+// The SaaS kit reads answers as the HTTP destination does.
+#[cfg(feature = "saas")]
+pub(crate) use response::{error_codes_in, looks_like_identifier, read_capped};
 
 use crate::destination::Secret;
 
