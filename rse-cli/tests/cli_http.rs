@@ -155,9 +155,8 @@ async fn reset_asks_for_confirmation_then_sends_every_record_again() {
 
     let reset = run_async(&dir, &["reset", "scores", "--yes"]).await;
     assert_eq!(code(&reset), 0, "{}", text(&reset));
-    let held = receiver.held.lock().unwrap();
-    assert!(held.applied.values().all(|changes| changes.len() == 2), "every record was sent again");
-    drop(held);
+    let sent_twice = receiver.held.lock().unwrap().applied.values().all(|changes| changes.len() == 2);
+    assert!(sent_twice, "every record was sent again");
     assert_eq!(history(&dir)[0]["full_resync"], true);
     // The next ordinary run finds nothing to send.
     let after = run_async(&dir, &["run", "--json"]).await;
