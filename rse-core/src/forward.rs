@@ -36,6 +36,9 @@ macro_rules! forward {
             async fn read(&self, request: ReadRequest) -> Result<RowBatchStream<'_>, SourceError> {
                 (**self).read(request).await
             }
+            fn pushdown(&self) -> Option<&dyn crate::pushdown::PushdownSource> {
+                (**self).pushdown()
+            }
         }
 
         #[async_trait]

@@ -22,6 +22,7 @@ pub mod key;
 pub mod memory;
 pub mod metrics;
 pub mod observe;
+pub mod pushdown;
 pub mod reconcile;
 pub mod record;
 pub mod report;
@@ -55,6 +56,7 @@ pub use error::{
 pub use fingerprint::{Fingerprint, FingerprintAlgorithm, Fingerprinter};
 pub use key::{Key, KeyHash};
 pub use observe::{ObservedBatch, ObservedRecord, OutcomeObserver, RecordOutcome};
+pub use pushdown::{PushdownBatch, PushdownSource, PushdownStream, RowHash};
 pub use reconcile::{Mismatch, MismatchKind, MismatchSample, ReconcileReport, VerifyOptions};
 pub use record::{Record, RowBatch, SourceRejection};
 pub use report::{

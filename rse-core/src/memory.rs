@@ -644,6 +644,9 @@ impl MemoryStateStore {
             if let Some(algorithm) = commit.fingerprint_algorithm {
                 data.meta.fingerprint_algorithm = Some(algorithm);
             }
+            if let Some(epoch) = commit.pushdown_epoch {
+                data.meta.pushdown_epoch = Some(epoch);
+            }
             Ok(())
         })
     }
