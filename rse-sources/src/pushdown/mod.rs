@@ -55,6 +55,8 @@ use rse_core::SourceError;
 use crate::common::Model;
 
 mod dialect;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod sql;
 
 pub use dialect::Dialect;
@@ -298,7 +300,7 @@ impl PushdownSql {
 fn check_type(sql_type: &str, column: &str) -> Result<(), SourceError> {
     let plain = !sql_type.trim().is_empty()
         && sql_type.chars().all(|c| c.is_ascii_alphanumeric() || " _.,()[]\"".contains(c))
-        && sql_type.matches('"').count() % 2 == 0;
+        && sql_type.matches('"').count().is_multiple_of(2);
     if plain {
         return Ok(());
     }
