@@ -59,6 +59,9 @@ macro_rules! forward {
             fn rejection_kind(&self, rejection: &Rejection) -> RejectionKind {
                 (**self).rejection_kind(rejection)
             }
+            fn config_digest(&self) -> Option<String> {
+                (**self).config_digest()
+            }
         }
 
         #[async_trait]

@@ -60,7 +60,8 @@ pub use pushdown::{PushdownBatch, PushdownSource, PushdownStream, RowHash};
 pub use reconcile::{Mismatch, MismatchKind, MismatchSample, ReconcileReport, VerifyOptions};
 pub use record::{Record, RowBatch, SourceRejection};
 pub use report::{
-    Counts, EffectCounts, FailureKind, OpCounts, ProgressEvent, RejectionSample, RunStatus, StageDurations, SyncReport,
+    Counts, EffectCounts, FailureKind, OpCounts, ProgressEvent, PushdownReport, RejectionSample, RunStatus,
+    StageDurations, SyncReport,
 };
 pub use runner::{DEFAULT_MAX_DELETES, DiffStrategy, MaxDeletes, Mode, SyncBuilder, SyncJob, SyncOptions};
 pub use schema::{Field, Schema};

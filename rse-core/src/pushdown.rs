@@ -19,9 +19,9 @@
 //! - a key in the table but not in the model has vanished (a delete candidate).
 //!
 //! The runner keeps it with three calls: [`record_intents`](PushdownSource::record_intents)
-//! writes a `None` row for a key *before* a change for it goes out (so a crash after the
-//! destination applied it leaves a `None` row, never a missing one, and a later delete is
-//! never missed); [`record_delivered`](PushdownSource::record_delivered) sets the hash (or
+//! sets a key's row to `None` *before* a change for it goes out (so a crash after the
+//! destination applied it leaves a `None` row, never a missing or stale one, and a later
+//! delete or revert is never missed); [`record_delivered`](PushdownSource::record_delivered) sets the hash (or
 //! removes the row for an acknowledged delete) *after* the state store committed the
 //! outcome. Refused, failed, withheld and undelivered rows get no hash: they are re-read and
 //! retried next run.
@@ -125,6 +125,11 @@ impl PushdownBatch {
         Ok(Self { rows, hashes, vanished: Vec::new() })
     }
 
+    /// Rows of an ordinary read, with no hashes.
+    pub(crate) fn plain(rows: RowBatch) -> Self {
+        Self { rows, hashes: Vec::new(), vanished: Vec::new() }
+    }
+
     /// Keys that vanished from the model, with no rows (`rows` is empty under `schema`).
     pub fn vanished(schema: std::sync::Arc<crate::schema::Schema>, keys: Vec<Key>) -> Self {
         Self { rows: RowBatch::empty(schema), hashes: Vec::new(), vanished: keys }
@@ -186,8 +191,10 @@ pub trait PushdownSource: Send + Sync {
     /// As for [`Source::read`](crate::Source::read), at once or as an item of the stream.
     async fn read_full(&self, sync_id: &str, request: ReadRequest) -> Result<PushdownStream<'_>, SourceError>;
 
-    /// Before changes for `keys` go out: adds each key missing from the delivered table
-    /// with a `None` hash; leaves a present key as it is.
+    /// Before changes for `keys` go out: sets each key's hash to `None`, adding the key when
+    /// it is missing. (A present hash is forgotten too: were the run to die after the
+    /// destination applied the change, a kept hash could match a later source row that
+    /// reverted to it, and the destination's newer copy would never be corrected.)
     ///
     /// # Errors
     /// Any failure to write; the runner then sends nothing for these keys.

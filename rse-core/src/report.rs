@@ -358,6 +358,29 @@ pub struct SyncReport {
     /// completes. `None` for an ordinary run.
     #[serde(default)]
     pub backfill_started_at_ms: Option<u64>,
+    /// What the pushdown strategy did ([`DiffStrategy::Pushdown`](crate::DiffStrategy::Pushdown));
+    /// `None` for the other strategies.
+    #[serde(default)]
+    pub pushdown: Option<PushdownReport>,
+}
+
+/// What a run of a sync with the pushdown strategy did (see [`crate::pushdown`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct PushdownReport {
+    /// Why this run re-diffed the whole model rather than reading only what changed
+    /// (`None` when it read only what changed): e.g. "the transforms, source columns, mode
+    /// or fingerprint algorithm changed", "the state holds no pushdown epoch".
+    pub full_rediff: Option<String>,
+    /// Whether a full re-diff completed and set the epoch (the next run reads only what changed).
+    pub completed: bool,
+    /// Rows that left the source's store (the changed rows, or every row in a full re-diff).
+    pub rows_read: u64,
+    /// Keys the source reported gone from the model.
+    pub vanished: u64,
+    /// Writes to the source's delivered table that failed after delivery; their rows keep an
+    /// older or no hash and are read again next run (nothing is lost).
+    pub record_failures: u64,
 }
 
 impl SyncReport {
@@ -392,6 +415,7 @@ impl SyncReport {
             canary: None,
             suppression: None,
             backfill_started_at_ms: None,
+            pushdown: None,
         }
     }
 }

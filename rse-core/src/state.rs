@@ -163,6 +163,7 @@ impl StateCommit {
             && self.forgotten.is_empty()
             && self.cursor.is_none()
             && self.fingerprint_algorithm.is_none()
+            && self.pushdown_epoch.is_none()
     }
 }
 

@@ -10,6 +10,7 @@ mod pace;
 mod plan;
 mod prior;
 mod produce;
+mod pushdown;
 mod quota;
 mod reconcile;
 mod run;
@@ -79,6 +80,8 @@ struct SyncInner {
     /// The schema's field index of the source's cursor column.
     cursor_index: Option<usize>,
     use_merge: bool,
+    /// With the pushdown strategy: the epoch of this configuration (see [`crate::pushdown`]).
+    pushdown_epoch: Option<Arc<str>>,
     progress: broadcast::Sender<ProgressEvent>,
     /// Told each batch's committed outcomes and each run's report.
     observers: Observers,
@@ -421,6 +424,8 @@ impl SyncBuilder {
             // A transform that rewrites key values (a cast, a hash) breaks the source's key
             // order, which the merge diff relies on.
             DiffStrategy::Auto => capabilities.ordered_by_key && !incremental && keys_kept,
+            // A full re-diff runs as `Auto` would.
+            DiffStrategy::Pushdown => capabilities.ordered_by_key && keys_kept,
             DiffStrategy::Merge => {
                 if !capabilities.ordered_by_key {
                     return Err(invalid(
@@ -440,6 +445,38 @@ impl SyncBuilder {
             }
         };
 
+        let pushdown_epoch = match options.diff_strategy {
+            DiffStrategy::Pushdown => Some(
+                pushdown_epoch(&sync_id, source.as_ref(), &source_schema, &self.transforms, self.mode, &options)?
+                    .into(),
+            ),
+            _ => None,
+        };
+        if pushdown_epoch.is_some() {
+            if incremental {
+                return Err(invalid(
+                    &sync_id,
+                    "diff_strategy",
+                    format!(
+                        "is pushdown, but source `{}` reads incrementally from a cursor; pushdown already reads only \
+                         what changed: drop the cursor column, or use Auto",
+                        source.name()
+                    ),
+                ));
+            }
+            if let Some(t) = self.transforms.iter().find(|t| !t.keeps_key_values(&source_schema)) {
+                return Err(invalid(
+                    &sync_id,
+                    "diff_strategy",
+                    format!(
+                        "is pushdown, but transform `{}` may rewrite key values, and pushdown matches the source's \
+                         keys with the delivered ones; rewrite the key in the model's SQL, or use Auto",
+                        t.name()
+                    ),
+                ));
+            }
+        }
+
         let (progress, _) = broadcast::channel(1024);
         let id: Arc<str> = sync_id.into();
         let telemetry = Arc::new(telemetry::SyncTelemetry::new(&id, destination.name()));
@@ -455,6 +492,7 @@ impl SyncBuilder {
                 schema,
                 cursor_index,
                 use_merge,
+                pushdown_epoch,
                 progress,
                 observers: Observers::new(self.observers),
                 suppressions: self.suppressions,
@@ -463,6 +501,58 @@ impl SyncBuilder {
             }),
         })
     }
+}
+
+/// The epoch of a pushdown sync's configuration: a digest of everything that shapes the
+/// records after transforms (the source's columns, each transform's configuration, the mode
+/// and the fingerprint algorithm). Refuses a source without pushdown and a transform that
+/// cannot describe its configuration.
+fn pushdown_epoch(
+    sync_id: &str,
+    source: &dyn Source,
+    source_schema: &Schema,
+    transforms: &[Arc<dyn Transform>],
+    mode: Mode,
+    options: &SyncOptions,
+) -> Result<String, ConfigError> {
+    use sha2::{Digest, Sha256};
+    if source.pushdown().is_none() {
+        return Err(invalid(
+            sync_id,
+            "diff_strategy",
+            format!("is pushdown, but source `{}` cannot diff in its store; use Auto", source.name()),
+        ));
+    }
+    let mut digest = Sha256::new();
+    let mut part = |label: &str, text: &str| {
+        digest.update((label.len() as u64).to_be_bytes());
+        digest.update(label.as_bytes());
+        digest.update((text.len() as u64).to_be_bytes());
+        digest.update(text.as_bytes());
+    };
+    part("rse pushdown epoch", "1");
+    part("fingerprint", &options.fingerprint_algorithm.to_string());
+    part("mode", &mode.to_string());
+    for field in source_schema.fields() {
+        part("field", &format!("{}:{}:{}", field.name, field.data_type, field.nullable));
+    }
+    part("key", &source_schema.key_names().collect::<Vec<_>>().join(","));
+    for t in transforms {
+        let Some(config) = t.config_digest() else {
+            return Err(invalid(
+                sync_id,
+                "diff_strategy",
+                format!(
+                    "is pushdown, but transform `{}` cannot describe its configuration, so a change to it would go \
+                     unnoticed; implement Transform::config_digest for it, or use Auto",
+                    t.name()
+                ),
+            ));
+        };
+        part("transform", t.name());
+        part("config", &config);
+    }
+    Ok(digest.finalize().iter().take(16).map(|b| format!("{b:02x}")).collect())
 }
 
 fn invalid(sync_id: &str, option: &'static str, message: String) -> ConfigError {

@@ -124,6 +124,7 @@ async fn read_current(inner: &SyncInner, options: &VerifyOptions) -> Result<(Cur
         None,
         expected,
         run_schema.clone(),
+        None,
     );
     // A dry run sends nothing down the channel.
     let (tx, _rx) = mpsc::channel(1);
