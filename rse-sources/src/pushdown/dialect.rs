@@ -49,7 +49,7 @@ pub enum Dialect {
     /// redistribution (`DS_DIST_NONE`), else the smaller side is broadcast or redistributed.
     /// The result is gathered on the leader node (small: only changed rows). Writes bind one
     /// placeholder per value (`UNION ALL` of `SELECT`s), so the statement depends on the batch's
-    /// size; Redshift does not enforce primary keys, so intents insert only missing keys.
+    /// size; Redshift does not enforce primary keys, so every write is a `MERGE` on the key.
     Redshift,
 }
 

@@ -278,9 +278,10 @@ impl PushdownSql {
         Ok(Statement::new(sql, []))
     }
 
-    /// Inserts keys with a `NULL` hash, leaving keys already present as they are (before a
-    /// change goes out: the destination may hold the key from then on). `rows` is the batch's
-    /// size, used by Redshift's one-placeholder-per-value form only.
+    /// Sets each key's hash to `NULL`, inserting the key when it is missing (before a change
+    /// goes out: the destination may hold the key from then on, and until the change is
+    /// acknowledged its version there is unknown). `rows` is the batch's size, used by
+    /// Redshift's one-placeholder-per-value form only.
     ///
     /// Binds, per dialect: PostgreSQL one `text[]` per key column (each key rendered as the
     /// column type's text input); Snowflake one JSON array of arrays of the key values;
@@ -294,12 +295,15 @@ impl PushdownSql {
         self.check()?;
         let table = self.hash_table();
         let keys = self.key_list(None);
+        let hash = self.q(HASH_COLUMN);
         let matched = self.key_match("h", "d");
         match self.dialect {
             Dialect::Postgres => {
                 let (source, params) = self.pg_unnest(false)?;
+                // The `WHERE` spares rows whose hash is already unknown a rewrite.
                 let sql = format!(
-                    "INSERT INTO {table} ({keys}) SELECT {} FROM {source} ON CONFLICT ({keys}) DO NOTHING",
+                    "INSERT INTO {table} AS h ({keys}) SELECT {} FROM {source} ON CONFLICT ({keys}) \
+                     DO UPDATE SET {hash} = NULL WHERE h.{hash} IS NOT NULL",
                     self.key_list(Some("d"))
                 );
                 Ok(Statement::new(sql, params))
@@ -308,6 +312,7 @@ impl PushdownSql {
                 let source = self.snowflake_rows(false)?;
                 let sql = format!(
                     "MERGE INTO {table} AS h USING ({source}) AS d ON {matched} \
+                     WHEN MATCHED AND h.{hash} IS NOT NULL THEN UPDATE SET h.{hash} = NULL \
                      WHEN NOT MATCHED THEN INSERT ({keys}) VALUES ({})",
                     self.key_list(Some("d"))
                 );
@@ -316,6 +321,7 @@ impl PushdownSql {
             Dialect::BigQuery => {
                 let sql = format!(
                     "MERGE {table} AS h USING (SELECT * FROM UNNEST(@rows)) AS d ON {matched} \
+                     WHEN MATCHED AND h.{hash} IS NOT NULL THEN UPDATE SET {hash} = NULL \
                      WHEN NOT MATCHED THEN INSERT ({keys}) VALUES ({})",
                     self.key_list(Some("d"))
                 );
@@ -323,9 +329,11 @@ impl PushdownSql {
             }
             Dialect::Redshift => {
                 let (source, params) = self.redshift_rows(rows, false)?;
+                let matched = self.key_match(&table, "d");
                 let sql = format!(
-                    "INSERT INTO {table} ({keys}) SELECT {} FROM ({source}) AS d \
-                     WHERE NOT EXISTS (SELECT 1 FROM {table} AS h WHERE {matched})",
+                    "MERGE INTO {table} USING ({source}) AS d ON {matched} \
+                     WHEN MATCHED THEN UPDATE SET {hash} = NULL \
+                     WHEN NOT MATCHED THEN INSERT ({keys}) VALUES ({})",
                     self.key_list(Some("d"))
                 );
                 Ok(Statement::new(sql, params))

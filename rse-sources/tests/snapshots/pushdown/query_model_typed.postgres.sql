@@ -30,7 +30,7 @@ SELECT m.*, hash_record_extended(ROW(m."Region", m."we""ird id", m."name"), 0) A
 
 -- record_intents (2 rows)
 -- binds: Region: text[]; we"ird id: text[]
-INSERT INTO "Rse State"."hashes" ("Region", "we""ird id") SELECT d."Region", d."we""ird id" FROM (SELECT u."Region"::text AS "Region", u."we""ird id"::integer AS "we""ird id" FROM unnest($1::text[], $2::text[]) AS u("Region", "we""ird id")) AS d ON CONFLICT ("Region", "we""ird id") DO NOTHING;
+INSERT INTO "Rse State"."hashes" AS h ("Region", "we""ird id") SELECT d."Region", d."we""ird id" FROM (SELECT u."Region"::text AS "Region", u."we""ird id"::integer AS "we""ird id" FROM unnest($1::text[], $2::text[]) AS u("Region", "we""ird id")) AS d ON CONFLICT ("Region", "we""ird id") DO UPDATE SET "rse_hash" = NULL WHERE h."rse_hash" IS NOT NULL;
 
 -- record_delivered (2 upserts, 1 delete)
 -- binds: Region: text[]; we"ird id: text[]

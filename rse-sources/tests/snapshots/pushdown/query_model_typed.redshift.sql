@@ -30,7 +30,7 @@ SELECT m.*, FNV_HASH(COALESCE(CAST(m."name" AS VARCHAR(65535)), ''), FNV_HASH(CO
 
 -- record_intents (2 rows)
 -- binds: Region[0]: VARCHAR(256); we"ird id[0]: INTEGER; Region[1]: VARCHAR(256); we"ird id[1]: INTEGER
-INSERT INTO "Rse State"."hashes" ("Region", "we""ird id") SELECT d."Region", d."we""ird id" FROM (SELECT $1::VARCHAR(256) AS "Region", $2::INTEGER AS "we""ird id" UNION ALL SELECT $3::VARCHAR(256), $4::INTEGER) AS d WHERE NOT EXISTS (SELECT 1 FROM "Rse State"."hashes" AS h WHERE h."Region" = d."Region" AND h."we""ird id" = d."we""ird id");
+MERGE INTO "Rse State"."hashes" USING (SELECT $1::VARCHAR(256) AS "Region", $2::INTEGER AS "we""ird id" UNION ALL SELECT $3::VARCHAR(256), $4::INTEGER) AS d ON "Rse State"."hashes"."Region" = d."Region" AND "Rse State"."hashes"."we""ird id" = d."we""ird id" WHEN MATCHED THEN UPDATE SET "rse_hash" = NULL WHEN NOT MATCHED THEN INSERT ("Region", "we""ird id") VALUES (d."Region", d."we""ird id");
 
 -- record_delivered (2 upserts, 1 delete)
 -- binds: Region[0]: VARCHAR(256); we"ird id[0]: INTEGER

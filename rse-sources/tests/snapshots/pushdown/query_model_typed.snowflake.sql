@@ -30,7 +30,7 @@ SELECT m.*, HASH(m."Region", m."we""ird id", m."name") AS "rse_hash" FROM (SELEC
 
 -- record_intents (2 rows)
 -- binds: rows: JSON array of [Region, we"ird id]
-MERGE INTO "Rse State"."hashes" AS h USING (SELECT value[0]::VARCHAR AS "Region", value[1]::NUMBER(38, 0) AS "we""ird id" FROM TABLE(FLATTEN(INPUT => PARSE_JSON(?)))) AS d ON h."Region" = d."Region" AND h."we""ird id" = d."we""ird id" WHEN NOT MATCHED THEN INSERT ("Region", "we""ird id") VALUES (d."Region", d."we""ird id");
+MERGE INTO "Rse State"."hashes" AS h USING (SELECT value[0]::VARCHAR AS "Region", value[1]::NUMBER(38, 0) AS "we""ird id" FROM TABLE(FLATTEN(INPUT => PARSE_JSON(?)))) AS d ON h."Region" = d."Region" AND h."we""ird id" = d."we""ird id" WHEN MATCHED AND h."rse_hash" IS NOT NULL THEN UPDATE SET h."rse_hash" = NULL WHEN NOT MATCHED THEN INSERT ("Region", "we""ird id") VALUES (d."Region", d."we""ird id");
 
 -- record_delivered (2 upserts, 1 delete)
 -- binds: rows: JSON array of [Region, we"ird id, rse_hash or null]

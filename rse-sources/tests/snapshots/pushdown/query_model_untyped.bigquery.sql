@@ -30,7 +30,7 @@ SELECT m.*, FARM_FINGERPRINT(TO_JSON_STRING(STRUCT(m.`Region`, m.`we"ird id`, m.
 
 -- record_intents (2 rows)
 -- binds: rows: ARRAY<STRUCT<Region <key type>, we"ird id <key type>>>
-MERGE `Rse State`.`hashes` AS h USING (SELECT * FROM UNNEST(@rows)) AS d ON h.`Region` = d.`Region` AND h.`we"ird id` = d.`we"ird id` WHEN NOT MATCHED THEN INSERT (`Region`, `we"ird id`) VALUES (d.`Region`, d.`we"ird id`);
+MERGE `Rse State`.`hashes` AS h USING (SELECT * FROM UNNEST(@rows)) AS d ON h.`Region` = d.`Region` AND h.`we"ird id` = d.`we"ird id` WHEN MATCHED AND h.`rse_hash` IS NOT NULL THEN UPDATE SET `rse_hash` = NULL WHEN NOT MATCHED THEN INSERT (`Region`, `we"ird id`) VALUES (d.`Region`, d.`we"ird id`);
 
 -- record_delivered (2 upserts, 1 delete)
 -- binds: rows: ARRAY<STRUCT<Region <key type>, we"ird id <key type>, rse_hash INT64>>

@@ -30,7 +30,7 @@ SELECT m.*, FARM_FINGERPRINT(TO_JSON_STRING(STRUCT(m.`id`, m.`email`, m.`profile
 
 -- record_intents (2 rows)
 -- binds: rows: ARRAY<STRUCT<id INT64>>
-MERGE `rse_state`.`rse_hashes_crm_contacts_6d588617` AS h USING (SELECT * FROM UNNEST(@rows)) AS d ON h.`id` = d.`id` WHEN NOT MATCHED THEN INSERT (`id`) VALUES (d.`id`);
+MERGE `rse_state`.`rse_hashes_crm_contacts_6d588617` AS h USING (SELECT * FROM UNNEST(@rows)) AS d ON h.`id` = d.`id` WHEN MATCHED AND h.`rse_hash` IS NOT NULL THEN UPDATE SET `rse_hash` = NULL WHEN NOT MATCHED THEN INSERT (`id`) VALUES (d.`id`);
 
 -- record_delivered (2 upserts, 1 delete)
 -- binds: rows: ARRAY<STRUCT<id INT64, rse_hash INT64>>

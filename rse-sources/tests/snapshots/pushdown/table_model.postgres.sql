@@ -30,7 +30,7 @@ SELECT m.*, hash_record_extended(ROW(m."id", m."email", m."profile"::text), 0) A
 
 -- record_intents (2 rows)
 -- binds: id: text[]
-INSERT INTO "rse_state"."rse_hashes_crm_contacts_6d588617" ("id") SELECT d."id" FROM (SELECT u."id"::bigint AS "id" FROM unnest($1::text[]) AS u("id")) AS d ON CONFLICT ("id") DO NOTHING;
+INSERT INTO "rse_state"."rse_hashes_crm_contacts_6d588617" AS h ("id") SELECT d."id" FROM (SELECT u."id"::bigint AS "id" FROM unnest($1::text[]) AS u("id")) AS d ON CONFLICT ("id") DO UPDATE SET "rse_hash" = NULL WHERE h."rse_hash" IS NOT NULL;
 
 -- record_delivered (2 upserts, 1 delete)
 -- binds: id: text[]

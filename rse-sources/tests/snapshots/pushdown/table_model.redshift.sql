@@ -30,7 +30,7 @@ SELECT m.*, FNV_HASH(COALESCE(CAST(m."profile" AS VARCHAR(65535)), ''), FNV_HASH
 
 -- record_intents (2 rows)
 -- binds: id[0]: BIGINT; id[1]: BIGINT
-INSERT INTO "rse_state"."rse_hashes_crm_contacts_6d588617" ("id") SELECT d."id" FROM (SELECT $1::BIGINT AS "id" UNION ALL SELECT $2::BIGINT) AS d WHERE NOT EXISTS (SELECT 1 FROM "rse_state"."rse_hashes_crm_contacts_6d588617" AS h WHERE h."id" = d."id");
+MERGE INTO "rse_state"."rse_hashes_crm_contacts_6d588617" USING (SELECT $1::BIGINT AS "id" UNION ALL SELECT $2::BIGINT) AS d ON "rse_state"."rse_hashes_crm_contacts_6d588617"."id" = d."id" WHEN MATCHED THEN UPDATE SET "rse_hash" = NULL WHEN NOT MATCHED THEN INSERT ("id") VALUES (d."id");
 
 -- record_delivered (2 upserts, 1 delete)
 -- binds: id[0]: BIGINT

@@ -30,7 +30,7 @@ SELECT m.*, HASH(m."id", m."email", m."profile") AS "rse_hash" FROM "marts"."cus
 
 -- record_intents (2 rows)
 -- binds: rows: JSON array of [id]
-MERGE INTO "rse_state"."rse_hashes_crm_contacts_6d588617" AS h USING (SELECT value[0]::NUMBER(38, 0) AS "id" FROM TABLE(FLATTEN(INPUT => PARSE_JSON(?)))) AS d ON h."id" = d."id" WHEN NOT MATCHED THEN INSERT ("id") VALUES (d."id");
+MERGE INTO "rse_state"."rse_hashes_crm_contacts_6d588617" AS h USING (SELECT value[0]::NUMBER(38, 0) AS "id" FROM TABLE(FLATTEN(INPUT => PARSE_JSON(?)))) AS d ON h."id" = d."id" WHEN MATCHED AND h."rse_hash" IS NOT NULL THEN UPDATE SET h."rse_hash" = NULL WHEN NOT MATCHED THEN INSERT ("id") VALUES (d."id");
 
 -- record_delivered (2 upserts, 1 delete)
 -- binds: rows: JSON array of [id, rse_hash or null]
