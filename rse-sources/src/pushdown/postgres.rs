@@ -65,6 +65,20 @@ impl PostgresSource {
         Ok(sql)
     }
 
+    /// Connects, for the statements that write keys: those need the key columns' types (read
+    /// from the hash table), not the model's other columns, so the model is not described.
+    async fn pushdown_writer(&self, sync_id: &str) -> Result<(Client, PushdownSql), SourceError> {
+        let table = HashTable::for_sync(self.pushdown_schema()?, sync_id);
+        let key = self.keys.key.iter().map(KeyColumn::new);
+        let sql = PushdownSql::new(Dialect::Postgres, self.model.clone(), table)
+            .with_columns(self.keys.key.iter().map(HashColumn::new))
+            .with_key(key);
+        sql.check()?;
+        let client = self.connect().await?;
+        let sql = self.typed(&client, &sql).await?;
+        Ok((client, sql))
+    }
+
     /// Connects and describes the model: the client, its schema and kinds, and the statements.
     async fn pushdown_session(
         &self,
@@ -100,6 +114,14 @@ impl PostgresSource {
             )
             .await
             .map_err(|e| self.pushdown_error(e, sql))?;
+        if rows.is_empty() {
+            return Err(SourceError::NotFound {
+                what: format!("rse's hash table `{}.{}`", table.schema, table.name),
+                hint: Some(
+                    "it is created when a run starts (PushdownSource::epoch); was it dropped meanwhile?".to_owned(),
+                ),
+            });
+        }
         let mut key = Vec::with_capacity(sql.key().len());
         for k in sql.key() {
             let ty: Option<String> = rows.iter().find(|r| r.get::<_, String>(0) == k.name).map(|r| r.get(1));
@@ -395,8 +417,7 @@ impl PushdownSource for PostgresSource {
         if keys.is_empty() {
             return Ok(());
         }
-        let (client, _, _, sql) = self.pushdown_session(sync_id).await?;
-        let sql = self.typed(&client, &sql).await?;
+        let (client, sql) = self.pushdown_writer(sync_id).await?;
         let arrays = key_arrays(keys, sql.key().len())?;
         let insert = sql.record_intents(keys.len())?;
         client.execute(&insert.sql, &params(&arrays, None)).await.map_err(|e| self.pushdown_error(e, &sql))?;
@@ -419,8 +440,7 @@ impl PushdownSource for PostgresSource {
                 None => deleted.push(key.clone()),
             }
         }
-        let (mut client, _, _, sql) = self.pushdown_session(sync_id).await?;
-        let sql = self.typed(&client, &sql).await?;
+        let (mut client, sql) = self.pushdown_writer(sync_id).await?;
         let failed = |e| self.pushdown_error(e, &sql);
         let statements = sql.record_delivered(upserted.len(), deleted.len())?;
         let transaction = client.transaction().await.map_err(failed)?;
@@ -436,7 +456,7 @@ impl PushdownSource for PostgresSource {
     }
 
     async fn complete(&self, sync_id: &str, epoch: &str) -> Result<(), SourceError> {
-        let (client, _, _, sql) = self.pushdown_session(sync_id).await?;
+        let (client, sql) = self.pushdown_writer(sync_id).await?;
         let write = sql.write_epoch()?;
         client.execute(&write.sql, &[&sync_id, &Some(epoch)]).await.map_err(|e| self.pushdown_error(e, &sql))?;
         Ok(())
