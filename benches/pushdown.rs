@@ -141,6 +141,12 @@ async fn copy_key_hash(client: &tokio_postgres::Client, schema: &str) -> Duratio
     took
 }
 
+/// `VACUUM` (its own statement: it cannot run in a transaction) and a checkpoint.
+async fn vacuum(client: &tokio_postgres::Client, schema: &str) {
+    client.batch_execute(&format!("VACUUM ANALYZE \"{schema}\".model")).await.unwrap();
+    client.batch_execute("CHECKPOINT").await.unwrap();
+}
+
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     if let Ok(schema) = std::env::var(CHILD_ENV) {
@@ -174,11 +180,11 @@ async fn bench() {
                ((g % 10000) * 12.5 + 0.25)::float8 AS lifetime_value, to_timestamp(1600000000 + g) AS created_at,
                g % 3 <> 0 AS active, (g % 1000)::int8 AS visits
              FROM generate_series(0, {n} - 1) AS g;
-             ALTER TABLE \"{schema}\".model ADD PRIMARY KEY (id);
-             VACUUM ANALYZE \"{schema}\".model;"
+             ALTER TABLE \"{schema}\".model ADD PRIMARY KEY (id);"
         ))
         .await
         .unwrap();
+    vacuum(&client, &schema).await;
     println!("pushdown: {n}-row model created in {:.1?}", started.elapsed());
     let status = std::process::Command::new(std::env::current_exe().unwrap())
         .arg("--bench")
@@ -201,12 +207,12 @@ async fn bench() {
         client
             .batch_execute(&format!(
                 "UPDATE \"{schema}\".model SET visits = visits + 1 WHERE id % 100 = {round};
-                 DELETE FROM \"{schema}\".model WHERE id % 10000 = {};
-                 VACUUM ANALYZE \"{schema}\".model; CHECKPOINT;",
+                 DELETE FROM \"{schema}\".model WHERE id % 10000 = {};",
                 50 + round
             ))
             .await
             .unwrap();
+        vacuum(&client, &schema).await;
         changed.push(timed("pushdown/rerun_1pct", &pushdown).await.1);
         if let Some(full) = &full {
             full_reads.push(timed("full_read/rerun_1pct", full).await.1);
