@@ -277,3 +277,42 @@ async fn pushdown_refuses_what_it_cannot_serve() {
     assert_ne!(auto.run().await.unwrap().diff_strategy, "pushdown");
     assert_eq!(w.source.table("customers"), None);
 }
+
+#[tokio::test]
+async fn a_dry_run_reads_what_changed_and_writes_nothing_to_the_source() {
+    let w = World::new(customers(10));
+    w.sync(Mode::Mirror).await.run().await.unwrap();
+    let table = w.source.table("customers").unwrap();
+
+    w.source.rows().upsert(customer(2, 0.9));
+    w.source.rows().remove(&key(3));
+    let options = SyncOptions::default().with_diff_strategy(DiffStrategy::Pushdown).with_dry_run(true);
+    let dry = w.builder(Mode::Mirror).options(options).build().await.unwrap();
+    let report = dry.run().await.unwrap();
+    assert_eq!(report.diff_strategy, "pushdown");
+    assert_eq!((report.counts.planned.update, report.counts.planned.delete), (1, 1));
+    assert_eq!(w.source.table("customers").unwrap(), table, "a dry run leaves the delivered table as it was");
+
+    let real = w.sync(Mode::Mirror).await.run().await.unwrap();
+    assert_eq!((real.counts.applied.update, real.counts.applied.delete), (1, 1));
+    assert_eq!(w.destination.records(), by_key(&w.rows()));
+}
+
+#[tokio::test]
+async fn rows_outside_a_canary_are_read_again_once_it_widens() {
+    let w = World::new(customers(40));
+    w.sync(Mode::Upsert).await.run().await.unwrap();
+    for id in 1..=40 {
+        w.source.rows().upsert(customer(id, 0.5));
+    }
+    let narrow = SyncOptions::default().with_diff_strategy(DiffStrategy::Pushdown).with_canary(0.5);
+    let canary = w.builder(Mode::Upsert).options(narrow).build().await.unwrap().run().await.unwrap();
+    let inside = canary.counts.applied.update;
+    assert!(inside > 0 && inside < 40, "{canary:?}");
+    assert_eq!(pushdown(&canary).full_rediff, None, "the canary is not part of the epoch");
+
+    let wide = w.sync(Mode::Upsert).await.run().await.unwrap();
+    assert_eq!(pushdown(&wide).rows_read, 40 - inside, "only the rows left outside are read again");
+    assert_eq!(wide.counts.applied.update, 40 - inside);
+    assert_eq!(w.destination.records(), by_key(&w.rows()));
+}

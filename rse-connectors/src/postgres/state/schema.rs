@@ -67,6 +67,8 @@ const MIGRATIONS: &[&str] = &[
         reason text NOT NULL,
         paused_at_ms bigint NOT NULL
     );",
+    // 6: the epoch of a pushdown sync's last complete full re-diff; none for syncs before.
+    "ALTER TABLE {s}.rse_syncs ADD COLUMN pushdown_epoch text;",
 ];
 
 impl PostgresStateStore {
