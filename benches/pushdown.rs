@@ -100,7 +100,10 @@ async fn timed(label: &str, sync: &SyncJob) -> (SyncReport, Duration, u64) {
     let took = started.elapsed();
     let peak = status_kb("VmHWM:");
     assert_eq!(report.status, RunStatus::Succeeded, "{report}");
-    let out = report.pushdown.as_ref().map(|p| format!(", {} rows and {} vanished keys left the warehouse", p.rows_read, p.vanished));
+    let out = report
+        .pushdown
+        .as_ref()
+        .map(|p| format!(", {} rows and {} vanished keys left the warehouse", p.rows_read, p.vanished));
     println!(
         "{label}: {took:.2?}, peak RSS {:.0} MB; applied {} inserts, {} updates, {} deletes{}",
         peak as f64 / 1024.0,
@@ -228,7 +231,11 @@ async fn bench() {
         ratio(best(&unchanged)),
         best(&changed),
         ratio(best(&changed)),
-        if full_reads.is_empty() { String::new() } else { format!("; full read 1 % changed {:.2?}", best(&full_reads)) }
+        if full_reads.is_empty() {
+            String::new()
+        } else {
+            format!("; full read 1 % changed {:.2?}", best(&full_reads))
+        }
     );
     client
         .batch_execute(&format!("DROP SCHEMA \"{schema}\" CASCADE; DROP SCHEMA \"{schema}_hashes\" CASCADE"))

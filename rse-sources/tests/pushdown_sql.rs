@@ -45,6 +45,7 @@ fn render(sql: &PushdownSql) -> String {
     block("forget_hashes", sql.forget_hashes().map(|s| vec![s]));
     block("changed_rows", sql.changed_rows().map(|s| vec![s]));
     block("vanished_keys", sql.vanished_keys().map(|s| vec![s]));
+    block("diff_rows", sql.diff_rows().map(|s| vec![s]));
     block("all_rows", sql.all_rows().map(|s| vec![s]));
     block("record_intents (2 rows)", sql.record_intents(2).map(|s| vec![s]));
     block("record_delivered (2 upserts, 1 delete)", sql.record_delivered(2, 1));
@@ -193,6 +194,16 @@ fn invalid_names_are_refused_with_what_to_change() {
             .with_key([KeyColumn::new("id")]),
         "backtick",
     );
+}
+
+#[test]
+fn the_one_pass_diff_refuses_model_columns_with_its_own_names() {
+    for name in ["rse_hash", "rse_present"] {
+        let sql = table_model(Dialect::Postgres).with_columns([HashColumn::new("id"), HashColumn::new(name)]);
+        assert!(sql.changed_rows().is_ok());
+        let err = sql.diff_rows().unwrap_err().to_string();
+        assert!(err.contains(&format!("`{name}`")) && err.contains("rename it"), "{err}");
+    }
 }
 
 #[test]

@@ -207,11 +207,15 @@ impl Dialect {
 
     /// One key column's term in `ORDER BY`, ascending, nulls first, strings by their bytes.
     pub(crate) fn order_term(self, alias: &str, key: &KeyColumn) -> String {
-        let col = format!("{alias}.{}", self.quote(&key.name));
-        match (self, key.text) {
-            (Dialect::Postgres, true) => format!("{col} COLLATE \"C\" ASC NULLS FIRST"),
-            (Dialect::Snowflake, true) => format!("COLLATE({col}, 'utf8') ASC NULLS FIRST"),
-            _ => format!("{col} ASC NULLS FIRST"),
+        self.order_expr(&format!("{alias}.{}", self.quote(&key.name)), key.text)
+    }
+
+    /// `expr` as an `ORDER BY` term, ascending, nulls first, strings (`text`) by their bytes.
+    pub(crate) fn order_expr(self, expr: &str, text: bool) -> String {
+        match (self, text) {
+            (Dialect::Postgres, true) => format!("{expr} COLLATE \"C\" ASC NULLS FIRST"),
+            (Dialect::Snowflake, true) => format!("COLLATE({expr}, 'utf8') ASC NULLS FIRST"),
+            _ => format!("{expr} ASC NULLS FIRST"),
         }
     }
 }

@@ -14,8 +14,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use futures::StreamExt;
 use rse_core::{
-    Key, PushdownBatch, PushdownSource, PushdownStream, ReadRequest, Record, RowBatch, RowHash, Schema, SourceError,
-    Value,
+    Key, PushdownBatch, PushdownSource, PushdownStream, ReadRequest, RowBatch, RowHash, Schema, SourceError, Value,
 };
 use tokio::sync::mpsc;
 use tokio_postgres::error::SqlState;
@@ -236,8 +235,9 @@ impl PostgresSource {
             .start()
             .await
             .map_err(failed)?;
+        // The changed rows and the vanished keys come from one full join (see `diff_rows`).
         let rows_sql = match read {
-            Read::Changed => sql.changed_rows()?,
+            Read::Changed => sql.diff_rows()?,
             Read::Full => sql.all_rows()?,
         };
         let statement = transaction.prepare(&rows_sql.sql).await.map_err(failed)?;
@@ -260,16 +260,28 @@ impl PostgresSource {
             if !rows.is_empty() {
                 let mut records = Vec::with_capacity(rows.len());
                 let mut hashes = Vec::with_capacity(rows.len());
+                let mut vanished = Vec::new();
                 for row in &rows {
-                    records.push(decode_row(row, &kinds, &schema)?);
+                    let record = decode_row(row, &kinds, &schema)?;
                     let hash: Option<i64> = row.try_get(hash_at).map_err(|e| SourceError::Malformed {
                         location: format!("column `{HASH_COLUMN}`"),
                         reason: format!("the server sent a row hash rse could not take ({e})"),
                     })?;
-                    hashes.push(row_hash(hash.unwrap_or_default()));
+                    match hash {
+                        Some(hash) => {
+                            records.push(record);
+                            hashes.push(row_hash(hash));
+                        }
+                        // Only a key the model no longer has comes without a hash.
+                        None => vanished.push(record.key(&schema).map_err(|e| SourceError::Malformed {
+                            location: format!("a key of rse's hash table for `{}`", self.model.label()),
+                            reason: e.to_string(),
+                        })?),
+                    }
                 }
                 drop(rows);
-                let batch = PushdownBatch::rows(RowBatch::new(schema.clone(), records), hashes)?;
+                let mut batch = PushdownBatch::rows(RowBatch::new(schema.clone(), records), hashes)?;
+                batch.vanished = vanished;
                 if tx.send(Ok(batch)).await.is_err() {
                     return Ok(());
                 }
@@ -278,39 +290,8 @@ impl PostgresSource {
                 break;
             }
         }
-        if read == Read::Changed {
-            let vanished = sql.vanished_keys()?;
-            let statement = transaction.prepare(&vanished.sql).await.map_err(failed)?;
-            let portal = transaction.bind(&statement, &no_params).await.map_err(failed)?;
-            let key_kinds: Vec<Kind> = schema.key_indices().iter().map(|&i| kinds[i].clone()).collect();
-            let key_schema = key_only_schema(&schema)?;
-            loop {
-                let rows = transaction.query_portal(&portal, batch_size as i32).await.map_err(failed)?;
-                let done = rows.len() < batch_size;
-                if !rows.is_empty() {
-                    let mut keys = Vec::with_capacity(rows.len());
-                    for row in &rows {
-                        let record: Record = decode_row(row, &key_kinds, &key_schema)?;
-                        keys.push(Key::from_values(record.values.iter()));
-                    }
-                    if tx.send(Ok(PushdownBatch::vanished(schema.clone(), keys))).await.is_err() {
-                        return Ok(());
-                    }
-                }
-                if done {
-                    break;
-                }
-            }
-        }
         transaction.commit().await.map_err(failed)
     }
-}
-
-/// A schema of the key columns alone, for decoding vanished keys (names for messages only).
-fn key_only_schema(schema: &Schema) -> Result<Schema, SourceError> {
-    let fields: Vec<rse_core::Field> = schema.key_indices().iter().filter_map(|&i| schema.field(i).cloned()).collect();
-    let names: Vec<String> = fields.iter().map(|f| f.name.clone()).collect();
-    Schema::new(fields, &names).map_err(|e| SourceError::Other { message: e.to_string(), source: None })
 }
 
 /// PostgreSQL's 64-bit row hash as rse's opaque hash bytes.

@@ -244,6 +244,70 @@ impl PushdownSql {
         Ok(Statement::new(sql, []))
     }
 
+    /// The changed rows and the vanished keys in one pass: one full outer join of the model
+    /// (with its row hashes) and the hash table on the key, keeping the rows whose hash differs
+    /// or is unknown and the keys the model lacks, in key order. Columns: the model's, then
+    /// `rse_hash`; a vanished key's row has `rse_hash` `NULL`, its key in the key columns and
+    /// every other column `NULL`.
+    ///
+    /// Each table is read once, where [`changed_rows`](Self::changed_rows) and
+    /// [`vanished_keys`](Self::vanished_keys) read the model twice and the hash table twice:
+    /// on the PostgreSQL development server (2 cores, heavily loaded) 3.4 s against 5.5 s for
+    /// the pair at 1 M rows, where a bare `COPY` of key and hash took 2.7 s. (PostgreSQL 15
+    /// runs a full join on one process; the pair may run in parallel, which pays only on idle
+    /// cores.) A model column may not be called `rse_hash` or `rse_present` here.
+    ///
+    /// # Errors
+    /// As [`PushdownSql::check`]; [`SourceError::Other`] when a model column is called
+    /// `rse_hash` or `rse_present`.
+    pub fn diff_rows(&self) -> Result<Statement, SourceError> {
+        self.check()?;
+        if let Some(c) = self.columns.iter().find(|c| c.name == HASH_COLUMN || c.name == "rse_present") {
+            return Err(SourceError::Other {
+                message: format!(
+                    "model column `{}` has a name the warehouse-side diff uses itself; rename it in a query model",
+                    c.name
+                ),
+                source: None,
+            });
+        }
+        let hash = self.q(HASH_COLUMN);
+        let mut selected: Vec<String> = self
+            .columns
+            .iter()
+            .map(|c| {
+                let q = self.q(&c.name);
+                if self.key.iter().any(|k| k.name == c.name) {
+                    format!("COALESCE(m.{q}, h.{q}) AS {q}")
+                } else {
+                    format!("m.{q}")
+                }
+            })
+            .collect();
+        selected.push(format!("m.{hash}"));
+        let order: Vec<String> = self
+            .key
+            .iter()
+            .map(|k| {
+                let q = self.q(&k.name);
+                self.dialect.order_expr(&format!("COALESCE(m.{q}, h.{q})"), k.text)
+            })
+            .collect();
+        let sql = format!(
+            "SELECT {selected} FROM (SELECT m.*, TRUE AS rse_present, {row_hash} AS {hash} FROM {from}) AS m \
+             FULL OUTER JOIN {table} AS h ON {matched} \
+             WHERE m.rse_present IS NULL OR h.{hash} IS NULL OR h.{hash} <> m.{hash} \
+             ORDER BY {order}",
+            selected = selected.join(", "),
+            row_hash = self.dialect.row_hash(&self.columns),
+            from = self.dialect.model_from(&self.model),
+            table = self.hash_table(),
+            matched = self.key_match("h", "m"),
+            order = order.join(", "),
+        );
+        Ok(Statement::new(sql, []))
+    }
+
     /// Every row of the model with its hash, in key order (a full re-diff).
     ///
     /// # Errors

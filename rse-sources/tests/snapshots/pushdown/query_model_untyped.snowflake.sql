@@ -25,6 +25,9 @@ SELECT m.*, HASH(m."Region", m."we""ird id", m."name") AS "rse_hash" FROM (SELEC
 -- vanished_keys
 SELECT h."Region", h."we""ird id" FROM "Rse State"."hashes" AS h WHERE NOT EXISTS (SELECT 1 FROM (SELECT region AS "Region", id AS "we""ird id", name FROM src) AS m WHERE m."Region" = h."Region" AND m."we""ird id" = h."we""ird id") ORDER BY COLLATE(h."Region", 'utf8') ASC NULLS FIRST, h."we""ird id" ASC NULLS FIRST;
 
+-- diff_rows
+SELECT COALESCE(m."Region", h."Region") AS "Region", COALESCE(m."we""ird id", h."we""ird id") AS "we""ird id", m."name", m."rse_hash" FROM (SELECT m.*, TRUE AS rse_present, HASH(m."Region", m."we""ird id", m."name") AS "rse_hash" FROM (SELECT region AS "Region", id AS "we""ird id", name FROM src) AS m) AS m FULL OUTER JOIN "Rse State"."hashes" AS h ON h."Region" = m."Region" AND h."we""ird id" = m."we""ird id" WHERE m.rse_present IS NULL OR h."rse_hash" IS NULL OR h."rse_hash" <> m."rse_hash" ORDER BY COLLATE(COALESCE(m."Region", h."Region"), 'utf8') ASC NULLS FIRST, COALESCE(m."we""ird id", h."we""ird id") ASC NULLS FIRST;
+
 -- all_rows
 SELECT m.*, HASH(m."Region", m."we""ird id", m."name") AS "rse_hash" FROM (SELECT region AS "Region", id AS "we""ird id", name FROM src) AS m ORDER BY COLLATE(m."Region", 'utf8') ASC NULLS FIRST, m."we""ird id" ASC NULLS FIRST;
 

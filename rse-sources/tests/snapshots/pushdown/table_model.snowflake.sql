@@ -25,6 +25,9 @@ SELECT m.*, HASH(m."id", m."email", m."profile") AS "rse_hash" FROM "marts"."cus
 -- vanished_keys
 SELECT h."id" FROM "rse_state"."rse_hashes_crm_contacts_6d588617" AS h WHERE NOT EXISTS (SELECT 1 FROM "marts"."customers" AS m WHERE m."id" = h."id") ORDER BY h."id" ASC NULLS FIRST;
 
+-- diff_rows
+SELECT COALESCE(m."id", h."id") AS "id", m."email", m."profile", m."rse_hash" FROM (SELECT m.*, TRUE AS rse_present, HASH(m."id", m."email", m."profile") AS "rse_hash" FROM "marts"."customers" AS m) AS m FULL OUTER JOIN "rse_state"."rse_hashes_crm_contacts_6d588617" AS h ON h."id" = m."id" WHERE m.rse_present IS NULL OR h."rse_hash" IS NULL OR h."rse_hash" <> m."rse_hash" ORDER BY COALESCE(m."id", h."id") ASC NULLS FIRST;
+
 -- all_rows
 SELECT m.*, HASH(m."id", m."email", m."profile") AS "rse_hash" FROM "marts"."customers" AS m ORDER BY m."id" ASC NULLS FIRST;
 
