@@ -20,8 +20,10 @@ pub enum Dialect {
     /// overhead, in `work_mem`: ~55 MB for 1 M `int8` keys, else it spills in batches) or a
     /// merge anti-join along both primary keys; the planner chooses. The vanished-keys query
     /// can often be answered from the two primary-key indexes alone (index-only scans). The
-    /// changed rows are sorted by key: only they are, so the sort is small. Writes go through
-    /// `unnest` of bound arrays: one statement per batch whatever its size.
+    /// one-pass form ([`PushdownSql::diff_rows`](super::PushdownSql::diff_rows), what
+    /// `PostgresSource` runs) is a hash full join on one process. Only the rows handed out
+    /// are sorted by key, so the sort is small. Writes go through `unnest` of bound arrays:
+    /// one statement per batch whatever its size.
     Postgres,
     /// Snowflake.
     ///

@@ -6,7 +6,8 @@
 //! whose key has no row in the hash table with the same hash. New keys, changed rows and keys
 //! whose hash is unknown (`NULL`: an intent recorded before a change went out, or a hash
 //! forgotten by a full re-diff) leave the warehouse; unchanged rows never do. A second
-//! anti-join finds the keys in the hash table that the model no longer has (vanished keys).
+//! anti-join finds the keys in the hash table that the model no longer has (vanished keys);
+//! [`PushdownSql::diff_rows`] answers both in one full outer join, each table read once.
 //!
 //! [`PushdownSql`] writes every statement this needs for four dialects ([`Dialect`]); it runs
 //! nothing. Values are never spliced into the SQL: each [`Statement`] says what its
