@@ -11,6 +11,9 @@
 //! | `files` | `files::CsvSource`, `files::JsonLinesSource` | CSV and JSON Lines files |
 //! | `parquet` | `parquet::ParquetSource` | Parquet files and directories of them (snappy; `parquet-zstd` adds zstd) |
 //!
+//! [`pushdown`] writes the SQL of the warehouse-side diff (PostgreSQL, Snowflake, BigQuery,
+//! Redshift), with which a warehouse sends only the rows that changed.
+//!
 //! Every source streams: it holds a few batches at a time whatever the model's size.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -32,6 +35,7 @@ pub mod parquet;
 pub mod postgres;
 #[cfg(feature = "postgres")]
 mod postgres_tls;
+pub mod pushdown;
 #[cfg(feature = "files")]
 mod split;
 #[cfg(feature = "sqlite")]

@@ -85,14 +85,16 @@ const PG_EPOCH_DAYS: i32 = 10_957;
 #[derive(Clone)]
 pub struct PostgresSource {
     config: Config,
-    model: Model,
-    keys: Keys,
+    pub(crate) model: Model,
+    pub(crate) keys: Keys,
     name: String,
     connect_timeout: Option<Duration>,
     /// The URL's `sslmode`, for messages.
     ssl_mode: Mode,
     #[cfg(feature = "postgres-tls")]
     tls: Option<Arc<rustls::ClientConfig>>,
+    /// The schema of the warehouse-side diff's tables, when it is on.
+    pub(crate) pushdown_schema: Option<String>,
 }
 
 /// How long connecting may take when neither [`PostgresSource::with_connect_timeout`] nor
@@ -119,6 +121,7 @@ impl PostgresSource {
             ssl_mode: Mode::Prefer,
             #[cfg(feature = "postgres-tls")]
             tls: None,
+            pushdown_schema: None,
         }
     }
 
@@ -180,6 +183,15 @@ impl PostgresSource {
         self
     }
 
+    /// Diffs in the warehouse: a sync keeps, in `schema` (which must exist; rse creates its
+    /// tables there), the keys it delivered and a hash of each row, and a re-run reads only
+    /// the new and changed rows and the vanished keys (see [`crate::pushdown`]). The user
+    /// needs `USAGE` and `CREATE` on the schema. Needs PostgreSQL 14 or later and a key.
+    pub fn with_pushdown_schema(mut self, schema: impl Into<String>) -> Self {
+        self.pushdown_schema = Some(schema.into());
+        self
+    }
+
     /// How long connecting may take, TCP, TLS and login together (default: the URL's
     /// `connect_timeout`, else [`DEFAULT_CONNECT_TIMEOUT`]). A server that accepts and never
     /// answers then fails the read as [`SourceError::Unavailable`] instead of hanging it.
@@ -197,7 +209,7 @@ impl PostgresSource {
         self
     }
 
-    async fn connect(&self) -> Result<Client, SourceError> {
+    pub(crate) async fn connect(&self) -> Result<Client, SourceError> {
         // tokio-postgres's own timeout covers only the TCP connect, not the login after it.
         let timeout =
             self.connect_timeout.or(self.config.get_connect_timeout().copied()).unwrap_or(DEFAULT_CONNECT_TIMEOUT);
@@ -261,7 +273,7 @@ impl PostgresSource {
     }
 
     /// The schema and the wire kind of every column of `SELECT * FROM model`.
-    async fn describe(&self, client: &Client) -> Result<(Arc<Schema>, Vec<Kind>), SourceError> {
+    pub(crate) async fn describe(&self, client: &Client) -> Result<(Arc<Schema>, Vec<Kind>), SourceError> {
         let sql = format!("SELECT * FROM {}", self.model.sql_from());
         let statement = client.prepare(&sql).await.map_err(|e| self.error(e))?;
         let mut fields = Vec::with_capacity(statement.columns().len());
@@ -282,7 +294,7 @@ impl PostgresSource {
 
     /// Classifies a driver error: missing things are `NotFound`, connection trouble
     /// `Unavailable`, the rest `Other`.
-    fn error(&self, e: tokio_postgres::Error) -> SourceError {
+    pub(crate) fn error(&self, e: tokio_postgres::Error) -> SourceError {
         let label = self.model.label();
         if let Some(db) = e.as_db_error() {
             let code = db.code();
@@ -461,7 +473,7 @@ where
 
 /// How a column's binary value is decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Kind {
+pub(crate) enum Kind {
     Bool,
     Int2,
     Int4,
@@ -545,7 +557,7 @@ impl<'a> FromSql<'a> for Raw<'a> {
     }
 }
 
-fn decode_row(row: &tokio_postgres::Row, kinds: &[Kind], schema: &Schema) -> Result<Record, SourceError> {
+pub(crate) fn decode_row(row: &tokio_postgres::Row, kinds: &[Kind], schema: &Schema) -> Result<Record, SourceError> {
     let mut values = Vec::with_capacity(kinds.len());
     for (i, kind) in kinds.iter().enumerate() {
         let column = || schema.field(i).map(|f| f.name.as_str()).unwrap_or_default().to_owned();
@@ -739,6 +751,10 @@ impl Source for PostgresSource {
     async fn schema(&self) -> Result<Arc<Schema>, SourceError> {
         let client = self.connect().await?;
         Ok(self.describe(&client).await?.0)
+    }
+
+    fn pushdown(&self) -> Option<&dyn rse_core::PushdownSource> {
+        self.pushdown_schema.as_ref().map(|_| self as &dyn rse_core::PushdownSource)
     }
 
     async fn read(&self, request: ReadRequest) -> Result<RowBatchStream<'_>, SourceError> {

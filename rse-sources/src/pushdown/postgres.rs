@@ -1,0 +1,445 @@
+//! The warehouse-side diff on PostgreSQL: [`PushdownSource`] for [`PostgresSource`].
+//!
+//! The hash table of each sync lives in the schema named by
+//! [`PostgresSource::with_pushdown_schema`], created as `CREATE TABLE … AS SELECT <key> …
+//! WITH NO DATA` from the model so that its key columns have exactly the model's types
+//! (length, precision, collation), with a unique index on the key. The diff runs in one
+//! `REPEATABLE READ`, read-only transaction, so the changed rows and the vanished keys come
+//! from the same snapshot, and streams through a portal `batch_size` rows at a time as the
+//! plain read does. Keys are written as `text[]` arrays cast to the key columns' types
+//! (read back from the catalog), one statement per batch.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use rse_core::{
+    Key, PushdownBatch, PushdownSource, PushdownStream, ReadRequest, RowBatch, RowHash, Schema, SourceError, Value,
+};
+use tokio::sync::mpsc;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, IsolationLevel};
+
+use super::{Dialect, HASH_COLUMN, HashColumn, HashTable, KeyColumn, PushdownSql};
+use crate::postgres::{Kind, PostgresSource, decode_row};
+
+/// Which rows a diff read hands out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Read {
+    Changed,
+    Full,
+}
+
+impl PostgresSource {
+    fn pushdown_schema(&self) -> Result<&str, SourceError> {
+        self.pushdown_schema.as_deref().ok_or_else(|| {
+            SourceError::Unsupported(
+                "the warehouse-side diff is off for this source; turn it on with with_pushdown_schema".to_owned(),
+            )
+        })
+    }
+
+    /// The statements for `sync_id`, for a model of `schema`/`kinds`, keys untyped.
+    fn pushdown_sql(&self, sync_id: &str, schema: &Schema, kinds: &[Kind]) -> Result<PushdownSql, SourceError> {
+        let table = HashTable::for_sync(self.pushdown_schema()?, sync_id);
+        let columns = schema.fields().iter().zip(kinds).map(|(f, kind)| match kind {
+            // `json` has no hash function; its text is what the source reads anyway.
+            Kind::Json => HashColumn::as_text(&f.name),
+            Kind::Array(inner) if **inner == Kind::Json => HashColumn::as_text(&f.name),
+            _ => HashColumn::new(&f.name),
+        });
+        if self.keys.key.is_empty() {
+            return Err(SourceError::Unsupported(format!(
+                "the warehouse-side diff of `{}` needs the key columns; declare them with with_key",
+                self.model.label()
+            )));
+        }
+        let key = self.keys.key.iter().map(|name| {
+            let text = schema.index_of(name).and_then(|i| kinds.get(i)).is_some_and(|k| *k == Kind::Text);
+            KeyColumn::new(name).with_text(text)
+        });
+        let sql = PushdownSql::new(Dialect::Postgres, self.model.clone(), table).with_columns(columns).with_key(key);
+        sql.check()?;
+        Ok(sql)
+    }
+
+    /// Connects, for the statements that write keys: those need the key columns' types (read
+    /// from the hash table), not the model's other columns, so the model is not described.
+    async fn pushdown_writer(&self, sync_id: &str) -> Result<(Client, PushdownSql), SourceError> {
+        let table = HashTable::for_sync(self.pushdown_schema()?, sync_id);
+        let key = self.keys.key.iter().map(KeyColumn::new);
+        let sql = PushdownSql::new(Dialect::Postgres, self.model.clone(), table)
+            .with_columns(self.keys.key.iter().map(HashColumn::new))
+            .with_key(key);
+        sql.check()?;
+        let client = self.connect().await?;
+        let sql = self.typed(&client, &sql).await?;
+        Ok((client, sql))
+    }
+
+    /// Connects and describes the model: the client, its schema and kinds, and the statements.
+    async fn pushdown_session(
+        &self,
+        sync_id: &str,
+    ) -> Result<(Client, Arc<Schema>, Vec<Kind>, PushdownSql), SourceError> {
+        let client = self.connect().await?;
+        let (schema, kinds) = self.describe(&client).await?;
+        let sql = self.pushdown_sql(sync_id, &schema, &kinds)?;
+        Ok((client, schema, kinds, sql))
+    }
+
+    /// Creates the syncs table, the sync's row and its hash table when missing.
+    async fn ensure_tables(&self, client: &Client, sync_id: &str, sql: &PushdownSql) -> Result<(), SourceError> {
+        let mut statements = vec![sql.create_syncs_table()?];
+        statements.extend(sql.create_hash_table()?);
+        for s in statements {
+            client.batch_execute(&s.sql).await.map_err(|e| self.pushdown_error(e, sql))?;
+        }
+        let register = sql.register_sync()?;
+        client.execute(&register.sql, &[&sync_id, &sql.table().name]).await.map_err(|e| self.pushdown_error(e, sql))?;
+        Ok(())
+    }
+
+    /// The statements again, with each key column's exact type read from the hash table.
+    async fn typed(&self, client: &Client, sql: &PushdownSql) -> Result<PushdownSql, SourceError> {
+        let table = sql.table();
+        let rows = client
+            .query(
+                "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a \
+                 JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped",
+                &[&table.schema, &table.name],
+            )
+            .await
+            .map_err(|e| self.pushdown_error(e, sql))?;
+        if rows.is_empty() {
+            return Err(SourceError::NotFound {
+                what: format!("rse's hash table `{}.{}`", table.schema, table.name),
+                hint: Some(
+                    "it is created when a run starts (PushdownSource::epoch); was it dropped meanwhile?".to_owned(),
+                ),
+            });
+        }
+        let mut key = Vec::with_capacity(sql.key().len());
+        for k in sql.key() {
+            let ty: Option<String> = rows.iter().find(|r| r.get::<_, String>(0) == k.name).map(|r| r.get(1));
+            let ty = ty.ok_or_else(|| SourceError::NotFound {
+                what: format!("key column `{}` in rse's hash table `{}.{}`", k.name, table.schema, table.name),
+                hint: Some(
+                    "the table was created for other key columns; drop it (the next run re-diffs in full)".to_owned(),
+                ),
+            })?;
+            key.push(k.clone().with_type(ty));
+        }
+        Ok(sql.clone().with_key(key))
+    }
+
+    /// A driver error of the pushdown's statements, saying what to fix.
+    fn pushdown_error(&self, e: tokio_postgres::Error, sql: &PushdownSql) -> SourceError {
+        let schema = &sql.table().schema;
+        if let Some(db) = e.as_db_error() {
+            let code = db.code();
+            if *code == SqlState::INVALID_SCHEMA_NAME && db.message().contains(schema.as_str()) {
+                return SourceError::NotFound {
+                    what: format!("schema `{schema}` for rse's pushdown tables"),
+                    hint: Some(format!(
+                        "create it (CREATE SCHEMA \"{schema}\") or name an existing one with with_pushdown_schema"
+                    )),
+                };
+            }
+            if *code == SqlState::INSUFFICIENT_PRIVILEGE {
+                return SourceError::Other {
+                    message: format!(
+                        "no permission for rse's pushdown tables in schema `{schema}` ({}); grant it: \
+                         GRANT USAGE, CREATE ON SCHEMA \"{schema}\" TO <the source's user>",
+                        db.message()
+                    ),
+                    source: Some(Box::new(e)),
+                };
+            }
+            if *code == SqlState::UNDEFINED_FUNCTION && db.message().contains("hash_record_extended") {
+                return SourceError::Unsupported(
+                    "the warehouse-side diff needs PostgreSQL 14 or later (hash_record_extended); \
+                     read without it on this server"
+                        .to_owned(),
+                );
+            }
+            if *code == SqlState::UNDEFINED_FUNCTION && db.message().contains("hash") {
+                return SourceError::Unsupported(format!(
+                    "a column of `{}` has a type PostgreSQL cannot hash ({}); cast it to text in a query model",
+                    self.model.label(),
+                    db.message()
+                ));
+            }
+        }
+        self.error(e)
+    }
+
+    /// Streams the diff read on its own task.
+    async fn read_diff(
+        &self,
+        sync_id: &str,
+        request: ReadRequest,
+        read: Read,
+    ) -> Result<PushdownStream<'_>, SourceError> {
+        if request.cursor.is_some() {
+            return Err(SourceError::Unsupported(
+                "a warehouse-side diff reads no cursor; incremental reads and pushdown exclude each other".to_owned(),
+            ));
+        }
+        let (client, schema, kinds, sql) = self.pushdown_session(sync_id).await?;
+        self.ensure_tables(&client, sync_id, &sql).await?;
+        let (tx, rx) = mpsc::channel(crate::stream::IN_FLIGHT);
+        let source = self.clone();
+        let handle = tokio::spawn(async move {
+            if let Err(e) = source.produce_diff(client, &request, schema, kinds, &sql, read, &tx).await {
+                let _ = tx.send(Err(e)).await;
+            }
+        });
+        let what = self.model.label();
+        Ok(futures::stream::unfold((rx, Some(handle), what), |(mut rx, handle, what)| async move {
+            if let Some(item) = rx.recv().await {
+                return Some((item, (rx, handle, what)));
+            }
+            match handle?.await {
+                Ok(()) => None,
+                Err(e) => Some((
+                    Err(SourceError::Other {
+                        message: format!("the warehouse-side diff of `{what}` stopped unexpectedly"),
+                        source: Some(Box::new(e)),
+                    }),
+                    (rx, None, what),
+                )),
+            }
+        })
+        .boxed())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn produce_diff(
+        &self,
+        mut client: Client,
+        request: &ReadRequest,
+        schema: Arc<Schema>,
+        kinds: Vec<Kind>,
+        sql: &PushdownSql,
+        read: Read,
+        tx: &mpsc::Sender<Result<PushdownBatch, SourceError>>,
+    ) -> Result<(), SourceError> {
+        let failed = |e| self.pushdown_error(e, sql);
+        let transaction = client
+            .build_transaction()
+            .read_only(true)
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .start()
+            .await
+            .map_err(failed)?;
+        // The changed rows and the vanished keys come from one full join (see `diff_rows`).
+        let rows_sql = match read {
+            Read::Changed => sql.diff_rows()?,
+            Read::Full => sql.all_rows()?,
+        };
+        let statement = transaction.prepare(&rows_sql.sql).await.map_err(failed)?;
+        if !statement.params().is_empty() {
+            return Err(SourceError::Other {
+                message: format!(
+                    "query model `{}` takes parameters; a query model must not contain `$n` placeholders",
+                    self.model.label()
+                ),
+                source: None,
+            });
+        }
+        let batch_size = request.batch_size.clamp(1, i32::MAX as usize);
+        let no_params: [&(dyn ToSql + Sync); 0] = [];
+        let portal = transaction.bind(&statement, &no_params).await.map_err(failed)?;
+        let hash_at = kinds.len();
+        loop {
+            let rows = transaction.query_portal(&portal, batch_size as i32).await.map_err(failed)?;
+            let done = rows.len() < batch_size;
+            if !rows.is_empty() {
+                let mut records = Vec::with_capacity(rows.len());
+                let mut hashes = Vec::with_capacity(rows.len());
+                let mut vanished = Vec::new();
+                for row in &rows {
+                    let record = decode_row(row, &kinds, &schema)?;
+                    let hash: Option<i64> = row.try_get(hash_at).map_err(|e| SourceError::Malformed {
+                        location: format!("column `{HASH_COLUMN}`"),
+                        reason: format!("the server sent a row hash rse could not take ({e})"),
+                    })?;
+                    match hash {
+                        Some(hash) => {
+                            records.push(record);
+                            hashes.push(row_hash(hash));
+                        }
+                        // Only a key the model no longer has comes without a hash.
+                        None => vanished.push(record.key(&schema).map_err(|e| SourceError::Malformed {
+                            location: format!("a key of rse's hash table for `{}`", self.model.label()),
+                            reason: e.to_string(),
+                        })?),
+                    }
+                }
+                drop(rows);
+                let mut batch = PushdownBatch::rows(RowBatch::new(schema.clone(), records), hashes)?;
+                batch.vanished = vanished;
+                if tx.send(Ok(batch)).await.is_err() {
+                    return Ok(());
+                }
+            }
+            if done {
+                break;
+            }
+        }
+        transaction.commit().await.map_err(failed)
+    }
+}
+
+/// PostgreSQL's 64-bit row hash as rse's opaque hash bytes.
+fn row_hash(hash: i64) -> RowHash {
+    RowHash::new(hash.to_be_bytes().to_vec())
+}
+
+/// Each key's values as the text input of the key columns' types, one array per column.
+fn key_arrays(keys: &[Key], columns: usize) -> Result<Vec<Vec<Option<String>>>, SourceError> {
+    let mut arrays = vec![Vec::with_capacity(keys.len()); columns];
+    for key in keys {
+        let values = key.decode().map_err(|e| SourceError::Malformed {
+            location: "a key handed to the warehouse-side diff".to_owned(),
+            reason: e.to_string(),
+        })?;
+        if values.len() != columns {
+            return Err(SourceError::Malformed {
+                location: "a key handed to the warehouse-side diff".to_owned(),
+                reason: format!("it has {} values and the model {columns} key columns", values.len()),
+            });
+        }
+        for (array, value) in arrays.iter_mut().zip(&values) {
+            array.push(key_text(value)?);
+        }
+    }
+    Ok(arrays)
+}
+
+/// One key value as PostgreSQL's text input for its column's type.
+fn key_text(value: &Value) -> Result<Option<String>, SourceError> {
+    Ok(Some(match value {
+        Value::Null => return Ok(None),
+        Value::Bool(b) => b.to_string(),
+        Value::Int(i) => i.to_string(),
+        Value::Float(f) => f.to_string(),
+        Value::Decimal(d) => d.as_str().to_owned(),
+        Value::String(s) => s.clone(),
+        Value::Date(days) => rse_core::time::format_date(*days),
+        Value::Timestamp(micros) => rse_core::time::format_timestamp_micros(*micros),
+        Value::Bytes(b) => {
+            let mut text = String::with_capacity(2 + b.len() * 2);
+            text.push_str("\\x");
+            for byte in b.iter() {
+                text.push_str(&format!("{byte:02x}"));
+            }
+            text
+        }
+        other => {
+            return Err(SourceError::Unsupported(format!(
+                "a {} key cannot be written to rse's hash table; key the model by scalar columns",
+                other.type_name()
+            )));
+        }
+    }))
+}
+
+/// The 64-bit hash back from rse's opaque bytes.
+fn hash_value(hash: &RowHash) -> Result<i64, SourceError> {
+    let bytes: [u8; 8] = hash.as_bytes().try_into().map_err(|_| SourceError::Malformed {
+        location: "a row hash handed to the warehouse-side diff".to_owned(),
+        reason: format!("it has {} bytes; PostgreSQL's row hashes have 8", hash.as_bytes().len()),
+    })?;
+    Ok(i64::from_be_bytes(bytes))
+}
+
+fn params<'a>(arrays: &'a [Vec<Option<String>>], hashes: Option<&'a Vec<i64>>) -> Vec<&'a (dyn ToSql + Sync)> {
+    let mut out: Vec<&(dyn ToSql + Sync)> = arrays.iter().map(|a| a as &(dyn ToSql + Sync)).collect();
+    if let Some(h) = hashes {
+        out.push(h);
+    }
+    out
+}
+
+#[async_trait]
+impl PushdownSource for PostgresSource {
+    async fn epoch(&self, sync_id: &str) -> Result<Option<String>, SourceError> {
+        let (client, _, _, sql) = self.pushdown_session(sync_id).await?;
+        self.ensure_tables(&client, sync_id, &sql).await?;
+        let read = sql.read_epoch()?;
+        let row = client.query_opt(&read.sql, &[&sync_id]).await.map_err(|e| self.pushdown_error(e, &sql))?;
+        Ok(row.and_then(|r| r.get::<_, Option<String>>(0)))
+    }
+
+    async fn begin_full(&self, sync_id: &str) -> Result<(), SourceError> {
+        let (mut client, _, _, sql) = self.pushdown_session(sync_id).await?;
+        self.ensure_tables(&client, sync_id, &sql).await?;
+        let failed = |e| self.pushdown_error(e, &sql);
+        let transaction = client.transaction().await.map_err(failed)?;
+        let clear = sql.write_epoch()?;
+        transaction.execute(&clear.sql, &[&sync_id, &None::<String>]).await.map_err(failed)?;
+        transaction.batch_execute(&sql.forget_hashes()?.sql).await.map_err(failed)?;
+        transaction.commit().await.map_err(failed)
+    }
+
+    async fn read_changed(&self, sync_id: &str, request: ReadRequest) -> Result<PushdownStream<'_>, SourceError> {
+        self.read_diff(sync_id, request, Read::Changed).await
+    }
+
+    async fn read_full(&self, sync_id: &str, request: ReadRequest) -> Result<PushdownStream<'_>, SourceError> {
+        self.read_diff(sync_id, request, Read::Full).await
+    }
+
+    async fn record_intents(&self, sync_id: &str, keys: &[Key]) -> Result<(), SourceError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let (client, sql) = self.pushdown_writer(sync_id).await?;
+        let arrays = key_arrays(keys, sql.key().len())?;
+        let insert = sql.record_intents(keys.len())?;
+        client.execute(&insert.sql, &params(&arrays, None)).await.map_err(|e| self.pushdown_error(e, &sql))?;
+        Ok(())
+    }
+
+    async fn record_delivered(&self, sync_id: &str, delivered: &[(Key, Option<RowHash>)]) -> Result<(), SourceError> {
+        if delivered.is_empty() {
+            return Ok(());
+        }
+        let mut upserted = Vec::new();
+        let mut hashes = Vec::new();
+        let mut deleted = Vec::new();
+        for (key, hash) in delivered {
+            match hash {
+                Some(h) => {
+                    upserted.push(key.clone());
+                    hashes.push(hash_value(h)?);
+                }
+                None => deleted.push(key.clone()),
+            }
+        }
+        let (mut client, sql) = self.pushdown_writer(sync_id).await?;
+        let failed = |e| self.pushdown_error(e, &sql);
+        let statements = sql.record_delivered(upserted.len(), deleted.len())?;
+        let transaction = client.transaction().await.map_err(failed)?;
+        if !deleted.is_empty() {
+            let arrays = key_arrays(&deleted, sql.key().len())?;
+            transaction.execute(&statements[0].sql, &params(&arrays, None)).await.map_err(failed)?;
+        }
+        if !upserted.is_empty() {
+            let arrays = key_arrays(&upserted, sql.key().len())?;
+            transaction.execute(&statements[1].sql, &params(&arrays, Some(&hashes))).await.map_err(failed)?;
+        }
+        transaction.commit().await.map_err(failed)
+    }
+
+    async fn complete(&self, sync_id: &str, epoch: &str) -> Result<(), SourceError> {
+        let (client, sql) = self.pushdown_writer(sync_id).await?;
+        let write = sql.write_epoch()?;
+        client.execute(&write.sql, &[&sync_id, &Some(epoch)]).await.map_err(|e| self.pushdown_error(e, &sql))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,319 @@
+//! The warehouse-side diff on a real PostgreSQL: what `PostgresSource`'s pushdown hands out
+//! after changes, deletions, forgotten hashes and acknowledgements, and the errors that say
+//! what to fix.
+//!
+//! The server is `RSE_POSTGRES_URL` (default the local one); each test works in its own
+//! schemas and drops them. Unreachable: skipped, or failed when `CI=true`.
+#![cfg(feature = "postgres")]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use futures::TryStreamExt;
+use rse_core::testing::{service_url, unavailable, unique_id};
+use rse_core::{Key, PushdownSource, ReadRequest, RowHash, Source, SourceError, Value};
+use rse_sources::Model;
+use rse_sources::postgres::PostgresSource;
+use tokio_postgres::{Client, NoTls};
+
+const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// A model schema and a pushdown schema of the test's own, dropped at the end.
+struct World {
+    client: Client,
+    url: String,
+    models: String,
+    state: String,
+}
+
+impl World {
+    async fn new() -> Option<Self> {
+        let url = service_url("RSE_POSTGRES_URL", DEFAULT_URL);
+        let (client, connection) = match tokio_postgres::connect(&url, NoTls).await {
+            Ok(c) => c,
+            Err(e) => {
+                unavailable("PostgreSQL", &url, e);
+                return None;
+            }
+        };
+        tokio::spawn(connection);
+        let models = unique_id("rse_pd_model");
+        let state = unique_id("rse_pd_state");
+        client.batch_execute(&format!("CREATE SCHEMA \"{models}\"; CREATE SCHEMA \"{state}\"")).await.unwrap();
+        Some(Self { client, url, models, state })
+    }
+
+    async fn exec(&self, sql: &str) {
+        self.client.batch_execute(&format!("SET search_path TO \"{}\"; {sql}", self.models)).await.unwrap();
+    }
+
+    fn source(&self, model: Model, key: &[&str]) -> PostgresSource {
+        PostgresSource::from_url(&self.url, model)
+            .unwrap()
+            .with_key(key.iter().map(|k| (*k).to_owned()))
+            .with_pushdown_schema(&self.state)
+    }
+
+    async fn drop(self) {
+        self.client
+            .batch_execute(&format!("DROP SCHEMA \"{}\" CASCADE; DROP SCHEMA \"{}\" CASCADE", self.models, self.state))
+            .await
+            .unwrap();
+    }
+}
+
+/// What one diff read handed out: each row's values with its hash, and the vanished keys.
+#[derive(Debug, Default)]
+struct Diff {
+    rows: Vec<(Vec<Value>, RowHash)>,
+    vanished: Vec<Key>,
+}
+
+impl Diff {
+    fn keys(&self, key_columns: &[usize]) -> Vec<Vec<Value>> {
+        self.rows.iter().map(|(v, _)| key_columns.iter().map(|&i| v[i].clone()).collect()).collect()
+    }
+
+    fn delivered(&self, key_columns: &[usize]) -> Vec<(Key, Option<RowHash>)> {
+        self.rows.iter().map(|(v, h)| (Key::from_values(key_columns.iter().map(|&i| &v[i])), Some(h.clone()))).collect()
+    }
+}
+
+async fn diff(source: &dyn PushdownSource, sync: &str, full: bool) -> Diff {
+    let request = ReadRequest::full().with_order_by_key(true).with_batch_size(2);
+    let stream = if full { source.read_full(sync, request).await } else { source.read_changed(sync, request).await };
+    let batches: Vec<_> = stream.unwrap().try_collect().await.unwrap();
+    let mut out = Diff::default();
+    for b in batches {
+        assert_eq!(b.rows.records.len(), b.hashes.len());
+        for (r, h) in b.rows.records.into_iter().zip(b.hashes) {
+            out.rows.push((r.values, h));
+        }
+        out.vanished.extend(b.vanished);
+    }
+    out
+}
+
+/// Acknowledges every row of `diff` as the runner would: intents, then hashes.
+async fn deliver(source: &dyn PushdownSource, sync: &str, diff: &Diff, key_columns: &[usize]) {
+    let delivered = diff.delivered(key_columns);
+    let keys: Vec<Key> = delivered.iter().map(|(k, _)| k.clone()).collect();
+    source.record_intents(sync, &keys).await.unwrap();
+    source.record_delivered(sync, &delivered).await.unwrap();
+}
+
+fn s(text: &str) -> Value {
+    Value::String(text.to_owned())
+}
+
+#[tokio::test]
+async fn a_rerun_hands_out_exactly_the_new_changed_and_vanished_rows_in_key_order() {
+    let Some(world) = World::new().await else { return };
+    // A text key under a locale collation where one exists, so that only COLLATE "C" gives
+    // rse's byte order ("B" before "a").
+    let icu = world.client.query("SELECT 1 FROM pg_collation WHERE collname = 'und-x-icu'", &[]).await.unwrap();
+    let collate = if icu.is_empty() { "" } else { r#"COLLATE "und-x-icu""# };
+    world
+        .exec(&format!(
+            "CREATE TABLE people (region text {collate}, id int8, name text, score float8, tags jsonb, doc json,
+               seen timestamptz, PRIMARY KEY (region, id));
+             INSERT INTO people VALUES
+               ('a', 1, 'Ann', 1.5, '{{\"x\": 1}}', '[1, 2]', '2024-01-01 00:00:00+00'),
+               ('a', 2, 'Bob', NULL, NULL, NULL, NULL),
+               ('B', 1, 'Cid', 2.5, '[]', '{{}}', '2024-01-02 00:00:00+00'),
+               ('B', 2, 'Dee', 3.5, '{{}}', '\"text\"', '2024-01-03 00:00:00+00'),
+               ('c', 7, 'Eve', 0, '{{}}', '1', '2024-01-04 00:00:00+00');"
+        ))
+        .await;
+    let source = world.source(Model::qualified(&world.models, "people"), &["region", "id"]);
+    let pushdown = source.pushdown().expect("pushdown is on");
+    let key = [0, 1];
+    let sync = "people-to-crm";
+
+    assert_eq!(pushdown.epoch(sync).await.unwrap(), None, "a new sync has no epoch");
+    let first = diff(pushdown, sync, false).await;
+    assert_eq!(
+        first.keys(&key),
+        vec![
+            vec![s("B"), Value::Int(1)],
+            vec![s("B"), Value::Int(2)],
+            vec![s("a"), Value::Int(1)],
+            vec![s("a"), Value::Int(2)],
+            vec![s("c"), Value::Int(7)]
+        ],
+        "every row is new, in rse's key order"
+    );
+    assert!(first.vanished.is_empty());
+    // The rows are the plain read's rows, hashes beside them.
+    let plain: Vec<_> =
+        source.read(ReadRequest::full().with_order_by_key(true)).await.unwrap().try_collect().await.unwrap();
+    let plain: Vec<Vec<Value>> = plain.into_iter().flat_map(|b| b.records).map(|r| r.values).collect();
+    assert_eq!(first.rows.iter().map(|(v, _)| v.clone()).collect::<Vec<_>>(), plain);
+
+    deliver(pushdown, sync, &first, &key).await;
+    let unchanged = diff(pushdown, sync, false).await;
+    assert!(unchanged.rows.is_empty() && unchanged.vanished.is_empty(), "nothing changed: {unchanged:?}");
+
+    // A change in a plain column, a value set to NULL, a NULL set to a value, a change inside
+    // a json document (no column says when a row changed), a new row, a deleted row.
+    world
+        .exec(
+            "UPDATE people SET name = 'Ann2' WHERE region = 'a' AND id = 1;
+             UPDATE people SET score = NULL WHERE region = 'B' AND id = 1;
+             UPDATE people SET score = 9 WHERE region = 'a' AND id = 2;
+             UPDATE people SET doc = '\"other\"' WHERE region = 'B' AND id = 2;
+             INSERT INTO people VALUES ('A', 3, 'New', 1, NULL, NULL, NULL);
+             DELETE FROM people WHERE region = 'c';",
+        )
+        .await;
+    let second = diff(pushdown, sync, false).await;
+    assert_eq!(
+        second.keys(&key),
+        vec![
+            vec![s("A"), Value::Int(3)],
+            vec![s("B"), Value::Int(1)],
+            vec![s("B"), Value::Int(2)],
+            vec![s("a"), Value::Int(1)],
+            vec![s("a"), Value::Int(2)]
+        ]
+    );
+    assert_eq!(second.rows[3].0[2], s("Ann2"));
+    assert_eq!(second.vanished, vec![Key::from_values([&s("c"), &Value::Int(7)])]);
+    // A changed row's hash differs from the one delivered; an unchanged row's is the same.
+    let hash_of = |d: &Diff, region: &str, id: i64| {
+        d.rows.iter().find(|(v, _)| v[0] == s(region) && v[1] == Value::Int(id)).map(|(_, h)| h.clone())
+    };
+    assert_ne!(hash_of(&first, "a", 1), hash_of(&second, "a", 1));
+
+    // Acknowledge the changes and the delete: nothing left to hand out.
+    deliver(pushdown, sync, &second, &key).await;
+    pushdown.record_delivered(sync, &[(second.vanished[0].clone(), None)]).await.unwrap();
+    let settled = diff(pushdown, sync, false).await;
+    assert!(settled.rows.is_empty() && settled.vanished.is_empty(), "{settled:?}");
+
+    // An intent without an acknowledgement (a crash in between) leaves the key unknown,
+    // whether it was known before or not: it is read again, and a delete of it is not missed.
+    let bob = Key::from_values([&s("a"), &Value::Int(2)]);
+    pushdown.record_intents(sync, std::slice::from_ref(&bob)).await.unwrap();
+    assert_eq!(diff(pushdown, sync, false).await.keys(&key), vec![vec![s("a"), Value::Int(2)]]);
+    pushdown.record_delivered(sync, &[(bob.clone(), None)]).await.unwrap();
+    pushdown.record_intents(sync, std::slice::from_ref(&bob)).await.unwrap();
+    pushdown.record_intents(sync, std::slice::from_ref(&bob)).await.unwrap();
+    assert_eq!(diff(pushdown, sync, false).await.keys(&key), vec![vec![s("a"), Value::Int(2)]]);
+    world.exec("DELETE FROM people WHERE region = 'a' AND id = 2").await;
+    let gone = diff(pushdown, sync, false).await;
+    assert!(gone.rows.is_empty());
+    assert_eq!(gone.vanished, vec![bob]);
+    world.drop().await;
+}
+
+#[tokio::test]
+async fn a_full_rediff_forgets_hashes_keeps_keys_and_records_its_epoch() {
+    let Some(world) = World::new().await else { return };
+    world.exec("CREATE TABLE t (id int4 PRIMARY KEY, v text); INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, 5) g").await;
+    let source = world.source(Model::qualified(&world.models, "t"), &["id"]);
+    let pushdown = source.pushdown().unwrap();
+    let sync = "full";
+    assert_eq!(pushdown.epoch(sync).await.unwrap(), None);
+    let all = diff(pushdown, sync, true).await;
+    assert_eq!(all.rows.len(), 5);
+    deliver(pushdown, sync, &all, &[0]).await;
+    pushdown.complete(sync, "epoch-1").await.unwrap();
+    assert_eq!(pushdown.epoch(sync).await.unwrap().as_deref(), Some("epoch-1"));
+    assert!(diff(pushdown, sync, false).await.rows.is_empty());
+
+    pushdown.begin_full(sync).await.unwrap();
+    assert_eq!(pushdown.epoch(sync).await.unwrap(), None, "a full re-diff in progress clears the epoch");
+    // Every hash is unknown now: every row is read again, and no key was dropped, so a
+    // key deleted meanwhile is still reported as vanished.
+    world.exec("DELETE FROM t WHERE id = 5").await;
+    let after = diff(pushdown, sync, false).await;
+    assert_eq!(after.rows.len(), 4);
+    assert_eq!(after.vanished, vec![Key::from_values([&Value::Int(5)])]);
+    // The full read hands out every row with the same hashes as before (stable).
+    let full = diff(pushdown, sync, true).await;
+    assert!(full.vanished.is_empty());
+    for (row, hash) in &full.rows {
+        let before = all.rows.iter().find(|(v, _)| v[0] == row[0]).map(|(_, h)| h);
+        assert_eq!(before, Some(hash));
+    }
+    // Two syncs of one model keep separate tables.
+    assert_eq!(diff(pushdown, "other-sync", false).await.rows.len(), 4);
+    world.drop().await;
+}
+
+#[tokio::test]
+async fn a_query_model_with_quoted_names_and_a_composite_key() {
+    let Some(world) = World::new().await else { return };
+    world
+        .exec(
+            "CREATE TABLE src (\"Tenant Id\" int8, \"we\"\"ird\" varchar(10), amount numeric(12, 2), d date);
+             INSERT INTO src VALUES (2, 'x', 1.50, '2024-02-29'), (1, 'y', 2.00, NULL), (1, 'x', NULL, '2024-01-01');",
+        )
+        .await;
+    let query = format!(
+        "SELECT \"Tenant Id\", \"we\"\"ird\", amount, d FROM \"{}\".src WHERE amount IS DISTINCT FROM 0",
+        world.models
+    );
+    let source = world.source(Model::query(query), &["Tenant Id", "we\"ird"]);
+    let pushdown = source.pushdown().unwrap();
+    let sync = "query \"model\"";
+    let first = diff(pushdown, sync, false).await;
+    let text = |t: &str| s(t);
+    assert_eq!(
+        first.keys(&[0, 1]),
+        vec![vec![Value::Int(1), text("x")], vec![Value::Int(1), text("y")], vec![Value::Int(2), text("x")]]
+    );
+    deliver(pushdown, sync, &first, &[0, 1]).await;
+    world.exec("UPDATE src SET amount = 0 WHERE \"Tenant Id\" = 2; UPDATE src SET d = '2025-01-01' WHERE \"we\"\"ird\" = 'y'").await;
+    let second = diff(pushdown, sync, false).await;
+    assert_eq!(second.keys(&[0, 1]), vec![vec![Value::Int(1), text("y")]]);
+    assert_eq!(second.vanished, vec![Key::from_values([&Value::Int(2), &text("x")])], "filtered out by the query");
+    world.drop().await;
+}
+
+#[tokio::test]
+async fn a_missing_schema_names_the_schema_and_how_to_create_it() {
+    let Some(world) = World::new().await else { return };
+    world.exec("CREATE TABLE t (id int4 PRIMARY KEY)").await;
+    let source = PostgresSource::from_url(&world.url, Model::qualified(&world.models, "t"))
+        .unwrap()
+        .with_key(["id"])
+        .with_pushdown_schema("rse_no_such_schema");
+    let err = source.pushdown().unwrap().epoch("s").await.unwrap_err();
+    assert!(matches!(err, SourceError::NotFound { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(text.contains("`rse_no_such_schema`") && text.contains("CREATE SCHEMA"), "{text}");
+    // Without a pushdown schema the source offers no pushdown.
+    let plain = PostgresSource::from_url(&world.url, Model::qualified(&world.models, "t")).unwrap().with_key(["id"]);
+    assert!(plain.pushdown().is_none());
+    world.drop().await;
+}
+
+#[tokio::test]
+async fn no_permission_on_the_schema_says_what_to_grant() {
+    let Some(world) = World::new().await else { return };
+    let role = unique_id("rse_pd_reader");
+    world
+        .exec(&format!(
+            "CREATE TABLE t (id int4 PRIMARY KEY); CREATE ROLE \"{role}\" LOGIN;
+             GRANT USAGE ON SCHEMA \"{m}\" TO \"{role}\"; GRANT SELECT ON t TO \"{role}\";
+             GRANT USAGE ON SCHEMA \"{s}\" TO \"{role}\";",
+            m = world.models,
+            s = world.state
+        ))
+        .await;
+    let config: tokio_postgres::Config = world.url.parse().unwrap();
+    let mut config = config;
+    config.user(&role);
+    let source = PostgresSource::new(config, Model::qualified(&world.models, "t"))
+        .with_key(["id"])
+        .with_pushdown_schema(&world.state);
+    let err = source.pushdown().unwrap().epoch("s").await.unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("GRANT USAGE, CREATE ON SCHEMA") && text.contains(&world.state), "{text}");
+    world.client.batch_execute(&format!("DROP SCHEMA \"{}\" CASCADE", world.models)).await.unwrap();
+    world
+        .client
+        .batch_execute(&format!("DROP SCHEMA \"{}\" CASCADE; DROP ROLE \"{role}\"", world.state))
+        .await
+        .unwrap();
+}
