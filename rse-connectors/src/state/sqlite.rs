@@ -693,6 +693,13 @@ impl StateStore for SqliteStateStore {
                     remove.execute(params![id, key.as_bytes()])?;
                 }
             }
+            // An applied entry clears its key's rejection. Most commits meet a sync with no
+            // rejection at all (an initial load always does): one look first saves a
+            // search of the rejected set per key.
+            let rejections = !applied.is_empty()
+                && tx
+                    .prepare_cached("SELECT EXISTS (SELECT 1 FROM rse_rejected WHERE sync = ?1)")?
+                    .query_row([id], |r| r.get::<_, bool>(0))?;
             if !applied.is_empty() {
                 let mut clear = tx.prepare_cached("DELETE FROM rse_rejected WHERE sync = ?1 AND key = ?2")?;
                 let mut write = tx.prepare_cached(
@@ -702,7 +709,9 @@ impl StateStore for SqliteStateStore {
                 )?;
                 for entry in &applied {
                     let (op, fp, version) = pending_columns(entry.pending.as_ref());
-                    clear.execute(params![id, entry.key.as_bytes()])?;
+                    if rejections {
+                        clear.execute(params![id, entry.key.as_bytes()])?;
+                    }
                     write.execute(params![
                         id,
                         entry.key.as_bytes(),
