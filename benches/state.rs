@@ -99,10 +99,8 @@ fn bench_store(
         b.iter(|| {
             let keys = next..next + INITIAL;
             next += INITIAL;
-            let intents = StateCommit {
-                intents: keys.clone().map(|i| (key(i), pending(i))).collect(),
-                ..StateCommit::default()
-            };
+            let intents =
+                StateCommit { intents: keys.clone().map(|i| (key(i), pending(i))).collect(), ..StateCommit::default() };
             rt.block_on(store.commit(&lease, intents)).unwrap();
             let applied = StateCommit { applied: keys.map(|i| entry(i, 1)).collect(), ..StateCommit::default() };
             rt.block_on(store.commit(&lease, applied)).unwrap();
