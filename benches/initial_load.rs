@@ -43,7 +43,8 @@ fn env_usize(var: &str, default: usize) -> usize {
     std::env::var(var).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-/// CPU seconds (user + system) of this process and of every `postgres` process.
+/// CPU seconds (user + system) of this process and of every `postgres` process, with the
+/// processes they have reaped. Other clients of the server count too.
 fn cpu() -> (f64, f64) {
     let ticks = 100.0; // USER_HZ on Linux
     let of = |stat: &str| -> Option<(String, f64)> {
@@ -51,9 +52,13 @@ fn cpu() -> (f64, f64) {
         let close = stat.rfind(')')?;
         let name = stat[open + 1..close].to_owned();
         let fields: Vec<&str> = stat[close + 2..].split(' ').collect();
-        let utime: f64 = fields.get(11)?.parse().ok()?;
-        let stime: f64 = fields.get(12)?.parse().ok()?;
-        Some((name, (utime + stime) / ticks))
+        // utime, stime, and cutime, cstime: the postmaster gathers there the CPU of the
+        // backends it has reaped (a source's connection ends before the run does).
+        let mut sum = 0.0;
+        for i in 11..=14 {
+            sum += fields.get(i)?.parse::<f64>().ok()?;
+        }
+        Some((name, sum / ticks))
     };
     let own = std::fs::read_to_string("/proc/self/stat").ok().and_then(|s| of(&s)).map_or(0.0, |(_, t)| t);
     let mut server = 0.0;
