@@ -4,6 +4,10 @@
 //!   1024 pushed, then `finish`; 1 % of the records differ from the snapshot.
 //! - `diff/merge/1pct_changed`: the same through `MergeDiff` over a `MemoryStateStore`
 //!   filled once, outside the timed loop.
+//! - `diff/lookup/1pct_changed`: the pushdown strategy's `LookupDiff` over the same store,
+//!   pushed only the 1 % of records that changed (what a pushdown source hands out), each
+//!   batch looked up with `StateStore::get`. Throughput counts the whole model's rows, as
+//!   the other two, so the figures compare the same re-run.
 //! - `diff/hash/unchanged`: the hash diff's unchanged path alone (0 % changed), whose target
 //!   is 2,000,000 rows/s per core. The whole table is cloned before the timed pass, so every
 //!   record is out of cache when the diff reads and frees it.
@@ -25,7 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
-use rse_core::diff::{DiffOutput, Differ, HashDiff, MergeDiff};
+use rse_core::diff::{DiffOutput, Differ, HashDiff, LookupDiff, MergeDiff};
 use rse_core::memory::MemoryStateStore;
 use rse_core::{
     Fingerprint, FingerprintAlgorithm, Fingerprinter, Key, Record, Schema, SnapshotEntry, StateCommit, StateStore,
@@ -152,6 +156,30 @@ fn bench_diff(c: &mut Criterion) {
             || t.batches.clone(),
             |batches| {
                 let mut differ = MergeDiff::new(store.clone(), SYNC, ALGORITHM, PAGE);
+                let out = rt.block_on(run(&mut differ, &t.schema, batches));
+                assert_eq!(out.planned.len(), expected_updates);
+                (differ, out)
+            },
+            BatchSize::LargeInput,
+        );
+    });
+
+    let changed: Vec<Vec<Record>> = t
+        .batches
+        .iter()
+        .flatten()
+        .enumerate()
+        .filter(|(i, _)| i % 100 == 0)
+        .map(|(_, r)| r.clone())
+        .collect::<Vec<_>>()
+        .chunks(BATCH)
+        .map(<[Record]>::to_vec)
+        .collect();
+    group.bench_function("lookup/1pct_changed", |b| {
+        b.iter_batched(
+            || changed.clone(),
+            |batches| {
+                let mut differ = LookupDiff::new(store.clone(), SYNC, ALGORITHM, PAGE);
                 let out = rt.block_on(run(&mut differ, &t.schema, batches));
                 assert_eq!(out.planned.len(), expected_updates);
                 (differ, out)

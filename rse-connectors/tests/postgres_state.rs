@@ -76,6 +76,7 @@ async fn a_schema_of_version_2_is_migrated_and_its_refused_records_and_cursors_r
              ALTER TABLE \"{schema}\".rse_syncs DROP COLUMN cursor_value;
              ALTER TABLE \"{schema}\".rse_snapshot DROP COLUMN memo;
              DROP TABLE \"{schema}\".rse_pauses;
+             ALTER TABLE \"{schema}\".rse_syncs DROP COLUMN pushdown_epoch;
              DELETE FROM \"{schema}\".rse_migrations WHERE version >= 3;"
         ))
         .await
@@ -131,6 +132,7 @@ async fn a_schema_of_version_3_is_migrated_and_its_entries_read_without_memos() 
         .batch_execute(&format!(
             "ALTER TABLE \"{schema}\".rse_snapshot DROP COLUMN memo;
              DROP TABLE \"{schema}\".rse_pauses;
+             ALTER TABLE \"{schema}\".rse_syncs DROP COLUMN pushdown_epoch;
              DELETE FROM \"{schema}\".rse_migrations WHERE version >= 4;"
         ))
         .await
@@ -164,7 +166,8 @@ async fn a_schema_of_version_4_is_migrated_keeping_its_state_and_takes_pauses() 
     // The schema as an rse of version 4 left it: no pauses table.
     admin
         .batch_execute(&format!(
-            "DROP TABLE \"{schema}\".rse_pauses; DELETE FROM \"{schema}\".rse_migrations WHERE version >= 5;"
+            "DROP TABLE \"{schema}\".rse_pauses; ALTER TABLE \"{schema}\".rse_syncs DROP COLUMN pushdown_epoch;
+             DELETE FROM \"{schema}\".rse_migrations WHERE version >= 5;"
         ))
         .await
         .unwrap();
@@ -176,7 +179,13 @@ async fn a_schema_of_version_4_is_migrated_keeping_its_state_and_takes_pauses() 
     assert_eq!(store.paused("crm").await.unwrap(), None);
     let version: i32 =
         admin.query_one(&format!("SELECT max(version) FROM \"{schema}\".rse_migrations"), &[]).await.unwrap().get(0);
-    assert_eq!(version, 5);
+    assert_eq!(version, 6);
+    assert_eq!(store.meta("crm").await.unwrap().pushdown_epoch, None);
+    let lease = store.acquire_lease("crm", "b", TTL).await.unwrap();
+    let commit = StateCommit { pushdown_epoch: Some("3f2a".into()), ..StateCommit::default() };
+    store.commit(&lease, commit).await.unwrap();
+    store.release_lease(&lease).await.unwrap();
+    assert_eq!(store.meta("crm").await.unwrap().pushdown_epoch.as_deref(), Some("3f2a"));
     // A pause made through one connection is seen through another, and survives it.
     let pause = Pause::new("oncall", "incident 7");
     store.pause("crm", &pause).await.unwrap();

@@ -53,7 +53,8 @@ fn write_version_1_file(path: &Path) {
     let conn = rusqlite::Connection::open(path).unwrap();
     conn.execute_batch(
         "ALTER TABLE rse_rejected DROP COLUMN record; ALTER TABLE rse_syncs DROP COLUMN cursor_value;
-         ALTER TABLE rse_snapshot DROP COLUMN memo; DROP TABLE rse_pauses; PRAGMA user_version = 1;",
+         ALTER TABLE rse_snapshot DROP COLUMN memo; DROP TABLE rse_pauses;
+         ALTER TABLE rse_syncs DROP COLUMN pushdown_epoch; PRAGMA user_version = 1;",
     )
     .unwrap();
     for (sync, key, entry, cursor) in state_common::old_rows() {
@@ -101,8 +102,11 @@ async fn a_state_file_of_schema_version_2_is_migrated_and_its_entries_read_witho
     drop(store);
     // The file as an rse of schema version 2 left it: no memo column, no pauses.
     let conn = rusqlite::Connection::open(&path).unwrap();
-    conn.execute_batch("ALTER TABLE rse_snapshot DROP COLUMN memo; DROP TABLE rse_pauses; PRAGMA user_version = 2;")
-        .unwrap();
+    conn.execute_batch(
+        "ALTER TABLE rse_snapshot DROP COLUMN memo; DROP TABLE rse_pauses;
+         ALTER TABLE rse_syncs DROP COLUMN pushdown_epoch; PRAGMA user_version = 2;",
+    )
+    .unwrap();
     drop(conn);
     let store = SqliteStateStore::open(&path).await.unwrap();
     assert_eq!(store.scan("crm", None, 10).await.unwrap(), entries);
@@ -131,7 +135,10 @@ async fn a_state_file_of_schema_version_3_is_migrated_keeping_its_state_and_take
     drop(store);
     // The file as an rse of schema version 3 left it: no pauses table.
     let conn = rusqlite::Connection::open(&path).unwrap();
-    conn.execute_batch("DROP TABLE rse_pauses; PRAGMA user_version = 3;").unwrap();
+    conn.execute_batch(
+        "DROP TABLE rse_pauses; ALTER TABLE rse_syncs DROP COLUMN pushdown_epoch; PRAGMA user_version = 3;",
+    )
+    .unwrap();
     drop(conn);
 
     let store = SqliteStateStore::open(&path).await.unwrap();
@@ -144,11 +151,40 @@ async fn a_state_file_of_schema_version_3_is_migrated_keeping_its_state_and_take
     drop(store);
     let conn = rusqlite::Connection::open(&path).unwrap();
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
-    assert_eq!(version, 4);
+    assert_eq!(version, 5);
     drop(conn);
     // A pause outlives the process that made it.
     let store = SqliteStateStore::open(&path).await.unwrap();
     assert_eq!(store.paused("crm").await.unwrap(), Some(pause));
+    cleanup(&path);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_file_of_schema_version_4_is_migrated_and_keeps_a_pushdown_epoch() {
+    let path = temp_path("state.db");
+    let store = SqliteStateStore::open(&path).await.unwrap();
+    let lease = store.acquire_lease("crm", "a", TTL).await.unwrap();
+    let commit =
+        StateCommit { applied: vec![state_common::entry(1, 1)], cursor: Some(Value::Int(4)), ..StateCommit::default() };
+    store.commit(&lease, commit).await.unwrap();
+    store.release_lease(&lease).await.unwrap();
+    drop(store);
+    // The file as an rse of schema version 4 left it: no pushdown epoch.
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch("ALTER TABLE rse_syncs DROP COLUMN pushdown_epoch; PRAGMA user_version = 4;").unwrap();
+    drop(conn);
+
+    let store = SqliteStateStore::open(&path).await.unwrap();
+    let meta = store.meta("crm").await.unwrap();
+    assert_eq!((meta.cursor, meta.pushdown_epoch), (Some(Value::Int(4)), None));
+    let lease = store.acquire_lease("crm", "b", TTL).await.unwrap();
+    let commit = StateCommit { pushdown_epoch: Some("3f2a".into()), ..StateCommit::default() };
+    store.commit(&lease, commit).await.unwrap();
+    store.release_lease(&lease).await.unwrap();
+    drop(store);
+    let store = SqliteStateStore::open(&path).await.unwrap();
+    assert_eq!(store.meta("crm").await.unwrap().pushdown_epoch.as_deref(), Some("3f2a"));
+    assert_eq!(store.scan("crm", None, 10).await.unwrap(), vec![state_common::entry(1, 1)]);
     cleanup(&path);
 }
 

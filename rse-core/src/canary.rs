@@ -6,7 +6,7 @@
 //! later run adds keys without moving any out.
 //!
 //! # Which keys are in
-//! A key's position is its [`KeyHash`](crate::KeyHash) — the first 8 bytes of the SHA-256 of
+//! A key's position is its [`KeyHash`] — the first 8 bytes of the SHA-256 of
 //! the key's encoded bytes (the order-preserving encoding of [`Key`], see
 //! [`crate::key`]), read as a big-endian integer — divided by 2⁶⁴; the key is in a canary of
 //! fraction `f` when its position is below `f`. The hash depends on nothing but the key's
@@ -31,7 +31,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::key::Key;
+use crate::key::{Key, KeyHash};
+use crate::partition::Partition;
 
 /// A deterministic fraction of keys, by a stable hash of each key (see the [module
 /// docs](self)).
@@ -49,13 +50,23 @@ use crate::key::Key;
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Canary {
     fraction: f64,
+    /// A partitioned sync's partition: only its keys are inside (see [`crate::partition`]).
+    partition: Option<Partition>,
 }
 
 impl Canary {
     /// A canary of `fraction` of the keys; `None` unless the fraction is above 0 and at
     /// most 1 (a NaN is neither).
     pub fn new(fraction: f64) -> Option<Self> {
-        (fraction > 0.0 && fraction <= 1.0).then_some(Self { fraction })
+        (fraction > 0.0 && fraction <= 1.0).then_some(Self { fraction, partition: None })
+    }
+
+    /// The keys of one partition of a partitioned sync (all of them, or the canary's
+    /// fraction of them): what a partition's run covers. The partition decides by the same
+    /// key hash as the fraction.
+    pub fn within(canary: Option<Self>, partition: Partition) -> Self {
+        let fraction = canary.map_or(1.0, |c| c.fraction);
+        Self { fraction, partition: Some(partition) }
     }
 
     /// The fraction.
@@ -63,15 +74,29 @@ impl Canary {
         self.fraction
     }
 
-    /// Where `key` falls in `[0, 1)`: its [`KeyHash`](crate::KeyHash) over 2⁶⁴.
+    /// Where `key` falls in `[0, 1)`: its [`KeyHash`] over 2⁶⁴.
     pub fn position(key: &Key) -> f64 {
-        // The top 53 bits: exactly representable, so the position is exact and below 1.
-        (key.redacted().0 >> 11) as f64 / (1u64 << 53) as f64
+        Self::position_of(key.redacted())
     }
 
-    /// Whether `key` is inside the fraction.
+    fn position_of(hash: KeyHash) -> f64 {
+        // The top 53 bits: exactly representable, so the position is exact and below 1.
+        (hash.0 >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Whether `key` is inside the fraction (and the partition, for a partition's run).
     pub fn contains(&self, key: &Key) -> bool {
-        Self::position(key) < self.fraction
+        self.excludes(key).is_none()
+    }
+
+    /// Why `key` is left out: `Some(true)` when it is in another partition, `Some(false)`
+    /// when it is outside the fraction, `None` when it is inside. The key is hashed once.
+    pub(crate) fn excludes(&self, key: &Key) -> Option<bool> {
+        let hash = key.redacted();
+        if self.partition.is_some_and(|p| !p.holds(hash)) {
+            return Some(true);
+        }
+        (Self::position_of(hash) >= self.fraction).then_some(false)
     }
 }
 

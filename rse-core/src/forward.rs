@@ -36,6 +36,9 @@ macro_rules! forward {
             async fn read(&self, request: ReadRequest) -> Result<RowBatchStream<'_>, SourceError> {
                 (**self).read(request).await
             }
+            fn pushdown(&self) -> Option<&dyn crate::pushdown::PushdownSource> {
+                (**self).pushdown()
+            }
         }
 
         #[async_trait]
@@ -55,6 +58,9 @@ macro_rules! forward {
             }
             fn rejection_kind(&self, rejection: &Rejection) -> RejectionKind {
                 (**self).rejection_kind(rejection)
+            }
+            fn config_digest(&self) -> Option<String> {
+                (**self).config_digest()
             }
         }
 

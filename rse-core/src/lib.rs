@@ -22,11 +22,14 @@ pub mod key;
 pub mod memory;
 pub mod metrics;
 pub mod observe;
+pub mod partition;
+pub mod pushdown;
 pub mod reconcile;
 pub mod record;
 pub mod report;
 pub mod runner;
 pub mod schema;
+pub mod shared_quota;
 pub mod source;
 pub mod state;
 pub mod suppression;
@@ -55,13 +58,17 @@ pub use error::{
 pub use fingerprint::{Fingerprint, FingerprintAlgorithm, Fingerprinter};
 pub use key::{Key, KeyHash};
 pub use observe::{ObservedBatch, ObservedRecord, OutcomeObserver, RecordOutcome};
+pub use partition::{Partition, PartitionReport};
+pub use pushdown::{PushdownBatch, PushdownSource, PushdownStream, RowHash};
 pub use reconcile::{Mismatch, MismatchKind, MismatchSample, ReconcileReport, VerifyOptions};
 pub use record::{Record, RowBatch, SourceRejection};
 pub use report::{
-    Counts, EffectCounts, FailureKind, OpCounts, ProgressEvent, RejectionSample, RunStatus, StageDurations, SyncReport,
+    Counts, EffectCounts, FailureKind, OpCounts, ProgressEvent, PushdownReport, RejectionSample, RunStatus,
+    StageDurations, SyncReport,
 };
 pub use runner::{DEFAULT_MAX_DELETES, DiffStrategy, MaxDeletes, Mode, SyncBuilder, SyncJob, SyncOptions};
 pub use schema::{Field, Schema};
+pub use shared_quota::SharedQuota;
 pub use source::{ReadRequest, RowBatchStream, Source, SourceCapabilities};
 pub use state::{
     Lease, Pause, PendingChange, RejectedEntry, RejectionStage, SnapshotEntry, StateCommit, StateStore, SyncMeta,

@@ -1,4 +1,5 @@
-//! In-memory implementations of `Source`, `Destination` and `StateStore`.
+//! In-memory implementations of `Source`, `Destination` and `StateStore` (and of
+//! `PushdownSource`, [`MemoryPushdownSource`]).
 //!
 //! They are complete implementations of their traits' contracts (the conformance suites run
 //! against them), useful for ephemeral syncs, examples and tests. Each is a cheap handle:
@@ -24,6 +25,9 @@ use crate::report::SyncReport;
 use crate::schema::Schema;
 use crate::source::{ReadRequest, RowBatchStream, Source, SourceCapabilities};
 use crate::state::{Lease, Pause, RejectedEntry, SnapshotEntry, StateCommit, StateStore, SyncMeta};
+
+mod pushdown;
+pub use pushdown::{DeliveredTable, MemoryPushdownSource};
 
 /// Locks a mutex, recovering the data if a panicking thread poisoned it: every critical
 /// section here leaves the data consistent before anything can panic.
@@ -68,6 +72,11 @@ impl MemorySource {
     pub fn with_capabilities(mut self, capabilities: SourceCapabilities) -> Self {
         self.capabilities = capabilities;
         self
+    }
+
+    /// The schema of the rows.
+    pub(crate) fn schema_arc(&self) -> Arc<Schema> {
+        self.schema.clone()
     }
 
     /// Replaces every row.
@@ -643,6 +652,9 @@ impl MemoryStateStore {
             }
             if let Some(algorithm) = commit.fingerprint_algorithm {
                 data.meta.fingerprint_algorithm = Some(algorithm);
+            }
+            if let Some(epoch) = commit.pushdown_epoch {
+                data.meta.pushdown_epoch = Some(epoch);
             }
             Ok(())
         })

@@ -348,6 +348,11 @@ pub struct SyncReport {
     /// without one ([`SyncOptions::canary`](crate::SyncOptions::canary)).
     #[serde(default)]
     pub canary: Option<crate::canary::CanaryReport>,
+    /// The partition the run covered and how many records it left to the other
+    /// partitions; `None` for an unpartitioned sync
+    /// ([`SyncBuilder::partition`](crate::SyncBuilder::partition)).
+    #[serde(default)]
+    pub partition: Option<crate::partition::PartitionReport>,
     /// What the sync's suppression list (withdrawn consent) did in the run; `None` for a
     /// sync without one.
     #[serde(default)]
@@ -358,6 +363,29 @@ pub struct SyncReport {
     /// completes. `None` for an ordinary run.
     #[serde(default)]
     pub backfill_started_at_ms: Option<u64>,
+    /// What the pushdown strategy did ([`DiffStrategy::Pushdown`](crate::DiffStrategy::Pushdown));
+    /// `None` for the other strategies.
+    #[serde(default)]
+    pub pushdown: Option<PushdownReport>,
+}
+
+/// What a run of a sync with the pushdown strategy did (see [`crate::pushdown`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct PushdownReport {
+    /// Why this run re-diffed the whole model rather than reading only what changed
+    /// (`None` when it read only what changed): e.g. "the transforms, source columns, mode
+    /// or fingerprint algorithm changed", "the state holds no pushdown epoch".
+    pub full_rediff: Option<String>,
+    /// Whether a full re-diff completed and set the epoch (the next run reads only what changed).
+    pub completed: bool,
+    /// Rows that left the source's store (the changed rows, or every row in a full re-diff).
+    pub rows_read: u64,
+    /// Keys the source reported gone from the model.
+    pub vanished: u64,
+    /// Writes to the source's delivered table that failed after delivery; their rows keep an
+    /// older or no hash and are read again next run (nothing is lost).
+    pub record_failures: u64,
 }
 
 impl SyncReport {
@@ -390,8 +418,10 @@ impl SyncReport {
             quota: None,
             audience: None,
             canary: None,
+            partition: None,
             suppression: None,
             backfill_started_at_ms: None,
+            pushdown: None,
         }
     }
 }
@@ -520,6 +550,9 @@ impl std::fmt::Display for SyncReport {
                 100.0 * canary.fraction,
                 canary.excluded
             )?;
+        }
+        if let Some(p) = &self.partition {
+            write!(f, "\n  partition {}: {} records of other partitions left to them", p.partition, p.excluded)?;
         }
         if let Some(suppression) = &self.suppression {
             write!(f, "\n  suppression: {suppression}")?;

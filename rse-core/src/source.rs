@@ -142,4 +142,12 @@ pub trait Source: Send + Sync {
     /// As for [`schema`](Source::schema), either at once or as an item of the stream;
     /// [`SourceError::Unsupported`] when the request asks for key order the source cannot give.
     async fn read(&self, request: ReadRequest) -> Result<RowBatchStream<'_>, SourceError>;
+
+    /// The pushdown interface, when this source can compare the model with what a sync
+    /// delivered in its own store and hand out only what changed (see
+    /// [`PushdownSource`](crate::PushdownSource)). `None` (the default) for a source that
+    /// cannot; a wrapper source forwards it.
+    fn pushdown(&self) -> Option<&dyn crate::pushdown::PushdownSource> {
+        None
+    }
 }

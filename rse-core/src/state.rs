@@ -114,6 +114,9 @@ pub struct SyncMeta {
     pub fingerprint_algorithm: Option<FingerprintAlgorithm>,
     /// The cursor of the last incremental read, if any.
     pub cursor: Option<Value>,
+    /// The epoch of the last complete full re-diff of a pushdown sync (see
+    /// [`crate::pushdown`]); `None` before one, and after a state reset.
+    pub pushdown_epoch: Option<String>,
 }
 
 /// One atomic update of a sync's state, applied all or nothing.
@@ -144,6 +147,8 @@ pub struct StateCommit {
     pub cursor: Option<Value>,
     /// The fingerprint algorithm, recorded with the first commit.
     pub fingerprint_algorithm: Option<FingerprintAlgorithm>,
+    /// The pushdown epoch, when a complete full re-diff sets it (see [`crate::pushdown`]).
+    pub pushdown_epoch: Option<String>,
 }
 
 impl StateCommit {
@@ -158,6 +163,7 @@ impl StateCommit {
             && self.forgotten.is_empty()
             && self.cursor.is_none()
             && self.fingerprint_algorithm.is_none()
+            && self.pushdown_epoch.is_none()
     }
 }
 

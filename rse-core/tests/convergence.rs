@@ -5,7 +5,9 @@
 //! Half the cases use an exactly-once destination (state committed with the rows), where
 //! the state must equal the destination after every run, crashed or not. A quarter of the
 //! cases deliver to an ad audience instead, which must end holding exactly the identifiers
-//! of the source's rows.
+//! of the source's rows. A share of the cases uses the pushdown strategy, with failures of
+//! the source's delivered-table writes too; the table must keep a row for every key the
+//! destination holds, and a hash only for the version the destination holds.
 //!
 //! CI runs 2,000 cases; set `RSE_CONVERGENCE_CASES` for longer local runs.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -18,7 +20,7 @@ use std::time::Duration;
 use common::audience::{Audience, email_and_score, ids_in};
 use common::*;
 use proptest::prelude::*;
-use rse_core::memory::{MemoryDestination, MemorySource, MemoryStateStore};
+use rse_core::memory::{MemoryDestination, MemoryPushdownSource, MemorySource, MemoryStateStore};
 use rse_core::testing::FaultyDestination;
 use rse_core::*;
 
@@ -36,6 +38,9 @@ struct Faults {
     after_apply: Vec<u64>,
     rate_limited: Vec<(u64, u64)>,
     crash_after: Option<u64>,
+    /// Pushdown only: calls of `record_delivered` that fail, and whether `record_intents` fails once.
+    delivered_failures: u64,
+    intents_fail: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -53,6 +58,8 @@ struct Case {
     /// stable, one that changes with the record), removed by the identifiers kept as memos
     /// and recorded with each change's intent.
     audience: bool,
+    /// The pushdown strategy over the source's delivered table.
+    pushdown: bool,
 }
 
 fn edit() -> impl Strategy<Value = Edit> {
@@ -67,15 +74,30 @@ fn faults() -> impl Strategy<Value = Faults> {
         prop::collection::vec(1u64..12, 0..2),
         prop::collection::vec((1u64..12, 0u64..5), 0..2),
         prop::option::weighted(0.5, 0u64..40),
+        (0u64..3, prop::bool::weighted(0.15)),
     )
-        .prop_map(|(reject, invalid, transient, after_apply, rate_limited, crash_after)| Faults {
-            reject,
-            invalid,
-            transient,
-            after_apply,
-            rate_limited,
-            crash_after,
-        })
+        .prop_map(
+            |(
+                reject,
+                invalid,
+                transient,
+                after_apply,
+                rate_limited,
+                crash_after,
+                (delivered_failures, intents_fail),
+            )| {
+                Faults {
+                    reject,
+                    invalid,
+                    transient,
+                    after_apply,
+                    rate_limited,
+                    crash_after,
+                    delivered_failures,
+                    intents_fail,
+                }
+            },
+        )
 }
 
 fn case() -> impl Strategy<Value = Case> {
@@ -88,16 +110,10 @@ fn case() -> impl Strategy<Value = Case> {
         any::<bool>(),
         any::<bool>(),
         prop::bool::weighted(0.25),
+        prop::bool::weighted(0.35),
     )
-        .prop_map(|(initial, runs, batch_rows, concurrency, merge, exactly_once, memos, audience)| Case {
-            initial,
-            runs,
-            batch_rows,
-            concurrency,
-            merge,
-            exactly_once,
-            memos,
-            audience,
+        .prop_map(|(initial, runs, batch_rows, concurrency, merge, exactly_once, memos, audience, pushdown)| {
+            Case { initial, runs, batch_rows, concurrency, merge, exactly_once, memos, audience, pushdown }
         })
 }
 
@@ -176,7 +192,7 @@ fn every_record_id_is_in_the_state(state: &MemoryStateStore, dest: &MemoryDestin
 /// The sync of `case` into `faulty`, with the faults of each run injected before it.
 async fn sync_of<D: Destination + Clone + 'static>(
     case: &Case,
-    source: &MemorySource,
+    source: &MemoryPushdownSource,
     state: &MemoryStateStore,
     faulty: &FaultyDestination<D>,
 ) -> SyncJob {
@@ -187,16 +203,14 @@ async fn sync_of<D: Destination + Clone + 'static>(
         .with_linger(Duration::from_millis(1))
         .with_lease_ttl(TTL)
         .with_allow_empty_source(true)
-        .with_diff_strategy(if case.merge { DiffStrategy::Merge } else { DiffStrategy::Hash });
-    SyncJob::builder("customers")
-        .source(source.clone())
-        .destination(faulty.clone())
-        .state(state.clone())
-        .mode(Mode::Mirror)
-        .options(options)
-        .build()
-        .await
-        .unwrap()
+        .with_diff_strategy(match (case.pushdown, case.merge) {
+            (true, _) => DiffStrategy::Pushdown,
+            (false, true) => DiffStrategy::Merge,
+            (false, false) => DiffStrategy::Hash,
+        });
+    let builder = SyncJob::builder("customers");
+    let builder = if case.pushdown { builder.source(source.clone()) } else { builder.source(source.rows().clone()) };
+    builder.destination(faulty.clone()).state(state.clone()).mode(Mode::Mirror).options(options).build().await.unwrap()
 }
 
 const TTL: Duration = Duration::from_secs(60);
@@ -205,7 +219,7 @@ const TTL: Duration = Duration::from_secs(60);
 /// after every run; then a last run without faults, which must succeed. Returns the table.
 async fn run_case<D: Destination + Clone + 'static>(
     case: &Case,
-    source: &MemorySource,
+    source: &MemoryPushdownSource,
     faulty: &FaultyDestination<D>,
     sync: &SyncJob,
     after_each: impl Fn(),
@@ -218,8 +232,10 @@ async fn run_case<D: Destination + Clone + 'static>(
                 Edit::Delete(k) => table.remove(&k),
             };
         }
-        source.set_rows(rows(&table));
+        source.rows().set_rows(rows(&table));
         faulty.lift();
+        source.fail_delivered(f.delivered_failures);
+        source.fail_intents(u64::from(f.intents_fail));
         let base = faulty.calls();
         for &k in &f.reject {
             faulty.reject_key(key(k), "injected refusal");
@@ -252,16 +268,36 @@ async fn run_case<D: Destination + Clone + 'static>(
         after_each();
     }
     faulty.lift();
+    source.fail_delivered(0);
+    source.fail_intents(0);
     let report = sync.run().await.unwrap();
     assert_eq!(report.status, RunStatus::Succeeded, "{report:?}");
     table
+}
+
+/// The delivered table of a pushdown sync keeps a row for every key the destination holds,
+/// and a hash only where it is the hash of the row the destination holds.
+fn delivered_table_covers_the_destination(source: &MemoryPushdownSource, dest: &MemoryDestination) {
+    let table = source.table("customers").unwrap_or_default();
+    for (key, record) in dest.records() {
+        match table.rows.get(&key) {
+            None => panic!("the destination holds {key:?}, which the delivered table lacks"),
+            Some(Some(hash)) => {
+                assert_eq!(*hash, MemoryPushdownSource::hash_of(&record), "stale hash of {key:?}")
+            }
+            Some(None) => {}
+        }
+    }
+    for (key, hash) in &table.rows {
+        assert!(hash.is_none() || dest.records().contains_key(key), "a hash of {key:?}, which the destination lacks");
+    }
 }
 
 async fn converge(case: Case) {
     if case.audience {
         return converge_audience(case).await;
     }
-    let source = MemorySource::new(customers_schema(), rows(&case.initial));
+    let source = MemoryPushdownSource::new(MemorySource::new(customers_schema(), rows(&case.initial)));
     let state = MemoryStateStore::new();
     let dest = if case.memos {
         MemoryDestination::new()
@@ -276,6 +312,9 @@ async fn converge(case: Case) {
         state_only_holds_what_the_destination_received(&state, &dest);
         if case.exactly_once {
             state_equals_the_destination(&state, &dest);
+        }
+        if case.pushdown {
+            delivered_table_covers_the_destination(&source, &dest);
         }
     })
     .await;
@@ -295,12 +334,17 @@ async fn converge(case: Case) {
     }
     let again = sync.run().await.unwrap();
     assert_eq!(again.counts.planned.total(), 0, "a run after convergence planned changes");
+    if case.pushdown {
+        delivered_table_covers_the_destination(&source, &dest);
+        let pushdown = again.pushdown.unwrap();
+        assert_eq!((pushdown.full_rediff, pushdown.rows_read, pushdown.vanished), (None, 0, 0), "{case:?}");
+    }
 }
 
 /// An audience converges to exactly the identifiers of the source's rows: no member lost,
 /// none left behind, whatever crashed and whichever answers were lost on the way.
 async fn converge_audience(case: Case) {
-    let source = MemorySource::new(customers_schema(), rows(&case.initial));
+    let source = MemoryPushdownSource::new(MemorySource::new(customers_schema(), rows(&case.initial)));
     let state = MemoryStateStore::new();
     let dest = Audience::new(true, email_and_score);
     let faulty = FaultyDestination::new(dest.clone());

@@ -257,7 +257,7 @@ pub(crate) fn meta_from(
         },
         (None, None) => None,
     };
-    Ok(SyncMeta { fingerprint_algorithm, cursor })
+    Ok(SyncMeta { fingerprint_algorithm, cursor, pushdown_epoch: None })
 }
 
 /// Keeps the last occurrence of each key: a commit that names a key twice in one category

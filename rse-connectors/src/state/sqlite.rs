@@ -17,7 +17,7 @@ use super::{
 };
 
 /// The schema version this rse writes; kept in `PRAGMA user_version`.
-const SCHEMA_VERSION: i64 = 4;
+const SCHEMA_VERSION: i64 = 5;
 
 /// Versioned migrations: entry `i` brings the schema from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -76,6 +76,8 @@ const MIGRATIONS: &[&str] = &[
         reason TEXT NOT NULL,
         paused_at_ms INTEGER NOT NULL
     ) WITHOUT ROWID;",
+    // 5: the epoch of a pushdown sync's last complete full re-diff; none for syncs before.
+    "ALTER TABLE rse_syncs ADD COLUMN pushdown_epoch TEXT;",
 ];
 
 /// Options of a [`SqliteStateStore`], for [`SqliteStateStore::open_with`]; read from a
@@ -571,13 +573,17 @@ impl StateStore for SqliteStateStore {
     async fn meta(&self, sync_id: &str) -> Result<SyncMeta, StateError> {
         let sync_id = sync_id.to_owned();
         self.with_reader("reading the sync's metadata", move |conn| {
-            let row: Option<(Option<String>, Option<Vec<u8>>, Option<String>)> = conn
-                .prepare_cached("SELECT fingerprint_algorithm, cursor_value, cursor FROM rse_syncs WHERE sync_id = ?1")?
-                .query_row([&sync_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            type Row = (Option<String>, Option<Vec<u8>>, Option<String>, Option<String>);
+            let row: Option<Row> = conn
+                .prepare_cached(
+                    "SELECT fingerprint_algorithm, cursor_value, cursor, pushdown_epoch FROM rse_syncs WHERE sync_id = ?1",
+                )?
+                .query_row([&sync_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
                 .optional()?;
             Ok(match row {
-                Some((algorithm, cursor, old)) => {
+                Some((algorithm, cursor, old, pushdown_epoch)) => {
                     meta_from(&sync_id, algorithm.as_deref(), cursor.as_deref(), old.as_deref())
+                        .map(|meta| SyncMeta { pushdown_epoch, ..meta })
                 }
                 None => Ok(SyncMeta::default()),
             })
@@ -696,6 +702,7 @@ impl StateStore for SqliteStateStore {
             .collect::<Result<Vec<_>, StateError>>()?;
         let cursor = commit.cursor.as_ref().map(cursor_bytes).transpose()?;
         let algorithm = commit.fingerprint_algorithm.map(|a| a.name());
+        let pushdown_epoch = commit.pushdown_epoch.clone();
         let StateCommit { intents, memos, settled, applied, cleared_rejections, forgotten, .. } = commit;
         self.with_writer("committing state", move |tx| {
             let id = match check_fence(tx, &lease)? {
@@ -803,6 +810,10 @@ impl StateStore for SqliteStateStore {
             if let Some(algorithm) = algorithm {
                 tx.prepare_cached("UPDATE rse_syncs SET fingerprint_algorithm = ?2 WHERE id = ?1")?
                     .execute(params![id, algorithm])?;
+            }
+            if let Some(epoch) = &pushdown_epoch {
+                tx.prepare_cached("UPDATE rse_syncs SET pushdown_epoch = ?2 WHERE id = ?1")?
+                    .execute(params![id, epoch])?;
             }
             Ok(Ok(()))
         })

@@ -61,6 +61,7 @@
 //!
 //! # Example
 //! ```no_run
+//! # #[cfg(feature = "postgres")]
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! use rse_connectors::status::{StatusOptions, StatusWriter};
 //! # let (source, destination, state) = (

@@ -8,16 +8,21 @@
 //! - [`MergeDiff`] walks the snapshot page by page beside a source that reads in key order.
 //!   Memory is independent of table size.
 //!
-//! Both validate keys the same way: a record whose key column is null, or whose key was
+//! - [`LookupDiff`] diffs only what a pushdown source handed out (see [`crate::pushdown`]),
+//!   looking each key up in the state store: memory grows with the changed rows only.
+//!
+//! All validate keys the same way: a record whose key column is null, or whose key was
 //! already seen in this run, becomes an [`InvalidRecord`] with a reason (the first
 //! occurrence of a repeated key is diffed; later ones are invalid), never silently merged.
 
 mod hash;
+mod lookup;
 mod merge;
 
 use async_trait::async_trait;
 
 pub use hash::HashDiff;
+pub use lookup::LookupDiff;
 pub use merge::MergeDiff;
 
 use crate::error::StateError;
@@ -83,6 +88,9 @@ pub struct DiffOutput {
     pub deletes: Vec<SnapshotEntry>,
     /// How many live entries the snapshot held (known after `finish`).
     pub live_total: u64,
+    /// Keys the source no longer has ([`Differ::push_absent`]) that the destination does
+    /// not hold either: nothing to send.
+    pub absent_settled: Vec<Key>,
 }
 
 /// A diff failed.
@@ -107,7 +115,7 @@ pub enum DiffError {
 /// One diff strategy. The runner pushes every transformed batch, then calls `finish` once.
 #[async_trait]
 pub trait Differ: Send {
-    /// The strategy's name: `hash` or `merge`.
+    /// The strategy's name: `hash`, `merge` or `pushdown`.
     fn strategy(&self) -> &'static str;
 
     /// Diffs the records of one batch. `seen` are keys read in this batch that did not reach
@@ -122,6 +130,17 @@ pub trait Differ: Send {
         seen: Vec<Key>,
         out: &mut DiffOutput,
     ) -> Result<(), DiffError>;
+
+    /// Keys a pushdown read says the source no longer has: delete candidates for
+    /// [`finish`](Differ::finish). The default ignores them, for the strategies that find
+    /// absent keys themselves by covering the whole snapshot.
+    ///
+    /// # Errors
+    /// [`DiffError::State`] when the snapshot cannot be read.
+    async fn push_absent(&mut self, keys: Vec<Key>) -> Result<(), DiffError> {
+        let _ = keys;
+        Ok(())
+    }
 
     /// Ends the diff: fills `deletes` with the live keys never seen and `live_total`.
     ///

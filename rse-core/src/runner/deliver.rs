@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span, warn};
 
 use super::lease::LeaseDeadline;
-use super::pace::{PauseGate, RateLimiter, WaitClock, backoff};
+use super::pace::{PauseGate, RateLimiter, SharedPace, WaitClock, backoff};
 use super::prior::PriorRejections;
 use super::quota::{Gate, QuotaGate};
 use super::suppress::audit;
@@ -24,11 +24,15 @@ use crate::error::{DestinationError, StateError, unix_secs};
 use crate::fingerprint::FingerprintAlgorithm;
 use crate::key::Key;
 use crate::observe::{ObservedRecord, Observers, RecordOutcome};
+use crate::pushdown::RowHash;
 use crate::report::{EffectCounts, FailureKind, OpCounts, ProgressEvent, RejectionSample};
 use crate::schema::Schema;
+use crate::source::Source;
 use crate::state::{Lease, PendingChange, RejectedEntry, RejectionStage, SnapshotEntry, StateCommit, StateStore};
 use crate::suppression::SuppressionOutcome;
 use crate::value::Value;
+
+use super::pushdown::PushdownPlan;
 
 /// Why a batch's changes were left undelivered.
 #[derive(Debug)]
@@ -163,6 +167,10 @@ pub(crate) struct Outgoing {
     pub prior: Option<PendingChange>,
     /// A delete of a key whose consent was withdrawn (counted and audited when applied).
     pub consent: bool,
+    /// In a pushdown sync, the hash of the source row this change delivers, recorded in the
+    /// source's delivered table once the change is acknowledged (a delete without one
+    /// removes the key from it).
+    pub hash: Option<RowHash>,
 }
 
 /// Everything the delivery workers share.
@@ -175,6 +183,8 @@ pub(crate) struct Deliverer {
     pub state: Arc<dyn StateStore>,
     pub lease: Lease,
     pub limiter: Option<RateLimiter>,
+    /// The request schedule shared with the sync's other runners, if any.
+    pub shared: Option<SharedPace>,
     pub pause: PauseGate,
     pub options: SyncOptions,
     pub algorithm: FingerprintAlgorithm,
@@ -203,6 +213,10 @@ pub(crate) struct Deliverer {
     pub record_ids: bool,
     /// The run's metrics.
     pub metrics: RunMetrics,
+    /// The source, for its pushdown interface.
+    pub source: Arc<dyn Source>,
+    /// How the run uses the pushdown source, if the sync has one.
+    pub pushdown: Option<Arc<PushdownPlan>>,
 }
 
 impl Deliverer {
@@ -236,7 +250,11 @@ impl Deliverer {
         // Changes sent again exactly as a send whose outcome never came back (same op,
         // fingerprint and version, so the same idempotency key).
         let mut resent = 0u64;
-        for Outgoing { change, prior, consent: withdrawn } in outgoing {
+        let mut hashes: HashMap<Key, Option<RowHash>> = HashMap::new();
+        for Outgoing { change, prior, consent: withdrawn, hash } in outgoing {
+            if self.pushdown.is_some() {
+                hashes.insert(change.key.clone(), hash);
+            }
             if withdrawn {
                 consent.insert(change.key.clone());
             }
@@ -256,6 +274,18 @@ impl Deliverer {
                 priors.insert(change.key.clone(), prior);
             }
             changes.push(change);
+        }
+        // The source's delivered table first: a key the destination may hold after this
+        // write must have a row there, or a later delete of it would go unnoticed.
+        if let Some(plan) = &self.pushdown {
+            let keys: Vec<Key> = changes.iter().map(|c| c.key.clone()).collect();
+            if let Err(reason) = plan.intents(self.source.as_ref(), &self.sync_id, &keys).await {
+                warn!(sync = %self.sync_id, %reason, "Recording the batch's keys in the source failed; not sending it.");
+                result.undelivered = changes.len() as u64;
+                self.metrics.changes_of(outcome::UNDELIVERED, changes.iter().map(|c| c.op));
+                result.failure = Some(BatchFailure::Fatal(FailureKind::Source, reason));
+                return result;
+            }
         }
         // Record the intent first: if we die after the destination applied the batch but
         // before its acknowledgement is committed, the next run knows these changes are
@@ -348,6 +378,21 @@ impl Deliverer {
             result.commit_time += started.elapsed();
         }
         self.observe(&finals, committed, &consent);
+        if let Some(plan) = &self.pushdown {
+            let delivered: Vec<(Key, Option<RowHash>)> = finals
+                .iter()
+                .filter(|done| (done.committed || committed) && matches!(done.outcome, Final::Applied(_)))
+                .filter_map(|done| {
+                    let hash = hashes.remove(&done.change.key).flatten();
+                    match (done.change.op, hash) {
+                        (Op::Delete, hash) => Some((done.change.key.clone(), hash)),
+                        (_, Some(hash)) => Some((done.change.key.clone(), Some(hash))),
+                        (_, None) => None,
+                    }
+                })
+                .collect();
+            plan.delivered(self.source.as_ref(), &self.sync_id, &delivered).await;
+        }
         if applied + rejected > 0 && !matches!(result.failure, Some(BatchFailure::Commit(_))) {
             debug!(sync = %self.sync_id, applied, rejected, "Committed batch.");
             let _ = self.progress.send(ProgressEvent::BatchCommitted { applied, rejected });
@@ -639,6 +684,29 @@ impl Deliverer {
                 tokio::select! {
                     _ = limiter.acquire() => {}
                     () = self.stop.cancelled() => break Err(WriteFailure::Stopped),
+                }
+            }
+            if let Some(shared) = &self.shared {
+                let reserved = tokio::select! {
+                    reserved = shared.acquire() => reserved,
+                    () = self.stop.cancelled() => break Err(WriteFailure::Stopped),
+                };
+                if let Err(error) = reserved {
+                    // Without the shared schedule the write cannot be paced with the other
+                    // runners: it waits and tries again, as after a transient failure.
+                    transient += 1;
+                    let error = format!("reserving a request of the shared quota: {error}");
+                    if transient >= self.options.max_attempts {
+                        warn!(sync = %self.sync_id, attempts = transient, %error, "Giving up on batch.");
+                        break Err(WriteFailure::Exhausted(format!("{error} (after {transient} attempts)")));
+                    }
+                    let delay = backoff(transient, self.options.initial_backoff, self.options.max_backoff);
+                    warn!(sync = %self.sync_id, attempt = transient, delay_ms = delay.as_millis() as u64, %error, "Retrying batch.");
+                    result.retries += 1;
+                    if !self.sleep(delay).await {
+                        break Err(WriteFailure::Stopped);
+                    }
+                    continue;
                 }
             }
             match self.quota.check() {

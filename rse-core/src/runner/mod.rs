@@ -2,6 +2,7 @@
 
 mod consume;
 mod deliver;
+mod layout;
 mod lease;
 mod operator;
 mod options;
@@ -10,6 +11,7 @@ mod pace;
 mod plan;
 mod prior;
 mod produce;
+mod pushdown;
 mod quota;
 mod reconcile;
 mod run;
@@ -26,9 +28,11 @@ pub use options::{DEFAULT_MAX_DELETES, DiffStrategy, MaxDeletes, Mode, SyncOptio
 use crate::destination::Destination;
 use crate::error::{ConfigError, Error};
 use crate::observe::{Observers, OutcomeObserver};
+use crate::partition::Partition;
 use crate::reconcile::{ReconcileReport, VerifyOptions};
 use crate::report::{ProgressEvent, SyncReport};
 use crate::schema::Schema;
+use crate::shared_quota::SharedQuota;
 use crate::source::Source;
 use crate::state::StateStore;
 use crate::suppression::Suppressions;
@@ -67,7 +71,15 @@ pub struct SyncJob {
 
 #[derive(Clone)]
 struct SyncInner {
+    /// The id the state lives under: the sync's, or its partition's (`crm#p2of4`).
     id: Arc<str>,
+    /// The sync's own id (the same as `id` unless partitioned): a pause under it stops every
+    /// partition, and it names the shared quota's schedule.
+    base_id: Arc<str>,
+    /// The partition this job runs, if the sync is partitioned.
+    partition: Option<Partition>,
+    /// The request schedule shared with the sync's other runners.
+    shared_quota: Option<Arc<dyn SharedQuota>>,
     source: Arc<dyn Source>,
     transforms: Vec<Arc<dyn Transform>>,
     destination: Arc<dyn Destination>,
@@ -79,6 +91,8 @@ struct SyncInner {
     /// The schema's field index of the source's cursor column.
     cursor_index: Option<usize>,
     use_merge: bool,
+    /// With the pushdown strategy: the epoch of this configuration (see [`crate::pushdown`]).
+    pushdown_epoch: Option<Arc<str>>,
     progress: broadcast::Sender<ProgressEvent>,
     /// Told each batch's committed outcomes and each run's report.
     observers: Observers,
@@ -94,6 +108,16 @@ impl SyncInner {
     /// A run's handle on the sync's metrics (silent in a dry run).
     fn metrics(&self) -> telemetry::RunMetrics {
         telemetry::RunMetrics::new(self.telemetry.clone(), self.options.dry_run)
+    }
+
+    /// The keys a run covers: the canary's fraction and the partition's share; `None` for
+    /// every key.
+    fn key_filter(&self) -> Option<crate::canary::Canary> {
+        let canary = self.options.canary.and_then(crate::canary::Canary::new);
+        match self.partition {
+            Some(partition) => Some(crate::canary::Canary::within(canary, partition)),
+            None => canary,
+        }
     }
 }
 
@@ -124,12 +148,25 @@ impl SyncJob {
             key: None,
             observers: Vec::new(),
             suppressions: Vec::new(),
+            partition: None,
+            shared_quota: None,
         }
     }
 
-    /// The sync's id.
+    /// The id the sync's state lives under: the sync's own, or for a partitioned sync its
+    /// partition's (`"crm#p2of4"`, see [`Partition::sync_id`]).
     pub fn id(&self) -> &str {
         &self.inner.id
+    }
+
+    /// The sync's own id, without a partition's suffix.
+    pub fn base_id(&self) -> &str {
+        &self.inner.base_id
+    }
+
+    /// The partition this job runs, if the sync is partitioned.
+    pub fn partition(&self) -> Option<Partition> {
+        self.inner.partition
     }
 
     /// The schema the destination receives (after transforms).
@@ -256,6 +293,8 @@ pub struct SyncBuilder {
     key: Option<Vec<String>>,
     observers: Vec<Arc<dyn OutcomeObserver>>,
     suppressions: Vec<Arc<dyn Suppressions>>,
+    partition: Option<Partition>,
+    shared_quota: Option<Arc<dyn SharedQuota>>,
 }
 
 impl std::fmt::Debug for SyncBuilder {
@@ -325,6 +364,48 @@ impl SyncBuilder {
         self
     }
 
+    /// Runs one partition of the sync: only the keys whose hash falls in `partition`'s share
+    /// are planned, sent, deleted and recorded, under the partition's own state, lease,
+    /// history and pause (`"<id>#p<i>of<N>"`). Run every partition, each in its own process
+    /// or host (a Kubernetes Indexed Job's pods), with the same id and count; see
+    /// [`crate::partition`] for the key split, the delete guard and re-partitioning.
+    ///
+    /// ```
+    /// # use rse_core::{*, memory::*};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let schema = Schema::new(vec![Field::required("id", DataType::Int)], &["id"])?.into_arc();
+    /// let rows: Vec<Record> = (0..100).map(|i| Record::new(vec![i.into()])).collect();
+    /// let (destination, state) = (MemoryDestination::new(), MemoryStateStore::new());
+    /// let mut applied = 0;
+    /// for index in 0..4 {
+    ///     let sync = SyncJob::builder("scores")
+    ///         .source(MemorySource::new(schema.clone(), rows.clone()))
+    ///         .destination(destination.clone())
+    ///         .state(state.clone())
+    ///         .partition(Partition::new(index, 4)?)
+    ///         .build()
+    ///         .await?;
+    ///     assert_eq!(sync.id(), format!("scores#p{index}of4"));
+    ///     applied += sync.run().await?.counts.applied.insert;
+    /// }
+    /// assert_eq!(applied, 100, "each key sent once, by its own partition");
+    /// # Ok(()) }
+    /// ```
+    pub fn partition(mut self, partition: impl Into<Option<Partition>>) -> Self {
+        self.partition = partition.into();
+        self
+    }
+
+    /// Paces every write to the destination's [`RateLimit`](crate::RateLimit) through a
+    /// schedule shared with every other runner of the sync (its other partitions, in other
+    /// processes or hosts), named by the sync's own id: together they send at most the
+    /// limit. See [`crate::shared_quota`]. Without a rate limit declared by the destination
+    /// it does nothing.
+    pub fn shared_quota(mut self, quota: impl SharedQuota + 'static) -> Self {
+        self.shared_quota = Some(Arc::new(quota));
+        self
+    }
+
     /// Checks the configuration and builds the sync. Reads the source's schema.
     ///
     /// # Errors
@@ -332,10 +413,20 @@ impl SyncBuilder {
     /// unknown field in a transform, a mode the destination does not support, a zero batch
     /// size, a delete fraction outside 0–1, the merge strategy on a source that cannot
     /// read in key order, an exactly-once destination that commits into another state
-    /// store than the sync's, or a change-time column that is not a timestamp column of the
-    /// records after transforms.
+    /// store than the sync's, a change-time column that is not a timestamp column of the
+    /// records after transforms, or a sync id that ends like a partition's (`#p2of4`).
     pub async fn build(self) -> Result<SyncJob, ConfigError> {
-        let sync_id = self.id.clone();
+        if Partition::split_sync_id(&self.id).is_some() {
+            return Err(invalid(
+                &self.id,
+                "sync id",
+                "ends like the id of a partition's state (`#p<index>of<count>`), which rse keeps for partitioned \
+                 syncs; rename the sync"
+                    .to_owned(),
+            ));
+        }
+        let base_id: Arc<str> = self.id.as_str().into();
+        let sync_id = self.partition.map_or_else(|| self.id.clone(), |p| p.sync_id(&self.id));
         let missing = |part| ConfigError::Missing { sync_id: sync_id.clone(), part };
         let source = self.source.ok_or_else(|| missing("source"))?;
         let destination = self.destination.ok_or_else(|| missing("destination"))?;
@@ -421,6 +512,8 @@ impl SyncBuilder {
             // A transform that rewrites key values (a cast, a hash) breaks the source's key
             // order, which the merge diff relies on.
             DiffStrategy::Auto => capabilities.ordered_by_key && !incremental && keys_kept,
+            // A full re-diff runs as `Auto` would.
+            DiffStrategy::Pushdown => capabilities.ordered_by_key && keys_kept,
             DiffStrategy::Merge => {
                 if !capabilities.ordered_by_key {
                     return Err(invalid(
@@ -440,12 +533,56 @@ impl SyncBuilder {
             }
         };
 
+        let pushdown_epoch = match options.diff_strategy {
+            DiffStrategy::Pushdown => Some(
+                pushdown_epoch(&sync_id, source.as_ref(), &source_schema, &self.transforms, self.mode, &options)?
+                    .into(),
+            ),
+            _ => None,
+        };
+        if pushdown_epoch.is_some() {
+            if self.partition.is_some() {
+                return Err(invalid(
+                    &sync_id,
+                    "diff_strategy",
+                    "is pushdown, but the sync is partitioned: each partition would read every other partition's \
+                     rows as new at every run; run pushdown syncs unpartitioned, or use Auto"
+                        .to_owned(),
+                ));
+            }
+            if incremental {
+                return Err(invalid(
+                    &sync_id,
+                    "diff_strategy",
+                    format!(
+                        "is pushdown, but source `{}` reads incrementally from a cursor; pushdown already reads only \
+                         what changed: drop the cursor column, or use Auto",
+                        source.name()
+                    ),
+                ));
+            }
+            if let Some(t) = self.transforms.iter().find(|t| !t.keeps_key_values(&source_schema)) {
+                return Err(invalid(
+                    &sync_id,
+                    "diff_strategy",
+                    format!(
+                        "is pushdown, but transform `{}` may rewrite key values, and pushdown matches the source's \
+                         keys with the delivered ones; rewrite the key in the model's SQL, or use Auto",
+                        t.name()
+                    ),
+                ));
+            }
+        }
+
         let (progress, _) = broadcast::channel(1024);
         let id: Arc<str> = sync_id.into();
         let telemetry = Arc::new(telemetry::SyncTelemetry::new(&id, destination.name()));
         Ok(SyncJob {
             inner: Arc::new(SyncInner {
                 id,
+                base_id,
+                partition: self.partition,
+                shared_quota: self.shared_quota,
                 source,
                 transforms: self.transforms,
                 destination,
@@ -455,6 +592,7 @@ impl SyncBuilder {
                 schema,
                 cursor_index,
                 use_merge,
+                pushdown_epoch,
                 progress,
                 observers: Observers::new(self.observers),
                 suppressions: self.suppressions,
@@ -463,6 +601,58 @@ impl SyncBuilder {
             }),
         })
     }
+}
+
+/// The epoch of a pushdown sync's configuration: a digest of everything that shapes the
+/// records after transforms (the source's columns, each transform's configuration, the mode
+/// and the fingerprint algorithm). Refuses a source without pushdown and a transform that
+/// cannot describe its configuration.
+fn pushdown_epoch(
+    sync_id: &str,
+    source: &dyn Source,
+    source_schema: &Schema,
+    transforms: &[Arc<dyn Transform>],
+    mode: Mode,
+    options: &SyncOptions,
+) -> Result<String, ConfigError> {
+    use sha2::{Digest, Sha256};
+    if source.pushdown().is_none() {
+        return Err(invalid(
+            sync_id,
+            "diff_strategy",
+            format!("is pushdown, but source `{}` cannot diff in its store; use Auto", source.name()),
+        ));
+    }
+    let mut digest = Sha256::new();
+    let mut part = |label: &str, text: &str| {
+        digest.update((label.len() as u64).to_be_bytes());
+        digest.update(label.as_bytes());
+        digest.update((text.len() as u64).to_be_bytes());
+        digest.update(text.as_bytes());
+    };
+    part("rse pushdown epoch", "1");
+    part("fingerprint", &options.fingerprint_algorithm.to_string());
+    part("mode", &mode.to_string());
+    for field in source_schema.fields() {
+        part("field", &format!("{}:{}:{}", field.name, field.data_type, field.nullable));
+    }
+    part("key", &source_schema.key_names().collect::<Vec<_>>().join(","));
+    for t in transforms {
+        let Some(config) = t.config_digest() else {
+            return Err(invalid(
+                sync_id,
+                "diff_strategy",
+                format!(
+                    "is pushdown, but transform `{}` cannot describe its configuration, so a change to it would go \
+                     unnoticed; implement Transform::config_digest for it, or use Auto",
+                    t.name()
+                ),
+            ));
+        };
+        part("transform", t.name());
+        part("config", &config);
+    }
+    Ok(digest.finalize().iter().take(16).map(|b| format!("{b:02x}")).collect())
 }
 
 fn invalid(sync_id: &str, option: &'static str, message: String) -> ConfigError {

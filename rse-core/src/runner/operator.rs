@@ -21,7 +21,9 @@ use crate::state::Pause;
 pub(super) const PAUSE_POLL: Duration = Duration::from_secs(1);
 
 impl SyncJob {
-    /// Pauses the sync, in its state store, and returns the pause in force.
+    /// Pauses the sync, in its state store, and returns the pause in force. A partition's
+    /// job pauses that partition only; pausing the sync unpartitioned (a job built without
+    /// [`partition`](crate::SyncBuilder::partition)) stops every partition.
     ///
     /// Needs no lease: it works while a run holds it, from any process sharing the state
     /// store. A later run returns at once with [`RunStatus::Paused`] (not recorded in the run
@@ -87,12 +89,13 @@ impl SyncJob {
         Ok(lifted)
     }
 
-    /// The sync's pause, or `None` when it is not paused.
+    /// The sync's pause, or `None` when it is not paused. For a partition: its own pause, or
+    /// else the whole sync's, which its runs honour too.
     ///
     /// # Errors
     /// [`Error::State`] when the store cannot be reached.
     pub async fn paused(&self) -> Result<Option<Pause>, Error> {
-        let pause = self.inner.state.paused(&self.inner.id).await?;
+        let pause = pause_in_force(&self.inner).await?;
         paused_gauge(&self.inner.id, pause.is_some());
         Ok(pause)
     }
@@ -100,6 +103,16 @@ impl SyncJob {
 
 fn paused_gauge(sync_id: &str, paused: bool) {
     metrics::gauge!(PAUSED, SYNC => sync_id.to_owned()).set(if paused { 1.0 } else { 0.0 });
+}
+
+/// The pause a run honours: the sync's own, or for a partition its own or the whole
+/// sync's (under the sync's own id), so that pausing the sync stops every partition.
+async fn pause_in_force(inner: &SyncInner) -> Result<Option<Pause>, crate::StateError> {
+    let own = inner.state.paused(&inner.id).await?;
+    if own.is_some() || inner.base_id == inner.id {
+        return Ok(own);
+    }
+    inner.state.paused(&inner.base_id).await
 }
 
 /// The status of a run stopped by `pause`.
@@ -113,7 +126,7 @@ pub(super) async fn paused_run(inner: &SyncInner) -> Result<Option<SyncReport>, 
     if inner.options.dry_run {
         return Ok(None);
     }
-    let Some(pause) = inner.state.paused(&inner.id).await? else {
+    let Some(pause) = pause_in_force(inner).await? else {
         paused_gauge(&inner.id, false);
         return Ok(None);
     };
@@ -138,7 +151,7 @@ pub(super) async fn watch_pause(inner: &SyncInner, stop: CancellationToken, done
         }
         let answer = tokio::select! {
             () = done.cancelled() => return None,
-            answer = tokio::time::timeout(PAUSE_POLL, inner.state.paused(&inner.id)) => answer,
+            answer = tokio::time::timeout(PAUSE_POLL, pause_in_force(inner)) => answer,
         };
         match answer {
             Ok(Ok(Some(pause))) => {

@@ -91,6 +91,16 @@ pub enum DiffStrategy {
     Hash,
     /// Source and snapshot walked side by side in key order; memory independent of size.
     Merge,
+    /// The source's own diff in its warehouse (see [`crate::pushdown`]): only new, changed
+    /// and vanished rows are read, each looked up in the state store. Needs a source that
+    /// offers [`Source::pushdown`](crate::Source::pushdown), no incremental cursor, and
+    /// transforms that keep key values and describe their configuration
+    /// ([`Transform::config_digest`](crate::Transform::config_digest)); the sync refuses to
+    /// build otherwise. The first run, and the first after a change of transforms, source
+    /// columns, mode or fingerprint algorithm, a state reset or a `full_resync`, re-diffs
+    /// the whole model (as `Auto` would) and records what it delivered; later runs read only
+    /// what changed. `Auto` never picks it: it writes a table into the source's store.
+    Pushdown,
 }
 
 /// Options of a sync. Built with `with_*` methods from [`SyncOptions::default`], or read

@@ -3,12 +3,14 @@
 //! All three run on tokio's clock, so a test with a paused clock exercises real waits
 //! instantly and the quota can be checked exactly.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use crate::destination::RateLimit;
+use crate::error::StateError;
+use crate::shared_quota::SharedQuota;
 
 /// A GCRA limiter: at most `burst` requests at once, then one per `per / requests`.
 ///
@@ -44,6 +46,32 @@ impl RateLimiter {
             tokio::time::sleep_until(at).await;
         }
         at - now
+    }
+}
+
+/// The sync's slot in a schedule shared with its other runners (its partitions in other
+/// processes), paced to the destination's rate limit.
+pub(crate) struct SharedPace {
+    quota: Arc<dyn SharedQuota>,
+    scope: Arc<str>,
+    limit: RateLimit,
+}
+
+impl SharedPace {
+    /// The shared pace of `inner`'s sync: `None` without a shared quota or a rate limit.
+    pub(crate) fn new(inner: &super::SyncInner) -> Option<Self> {
+        let quota = inner.shared_quota.clone()?;
+        let limit = inner.destination.capabilities().rate_limit.filter(|l| l.requests > 0)?;
+        Some(Self { quota, scope: inner.base_id.clone(), limit })
+    }
+
+    /// Reserves the next shared slot and waits for it; returns how long it waited.
+    pub(crate) async fn acquire(&self) -> Result<Duration, StateError> {
+        let wait = self.quota.reserve(&self.scope, self.limit).await?;
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+        Ok(wait)
     }
 }
 

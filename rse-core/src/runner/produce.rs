@@ -1,6 +1,6 @@
 //! The reading side of a run: read, transform, check keys, diff, plan, batch.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use futures::StreamExt;
@@ -13,6 +13,7 @@ use super::deliver::{Outgoing, RunSchema};
 use super::outcome::state_failure;
 use super::plan::{DeleteCheck, change, delete_of, shape, withheld};
 use super::prior::PriorRejections;
+use super::pushdown::{PushdownPlan, pushdown_of};
 use super::run::PAGE;
 use super::suppress::{Suppressor, audit};
 use super::telemetry::{RunMetrics, outcome, stage};
@@ -23,10 +24,13 @@ use crate::canary::{Canary, CanaryReport};
 use crate::change::Op;
 use crate::diff::{DiffOutput, Differ, Planned};
 use crate::drift::{SchemaDrift, SchemaSummary};
+use crate::error::SourceError;
 use crate::error::unix_secs;
 use crate::key::Key;
 use crate::metrics::{SENSITIVE_FIELD_BLOCKS_TOTAL, SYNC};
 use crate::observe::{ObservedRecord, RecordOutcome};
+use crate::partition::PartitionReport;
+use crate::pushdown::{PushdownBatch, RowHash};
 use crate::record::RowBatch;
 use crate::report::{Counts, FailureKind, ProgressEvent, RejectionSample, StageDurations};
 use crate::schema::Schema;
@@ -63,10 +67,18 @@ pub(super) struct Produced {
     pub(super) key_rejections: Vec<RejectedEntry>,
     /// The canary the run was restricted to, and what it left out.
     pub(super) canary: Option<CanaryReport>,
+    /// The partition the run was restricted to, and what it left to the others.
+    pub(super) partition: Option<PartitionReport>,
     /// What the suppression list did.
     pub(super) suppression: Option<SuppressionReport>,
     /// In a repair, the keys it planned a change for.
     pub(super) planned_keys: HashSet<Key>,
+    /// How the run used the pushdown source, if the sync has one.
+    pub(super) pushdown: Option<Arc<PushdownPlan>>,
+    /// Rows the pushdown source handed out.
+    pub(super) pushdown_rows: u64,
+    /// Keys the pushdown source reported gone from the model.
+    pub(super) vanished: u64,
 }
 
 pub(super) struct Producer<'a> {
@@ -105,6 +117,15 @@ pub(super) struct Producer<'a> {
     /// The run's suppression list, once loaded.
     suppressor: Option<Suppressor>,
     metrics: RunMetrics,
+    /// How the run uses the pushdown source, if the sync has one.
+    pushdown: Option<Arc<PushdownPlan>>,
+    /// The hashes of the current batch's source rows, by key, until each row is decided.
+    hashes: HashMap<Key, RowHash>,
+    /// The hashes of rows handed out that the transforms left out (absent, as vanished keys).
+    absent_hashes: HashMap<Key, RowHash>,
+    /// Rows whose delivered state is known without sending (unchanged, or absent at both
+    /// ends), to record in the source's delivered table.
+    settled: Vec<(Key, Option<RowHash>)>,
 }
 
 impl<'a> Producer<'a> {
@@ -120,11 +141,16 @@ impl<'a> Producer<'a> {
         run_schema: RunSchema,
     ) -> Self {
         let caps = inner.destination.capabilities();
-        let canary = inner.options.canary.and_then(Canary::new);
         let out = Produced {
-            canary: canary.map(|c| CanaryReport { fraction: c.fraction(), excluded: 0 }),
+            canary: inner
+                .options
+                .canary
+                .and_then(Canary::new)
+                .map(|c| CanaryReport { fraction: c.fraction(), excluded: 0 }),
+            partition: inner.partition.map(|partition| PartitionReport { partition, excluded: 0 }),
             ..Produced::default()
         };
+        let canary = inner.key_filter();
         Self {
             inner,
             lease,
@@ -148,7 +174,18 @@ impl<'a> Producer<'a> {
             canary,
             suppressor: None,
             metrics: inner.metrics(),
+            pushdown: None,
+            hashes: HashMap::new(),
+            absent_hashes: HashMap::new(),
+            settled: Vec::new(),
         }
+    }
+
+    /// Reads through the pushdown source, as `plan` says.
+    pub(super) fn with_pushdown(mut self, plan: Option<Arc<PushdownPlan>>) -> Self {
+        self.out.pushdown.clone_from(&plan);
+        self.pushdown = plan;
+        self
     }
 
     pub(super) async fn run(mut self, mut differ: Box<dyn Differ>, tx: mpsc::Sender<Vec<Outgoing>>) -> Produced {
@@ -159,6 +196,11 @@ impl<'a> Producer<'a> {
             .with_cursor(if self.out.incremental { self.cursor.clone() } else { None })
             .with_order_by_key(inner.use_merge)
             .with_batch_size(options.read_batch_size);
+        if let Some(reason) = self.pushdown.as_ref().and_then(|p| p.error.clone()) {
+            self.fail(FailureKind::Source, reason);
+            return self.finish_out();
+        }
+        let lookup = self.pushdown.as_ref().is_some_and(|p| p.changed_only());
         // Withdrawn consent first: nothing is read or sent without the list, and the listed
         // keys the destination may hold are removed before anything else goes out.
         match Suppressor::load(inner).await {
@@ -175,7 +217,14 @@ impl<'a> Producer<'a> {
             }
         }
         let t = Instant::now();
-        let stream = inner.source.read(request).await;
+        let stream = match &self.pushdown {
+            Some(_) => match pushdown_of(inner.source.as_ref()) {
+                Ok(source) if lookup => source.read_changed(&inner.id, request).await,
+                Ok(source) => source.read_full(&inner.id, request).await,
+                Err(reason) => Err(SourceError::Unsupported(reason)),
+            },
+            None => inner.source.read(request).await.map(|s| s.map(|b| b.map(PushdownBatch::plain)).boxed()),
+        };
         self.out.stages.read += t.elapsed();
         let mut stream = match stream {
             Ok(s) => s,
@@ -213,7 +262,7 @@ impl<'a> Producer<'a> {
                 },
             };
             self.out.stages.read += t.elapsed();
-            let batch = match next {
+            let (batch, hashes, vanished) = match next {
                 None => {
                     self.out.complete = true;
                     break;
@@ -223,7 +272,8 @@ impl<'a> Producer<'a> {
                     self.fail(FailureKind::Source, format!("source `{}`: {e}", inner.source.name()));
                     break;
                 }
-                Some(Ok(mut batch)) => {
+                Some(Ok(read)) => {
+                    let PushdownBatch { rows: mut batch, hashes, vanished } = read;
                     self.metrics.refused(stage::SOURCE, batch.rejected.len() as u64);
                     for rejection in std::mem::take(&mut batch.rejected) {
                         self.out.counts.source_rejected += 1;
@@ -238,7 +288,7 @@ impl<'a> Producer<'a> {
                             None => self.out.unknown_keys += 1,
                         }
                     }
-                    batch
+                    (batch, hashes, vanished)
                 }
             };
             if !self.check_schema(&batch.schema) {
@@ -248,6 +298,9 @@ impl<'a> Producer<'a> {
             self.metrics.read(batch.len() as u64, self.out.counts.read);
             let _ = inner.progress.send(ProgressEvent::Read { records: self.out.counts.read });
             self.track_cursor(&batch);
+            if self.pushdown.is_some() && !self.note_hashes(&batch, hashes, vanished.len()) {
+                break;
+            }
             let Some((batch, mut seen)) = self.transform(batch).await else { break };
             let mut batch = self.reorder(batch);
             seen.append(&mut unreadable);
@@ -255,6 +308,14 @@ impl<'a> Producer<'a> {
             self.apply_canary(&mut batch, &mut seen);
             self.note_read_back(&batch, &seen);
             self.out.present += (batch.records.len() + suppressed) as u64;
+            let decided = self.pushdown_keys(&batch);
+            if lookup {
+                let absent = self.left_out(&decided, &seen, vanished);
+                if let Err(e) = differ.push_absent(absent).await {
+                    self.fail(FailureKind::Source, e.to_string());
+                    break;
+                }
+            }
             let t = Instant::now();
             let span = info_span!("diff", records = batch.records.len());
             if let Err(e) = differ.push(&batch.schema, batch.records, seen, &mut diff).instrument(span).await {
@@ -263,6 +324,7 @@ impl<'a> Producer<'a> {
             }
             self.out.stages.diff += t.elapsed();
             self.take_diff(&mut diff, &tx).await;
+            self.settle_unchanged(decided).await;
         }
 
         if self.out.complete && !self.stop.is_cancelled() {
@@ -277,6 +339,10 @@ impl<'a> Producer<'a> {
                 Ok(()) => {
                     self.out.stages.diff += t.elapsed();
                     self.take_diff(&mut diff, &tx).await;
+                    for key in std::mem::take(&mut diff.absent_settled) {
+                        let hash = self.absent_hashes.remove(&key);
+                        self.settled.push((key, hash));
+                    }
                     let mut deletes = std::mem::take(&mut diff.deletes);
                     // Suppressed keys are removed by the consent path, past the delete guard.
                     if let Some(suppressor) = &self.suppressor {
@@ -299,7 +365,80 @@ impl<'a> Producer<'a> {
         } else {
             self.flush(&tx).await;
         }
+        self.record_settled().await;
         self.finish_out()
+    }
+
+    /// Keeps the hashes of a pushdown batch's rows by key (the transforms never see them);
+    /// `false` when the source handed out a hash per record no more.
+    fn note_hashes(&mut self, batch: &RowBatch, hashes: Vec<RowHash>, vanished: usize) -> bool {
+        if hashes.len() != batch.records.len() {
+            let reason = format!(
+                "source `{}` handed out {} rows with {} hashes; a pushdown source gives one hash per row",
+                self.inner.source.name(),
+                batch.records.len(),
+                hashes.len()
+            );
+            self.fail(FailureKind::Source, reason);
+            return false;
+        }
+        self.out.pushdown_rows += batch.records.len() as u64;
+        self.out.vanished += vanished as u64;
+        self.hashes.clear();
+        for (record, hash) in batch.records.iter().zip(hashes) {
+            // A repeated key keeps its first row's hash, as the diff keeps its first row.
+            if let Ok(key) = record.key(&batch.schema) {
+                self.hashes.entry(key).or_insert(hash);
+            }
+        }
+        true
+    }
+
+    /// The keys of the records about to be diffed, when the run records hashes.
+    fn pushdown_keys(&self, batch: &RowBatch) -> Vec<Key> {
+        if self.pushdown.is_none() {
+            return Vec::new();
+        }
+        batch.records.iter().filter_map(|r| r.key(&batch.schema).ok()).collect()
+    }
+
+    /// The rows handed out that the transforms left out (filtered: absent from the source,
+    /// as a full read's diff treats them), with the keys that vanished from the model.
+    fn left_out(&mut self, decided: &[Key], seen: &[Key], vanished: Vec<Key>) -> Vec<Key> {
+        let present: HashSet<&Key> = decided.iter().chain(seen).collect();
+        let filtered: Vec<Key> = self.hashes.keys().filter(|k| !present.contains(k)).cloned().collect();
+        for key in &filtered {
+            if let Some(hash) = self.hashes.remove(key) {
+                self.absent_hashes.insert(key.clone(), hash);
+            }
+        }
+        let mut absent = vanished;
+        absent.extend(filtered);
+        absent
+    }
+
+    /// After a batch's diff: the rows that went neither out nor into a refusal matched what
+    /// the destination acknowledged; their hashes are recorded.
+    async fn settle_unchanged(&mut self, decided: Vec<Key>) {
+        if self.pushdown.is_none() {
+            return;
+        }
+        for key in decided {
+            if let Some(hash) = self.hashes.remove(&key) {
+                self.settled.push((key, Some(hash)));
+            }
+        }
+        self.hashes.clear();
+        if self.settled.len() >= PAGE {
+            self.record_settled().await;
+        }
+    }
+
+    /// Records the settled rows in the source's delivered table.
+    async fn record_settled(&mut self) {
+        let Some(plan) = self.pushdown.clone() else { return };
+        let settled = std::mem::take(&mut self.settled);
+        plan.delivered(self.inner.source.as_ref(), &self.inner.id, &settled).await;
     }
 
     /// What the reading side did, with the suppression report.
@@ -391,7 +530,7 @@ impl<'a> Producer<'a> {
                 let (fingerprint, version) = delete_of(&entry);
                 self.out.counts.planned.add(Op::Delete, 1);
                 let change = change(&inner.id, Op::Delete, entry.key, None, fingerprint, version);
-                self.push(Outgoing { change, prior: entry.pending, consent: true }, tx).await;
+                self.push(Outgoing { change, prior: entry.pending, consent: true, hash: None }, tx).await;
             }
             self.tell_suppressed();
         }
@@ -403,11 +542,29 @@ impl<'a> Producer<'a> {
         let Some(canary) = self.canary else { return };
         let schema = batch.schema.clone();
         let before = batch.records.len();
+        let mut other_partitions = 0u64;
         // A record without a key is left for the diff to refuse.
-        batch.records.retain(|r| r.key(&schema).map_or(true, |k| canary.contains(&k)));
+        batch.records.retain(|r| {
+            r.key(&schema).map_or(true, |k| match canary.excludes(&k) {
+                Some(other) => {
+                    other_partitions += u64::from(other);
+                    false
+                }
+                None => true,
+            })
+        });
         seen.retain(|k| canary.contains(k));
+        let excluded = (before - batch.records.len()) as u64;
+        self.count_excluded(excluded - other_partitions, other_partitions);
+    }
+
+    /// Counts records left out: by the canary's fraction, and for being in another partition.
+    fn count_excluded(&mut self, by_canary: u64, other_partitions: u64) {
         if let Some(report) = &mut self.out.canary {
-            report.excluded += (before - batch.records.len()) as u64;
+            report.excluded += by_canary;
+        }
+        if let Some(report) = &mut self.out.partition {
+            report.excluded += other_partitions;
         }
     }
 
@@ -451,9 +608,8 @@ impl<'a> Producer<'a> {
                 if let Some(key) = &key
                     && !self.in_canary(key)
                 {
-                    if let Some(report) = &mut self.out.canary {
-                        report.excluded += 1;
-                    }
+                    let other = self.canary.and_then(|c| c.excludes(key)).unwrap_or(false);
+                    self.count_excluded(u64::from(!other), u64::from(other));
                     continue;
                 }
                 self.out.counts.transform_rejected += 1;
@@ -596,6 +752,9 @@ impl<'a> Producer<'a> {
         self.metrics.refused(stage::KEY, diff.invalid.len() as u64);
         for invalid in std::mem::take(&mut diff.invalid) {
             self.out.counts.invalid += 1;
+            if let Some(key) = &invalid.key {
+                self.hashes.remove(key);
+            }
             match &invalid.key {
                 Some(key) if self.inner.restrict.as_ref().is_some_and(|r| !r.contains(key)) => {}
                 Some(key) => {
@@ -636,6 +795,8 @@ impl<'a> Producer<'a> {
     /// Shapes a diff result by the sync's mode into a change, or skips it.
     fn plan(&mut self, p: Planned) -> Option<Outgoing> {
         let inner = self.inner;
+        // A row that goes out gets its hash once acknowledged; one that does not, never.
+        let hash = self.hashes.remove(&p.key);
         if let Some(restriction) = &inner.restrict {
             // A repair sends its keys only; the rest waits for the next run.
             if !restriction.contains(&p.key) {
@@ -651,7 +812,7 @@ impl<'a> Producer<'a> {
         }
         self.out.counts.planned.add(op, 1);
         let change = change(&inner.id, op, p.key, Some(p.record), p.fingerprint, version);
-        Some(Outgoing { change, prior: p.pending, consent: false })
+        Some(Outgoing { change, prior: p.pending, consent: false, hash })
     }
 
     async fn push(&mut self, outgoing: Outgoing, tx: &mpsc::Sender<Vec<Outgoing>>) {
@@ -783,6 +944,15 @@ impl<'a> Producer<'a> {
         if let Some(restriction) = &inner.restrict {
             deletes.retain(|e| restriction.contains(&e.key));
         }
+        let lookup = self.pushdown.as_ref().is_some_and(|p| p.changed_only());
+        if lookup && inner.mode != Mode::Mirror && self.out.read_error.is_none() {
+            // Only Mirror deletes: the keys leave the delivered table (a switch to Mirror
+            // changes the epoch, and its full re-diff adds back every key delivered).
+            for entry in &deletes {
+                let hash = self.absent_hashes.remove(&entry.key);
+                self.settled.push((entry.key.clone(), hash));
+            }
+        }
         if inner.mode != Mode::Mirror || options.full_resync || deletes.is_empty() || self.out.read_error.is_some() {
             return;
         }
@@ -791,10 +961,14 @@ impl<'a> Producer<'a> {
             deletes: n,
             live: live_total,
             read: self.out.counts.read,
-            present: self.out.present,
+            // A pushdown read hands out only changed rows: the keys staying are the live ones
+            // not deleted (counted as far as the guard needs).
+            present: if lookup { live_total.saturating_sub(n) } else { self.out.present },
             unknown_keys: self.out.unknown_keys,
         };
-        if let Some(reason) = withheld(check, options.max_deletes, options.allow_empty_source) {
+        // A partition holds its share of the sync's guard (see `Partition::max_deletes`).
+        let max_deletes = options.max_deletes.map(|m| inner.partition.map_or(m, |p| p.max_deletes(m)));
+        if let Some(reason) = withheld(check, max_deletes, options.allow_empty_source) {
             warn!(deletes = n, "Deletes withheld by the delete guard.");
             self.out.counts.withheld += n;
             self.metrics.changes(outcome::WITHHELD, &crate::report::OpCounts { delete: n, ..Default::default() });
@@ -808,8 +982,9 @@ impl<'a> Producer<'a> {
             }
             let (fingerprint, version) = delete_of(&entry);
             self.out.counts.planned.add(Op::Delete, 1);
+            let hash = if lookup { self.absent_hashes.remove(&entry.key) } else { None };
             let change = change(&inner.id, Op::Delete, entry.key, None, fingerprint, version);
-            self.push(Outgoing { change, prior: entry.pending, consent: false }, tx).await;
+            self.push(Outgoing { change, prior: entry.pending, consent: false, hash }, tx).await;
         }
     }
 

@@ -12,15 +12,16 @@ use super::deliver::{Deliverer, Outgoing, RunSchema};
 use super::lease::{LeaseDeadline, keep_lease};
 use super::operator::{paused_run, paused_status, watch_pause};
 use super::outcome::{decide_status, fill_report, state_failure};
-use super::pace::{PauseGate, RateLimiter, WaitClock};
+use super::pace::{PauseGate, RateLimiter, SharedPace, WaitClock};
 use super::prior::PriorRejections;
 use super::produce::{Produced, Producer};
+use super::pushdown::{self, PushdownPlan};
 use super::quota::QuotaGate;
 use super::{Mode, SyncInner};
 use crate::audience::AudienceReport;
 use crate::change::{ChangeBatch, ChangeOutcome};
 use crate::destination::{DestinationRunReport, RunEnd, RunInfo};
-use crate::diff::{Differ, HashDiff, MergeDiff};
+use crate::diff::{Differ, HashDiff, LookupDiff, MergeDiff};
 use crate::drift::SchemaSummary;
 use crate::error::{Error, StateError};
 use crate::key::Key;
@@ -59,6 +60,7 @@ async fn resume_and_run(inner: &SyncInner, cancel: CancellationToken) -> Result<
     if let Some(report) = paused_run(inner).await? {
         return Ok(report);
     }
+    super::layout::check_layout(inner).await?;
     // A full resync that did not complete is resumed: this run sends every record too.
     let resuming;
     let inner = match unfinished_full_resync(inner).await? {
@@ -153,14 +155,44 @@ pub(super) async fn run_in_span(
     }
     report.schema_drift = produced.drift.clone();
     report.canary = produced.canary;
+    report.partition = produced.partition;
     report.suppression = produced.suppression.clone().map(|mut s| {
         s.removed = consumed.totals.consent_removed;
         s
     });
 
+    if let Some(plan) = &produced.pushdown {
+        let pushdown = report.pushdown.get_or_insert_with(Default::default);
+        pushdown.rows_read = produced.pushdown_rows;
+        pushdown.vanished = produced.vanished;
+        pushdown.record_failures = plan.failures.load(std::sync::atomic::Ordering::Relaxed);
+        if let Some(reason) = &plan.error {
+            pushdown.full_rediff.get_or_insert_with(|| reason.clone());
+        }
+    }
+
     if let Some(lease) = &lease {
         if status.is_complete() {
             let mut commit = StateCommit::default();
+            // A full re-diff that read the whole model sets the epoch: in the source's table
+            // first, then with the state (both must agree before a run reads only changes).
+            if let Some(plan) = &produced.pushdown
+                && plan.full.is_some()
+                && plan.record
+                && plan.error.is_none()
+                && produced.complete
+            {
+                match pushdown::pushdown_of(inner.source.as_ref()) {
+                    Ok(source) => match source.complete(&inner.id, &plan.epoch).await {
+                        Ok(()) => commit.pushdown_epoch = Some(plan.epoch.to_string()),
+                        Err(error) => {
+                            warn!(%error, "Completing the full re-diff in the source's table failed; the next run re-diffs in full again.");
+                        }
+                    },
+                    Err(reason) => warn!(%reason, "The full re-diff could not be completed."),
+                }
+            }
+            let completes = commit.pushdown_epoch.is_some();
             if let Some(cursor) = produced.max_cursor.clone()
                 && inner.cursor_index.is_some()
                 && produced.incremental
@@ -196,6 +228,9 @@ pub(super) async fn run_in_span(
                 };
                 report.cursor_after = report.cursor_before.clone();
             } else {
+                if completes && let Some(pushdown) = &mut report.pushdown {
+                    pushdown.completed = true;
+                }
                 inner.observers.outcomes(&inner.id, report.run_id, observed);
             }
         }
@@ -251,7 +286,7 @@ async fn work(
     waits: &Arc<WaitClock>,
 ) -> Result<(Produced, Consumed), Error> {
     let options = &inner.options;
-    let (prior, differ) = prepare(inner, report, lease).await?;
+    let (prior, differ, pushdown) = prepare(inner, report, lease).await?;
     info!(run = report.run_id, strategy = differ.strategy(), "Sync run started.");
     let _ = inner.progress.send(ProgressEvent::Started { run_id: report.run_id });
 
@@ -267,7 +302,8 @@ async fn work(
         report.cursor_before.clone(),
         expected,
         run_schema.clone(),
-    );
+    )
+    .with_pushdown(pushdown.clone());
     let read_span = info_span!("read", sync = %inner.id, run = report.run_id, records = tracing::field::Empty);
     let produce = producer.run(differ, tx).instrument(read_span);
     Ok(match lease {
@@ -279,6 +315,7 @@ async fn work(
                 state: inner.state.clone(),
                 lease: lease.clone(),
                 limiter: RateLimiter::new(inner.destination.capabilities().rate_limit),
+                shared: SharedPace::new(inner),
                 pause: PauseGate::default(),
                 options: inner.options.clone(),
                 algorithm: inner.options.fingerprint_algorithm,
@@ -295,6 +332,8 @@ async fn work(
                 observers: inner.observers.clone(),
                 record_ids: inner.destination.capabilities().memos_are_record_ids,
                 metrics: inner.metrics(),
+                source: inner.source.clone(),
+                pushdown: pushdown.clone(),
             };
             let (produced, mut consumed) = tokio::join!(produce, consume(&deliverer, rx, inner));
             consumed.quota = deliverer.quota.last();
@@ -420,7 +459,7 @@ async fn prepare(
     inner: &SyncInner,
     report: &mut SyncReport,
     lease: Option<&Lease>,
-) -> Result<(PriorRejections, Box<dyn Differ>), Error> {
+) -> Result<(PriorRejections, Box<dyn Differ>, Option<Arc<PushdownPlan>>), Error> {
     let options = &inner.options;
     let meta = inner.state.meta(&inner.id).await?;
     // Nothing acknowledged yet: this run is the sync's initial load.
@@ -436,7 +475,7 @@ async fn prepare(
         });
     }
     report.cursor_before = meta.cursor.clone();
-    report.cursor_after = meta.cursor;
+    report.cursor_after = meta.cursor.clone();
     let earlier = inner.state.runs(&inner.id, 8).await?;
     // The columns the sync last delivered under, carried by every run's report.
     let recorded = earlier.iter().find_map(|r| r.schema.clone());
@@ -472,8 +511,25 @@ async fn prepare(
 
     let algorithm = options.fingerprint_algorithm;
     // A canary run diffs only the keys inside it: the others are neither planned nor deleted.
-    let canary = options.canary.and_then(crate::canary::Canary::new);
+    // A partition's run likewise diffs only its own keys, so its deletes are its own.
+    let canary = inner.key_filter();
     let incremental = inner.cursor_index.is_some() && inner.mode != Mode::Mirror && !options.full_resync;
+    // A repair reads as an ordinary run: it sends only its keys, and leaves the delivered
+    // table as it is (a repaired key keeps its row, whose hash is re-read if stale).
+    let pushdown = match &inner.pushdown_epoch {
+        Some(epoch) if inner.restrict.is_none() => Some(Arc::new(pushdown::plan(inner, epoch, &meta, lease).await)),
+        _ => None,
+    };
+    if let Some(plan) = &pushdown {
+        report.pushdown = Some(crate::report::PushdownReport { full_rediff: plan.full.clone(), ..Default::default() });
+        if plan.changed_only() {
+            report.diff_strategy = "pushdown".into();
+            let diff = LookupDiff::new(inner.state.clone(), &inner.id, algorithm, PAGE)
+                .with_canary(canary)
+                .with_max_deletes(options.max_deletes);
+            return Ok((prior, Box::new(diff), pushdown));
+        }
+    }
     let differ: Box<dyn Differ> = if inner.use_merge {
         report.diff_strategy = "merge".into();
         // The merge diff streams the snapshot: the last complete run's read is the estimate.
@@ -496,5 +552,5 @@ async fn prepare(
         }
         Box::new(diff.with_unchanged(options.full_resync))
     };
-    Ok((prior, differ))
+    Ok((prior, differ, pushdown))
 }

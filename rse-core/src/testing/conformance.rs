@@ -652,7 +652,10 @@ pub async fn check_state_store(store: &dyn StateStore) -> Result<(), Conformance
     let ttl = Duration::from_secs(30);
 
     let meta = store.meta(&sync_id).await.map_err(fail("meta of a new sync"))?;
-    ensure!(meta.cursor.is_none() && meta.fingerprint_algorithm.is_none(), "a new sync has metadata");
+    ensure!(
+        meta.cursor.is_none() && meta.fingerprint_algorithm.is_none() && meta.pushdown_epoch.is_none(),
+        "a new sync has metadata"
+    );
     ensure!(store.scan(&sync_id, None, 10).await.map_err(fail("scan"))?.is_empty(), "a new sync has a snapshot");
     ensure!(store.runs(&sync_id, 10).await.map_err(fail("runs"))?.is_empty(), "a new sync has runs");
 
@@ -756,6 +759,18 @@ pub async fn check_state_store(store: &dyn StateStore) -> Result<(), Conformance
         "an applied entry or `settled` did not clear the pending change (an entry that was only an intent must go): {got:?}"
     );
     check_memos(store, &lease).await?;
+    // The pushdown epoch: kept with the metadata, replaced by a later one, untouched by a
+    // commit without one.
+    for epoch in ["epoch-1", "epoch-2"] {
+        let commit = StateCommit { pushdown_epoch: Some(epoch.to_owned()), ..StateCommit::default() };
+        store.commit(&lease, commit).await.map_err(fail("commit of a pushdown epoch"))?;
+    }
+    store
+        .commit(&lease, StateCommit { applied: vec![entry(42, 3)], ..StateCommit::default() })
+        .await
+        .map_err(fail("commit"))?;
+    let meta = store.meta(&sync_id).await.map_err(fail("meta"))?;
+    ensure!(meta.pushdown_epoch.as_deref() == Some("epoch-2"), "the pushdown epoch was not kept: {meta:?}");
     let commit = StateCommit { forgotten: vec![key(8)], ..StateCommit::default() };
     store.commit(&lease, commit).await.map_err(fail("commit forgetting"))?;
     ensure!(store.get(&sync_id, &[key(8)]).await.map_err(fail("get"))? == vec![None], "forgotten key still present");

@@ -108,6 +108,16 @@ pub trait Transform: Send + Sync {
         false
     }
 
+    /// Everything in this transform's configuration that shapes its output (the fields it
+    /// names, its rules, its constants), as text that is the same in every process for the
+    /// same configuration. The pushdown strategy (see [`crate::pushdown`]) digests it into
+    /// the sync's epoch, so that a changed configuration re-diffs the model in full once.
+    /// `None` (the default) says the transform cannot describe itself (a closure): a sync
+    /// with [`DiffStrategy::Pushdown`](crate::DiffStrategy::Pushdown) then refuses to build.
+    fn config_digest(&self) -> Option<String> {
+        None
+    }
+
     /// What kind of refusal `rejection`, one of this transform's, is. The default,
     /// [`RejectionKind::Invalid`], fits every transform but a guard that keeps sensitive
     /// data from the destination, whose blocks the runner counts apart (and an operator is

@@ -193,6 +193,14 @@ impl PostgresStateStore {
             .await
             .map_err(run("recording the algorithm"))?;
         }
+        if let Some(epoch) = &commit.pushdown_epoch {
+            tx.execute(
+                &tx.prepare_cached(&self.sql.pushdown_epoch).await.map_err(self.err("preparing a statement"))?,
+                &[&id, epoch],
+            )
+            .await
+            .map_err(run("recording the pushdown epoch"))?;
+        }
         Ok(())
     }
 }

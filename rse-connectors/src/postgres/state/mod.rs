@@ -3,8 +3,9 @@
 //! Split by role: the tables and their migrations (`schema.rs`), the statements
 //! (`statements.rs`), the lease and its fence (`lease.rs`), reads of the snapshot and the
 //! rejected set (`read.rs`), commits (`commit.rs`, including [`PostgresStateStore::commit_in`]
-//! for a destination's transaction), the run history (`runs.rs`) and operators' pauses
-//! (`pause.rs`).
+//! for a destination's transaction), the run history (`runs.rs`), operators' pauses
+//! (`pause.rs`) and the request schedule shared by a partitioned sync's runners
+//! (`quota.rs`, [`SharedQuota`](rse_core::SharedQuota)).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +23,7 @@ mod commit;
 mod lease;
 mod options;
 mod pause;
+mod quota;
 mod read;
 mod runs;
 mod schema;

@@ -68,7 +68,8 @@ impl PostgresStateStore {
                 row.get::<_, Option<&str>>(0),
                 row.get::<_, Option<&[u8]>>(1),
                 row.get::<_, Option<&str>>(2),
-            ),
+            )
+            .map(|meta| SyncMeta { pushdown_epoch: row.get::<_, Option<String>>(3), ..meta }),
             None => Ok(SyncMeta::default()),
         }
     }

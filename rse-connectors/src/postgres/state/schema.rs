@@ -67,6 +67,8 @@ const MIGRATIONS: &[&str] = &[
         reason text NOT NULL,
         paused_at_ms bigint NOT NULL
     );",
+    // 6: the epoch of a pushdown sync's last complete full re-diff; none for syncs before.
+    "ALTER TABLE {s}.rse_syncs ADD COLUMN pushdown_epoch text;",
 ];
 
 impl PostgresStateStore {
@@ -118,6 +120,9 @@ impl PostgresStateStore {
                 .await
                 .map_err(self.err("recording the migration"))?;
         }
+        tx.batch_execute(&super::quota::table(&self.schema))
+            .await
+            .map_err(self.err("creating the shared quota's table"))?;
         tx.commit().await.map_err(self.err("committing the migration"))
     }
 }

@@ -31,6 +31,7 @@ pub(super) struct Sql {
     pub(super) forget: String,
     pub(super) cursor: String,
     pub(super) algorithm: String,
+    pub(super) pushdown_epoch: String,
     pub(super) run: String,
     pub(super) prune_runs: String,
     pub(super) runs: String,
@@ -38,6 +39,7 @@ pub(super) struct Sql {
     pub(super) pause: String,
     pub(super) resume: String,
     pub(super) paused: String,
+    pub(super) reserve_quota: String,
 }
 
 impl Sql {
@@ -62,7 +64,9 @@ impl Sql {
                 "UPDATE {s}.rse_syncs SET lease_holder = NULL, lease_token = NULL, lease_acquired_ms = NULL,
                  lease_expires_ms = NULL WHERE sync_id = $1 AND lease_token = $2"
             ),
-            meta: format!("SELECT fingerprint_algorithm, cursor_value, cursor FROM {s}.rse_syncs WHERE sync_id = $1"),
+            meta: format!(
+                "SELECT fingerprint_algorithm, cursor_value, cursor, pushdown_epoch FROM {s}.rse_syncs WHERE sync_id = $1"
+            ),
             scan_first: format!("SELECT {cols} FROM {s}.rse_snapshot WHERE sync = {sync_of} ORDER BY key LIMIT $2"),
             scan_after: format!(
                 "SELECT {cols} FROM {s}.rse_snapshot WHERE sync = {sync_of} AND key > $3 ORDER BY key LIMIT $2"
@@ -117,6 +121,7 @@ impl Sql {
             forget: format!("DELETE FROM {s}.rse_snapshot WHERE sync = $1 AND key = ANY($2)"),
             cursor: format!("UPDATE {s}.rse_syncs SET cursor_value = $2, cursor = NULL WHERE id = $1"),
             algorithm: format!("UPDATE {s}.rse_syncs SET fingerprint_algorithm = $2 WHERE id = $1"),
+            pushdown_epoch: format!("UPDATE {s}.rse_syncs SET pushdown_epoch = $2 WHERE id = $1"),
             run: format!(
                 "INSERT INTO {s}.rse_runs (sync, run_id, started_at_ms, status, report) VALUES ($1, $2, $3, $4, $5)
                  ON CONFLICT (sync, run_id) DO UPDATE SET started_at_ms = EXCLUDED.started_at_ms,
@@ -146,6 +151,7 @@ impl Sql {
             ),
             resume: format!("DELETE FROM {s}.rse_pauses WHERE sync_id = $1 RETURNING paused_by, reason, paused_at_ms"),
             paused: format!("SELECT paused_by, reason, paused_at_ms FROM {s}.rse_pauses WHERE sync_id = $1"),
+            reserve_quota: super::quota::reserve(schema),
         }
     }
 }

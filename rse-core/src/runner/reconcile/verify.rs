@@ -355,7 +355,11 @@ async fn count_foreign(
             }
             after = Some(last.clone());
         }
-        let sampled: Vec<Key> = page.into_iter().filter(|k| options.in_sample(k)).collect();
+        // A partition's verify counts only its own keys: the others are its siblings'.
+        let sampled: Vec<Key> = page
+            .into_iter()
+            .filter(|k| options.in_sample(k) && inner.partition.is_none_or(|p| p.contains(k)))
+            .collect();
         for chunk in sampled.chunks(options.read_batch) {
             let entries = inner.state.get(&inner.id, chunk).await?;
             foreign += entries.iter().filter(|e| e.is_none()).count() as u64;

@@ -137,6 +137,10 @@ impl Transform for Cast {
         NAME
     }
 
+    fn config_digest(&self) -> Option<String> {
+        Some(format!("casts={:?}", self.casts))
+    }
+
     fn keeps_key_values(&self, input: &Arc<Schema>) -> bool {
         self.casts.iter().all(|(field, _)| !input.is_key(field))
     }

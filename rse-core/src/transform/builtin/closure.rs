@@ -67,6 +67,7 @@ pub struct FnTransform {
     name: String,
     record_fn: Arc<RecordFn>,
     schema_fn: Option<Arc<SchemaFn>>,
+    config: Option<String>,
     cache: PlanCache<()>,
 }
 
@@ -76,7 +77,7 @@ impl FnTransform {
     where
         F: Fn(&Record, &Schema) -> Result<Option<Record>, String> + Send + Sync + 'static,
     {
-        Self { name: name.into(), record_fn: Arc::new(f), schema_fn: None, cache: PlanCache::new() }
+        Self { name: name.into(), record_fn: Arc::new(f), schema_fn: None, config: None, cache: PlanCache::new() }
     }
 
     /// Declares the schema of the records `f` returns, computed from the input schema. An
@@ -87,6 +88,15 @@ impl FnTransform {
         F: Fn(&Schema) -> Result<Schema, String> + Send + Sync + 'static,
     {
         self.schema_fn = Some(Arc::new(f));
+        self
+    }
+
+    /// Describes what the closure does, for [`Transform::config_digest`]: change `config`
+    /// whenever the closure's code or captured settings change what it outputs (a version
+    /// number is enough). Without it, a sync with the pushdown strategy refuses to build,
+    /// since it could not tell when the closure's output changed.
+    pub fn with_config_digest(mut self, config: impl Into<String>) -> Self {
+        self.config = Some(config.into());
         self
     }
 
@@ -145,6 +155,10 @@ impl fmt::Debug for FnTransform {
 impl Transform for FnTransform {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn config_digest(&self) -> Option<String> {
+        self.config.clone()
     }
 
     fn output_schema(&self, input: &Arc<Schema>) -> Result<Arc<Schema>, TransformError> {

@@ -118,6 +118,10 @@ impl Transform for Constant {
         NAME
     }
 
+    fn config_digest(&self) -> Option<String> {
+        Some(format!("name={:?} value={:?} type={:?}", self.name, self.value, self.data_type))
+    }
+
     fn keeps_key_values(&self, _input: &Arc<Schema>) -> bool {
         true
     }

@@ -122,6 +122,17 @@ impl Transform for Filter {
         NAME
     }
 
+    fn config_digest(&self) -> Option<String> {
+        Some(match &self.rule {
+            Rule::Consent => format!("field={:?} consent", self.field),
+            Rule::Suppress(set) => {
+                let mut listed: Vec<&String> = set.iter().collect();
+                listed.sort();
+                format!("field={:?} suppress={listed:?}", self.field)
+            }
+        })
+    }
+
     fn keeps_key_values(&self, _input: &Arc<Schema>) -> bool {
         true
     }

@@ -364,6 +364,19 @@ impl Transform for HashPii {
         NAME
     }
 
+    fn config_digest(&self) -> Option<String> {
+        Some(format!(
+            "field={:?} kind={:?} gmail_dots={} country={:?} plus={} output={:?} keep={}",
+            self.field,
+            self.kind,
+            self.gmail_dot_removal,
+            self.default_country_code,
+            self.plus_prefix,
+            self.output_field,
+            self.keep_original
+        ))
+    }
+
     fn keeps_key_values(&self, input: &Arc<Schema>) -> bool {
         !input.is_key(self.output_field.as_deref().unwrap_or(&self.field))
     }

@@ -163,6 +163,13 @@ impl Transform for Mask {
         NAME
     }
 
+    fn config_digest(&self) -> Option<String> {
+        Some(format!(
+            "field={:?} keep_last={:?} replacement={:?} char={:?}",
+            self.field, self.keep_last, self.replacement, self.mask_char
+        ))
+    }
+
     fn keeps_key_values(&self, input: &Arc<Schema>) -> bool {
         !input.is_key(&self.field)
     }

@@ -95,6 +95,10 @@ impl Transform for Rename {
         NAME
     }
 
+    fn config_digest(&self) -> Option<String> {
+        Some(format!("renames={:?}", self.renames))
+    }
+
     fn keeps_key_values(&self, _input: &Arc<Schema>) -> bool {
         true
     }

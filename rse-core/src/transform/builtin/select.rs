@@ -71,6 +71,10 @@ impl Transform for Select {
         Self::NAME
     }
 
+    fn config_digest(&self) -> Option<String> {
+        Some(format!("fields={:?}", self.fields))
+    }
+
     fn keeps_key_values(&self, _input: &Arc<Schema>) -> bool {
         true
     }
@@ -142,6 +146,10 @@ impl DropFields {
 impl Transform for DropFields {
     fn name(&self) -> &str {
         Self::NAME
+    }
+
+    fn config_digest(&self) -> Option<String> {
+        Some(format!("fields={:?}", self.fields))
     }
 
     fn keeps_key_values(&self, _input: &Arc<Schema>) -> bool {

@@ -303,6 +303,10 @@ impl Transform for SensitiveFields {
         NAME
     }
 
+    fn config_digest(&self) -> Option<String> {
+        Some(format!("marked={:?} detectors={:?} allowed={:?}", self.marked, self.detectors, self.allowed))
+    }
+
     fn output_schema(&self, input: &Arc<Schema>) -> Result<Arc<Schema>, TransformError> {
         Ok(self.plan(input)?.output)
     }

@@ -323,6 +323,10 @@ impl Transform for Validate {
         NAME
     }
 
+    fn config_digest(&self) -> Option<String> {
+        Some(format!("rules={:?}", self.rules))
+    }
+
     fn keeps_key_values(&self, _input: &Arc<Schema>) -> bool {
         true
     }
