@@ -3,6 +3,8 @@
 //!
 //! - `state/<store>/commit_10k`: one commit of 10,000 applied changes (every key at a new
 //!   version), in one transaction.
+//! - `state/<store>/initial_5k`: what an initial load commits per batch of 5,000 keys new
+//!   to the sync: their intents, then their acknowledgements, two transactions.
 //! - `state/<store>/scan_1m`: an ordered scan of the whole snapshot (1,000,000 keys by
 //!   default) in pages of 10,000, as the merge diff reads it.
 //! - `state/<store>/get_10k_random`: one lookup of 10,000 random keys.
@@ -19,12 +21,13 @@ use std::time::Duration;
 
 use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 use rse_connectors::state::{PostgresStateStore, SqliteStateStore};
-use rse_core::state::{Lease, SnapshotEntry, StateCommit};
-use rse_core::{Fingerprint, Key, StateStore, Value};
+use rse_core::state::{Lease, PendingChange, SnapshotEntry, StateCommit};
+use rse_core::{Fingerprint, Key, Op, StateStore, Value};
 
 const SYNC: &str = "bench";
 const PAGE: usize = 10_000;
 const COMMIT: i64 = 10_000;
+const INITIAL: i64 = 5_000;
 
 fn keys() -> i64 {
     std::env::var("RSE_BENCH_STATE_KEYS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000)
@@ -37,6 +40,10 @@ fn key(i: i64) -> Key {
 fn entry(i: i64, version: u64) -> SnapshotEntry {
     let fp = u128::from(version).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (i as u128).wrapping_mul(0xD6E8_FEB8_6659_FD93);
     SnapshotEntry { key: key(i), fingerprint: Some(Fingerprint(fp)), version, pending: None, memo: None }
+}
+
+fn pending(i: i64) -> PendingChange {
+    PendingChange { op: Op::Insert, fingerprint: entry(i, 1).fingerprint.unwrap(), version: 0 }
 }
 
 async fn fill(store: &dyn StateStore, lease: &Lease, n: i64) {
@@ -84,6 +91,23 @@ fn bench_store(
             rt.block_on(store.commit(&lease, commit)).unwrap();
         });
     });
+
+    // Keys above the snapshot's, new to it, as an initial load's batches bring them.
+    group.throughput(Throughput::Elements(INITIAL as u64));
+    let mut next = n;
+    group.bench_function("initial_5k", |b| {
+        b.iter(|| {
+            let keys = next..next + INITIAL;
+            next += INITIAL;
+            let intents =
+                StateCommit { intents: keys.clone().map(|i| (key(i), pending(i))).collect(), ..StateCommit::default() };
+            rt.block_on(store.commit(&lease, intents)).unwrap();
+            let applied = StateCommit { applied: keys.map(|i| entry(i, 1)).collect(), ..StateCommit::default() };
+            rt.block_on(store.commit(&lease, applied)).unwrap();
+        });
+    });
+    let forgotten = StateCommit { forgotten: (n..next).map(key).collect(), ..StateCommit::default() };
+    rt.block_on(store.commit(&lease, forgotten)).unwrap();
 
     group.throughput(Throughput::Elements(n as u64));
     group.bench_function(format!("scan_{}k", n / 1_000), |b| {

@@ -14,7 +14,7 @@ use rse_connectors::state::{SqliteStateStore, SqliteStateStoreOptions};
 use rse_core::state::{Lease, PendingChange, RejectedEntry, SnapshotEntry, StateCommit};
 use rse_core::testing::unique_id;
 use rse_core::*;
-use state_common::{check_conformance, entry, key, run_once};
+use state_common::{check_conformance, entry, key, refusal, run_once};
 
 fn temp_path(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(unique_id("rse_sqlite_state"));
@@ -323,6 +323,47 @@ async fn ten_thousand_applied_changes_commit_in_one_transaction() {
         all.iter().all(|e| e.pending.is_none() && e.version == 1),
         "the applied entries did not replace the intents"
     );
+    cleanup(&path);
+}
+
+/// Commits of many keys go by statements of many rows: each key must still get exactly its
+/// own columns, an intent on a known key must keep its acknowledged fingerprint, and an
+/// applied key must clear its refusal whether or not others had one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_commits_write_each_keys_own_columns_and_clear_its_refusal() {
+    let path = temp_path("state.db");
+    let store = SqliteStateStore::open(&path).await.unwrap();
+    let lease = store.acquire_lease("many", "a", TTL).await.unwrap();
+    let known = StateCommit { applied: (0..100).map(|i| entry(i, 1)).collect(), ..StateCommit::default() };
+    store.commit(&lease, known).await.unwrap();
+    let refused = StateCommit { rejected: vec![refusal(150, vec![Value::Int(150)])], ..StateCommit::default() };
+    store.commit(&lease, refused).await.unwrap();
+
+    // Intents on 300 keys: the first 100 known (applied at version 1), the rest new.
+    let pending = |i: i64| PendingChange { op: Op::Update, fingerprint: Fingerprint(1_000 + i as u128), version: 1 };
+    let intents = StateCommit { intents: (0..300).map(|i| (key(i), pending(i))).collect(), ..StateCommit::default() };
+    store.commit(&lease, intents).await.unwrap();
+    let all = store.scan("many", None, 1_000).await.unwrap();
+    assert_eq!(all.len(), 300);
+    for (i, e) in (0..300).zip(&all) {
+        assert_eq!(e.key, key(i));
+        assert_eq!(e.pending, Some(pending(i)), "key {i}");
+        let (fingerprint, version) = if i < 100 { (entry(i, 1).fingerprint, 1) } else { (None, 0) };
+        assert_eq!((e.fingerprint, e.version), (fingerprint, version), "key {i}");
+    }
+
+    // Their acknowledgements, 201 of them (a remainder past whole statements), clear key 150's refusal.
+    let applied = StateCommit { applied: (0..201).map(|i| entry(i, 2)).collect(), ..StateCommit::default() };
+    store.commit(&lease, applied).await.unwrap();
+    let all = store.scan("many", None, 1_000).await.unwrap();
+    for (i, e) in (0..300).zip(&all) {
+        let expected = match i {
+            0..201 => entry(i, 2),
+            _ => SnapshotEntry { fingerprint: None, pending: Some(pending(i)), ..entry(i, 0) },
+        };
+        assert_eq!(e, &expected, "key {i}");
+    }
+    assert!(store.rejected("many", None, 10).await.unwrap().is_empty(), "the refusal of key 150 was not cleared");
     cleanup(&path);
 }
 

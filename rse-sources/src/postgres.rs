@@ -438,22 +438,32 @@ impl PostgresSource {
         }
         let portal = transaction.bind(&statement, &params).await.map_err(|e| self.error(e))?;
         let batch_size = request.batch_size.clamp(1, i32::MAX as usize);
-        loop {
-            let rows = transaction.query_portal(&portal, batch_size as i32).await.map_err(|e| self.error(e))?;
-            let done = rows.len() < batch_size;
-            if !rows.is_empty() {
-                let mut records = Vec::with_capacity(rows.len());
-                for row in &rows {
-                    records.push(decode_row(row, &kinds, &schema)?);
-                }
-                drop(rows);
-                if tx.send(Ok(RowBatch::new(schema.clone(), records))).await.is_err() {
-                    return Ok(());
-                }
+        let fetch = || async { transaction.query_portal(&portal, batch_size as i32).await.map_err(|e| self.error(e)) };
+        // Decodes and sends one fetch's rows; `false` when the reader has left.
+        let deliver = |rows: Vec<tokio_postgres::Row>| async {
+            if rows.is_empty() {
+                return Ok(true);
             }
-            if done {
-                break;
+            let mut records = Vec::with_capacity(rows.len());
+            for row in &rows {
+                records.push(decode_row(row, &kinds, &schema)?);
             }
+            drop(rows);
+            Ok::<_, SourceError>(tx.send(Ok(RowBatch::new(schema.clone(), records))).await.is_ok())
+        };
+        let mut rows = fetch().await?;
+        // The next batch is asked for before this one is decoded (`join!` polls the fetch
+        // first, which sends it), so the server produces it while this process decodes:
+        // the read's two halves overlap instead of taking turns.
+        while rows.len() == batch_size {
+            let (next, delivered) = tokio::join!(fetch(), deliver(rows));
+            if !delivered? {
+                return Ok(());
+            }
+            rows = next?;
+        }
+        if !deliver(rows).await? {
+            return Ok(());
         }
         // Read-only: commit and rollback are the same; commit ends it cleanly.
         transaction.commit().await.map_err(|e| self.error(e))

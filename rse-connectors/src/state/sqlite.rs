@@ -228,6 +228,46 @@ fn check_fence(conn: &Connection, lease: &Lease) -> Result<Result<i64, StateErro
 
 type Row = (Vec<u8>, Option<Vec<u8>>, i64, Option<i64>, Option<Vec<u8>>, Option<i64>, Option<Vec<u8>>);
 
+/// Rows per statement when a commit writes many snapshot rows: one statement of many rows
+/// saves SQLite a statement's start, step and reset per row (an initial load's batch of
+/// 5,000 keys writes each key twice, its intent and its acknowledgement).
+const ROWS_PER_STATEMENT: usize = 64;
+
+/// Inserts `rows` by `INSERT … {columns} VALUES (…), (…) … {tail}`, up to
+/// [`ROWS_PER_STATEMENT`] rows a statement, each row's values given by `bind` (its row and
+/// the index of its first parameter; the statement binds `width` parameters a row). The
+/// statement of one row does the rest.
+fn insert_rows<R>(
+    tx: &rusqlite::Transaction<'_>,
+    columns: &str,
+    width: usize,
+    tail: &str,
+    rows: &[R],
+    bind: impl Fn(&mut rusqlite::Statement<'_>, usize, &R) -> rusqlite::Result<()>,
+) -> rusqlite::Result<()> {
+    let row = format!("({})", vec!["?"; width].join(", "));
+    let sql = |n: usize| format!("INSERT {columns} VALUES {} {tail}", vec![row.as_str(); n].join(", "));
+    let mut chunks = rows.chunks_exact(ROWS_PER_STATEMENT);
+    if rows.len() >= ROWS_PER_STATEMENT {
+        let mut many = tx.prepare_cached(&sql(ROWS_PER_STATEMENT))?;
+        for chunk in chunks.by_ref() {
+            for (i, r) in chunk.iter().enumerate() {
+                bind(&mut many, 1 + i * width, r)?;
+            }
+            many.raw_execute()?;
+        }
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let mut one = tx.prepare_cached(&sql(1))?;
+        for r in rest {
+            bind(&mut one, 1, r)?;
+            one.raw_execute()?;
+        }
+    }
+    Ok(())
+}
+
 fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
 }
@@ -295,6 +335,8 @@ impl SqliteStateStore {
         writer
             .execute_batch("PRAGMA synchronous = NORMAL; PRAGMA mmap_size = 0; PRAGMA cache_size = -16384;")
             .map_err(|e| sqlite_error(&path, "configuring", e))?;
+        // Every statement the writer runs stays prepared (rusqlite keeps 16 by default).
+        writer.set_prepared_statement_cache_capacity(64);
         let reader = connect("opening a reader")?;
         reader
             .execute_batch("PRAGMA query_only = ON; PRAGMA mmap_size = 67108864; PRAGMA cache_size = -16384;")
@@ -667,18 +709,26 @@ impl StateStore for SqliteStateStore {
                 Ok(id) => id,
                 Err(fenced) => return Ok(Err(fenced)),
             };
-            if !intents.is_empty() {
-                let mut stmt = tx.prepare_cached(
-                    "INSERT INTO rse_snapshot (sync, key, fingerprint, version, pending_op, pending_fingerprint, pending_version)
-                     VALUES (?1, ?2, NULL, 0, ?3, ?4, ?5)
-                     ON CONFLICT (sync, key) DO UPDATE SET pending_op = excluded.pending_op,
-                        pending_fingerprint = excluded.pending_fingerprint, pending_version = excluded.pending_version",
-                )?;
-                for (key, pending) in &intents {
+            // An intent's columns: sync, key, then the pending change (the fingerprint is
+            // NULL and the version 0 until an acknowledgement).
+            insert_rows(
+                tx,
+                "INTO rse_snapshot (sync, key, pending_op, pending_fingerprint, pending_version, fingerprint, version)",
+                7,
+                "ON CONFLICT (sync, key) DO UPDATE SET pending_op = excluded.pending_op,
+                    pending_fingerprint = excluded.pending_fingerprint, pending_version = excluded.pending_version",
+                &intents,
+                |stmt, at, (key, pending)| {
                     let (op, fp, version) = pending_columns(Some(pending));
-                    stmt.execute(params![id, key.as_bytes(), op, fp, version])?;
-                }
-            }
+                    stmt.raw_bind_parameter(at, id)?;
+                    stmt.raw_bind_parameter(at + 1, key.as_bytes())?;
+                    stmt.raw_bind_parameter(at + 2, op)?;
+                    stmt.raw_bind_parameter(at + 3, fp)?;
+                    stmt.raw_bind_parameter(at + 4, version)?;
+                    stmt.raw_bind_parameter(at + 5, rusqlite::types::Null)?;
+                    stmt.raw_bind_parameter(at + 6, 0)
+                },
+            )?;
             if !memos.is_empty() {
                 let mut stmt = tx.prepare_cached("UPDATE rse_snapshot SET memo = ?3 WHERE sync = ?1 AND key = ?2")?;
                 for (key, memo) in &memos {
@@ -700,28 +750,38 @@ impl StateStore for SqliteStateStore {
                     remove.execute(params![id, key.as_bytes()])?;
                 }
             }
-            if !applied.is_empty() {
+            // An applied entry clears its key's rejection. Most commits meet a sync with no
+            // rejection at all (an initial load always does): one look first saves a
+            // search of the rejected set per key.
+            let rejections = !applied.is_empty()
+                && tx
+                    .prepare_cached("SELECT EXISTS (SELECT 1 FROM rse_rejected WHERE sync = ?1)")?
+                    .query_row([id], |r| r.get::<_, bool>(0))?;
+            if rejections {
                 let mut clear = tx.prepare_cached("DELETE FROM rse_rejected WHERE sync = ?1 AND key = ?2")?;
-                let mut write = tx.prepare_cached(
-                    "INSERT OR REPLACE INTO rse_snapshot
-                     (sync, key, fingerprint, version, pending_op, pending_fingerprint, pending_version, memo)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                )?;
                 for entry in &applied {
-                    let (op, fp, version) = pending_columns(entry.pending.as_ref());
                     clear.execute(params![id, entry.key.as_bytes()])?;
-                    write.execute(params![
-                        id,
-                        entry.key.as_bytes(),
-                        entry.fingerprint.map(|f| f.to_bytes()),
-                        to_i64(entry.version),
-                        op,
-                        fp,
-                        version,
-                        entry.memo.as_ref().map(|m| m.as_bytes())
-                    ])?;
                 }
             }
+            insert_rows(
+                tx,
+                "OR REPLACE INTO rse_snapshot
+                 (sync, key, fingerprint, version, pending_op, pending_fingerprint, pending_version, memo)",
+                8,
+                "",
+                &applied,
+                |stmt, at, entry| {
+                    let (op, fp, version) = pending_columns(entry.pending.as_ref());
+                    stmt.raw_bind_parameter(at, id)?;
+                    stmt.raw_bind_parameter(at + 1, entry.key.as_bytes())?;
+                    stmt.raw_bind_parameter(at + 2, entry.fingerprint.map(|f| f.to_bytes()))?;
+                    stmt.raw_bind_parameter(at + 3, to_i64(entry.version))?;
+                    stmt.raw_bind_parameter(at + 4, op)?;
+                    stmt.raw_bind_parameter(at + 5, fp)?;
+                    stmt.raw_bind_parameter(at + 6, version)?;
+                    stmt.raw_bind_parameter(at + 7, entry.memo.as_ref().map(|m| m.as_bytes()))
+                },
+            )?;
             if !rejected.is_empty() {
                 let mut stmt = tx.prepare_cached(
                     "INSERT OR REPLACE INTO rse_rejected (sync, key, stage, reason, attempts, last_rejected_at, entry, record)

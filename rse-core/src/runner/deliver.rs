@@ -130,7 +130,8 @@ impl RunSchema {
 }
 
 /// The pending change each key of a batch had before it (restored if the destination
-/// refuses the batch's change, as a refused change was never applied).
+/// refuses the batch's change, as a refused change was never applied). Only keys that had
+/// one are kept: a key missing here had none, and an initial load's keys all miss.
 type Priors = HashMap<Key, Option<PendingChange>>;
 
 /// A change whose delivery ended.
@@ -231,7 +232,7 @@ impl Deliverer {
     async fn deliver_batch(&self, outgoing: Vec<Outgoing>) -> BatchResult {
         let mut result = BatchResult::default();
         let transactional = self.destination.transactional_state().is_some();
-        let mut priors = Priors::with_capacity(outgoing.len());
+        let mut priors = Priors::new();
         let mut changes = Vec::with_capacity(outgoing.len());
         let mut intents = StateCommit::default();
         let mut outgoing = outgoing;
@@ -269,7 +270,9 @@ impl Deliverer {
                     intents.memos.push((change.key.clone(), memo));
                 }
             }
-            priors.insert(change.key.clone(), prior);
+            if prior.is_some() {
+                priors.insert(change.key.clone(), prior);
+            }
             changes.push(change);
         }
         // The source's delivered table first: a key the destination may hold after this
