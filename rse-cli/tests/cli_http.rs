@@ -197,3 +197,46 @@ async fn a_paused_sync_is_skipped_until_resumed() {
     assert_eq!(status[0]["paused"], Json::Null);
     assert_eq!(status[0]["last_run"]["status"], "Succeeded");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn partitions_run_in_separate_processes_and_together_send_every_row_once() {
+    let dir = fresh_dir("cli_partition");
+    let receiver = Receiver::start().await;
+    setup(&dir, 300, &receiver);
+
+    // Two processes at once, one per partition: each holds its own lease.
+    let first = rse(&dir, &["run", "scores", "--partition", "0/2"]).spawn().unwrap();
+    let second = rse(&dir, &["run", "scores", "--partition", "1/2"]).spawn().unwrap();
+    let (first, second) = (wait(first).await, wait(second).await);
+    assert_eq!(code(&first), 0, "{}", text(&first));
+    assert_eq!(code(&second), 0, "{}", text(&second));
+    assert_delivered_once(&receiver, 300);
+    let inserted = |output: &std::process::Output| -> u64 {
+        let report: Json = serde_json::from_str(stdout(output).lines().last().unwrap()).unwrap();
+        report["counts"]["applied"]["insert"].as_u64().unwrap()
+    };
+    let (a, b) = (inserted(&first), inserted(&second));
+    assert_eq!(a + b, 300, "each row sent by exactly one partition");
+    assert!(a > 0 && b > 0, "both partitions had rows ({a}, {b})");
+
+    // A Kubernetes Indexed Job's pod: the partition from its environment; nothing changed.
+    let again = rse(&dir, &["run", "scores"])
+        .env("JOB_COMPLETION_INDEX", "1")
+        .env("RSE_PARTITION_COUNT", "2")
+        .output()
+        .unwrap();
+    assert_eq!(code(&again), 0, "{}", text(&again));
+    assert_eq!(inserted(&again), 0);
+    assert_eq!(receiver.held.lock().unwrap().applied.values().map(Vec::len).sum::<usize>(), 300);
+
+    // An index out of range is a usage error naming the flag's form.
+    let wrong = run(&dir, &["run", "scores", "--partition", "2/2"]);
+    assert_eq!(code(&wrong), 2, "{}", text(&wrong));
+    assert!(text(&wrong).contains("2/2"), "{}", text(&wrong));
+    // Only one of the pair set: the environment is refused, naming the missing variable.
+    let half =
+        rse(&dir, &["run", "scores"]).env("JOB_COMPLETION_INDEX", "0").env_remove("RSE_PARTITION_COUNT").output();
+    let half = half.unwrap();
+    assert_eq!(code(&half), 2, "{}", text(&half));
+    assert!(text(&half).contains("RSE_PARTITION_COUNT"), "{}", text(&half));
+}

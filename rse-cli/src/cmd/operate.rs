@@ -161,6 +161,7 @@ pub async fn reset(config: &ConfigFile, args: &ResetArgs, json_logs: bool) -> Ex
         options: |o| o.full_resync = true,
         progress: progress_wanted(json_logs, args.no_progress),
         json: json_logs,
+        partition: None,
     };
     run_one(config, name, &interrupt, &how).await
 }

@@ -4,6 +4,7 @@
 use std::io::IsTerminal;
 
 use clap::Args;
+use rse::partition::Partition;
 use rse::{RunStatus, SyncOptions, SyncReport};
 use rse_cli::config::ConfigFile;
 use tracing::{error, info, warn};
@@ -25,6 +26,12 @@ pub struct RunArgs {
     /// (always so with JSON logs, so that every line of the output is JSON).
     #[arg(long)]
     json: bool,
+    /// Run partition I of N (counting from 0) of each sync, in this process: its own lease,
+    /// state and history under `SYNC#pIofN`; the other partitions run elsewhere. Without the
+    /// flag, a Kubernetes Indexed Job's pod runs partition `JOB_COMPLETION_INDEX` of
+    /// `RSE_PARTITION_COUNT` when both are set.
+    #[arg(long, value_name = "I/N")]
+    partition: Option<Partition>,
 }
 
 /// `rse plan`.
@@ -54,6 +61,8 @@ pub struct RunHow {
     pub progress: bool,
     /// Print the report as JSON.
     pub json: bool,
+    /// The partition to run, if the sync is partitioned.
+    pub partition: Option<Partition>,
 }
 
 /// Whether a progress bar may be drawn: text logs on an interactive terminal.
@@ -73,10 +82,21 @@ pub async fn run(config: &ConfigFile, args: &RunArgs, json_logs: bool) -> Exit {
             return Exit::FAILED;
         }
     };
+    let partition = match args.partition {
+        Some(partition) => Some(partition),
+        None => match Partition::from_env() {
+            Ok(partition) => partition,
+            Err(e) => {
+                fail!("{e}");
+                return Exit::USAGE;
+            }
+        },
+    };
     let how = RunHow {
         options: |_| {},
         progress: progress_wanted(json_logs, args.no_progress),
         json: args.json || json_logs,
+        partition,
     };
     let mut exit = Exit::SUCCESS;
     for name in names {
@@ -95,7 +115,7 @@ pub async fn run_one(config: &ConfigFile, name: &str, interrupt: &Interrupt, how
         fail!("no sync `{name}` in the configuration file");
         return Exit::USAGE;
     };
-    let built = match spec.build_with(how.options).await {
+    let built = match spec.build_partition(how.partition, how.options).await {
         Ok(built) => built,
         Err(e) => {
             fail!("{e}");

@@ -172,6 +172,7 @@ use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
 
+use rse::partition::Partition;
 use rse::{Mode, StateStore, SyncJob, SyncOptions};
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
@@ -216,7 +217,8 @@ pub struct BuiltSync {
     pub job: SyncJob,
     /// Its state store (status, history, pause and resume, rejections).
     pub state: Arc<dyn StateStore>,
-    /// Its id (the state is kept under it).
+    /// The id its state is kept under: the sync's own, or its partition's
+    /// (`crm#p2of4`, see [`Partition::sync_id`]).
     pub id: String,
 }
 
@@ -359,6 +361,23 @@ impl SyncSpec {
     /// # Errors
     /// As [`build`](Self::build).
     pub async fn build_with(&self, adjust: impl FnOnce(&mut SyncOptions)) -> Result<BuiltSync, ConfigError> {
+        self.build_partition(None, adjust).await
+    }
+
+    /// [`build_with`](Self::build_with) for one partition of the sync (`rse run
+    /// --partition i/N`; see [`rse::partition`]): the job's state, lease and history live
+    /// under the partition's id, which [`BuiltSync::id`] is. With a PostgreSQL state store
+    /// every partition paces its writes through the store's shared schedule, so the
+    /// partitions together stay inside the destination's rate limit; a SQLite state store
+    /// has no shared schedule, and each partition paces alone.
+    ///
+    /// # Errors
+    /// As [`build`](Self::build).
+    pub async fn build_partition(
+        &self,
+        partition: Option<Partition>,
+        adjust: impl FnOnce(&mut SyncOptions),
+    ) -> Result<BuiltSync, ConfigError> {
         let doc = &*self.doc;
         let mut read = Vec::new();
         let sync = self.resolved(&mut read, true)?;
@@ -371,11 +390,14 @@ impl SyncSpec {
             builder = t.apply(doc, builder).map_err(redact)?;
         }
         builder = sync.destination.apply(doc, builder).await.map_err(redact)?;
-        builder = state.apply(builder);
+        if partition.is_some() {
+            builder = state.share_quota(builder);
+        }
+        builder = state.apply(builder).partition(partition);
         let mut options = sync.options;
         adjust(&mut options);
         let job = builder.options(options).build().await.map_err(|e| redact(place.error(doc, e)))?;
-        Ok(BuiltSync { state: Arc::clone(job.state()), id: sync.id, job })
+        Ok(BuiltSync { state: Arc::clone(job.state()), id: job.id().to_owned(), job })
     }
 
     /// Reads only the state store's secrets and opens the state store: what status,

@@ -55,6 +55,17 @@ impl OpenedState {
         }
     }
 
+    /// Has `builder` pace its writes through the store's schedule shared with the sync's
+    /// other partitions, where the store keeps one (PostgreSQL).
+    pub(crate) fn share_quota(&self, builder: SyncBuilder) -> SyncBuilder {
+        match self {
+            #[cfg(feature = "sqlite")]
+            OpenedState::Sqlite(_) => builder,
+            #[cfg(feature = "postgres")]
+            OpenedState::Postgres(s) => builder.shared_quota(s.clone()),
+        }
+    }
+
     /// The store alone.
     pub(crate) fn into_arc(self) -> Arc<dyn StateStore> {
         match self {
