@@ -35,7 +35,10 @@
 //! delivered table was completed under ([`epoch`](PushdownSource::epoch)). Otherwise it runs
 //! one *full re-diff*: [`begin_full`](PushdownSource::begin_full), an ordinary run over
 //! [`read_full`](PushdownSource::read_full) that also records intents and hashes, then
-//! [`complete`](PushdownSource::complete).
+//! [`complete`](PushdownSource::complete). A full re-diff reads the model, not the delivered
+//! table: a key whose delete the destination acknowledged in a run that stopped before
+//! recording it stays in the table until the next pushdown run hands it out as vanished,
+//! finds it gone from the state too, and removes it.
 
 use std::fmt;
 

@@ -337,7 +337,14 @@ async fn converge(case: Case) {
     if case.pushdown {
         delivered_table_covers_the_destination(&source, &dest);
         let pushdown = again.pushdown.unwrap();
+        assert_eq!((pushdown.full_rediff, pushdown.rows_read), (None, 0), "{case:?}");
+        // A full re-diff reads the model, not the delivered table: a key whose delete the
+        // destination acknowledged in a run that crashed before recording it stays in the
+        // table until the next pushdown run hands it out as vanished and settles it.
+        let third = sync.run().await.unwrap();
+        let pushdown = third.pushdown.unwrap();
         assert_eq!((pushdown.full_rediff, pushdown.rows_read, pushdown.vanished), (None, 0, 0), "{case:?}");
+        assert_eq!(third.counts.planned.total(), 0);
     }
 }
 
@@ -371,4 +378,60 @@ proptest! {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
         runtime.block_on(converge(case));
     }
+}
+
+/// A case the property found: a pushdown run whose record_intents failed, then a run that
+/// crashed after applying changes (exactly-once), then a clean run.
+#[test]
+fn pushdown_after_failed_intents_and_a_crash_converges_and_reads_nothing_more() {
+    let faults = |f: Faults| f;
+    let none = Faults {
+        reject: vec![],
+        invalid: None,
+        transient: vec![],
+        after_apply: vec![],
+        rate_limited: vec![],
+        crash_after: None,
+        delivered_failures: 0,
+        intents_fail: false,
+    };
+    let case = Case {
+        initial: [(2, 0), (7, 1), (12, 0), (21, 1), (22, 2), (26, 3), (29, 1), (30, 2), (31, 0), (34, 1), (35, 2)]
+            .into_iter()
+            .collect(),
+        runs: vec![
+            (
+                vec![Edit::Upsert(2, 2), Edit::Upsert(13, 1), Edit::Upsert(9, 0), Edit::Upsert(36, 3)],
+                faults(Faults {
+                    rate_limited: vec![(2, 0)],
+                    delivered_failures: 1,
+                    intents_fail: true,
+                    ..none.clone()
+                }),
+            ),
+            (
+                vec![
+                    Edit::Upsert(26, 3),
+                    Edit::Delete(31),
+                    Edit::Upsert(0, 0),
+                    Edit::Upsert(27, 3),
+                    Edit::Upsert(9, 1),
+                    Edit::Upsert(13, 1),
+                    Edit::Upsert(16, 0),
+                    Edit::Upsert(1, 2),
+                    Edit::Delete(26),
+                ],
+                Faults { after_apply: vec![3], crash_after: Some(8), delivered_failures: 1, ..none.clone() },
+            ),
+        ],
+        batch_rows: 6,
+        concurrency: 2,
+        merge: true,
+        exactly_once: true,
+        memos: false,
+        audience: false,
+        pushdown: true,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
+    runtime.block_on(converge(case));
 }
