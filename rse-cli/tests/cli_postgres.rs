@@ -41,7 +41,7 @@ async fn run_people(dir: &Path) -> (i32, Json) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_postgres_mirror_from_toml_runs_reports_plans_and_guards_deletes() {
-    let Some((client, schema)) = pg_schema("cli_pg").await else { return };
+    let Some((client, schema)) = pg::fresh_schema("cli_pg").await else { return };
     let src = format!("\"{schema}\".people");
     let dst = format!("\"{schema}\".people_copy");
     client
@@ -53,7 +53,7 @@ async fn a_postgres_mirror_from_toml_runs_reports_plans_and_guards_deletes() {
         .await
         .unwrap();
     let dir = fresh_dir("cli_pg");
-    let url = pg_url();
+    let url = pg::url();
     std::fs::write(
         dir.join("rse.toml"),
         format!(

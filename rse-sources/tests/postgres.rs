@@ -7,15 +7,15 @@
 
 use futures::StreamExt;
 use rse_core::testing::{
-    check_empty_source, check_missing_column, check_missing_model, check_null_key, check_source, service_url,
-    source_fixture, unavailable, unique_id,
+    check_empty_source, check_missing_column, check_missing_model, check_null_key, check_source, source_fixture,
 };
 use rse_core::{DataType, Decimal, ReadRequest, Record, Source, SourceError, Value};
 use rse_sources::Model;
 use rse_sources::postgres::PostgresSource;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
-const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+#[path = "../../rse-connectors/tests/support/pg.rs"]
+mod pg;
 
 /// A schema of its own for one test, dropped at the end of it.
 struct TestSchema {
@@ -26,18 +26,8 @@ struct TestSchema {
 
 impl TestSchema {
     async fn new() -> Option<Self> {
-        let url = service_url("RSE_POSTGRES_URL", DEFAULT_URL);
-        let (client, connection) = match tokio_postgres::connect(&url, NoTls).await {
-            Ok(c) => c,
-            Err(e) => {
-                unavailable("PostgreSQL", &url, e);
-                return None;
-            }
-        };
-        tokio::spawn(connection);
-        let name = unique_id("rse_src");
-        client.batch_execute(&format!("CREATE SCHEMA \"{name}\"")).await.unwrap();
-        Some(Self { client, name, url })
+        let (client, name) = pg::fresh_schema("rse_src").await?;
+        Some(Self { client, name, url: pg::url() })
     }
 
     async fn exec(&self, sql: &str) {

@@ -8,13 +8,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use futures::TryStreamExt;
-use rse_core::testing::{service_url, unavailable, unique_id};
+use rse_core::testing::unique_id;
 use rse_core::{Key, PushdownSource, ReadRequest, RowHash, Source, SourceError, Value};
 use rse_sources::Model;
 use rse_sources::postgres::PostgresSource;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
-const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+#[path = "../../rse-connectors/tests/support/pg.rs"]
+mod pg;
 
 /// A model schema and a pushdown schema of the test's own, dropped at the end.
 struct World {
@@ -26,15 +27,7 @@ struct World {
 
 impl World {
     async fn new() -> Option<Self> {
-        let url = service_url("RSE_POSTGRES_URL", DEFAULT_URL);
-        let (client, connection) = match tokio_postgres::connect(&url, NoTls).await {
-            Ok(c) => c,
-            Err(e) => {
-                unavailable("PostgreSQL", &url, e);
-                return None;
-            }
-        };
-        tokio::spawn(connection);
+        let (client, url) = (pg::connect().await?, pg::url());
         let models = unique_id("rse_pd_model");
         let state = unique_id("rse_pd_state");
         client.batch_execute(&format!("CREATE SCHEMA \"{models}\"; CREATE SCHEMA \"{state}\"")).await.unwrap();

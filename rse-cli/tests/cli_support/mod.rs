@@ -14,9 +14,8 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
-use rse_core::testing::{service_url, unavailable, unique_id};
+use rse_core::testing::unique_id;
 use serde_json::Value as Json;
-use tokio_postgres::{Client, NoTls};
 
 /// The `rse` binary as built for these tests.
 pub const RSE: &str = env!("CARGO_BIN_EXE_rse");
@@ -68,27 +67,10 @@ pub fn fresh_dir(prefix: &str) -> PathBuf {
     dir
 }
 
-/// The test PostgreSQL's URL: `RSE_POSTGRES_URL`, else the local server's `test` database.
-pub fn pg_url() -> String {
-    service_url("RSE_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test")
-}
-
-/// A client of the test PostgreSQL and a schema of the test's own; `None` when the server
-/// cannot be reached (a failure under `CI=true`).
-pub async fn pg_schema(prefix: &str) -> Option<(Client, String)> {
-    let url = pg_url();
-    let (client, connection) = match tokio_postgres::connect(&url, NoTls).await {
-        Ok(c) => c,
-        Err(e) => {
-            unavailable("PostgreSQL", &url, e);
-            return None;
-        }
-    };
-    tokio::spawn(connection);
-    let schema = unique_id(prefix);
-    client.batch_execute(&format!("CREATE SCHEMA \"{schema}\"")).await.unwrap();
-    Some((client, schema))
-}
+/// The test PostgreSQL: its URL (`pg::url`), a client, a schema of the test's own
+/// (`pg::fresh_schema`).
+#[path = "../../../rse-connectors/tests/support/pg.rs"]
+pub mod pg;
 
 /// What the receiver does with a request.
 #[derive(Default)]
