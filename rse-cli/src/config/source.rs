@@ -176,6 +176,28 @@ fn keys_of(kind: &str) -> &'static [&'static str] {
     }
 }
 
+/// A text file source (`csv`, `jsonl`) with the options both take: key, cursor, declared
+/// schema and how many rows to infer it from.
+#[cfg(feature = "files")]
+macro_rules! text_file_source {
+    ($ty:path, $doc:expr, $f:expr) => {{
+        let mut source = <$ty>::new($doc.resolve_path(&$f.path));
+        if !$f.key.is_empty() {
+            source = source.with_key($f.key);
+        }
+        if let Some(cursor) = $f.cursor {
+            source = source.with_cursor(cursor);
+        }
+        if let Some(schema) = $f.schema {
+            source = source.with_schema(fields(schema));
+        }
+        if let Some(rows) = $f.infer_rows {
+            source = source.with_infer_rows(rows);
+        }
+        source
+    }};
+}
+
 impl SourceSpec {
     /// Reads the source table at `path`.
     pub(crate) fn parse(
@@ -281,19 +303,7 @@ impl SourceSpec {
             #[cfg(feature = "files")]
             "csv" => {
                 let Some(f) = self.file else { return Ok(builder) };
-                let mut source = rse::sources::files::CsvSource::new(doc.resolve_path(&f.path));
-                if !f.key.is_empty() {
-                    source = source.with_key(f.key);
-                }
-                if let Some(cursor) = f.cursor {
-                    source = source.with_cursor(cursor);
-                }
-                if let Some(schema) = f.schema {
-                    source = source.with_schema(fields(schema));
-                }
-                if let Some(rows) = f.infer_rows {
-                    source = source.with_infer_rows(rows);
-                }
+                let mut source = text_file_source!(rse::sources::files::CsvSource, doc, f);
                 if let Some(c) = f.delimiter {
                     source = source.with_delimiter(c as u8);
                 }
@@ -311,19 +321,7 @@ impl SourceSpec {
             #[cfg(feature = "files")]
             "jsonl" => {
                 let Some(f) = self.file else { return Ok(builder) };
-                let mut source = rse::sources::files::JsonLinesSource::new(doc.resolve_path(&f.path));
-                if !f.key.is_empty() {
-                    source = source.with_key(f.key);
-                }
-                if let Some(cursor) = f.cursor {
-                    source = source.with_cursor(cursor);
-                }
-                if let Some(schema) = f.schema {
-                    source = source.with_schema(fields(schema));
-                }
-                if let Some(rows) = f.infer_rows {
-                    source = source.with_infer_rows(rows);
-                }
+                let mut source = text_file_source!(rse::sources::files::JsonLinesSource, doc, f);
                 if let Some(m) = f.on_malformed {
                     source = source.with_on_malformed(on_malformed(m));
                 }
