@@ -217,4 +217,11 @@ pub trait PushdownSource: Send + Sync {
     /// # Errors
     /// Any failure to write; the next run re-diffs in full again.
     async fn complete(&self, sync_id: &str, epoch: &str) -> Result<(), SourceError>;
+
+    /// A run of `sync_id` ended (whatever its outcome): releases what the run held, such as
+    /// a connection kept open for its writes. The next run starts with
+    /// [`epoch`](Self::epoch) again. Nothing by default.
+    async fn finish(&self, sync_id: &str) {
+        let _ = sync_id;
+    }
 }

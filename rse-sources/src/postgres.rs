@@ -95,6 +95,8 @@ pub struct PostgresSource {
     tls: Option<Arc<rustls::ClientConfig>>,
     /// The schema of the warehouse-side diff's tables, when it is on.
     pub(crate) pushdown_schema: Option<String>,
+    /// The warehouse-side diff's open sessions, by sync (see [`crate::pushdown`]).
+    pub(crate) pushdown_sessions: crate::pushdown::postgres::Sessions,
 }
 
 /// How long connecting may take when neither [`PostgresSource::with_connect_timeout`] nor
@@ -122,6 +124,7 @@ impl PostgresSource {
             #[cfg(feature = "postgres-tls")]
             tls: None,
             pushdown_schema: None,
+            pushdown_sessions: Default::default(),
         }
     }
 

@@ -233,6 +233,72 @@ async fn a_full_rediff_forgets_hashes_keeps_keys_and_records_its_epoch() {
     world.drop().await;
 }
 
+/// The backends of `state`'s pushdown session (the last statement of each names the schema).
+async fn kill_sessions(world: &World) -> u64 {
+    let rows = world
+        .client
+        .query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid <> pg_backend_pid() \
+             AND position($1 in query) > 0",
+            &[&world.state],
+        )
+        .await
+        .unwrap();
+    rows.len() as u64
+}
+
+#[tokio::test]
+async fn a_run_outlives_its_connection_dying_and_a_dropped_table_comes_back_next_run() {
+    let Some(world) = World::new().await else { return };
+    world.exec("CREATE TABLE t (id int4 PRIMARY KEY, v text); INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, 4) g").await;
+    let source = world.source(Model::qualified(&world.models, "t"), &["id"]);
+    let pushdown = source.pushdown().unwrap();
+    let sync = "outlives";
+    assert_eq!(pushdown.epoch(sync).await.unwrap(), None);
+    let all = diff(pushdown, sync, false).await;
+    // A key twice in one write (two outcomes of one key in a page) is written once, the
+    // last outcome counting.
+    let one = Key::from_values([&Value::Int(1)]);
+    let keys: Vec<Key> = all.delivered(&[0]).into_iter().map(|(k, _)| k).chain([one.clone()]).collect();
+    pushdown.record_intents(sync, &keys).await.unwrap();
+    let mut delivered = all.delivered(&[0]);
+    delivered.insert(0, (one.clone(), None));
+    pushdown.record_delivered(sync, &delivered).await.unwrap();
+    assert!(diff(pushdown, sync, false).await.rows.is_empty(), "the later outcome (a hash) counted");
+
+    // The server ends the connection the run writes through: the write that finds it gone
+    // fails (its rows are read again next run), and the next call connects again.
+    assert!(kill_sessions(&world).await >= 1, "the session's connection was found");
+    world.exec("UPDATE t SET v = 'changed' WHERE id = 2").await;
+    let changed = diff(pushdown, sync, false).await;
+    assert_eq!(changed.keys(&[0]), vec![vec![Value::Int(2)]]);
+    let ids = [Key::from_values([&Value::Int(2)])];
+    if pushdown.record_intents(sync, &ids).await.is_err() {
+        pushdown.record_intents(sync, &ids).await.expect("the next call connects again");
+    }
+    pushdown.record_delivered(sync, &changed.delivered(&[0])).await.unwrap();
+    assert!(diff(pushdown, sync, false).await.rows.is_empty());
+    pushdown.complete(sync, "epoch-1").await.unwrap();
+    pushdown.finish(sync).await;
+
+    // Between runs the hash table is dropped: the next run's first call creates it again
+    // without an epoch (the keys the destination holds are gone from it, so the run must
+    // re-diff in full), and every row reads as new.
+    let table: String = world
+        .client
+        .query_one(
+            &format!("SELECT hash_table FROM \"{}\".rse_pushdown_syncs WHERE sync_id = $1", world.state),
+            &[&sync],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    world.client.batch_execute(&format!("DROP TABLE \"{}\".\"{table}\"", world.state)).await.unwrap();
+    assert_eq!(pushdown.epoch(sync).await.unwrap(), None);
+    assert_eq!(diff(pushdown, sync, false).await.rows.len(), 4);
+    world.drop().await;
+}
+
 #[tokio::test]
 async fn a_query_model_with_quoted_names_and_a_composite_key() {
     let Some(world) = World::new().await else { return };

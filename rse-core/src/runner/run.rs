@@ -246,6 +246,11 @@ pub(super) async fn run_in_span(
         report.status = status;
         report.stages.total = started.elapsed();
     }
+    if produced.pushdown.is_some()
+        && let Ok(source) = pushdown::pushdown_of(inner.source.as_ref())
+    {
+        source.finish(&inner.id).await;
+    }
 
     // The run's totals on its span too, for a trace to show without its events.
     span.record("read", report.counts.read);

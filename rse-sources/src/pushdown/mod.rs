@@ -57,7 +57,7 @@ use crate::common::Model;
 
 mod dialect;
 #[cfg(feature = "postgres")]
-mod postgres;
+pub(crate) mod postgres;
 mod sql;
 
 pub use dialect::Dialect;

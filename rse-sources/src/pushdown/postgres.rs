@@ -8,8 +8,15 @@
 //! from the same snapshot, and streams through a portal `batch_size` rows at a time as the
 //! plain read does. Keys are written as `text[]` arrays cast to the key columns' types
 //! (read back from the catalog), one statement per batch.
+//!
+//! A run holds one *session* per sync, opened by [`PushdownSource::epoch`] (the first call
+//! of every run) and closed by [`PushdownSource::finish`]: one connection for the writes,
+//! the model described once, the tables checked once and the write statements prepared
+//! once. The diff read streams on a second connection of its own, because its read-only
+//! transaction stays open while the writes go on.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use futures::StreamExt;
@@ -19,7 +26,7 @@ use rse_core::{
 use tokio::sync::mpsc;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, IsolationLevel};
+use tokio_postgres::{Client, IsolationLevel, Statement};
 
 use super::{Dialect, HASH_COLUMN, HashColumn, HashTable, KeyColumn, PushdownSql};
 use crate::postgres::{Kind, PostgresSource, decode_row};
@@ -64,29 +71,69 @@ impl PostgresSource {
         Ok(sql)
     }
 
-    /// Connects, for the statements that write keys: those need the key columns' types (read
-    /// from the hash table), not the model's other columns, so the model is not described.
-    async fn pushdown_writer(&self, sync_id: &str) -> Result<(Client, PushdownSql), SourceError> {
-        let table = HashTable::for_sync(self.pushdown_schema()?, sync_id);
-        let key = self.keys.key.iter().map(KeyColumn::new);
-        let sql = PushdownSql::new(Dialect::Postgres, self.model.clone(), table)
-            .with_columns(self.keys.key.iter().map(HashColumn::new))
-            .with_key(key);
-        sql.check()?;
-        let client = self.connect().await?;
-        let sql = self.typed(&client, &sql).await?;
-        Ok((client, sql))
+    /// The open session of `sync_id`, or a new one when there is none or its connection
+    /// closed.
+    async fn session(&self, sync_id: &str) -> Result<Arc<Session>, SourceError> {
+        let open = self.pushdown_sessions.lock().ok().and_then(|s| s.get(sync_id).cloned());
+        match open {
+            Some(session) if !session.client.is_closed() => Ok(session),
+            _ => self.open_session(sync_id).await,
+        }
     }
 
-    /// Connects and describes the model: the client, its schema and kinds, and the statements.
-    async fn pushdown_session(
-        &self,
-        sync_id: &str,
-    ) -> Result<(Client, Arc<Schema>, Vec<Kind>, PushdownSql), SourceError> {
+    /// Connects, describes the model, creates the tables when missing and prepares the
+    /// statements; the session replaces any earlier one of `sync_id`.
+    async fn open_session(&self, sync_id: &str) -> Result<Arc<Session>, SourceError> {
         let client = self.connect().await?;
         let (schema, kinds) = self.describe(&client).await?;
         let sql = self.pushdown_sql(sync_id, &schema, &kinds)?;
-        Ok((client, schema, kinds, sql))
+        let table = sql.table();
+        let existed: bool = client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE n.nspname = $1 AND c.relname = $2)",
+                &[&table.schema, &table.name],
+            )
+            .await
+            .map_err(|e| self.pushdown_error(e, &sql))?
+            .get(0);
+        self.ensure_tables(&client, sync_id, &sql).await?;
+        let sql = self.typed(&client, &sql).await?;
+        let failed = |e| self.pushdown_error(e, &sql);
+        if !existed {
+            // A hash table created now holds none of the keys the destination may hold (it
+            // was dropped, or this is a first run): no epoch, so the run re-diffs in full and
+            // adds them back, and a later delete of one is not missed.
+            client.execute(&sql.write_epoch()?.sql, &[&sync_id, &None::<String>]).await.map_err(failed)?;
+        }
+        let intents = client.prepare(&sql.record_intents(0)?.sql).await.map_err(failed)?;
+        let delivered = sql.record_delivered(1, 1)?;
+        let delete = client.prepare(&delivered[0].sql).await.map_err(failed)?;
+        let upsert = client.prepare(&delivered[1].sql).await.map_err(failed)?;
+        let session = Arc::new(Session { client, schema, kinds, sql, intents, delete, upsert });
+        if let Ok(mut sessions) = self.pushdown_sessions.lock() {
+            sessions.insert(sync_id.to_owned(), session.clone());
+        }
+        Ok(session)
+    }
+
+    /// Forgets the session of `sync_id` when a write on it failed for the connection, so the
+    /// next call connects again.
+    fn drop_session(&self, sync_id: &str, session: &Arc<Session>) {
+        if let Ok(mut sessions) = self.pushdown_sessions.lock()
+            && sessions.get(sync_id).is_some_and(|s| Arc::ptr_eq(s, session))
+        {
+            sessions.remove(sync_id);
+        }
+    }
+
+    /// A write on `session` failed: the error, and the session dropped when its connection
+    /// is gone.
+    fn write_failed(&self, sync_id: &str, session: &Arc<Session>, e: tokio_postgres::Error) -> SourceError {
+        if session.client.is_closed() || e.is_closed() {
+            self.drop_session(sync_id, session);
+        }
+        self.pushdown_error(e, &session.sql)
     }
 
     /// Creates the syncs table, the sync's row and its hash table when missing.
@@ -188,12 +235,14 @@ impl PostgresSource {
                 "a warehouse-side diff reads no cursor; incremental reads and pushdown exclude each other".to_owned(),
             ));
         }
-        let (client, schema, kinds, sql) = self.pushdown_session(sync_id).await?;
-        self.ensure_tables(&client, sync_id, &sql).await?;
+        let session = self.session(sync_id).await?;
+        // The read's transaction stays open while the run writes through the session.
+        let client = self.connect().await?;
         let (tx, rx) = mpsc::channel(crate::stream::IN_FLIGHT);
         let source = self.clone();
         let handle = tokio::spawn(async move {
-            if let Err(e) = source.produce_diff(client, &request, schema, kinds, &sql, read, &tx).await {
+            let (schema, kinds, sql) = (session.schema.clone(), &session.kinds, &session.sql);
+            if let Err(e) = source.produce_diff(client, &request, schema, kinds, sql, read, &tx).await {
                 let _ = tx.send(Err(e)).await;
             }
         });
@@ -222,7 +271,7 @@ impl PostgresSource {
         mut client: Client,
         request: &ReadRequest,
         schema: Arc<Schema>,
-        kinds: Vec<Kind>,
+        kinds: &[Kind],
         sql: &PushdownSql,
         read: Read,
         tx: &mpsc::Sender<Result<PushdownBatch, SourceError>>,
@@ -262,7 +311,7 @@ impl PostgresSource {
                 let mut hashes = Vec::with_capacity(rows.len());
                 let mut vanished = Vec::new();
                 for row in &rows {
-                    let record = decode_row(row, &kinds, &schema)?;
+                    let record = decode_row(row, kinds, &schema)?;
                     let hash: Option<i64> = row.try_get(hash_at).map_err(|e| SourceError::Malformed {
                         location: format!("column `{HASH_COLUMN}`"),
                         reason: format!("the server sent a row hash rse could not take ({e})"),
@@ -365,25 +414,55 @@ fn params<'a>(arrays: &'a [Vec<Option<String>>], hashes: Option<&'a Vec<i64>>) -
     out
 }
 
+/// What one sync's run keeps between the pushdown's calls (see the module's rustdoc).
+pub(crate) struct Session {
+    /// The connection for the writes, shared by concurrent calls (their statements pipeline).
+    client: Client,
+    /// The model's schema and column kinds, described when the session opened.
+    schema: Arc<Schema>,
+    kinds: Vec<Kind>,
+    /// The statements, with the key columns' types read from the hash table.
+    sql: PushdownSql,
+    /// `record_intents`, the deletions and the upserts of `record_delivered`, prepared.
+    intents: Statement,
+    delete: Statement,
+    upsert: Statement,
+}
+
+/// The open sessions of a source, by sync id (shared by the source's clones).
+pub(crate) type Sessions = Arc<Mutex<HashMap<String, Arc<Session>>>>;
+
+/// `keys` without repeats, each once (a statement may not touch a row twice).
+fn distinct(keys: &[Key]) -> Vec<Key> {
+    let mut keys = keys.to_vec();
+    keys.sort_unstable();
+    keys.dedup();
+    keys
+}
+
 #[async_trait]
 impl PushdownSource for PostgresSource {
     async fn epoch(&self, sync_id: &str) -> Result<Option<String>, SourceError> {
-        let (client, _, _, sql) = self.pushdown_session(sync_id).await?;
-        self.ensure_tables(&client, sync_id, &sql).await?;
-        let read = sql.read_epoch()?;
-        let row = client.query_opt(&read.sql, &[&sync_id]).await.map_err(|e| self.pushdown_error(e, &sql))?;
+        // The first call of every run: a new session, so that a model or table changed
+        // since the last run is described again.
+        let session = self.open_session(sync_id).await?;
+        let read = session.sql.read_epoch()?;
+        let row = session
+            .client
+            .query_opt(&read.sql, &[&sync_id])
+            .await
+            .map_err(|e| self.write_failed(sync_id, &session, e))?;
         Ok(row.and_then(|r| r.get::<_, Option<String>>(0)))
     }
 
     async fn begin_full(&self, sync_id: &str) -> Result<(), SourceError> {
-        let (mut client, _, _, sql) = self.pushdown_session(sync_id).await?;
-        self.ensure_tables(&client, sync_id, &sql).await?;
-        let failed = |e| self.pushdown_error(e, &sql);
-        let transaction = client.transaction().await.map_err(failed)?;
+        let session = self.session(sync_id).await?;
+        let sql = &session.sql;
+        // One statement each, in order: the epoch is cleared before any hash is forgotten.
         let clear = sql.write_epoch()?;
-        transaction.execute(&clear.sql, &[&sync_id, &None::<String>]).await.map_err(failed)?;
-        transaction.batch_execute(&sql.forget_hashes()?.sql).await.map_err(failed)?;
-        transaction.commit().await.map_err(failed)
+        let failed = |e| self.write_failed(sync_id, &session, e);
+        session.client.execute(&clear.sql, &[&sync_id, &None::<String>]).await.map_err(failed)?;
+        session.client.batch_execute(&sql.forget_hashes()?.sql).await.map_err(failed)
     }
 
     async fn read_changed(&self, sync_id: &str, request: ReadRequest) -> Result<PushdownStream<'_>, SourceError> {
@@ -398,10 +477,13 @@ impl PushdownSource for PostgresSource {
         if keys.is_empty() {
             return Ok(());
         }
-        let (client, sql) = self.pushdown_writer(sync_id).await?;
-        let arrays = key_arrays(keys, sql.key().len())?;
-        let insert = sql.record_intents(keys.len())?;
-        client.execute(&insert.sql, &params(&arrays, None)).await.map_err(|e| self.pushdown_error(e, &sql))?;
+        let session = self.session(sync_id).await?;
+        let arrays = key_arrays(&distinct(keys), session.sql.key().len())?;
+        session
+            .client
+            .execute(&session.intents, &params(&arrays, None))
+            .await
+            .map_err(|e| self.write_failed(sync_id, &session, e))?;
         Ok(())
     }
 
@@ -409,10 +491,16 @@ impl PushdownSource for PostgresSource {
         if delivered.is_empty() {
             return Ok(());
         }
+        // The last outcome of a key counts; each key once, as a statement may not touch a
+        // row twice.
+        let mut last: HashMap<&Key, &Option<RowHash>> = HashMap::with_capacity(delivered.len());
+        for (key, hash) in delivered {
+            last.insert(key, hash);
+        }
         let mut upserted = Vec::new();
         let mut hashes = Vec::new();
         let mut deleted = Vec::new();
-        for (key, hash) in delivered {
+        for (key, hash) in last {
             match hash {
                 Some(h) => {
                     upserted.push(key.clone());
@@ -421,25 +509,43 @@ impl PushdownSource for PostgresSource {
                 None => deleted.push(key.clone()),
             }
         }
-        let (mut client, sql) = self.pushdown_writer(sync_id).await?;
-        let failed = |e| self.pushdown_error(e, &sql);
-        let statements = sql.record_delivered(upserted.len(), deleted.len())?;
-        let transaction = client.transaction().await.map_err(failed)?;
-        if !deleted.is_empty() {
-            let arrays = key_arrays(&deleted, sql.key().len())?;
-            transaction.execute(&statements[0].sql, &params(&arrays, None)).await.map_err(failed)?;
-        }
-        if !upserted.is_empty() {
-            let arrays = key_arrays(&upserted, sql.key().len())?;
-            transaction.execute(&statements[1].sql, &params(&arrays, Some(&hashes))).await.map_err(failed)?;
-        }
-        transaction.commit().await.map_err(failed)
+        let session = self.session(sync_id).await?;
+        let columns = session.sql.key().len();
+        let deleted = key_arrays(&deleted, columns)?;
+        let upserted = key_arrays(&upserted, columns)?;
+        let failed = |e| self.write_failed(sync_id, &session, e);
+        // Two statements, pipelined on the one connection. Each is valid alone: a crash
+        // between them leaves rows with an older or unknown hash, which are read again.
+        let delete = async {
+            if deleted.first().is_some_and(|column| !column.is_empty()) {
+                session.client.execute(&session.delete, &params(&deleted, None)).await?;
+            }
+            Ok(())
+        };
+        let upsert = async {
+            if !hashes.is_empty() {
+                session.client.execute(&session.upsert, &params(&upserted, Some(&hashes))).await?;
+            }
+            Ok(())
+        };
+        futures::try_join!(delete, upsert).map_err(failed)?;
+        Ok(())
     }
 
     async fn complete(&self, sync_id: &str, epoch: &str) -> Result<(), SourceError> {
-        let (client, sql) = self.pushdown_writer(sync_id).await?;
-        let write = sql.write_epoch()?;
-        client.execute(&write.sql, &[&sync_id, &Some(epoch)]).await.map_err(|e| self.pushdown_error(e, &sql))?;
+        let session = self.session(sync_id).await?;
+        let write = session.sql.write_epoch()?;
+        session
+            .client
+            .execute(&write.sql, &[&sync_id, &Some(epoch)])
+            .await
+            .map_err(|e| self.write_failed(sync_id, &session, e))?;
         Ok(())
+    }
+
+    async fn finish(&self, sync_id: &str) {
+        if let Ok(mut sessions) = self.pushdown_sessions.lock() {
+            sessions.remove(sync_id);
+        }
     }
 }
