@@ -15,6 +15,9 @@
 //! holds the re-runs alone. `RSE_BENCH_PUSHDOWN_ROWS=10000000 RSE_BENCH_PUSHDOWN_FULL=0` is
 //! the 10 M-row run. Needs PostgreSQL at `RSE_POSTGRES_URL`.
 //!
+//! `RSE_BENCH_PUSHDOWN_KEEP=1` keeps the schemas (and state files) for a look afterwards.
+//! `RSE_BENCH_LOG=rse_core=debug` prints the runs' events and spans with their times.
+//!
 //! `cargo bench --bench pushdown --features postgres,sqlite`
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -104,8 +107,14 @@ async fn timed(label: &str, sync: &SyncJob) -> (SyncReport, Duration, u64) {
         .pushdown
         .as_ref()
         .map(|p| format!(", {} rows and {} vanished keys left the warehouse", p.rows_read, p.vanished));
+    let stages = &report.stages;
     println!(
-        "{label}: {took:.2?}, peak RSS {:.0} MB; applied {} inserts, {} updates, {} deletes{}",
+        "{label}: {took:.2?} (read {:.2?}, diff {:.2?}, deliver {:.2?}, commit {:.2?}), peak RSS {:.0} MB; \
+         applied {} inserts, {} updates, {} deletes{}",
+        stages.read,
+        stages.diff,
+        stages.deliver,
+        stages.commit,
         peak as f64 / 1024.0,
         report.counts.applied.insert,
         report.counts.applied.update,
@@ -151,6 +160,15 @@ async fn vacuum(client: &tokio_postgres::Client, schema: &str) {
 }
 
 fn main() {
+    // `RSE_BENCH_LOG=rse_core=debug` prints the runs' events with the time since start.
+    if let Ok(filter) = std::env::var("RSE_BENCH_LOG") {
+        use tracing_subscriber::prelude::*;
+        let targets: tracing_subscriber::filter::Targets = filter.parse().expect("RSE_BENCH_LOG: target=level,…");
+        let fmt = tracing_subscriber::fmt::layer()
+            .with_timer(tracing_subscriber::fmt::time::uptime())
+            .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE);
+        tracing_subscriber::registry().with(fmt).with(targets).init();
+    }
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     if let Ok(schema) = std::env::var(CHILD_ENV) {
         rt.block_on(first_runs(&schema));
@@ -237,6 +255,10 @@ async fn bench() {
             format!("; full read 1 % changed {:.2?}", best(&full_reads))
         }
     );
+    if std::env::var_os("RSE_BENCH_PUSHDOWN_KEEP").is_some() {
+        println!("pushdown: kept schemas {schema} and {schema}_hashes");
+        return;
+    }
     client
         .batch_execute(&format!("DROP SCHEMA \"{schema}\" CASCADE; DROP SCHEMA \"{schema}_hashes\" CASCADE"))
         .await

@@ -125,6 +125,23 @@ fn query_model_with_a_composite_quoted_key_matches_its_snapshots() {
 }
 
 #[test]
+fn reads_without_key_order_are_the_ordered_reads_without_their_order_by() {
+    for (dialect, name) in DIALECTS {
+        let ordered = table_model(dialect);
+        let unordered = table_model(dialect).with_key_order(false);
+        let reads = |sql: &PushdownSql| {
+            [sql.diff_rows(), sql.all_rows(), sql.changed_rows(), sql.vanished_keys()].map(|s| s.unwrap().sql)
+        };
+        for (with, without) in reads(&ordered).into_iter().zip(reads(&unordered)) {
+            let at = with.rfind(" ORDER BY ").unwrap_or_else(|| panic!("{name}: no ORDER BY in {with}"));
+            assert_eq!(without, with[..at], "{name}");
+        }
+        // The writes do not depend on it.
+        assert_eq!(ordered.record_intents(2).unwrap().sql, unordered.record_intents(2).unwrap().sql, "{name}");
+    }
+}
+
+#[test]
 fn redshift_needs_the_key_types_to_create_the_hash_table() {
     let err = query_model(Dialect::Redshift).create_hash_table().unwrap_err();
     assert!(matches!(err, SourceError::Unsupported(_)), "{err}");

@@ -201,6 +201,9 @@ impl<'a> Producer<'a> {
             return self.finish_out();
         }
         let lookup = self.pushdown.as_ref().is_some_and(|p| p.changed_only());
+        // The lookup diff needs no order, and a warehouse sorting the changed rows would hand
+        // out none of them before its whole scan ended.
+        let request = if lookup { request.with_order_by_key(false) } else { request };
         // Withdrawn consent first: nothing is read or sent without the list, and the listed
         // keys the destination may hold are removed before anything else goes out.
         match Suppressor::load(inner).await {

@@ -192,13 +192,23 @@ pub struct PushdownSql {
     columns: Vec<HashColumn>,
     key: Vec<KeyColumn>,
     table: HashTable,
+    key_order: bool,
 }
 
 impl PushdownSql {
     /// The diff of `model` against `table`, in `dialect`. Declare the model's columns and its
     /// key before asking for statements.
     pub fn new(dialect: Dialect, model: Model, table: HashTable) -> Self {
-        Self { dialect, model, columns: Vec::new(), key: Vec::new(), table }
+        Self { dialect, model, columns: Vec::new(), key: Vec::new(), table, key_order: true }
+    }
+
+    /// Whether the reads hand out their rows in key order (the default). Without it the
+    /// warehouse streams the rows as its join finds them: a diff by key lookups needs no
+    /// order, and an `ORDER BY` over a full join's merged key makes the warehouse sort the
+    /// result, so no row leaves before the whole scan ends.
+    pub fn with_key_order(mut self, ordered: bool) -> Self {
+        self.key_order = ordered;
+        self
     }
 
     /// The model's columns, in the model's order: what the row hash covers.

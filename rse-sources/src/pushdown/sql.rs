@@ -223,7 +223,8 @@ impl PushdownSql {
     }
 
     /// The model's rows whose key has no row with the same hash in the hash table (new keys,
-    /// changed rows, unknown hashes), in key order: the model's columns, then `rse_hash`.
+    /// changed rows, unknown hashes), in key order unless turned off
+    /// ([`PushdownSql::with_key_order`]): the model's columns, then `rse_hash`.
     /// One anti-join.
     ///
     /// # Errors
@@ -233,15 +234,19 @@ impl PushdownSql {
         let hash = self.dialect.row_hash(&self.columns);
         let sql = format!(
             "SELECT m.*, {hash} AS {hash_col} FROM {from} \
-             WHERE NOT EXISTS (SELECT 1 FROM {table} AS h WHERE {matched} AND h.{hash_col} = {hash}) \
-             ORDER BY {order}",
+             WHERE NOT EXISTS (SELECT 1 FROM {table} AS h WHERE {matched} AND h.{hash_col} = {hash}){order}",
             hash_col = self.q(HASH_COLUMN),
             from = self.dialect.model_from(&self.model),
             table = self.hash_table(),
             matched = self.key_match("h", "m"),
-            order = self.order_by("m"),
+            order = self.order_clause(&self.order_by("m")),
         );
         Ok(Statement::new(sql, []))
+    }
+
+    /// ` ORDER BY <order>` when the reads keep key order, else nothing.
+    fn order_clause(&self, order: &str) -> String {
+        if self.key_order { format!(" ORDER BY {order}") } else { String::new() }
     }
 
     /// The changed rows and the vanished keys in one pass: one full outer join of the model
@@ -296,14 +301,13 @@ impl PushdownSql {
         let sql = format!(
             "SELECT {selected} FROM (SELECT m.*, TRUE AS rse_present, {row_hash} AS {hash} FROM {from}) AS m \
              FULL OUTER JOIN {table} AS h ON {matched} \
-             WHERE m.rse_present IS NULL OR h.{hash} IS NULL OR h.{hash} <> m.{hash} \
-             ORDER BY {order}",
+             WHERE m.rse_present IS NULL OR h.{hash} IS NULL OR h.{hash} <> m.{hash}{order}",
             selected = selected.join(", "),
             row_hash = self.dialect.row_hash(&self.columns),
             from = self.dialect.model_from(&self.model),
             table = self.hash_table(),
             matched = self.key_match("h", "m"),
-            order = order.join(", "),
+            order = self.order_clause(&order.join(", ")),
         );
         Ok(Statement::new(sql, []))
     }
@@ -315,11 +319,11 @@ impl PushdownSql {
     pub fn all_rows(&self) -> Result<Statement, SourceError> {
         self.check()?;
         let sql = format!(
-            "SELECT m.*, {} AS {} FROM {} ORDER BY {}",
+            "SELECT m.*, {} AS {} FROM {}{}",
             self.dialect.row_hash(&self.columns),
             self.q(HASH_COLUMN),
             self.dialect.model_from(&self.model),
-            self.order_by("m"),
+            self.order_clause(&self.order_by("m")),
         );
         Ok(Statement::new(sql, []))
     }
@@ -332,12 +336,12 @@ impl PushdownSql {
     pub fn vanished_keys(&self) -> Result<Statement, SourceError> {
         self.check()?;
         let sql = format!(
-            "SELECT {keys} FROM {table} AS h WHERE NOT EXISTS (SELECT 1 FROM {from} WHERE {matched}) ORDER BY {order}",
+            "SELECT {keys} FROM {table} AS h WHERE NOT EXISTS (SELECT 1 FROM {from} WHERE {matched}){order}",
             keys = self.key_list(Some("h")),
             table = self.hash_table(),
             from = self.dialect.model_from(&self.model),
             matched = self.key_match("m", "h"),
-            order = self.order_by("h"),
+            order = self.order_clause(&self.order_by("h")),
         );
         Ok(Statement::new(sql, []))
     }
