@@ -560,16 +560,18 @@ impl PushdownSource for PostgresSource {
         if delivered.is_empty() {
             return Ok(());
         }
-        // The last outcome of a key counts; each key once, as a statement may not touch a
-        // row twice.
-        let mut last: HashMap<&Key, &Option<RowHash>> = HashMap::with_capacity(delivered.len());
-        for (key, hash) in delivered {
-            last.insert(key, hash);
-        }
+        // In key order, so that the rows' new versions lie in key order in the table, as the
+        // diff's merge join reads them (in a random order every row read was a page read:
+        // 1.01 s against 0.80 s at 1 M rows). Each key once, its last outcome counting: a
+        // statement may not touch a row twice.
+        let mut sorted: Vec<&(Key, Option<RowHash>)> = delivered.iter().collect();
+        sorted.sort_by(|a, b| a.0.cmp(&b.0));
+        let last =
+            sorted.iter().enumerate().filter(|(i, (key, _))| sorted.get(i + 1).is_none_or(|next| next.0 != *key));
         let mut upserted = Vec::new();
         let mut hashes = Vec::new();
         let mut deleted = Vec::new();
-        for (key, hash) in last {
+        for (_, (key, hash)) in last {
             match hash {
                 Some(h) => {
                     upserted.push(key.clone());
@@ -609,13 +611,28 @@ impl PushdownSource for PostgresSource {
             .execute(&write.sql, &[&sync_id, &Some(epoch)])
             .await
             .map_err(|e| self.write_failed(sync_id, &session, e))?;
-        // A full re-diff wrote every row at least twice (its intent, then its hash): the
-        // table and its index are twice their size and out of key order, which made the next
-        // diff's scan of them 1.7× slower when measured. Rewrite them compactly and gather
-        // the planner's statistics now, rather than leave both to autovacuum.
+        // A full re-diff wrote every row at least twice (its intent, then its hash), from
+        // several writers at once: the table and its index are twice their size and out of
+        // key order, which made the next diff's merge join of them 1.7× slower when measured.
+        // Rewrite them in key order and gather the planner's statistics now, rather than
+        // leave a bloated table to autovacuum.
         let table = session.sql.table();
-        let compact = format!("VACUUM (FULL, ANALYZE) {}.{}", quote_ident(&table.schema), quote_ident(&table.name));
-        if let Err(error) = session.client.batch_execute(&compact).await {
+        let name = format!("{}.{}", quote_ident(&table.schema), quote_ident(&table.name));
+        let compacted = async {
+            // The key's unique index, by its name in the catalog (PostgreSQL may have cut it).
+            let index: String = session
+                .client
+                .query_one(
+                    "SELECT c.relname::text FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
+                     WHERE i.indrelid = to_regclass($1) AND i.indisunique ORDER BY c.relname LIMIT 1",
+                    &[&name],
+                )
+                .await?
+                .get(0);
+            let index = quote_ident(&index);
+            session.client.batch_execute(&format!("CLUSTER {name} USING {index}; ANALYZE {name}")).await
+        };
+        if let Err(error) = compacted.await {
             tracing::warn!(%error, table = %table.name, "Compacting rse's hash table after a full re-diff failed; autovacuum will tidy it.");
         }
         Ok(())
