@@ -298,6 +298,12 @@ impl PostgresSource {
     /// Classifies a driver error: missing things are `NotFound`, connection trouble
     /// `Unavailable`, the rest `Other`.
     pub(crate) fn error(&self, e: tokio_postgres::Error) -> SourceError {
+        self.error_while(e, &format!("reading `{}`", self.model.label()))
+    }
+
+    /// As [`Self::error`], saying `doing` (e.g. "reading `marts.customers`") where the error
+    /// has nothing more specific to say.
+    pub(crate) fn error_while(&self, e: tokio_postgres::Error, doing: &str) -> SourceError {
         let label = self.model.label();
         if let Some(db) = e.as_db_error() {
             let code = db.code();
@@ -319,22 +325,19 @@ impl PostgresSource {
                 || *code == SqlState::TOO_MANY_CONNECTIONS
             {
                 return SourceError::Unavailable {
-                    message: format!("reading `{label}`: {}", db.message()),
+                    message: format!("{doing}: {}", db.message()),
                     source: Some(Box::new(e)),
                 };
             }
-            return SourceError::Other {
-                message: format!("reading `{label}`: {}", db.message()),
-                source: Some(Box::new(e)),
-            };
+            return SourceError::Other { message: format!("{doing}: {}", db.message()), source: Some(Box::new(e)) };
         }
         if e.is_closed() || std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>()) {
             return SourceError::Unavailable {
-                message: format!("reading `{label}`: the connection failed"),
+                message: format!("{doing}: the connection failed"),
                 source: Some(Box::new(e)),
             };
         }
-        SourceError::Other { message: format!("reading `{label}` failed"), source: Some(Box::new(e)) }
+        SourceError::Other { message: format!("{doing} failed"), source: Some(Box::new(e)) }
     }
 
     /// The read's SQL and its parameter.

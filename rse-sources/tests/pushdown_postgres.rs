@@ -299,11 +299,8 @@ async fn a_run_outlives_its_connection_dying_and_a_dropped_table_comes_back_next
     pushdown.record_delivered(sync, &changed.delivered(&[0])).await.unwrap();
     assert!(diff(pushdown, sync, false).await.rows.is_empty());
     pushdown.complete(sync, "epoch-1").await.unwrap();
-    pushdown.finish(sync).await;
 
-    // Between runs the hash table is dropped: the next run's first call creates it again
-    // without an epoch (the keys the destination holds are gone from it, so the run must
-    // re-diff in full), and every row reads as new.
+    // A write the server refuses says it was a write of rse's table, not a read of the model.
     let table: String = world
         .client
         .query_one(
@@ -313,6 +310,23 @@ async fn a_run_outlives_its_connection_dying_and_a_dropped_table_comes_back_next
         .await
         .unwrap()
         .get(0);
+    world
+        .client
+        .batch_execute(&format!(
+            "CREATE FUNCTION \"{state}\".refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'refused'; END $$;
+             CREATE TRIGGER refuse BEFORE INSERT OR UPDATE ON \"{state}\".\"{table}\" FOR EACH STATEMENT EXECUTE FUNCTION \"{state}\".refuse();",
+            state = world.state
+        ))
+        .await
+        .unwrap();
+    let err = pushdown.record_intents(sync, &ids).await.unwrap_err().to_string();
+    assert!(err.contains("writing rse's hash table") && err.contains("refused") && !err.contains("reading"), "{err}");
+    world.client.batch_execute(&format!("DROP TRIGGER refuse ON \"{}\".\"{table}\"", world.state)).await.unwrap();
+    pushdown.finish(sync).await;
+
+    // Between runs the hash table is dropped: the next run's first call creates it again
+    // without an epoch (the keys the destination holds are gone from it, so the run must
+    // re-diff in full), and every row reads as new.
     world.client.batch_execute(&format!("DROP TABLE \"{}\".\"{table}\"", world.state)).await.unwrap();
     assert_eq!(pushdown.epoch(sync).await.unwrap(), None);
     assert_eq!(diff(pushdown, sync, false).await.rows.len(), 4);

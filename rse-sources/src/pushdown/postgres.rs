@@ -170,7 +170,9 @@ impl PostgresSource {
         if session.client.is_closed() || e.is_closed() {
             self.drop_session(sync_id, session);
         }
-        self.pushdown_error(e, &session.sql)
+        let table = session.sql.table();
+        let doing = format!("writing rse's hash table `{}.{}` for `{}`", table.schema, table.name, self.model.label());
+        self.pushdown_error_while(e, &session.sql, &doing)
     }
 
     /// Creates the syncs table, the sync's row and its hash table when missing.
@@ -221,6 +223,11 @@ impl PostgresSource {
 
     /// A driver error of the pushdown's statements, saying what to fix.
     fn pushdown_error(&self, e: tokio_postgres::Error, sql: &PushdownSql) -> SourceError {
+        self.pushdown_error_while(e, sql, &format!("reading `{}`", self.model.label()))
+    }
+
+    /// As [`Self::pushdown_error`], saying `doing` where nothing more specific applies.
+    fn pushdown_error_while(&self, e: tokio_postgres::Error, sql: &PushdownSql, doing: &str) -> SourceError {
         let schema = &sql.table().schema;
         if let Some(db) = e.as_db_error() {
             let code = db.code();
@@ -257,7 +264,7 @@ impl PostgresSource {
                 ));
             }
         }
-        self.error(e)
+        self.error_while(e, doing)
     }
 
     /// Streams the diff read on its own task.
@@ -516,11 +523,10 @@ impl PushdownSource for PostgresSource {
         // since the last run is described again.
         let session = self.open_session(sync_id).await?;
         let read = session.sql.read_epoch()?;
-        let row = session
-            .client
-            .query_opt(&read.sql, &[&sync_id])
-            .await
-            .map_err(|e| self.write_failed(sync_id, &session, e))?;
+        let row = session.client.query_opt(&read.sql, &[&sync_id]).await.map_err(|e| {
+            let doing = format!("reading the epoch of `{sync_id}` in rse's schema `{}`", session.sql.table().schema);
+            self.pushdown_error_while(e, &session.sql, &doing)
+        })?;
         Ok(row.and_then(|r| r.get::<_, Option<String>>(0)))
     }
 
