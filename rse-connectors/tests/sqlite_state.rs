@@ -460,8 +460,49 @@ async fn worker() {
                 lease = store.renew_lease(&lease, Duration::from_secs(1)).await.unwrap();
             }
         }
+        // Reserves 10 requests of the shared quota `QUOTA`, waits for each slot and prints
+        // the wall-clock microsecond it "sent" at.
+        "reserve" => {
+            use rse_core::shared_quota::SharedQuota;
+            for _ in 0..10 {
+                let wait = store.reserve("crm", QUOTA).await.unwrap();
+                tokio::time::sleep(wait).await;
+                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+                println!("sent {}", now.as_micros());
+            }
+        }
         other => panic!("unknown worker job {other}"),
     }
+}
+
+/// 20 requests a second, no burst: 50 ms between slots.
+const QUOTA: RateLimit = RateLimit { requests: 20, per: Duration::from_secs(1), burst: 1 };
+
+/// Three processes pacing through one file's schedule send together at the limit, not three
+/// times it: 30 requests take at least 29 intervals, and no second holds more than the limit
+/// (one more for a process woken late: a send is never early, only late).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_sharing_a_file_share_one_quota() {
+    let path = temp_path("state.db");
+    drop(SqliteStateStore::open(&path).await.unwrap());
+    let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_micros();
+    let children: Vec<_> = (0..3).map(|_| spawn_worker("reserve", &path)).collect();
+    let mut sent = Vec::new();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success());
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        // The harness may print on the same line (`test worker ... sent 1…`).
+        let digits = |t: &str| t.chars().take_while(char::is_ascii_digit).collect::<String>();
+        sent.extend(stdout.split("sent ").skip(1).map(|t| digits(t).parse::<u128>().unwrap()));
+    }
+    assert_eq!(sent.len(), 30, "every process sent its 10 requests");
+    sent.sort_unstable();
+    let interval = QUOTA.per.as_micros() / u128::from(QUOTA.requests);
+    assert!(sent[29] - started >= 29 * interval, "30 requests took {} µs", sent[29] - started);
+    let busiest = (0..sent.len()).map(|i| sent[i..].iter().take_while(|t| **t < sent[i] + 1_000_000).count()).max();
+    assert!(busiest.unwrap() <= QUOTA.requests as usize + 1, "{busiest:?} requests in one second");
+    cleanup(&path);
 }
 
 fn spawn_worker(job: &str, path: &Path) -> std::process::Child {

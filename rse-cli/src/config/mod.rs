@@ -366,10 +366,10 @@ impl SyncSpec {
 
     /// [`build_with`](Self::build_with) for one partition of the sync (`rse run
     /// --partition i/N`; see [`rse::partition`]): the job's state, lease and history live
-    /// under the partition's id, which [`BuiltSync::id`] is. With a PostgreSQL state store
-    /// every partition paces its writes through the store's shared schedule, so the
-    /// partitions together stay inside the destination's rate limit; a SQLite state store
-    /// has no shared schedule, and each partition paces alone.
+    /// under the partition's id, which [`BuiltSync::id`] is. Every partition paces its
+    /// writes through the state store's shared schedule, so the partitions together stay
+    /// inside the destination's rate limit (across hosts with a PostgreSQL store, among the
+    /// processes of one host with a SQLite file).
     ///
     /// # Errors
     /// As [`build`](Self::build).

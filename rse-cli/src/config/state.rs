@@ -56,11 +56,12 @@ impl OpenedState {
     }
 
     /// Has `builder` pace its writes through the store's schedule shared with the sync's
-    /// other partitions, where the store keeps one (PostgreSQL).
+    /// other partitions (in processes on one host with a SQLite file, on any hosts with
+    /// PostgreSQL).
     pub(crate) fn share_quota(&self, builder: SyncBuilder) -> SyncBuilder {
         match self {
             #[cfg(feature = "sqlite")]
-            OpenedState::Sqlite(_) => builder,
+            OpenedState::Sqlite(s) => builder.shared_quota(s.clone()),
             #[cfg(feature = "postgres")]
             OpenedState::Postgres(s) => builder.shared_quota(s.clone()),
         }

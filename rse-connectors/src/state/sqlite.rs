@@ -5,8 +5,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use rse_core::shared_quota::{SharedQuota, gcra};
 use rse_core::state::{Lease, Pause, RejectedEntry, SnapshotEntry, StateCommit, StateStore, SyncMeta};
-use rse_core::{Key, StateError, SyncReport};
+use rse_core::{Key, RateLimit, StateError, SyncReport};
 use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior, params};
 use serde::{Deserialize, Serialize};
 
@@ -500,6 +501,52 @@ fn newer(path: &Path, version: i64) -> StateError {
             "state file {} was written by a newer rse (schema version {version}; this rse knows up to {SCHEMA_VERSION}); upgrade rse, or point the store elsewhere",
             path.display()
         ),
+    }
+}
+
+/// The shared quota's table: one schedule per scope (see [`rse_core::shared_quota`]).
+/// Created on the first reservation rather than by a migration: it holds nothing a run's
+/// state depends on, and an older rse opening the file ignores it.
+const QUOTA_TABLE: &str = "CREATE TABLE IF NOT EXISTS rse_quota_schedule (
+    scope TEXT PRIMARY KEY,
+    tat_us INTEGER NOT NULL
+) WITHOUT ROWID";
+
+/// The shared quota of the runners using this file: every partition of a sync run by
+/// processes of one host that keep their state in the same file shares its destination's
+/// limit (processes on several hosts need the `PostgresStateStore`: SQLite's locks do not
+/// hold across a network file system).
+///
+/// A reservation is one immediate write transaction: SQLite's write lock orders the
+/// reservations of every process, and the host's clock, read once the lock is held, dates
+/// each one. A step of that clock moves the schedule with it: a step back delays the next
+/// slots by the step, a step forward lets at most the burst's tolerance go at once.
+#[async_trait]
+impl SharedQuota for SqliteStateStore {
+    async fn reserve(&self, scope: &str, limit: RateLimit) -> Result<Duration, StateError> {
+        let Some((interval, tolerance)) = gcra(limit) else { return Ok(Duration::ZERO) };
+        let scope = scope.to_owned();
+        let micros = |d: Duration| i64::try_from(d.as_micros()).unwrap_or(i64::MAX);
+        let (interval, tolerance) = (micros(interval), micros(tolerance));
+        let wait_us = self
+            .with_writer("reserving a request of the shared quota", move |tx| {
+                tx.execute_batch(QUOTA_TABLE)?;
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
+                let tat: Option<i64> = tx
+                    .query_row("SELECT tat_us FROM rse_quota_schedule WHERE scope = ?1", params![scope], |r| r.get(0))
+                    .optional()?;
+                let slot = tat.unwrap_or(now).max(now);
+                tx.execute(
+                    "INSERT INTO rse_quota_schedule (scope, tat_us) VALUES (?1, ?2) \
+                     ON CONFLICT (scope) DO UPDATE SET tat_us = excluded.tat_us",
+                    params![scope, slot.saturating_add(interval)],
+                )?;
+                Ok(Ok(slot.saturating_sub(tolerance).saturating_sub(now).max(0)))
+            })
+            .await?;
+        Ok(Duration::from_micros(u64::try_from(wait_us).unwrap_or(0)))
     }
 }
 
