@@ -34,7 +34,7 @@
 //! `RSE_PG_CONVERGENCE_CASES` for more.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -45,10 +45,13 @@ use rse::sources::Model;
 use rse::sources::postgres::PostgresSource;
 use rse::testing::{FaultyDestination, service_url, unavailable, unique_id};
 use rse::{
-    DestinationCapabilities, DiffStrategy, Fingerprint, IdempotencyKey, Key, Mode, Op, Record, RunStatus, SyncJob,
-    SyncOptions, SyncReport, Value,
+    DestinationCapabilities, DiffStrategy, Key, Mode, Op, Record, RunStatus, SyncJob, SyncOptions, SyncReport, Value,
 };
 use tokio_postgres::{Client, NoTls};
+
+#[path = "../rse-core/tests/common/checks.rs"]
+mod checks;
+use checks::*;
 
 /// The sync's id (each case has its own state store and schemas).
 const SYNC: &str = "customers";
@@ -542,64 +545,6 @@ impl World {
     }
 }
 
-/// Every live or tombstoned entry of the state matches a change the destination received.
-fn state_only_holds_what_the_destination_received(state: &MemoryStateStore, dest: &MemoryDestination) {
-    let deliveries = dest.deliveries();
-    for entry in state.snapshot(SYNC).into_iter().filter(|e| e.version > 0) {
-        let received = deliveries.iter().any(|d| {
-            d.key == entry.key
-                && d.version + 1 == entry.version
-                && match entry.fingerprint {
-                    Some(fp) => d.op != Op::Delete && d.fingerprint == fp,
-                    None => d.op == Op::Delete,
-                }
-        });
-        assert!(received, "state holds {entry:?}, which the destination never received");
-    }
-}
-
-/// No change was applied twice (see `rse-core/tests/convergence.rs`): each (key, op,
-/// fingerprint, version) at most once, and without ambiguity (no crash, no timeout after a
-/// write landed) never the same (op, fingerprint) twice in a row to a key.
-fn nothing_was_applied_twice(dest: &MemoryDestination, ambiguous: bool) {
-    let mut applied: HashMap<(Key, Op, Fingerprint, u64), IdempotencyKey> = HashMap::new();
-    let mut last: HashMap<Key, (Op, Fingerprint, IdempotencyKey)> = HashMap::new();
-    for d in dest.deliveries().into_iter().filter(|d| d.applied) {
-        let change = (d.key.clone(), d.op, d.fingerprint, d.version);
-        if let Some(first) = applied.insert(change, d.idempotency_key) {
-            panic!("{:?} {} v{} applied twice, under {first} and {}", d.key, d.op, d.version, d.idempotency_key);
-        }
-        if let Some((op, fp, idem)) = last.get(&d.key) {
-            assert!(
-                ambiguous || !(*op == d.op && *fp == d.fingerprint),
-                "{:?} {} applied twice in a row, under {idem} and {}",
-                d.key,
-                d.op,
-                d.idempotency_key
-            );
-        }
-        last.insert(d.key.clone(), (d.op, d.fingerprint, d.idempotency_key));
-    }
-}
-
-/// Exactly-once: the state's live entries are exactly the destination's rows, and no change
-/// is pending — after every run, crashed or not.
-fn state_equals_the_destination(state: &MemoryStateStore, dest: &MemoryDestination) {
-    let snapshot = state.snapshot(SYNC);
-    assert!(snapshot.iter().all(|e| e.pending.is_none()), "an exactly-once run left a pending change");
-    let live: BTreeMap<Key, Fingerprint> =
-        snapshot.into_iter().filter_map(|e| e.fingerprint.map(|f| (e.key, f))).collect();
-    assert_eq!(live, dest.fingerprints(), "the state and the destination's rows disagree");
-}
-
-/// With memos: every key the destination holds has its record id as the state's memo, and
-/// no other key has one.
-fn every_record_id_is_in_the_state(state: &MemoryStateStore, dest: &MemoryDestination) {
-    let memos: BTreeMap<Key, String> =
-        state.snapshot(SYNC).into_iter().filter_map(|e| Some((e.key, e.memo?.as_str()?.to_owned()))).collect();
-    assert_eq!(memos, dest.record_ids(), "the state's memos and the destination's record ids disagree");
-}
-
 /// A job for one run, as a new process builds it: a new source on the case's model.
 async fn job(
     case: &Case,
@@ -727,9 +672,9 @@ async fn converge(url: &str, client: Client, case: Case) {
             tokio::time::sleep(CRASH_TTL + Duration::from_millis(50)).await;
         }
         world.fail_table_writes(&[]).await;
-        state_only_holds_what_the_destination_received(&state, &dest);
+        state_only_holds_what_the_destination_received(SYNC, &state, &dest);
         if case.exactly_once {
-            state_equals_the_destination(&state, &dest);
+            state_equals_the_destination(SYNC, &state, &dest);
         }
         world.hash_table_covers_the_destination(&dest).await;
     }
@@ -744,12 +689,12 @@ async fn converge(url: &str, client: Client, case: Case) {
     for id in refused.iter().filter(|id| model.contains_key(id)) {
         assert_eq!(held(&dest).get(id), model.get(id), "refused row {id} was not delivered");
     }
-    state_only_holds_what_the_destination_received(&state, &dest);
+    state_only_holds_what_the_destination_received(SYNC, &state, &dest);
     let ambiguous =
         !case.exactly_once && case.runs.iter().any(|(_, f)| f.crash_after.is_some() || !f.after_apply.is_empty());
     nothing_was_applied_twice(&dest, ambiguous);
     if case.memos {
-        every_record_id_is_in_the_state(&state, &dest);
+        every_record_id_is_in_the_state(SYNC, &state, &dest);
     }
     world.hash_table_covers_the_destination(&dest).await;
     // Converged: every hash left is the source's hash of the model row.

@@ -14,10 +14,11 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::audience::{Audience, email_and_score, ids_in};
+use common::checks::*;
 use common::*;
 use proptest::prelude::*;
 use rse_core::memory::{MemoryDestination, MemoryPushdownSource, MemorySource, MemoryStateStore};
@@ -123,70 +124,6 @@ fn rows(table: &BTreeMap<i64, u8>) -> Vec<Record> {
 
 fn cases() -> u32 {
     std::env::var("RSE_CONVERGENCE_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(2_000)
-}
-
-/// Every live or tombstoned entry of the state matches a change the destination received.
-fn state_only_holds_what_the_destination_received(state: &MemoryStateStore, dest: &MemoryDestination) {
-    let deliveries = dest.deliveries();
-    // An entry that was never acknowledged (only an intent to send) holds no fingerprint.
-    for entry in state.snapshot("customers").into_iter().filter(|e| e.version > 0) {
-        let received = deliveries.iter().any(|d| {
-            d.key == entry.key
-                && d.version + 1 == entry.version
-                && match entry.fingerprint {
-                    Some(fp) => d.op != Op::Delete && d.fingerprint == fp,
-                    None => d.op == Op::Delete,
-                }
-        });
-        assert!(received, "state holds {entry:?}, which the destination never received");
-    }
-}
-
-/// No change was applied twice: the destination applied each (key, op, fingerprint,
-/// version) — the inputs of an idempotency key — at most once, so every retry and every
-/// re-send after a crash reused its idempotency key.
-///
-/// Without ambiguity (no crash, no timeout after a write landed) it must hold more strictly:
-/// between two applications of the same (op, fingerprint) to a key, something else was
-/// applied to it. With ambiguity the runner may have to re-send what the destination
-/// already holds, because the change sent after it might have landed.
-fn nothing_was_applied_twice(dest: &MemoryDestination, ambiguous: bool) {
-    let mut applied: HashMap<(Key, Op, Fingerprint, u64), IdempotencyKey> = HashMap::new();
-    let mut last: HashMap<Key, (Op, Fingerprint, IdempotencyKey)> = HashMap::new();
-    for d in dest.deliveries().into_iter().filter(|d| d.applied) {
-        let change = (d.key.clone(), d.op, d.fingerprint, d.version);
-        if let Some(first) = applied.insert(change, d.idempotency_key) {
-            panic!("{:?} {} v{} applied twice, under {first} and {}", d.key, d.op, d.version, d.idempotency_key);
-        }
-        if let Some((op, fp, idem)) = last.get(&d.key) {
-            assert!(
-                ambiguous || !(*op == d.op && *fp == d.fingerprint),
-                "{:?} {} applied twice in a row, under {idem} and {}",
-                d.key,
-                d.op,
-                d.idempotency_key
-            );
-        }
-        last.insert(d.key.clone(), (d.op, d.fingerprint, d.idempotency_key));
-    }
-}
-
-/// Exactly-once: the state's live entries are exactly the destination's rows, with their
-/// fingerprints, and no change is ever pending — after every run, crashed or not.
-fn state_equals_the_destination(state: &MemoryStateStore, dest: &MemoryDestination) {
-    let snapshot = state.snapshot("customers");
-    assert!(snapshot.iter().all(|e| e.pending.is_none()), "an exactly-once run left a pending change");
-    let live: BTreeMap<Key, Fingerprint> =
-        snapshot.into_iter().filter_map(|e| e.fingerprint.map(|f| (e.key, f))).collect();
-    assert_eq!(live, dest.fingerprints(), "the state and the destination's rows disagree");
-}
-
-/// With memos: every key the destination holds has its record id as the state's memo, and
-/// no other key has one.
-fn every_record_id_is_in_the_state(state: &MemoryStateStore, dest: &MemoryDestination) {
-    let memos: BTreeMap<Key, String> =
-        state.snapshot("customers").into_iter().filter_map(|e| Some((e.key, e.memo?.as_str()?.to_owned()))).collect();
-    assert_eq!(memos, dest.record_ids(), "the state's memos and the destination's record ids disagree");
 }
 
 /// The sync of `case` into `faulty`, with the faults of each run injected before it.
@@ -309,9 +246,9 @@ async fn converge(case: Case) {
     let faulty = FaultyDestination::new(dest.clone());
     let sync = sync_of(&case, &source, &state, &faulty).await;
     let table = run_case(&case, &source, &faulty, &sync, || {
-        state_only_holds_what_the_destination_received(&state, &dest);
+        state_only_holds_what_the_destination_received("customers", &state, &dest);
         if case.exactly_once {
-            state_equals_the_destination(&state, &dest);
+            state_equals_the_destination("customers", &state, &dest);
         }
         if case.pushdown {
             delivered_table_covers_the_destination(&source, &dest);
@@ -323,14 +260,14 @@ async fn converge(case: Case) {
         rows(&table).into_iter().map(|r| (r.key(&customers_schema()).unwrap(), r)).collect();
     assert_eq!(dest.records(), want, "the destination does not equal the source");
     assert!(state.rejections("customers").is_empty(), "refused records left after the faults stopped");
-    state_only_holds_what_the_destination_received(&state, &dest);
+    state_only_holds_what_the_destination_received("customers", &state, &dest);
     // Exactly-once leaves nothing in doubt: a crash or a lost acknowledgement never makes
     // the runner re-send what the destination holds.
     let ambiguous =
         !case.exactly_once && case.runs.iter().any(|(_, f)| f.crash_after.is_some() || !f.after_apply.is_empty());
     nothing_was_applied_twice(&dest, ambiguous);
     if case.memos {
-        every_record_id_is_in_the_state(&state, &dest);
+        every_record_id_is_in_the_state("customers", &state, &dest);
     }
     let again = sync.run().await.unwrap();
     assert_eq!(again.counts.planned.total(), 0, "a run after convergence planned changes");
