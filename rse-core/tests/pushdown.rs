@@ -319,3 +319,42 @@ async fn rows_outside_a_canary_are_read_again_once_it_widens() {
     assert_eq!(wide.counts.applied.update, 40 - inside);
     assert_eq!(w.destination.records(), by_key(&w.rows()));
 }
+
+/// A pushdown read's changed rows go out while the read goes on: with a linger far longer
+/// than the run, the first change is written at once rather than held for a full batch. A
+/// destination with a rate limit keeps whole batches (its requests are what it spares).
+#[tokio::test]
+async fn changed_rows_go_out_without_waiting_for_a_full_batch_unless_requests_are_rationed() {
+    for (limit, eager) in [(None, true), (Some(RateLimit::per_second(1_000)), false)] {
+        let w = World::new(customers(50));
+        let destination = MemoryDestination::new().with_capabilities(
+            DestinationCapabilities::new(Op::ALL).with_idempotency_keys(true).with_rate_limit(limit),
+        );
+        let sync = w
+            .builder(Mode::Mirror)
+            .destination(destination)
+            .options(
+                SyncOptions::default()
+                    .with_diff_strategy(DiffStrategy::Pushdown)
+                    .with_batch_rows(1_000)
+                    .with_linger(std::time::Duration::from_secs(3_600))
+                    .with_read_batch_size(5),
+            )
+            .build()
+            .await
+            .unwrap();
+        let first = sync.run().await.unwrap();
+        assert_eq!(first.batches, 1, "a full re-diff keeps whole batches: {first:?}");
+        for id in 1..=20 {
+            w.source.rows().upsert(customer(id, 2.0 + id as f64));
+        }
+        let changed = sync.run().await.unwrap();
+        assert_eq!(changed.status, RunStatus::Succeeded, "{changed:?}");
+        assert_eq!(changed.counts.applied.update, 20);
+        if eager {
+            assert!(changed.batches > 1, "the changes waited for one batch: {changed:?}");
+        } else {
+            assert_eq!(changed.batches, 1, "{changed:?}");
+        }
+    }
+}

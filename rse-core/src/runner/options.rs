@@ -144,7 +144,11 @@ pub struct SyncOptions {
     pub batch_rows: usize,
     /// The most estimated bytes per write (the destination's own limit applies too).
     pub batch_bytes: usize,
-    /// How long a partial batch waits for more changes before it is sent.
+    /// How long a partial batch waits for more changes before it is sent. A run that reads
+    /// only what changed through [`DiffStrategy::Pushdown`] sends a partial batch as soon as
+    /// no other batch waits for a writer, when the destination declares no rate limit: the
+    /// warehouse hands the changed rows out sparsely as its scan goes on, and lingering would
+    /// only leave them to be written after it ends.
     #[serde(with = "crate::config::duration")]
     pub linger: Duration,
     /// The most writes at once (the destination's own limit applies too).

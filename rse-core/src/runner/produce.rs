@@ -106,6 +106,8 @@ pub(super) struct Producer<'a> {
     batch: Vec<Outgoing>,
     batch_bytes: usize,
     batch_deadline: Option<Instant>,
+    /// Send a partial batch as soon as no batch waits for a writer (see `push`).
+    eager: bool,
     max_rows: usize,
     max_bytes: usize,
     /// Records refused while reading, told to the observers once their refusal is committed.
@@ -167,6 +169,7 @@ impl<'a> Producer<'a> {
             batch: Vec::new(),
             batch_bytes: 0,
             batch_deadline: None,
+            eager: false,
             max_rows: inner.options.batch_rows.min(caps.max_batch_rows).max(1),
             max_bytes: inner.options.batch_bytes.min(caps.max_batch_bytes).max(1),
             observed: Vec::new(),
@@ -201,6 +204,11 @@ impl<'a> Producer<'a> {
             return self.finish_out();
         }
         let lookup = self.pushdown.as_ref().is_some_and(|p| p.changed_only());
+        // A pushdown read hands out the changed rows as the warehouse finds them, sparsely:
+        // lingering for a full batch would only hold them back, and leave the last batch to
+        // be written after the scan ends. Without a rate limit to spare requests for, a
+        // partial batch goes as soon as no other batch waits for a writer.
+        self.eager = lookup && inner.destination.capabilities().rate_limit.is_none();
         // The lookup diff needs no order, and a warehouse sorting the changed rows would hand
         // out none of them before its whole scan ended.
         let request = if lookup { request.with_order_by_key(false) } else { request };
@@ -831,7 +839,9 @@ impl<'a> Producer<'a> {
         }
         self.batch_bytes += size;
         self.batch.push(outgoing);
-        if self.batch.len() >= self.max_rows {
+        // Eager: the writers have taken every batch sent (the channel is empty), so one is
+        // free or about to be, and this batch would only wait.
+        if self.batch.len() >= self.max_rows || (self.eager && tx.capacity() == tx.max_capacity()) {
             self.flush(tx).await;
         }
     }
