@@ -471,6 +471,8 @@ async fn worker() {
                 println!("sent {}", now.as_micros());
             }
         }
+        // Opening is all: `SqliteStateStore::open` above did it or panicked.
+        "open" => println!("opened"),
         other => panic!("unknown worker job {other}"),
     }
 }
@@ -658,4 +660,27 @@ async fn a_read_only_file_says_what_to_do_and_is_left_alone() {
     let lease = store.acquire_lease("ro", "c", TTL).await.unwrap();
     assert_eq!(lease.token, 2, "the refused lease was written");
     cleanup(&path);
+}
+
+/// Processes starting at once on a new file (the partitions of a sync, say) all open it: the
+/// switch to WAL mode, which SQLite does not wait for, is tried again until the busy timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_openers_of_a_new_file_all_open_it() {
+    for _ in 0..20 {
+        let path = temp_path("state.db");
+        // Threads race more tightly than processes; each store has its own connections, as a
+        // process would.
+        let opens: Vec<_> = (0..8).map(|_| tokio::spawn(SqliteStateStore::open(path.clone()))).collect();
+        for open in opens {
+            open.await.unwrap().unwrap();
+        }
+        let children: Vec<_> = (0..4).map(|_| spawn_worker("open", &path)).collect();
+        for child in children {
+            let out = child.wait_with_output().unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+        }
+        let store = SqliteStateStore::open(&path).await.unwrap();
+        assert!(store.list_syncs().await.unwrap().is_empty());
+        cleanup(&path);
+    }
 }

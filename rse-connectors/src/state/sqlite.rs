@@ -318,9 +318,24 @@ impl SqliteStateStore {
         }
         if version < SCHEMA_VERSION {
             // WAL mode is a property of the file; set it once, before the first migration.
-            writer
-                .query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0))
-                .map_err(|e| sqlite_error(&path, "switching to WAL mode", e))?;
+            // SQLite does not wait for the switch when another connection is switching too
+            // (waiting could deadlock): processes opening a new file at once — the partitions
+            // of a sync — try again until the busy timeout.
+            let started = std::time::Instant::now();
+            loop {
+                match writer.query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0)) {
+                    Ok(_) => break,
+                    Err(e)
+                        if matches!(
+                            e.sqlite_error_code(),
+                            Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+                        ) && started.elapsed() < busy_timeout =>
+                    {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    Err(e) => return Err(sqlite_error(&path, "switching to WAL mode", e)),
+                }
+            }
             Self::migrate(&path, &mut writer)?;
         }
         // Memory. A re-run's merge diff scans the whole snapshot, and every page of the file
