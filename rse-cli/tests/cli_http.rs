@@ -229,6 +229,24 @@ async fn partitions_run_in_separate_processes_and_together_send_every_row_once()
     assert_eq!(inserted(&again), 0);
     assert_eq!(receiver.held.lock().unwrap().applied.values().map(Vec::len).sum::<usize>(), 300);
 
+    // `status` and `history` show each partition under its own id.
+    let status: Json = serde_json::from_slice(&run(&dir, &["status", "--partitions", "2", "--json"]).stdout).unwrap();
+    let shown: Vec<(&str, &str)> = status
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["sync"].as_str().unwrap(), s["last_run"]["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(shown, [("scores#p0of2", "Succeeded"), ("scores#p1of2", "Succeeded")]);
+    let history: Json =
+        serde_json::from_slice(&run(&dir, &["history", "scores", "--partitions", "2", "--json"]).stdout).unwrap();
+    let mut ids: Vec<&str> = history.as_array().unwrap().iter().map(|r| r["sync_id"].as_str().unwrap()).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, ["scores#p0of2", "scores#p1of2", "scores#p1of2"], "the second partition ran twice");
+    let none = run(&dir, &["status", "--partitions", "0"]);
+    assert_eq!(code(&none), 2, "{}", text(&none));
+    assert!(text(&none).contains("--partitions 0"), "{}", text(&none));
+
     // An index out of range is a usage error naming the flag's form.
     let wrong = run(&dir, &["run", "scores", "--partition", "2/2"]);
     assert_eq!(code(&wrong), 2, "{}", text(&wrong));

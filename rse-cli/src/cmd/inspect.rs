@@ -18,6 +18,9 @@ pub struct StatusArgs {
     /// The syncs to show (every sync of the file when none is named).
     #[arg(value_name = "SYNC")]
     syncs: Vec<String>,
+    /// Each of the N partitions of a sync run with `--partition I/N`, as its own line.
+    #[arg(long, value_name = "N")]
+    partitions: Option<u32>,
     /// One JSON object per sync, in an array, on stdout.
     #[arg(long)]
     json: bool,
@@ -32,6 +35,9 @@ pub struct HistoryArgs {
     /// How many runs per sync, newest first.
     #[arg(long, default_value_t = 10, value_name = "N")]
     limit: usize,
+    /// The runs of each of the N partitions of a sync run with `--partition I/N`.
+    #[arg(long, value_name = "N")]
+    partitions: Option<u32>,
     /// The runs' full reports as a JSON array on stdout.
     #[arg(long)]
     json: bool,
@@ -65,6 +71,22 @@ pub async fn store(config: &ConfigFile, name: &str) -> Result<(Arc<dyn StateStor
     Ok((state, spec.id().to_owned()))
 }
 
+/// The ids the state of sync `id` is kept under, each with the name shown for it: the sync's
+/// own, or with `partitions` its partitions' (`crm#p0of4` …), or the exit code after saying
+/// why not.
+fn state_ids(id: &str, name: &str, partitions: Option<u32>) -> Result<Vec<(String, String)>, Exit> {
+    let Some(count) = partitions else { return Ok(vec![(id.to_owned(), name.to_owned())]) };
+    (0..count.max(1))
+        .map(|i| {
+            let partition = rse::partition::Partition::new(i, count).map_err(|e| {
+                fail!("--partitions {count}: {e}");
+                Exit::USAGE
+            })?;
+            Ok((partition.sync_id(id), partition.sync_id(name)))
+        })
+        .collect()
+}
+
 fn state_failed(name: &str, e: &rse::StateError) -> Exit {
     fail!("sync `{name}`: {e}");
     Exit::FAILED
@@ -89,15 +111,21 @@ pub async fn status(config: &ConfigFile, args: &StatusArgs) -> Exit {
             Ok(found) => found,
             Err(exit) => return exit,
         };
-        let paused = match state.paused(&id).await {
-            Ok(paused) => paused,
-            Err(e) => return state_failed(name, &e),
+        let ids = match state_ids(&id, name, args.partitions) {
+            Ok(ids) => ids,
+            Err(exit) => return exit,
         };
-        let last_run = match state.runs(&id, 1).await {
-            Ok(mut runs) => runs.drain(..).next(),
-            Err(e) => return state_failed(name, &e),
-        };
-        lines.push(SyncStatus { sync: name.to_owned(), paused, last_run });
+        for (id, shown) in ids {
+            let paused = match state.paused(&id).await {
+                Ok(paused) => paused,
+                Err(e) => return state_failed(name, &e),
+            };
+            let last_run = match state.runs(&id, 1).await {
+                Ok(mut runs) => runs.drain(..).next(),
+                Err(e) => return state_failed(name, &e),
+            };
+            lines.push(SyncStatus { sync: shown, paused, last_run });
+        }
     }
     if args.json {
         return print_json(&lines);
@@ -138,9 +166,15 @@ pub async fn history(config: &ConfigFile, args: &HistoryArgs) -> Exit {
             Ok(found) => found,
             Err(exit) => return exit,
         };
-        match state.runs(&id, args.limit).await {
-            Ok(runs) => all.extend(runs),
-            Err(e) => return state_failed(name, &e),
+        let ids = match state_ids(&id, name, args.partitions) {
+            Ok(ids) => ids,
+            Err(exit) => return exit,
+        };
+        for (id, _) in ids {
+            match state.runs(&id, args.limit).await {
+                Ok(runs) => all.extend(runs),
+                Err(e) => return state_failed(name, &e),
+            }
         }
     }
     if args.json {
