@@ -213,13 +213,14 @@ async fn a_full_rediff_forgets_hashes_keeps_keys_and_records_its_epoch() {
     assert_eq!(pushdown.epoch(sync).await.unwrap().as_deref(), Some("epoch-1"));
     assert!(diff(pushdown, sync, false).await.rows.is_empty());
     // Completing rewrote the table in key order (a full re-diff leaves it bloated and
-    // shuffled) and gathered its statistics.
-    let (clustered, analyzed): (bool, bool) = {
+    // shuffled) and gathered its statistics; autovacuum tidies it early.
+    let (clustered, analyzed, options): (bool, bool, Vec<String>) = {
         let row = world
             .client
             .query_one(
                 &format!(
-                    "SELECT i.indisclustered, EXISTS (SELECT 1 FROM pg_statistic WHERE starelid = c.oid) \
+                    "SELECT i.indisclustered, EXISTS (SELECT 1 FROM pg_statistic WHERE starelid = c.oid), \
+                     coalesce(c.reloptions, '{{}}') \
                      FROM \"{}\".rse_pushdown_syncs p JOIN pg_namespace n ON n.nspname = $1 \
                      JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = p.hash_table \
                      JOIN pg_index i ON i.indrelid = c.oid WHERE p.sync_id = $2",
@@ -229,9 +230,10 @@ async fn a_full_rediff_forgets_hashes_keeps_keys_and_records_its_epoch() {
             )
             .await
             .unwrap();
-        (row.get(0), row.get(1))
+        (row.get(0), row.get(1), row.get(2))
     };
     assert!(clustered && analyzed, "clustered {clustered}, analyzed {analyzed}");
+    assert!(options.iter().any(|o| o == "autovacuum_vacuum_scale_factor=0.01"), "{options:?}");
 
     pushdown.begin_full(sync).await.unwrap();
     assert_eq!(pushdown.epoch(sync).await.unwrap(), None, "a full re-diff in progress clears the epoch");

@@ -6,7 +6,7 @@ CREATE TABLE IF NOT EXISTS "Rse State"."rse_pushdown_syncs" (sync_id text NOT NU
 INSERT INTO "Rse State"."rse_pushdown_syncs" (sync_id, hash_table) VALUES ($1, $2) ON CONFLICT (sync_id) DO NOTHING;
 
 -- create_hash_table
-CREATE TABLE IF NOT EXISTS "Rse State"."hashes" ("Region" text NOT NULL, "we""ird id" integer NOT NULL, "rse_hash" bigint, PRIMARY KEY ("Region", "we""ird id"));
+CREATE TABLE IF NOT EXISTS "Rse State"."hashes" ("Region" text NOT NULL, "we""ird id" integer NOT NULL, "rse_hash" bigint, PRIMARY KEY ("Region", "we""ird id")) WITH (autovacuum_vacuum_scale_factor = 0.01, autovacuum_analyze_scale_factor = 0.02);
 
 -- read_epoch
 -- binds: sync_id: text

@@ -6,7 +6,7 @@ CREATE TABLE IF NOT EXISTS "Rse State"."rse_pushdown_syncs" (sync_id text NOT NU
 INSERT INTO "Rse State"."rse_pushdown_syncs" (sync_id, hash_table) VALUES ($1, $2) ON CONFLICT (sync_id) DO NOTHING;
 
 -- create_hash_table
-CREATE TABLE IF NOT EXISTS "Rse State"."hashes" AS SELECT m."Region", m."we""ird id", NULL::bigint AS "rse_hash" FROM (SELECT region AS "Region", id AS "we""ird id", name FROM src) AS m WITH NO DATA;
+CREATE TABLE IF NOT EXISTS "Rse State"."hashes" WITH (autovacuum_vacuum_scale_factor = 0.01, autovacuum_analyze_scale_factor = 0.02) AS SELECT m."Region", m."we""ird id", NULL::bigint AS "rse_hash" FROM (SELECT region AS "Region", id AS "we""ird id", name FROM src) AS m WITH NO DATA;
 CREATE UNIQUE INDEX IF NOT EXISTS "hashes_key" ON "Rse State"."hashes" ("Region", "we""ird id");
 
 -- read_epoch
