@@ -65,8 +65,9 @@ enum Command {
     Check(run::CheckArgs),
     /// Plans the syncs without sending or committing anything: the inserts, updates and
     /// deletes a run would send, and the deletes the delete guard would withhold.
-    #[command(after_help = "Exit codes: 0 planned; 1 the plan could not be made; 2 configuration error; \
-                            6 another run holds the sync.")]
+    #[command(after_help = "Exit codes, as the run would give them: 0 planned; 1 the plan could not be made; \
+                            2 configuration error; 3 rows would be refused; 5 unauthorized; 6 another run \
+                            holds the sync; 7 schema drift; 8 the delete guard would withhold deletes.")]
     Plan(run::PlanArgs),
     /// The last run and the pause of every sync, from the state store.
     Status(inspect::StatusArgs),

@@ -236,10 +236,9 @@ async fn plan_one(config: &ConfigFile, name: &str, json: bool) -> Exit {
             println!("  schema drift: {drift}");
         }
     }
-    match report.status {
-        RunStatus::Failed { .. } | RunStatus::CircuitOpen { .. } => Exit::of_status(&report.status),
-        _ => Exit::SUCCESS,
-    }
+    // The code the run would exit with: a script can stop before a run whose deletes the
+    // guard would withhold (8) or whose rows would be refused (3).
+    Exit::of_status(&report.status)
 }
 
 pub async fn check(config: &ConfigFile, args: &CheckArgs) -> Exit {
