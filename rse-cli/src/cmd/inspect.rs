@@ -71,20 +71,26 @@ pub async fn store(config: &ConfigFile, name: &str) -> Result<(Arc<dyn StateStor
     Ok((state, spec.id().to_owned()))
 }
 
-/// The ids the state of sync `id` is kept under, each with the name shown for it: the sync's
-/// own, or with `partitions` its partitions' (`crm#p0of4` …), or the exit code after saying
-/// why not.
-fn state_ids(id: &str, name: &str, partitions: Option<u32>) -> Result<Vec<(String, String)>, Exit> {
-    let Some(count) = partitions else { return Ok(vec![(id.to_owned(), name.to_owned())]) };
-    (0..count.max(1))
+/// The state store of the sync `name` and the ids its state is kept under, each with the
+/// name shown for it: the sync's own, or with `partitions` its partitions' (`crm#p0of4` …);
+/// or the exit code after saying why not.
+async fn state_ids(
+    config: &ConfigFile,
+    name: &str,
+    partitions: Option<u32>,
+) -> Result<(Arc<dyn StateStore>, Vec<(String, String)>), Exit> {
+    let (state, id) = store(config, name).await?;
+    let Some(count) = partitions else { return Ok((state, vec![(id, name.to_owned())])) };
+    let ids = (0..count.max(1))
         .map(|i| {
             let partition = rse::partition::Partition::new(i, count).map_err(|e| {
                 fail!("--partitions {count}: {e}");
                 Exit::USAGE
             })?;
-            Ok((partition.sync_id(id), partition.sync_id(name)))
+            Ok((partition.sync_id(&id), partition.sync_id(name)))
         })
-        .collect()
+        .collect::<Result<_, Exit>>()?;
+    Ok((state, ids))
 }
 
 fn state_failed(name: &str, e: &rse::StateError) -> Exit {
@@ -107,12 +113,8 @@ pub async fn status(config: &ConfigFile, args: &StatusArgs) -> Exit {
     };
     let mut lines = Vec::new();
     for name in names {
-        let (state, id) = match store(config, name).await {
+        let (state, ids) = match state_ids(config, name, args.partitions).await {
             Ok(found) => found,
-            Err(exit) => return exit,
-        };
-        let ids = match state_ids(&id, name, args.partitions) {
-            Ok(ids) => ids,
             Err(exit) => return exit,
         };
         for (id, shown) in ids {
@@ -162,12 +164,8 @@ pub async fn history(config: &ConfigFile, args: &HistoryArgs) -> Exit {
     };
     let mut all = Vec::new();
     for name in &names {
-        let (state, id) = match store(config, name).await {
+        let (state, ids) = match state_ids(config, name, args.partitions).await {
             Ok(found) => found,
-            Err(exit) => return exit,
-        };
-        let ids = match state_ids(&id, name, args.partitions) {
-            Ok(ids) => ids,
             Err(exit) => return exit,
         };
         for (id, _) in ids {
