@@ -429,13 +429,7 @@ impl PostgresSource {
         tx: &mpsc::Sender<Result<RowBatch, SourceError>>,
     ) -> Result<(), SourceError> {
         let (sql, param) = self.read_sql(&request, &schema, &kinds)?;
-        let transaction = client
-            .build_transaction()
-            .read_only(true)
-            .isolation_level(IsolationLevel::RepeatableRead)
-            .start()
-            .await
-            .map_err(|e| self.error(e))?;
+        let transaction = snapshot(&mut client).await.map_err(|e| self.error(e))?;
         let statement: Statement = transaction.prepare(&sql).await.map_err(|e| self.error(e))?;
         let params: Vec<&(dyn ToSql + Sync)> = param.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect();
         if statement.params().len() != params.len() {
@@ -480,6 +474,12 @@ impl PostgresSource {
         // Read-only: commit and rollback are the same; commit ends it cleanly.
         transaction.commit().await.map_err(|e| self.error(e))
     }
+}
+
+/// A read-only transaction on one snapshot (`REPEATABLE READ`): every row of a read, and a
+/// diff's changed rows and vanished keys, as of one moment.
+pub(crate) async fn snapshot(client: &mut Client) -> Result<tokio_postgres::Transaction<'_>, tokio_postgres::Error> {
+    client.build_transaction().read_only(true).isolation_level(IsolationLevel::RepeatableRead).start().await
 }
 
 /// Runs a connection until its client is dropped.

@@ -26,11 +26,11 @@ use rse_core::{
 use tokio::sync::mpsc;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, IsolationLevel, Statement};
+use tokio_postgres::{Client, Statement};
 
 use super::{Dialect, HASH_COLUMN, HashColumn, HashTable, KeyColumn, PushdownSql};
 use crate::common::{Model, quote_ident};
-use crate::postgres::{Kind, PostgresSource, decode_row};
+use crate::postgres::{Kind, PostgresSource, decode_row, snapshot};
 
 /// How long a diff read waits for more rows before it hands out a smaller batch.
 const LINGER: std::time::Duration = std::time::Duration::from_millis(50);
@@ -319,13 +319,7 @@ impl PostgresSource {
     ) -> Result<(), SourceError> {
         let Diff { schema, kinds, sql, read, key_indexed } = diff;
         let failed = |e| self.pushdown_error(e, sql);
-        let transaction = client
-            .build_transaction()
-            .read_only(true)
-            .isolation_level(IsolationLevel::RepeatableRead)
-            .start()
-            .await
-            .map_err(failed)?;
+        let transaction = snapshot(&mut client).await.map_err(failed)?;
         // The read is one scan that hashes each row: nothing JIT compilation would speed up
         // by more than it costs, and the first JIT use in a connection loads LLVM (0.3 s
         // measured on PostgreSQL 15), which every run would pay on its new connection.
