@@ -126,6 +126,9 @@ struct Case {
     exactly_once: bool,
     /// The destination assigns record ids and deletes by them, as a CRM does (memos).
     memos: bool,
+    /// How many connections read each diff (`with_pushdown_readers`): from 2, each reads a
+    /// slice of the keys cut at the hash table's histogram, once a run has analyzed it.
+    readers: usize,
 }
 
 fn name() -> impl Strategy<Value = Option<String>> {
@@ -181,14 +184,16 @@ fn case() -> impl Strategy<Value = Case> {
         1usize..4,
         any::<bool>(),
         any::<bool>(),
+        1usize..=3,
     )
-        .prop_map(|(keys, rows, runs, batch_rows, concurrency, exactly_once, memos)| Case {
+        .prop_map(|(keys, rows, runs, batch_rows, concurrency, exactly_once, memos, readers)| Case {
             initial: keys.into_iter().zip(rows).collect(),
             runs,
             batch_rows,
             concurrency,
             exactly_once,
             memos,
+            readers,
         })
 }
 
@@ -556,7 +561,8 @@ async fn job(
     let source = PostgresSource::from_url(&world.source_url, Model::qualified(&world.schemas.schema, "model"))
         .unwrap()
         .with_key(["id"])
-        .with_pushdown_schema(&world.schemas.hashes);
+        .with_pushdown_schema(&world.schemas.hashes)
+        .with_pushdown_readers(case.readers);
     let options = SyncOptions::default()
         .with_batch_rows(case.batch_rows)
         .with_max_concurrency(case.concurrency)

@@ -73,7 +73,10 @@ impl Diff {
 async fn diff(source: &dyn PushdownSource, sync: &str, full: bool) -> Diff {
     let request = ReadRequest::full().with_order_by_key(true).with_batch_size(2);
     let stream = if full { source.read_full(sync, request).await } else { source.read_changed(sync, request).await };
-    let batches: Vec<_> = stream.unwrap().try_collect().await.unwrap();
+    collect(stream.unwrap().try_collect().await.unwrap())
+}
+
+fn collect(batches: Vec<rse_core::PushdownBatch>) -> Diff {
     let mut out = Diff::default();
     for b in batches {
         assert_eq!(b.rows.records.len(), b.hashes.len());
@@ -252,6 +255,118 @@ async fn a_full_rediff_forgets_hashes_keeps_keys_and_records_its_epoch() {
     }
     // Two syncs of one model keep separate tables.
     assert_eq!(diff(pushdown, "other-sync", false).await.rows.len(), 4);
+    world.drop().await;
+}
+
+#[tokio::test]
+async fn a_diff_read_by_three_connections_hands_out_each_key_once_on_one_snapshot() {
+    let Some(world) = World::new().await else { return };
+    // A key that may be NULL (no primary key, a unique index), so that the NULL keys are read
+    // as a slice of their own.
+    world
+        .exec(
+            "CREATE TABLE t (id int8, v text); CREATE UNIQUE INDEX ON t (id);
+             INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, 3000) g",
+        )
+        .await;
+    let app = unique_id("rse_pd_readers");
+    let separator = if world.url.contains('?') { '&' } else { '?' };
+    let url = format!("{}{separator}application_name={app}", world.url);
+    let source = |readers| {
+        PostgresSource::from_url(&url, Model::qualified(&world.models, "t"))
+            .unwrap()
+            .with_key(["id"])
+            .with_pushdown_schema(&world.state)
+            .with_pushdown_readers(readers)
+    };
+    let (three, one) = (source(3), source(1));
+    let sync = "sliced";
+    let pushdown = three.pushdown().unwrap();
+    assert_eq!(pushdown.epoch(sync).await.unwrap(), None);
+    let unordered = || ReadRequest::full().with_order_by_key(false).with_batch_size(2);
+    let first = collect(pushdown.read_changed(sync, unordered()).await.unwrap().try_collect().await.unwrap());
+    assert_eq!(first.rows.len(), 3000, "rse's table is empty: one slice, every row");
+    deliver(pushdown, sync, &first, &[0]).await;
+    // The end of a full re-diff analyzes rse's table: its histogram places the cuts.
+    pushdown.complete(sync, "epoch-1").await.unwrap();
+    let table: String = world
+        .client
+        .query_one(&format!("SELECT hash_table FROM \"{}\".rse_pushdown_syncs", world.state), &[])
+        .await
+        .unwrap()
+        .get(0);
+    let histogram: Vec<i64> = world
+        .client
+        .query_one(
+            "SELECT histogram_bounds::text::int8[] FROM pg_stats WHERE schemaname = $1 AND tablename = $2 AND attname = 'id'",
+            &[&world.state, &table],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let last = histogram.len() - 1;
+    let (b1, b2) = (histogram[last / 3], histogram[2 * last / 3]);
+    assert!(1 < b1 && b1 + 1 < b2 && b2 < 3000, "cuts inside the keys: {b1}, {b2}");
+
+    // Changes at both cuts and beside them, at both ends, beyond both ends, deletes at and
+    // beside a cut, and a row without a key.
+    world
+        .exec(&format!(
+            "UPDATE t SET v = 'changed' WHERE id IN (1, {b1} - 1, {b1}, {b2}, {b2} + 1, 3000);
+             DELETE FROM t WHERE id IN (2, {b1} + 1, {b2} - 1);
+             INSERT INTO t VALUES (-7, 'below'), (0, 'zero'), (4000, 'above'), (NULL, 'no key');"
+        ))
+        .await;
+    let mut stream = pushdown.read_changed(sync, unordered()).await.unwrap();
+    let head = stream.try_next().await.unwrap().expect("a first batch");
+    // While the read is open: the session's connection and one per slice.
+    let connections: i64 = world
+        .client
+        .query_one("SELECT count(*) FROM pg_stat_activity WHERE application_name = $1", &[&app])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(connections, 4, "the session and three readers");
+    // An edit now is in no slice's snapshot.
+    world.exec("UPDATE t SET v = 'too late' WHERE id = 1500").await;
+    let mut batches = vec![head];
+    batches.extend(stream.try_collect::<Vec<_>>().await.unwrap());
+    let sliced = collect(batches);
+
+    let sorted = |d: &Diff| {
+        let mut keys: Vec<Option<i64>> = d
+            .rows
+            .iter()
+            .map(|(v, _)| match &v[0] {
+                Value::Int(i) => Some(*i),
+                Value::Null => None,
+                other => panic!("an int8 key holds {other:?}"),
+            })
+            .collect();
+        keys.sort_unstable();
+        let mut vanished: Vec<Key> = d.vanished.clone();
+        vanished.sort_unstable();
+        (keys, vanished)
+    };
+    let (keys, vanished) = sorted(&sliced);
+    let mut expected =
+        vec![None, Some(-7), Some(0), Some(1), Some(b1 - 1), Some(b1), Some(b2), Some(b2 + 1), Some(3000)];
+    expected.push(Some(4000));
+    expected.sort_unstable();
+    assert_eq!(keys, expected, "each changed key once, the NULL key too, nothing edited after the snapshot");
+    let id = |i: i64| Key::from_values([&Value::Int(i)]);
+    let mut gone = vec![id(2), id(b1 + 1), id(b2 - 1)];
+    gone.sort_unstable();
+    assert_eq!(vanished, gone);
+
+    // One connection reads the same diff (the late edit aside).
+    world.exec("UPDATE t SET v = 'v1500' WHERE id = 1500").await;
+    let whole = one.pushdown().unwrap();
+    assert_eq!(whole.epoch(sync).await.unwrap().as_deref(), Some("epoch-1"));
+    let single = collect(whole.read_changed(sync, unordered()).await.unwrap().try_collect().await.unwrap());
+    assert_eq!(sorted(&single), sorted(&sliced));
+    whole.finish(sync).await;
+    pushdown.finish(sync).await;
     world.drop().await;
 }
 

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use proptest::prelude::*;
 use rse_core::SourceError;
 use rse_sources::Model;
-use rse_sources::pushdown::{Dialect, HashColumn, HashTable, KeyColumn, PushdownSql, Statement};
+use rse_sources::pushdown::{Dialect, HashColumn, HashTable, KeyColumn, KeyRange, PushdownSql, Statement};
 
 const DIALECTS: [(Dialect, &str); 4] = [
     (Dialect::Postgres, "postgres"),
@@ -138,6 +138,83 @@ fn reads_without_key_order_are_the_ordered_reads_without_their_order_by() {
         }
         // The writes do not depend on it.
         assert_eq!(ordered.record_intents(2).unwrap().sql, unordered.record_intents(2).unwrap().sql, "{name}");
+    }
+}
+
+const RANGES: [KeyRange; 4] = [KeyRange::Below, KeyRange::Between, KeyRange::From, KeyRange::Null];
+
+/// The reads of each slice of the keys, unordered, as a parallel diff reads them.
+fn render_ranges(sql: &PushdownSql) -> String {
+    let mut out = String::new();
+    for range in RANGES {
+        let sql = sql.clone().with_key_order(false).with_key_range(range);
+        let reads = [
+            ("diff_rows", sql.diff_rows()),
+            ("changed_rows", sql.changed_rows()),
+            ("vanished_keys", sql.vanished_keys()),
+            ("all_rows", sql.all_rows()),
+        ];
+        for (name, read) in reads {
+            out.push_str(&format!("-- {name}, {range:?}\n"));
+            let s = read.unwrap();
+            if !s.params.is_empty() {
+                out.push_str(&format!("-- binds: {}\n", s.params.join("; ")));
+            }
+            out.push_str(&format!("{};\n\n", s.sql));
+        }
+    }
+    out
+}
+
+/// How many values `sql` binds: distinct `$n`, each `?`, distinct `@name` (BigQuery).
+fn placeholders(dialect: Dialect, sql: &str) -> usize {
+    match dialect {
+        Dialect::Snowflake => sql.matches('?').count(),
+        Dialect::BigQuery => {
+            let mut names: Vec<&str> = sql
+                .match_indices('@')
+                .map(|(at, _)| {
+                    let rest = &sql[at + 1..];
+                    &rest[..rest.find(|c: char| !c.is_ascii_alphanumeric() && c != '_').unwrap_or(rest.len())]
+                })
+                .collect();
+            names.sort_unstable();
+            names.dedup();
+            names.len()
+        }
+        _ => (1..10).filter(|n| sql.contains(&format!("${n}"))).count(),
+    }
+}
+
+#[test]
+fn key_range_reads_match_their_snapshots_and_bind_what_they_say() {
+    for (dialect, name) in DIALECTS {
+        let (table, query) = (table_model(dialect), query_model_typed(dialect));
+        assert_snapshot(
+            &format!("key_ranges.{name}.sql"),
+            &format!("{}{}", render_ranges(&table), render_ranges(&query)),
+        );
+        for range in RANGES {
+            for sql in [&table, &query] {
+                let sql = sql.clone().with_key_range(range);
+                for read in [sql.diff_rows(), sql.changed_rows(), sql.vanished_keys(), sql.all_rows()] {
+                    let read = read.unwrap();
+                    assert_eq!(placeholders(dialect, &read.sql), read.params.len(), "{name} {range:?}: {}", read.sql);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_slice_of_the_keys_without_the_key_type_says_which_column_needs_one() {
+    for (dialect, _) in DIALECTS {
+        let sql = query_model(dialect).with_key_range(KeyRange::Between);
+        let err = sql.diff_rows().unwrap_err();
+        assert!(err.to_string().contains("key column `Region`"), "{}: {err}", dialect.name());
+        // Every key, or the `NULL` keys, need no bound and so no type.
+        assert!(query_model(dialect).with_key_range(KeyRange::Null).diff_rows().is_ok());
+        assert!(query_model(dialect).diff_rows().is_ok());
     }
 }
 

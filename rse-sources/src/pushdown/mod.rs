@@ -116,6 +116,25 @@ impl HashTable {
     }
 }
 
+/// One slice of the key space, by the first key column (see [`PushdownSql::with_key_range`]).
+/// Bounds bind as text in the first key column's text form (`lower`, then `upper`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KeyRange {
+    /// Every key.
+    #[default]
+    All,
+    /// Keys whose first column is below the bound (`upper`, exclusive).
+    Below,
+    /// Keys whose first column is at least the first bound (`lower`) and below the second
+    /// (`upper`).
+    Between,
+    /// Keys whose first column is at least the bound (`lower`).
+    From,
+    /// Keys whose first column is `NULL`: the model's rows no other slice reads (the hash
+    /// table holds none). Binds nothing.
+    Null,
+}
+
 /// A key column of the model.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyColumn {
@@ -193,13 +212,14 @@ pub struct PushdownSql {
     key: Vec<KeyColumn>,
     table: HashTable,
     key_order: bool,
+    range: KeyRange,
 }
 
 impl PushdownSql {
     /// The diff of `model` against `table`, in `dialect`. Declare the model's columns and its
     /// key before asking for statements.
     pub fn new(dialect: Dialect, model: Model, table: HashTable) -> Self {
-        Self { dialect, model, columns: Vec::new(), key: Vec::new(), table, key_order: true }
+        Self { dialect, model, columns: Vec::new(), key: Vec::new(), table, key_order: true, range: KeyRange::All }
     }
 
     /// Whether the reads hand out their rows in key order (the default). Without it the
@@ -208,6 +228,20 @@ impl PushdownSql {
     /// result, so no row leaves before the whole scan ends.
     pub fn with_key_order(mut self, ordered: bool) -> Self {
         self.key_order = ordered;
+        self
+    }
+
+    /// Restricts the reads to one slice of the key space (default: every key), so that
+    /// several connections can each read one slice of the same diff at once. The model and
+    /// the hash table are cut by the same condition on the first key column, so the slices of
+    /// one set of bounds ([`KeyRange::Below`] up to the first bound, [`KeyRange::Between`]
+    /// two neighbouring bounds, [`KeyRange::From`] from the last, [`KeyRange::Null`] for keys
+    /// whose first column is `NULL`) together read each key exactly once, provided the hash
+    /// table's first key column compares like the model's (the same type and collation, as
+    /// when the hash table was created from the model). Needs the first key column's type
+    /// ([`KeyColumn::with_type`]): each bound binds as text, cast to it.
+    pub fn with_key_range(mut self, range: KeyRange) -> Self {
+        self.range = range;
         self
     }
 

@@ -3,17 +3,21 @@
 //! The hash table of each sync lives in the schema named by
 //! [`PostgresSource::with_pushdown_schema`], created as `CREATE TABLE … AS SELECT <key> …
 //! WITH NO DATA` from the model so that its key columns have exactly the model's types
-//! (length, precision, collation), with a unique index on the key. The diff runs in one
-//! `REPEATABLE READ`, read-only transaction, so the changed rows and the vanished keys come
-//! from the same snapshot, and streams through a portal `batch_size` rows at a time as the
-//! plain read does. Keys are written as `text[]` arrays cast to the key columns' types
-//! (read back from the catalog), one statement per batch.
+//! (length, precision, collation), with a unique index on the key. The diff runs in
+//! `REPEATABLE READ`, read-only transactions on one snapshot, so the changed rows and the
+//! vanished keys come from the same moment, and streams without a row limit. A diff read
+//! that needs no key order is cut into slices of the key space at the bounds of the
+//! planner's histogram of the hash table, each read by a connection of its own
+//! ([`PostgresSource::with_pushdown_readers`]); the first exports its snapshot
+//! (`pg_export_snapshot`) and the others import it before any of them reads. Keys are
+//! written as `text[]` arrays cast to the key columns' types (read back from the catalog),
+//! one statement per batch.
 //!
 //! A run holds one *session* per sync, opened by [`PushdownSource::epoch`] (the first call
 //! of every run) and closed by [`PushdownSource::finish`]: one connection for the writes,
 //! the model described once, the tables checked once and the write statements prepared
-//! once. The diff read streams on a second connection of its own, because its read-only
-//! transaction stays open while the writes go on.
+//! once. The diff read streams on connections of its own, because its read-only
+//! transactions stay open while the writes go on.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -28,12 +32,74 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Statement};
 
-use super::{Dialect, HASH_COLUMN, HashColumn, HashTable, KeyColumn, PushdownSql};
+use super::{Dialect, HASH_COLUMN, HashColumn, HashTable, KeyColumn, KeyRange, PushdownSql};
 use crate::common::{Model, quote_ident};
 use crate::postgres::{Kind, PostgresSource, decode_row, snapshot};
 
 /// How long a diff read waits for more rows before it hands out a smaller batch.
 const LINGER: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// How many connections read a diff unless [`PostgresSource::with_pushdown_readers`] says.
+const DEFAULT_READERS: usize = 2;
+
+/// The fewest keys in rse's table for which a diff is read by several connections: below,
+/// a connection's setup costs more than its share of the scan saves.
+const MIN_KEYS_TO_SPLIT: f64 = 100_000.0;
+
+/// How a diff read may be cut into slices of the key space (see `Session::split`).
+#[derive(Debug, Clone)]
+struct Split {
+    /// How many connections read at once.
+    readers: usize,
+    /// The model's first key column may be `NULL`: those rows are read as a slice of their own.
+    nullable: bool,
+    /// The first key column's type, to which the histogram's bounds are cast.
+    key_type: String,
+    /// The fewest keys in rse's table for which the read is cut (none when the readers were
+    /// asked for).
+    min_keys: f64,
+}
+
+/// One connection's share of a diff read: the key slices it reads in turn, each with its
+/// bounds (as the first key column's text).
+#[derive(Debug, Clone, Default)]
+struct Slice {
+    reads: Vec<(KeyRange, Vec<String>)>,
+}
+
+impl Slice {
+    fn of(range: KeyRange, bounds: Vec<String>) -> Self {
+        Self { reads: vec![(range, bounds)] }
+    }
+}
+
+/// The slices of a read by `bounds.len() + 1` connections: below the first bound (and the
+/// `NULL` keys, when the key may be `NULL`), between neighbouring bounds, from the last on.
+fn slices(bounds: &[String], nullable: bool) -> Vec<Slice> {
+    let (Some(first), Some(last)) = (bounds.first(), bounds.last()) else {
+        return vec![Slice::of(KeyRange::All, Vec::new())];
+    };
+    let mut below = Slice::of(KeyRange::Below, vec![first.clone()]);
+    if nullable {
+        below.reads.push((KeyRange::Null, Vec::new()));
+    }
+    let mut out = vec![below];
+    out.extend(bounds.windows(2).map(|w| Slice::of(KeyRange::Between, w.to_vec())));
+    out.push(Slice::of(KeyRange::From, vec![last.clone()]));
+    out
+}
+
+/// `readers - 1` bounds that cut the histogram's `values` (ascending, equal-frequency bucket
+/// bounds) into `readers` parts of about as many keys each; fewer where values repeat.
+fn cut(values: &[String], readers: usize) -> Vec<String> {
+    if values.len() < 3 || readers < 2 {
+        return Vec::new();
+    }
+    let last = values.len() - 1;
+    let mut bounds: Vec<String> = (1..readers).map(|i| values[i * last / readers].clone()).collect();
+    bounds.dedup();
+    bounds
+}
 
 /// What a diff read reads: the model's description and statements, and which rows.
 struct Diff<'a> {
@@ -124,7 +190,8 @@ impl PostgresSource {
         let delete = client.prepare(&delivered[0].sql).await.map_err(failed)?;
         let upsert = client.prepare(&delivered[1].sql).await.map_err(failed)?;
         let key_indexed = self.key_indexed(&client).await?;
-        let session = Arc::new(Session { client, schema, kinds, sql, key_indexed, intents, delete, upsert });
+        let split = self.split(&client, &sql).await?;
+        let session = Arc::new(Session { client, schema, kinds, sql, key_indexed, split, intents, delete, upsert });
         if let Ok(mut sessions) = self.pushdown_sessions.lock() {
             sessions.insert(sync_id.to_owned(), session.clone());
         }
@@ -152,6 +219,71 @@ impl PostgresSource {
             .await
             .map_err(|e| self.error(e))?;
         Ok(row.get(0))
+    }
+
+    /// Whether and how a diff read may be cut among connections: more than one reader
+    /// (asked, or by default where the server runs parallel queries and is no standby), a
+    /// table model whose first key column compares like the hash table's (the same type and,
+    /// for a collatable type, the same collation), and the key's type known.
+    async fn split(&self, client: &Client, sql: &PushdownSql) -> Result<Option<Split>, SourceError> {
+        let failed = |e| self.pushdown_error(e, sql);
+        let (readers, min_keys) = match self.pushdown_readers {
+            Some(n) => (n, 0.0),
+            None => {
+                let row = client
+                    .query_one(
+                        "SELECT current_setting('max_parallel_workers_per_gather')::int, pg_is_in_recovery()",
+                        &[],
+                    )
+                    .await
+                    .map_err(failed)?;
+                let (workers, standby): (i32, bool) = (row.get(0), row.get(1));
+                (if workers == 0 || standby { 1 } else { DEFAULT_READERS }, MIN_KEYS_TO_SPLIT)
+            }
+        };
+        let (Some(first), Model::Table { .. }) = (sql.key().first(), &self.model) else { return Ok(None) };
+        let Some(key_type) = first.sql_type.clone() else { return Ok(None) };
+        if readers < 2 {
+            return Ok(None);
+        }
+        let table = sql.table();
+        let hash_table = format!("{}.{}", quote_ident(&table.schema), quote_ident(&table.name));
+        let row = client
+            .query_opt(
+                "SELECT h.atttypid = m.atttypid AND (t.typcollation = 0 OR h.attcollation = m.attcollation),                  NOT m.attnotnull FROM pg_attribute h JOIN pg_type t ON t.oid = h.atttypid                  JOIN pg_attribute m ON m.attrelid = to_regclass($3) AND m.attname = $2                  AND m.attnum > 0 AND NOT m.attisdropped                  WHERE h.attrelid = to_regclass($1) AND h.attname = $2 AND h.attnum > 0 AND NOT h.attisdropped",
+                &[&hash_table, &first.name, &self.model.sql_from()],
+            )
+            .await
+            .map_err(failed)?;
+        Ok(match row {
+            Some(row) if row.get::<_, bool>(0) => Some(Split { readers, nullable: row.get(1), key_type, min_keys }),
+            _ => None,
+        })
+    }
+
+    /// The slices of this run's unordered diff read: cut at the bounds of the planner's
+    /// histogram of rse's table (its key distribution as of the last `ANALYZE`), or one slice
+    /// of every key when the table is small, has no histogram yet, or the cut fails.
+    async fn slices(&self, session: &Session, split: &Split) -> Vec<Slice> {
+        let table = session.sql.table();
+        let Some(first) = session.sql.key().first() else { return slices(&[], false) };
+        let name = format!("{}.{}", quote_ident(&table.schema), quote_ident(&table.name));
+        // The bounds leave as text, cast to the key's type and back, so that they compare
+        // as keys and bind as the statements' text bounds.
+        let sql = format!(
+            "SELECT c.reltuples::float8, ARRAY(SELECT b::text FROM unnest((                SELECT s.histogram_bounds::text FROM pg_stats s                WHERE s.schemaname = $1 AND s.tablename = $2 AND s.attname = $3)::{}[]) WITH ORDINALITY AS u(b, i)                ORDER BY i) FROM pg_class c WHERE c.oid = to_regclass($4)",
+            split.key_type
+        );
+        let row = session.client.query_opt(&sql, &[&table.schema, &table.name, &first.name, &name]).await;
+        let values = match row {
+            Ok(Some(row)) if row.get::<_, f64>(0) >= split.min_keys => row.get::<_, Vec<String>>(1),
+            Ok(_) => Vec::new(),
+            Err(error) => {
+                tracing::debug!(%error, table = %table.name, "No histogram of rse's hash table; the diff is read on one connection.");
+                Vec::new()
+            }
+        };
+        slices(&cut(&values, split.readers), split.nullable)
     }
 
     /// Forgets the session of `sync_id` when a write on it failed for the connection, so the
@@ -267,7 +399,8 @@ impl PostgresSource {
         self.error_while(e, doing)
     }
 
-    /// Streams the diff read on its own task.
+    /// Streams the diff read on its own task: on one connection, or, for an unordered read
+    /// of the changed rows where the session may split it, on one per slice of the keys.
     async fn read_diff(
         &self,
         sync_id: &str,
@@ -280,14 +413,18 @@ impl PostgresSource {
             ));
         }
         let session = self.session(sync_id).await?;
-        // The read's transaction stays open while the run writes through the session.
-        let client = self.connect().await?;
+        let slices = match &session.split {
+            Some(split) if read == Read::Changed && !request.order_by_key => self.slices(&session, split).await,
+            _ => slices(&[], false),
+        };
+        // The read's transactions stay open while the run writes through the session.
+        let clients = futures::future::try_join_all(slices.iter().map(|_| self.connect())).await?;
         let (tx, rx) = mpsc::channel(crate::stream::IN_FLIGHT);
         let source = self.clone();
         let handle = tokio::spawn(async move {
             let (schema, kinds, sql) = (session.schema.clone(), &session.kinds, &session.sql);
             let diff = Diff { schema, kinds, sql, read, key_indexed: session.key_indexed };
-            if let Err(e) = source.produce_diff(client, &request, diff, &tx).await {
+            if let Err(e) = source.produce_diff(clients, slices, &request, &diff, &tx).await {
                 let _ = tx.send(Err(e)).await;
             }
         });
@@ -310,55 +447,109 @@ impl PostgresSource {
         .boxed())
     }
 
+    /// Reads each slice on its client, all on one snapshot: the first client's transaction
+    /// exports it and the others import it before any reads.
     async fn produce_diff(
         &self,
-        mut client: Client,
+        mut clients: Vec<Client>,
+        slices: Vec<Slice>,
         request: &ReadRequest,
-        diff: Diff<'_>,
+        diff: &Diff<'_>,
         tx: &mpsc::Sender<Result<PushdownBatch, SourceError>>,
     ) -> Result<(), SourceError> {
-        let Diff { schema, kinds, sql, read, key_indexed } = diff;
-        let failed = |e| self.pushdown_error(e, sql);
-        let transaction = snapshot(&mut client).await.map_err(failed)?;
-        // The read is one scan that hashes each row: nothing JIT compilation would speed up
-        // by more than it costs, and the first JIT use in a connection loads LLVM (0.3 s
-        // measured on PostgreSQL 15), which every run would pay on its new connection.
-        transaction.batch_execute("SET LOCAL jit = off").await.map_err(failed)?;
-        if key_indexed && !request.order_by_key {
-            // Unordered, the planner prefers a hash full join; over a model read in key order
-            // from its index, a merge full join streams its rows as it goes and measured
-            // faster (1 M rows: 0.90 s against 1.06 s with the default 4 MB of work_mem and
-            // 1.31 s with 128 MB, where a bare COPY of key and hash took 0.64 s).
-            transaction.batch_execute("SET LOCAL enable_hashjoin = off").await.map_err(failed)?;
+        let failed = |e| self.pushdown_error(e, diff.sql);
+        let mut transactions = Vec::with_capacity(clients.len());
+        let mut exported: Option<String> = None;
+        for client in &mut clients {
+            let transaction = snapshot(client).await.map_err(failed)?;
+            match &exported {
+                Some(id) => {
+                    transaction.batch_execute(&format!("SET TRANSACTION SNAPSHOT '{id}'")).await.map_err(failed)?;
+                }
+                None if slices.len() > 1 => {
+                    let row = transaction.query_one("SELECT pg_export_snapshot()", &[]).await.map_err(failed)?;
+                    exported = Some(row.get(0));
+                }
+                None => {}
+            }
+            // The read is one scan that hashes each row: nothing JIT compilation would speed
+            // up by more than it costs, and the first JIT use in a connection loads LLVM (0.3 s
+            // measured on PostgreSQL 15), which every run would pay on its new connection.
+            transaction.batch_execute("SET LOCAL jit = off").await.map_err(failed)?;
+            if diff.key_indexed && !request.order_by_key {
+                // Unordered, the planner prefers a hash full join; over a model read in key
+                // order from its index, a merge full join streams its rows as it goes and
+                // measured faster (1 M rows: 0.90 s against 1.06 s with the default 4 MB of
+                // work_mem and 1.31 s with 128 MB, where a bare COPY of key and hash took
+                // 0.64 s).
+                transaction.batch_execute("SET LOCAL enable_hashjoin = off").await.map_err(failed)?;
+            }
+            transactions.push(transaction);
         }
-        // The changed rows and the vanished keys come from one full join (see `diff_rows`).
-        let sql = &sql.clone().with_key_order(request.order_by_key);
-        let rows_sql = match read {
-            Read::Changed => sql.diff_rows()?,
-            Read::Full => sql.all_rows()?,
-        };
-        let statement = transaction.prepare(&rows_sql.sql).await.map_err(failed)?;
-        if !statement.params().is_empty() {
-            return Err(SourceError::Other {
-                message: format!(
-                    "query model `{}` takes parameters; a query model must not contain `$n` placeholders",
-                    self.model.label()
-                ),
-                source: None,
-            });
+        let reads = transactions.iter().zip(&slices).map(|(t, slice)| self.read_slice(t, slice, request, diff, tx));
+        if !futures::future::try_join_all(reads).await?.into_iter().all(|open| open) {
+            return Ok(());
         }
-        let batch_size = request.batch_size.max(1);
-        let no_params: [&(dyn ToSql + Sync); 0] = [];
-        // Streamed without a row limit, so the server scans on while this process decodes and
-        // the run delivers: the changed rows of a pushdown read are sparse, and a fetch of
-        // `batch_size` rows at a time would leave the server idle between fetches.
-        let rows = transaction.query_raw(&statement, no_params).await.map_err(failed)?;
+        for transaction in transactions {
+            transaction.commit().await.map_err(failed)?;
+        }
+        Ok(())
+    }
+
+    /// Reads `slice` in `transaction`, handing out its rows in batches; `false` when the
+    /// receiver is gone.
+    async fn read_slice(
+        &self,
+        transaction: &tokio_postgres::Transaction<'_>,
+        slice: &Slice,
+        request: &ReadRequest,
+        diff: &Diff<'_>,
+        tx: &mpsc::Sender<Result<PushdownBatch, SourceError>>,
+    ) -> Result<bool, SourceError> {
+        let failed = |e| self.pushdown_error(e, diff.sql);
+        for (range, bounds) in &slice.reads {
+            // The changed rows and the vanished keys come from one full join (see `diff_rows`).
+            let sql = diff.sql.clone().with_key_order(request.order_by_key).with_key_range(*range);
+            let rows_sql = match diff.read {
+                Read::Changed => sql.diff_rows()?,
+                Read::Full => sql.all_rows()?,
+            };
+            let statement = transaction.prepare(&rows_sql.sql).await.map_err(failed)?;
+            if statement.params().len() != bounds.len() {
+                return Err(SourceError::Other {
+                    message: format!(
+                        "query model `{}` takes parameters; a query model must not contain `$n` placeholders",
+                        self.model.label()
+                    ),
+                    source: None,
+                });
+            }
+            // Streamed without a row limit, so the server scans on while this process decodes
+            // and the run delivers: the changed rows of a pushdown read are sparse, and a fetch
+            // of `batch_size` rows at a time would leave the server idle between fetches.
+            let rows = transaction.query_raw(&statement, bounds).await.map_err(failed)?;
+            if !self.send_rows(rows, request.batch_size.max(1), diff, tx).await? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Hands out `rows` in batches of what arrived within LINGER of a batch's first row, up
+    /// to `batch_size`; `false` when the receiver is gone.
+    async fn send_rows(
+        &self,
+        rows: tokio_postgres::RowStream,
+        batch_size: usize,
+        diff: &Diff<'_>,
+        tx: &mpsc::Sender<Result<PushdownBatch, SourceError>>,
+    ) -> Result<bool, SourceError> {
+        let failed = |e| self.pushdown_error(e, diff.sql);
         futures::pin_mut!(rows);
-        let hash_at = kinds.len();
+        let hash_at = diff.kinds.len();
         let mut pending = Vec::new();
         let mut done = false;
         while !done {
-            // A batch is what arrived within LINGER of its first row, up to `batch_size`.
             match rows.next().await {
                 Some(row) => pending.push(row.map_err(failed)?),
                 None => break,
@@ -384,7 +575,7 @@ impl PostgresSource {
             let mut hashes = Vec::with_capacity(pending.len());
             let mut vanished = Vec::new();
             for row in pending.drain(..) {
-                let record = decode_row(&row, kinds, &schema)?;
+                let record = decode_row(&row, diff.kinds, &diff.schema)?;
                 let hash: Option<i64> = row.try_get(hash_at).map_err(|e| SourceError::Malformed {
                     location: format!("column `{HASH_COLUMN}`"),
                     reason: format!("the server sent a row hash rse could not take ({e})"),
@@ -395,19 +586,19 @@ impl PostgresSource {
                         hashes.push(row_hash(hash));
                     }
                     // Only a key the model no longer has comes without a hash.
-                    None => vanished.push(record.key(&schema).map_err(|e| SourceError::Malformed {
+                    None => vanished.push(record.key(&diff.schema).map_err(|e| SourceError::Malformed {
                         location: format!("a key of rse's hash table for `{}`", self.model.label()),
                         reason: e.to_string(),
                     })?),
                 }
             }
-            let mut batch = PushdownBatch::rows(RowBatch::new(schema.clone(), records), hashes)?;
+            let mut batch = PushdownBatch::rows(RowBatch::new(diff.schema.clone(), records), hashes)?;
             batch.vanished = vanished;
             if tx.send(Ok(batch)).await.is_err() {
-                return Ok(());
+                return Ok(false);
             }
         }
-        transaction.commit().await.map_err(failed)
+        Ok(true)
     }
 }
 
@@ -493,6 +684,8 @@ pub(crate) struct Session {
     sql: PushdownSql,
     /// The model is a table with a plain b-tree index on its key columns (see `produce_diff`).
     key_indexed: bool,
+    /// How an unordered diff read may be cut among connections; `None` reads it on one.
+    split: Option<Split>,
     /// `record_intents`, the deletions and the upserts of `record_delivered`, prepared.
     intents: Statement,
     delete: Statement,
