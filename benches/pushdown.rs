@@ -9,7 +9,9 @@
 //!   (the rows and keys that left the warehouse beside it);
 //! - `full_read/rerun_1pct`: the same change synced by today's path (`Auto`: the whole model
 //!   read in key order, merge diff), unless `RSE_BENCH_PUSHDOWN_FULL=0`;
-//! - the peak RSS of each re-run (`VmHWM`, reset before it through `/proc/self/clear_refs`).
+//! - the peak RSS of each re-run (`VmHWM`, reset before it through `/proc/self/clear_refs`);
+//! - the CPU time each re-run took on the server (every `postgres` process of this machine,
+//!   background workers such as autovacuum included) and in this process.
 //!
 //! The first runs (every row new) happen in a child process, so that this process's memory
 //! holds the re-runs alone. `RSE_BENCH_PUSHDOWN_ROWS=10000000 RSE_BENCH_PUSHDOWN_FULL=0` is
@@ -61,6 +63,34 @@ fn status_kb(field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU seconds used so far by PostgreSQL's processes (when the server runs on this machine)
+/// and by this process: each live `postgres` process's own time, plus the time of the exited
+/// ones, which their parent (the postmaster) has reaped; 0 where `/proc` cannot be read.
+fn cpu_seconds() -> (f64, f64) {
+    let tick = 100.0; // USER_HZ on Linux
+    let mut server = 0.0;
+    let mut own = 0.0;
+    let me = std::process::id().to_string();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let pid = entry.file_name().to_string_lossy().into_owned();
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+        // `pid (comm) state ppid …`: the fields after the command's closing parenthesis.
+        let Some((head, rest)) = stat.rsplit_once(") ") else { continue };
+        let fields: Vec<f64> = rest.split_whitespace().map(|f| f.parse().unwrap_or(0.0)).collect();
+        if fields.len() < 15 {
+            continue;
+        }
+        // utime, stime, cutime, cstime are fields 14–17 of the line, 12–15 after the command.
+        let (user, system, child_user, child_system) = (fields[11], fields[12], fields[13], fields[14]);
+        if pid == me {
+            own = (user + system) / tick;
+        } else if head.ends_with("(postgres") {
+            server += (user + system + child_user + child_system) / tick;
+        }
+    }
+    (server, own)
+}
+
 /// Resets the peak RSS to the current RSS (Linux: `5` into `clear_refs`).
 fn reset_peak() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
@@ -98,9 +128,11 @@ async fn sync(schema: &str, name: &str, strategy: DiffStrategy) -> SyncJob {
 
 async fn timed(label: &str, sync: &SyncJob) -> (SyncReport, Duration, u64) {
     reset_peak();
+    let cpu_before = cpu_seconds();
     let started = Instant::now();
     let report = sync.run().await.unwrap();
     let took = started.elapsed();
+    let cpu_after = cpu_seconds();
     let peak = status_kb("VmHWM:");
     assert_eq!(report.status, RunStatus::Succeeded, "{report}");
     let out = report
@@ -109,12 +141,14 @@ async fn timed(label: &str, sync: &SyncJob) -> (SyncReport, Duration, u64) {
         .map(|p| format!(", {} rows and {} vanished keys left the warehouse", p.rows_read, p.vanished));
     let stages = &report.stages;
     println!(
-        "{label}: {took:.2?} (read {:.2?}, diff {:.2?}, deliver {:.2?}, commit {:.2?}), peak RSS {:.0} MB; \
-         applied {} inserts, {} updates, {} deletes{}",
+        "{label}: {took:.2?} (read {:.2?}, diff {:.2?}, deliver {:.2?}, commit {:.2?}), CPU: server {:.2} s, \
+         client {:.2} s, peak RSS {:.0} MB; applied {} inserts, {} updates, {} deletes{}",
         stages.read,
         stages.diff,
         stages.deliver,
         stages.commit,
+        cpu_after.0 - cpu_before.0,
+        cpu_after.1 - cpu_before.1,
         peak as f64 / 1024.0,
         report.counts.applied.insert,
         report.counts.applied.update,
@@ -145,11 +179,18 @@ async fn copy_key_hash(client: &tokio_postgres::Client, schema: &str) -> Duratio
         "COPY (SELECT m.id, hash_record_extended(ROW(m.id, m.email, m.name, m.address, m.plan, m.score, \
          m.lifetime_value, m.created_at, m.active, m.visits), 0) FROM \"{schema}\".model AS m) TO STDOUT"
     );
+    let cpu_before = cpu_seconds();
     let started = Instant::now();
     let stream = client.copy_out(&sql).await.unwrap();
     let bytes = stream.fold(0usize, |n, chunk| async move { n + chunk.unwrap().len() }).await;
     let took = started.elapsed();
-    println!("copy_key_hash: {took:.2?} ({:.1} MB of text)", bytes as f64 / 1e6);
+    let cpu_after = cpu_seconds();
+    println!(
+        "copy_key_hash: {took:.2?} ({:.1} MB of text), CPU: server {:.2} s, client {:.2} s",
+        bytes as f64 / 1e6,
+        cpu_after.0 - cpu_before.0,
+        cpu_after.1 - cpu_before.1
+    );
     took
 }
 
