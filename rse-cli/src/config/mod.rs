@@ -95,7 +95,7 @@
 //! | `type` | keys |
 //! |---|---|
 //! | `sqlite` | `path` (the file), `table` (and `schema`, an attached database) or `query` (one `SELECT`), `column_types` (a table of column = type, for columns SQLite's declared types do not say, e.g. `{ ltv = "decimal" }`) |
-//! | `postgres` | `url` (`postgres://user@host:5432/db?sslmode=verify-full`, its TLS parameters as the library reads them), `table` and `schema`, or `query`; `connect_timeout` |
+//! | `postgres` | `url` (`postgres://user@host:5432/db?sslmode=verify-full`, its TLS parameters as the library reads them), `table` and `schema`, or `query`; `connect_timeout`; `pushdown_schema` (an existing schema for rse's tables of the warehouse-side diff, which `diff_strategy = "pushdown"` needs) and `pushdown_readers` (connections reading one diff, default 2) |
 //! | `csv` | `path`, `schema` (declared fields: an array of `{ name, type, nullable = true }`; inferred otherwise), `infer_rows` (default 1000), `delimiter` (one character, default `,`), `quote` (default `"`), `header` (default true), `sorted_by_key`, `on_malformed` (`fail`, the default, or `reject`) |
 //! | `jsonl` | `path`, `schema`, `infer_rows`, `sorted_by_key`, `on_malformed` |
 //! | `parquet` | `path` (a file, or a directory of them), `columns` (read only these), `sorted_by_key` |
@@ -154,7 +154,7 @@
 //! may delete any number writes `{ fraction = 1.0 }`),
 //! `allow_empty_source`, `batch_rows`, `batch_bytes`, `linger`, `max_concurrency`,
 //! `max_attempts`, `initial_backoff`, `max_backoff`, `circuit_breaker_threshold`,
-//! `diff_strategy` (`auto`, `hash`, `merge`), `fingerprint_algorithm`, `rejection_sample`,
+//! `diff_strategy` (`auto`, `hash`, `merge`, `pushdown`), `fingerprint_algorithm`, `rejection_sample`,
 //! `lease_ttl`, `holder`, `read_batch_size`, `schema_drift`, `max_rate_limit_wait`,
 //! `write_timeout`, `read_timeout`, `quota_reserve`, `canary`, `change_time_field`.
 

@@ -84,6 +84,10 @@ struct SqlSpec {
     column_types: BTreeMap<String, TypeName>,
     #[serde(default, with = "rse::config::duration_opt")]
     connect_timeout: Option<std::time::Duration>,
+    #[serde(default)]
+    pushdown_schema: Option<String>,
+    #[serde(default)]
+    pushdown_readers: Option<std::num::NonZeroUsize>,
 }
 
 /// A field declared for a CSV or JSON Lines file.
@@ -157,7 +161,18 @@ pub(crate) struct SourceSpec {
 fn keys_of(kind: &str) -> &'static [&'static str] {
     match kind {
         "sqlite" => &["type", "path", "table", "schema", "query", "key", "cursor", "column_types"],
-        "postgres" => &["type", "url", "table", "schema", "query", "key", "cursor", "connect_timeout"],
+        "postgres" => &[
+            "type",
+            "url",
+            "table",
+            "schema",
+            "query",
+            "key",
+            "cursor",
+            "connect_timeout",
+            "pushdown_schema",
+            "pushdown_readers",
+        ],
         "csv" => &[
             "type",
             "path",
@@ -297,6 +312,12 @@ impl SourceSpec {
                 }
                 if let Some(timeout) = sql.connect_timeout {
                     source = source.with_connect_timeout(timeout);
+                }
+                if let Some(schema) = sql.pushdown_schema {
+                    source = source.with_pushdown_schema(schema);
+                }
+                if let Some(readers) = sql.pushdown_readers {
+                    source = source.with_pushdown_readers(readers.get());
                 }
                 Ok(builder.source(source))
             }

@@ -644,7 +644,12 @@ fn pushdown_epoch(
         return Err(invalid(
             sync_id,
             "diff_strategy",
-            format!("is pushdown, but source `{}` cannot diff in its store; use Auto", source.name()),
+            format!(
+                "is pushdown, but source `{}` cannot diff in its store as configured (a SQL source needs a \
+                 schema for rse's tables first: PostgresSource::with_pushdown_schema, `pushdown_schema` in a \
+                 configuration file); or use Auto",
+                source.name()
+            ),
         ));
     }
     let mut digest = Sha256::new();
