@@ -222,35 +222,37 @@ impl PostgresSource {
     }
 
     /// Whether and how a diff read may be cut among connections: more than one reader
-    /// (asked, or by default where the server runs parallel queries and is no standby), a
+    /// (asked, or by default where the server runs parallel queries), a primary server (a
+    /// standby may not export a snapshot to the other readers), a
     /// table model whose first key column compares like the hash table's (the same type and,
     /// for a collatable type, the same collation), and the key's type known.
     async fn split(&self, client: &Client, sql: &PushdownSql) -> Result<Option<Split>, SourceError> {
         let failed = |e| self.pushdown_error(e, sql);
+        let row = client
+            .query_one("SELECT current_setting('max_parallel_workers_per_gather')::int, pg_is_in_recovery()", &[])
+            .await
+            .map_err(failed)?;
+        let (workers, standby): (i32, bool) = (row.get(0), row.get(1));
         let (readers, min_keys) = match self.pushdown_readers {
             Some(n) => (n, 0.0),
-            None => {
-                let row = client
-                    .query_one(
-                        "SELECT current_setting('max_parallel_workers_per_gather')::int, pg_is_in_recovery()",
-                        &[],
-                    )
-                    .await
-                    .map_err(failed)?;
-                let (workers, standby): (i32, bool) = (row.get(0), row.get(1));
-                (if workers == 0 || standby { 1 } else { DEFAULT_READERS }, MIN_KEYS_TO_SPLIT)
-            }
+            None if workers == 0 => (1, MIN_KEYS_TO_SPLIT),
+            None => (DEFAULT_READERS, MIN_KEYS_TO_SPLIT),
         };
-        let (Some(first), Model::Table { .. }) = (sql.key().first(), &self.model) else { return Ok(None) };
-        let Some(key_type) = first.sql_type.clone() else { return Ok(None) };
-        if readers < 2 {
+        // A standby may not export its snapshot to the other readers.
+        if readers < 2 || standby {
             return Ok(None);
         }
+        let (Some(first), Model::Table { .. }) = (sql.key().first(), &self.model) else { return Ok(None) };
+        let Some(key_type) = first.sql_type.clone() else { return Ok(None) };
         let table = sql.table();
         let hash_table = format!("{}.{}", quote_ident(&table.schema), quote_ident(&table.name));
         let row = client
             .query_opt(
-                "SELECT h.atttypid = m.atttypid AND (t.typcollation = 0 OR h.attcollation = m.attcollation),                  NOT m.attnotnull FROM pg_attribute h JOIN pg_type t ON t.oid = h.atttypid                  JOIN pg_attribute m ON m.attrelid = to_regclass($3) AND m.attname = $2                  AND m.attnum > 0 AND NOT m.attisdropped                  WHERE h.attrelid = to_regclass($1) AND h.attname = $2 AND h.attnum > 0 AND NOT h.attisdropped",
+                "SELECT h.atttypid = m.atttypid AND (t.typcollation = 0 OR h.attcollation = m.attcollation), \
+                 NOT m.attnotnull FROM pg_attribute h JOIN pg_type t ON t.oid = h.atttypid \
+                 JOIN pg_attribute m ON m.attrelid = to_regclass($3) AND m.attname = $2 \
+                 AND m.attnum > 0 AND NOT m.attisdropped \
+                 WHERE h.attrelid = to_regclass($1) AND h.attname = $2 AND h.attnum > 0 AND NOT h.attisdropped",
                 &[&hash_table, &first.name, &self.model.sql_from()],
             )
             .await
@@ -271,7 +273,10 @@ impl PostgresSource {
         // The bounds leave as text, cast to the key's type and back, so that they compare
         // as keys and bind as the statements' text bounds.
         let sql = format!(
-            "SELECT c.reltuples::float8, ARRAY(SELECT b::text FROM unnest((                SELECT s.histogram_bounds::text FROM pg_stats s                WHERE s.schemaname = $1 AND s.tablename = $2 AND s.attname = $3)::{}[]) WITH ORDINALITY AS u(b, i)                ORDER BY i) FROM pg_class c WHERE c.oid = to_regclass($4)",
+            "SELECT c.reltuples::float8, ARRAY(SELECT b::text FROM unnest(( \
+             SELECT s.histogram_bounds::text FROM pg_stats s \
+             WHERE s.schemaname = $1 AND s.tablename = $2 AND s.attname = $3)::{}[]) WITH ORDINALITY AS u(b, i) \
+             ORDER BY i) FROM pg_class c WHERE c.oid = to_regclass($4)",
             split.key_type
         );
         let row = session.client.query_opt(&sql, &[&table.schema, &table.name, &first.name, &name]).await;
@@ -279,7 +284,11 @@ impl PostgresSource {
             Ok(Some(row)) if row.get::<_, f64>(0) >= split.min_keys => row.get::<_, Vec<String>>(1),
             Ok(_) => Vec::new(),
             Err(error) => {
-                tracing::debug!(%error, table = %table.name, "No histogram of rse's hash table; the diff is read on one connection.");
+                tracing::debug!(
+                    %error,
+                    table = %table.name,
+                    "No histogram of rse's hash table; the diff is read on one connection."
+                );
                 Vec::new()
             }
         };
