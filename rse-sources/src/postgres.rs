@@ -206,8 +206,7 @@ impl PostgresSource {
     }
 
     /// How many connections read a warehouse-side diff at once (default: 2, or 1 where the
-    /// server's `max_parallel_workers_per_gather` is 0; always 1 on a standby, which may not
-    /// share its snapshot; at least 1). PostgreSQL runs a full join on one process, and hashing every row is most of a
+    /// server's `max_parallel_workers_per_gather` is 0; at least 1). PostgreSQL runs a full join on one process, and hashing every row is most of a
     /// diff's work: with `n` readers the key space is cut into `n` slices at the bounds of
     /// the planner's histogram of rse's table, each read on its own connection, all on one
     /// snapshot. Measured at 1 M rows with nothing changed, on 2 cores shared with the

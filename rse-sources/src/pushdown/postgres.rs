@@ -222,24 +222,22 @@ impl PostgresSource {
     }
 
     /// Whether and how a diff read may be cut among connections: more than one reader
-    /// (asked, or by default where the server runs parallel queries), a primary server (a
-    /// standby may not export a snapshot to the other readers), a
+    /// (asked, or by default where the server runs parallel queries), a
     /// table model whose first key column compares like the hash table's (the same type and,
     /// for a collatable type, the same collation), and the key's type known.
     async fn split(&self, client: &Client, sql: &PushdownSql) -> Result<Option<Split>, SourceError> {
         let failed = |e| self.pushdown_error(e, sql);
-        let row = client
-            .query_one("SELECT current_setting('max_parallel_workers_per_gather')::int, pg_is_in_recovery()", &[])
-            .await
-            .map_err(failed)?;
-        let (workers, standby): (i32, bool) = (row.get(0), row.get(1));
         let (readers, min_keys) = match self.pushdown_readers {
             Some(n) => (n, 0.0),
-            None if workers == 0 => (1, MIN_KEYS_TO_SPLIT),
-            None => (DEFAULT_READERS, MIN_KEYS_TO_SPLIT),
+            None => {
+                let row = client
+                    .query_one("SELECT current_setting('max_parallel_workers_per_gather')::int", &[])
+                    .await
+                    .map_err(failed)?;
+                (if row.get::<_, i32>(0) == 0 { 1 } else { DEFAULT_READERS }, MIN_KEYS_TO_SPLIT)
+            }
         };
-        // A standby may not export its snapshot to the other readers.
-        if readers < 2 || standby {
+        if readers < 2 {
             return Ok(None);
         }
         let (Some(first), Model::Table { .. }) = (sql.key().first(), &self.model) else { return Ok(None) };
