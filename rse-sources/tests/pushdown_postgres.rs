@@ -45,6 +45,26 @@ impl World {
             .with_pushdown_schema(&self.state)
     }
 
+    /// A source on `model` whose connections carry `application_name`, so that the test can
+    /// count them.
+    fn named_source(&self, model: Model, key: &[&str], application_name: &str) -> PostgresSource {
+        let separator = if self.url.contains('?') { '&' } else { '?' };
+        let url = format!("{}{separator}application_name={application_name}", self.url);
+        PostgresSource::from_url(&url, model)
+            .unwrap()
+            .with_key(key.iter().map(|k| (*k).to_owned()))
+            .with_pushdown_schema(&self.state)
+    }
+
+    /// How many connections named `application_name` the server has.
+    async fn connections(&self, application_name: &str) -> i64 {
+        self.client
+            .query_one("SELECT count(*) FROM pg_stat_activity WHERE application_name = $1", &[&application_name])
+            .await
+            .unwrap()
+            .get(0)
+    }
+
     async fn drop(self) {
         self.client
             .batch_execute(&format!("DROP SCHEMA \"{}\" CASCADE; DROP SCHEMA \"{}\" CASCADE", self.models, self.state))
@@ -270,14 +290,8 @@ async fn a_diff_read_by_three_connections_hands_out_each_key_once_on_one_snapsho
         )
         .await;
     let app = unique_id("rse_pd_readers");
-    let separator = if world.url.contains('?') { '&' } else { '?' };
-    let url = format!("{}{separator}application_name={app}", world.url);
     let source = |readers| {
-        PostgresSource::from_url(&url, Model::qualified(&world.models, "t"))
-            .unwrap()
-            .with_key(["id"])
-            .with_pushdown_schema(&world.state)
-            .with_pushdown_readers(readers)
+        world.named_source(Model::qualified(&world.models, "t"), &["id"], &app).with_pushdown_readers(readers)
     };
     let (three, one) = (source(3), source(1));
     let sync = "sliced";
@@ -320,13 +334,7 @@ async fn a_diff_read_by_three_connections_hands_out_each_key_once_on_one_snapsho
     let mut stream = pushdown.read_changed(sync, unordered()).await.unwrap();
     let head = stream.try_next().await.unwrap().expect("a first batch");
     // While the read is open: the session's connection and one per slice.
-    let connections: i64 = world
-        .client
-        .query_one("SELECT count(*) FROM pg_stat_activity WHERE application_name = $1", &[&app])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(connections, 4, "the session and three readers");
+    assert_eq!(world.connections(&app).await, 4, "the session and three readers");
     // An edit now is in no slice's snapshot.
     world.exec("UPDATE t SET v = 'too late' WHERE id = 1500").await;
     let mut batches = vec![head];
@@ -367,6 +375,71 @@ async fn a_diff_read_by_three_connections_hands_out_each_key_once_on_one_snapsho
     assert_eq!(sorted(&single), sorted(&sliced));
     whole.finish(sync).await;
     pushdown.finish(sync).await;
+    world.drop().await;
+}
+
+#[tokio::test]
+async fn text_keys_under_a_locale_collation_are_cut_as_the_model_compares_them() {
+    let Some(world) = World::new().await else { return };
+    // A collation whose order is not the bytes' ("B" between "a" and "c"), where one exists.
+    let icu = world.client.query("SELECT 1 FROM pg_collation WHERE collname = 'und-x-icu'", &[]).await.unwrap();
+    let collate = if icu.is_empty() { "" } else { r#"COLLATE "und-x-icu""# };
+    world
+        .exec(&format!(
+            "CREATE TABLE t (code text {collate} PRIMARY KEY, v int8);
+             INSERT INTO t SELECT (ARRAY['a', 'B', 'c', 'D', 'é', 'F'])[g % 6 + 1] || g, g FROM generate_series(1, 3000) g"
+        ))
+        .await;
+    let app = unique_id("rse_pd_text");
+    let source = |readers| {
+        world.named_source(Model::qualified(&world.models, "t"), &["code"], &app).with_pushdown_readers(readers)
+    };
+    let (three, one) = (source(3), source(1));
+    let sync = "text-keys";
+    let sliced = three.pushdown().unwrap();
+    assert_eq!(sliced.epoch(sync).await.unwrap(), None);
+    let unordered = || ReadRequest::full().with_order_by_key(false).with_batch_size(7);
+    let first = collect(sliced.read_changed(sync, unordered()).await.unwrap().try_collect().await.unwrap());
+    deliver(sliced, sync, &first, &[0]).await;
+    sliced.complete(sync, "epoch-1").await.unwrap();
+    world
+        .exec(
+            "UPDATE t SET v = -v WHERE v % 97 = 0;
+             DELETE FROM t WHERE v % 89 = 0;
+             INSERT INTO t VALUES ('', 0), ('A', 0), ('b', 0), ('É', 0), ('zz', 0), ('ZZ', 0);",
+        )
+        .await;
+    let keys = |d: &Diff| {
+        let mut rows: Vec<String> = d
+            .rows
+            .iter()
+            .map(|(v, _)| match &v[0] {
+                Value::String(s) => s.clone(),
+                other => panic!("a text key holds {other:?}"),
+            })
+            .collect();
+        rows.sort_unstable();
+        let mut vanished = d.vanished.clone();
+        vanished.sort_unstable();
+        (rows, vanished)
+    };
+    let mut stream = sliced.read_changed(sync, unordered()).await.unwrap();
+    let mut batches = vec![stream.try_next().await.unwrap().expect("a first batch")];
+    assert_eq!(world.connections(&app).await, 4, "the session and three readers");
+    batches.extend(stream.try_collect::<Vec<_>>().await.unwrap());
+    let by_three = keys(&collect(batches));
+    let whole = one.pushdown().unwrap();
+    whole.epoch(sync).await.unwrap();
+    let by_one = keys(&collect(whole.read_changed(sync, unordered()).await.unwrap().try_collect().await.unwrap()));
+    let updated = (1..=3000).filter(|v| v % 97 == 0 && v % 89 != 0).count();
+    assert_eq!(by_one.0.len(), updated + 6, "the updates and the new keys");
+    assert_eq!(by_one.1.len(), (1..=3000).filter(|v| v % 89 == 0).count());
+    let mut distinct = by_three.0.clone();
+    distinct.dedup();
+    assert_eq!(distinct.len(), by_three.0.len(), "a key was read twice");
+    assert_eq!(by_three, by_one, "three slices read what one connection reads");
+    whole.finish(sync).await;
+    sliced.finish(sync).await;
     world.drop().await;
 }
 
