@@ -212,7 +212,9 @@ impl PostgresSource {
     /// snapshot. Measured at 1 M rows with nothing changed, on 2 cores shared with the
     /// server: a run took 0.77 s with one reader and 0.49 s with two. Only a table model (or view) whose first key column compares
     /// like the hash table's is cut, only a diff read that needs no key order, and by default
-    /// only once rse's table holds 100,000 keys; other reads take one connection.
+    /// only once rse's table holds 100,000 keys; other reads take one connection. When a
+    /// reader's connection cannot be opened (a server or role at its connection limit), one
+    /// connection reads the whole diff and a warning says so.
     pub fn with_pushdown_readers(mut self, readers: usize) -> Self {
         self.pushdown_readers = Some(readers.max(1));
         self

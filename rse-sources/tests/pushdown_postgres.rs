@@ -600,3 +600,56 @@ async fn no_permission_on_the_schema_says_what_to_grant() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn a_server_refusing_more_connections_gets_the_diff_read_on_one() {
+    let Some(world) = World::new().await else { return };
+    // A role allowed two connections: the session's and one reader's, of the three asked for.
+    let role = unique_id("rse_pd_two");
+    world
+        .exec(&format!(
+            "CREATE TABLE t (id int8 PRIMARY KEY, v text); INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, 3000) g;
+             CREATE ROLE \"{role}\" LOGIN CONNECTION LIMIT 2;
+             GRANT USAGE ON SCHEMA \"{m}\" TO \"{role}\"; GRANT SELECT ON t TO \"{role}\";
+             GRANT USAGE, CREATE ON SCHEMA \"{s}\" TO \"{role}\";",
+            m = world.models,
+            s = world.state
+        ))
+        .await;
+    let mut config: tokio_postgres::Config = world.url.parse().unwrap();
+    config.user(&role);
+    let source = PostgresSource::new(config, Model::qualified(&world.models, "t"))
+        .with_key(["id"])
+        .with_pushdown_schema(&world.state)
+        .with_pushdown_readers(3);
+    let pushdown = source.pushdown().unwrap();
+    let sync = "two-connections";
+    assert_eq!(pushdown.epoch(sync).await.unwrap(), None);
+    let unordered = || ReadRequest::full().with_order_by_key(false).with_batch_size(100);
+    let first = collect(pushdown.read_changed(sync, unordered()).await.unwrap().try_collect().await.unwrap());
+    deliver(pushdown, sync, &first, &[0]).await;
+    pushdown.complete(sync, "epoch-1").await.unwrap();
+    world.exec("UPDATE t SET v = 'changed' WHERE id % 500 = 0; DELETE FROM t WHERE id IN (1, 3000)").await;
+    let changed = collect(pushdown.read_changed(sync, unordered()).await.unwrap().try_collect().await.unwrap());
+    let mut keys: Vec<i64> = changed
+        .keys(&[0])
+        .iter()
+        .map(|k| match k[0] {
+            Value::Int(i) => i,
+            ref other => panic!("an int8 key holds {other:?}"),
+        })
+        .collect();
+    keys.sort_unstable();
+    assert_eq!(keys, vec![500, 1000, 1500, 2000, 2500]);
+    let mut vanished = changed.vanished.clone();
+    vanished.sort();
+    assert_eq!(vanished, vec![Key::from_values([&Value::Int(1)]), Key::from_values([&Value::Int(3000)])]);
+    pushdown.finish(sync).await;
+    drop(source);
+    world.client.batch_execute(&format!("DROP SCHEMA \"{}\" CASCADE", world.models)).await.unwrap();
+    world
+        .client
+        .batch_execute(&format!("DROP SCHEMA \"{}\" CASCADE; DROP ROLE \"{role}\"", world.state))
+        .await
+        .unwrap();
+}

@@ -75,7 +75,7 @@ impl Slice {
 
 /// The slices of a read by `bounds.len() + 1` connections: below the first bound (and the
 /// `NULL` keys, when the key may be `NULL`), between neighbouring bounds, from the last on.
-fn slices(bounds: &[String], nullable: bool) -> Vec<Slice> {
+fn slices_at(bounds: &[String], nullable: bool) -> Vec<Slice> {
     let (Some(first), Some(last)) = (bounds.first(), bounds.last()) else {
         return vec![Slice::of(KeyRange::All, Vec::new())];
     };
@@ -266,7 +266,7 @@ impl PostgresSource {
     /// of every key when the table is small, has no histogram yet, or the cut fails.
     async fn slices(&self, session: &Session, split: &Split) -> Vec<Slice> {
         let table = session.sql.table();
-        let Some(first) = session.sql.key().first() else { return slices(&[], false) };
+        let Some(first) = session.sql.key().first() else { return slices_at(&[], false) };
         let name = format!("{}.{}", quote_ident(&table.schema), quote_ident(&table.name));
         // The bounds leave as text, cast to the key's type and back, so that they compare
         // as keys and bind as the statements' text bounds.
@@ -290,7 +290,7 @@ impl PostgresSource {
                 Vec::new()
             }
         };
-        slices(&cut(&values, split.readers), split.nullable)
+        slices_at(&cut(&values, split.readers), split.nullable)
     }
 
     /// Forgets the session of `sync_id` when a write on it failed for the connection, so the
@@ -420,12 +420,26 @@ impl PostgresSource {
             ));
         }
         let session = self.session(sync_id).await?;
-        let slices = match &session.split {
+        let mut slices = match &session.split {
             Some(split) if read == Read::Changed && !request.order_by_key => self.slices(&session, split).await,
-            _ => slices(&[], false),
+            _ => slices_at(&[], false),
         };
         // The read's transactions stay open while the run writes through the session.
-        let clients = futures::future::try_join_all(slices.iter().map(|_| self.connect())).await?;
+        let mut clients = vec![self.connect().await?];
+        if slices.len() > 1 {
+            match futures::future::try_join_all(slices[1..].iter().map(|_| self.connect())).await {
+                Ok(more) => clients.extend(more),
+                Err(error) => {
+                    // Say, a server at its connection limit: the one connection reads it all.
+                    tracing::warn!(
+                        %error,
+                        model = %self.model.label(),
+                        "A connection for a slice of the diff read failed; one connection reads the whole diff."
+                    );
+                    slices = slices_at(&[], false);
+                }
+            }
+        }
         let (tx, rx) = mpsc::channel(crate::stream::IN_FLIGHT);
         let source = self.clone();
         let handle = tokio::spawn(async move {
