@@ -26,6 +26,14 @@
 //! outcome. Refused, failed, withheld and undelivered rows get no hash: they are re-read and
 //! retried next run.
 //!
+//! The invariant is what a run that reads only what changed relies on; during a full
+//! re-diff (below) the table is not read, and the runner records no intents there: the
+//! re-diff starts by giving every key the destination may hold a row with an unknown hash,
+//! and it is completed only when every change of the run was settled (delivered or refused)
+//! and every hash recorded, which restores the invariant for the keys it added. A full
+//! re-diff that stops short, or whose hash writes failed, leaves the epoch unset, and the
+//! next run re-diffs in full again.
+//!
 //! # Epochs
 //! What the post-transform output depends on (the transforms' configuration, the source's
 //! columns, the fingerprint algorithm, the mode) is digested into an *epoch*. The runner
@@ -34,7 +42,7 @@
 //! ([`SyncMeta::pushdown_epoch`](crate::SyncMeta::pushdown_epoch)) and the one the
 //! delivered table was completed under ([`epoch`](PushdownSource::epoch)). Otherwise it runs
 //! one *full re-diff*: [`begin_full`](PushdownSource::begin_full), an ordinary run over
-//! [`read_full`](PushdownSource::read_full) that also records intents and hashes, then
+//! [`read_full`](PushdownSource::read_full) that also records hashes (no intents), then
 //! [`complete`](PushdownSource::complete). A full re-diff reads the model, not the delivered
 //! table: a key whose delete the destination acknowledged in a run that stopped before
 //! recording it stays in the table until the next pushdown run hands it out as vanished,

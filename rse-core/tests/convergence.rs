@@ -212,13 +212,16 @@ async fn run_case<D: Destination + Clone + 'static>(
     table
 }
 
-/// The delivered table of a pushdown sync keeps a row for every key the destination holds,
-/// and a hash only where it is the hash of the row the destination holds.
+/// The delivered table of a pushdown sync keeps a hash only where it is the hash of the row
+/// the destination holds, and, once completed (its epoch set, so that runs read only what it
+/// says changed), a row for every key the destination holds. A full re-diff in progress or
+/// cut short records no intents: its table is not read until it completes.
 fn delivered_table_covers_the_destination(source: &MemoryPushdownSource, dest: &MemoryDestination) {
     let table = source.table("customers").unwrap_or_default();
     for (key, record) in dest.records() {
         match table.rows.get(&key) {
-            None => panic!("the destination holds {key:?}, which the delivered table lacks"),
+            None if table.epoch.is_none() => {}
+            None => panic!("the destination holds {key:?}, which the completed delivered table lacks"),
             Some(Some(hash)) => {
                 assert_eq!(*hash, MemoryPushdownSource::hash_of(&record), "stale hash of {key:?}")
             }

@@ -148,6 +148,35 @@ async fn a_lost_record_of_delivery_re_reads_and_sends_nothing_twice() {
 }
 
 #[tokio::test]
+async fn a_full_re_diff_whose_hashes_were_not_recorded_runs_again_and_misses_no_delete() {
+    let w = World::new(customers(10));
+    let sync = w.sync(Mode::Mirror).await;
+    // The first run (a full re-diff) delivers every row, but recording them in the source's
+    // table fails: the table does not know the keys the destination now holds.
+    w.source.fail_delivered(100);
+    let first = sync.run().await.unwrap();
+    assert_eq!((first.status.clone(), first.counts.applied.insert), (RunStatus::Succeeded, 10), "{first:?}");
+    assert!(pushdown(&first).record_failures > 0);
+    assert!(!pushdown(&first).completed, "a full re-diff with hashes missing is not completed");
+    w.source.fail_delivered(0);
+
+    // A row leaves the model: the next run re-diffs in full again, and the delete goes out.
+    w.source.rows().remove(&key(3));
+    let again = sync.run().await.unwrap();
+    assert!(pushdown(&again).full_rediff.is_some(), "{again:?}");
+    assert!(pushdown(&again).completed);
+    assert_eq!((again.counts.applied.delete, again.counts.planned.insert), (1, 0), "{again:?}");
+    assert_eq!(w.destination.records(), by_key(&w.rows()));
+
+    // Then only what changes leaves the source, a delete included.
+    w.source.rows().remove(&key(4));
+    let changed = sync.run().await.unwrap();
+    assert!(pushdown(&changed).full_rediff.is_none(), "{changed:?}");
+    assert_eq!((pushdown(&changed).rows_read, pushdown(&changed).vanished), (0, 1));
+    assert_eq!(w.destination.records(), by_key(&w.rows()));
+}
+
+#[tokio::test]
 async fn a_failed_intent_keeps_the_batch_from_going_out() {
     let w = World::new(customers(10));
     let sync = w.sync(Mode::Mirror).await;

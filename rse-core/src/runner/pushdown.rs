@@ -37,12 +37,26 @@ impl PushdownPlan {
         self.full.is_none() && self.error.is_none()
     }
 
-    /// Records that changes for `keys` are about to go out.
+    /// Whether a full re-diff may be completed (its epoch set): it read the whole model,
+    /// could prepare the table, and recorded every hash. A key delivered without its hash
+    /// recorded would be missing from the table (a full re-diff records no intents), and a
+    /// later delete of it missed; such a run leaves the next one a full re-diff instead.
+    pub fn completes(&self) -> bool {
+        self.full.is_some() && self.record && self.error.is_none() && self.failures.load(Ordering::Relaxed) == 0
+    }
+
+    /// Records that changes for `keys` are about to go out, in a run that reads only what
+    /// changed. A full re-diff records none: its `begin_full` cleared the epoch and left the
+    /// hash of every key the destination may hold unknown, so the delivered table is not read
+    /// again until `complete`, which needs every change of the run settled (delivered or
+    /// refused) and every hash recorded (see [`Self::completes`]); a crash or a failure leaves
+    /// the next run a full re-diff, which reads the model, not the table. That spares a first
+    /// run one write per key of the model.
     ///
     /// # Errors
     /// The reason, when the write failed: the changes must not go out.
     pub async fn intents(&self, source: &dyn Source, sync_id: &str, keys: &[Key]) -> Result<(), String> {
-        if !self.record || keys.is_empty() {
+        if !self.record || keys.is_empty() || self.full.is_some() {
             return Ok(());
         }
         let pushdown = pushdown_of(source)?;

@@ -178,8 +178,15 @@ pub(super) async fn run_in_span(
             // first, then with the state (both must agree before a run reads only changes).
             if let Some(plan) = &produced.pushdown
                 && plan.full.is_some()
-                && plan.record
-                && plan.error.is_none()
+                && !plan.completes()
+                && plan.failures.load(std::sync::atomic::Ordering::Relaxed) > 0
+            {
+                warn!(
+                    "Recording delivered rows in the source's table failed during a full re-diff; the next run re-diffs in full again."
+                );
+            }
+            if let Some(plan) = &produced.pushdown
+                && plan.completes()
                 && produced.complete
             {
                 match pushdown::pushdown_of(inner.source.as_ref()) {
