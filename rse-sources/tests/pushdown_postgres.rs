@@ -116,6 +116,27 @@ async fn deliver(source: &dyn PushdownSource, sync: &str, diff: &Diff, key_colum
     source.record_delivered(sync, &delivered).await.unwrap();
 }
 
+/// An unordered diff read of what changed, as the lookup diff asks for one, `batch_size` rows
+/// a batch.
+fn unordered(batch_size: usize) -> ReadRequest {
+    ReadRequest::full().with_order_by_key(false).with_batch_size(batch_size)
+}
+
+/// The changed rows and vanished keys of one unordered read, collected.
+async fn read_unordered(source: &dyn PushdownSource, sync: &str, batch_size: usize) -> Diff {
+    collect(source.read_changed(sync, unordered(batch_size)).await.unwrap().try_collect().await.unwrap())
+}
+
+/// A first run as the runner makes one: every row read (rse's table is empty), delivered, and
+/// the full re-diff completed, which analyzes rse's table so that later reads can be cut.
+async fn first_run(source: &dyn PushdownSource, sync: &str, batch_size: usize) -> Diff {
+    assert_eq!(source.epoch(sync).await.unwrap(), None);
+    let first = read_unordered(source, sync, batch_size).await;
+    deliver(source, sync, &first, &[0]).await;
+    source.complete(sync, "epoch-1").await.unwrap();
+    first
+}
+
 fn s(text: &str) -> Value {
     Value::String(text.to_owned())
 }
@@ -296,13 +317,9 @@ async fn a_diff_read_by_three_connections_hands_out_each_key_once_on_one_snapsho
     let (three, one) = (source(3), source(1));
     let sync = "sliced";
     let pushdown = three.pushdown().unwrap();
-    assert_eq!(pushdown.epoch(sync).await.unwrap(), None);
-    let unordered = || ReadRequest::full().with_order_by_key(false).with_batch_size(2);
-    let first = collect(pushdown.read_changed(sync, unordered()).await.unwrap().try_collect().await.unwrap());
-    assert_eq!(first.rows.len(), 3000, "rse's table is empty: one slice, every row");
-    deliver(pushdown, sync, &first, &[0]).await;
     // The end of a full re-diff analyzes rse's table: its histogram places the cuts.
-    pushdown.complete(sync, "epoch-1").await.unwrap();
+    let first = first_run(pushdown, sync, 2).await;
+    assert_eq!(first.rows.len(), 3000, "rse's table is empty: one slice, every row");
     let table: String = world
         .client
         .query_one(&format!("SELECT hash_table FROM \"{}\".rse_pushdown_syncs", world.state), &[])
@@ -331,7 +348,7 @@ async fn a_diff_read_by_three_connections_hands_out_each_key_once_on_one_snapsho
              INSERT INTO t VALUES (-7, 'below'), (0, 'zero'), (4000, 'above'), (NULL, 'no key');"
         ))
         .await;
-    let mut stream = pushdown.read_changed(sync, unordered()).await.unwrap();
+    let mut stream = pushdown.read_changed(sync, unordered(2)).await.unwrap();
     let head = stream.try_next().await.unwrap().expect("a first batch");
     // While the read is open: the session's connection and one per slice.
     assert_eq!(world.connections(&app).await, 4, "the session and three readers");
@@ -371,7 +388,7 @@ async fn a_diff_read_by_three_connections_hands_out_each_key_once_on_one_snapsho
     world.exec("UPDATE t SET v = 'v1500' WHERE id = 1500").await;
     let whole = one.pushdown().unwrap();
     assert_eq!(whole.epoch(sync).await.unwrap().as_deref(), Some("epoch-1"));
-    let single = collect(whole.read_changed(sync, unordered()).await.unwrap().try_collect().await.unwrap());
+    let single = read_unordered(whole, sync, 2).await;
     assert_eq!(sorted(&single), sorted(&sliced));
     whole.finish(sync).await;
     pushdown.finish(sync).await;
@@ -397,11 +414,7 @@ async fn text_keys_under_a_locale_collation_are_cut_as_the_model_compares_them()
     let (three, one) = (source(3), source(1));
     let sync = "text-keys";
     let sliced = three.pushdown().unwrap();
-    assert_eq!(sliced.epoch(sync).await.unwrap(), None);
-    let unordered = || ReadRequest::full().with_order_by_key(false).with_batch_size(7);
-    let first = collect(sliced.read_changed(sync, unordered()).await.unwrap().try_collect().await.unwrap());
-    deliver(sliced, sync, &first, &[0]).await;
-    sliced.complete(sync, "epoch-1").await.unwrap();
+    first_run(sliced, sync, 7).await;
     world
         .exec(
             "UPDATE t SET v = -v WHERE v % 97 = 0;
@@ -423,14 +436,14 @@ async fn text_keys_under_a_locale_collation_are_cut_as_the_model_compares_them()
         vanished.sort_unstable();
         (rows, vanished)
     };
-    let mut stream = sliced.read_changed(sync, unordered()).await.unwrap();
+    let mut stream = sliced.read_changed(sync, unordered(7)).await.unwrap();
     let mut batches = vec![stream.try_next().await.unwrap().expect("a first batch")];
     assert_eq!(world.connections(&app).await, 4, "the session and three readers");
     batches.extend(stream.try_collect::<Vec<_>>().await.unwrap());
     let by_three = keys(&collect(batches));
     let whole = one.pushdown().unwrap();
     whole.epoch(sync).await.unwrap();
-    let by_one = keys(&collect(whole.read_changed(sync, unordered()).await.unwrap().try_collect().await.unwrap()));
+    let by_one = keys(&read_unordered(whole, sync, 7).await);
     let updated = (1..=3000).filter(|v| v % 97 == 0 && v % 89 != 0).count();
     assert_eq!(by_one.0.len(), updated + 6, "the updates and the new keys");
     assert_eq!(by_one.1.len(), (1..=3000).filter(|v| v % 89 == 0).count());
@@ -624,13 +637,9 @@ async fn a_server_refusing_more_connections_gets_the_diff_read_on_one() {
         .with_pushdown_readers(3);
     let pushdown = source.pushdown().unwrap();
     let sync = "two-connections";
-    assert_eq!(pushdown.epoch(sync).await.unwrap(), None);
-    let unordered = || ReadRequest::full().with_order_by_key(false).with_batch_size(100);
-    let first = collect(pushdown.read_changed(sync, unordered()).await.unwrap().try_collect().await.unwrap());
-    deliver(pushdown, sync, &first, &[0]).await;
-    pushdown.complete(sync, "epoch-1").await.unwrap();
+    first_run(pushdown, sync, 100).await;
     world.exec("UPDATE t SET v = 'changed' WHERE id % 500 = 0; DELETE FROM t WHERE id IN (1, 3000)").await;
-    let changed = collect(pushdown.read_changed(sync, unordered()).await.unwrap().try_collect().await.unwrap());
+    let changed = read_unordered(pushdown, sync, 100).await;
     let mut keys: Vec<i64> = changed
         .keys(&[0])
         .iter()
