@@ -26,6 +26,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use cpu::cpu;
 use futures::StreamExt;
 use rse::connectors::state::SqliteStateStore;
 use rse::connectors::{PostgresDestination, PostgresDestinationOptions};
@@ -33,6 +34,9 @@ use rse::sources::Model;
 use rse::sources::postgres::PostgresSource;
 use rse::testing::{service_url, unique_id};
 use rse::{DiffStrategy, Mode, RunStatus, SyncJob, SyncOptions, SyncReport};
+
+#[path = "support/cpu.rs"]
+mod cpu;
 
 const CHILD_ENV: &str = "RSE_BENCH_PUSHDOWN_SCHEMA";
 const ROUNDS: i64 = 3;
@@ -61,34 +65,6 @@ fn status_kb(field: &str) -> u64 {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
-}
-
-/// CPU seconds used so far by PostgreSQL's processes (when the server runs on this machine)
-/// and by this process: each live `postgres` process's own time, plus the time of the exited
-/// ones, which their parent (the postmaster) has reaped; 0 where `/proc` cannot be read.
-fn cpu_seconds() -> (f64, f64) {
-    let tick = 100.0; // USER_HZ on Linux
-    let mut server = 0.0;
-    let mut own = 0.0;
-    let me = std::process::id().to_string();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let pid = entry.file_name().to_string_lossy().into_owned();
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
-        // `pid (comm) state ppid …`: the fields after the command's closing parenthesis.
-        let Some((head, rest)) = stat.rsplit_once(") ") else { continue };
-        let fields: Vec<f64> = rest.split_whitespace().map(|f| f.parse().unwrap_or(0.0)).collect();
-        if fields.len() < 15 {
-            continue;
-        }
-        // utime, stime, cutime, cstime are fields 14–17 of the line, 12–15 after the command.
-        let (user, system, child_user, child_system) = (fields[11], fields[12], fields[13], fields[14]);
-        if pid == me {
-            own = (user + system) / tick;
-        } else if head.ends_with("(postgres") {
-            server += (user + system + child_user + child_system) / tick;
-        }
-    }
-    (server, own)
 }
 
 /// Resets the peak RSS to the current RSS (Linux: `5` into `clear_refs`).
@@ -128,11 +104,11 @@ async fn sync(schema: &str, name: &str, strategy: DiffStrategy) -> SyncJob {
 
 async fn timed(label: &str, sync: &SyncJob) -> (SyncReport, Duration, u64) {
     reset_peak();
-    let cpu_before = cpu_seconds();
+    let (own_before, server_before) = cpu();
     let started = Instant::now();
     let report = sync.run().await.unwrap();
     let took = started.elapsed();
-    let cpu_after = cpu_seconds();
+    let (own_after, server_after) = cpu();
     let peak = status_kb("VmHWM:");
     assert_eq!(report.status, RunStatus::Succeeded, "{report}");
     let out = report
@@ -147,8 +123,8 @@ async fn timed(label: &str, sync: &SyncJob) -> (SyncReport, Duration, u64) {
         stages.diff,
         stages.deliver,
         stages.commit,
-        cpu_after.0 - cpu_before.0,
-        cpu_after.1 - cpu_before.1,
+        server_after - server_before,
+        own_after - own_before,
         peak as f64 / 1024.0,
         report.counts.applied.insert,
         report.counts.applied.update,
@@ -179,17 +155,17 @@ async fn copy_key_hash(client: &tokio_postgres::Client, schema: &str) -> Duratio
         "COPY (SELECT m.id, hash_record_extended(ROW(m.id, m.email, m.name, m.address, m.plan, m.score, \
          m.lifetime_value, m.created_at, m.active, m.visits), 0) FROM \"{schema}\".model AS m) TO STDOUT"
     );
-    let cpu_before = cpu_seconds();
+    let (own_before, server_before) = cpu();
     let started = Instant::now();
     let stream = client.copy_out(&sql).await.unwrap();
     let bytes = stream.fold(0usize, |n, chunk| async move { n + chunk.unwrap().len() }).await;
     let took = started.elapsed();
-    let cpu_after = cpu_seconds();
+    let (own_after, server_after) = cpu();
     println!(
         "copy_key_hash: {took:.2?} ({:.1} MB of text), CPU: server {:.2} s, client {:.2} s",
         bytes as f64 / 1e6,
-        cpu_after.0 - cpu_before.0,
-        cpu_after.1 - cpu_before.1
+        server_after - server_before,
+        own_after - own_before
     );
     took
 }
