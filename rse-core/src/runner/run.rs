@@ -178,7 +178,6 @@ pub(super) async fn run_in_span(
             // first, then with the state (both must agree before a run reads only changes).
             if let Some(plan) = &produced.pushdown
                 && plan.full.is_some()
-                && !plan.completes()
                 && plan.failures.load(std::sync::atomic::Ordering::Relaxed) > 0
             {
                 warn!(

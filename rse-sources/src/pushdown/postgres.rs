@@ -55,9 +55,6 @@ struct Split {
     nullable: bool,
     /// The first key column's type, to which the histogram's bounds are cast.
     key_type: String,
-    /// The fewest keys in rse's table for which the read is cut (none when the readers were
-    /// asked for).
-    min_keys: f64,
 }
 
 /// One connection's share of a diff read: the key slices it reads in turn, each with its
@@ -227,14 +224,14 @@ impl PostgresSource {
     /// for a collatable type, the same collation), and the key's type known.
     async fn split(&self, client: &Client, sql: &PushdownSql) -> Result<Option<Split>, SourceError> {
         let failed = |e| self.pushdown_error(e, sql);
-        let (readers, min_keys) = match self.pushdown_readers {
-            Some(n) => (n, 0.0),
+        let readers = match self.pushdown_readers {
+            Some(n) => n,
             None => {
                 let row = client
                     .query_one("SELECT current_setting('max_parallel_workers_per_gather')::int", &[])
                     .await
                     .map_err(failed)?;
-                (if row.get::<_, i32>(0) == 0 { 1 } else { DEFAULT_READERS }, MIN_KEYS_TO_SPLIT)
+                if row.get::<_, i32>(0) == 0 { 1 } else { DEFAULT_READERS }
             }
         };
         if readers < 2 {
@@ -243,7 +240,7 @@ impl PostgresSource {
         let (Some(first), Model::Table { .. }) = (sql.key().first(), &self.model) else { return Ok(None) };
         let Some(key_type) = first.sql_type.clone() else { return Ok(None) };
         let table = sql.table();
-        let hash_table = format!("{}.{}", quote_ident(&table.schema), quote_ident(&table.name));
+        let hash_table = Dialect::Postgres.qualified(&table.schema, &table.name);
         let row = client
             .query_opt(
                 "SELECT h.atttypid = m.atttypid AND (t.typcollation = 0 OR h.attcollation = m.attcollation), \
@@ -256,7 +253,7 @@ impl PostgresSource {
             .await
             .map_err(failed)?;
         Ok(match row {
-            Some(row) if row.get::<_, bool>(0) => Some(Split { readers, nullable: row.get(1), key_type, min_keys }),
+            Some(row) if row.get::<_, bool>(0) => Some(Split { readers, nullable: row.get(1), key_type }),
             _ => None,
         })
     }
@@ -267,7 +264,7 @@ impl PostgresSource {
     async fn slices(&self, session: &Session, split: &Split) -> Vec<Slice> {
         let table = session.sql.table();
         let Some(first) = session.sql.key().first() else { return slices_at(&[], false) };
-        let name = format!("{}.{}", quote_ident(&table.schema), quote_ident(&table.name));
+        let name = Dialect::Postgres.qualified(&table.schema, &table.name);
         // The bounds leave as text, cast to the key's type and back, so that they compare
         // as keys and bind as the statements' text bounds.
         let sql = format!(
@@ -278,8 +275,10 @@ impl PostgresSource {
             split.key_type
         );
         let row = session.client.query_opt(&sql, &[&table.schema, &table.name, &first.name, &name]).await;
+        // Readers asked for cut any table; by default only a large one is worth the connections.
+        let min_keys = if self.pushdown_readers.is_some() { 0.0 } else { MIN_KEYS_TO_SPLIT };
         let values = match row {
-            Ok(Some(row)) if row.get::<_, f64>(0) >= split.min_keys => row.get::<_, Vec<String>>(1),
+            Ok(Some(row)) if row.get::<_, f64>(0) >= min_keys => row.get::<_, Vec<String>>(1),
             Ok(_) => Vec::new(),
             Err(error) => {
                 tracing::debug!(
@@ -831,7 +830,7 @@ impl PushdownSource for PostgresSource {
         // Rewrite them in key order and gather the planner's statistics now, rather than
         // leave a bloated table to autovacuum.
         let table = session.sql.table();
-        let name = format!("{}.{}", quote_ident(&table.schema), quote_ident(&table.name));
+        let name = Dialect::Postgres.qualified(&table.schema, &table.name);
         let compacted = async {
             // The key's unique index, by its name in the catalog (PostgreSQL may have cut it).
             let index: String = session
