@@ -47,7 +47,7 @@ const DEFAULT_READERS: usize = 2;
 const MIN_KEYS_TO_SPLIT: f64 = 100_000.0;
 
 /// How a diff read may be cut into slices of the key space (see `Session::split`).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct Split {
     /// How many connections read at once.
     readers: usize,
@@ -59,7 +59,7 @@ struct Split {
 
 /// One connection's share of a diff read: the key slices it reads in turn, each with its
 /// bounds (as the first key column's text).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug)]
 struct Slice {
     reads: Vec<(KeyRange, Vec<String>)>,
 }
